@@ -1,0 +1,46 @@
+# mlobs developer targets. `make test` is what CI runs.
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: build test lint fmt crds crds-check demo venv bench e2e clean
+
+build:
+	$(CARGO) build --bins
+
+## Python tools used by tests and lint (moto for AWS, kubernetes-validate for manifests).
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+test: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) test --all-targets
+
+lint: venv crds-check
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	bash scripts/validate-manifests.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+## Regenerate crds/*.yaml from the API types.
+crds:
+	$(CARGO) run --quiet --bin crdgen -- crds
+
+## Fails when crds/ is stale.
+crds-check:
+	@tmp=$$(mktemp -d) && $(CARGO) run --quiet --bin crdgen -- $$tmp >/dev/null && \
+	  diff -ru crds $$tmp && echo "crds/ is up to date" || { echo "crds/ is stale: run make crds"; exit 1; }
+
+## Offline demo: what the full sample pipeline creates and costs, with no cluster and no AWS account.
+demo:
+	$(CARGO) run --quiet --bin mlobs -- plan -f config/samples/pipeline-full.yaml --policy config/samples/policy-default.yaml
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

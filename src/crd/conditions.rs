@@ -1,0 +1,163 @@
+//! Condition types and reasons shared by both kinds.
+//!
+//! Reasons are CamelCase and are used three ways: condition reason, event reason and metric label.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Condition types of an MLObservabilityPipeline.
+pub mod pipeline {
+    pub const READY: &str = "Ready";
+    pub const KMS_KEY_READY: &str = "KmsKeyReady";
+    pub const LOG_GROUPS_READY: &str = "LogGroupsReady";
+    pub const IAM_ROLE_READY: &str = "IamRoleReady";
+    pub const COLLECTOR_READY: &str = "CollectorReady";
+    pub const POLICY_COMPLIANT: &str = "PolicyCompliant";
+    pub const DRIFTED: &str = "Drifted";
+    /// Every pipeline condition type, in the order they are reported.
+    pub const ALL: [&str; 7] = [
+        READY,
+        KMS_KEY_READY,
+        LOG_GROUPS_READY,
+        IAM_ROLE_READY,
+        COLLECTOR_READY,
+        POLICY_COMPLIANT,
+        DRIFTED,
+    ];
+}
+
+/// Condition types of a GpuTelemetryPolicy.
+pub mod policy {
+    pub const READY: &str = "Ready";
+    pub const VALID: &str = "Valid";
+}
+
+/// Condition reasons. One vocabulary for conditions, events and metric labels.
+pub mod reason {
+    pub const RECONCILED: &str = "Reconciled";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const POLICY_VIOLATION: &str = "PolicyViolation";
+    pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";
+    pub const DEFAULT_CONFLICT: &str = "DefaultConflict";
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    pub const WAITING_FOR_AWS: &str = "WaitingForAws";
+    pub const NAME_CONFLICT: &str = "NameConflict";
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    pub const AWS_RETRYABLE: &str = "AwsRetryable";
+    pub const AWS_ERROR: &str = "AwsError";
+    pub const DRIFT_DETECTED: &str = "DriftDetected";
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+    pub const NO_DRIFT: &str = "NoDrift";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const COMPLIANT: &str = "Compliant";
+    pub const VALID: &str = "Valid";
+}
+
+/// Condition status values.
+pub mod status {
+    pub const TRUE: &str = "True";
+    pub const FALSE: &str = "False";
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// Sets `new` in `conditions`, keeping `lastTransitionTime` unless the status changed.
+///
+/// Returns true when anything about the list changed.
+pub fn upsert(conditions: &mut Vec<Condition>, mut new: Condition) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(existing) => {
+            if existing.status == new.status {
+                new.last_transition_time = existing.last_transition_time.clone();
+            }
+            let changed = *existing != new;
+            *existing = new;
+            changed
+        }
+        None => {
+            conditions.push(new);
+            true
+        }
+    }
+}
+
+/// Builds a condition. `now` is passed in so callers stay testable.
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: now,
+    }
+}
+
+/// Finds a condition by type.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("valid timestamp"))
+    }
+
+    #[test]
+    fn transition_time_changes_only_when_status_changes() {
+        let mut list = vec![];
+        assert!(upsert(
+            &mut list,
+            condition(
+                pipeline::READY,
+                status::FALSE,
+                reason::RECONCILING,
+                "a",
+                Some(1),
+                at(10)
+            )
+        ));
+        // Same status, new message: time stays.
+        assert!(upsert(
+            &mut list,
+            condition(
+                pipeline::READY,
+                status::FALSE,
+                reason::WAITING_FOR_AWS,
+                "b",
+                Some(1),
+                at(20)
+            )
+        ));
+        assert_eq!(list[0].last_transition_time, at(10));
+        assert_eq!(list[0].reason, reason::WAITING_FOR_AWS);
+        // Identical: no change reported.
+        assert!(!upsert(
+            &mut list,
+            condition(
+                pipeline::READY,
+                status::FALSE,
+                reason::WAITING_FOR_AWS,
+                "b",
+                Some(1),
+                at(30)
+            )
+        ));
+        // Status flips: time moves.
+        assert!(upsert(
+            &mut list,
+            condition(pipeline::READY, status::TRUE, reason::RECONCILED, "ok", Some(1), at(40))
+        ));
+        assert_eq!(list[0].last_transition_time, at(40));
+        assert_eq!(list.len(), 1);
+    }
+}

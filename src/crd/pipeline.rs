@@ -1,0 +1,561 @@
+//! `MLObservabilityPipeline`: one team's telemetry pipeline.
+//!
+//! Every spec field is optional: an absent field takes the platform policy's default, then the
+//! built-in default (see `desired::effective`), so the merge can tell where each value came from.
+
+// printcolumn(...) repeats `type_ = ...` by design; clippy reads it as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
+
+/// A team's ML observability pipeline: pre-created, KMS-encrypted CloudWatch log groups, a
+/// least-privilege IAM role, and an OpenTelemetry collector DaemonSet on the GPU nodes that ships
+/// pod logs and a selected set of DCGM GPU metrics.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "mlobs.io",
+    version = "v1alpha1",
+    kind = "MLObservabilityPipeline",
+    doc = "A team's ML observability pipeline on EKS: KMS key, pre-created CloudWatch log groups, collector IAM role and OpenTelemetry collector DaemonSet on GPU nodes.",
+    plural = "mlobservabilitypipelines",
+    shortname = "mlop",
+    category = "mlobs",
+    namespaced,
+    status = "MLObservabilityPipelineStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    cel,
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(name = "Series", type_ = "integer", json_path = ".status.telemetry.totalSeries"),
+    printcolumn(
+        name = "Est $/mo",
+        type_ = "number",
+        json_path = ".status.telemetry.estimatedMonthlyCostUSD"
+    ),
+    printcolumn(
+        name = "Drift",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Drifted")].status"#
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "!(has(self.logs) && has(self.logs.logGroup) && has(self.logs.logGroup.name) && has(self.metrics) && has(self.metrics.cloudwatch) && has(self.metrics.cloudwatch.logGroup) && has(self.metrics.cloudwatch.logGroup.name)) || self.logs.logGroup.name != self.metrics.cloudwatch.logGroup.name"
+).message("spec.logs.logGroup.name and spec.metrics.cloudwatch.logGroup.name must differ").reason(Reason::FieldValueDuplicate))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MLObservabilityPipelineSpec {
+    /// Name of the EKS cluster. Used in default log group names, the `k8s.cluster.name` resource
+    /// attribute and the EKS pod identity association. Default: the operator's `--cluster-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[0-9A-Za-z][A-Za-z0-9_-]*$"))]
+    pub cluster_name: Option<String>,
+
+    /// AWS region of the log groups, key and collector endpoint. Default: the operator's `--region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: Option<String>,
+
+    /// Name of the GpuTelemetryPolicy that governs this pipeline. Absent: the policy with
+    /// `default: true`, if exactly one exists; with none, built-in defaults and no guardrails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub policy_ref: Option<String>,
+
+    /// Where telemetry is collected from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<SourcesSpec>,
+
+    /// Pod log collection and the CloudWatch log group it is shipped to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsSpec>,
+
+    /// DCGM GPU metrics and how they become CloudWatch metrics (EMF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
+
+    /// OTLP intake for applications that emit their own telemetry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TracesSpec>,
+
+    /// Encryption at rest of the log groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
+
+    /// The AWS identity the collector runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySpec>,
+
+    /// The OpenTelemetry collector DaemonSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<CollectorSpec>,
+
+    /// `Correct` (default) puts drifted AWS and Kubernetes resources back; `Report` only records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_policy: Option<DriftPolicy>,
+
+    /// `Retain` (default) keeps the key, log groups and role when the pipeline is deleted and only
+    /// removes mlobs ownership tags; `Delete` removes them (the key is scheduled for deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// How often AWS resources are re-read to detect drift, e.g. `10m` (default). Minimum 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    pub resync_interval: Option<String>,
+
+    /// Take over an existing log group or IAM role that has the desired name but no mlobs ownership
+    /// tags (it is tagged and reconciled). Without it such a name is a `NameConflict` and nothing is
+    /// touched. The annotation `mlobs.io/adopt: "true"` has the same effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<bool>,
+}
+
+/// Where telemetry is collected from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourcesSpec {
+    /// Namespaces whose pod logs are collected. Default: the pipeline's own namespace. Other
+    /// namespaces need the policy's `sources.crossNamespaceFrom` to list this pipeline's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub namespaces: Option<Vec<String>>,
+
+    /// Node labels that select the GPU nodes the collector runs on.
+    /// Default: the policy's, else `nvidia.com/gpu.present: "true"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations for the collector pods. Default: the policy's, else tolerate any `nvidia.com/gpu` taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+}
+
+/// Pod log collection.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogsSpec {
+    /// Collect pod logs (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Globs under `/var/log/pods` to read. Default: every container of the source namespaces,
+    /// `/var/log/pods/<namespace>_*/*/*.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 1024), regex(pattern = r"^/var/log/pods/"))
+    )]
+    pub include: Option<Vec<String>>,
+
+    /// Globs to skip, e.g. a noisy sidecar: `/var/log/pods/*/istio-proxy/*.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    pub exclude: Option<Vec<String>>,
+
+    /// The log group logs are written to. It is created before the collector starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<LogGroupSpec>,
+
+    /// Redactions applied to every log body before it leaves the node. The policy's
+    /// `logs.requiredRedactions` are added to these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub redaction: Option<Vec<Redaction>>,
+
+    /// Pod label whose value becomes the `ml.job.id` attribute, e.g. `training.kubeflow.org/job-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 317),
+        regex(
+            pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+        )
+    )]
+    pub job_id_label: Option<String>,
+}
+
+/// A CloudWatch Logs log group created ahead of time by the operator.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogGroupSpec {
+    /// Log group name. Default: `/aws/eks/<cluster>/<namespace>/<pipeline>/logs` (or `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[A-Za-z0-9_\-/.#]+$"))]
+    pub name: Option<String>,
+
+    /// Days to keep events: one of 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    /// 1096, 1827, 2192, 2557, 2922, 3288, 3653. Default: the policy's minimum, else 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "self in [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]"
+    ).message("retentionInDays must be one of the values CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653").reason(Reason::FieldValueInvalid))]
+    pub retention_in_days: Option<i32>,
+
+    /// `STANDARD` (default) or `INFREQUENT_ACCESS` (half the ingestion price, no EMF extraction).
+    /// Set at creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("class is set when the log group is created and cannot change"))]
+    pub class: Option<LogGroupClass>,
+
+    /// Extra tags on the log group (up to 47: mlobs adds 3 ownership tags; CloudWatch allows 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 47))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('mlobs.io/') && size(k) <= 128 && size(self[k]) <= 256)")
+        .message("tag keys must not start with aws: or mlobs.io/ (reserved), keys are at most 128 and values at most 256 characters"))]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// GPU metrics.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// DCGM exporter scraping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dcgm: Option<DcgmSpec>,
+
+    /// CloudWatch metrics through the embedded metric format (EMF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudwatch: Option<CloudWatchMetricsSpec>,
+}
+
+/// Which DCGM fields are scraped, and how often.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DcgmSpec {
+    /// Scrape the node-local DCGM exporter (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Scrape interval, e.g. `30s` (default). Not below the policy's `metrics.minScrapeInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    pub scrape_interval: Option<String>,
+
+    /// DCGM field names to ship, e.g. `DCGM_FI_DEV_GPU_UTIL`. Every other series is dropped on the
+    /// node. Default: the policy's `metrics.defaults`, else ten fields that need no profiling
+    /// capability (utilisation, memory, temperature, power, XID, ECC, NVLink, PCIe replays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        inner(length(min = 8, max = 64), regex(pattern = r"^DCGM_FI_[A-Z0-9_]+$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub metrics: Option<Vec<String>>,
+}
+
+/// CloudWatch metrics via EMF.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudWatchMetricsSpec {
+    /// CloudWatch namespace (default `ML/GPU`). Must not start with `AWS/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9 ._#:/-]+$"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('AWS/')").message("namespace must not start with AWS/ (reserved for AWS services)"))]
+    pub namespace: Option<String>,
+
+    /// Dimension sets. Each set makes one CloudWatch metric per distinct combination of its values,
+    /// so each set multiplies cost. Names: `k8s.cluster.name`, `k8s.node.name`, `gpu.node.type`,
+    /// `gpu`, `UUID`, `modelName`, `k8s.namespace.name`, `k8s.pod.name`, `ml.job.id`.
+    /// Default: `[[k8s.cluster.name, k8s.node.name, gpu], [k8s.cluster.name]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10), inner(length(min = 1, max = 30)))]
+    pub dimensions: Option<Vec<Vec<String>>>,
+
+    /// The log group EMF events are written to. Must be `STANDARD`: CloudWatch extracts no
+    /// metrics from `INFREQUENT_ACCESS` groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!has(self.class) || self.class == 'STANDARD'").message("the EMF log group must be STANDARD: CloudWatch does not extract metrics from INFREQUENT_ACCESS log groups"))]
+    pub log_group: Option<LogGroupSpec>,
+}
+
+/// OTLP intake.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracesSpec {
+    /// OTLP receiver on the collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpSpec>,
+}
+
+/// OTLP receiver settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpSpec {
+    /// Open the OTLP gRPC (4317) and HTTP (4318) ports on each collector pod (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// Encryption at rest.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionSpec {
+    /// The KMS key of both log groups. Default: a key created for this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsSpec>,
+}
+
+/// Which KMS key encrypts the log groups: an existing one, or one the operator creates.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!(has(self.keyArn) && has(self.create))").message("set either kms.keyArn (an existing key) or kms.create, not both").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("!(has(self.disabled) && self.disabled && (has(self.keyArn) || has(self.create)))").message("kms.disabled cannot be combined with kms.keyArn or kms.create").reason(Reason::FieldValueForbidden))]
+pub struct KmsSpec {
+    /// ARN of an existing customer-managed key. Its key policy must let
+    /// `logs.<region>.amazonaws.com` use it for these log groups (`mlobs plan` prints the statement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$"))]
+    pub key_arn: Option<String>,
+
+    /// Create a key for this pipeline (the default when keyArn is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<KmsCreateSpec>,
+
+    /// Use CloudWatch's default encryption instead of a customer-managed key. Refused when the
+    /// policy sets `logs.requireKms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+/// A KMS key created and owned by the operator.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KmsCreateSpec {
+    /// Alias, e.g. `alias/mlobs/team-a`. Default: `alias/mlobs/<cluster>/<namespace>/<pipeline>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 7, max = 256), regex(pattern = r"^alias/[A-Za-z0-9/_-]+$"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('alias/aws/')").message("alias must not start with alias/aws/ (reserved for AWS managed keys)"))]
+    pub alias: Option<String>,
+
+    /// Rotate the key material yearly (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<bool>,
+
+    /// Days between a `Delete` of the pipeline and the key's deletion, 7–30 (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 7, max = 30))]
+    pub deletion_window_in_days: Option<i32>,
+}
+
+/// The collector's AWS identity.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'IRSA' || has(self.oidcProviderArn) || has(self.existingRoleArn)").message("identity.mode IRSA needs identity.oidcProviderArn (or an existingRoleArn whose trust you manage)").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("!(has(self.roleName) && has(self.existingRoleArn))").message("set either identity.roleName (a role mlobs creates) or identity.existingRoleArn, not both").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("!(has(self.existingRoleArn) && has(self.permissionsBoundaryArn))").message("identity.permissionsBoundaryArn applies only to a role mlobs creates, not to existingRoleArn").reason(Reason::FieldValueForbidden))]
+pub struct IdentitySpec {
+    /// `IRSA` or `PodIdentity`. Default: the policy's first allowed mode, else IRSA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<IdentityMode>,
+
+    /// ARN of the cluster's IAM OIDC provider (IRSA), e.g.
+    /// `arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/[A-Za-z0-9./_-]+$"))]
+    pub oidc_provider_arn: Option<String>,
+
+    /// Name of the role mlobs creates (≤ 64 chars). Default: derived from cluster, namespace and
+    /// pipeline name, hash-suffixed when it would be longer than 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9+=,.@_-]+$"))]
+    pub role_name: Option<String>,
+
+    /// Use this role instead of creating one; mlobs only verifies it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$"))]
+    pub existing_role_arn: Option<String>,
+
+    /// Permissions boundary attached to the created role. Default: the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/[A-Za-z0-9+=,.@_/-]+$"))]
+    pub permissions_boundary_arn: Option<String>,
+
+    /// When the collector reaches CloudWatch through VPC endpoints: the VPC id, added as an
+    /// `aws:SourceVpc` condition to every statement of the role's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^vpc-[0-9a-f]{8,17}$"))]
+    pub source_vpc: Option<String>,
+}
+
+/// The OpenTelemetry collector.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectorSpec {
+    /// Collector image, pinned by tag or digest (`:latest` is refused). Must be a contrib build
+    /// (it needs filelog, prometheus, awscloudwatchlogs and awsemf). Default: the policy's, else
+    /// the version this operator is tested with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Container resources. The memory limit also sets memory_limiter (80%) and GOMEMLIMIT.
+    /// Default: the policy's, else requests 100m/256Mi, limit 512Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Batching before export (batch is always the last processor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
+
+    /// Host directory for file-backed queues and log read offsets, so a restart neither loses nor
+    /// re-sends data. Default `/var/lib/mlobs/<namespace>-<pipeline>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 256), regex(pattern = r"^/[A-Za-z0-9._/-]+$"))]
+    pub queue_host_path: Option<String>,
+
+    /// How long an exporter retries a failed send before dropping it, e.g. `300s` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    pub retry_max_elapsed: Option<String>,
+
+    /// Extra resource attributes set on every log and metric, e.g. `team: vision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub resource_attributes: Option<BTreeMap<String, String>>,
+}
+
+/// Batch processor settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Items per batch (default 1000). PutLogEvents takes at most 10,000 events per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub send_batch_size: Option<i32>,
+
+    /// Send a partial batch after this long, e.g. `10s` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+/// Observed state of a pipeline.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MLObservabilityPipelineStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, KmsKeyReady, LogGroupsReady, IamRoleReady, CollectorReady, PolicyCompliant, Drifted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// AWS resources in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsStatus>,
+
+    /// Collector rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<CollectorStatus>,
+
+    /// Cardinality and cost estimate for the GPU nodes that match the selector now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetryStatus>,
+
+    /// Open drift records: where an AWS or Kubernetes resource differs from the spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftRecord>,
+
+    /// The policy that governed the last reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRefStatus>,
+}
+
+/// AWS resources in use.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsStatus {
+    /// The KMS key encrypting the log groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
+    /// The logs and metrics log groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_group_arns: Vec<String>,
+    /// The collector's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// EKS pod identity association id (PodIdentity mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_identity_association_id: Option<String>,
+}
+
+/// Collector rollout.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorStatus {
+    /// Nodes that should run a collector pod.
+    #[serde(default)]
+    pub desired_nodes: i32,
+    /// Nodes with a ready collector pod of the current config.
+    #[serde(default)]
+    pub ready_nodes: i32,
+    /// Hash of the collector configuration rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+}
+
+/// Cardinality and cost estimate.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryStatus {
+    /// GPU nodes matching the selector.
+    #[serde(default)]
+    pub gpu_nodes: i32,
+    /// CloudWatch metrics (series) per node from the selected DCGM fields and dimension sets.
+    #[serde(default)]
+    pub series_per_node: i64,
+    /// CloudWatch metrics in total.
+    #[serde(default)]
+    pub total_series: i64,
+    /// Estimated CloudWatch cost per month in USD (us-east-1 list prices).
+    #[serde(default, rename = "estimatedMonthlyCostUSD")]
+    pub estimated_monthly_cost_usd: f64,
+}
+
+/// One difference between the spec and a live resource.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftRecord {
+    /// The resource, e.g. `logGroup:/aws/eks/prod/team-a/train/logs`.
+    pub resource: String,
+    /// The field that differs, e.g. `kmsKeyId`.
+    pub field: String,
+    /// What the spec asks for.
+    pub desired: String,
+    /// What was found.
+    pub actual: String,
+    /// When it was first seen (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<String>,
+    /// `Corrected` or `Reported`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// The policy that governed the last reconcile.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRefStatus {
+    /// Policy name.
+    pub name: String,
+    /// Its metadata.generation at that time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}

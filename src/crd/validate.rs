@@ -1,0 +1,479 @@
+//! One validation entry point for the operator and the CLI.
+//!
+//! Three layers, in the order the API server applies them: the CRD's OpenAPI schema (types,
+//! patterns, ranges, unknown fields), its CEL rules (evaluated client-side with kube's `cel`
+//! feature), then checks Kubernetes cannot express (regexes compile, images are pinned, ...).
+//! Schema and CEL come from the generated CRD itself, so the CLI can never be laxer than admission.
+
+use std::fmt;
+
+use kube::CustomResourceExt;
+use regex::Regex;
+use serde_json::Value;
+
+use super::common::parse_duration_ms;
+use super::{GpuTelemetryPolicy, MLObservabilityPipeline, Redaction};
+
+/// One rejected value: where, which rule, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path from the object root, e.g. `spec.logs.logGroup.retentionInDays`.
+    pub path: String,
+    /// Short name of the rule, e.g. `pattern`, `cel`, `pinnedImage`.
+    pub rule: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} [rule: {}]", self.path, self.message, self.rule)
+    }
+}
+
+/// All errors found in one object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Invalid(pub Vec<FieldError>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn field(path: &str, rule: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        path: path.to_string(),
+        rule: rule.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The openAPIV3Schema of a generated CRD.
+pub fn crd_schema<K: CustomResourceExt>() -> Value {
+    let crd = K::crd();
+    crd.spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Checks `value` against a structural OpenAPI v3 schema the way the API server would.
+pub fn schema_errors(schema: &Value, value: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    check(schema, value, "", &mut errors);
+    errors
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let s = |k: &str| schema.get(k);
+    let here = if path.is_empty() { "<root>" } else { path };
+    if value.is_null() {
+        if s("nullable") != Some(&Value::Bool(true)) {
+            errors.push(field(here, "type", "must not be null"));
+        }
+        return;
+    }
+    let int_or_string = s("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    if int_or_string {
+        if !(value.is_string() || type_name(value) == "integer") {
+            errors.push(field(
+                here,
+                "type",
+                format!("must be an integer or a string, got {}", type_name(value)),
+            ));
+        }
+        return;
+    }
+    if let Some(Value::String(want)) = s("type") {
+        let got = type_name(value);
+        let ok = got == want || (want == "number" && got == "integer");
+        if !ok {
+            errors.push(field(here, "type", format!("must be {want}, got {got}")));
+            return;
+        }
+    }
+    if let Some(Value::Array(allowed)) = s("enum")
+        && !allowed.contains(value)
+    {
+        let names: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
+        errors.push(field(
+            here,
+            "enum",
+            format!("must be one of {}, got {value}", names.join(", ")),
+        ));
+    }
+    match value {
+        Value::String(text) => {
+            let len = text.chars().count() as u64;
+            if let Some(min) = s("minLength").and_then(Value::as_u64)
+                && len < min
+            {
+                errors.push(field(here, "minLength", format!("must be at least {min} characters")));
+            }
+            if let Some(max) = s("maxLength").and_then(Value::as_u64)
+                && len > max
+            {
+                errors.push(field(
+                    here,
+                    "maxLength",
+                    format!("must be at most {max} characters, got {len}"),
+                ));
+            }
+            if let Some(Value::String(pattern)) = s("pattern") {
+                match Regex::new(pattern) {
+                    Ok(re) if !re.is_match(text) => {
+                        errors.push(field(here, "pattern", format!("{text:?} does not match {pattern}")))
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.push(field(here, "pattern", format!("schema pattern does not compile: {e}"))),
+                }
+            }
+        }
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if let Some(min) = s("minimum").and_then(Value::as_f64)
+                && x < min
+            {
+                errors.push(field(here, "minimum", format!("must be at least {min}, got {n}")));
+            }
+            if let Some(max) = s("maximum").and_then(Value::as_f64)
+                && x > max
+            {
+                errors.push(field(here, "maximum", format!("must be at most {max}, got {n}")));
+            }
+        }
+        Value::Array(items) => {
+            if let Some(min) = s("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                errors.push(field(here, "minItems", format!("must have at least {min} items")));
+            }
+            if let Some(max) = s("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                errors.push(field(
+                    here,
+                    "maxItems",
+                    format!("must have at most {max} items, got {}", items.len()),
+                ));
+            }
+            if s("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+                for (i, item) in items.iter().enumerate() {
+                    if items[..i].contains(item) {
+                        errors.push(field(
+                            &format!("{path}[{i}]"),
+                            "uniqueItems",
+                            format!("duplicate entry {item}"),
+                        ));
+                    }
+                }
+            }
+            if let Some(item_schema) = s("items") {
+                for (i, item) in items.iter().enumerate() {
+                    check(item_schema, item, &format!("{path}[{i}]"), errors);
+                }
+            }
+        }
+        Value::Object(map) => {
+            if let Some(min) = s("minProperties").and_then(Value::as_u64)
+                && (map.len() as u64) < min
+            {
+                errors.push(field(
+                    here,
+                    "minProperties",
+                    format!("must have at least {min} entries"),
+                ));
+            }
+            if let Some(max) = s("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                errors.push(field(
+                    here,
+                    "maxProperties",
+                    format!("must have at most {max} entries, got {}", map.len()),
+                ));
+            }
+            if let Some(Value::Array(required)) = s("required") {
+                for r in required.iter().filter_map(Value::as_str) {
+                    if !map.contains_key(r) {
+                        errors.push(field(&join(path, r), "required", "is required"));
+                    }
+                }
+            }
+            let props = s("properties").and_then(Value::as_object);
+            let additional = s("additionalProperties").filter(|a| a.is_object());
+            let preserve = s("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            // apiVersion, kind and metadata are validated by the API server itself, not by the CRD.
+            let implicit = |k: &str| path.is_empty() && matches!(k, "apiVersion" | "kind" | "metadata");
+            let is_metadata = path == "metadata";
+            for (k, v) in map {
+                if implicit(k) {
+                    continue;
+                }
+                let sub = join(path, k);
+                if let Some(p) = props.and_then(|p| p.get(k)) {
+                    check(p, v, &sub, errors);
+                } else if let Some(a) = additional {
+                    check(a, v, &sub, errors);
+                } else if !(preserve || is_metadata) && (props.is_some() || path.is_empty()) {
+                    errors.push(field(&sub, "unknownField", "unknown field"));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn cel_errors(schema: &Value, object: &Value) -> Vec<FieldError> {
+    match kube::core::cel::Validator::new().validate(schema, object, None) {
+        Ok(()) => vec![],
+        Err(errs) => errs
+            .into_vec()
+            .into_iter()
+            .map(|e| {
+                let path = if e.field_path.is_empty() {
+                    "<root>".to_string()
+                } else {
+                    e.field_path.clone()
+                };
+                field(&path, "cel", format!("{} (rule: {})", e.message, e.rule))
+            })
+            .collect(),
+    }
+}
+
+/// An image reference pinned by tag or digest, never `latest`.
+pub fn check_pinned_image(path: &str, image: &str, errors: &mut Vec<FieldError>) {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let pinned = image.contains("@sha256:") || (last.contains(':') && !last.ends_with(':'));
+    if !pinned {
+        errors.push(field(
+            path,
+            "pinnedImage",
+            format!("{image:?} must be pinned by tag or digest"),
+        ));
+    } else if last.ends_with(":latest") {
+        errors.push(field(
+            path,
+            "pinnedImage",
+            format!("{image:?}: the latest tag is not pinned; name a version"),
+        ));
+    }
+}
+
+fn check_redactions(path: &str, list: &[Redaction], errors: &mut Vec<FieldError>) {
+    for (i, r) in list.iter().enumerate() {
+        if let Err(e) = Regex::new(&r.pattern) {
+            errors.push(field(
+                &format!("{path}[{i}].pattern"),
+                "regex",
+                format!(
+                    "does not compile as an RE2-compatible regular expression: {}",
+                    first_line(&e.to_string())
+                ),
+            ));
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().last().unwrap_or(s).trim().to_string()
+}
+
+fn check_duration(path: &str, value: Option<&String>, min_ms: u64, errors: &mut Vec<FieldError>) {
+    if let Some(v) = value {
+        match parse_duration_ms(v) {
+            Ok(ms) if ms < min_ms => errors.push(field(
+                path,
+                "minimum",
+                format!("{v} is shorter than {}", super::common::format_duration_ms(min_ms)),
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(field(path, "duration", e)),
+        }
+    }
+}
+
+/// Dimension names a pipeline may use in `metrics.cloudwatch.dimensions` (plus its own resource
+/// attribute keys). Anything else would make EMF drop the metric for a missing dimension.
+pub const KNOWN_DIMENSIONS: [&str; 10] = [
+    "k8s.cluster.name",
+    "k8s.node.name",
+    "gpu.node.type",
+    "gpu",
+    "UUID",
+    "modelName",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.container.name",
+    "ml.job.id",
+];
+
+fn finish(errors: Vec<FieldError>) -> Result<(), Invalid> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid(errors))
+    }
+}
+
+/// Validates a pipeline as admission would, plus the checks only mlobs can make.
+pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
+    let object = serde_json::to_value(p).unwrap_or(Value::Null);
+    let schema = crd_schema::<MLObservabilityPipeline>();
+    let mut errors = schema_errors(&schema, &object);
+    if errors.is_empty() {
+        // CEL rules assume a schema-valid object, as in the API server.
+        errors.extend(cel_errors(&schema, &object));
+    }
+    let spec = &p.spec;
+    if let Some(logs) = &spec.logs
+        && let Some(list) = &logs.redaction
+    {
+        check_redactions("spec.logs.redaction", list, &mut errors);
+    }
+    if let Some(c) = &spec.collector {
+        if let Some(image) = &c.image {
+            check_pinned_image("spec.collector.image", image, &mut errors);
+        }
+        check_duration(
+            "spec.collector.retryMaxElapsed",
+            c.retry_max_elapsed.as_ref(),
+            1_000,
+            &mut errors,
+        );
+        if let Some(b) = &c.batch {
+            check_duration("spec.collector.batch.timeout", b.timeout.as_ref(), 1, &mut errors);
+        }
+    }
+    check_duration(
+        "spec.resyncInterval",
+        spec.resync_interval.as_ref(),
+        30_000,
+        &mut errors,
+    );
+    if let Some(m) = &spec.metrics {
+        if let Some(d) = &m.dcgm {
+            check_duration(
+                "spec.metrics.dcgm.scrapeInterval",
+                d.scrape_interval.as_ref(),
+                1_000,
+                &mut errors,
+            );
+        }
+        if let Some(cw) = &m.cloudwatch
+            && let Some(sets) = &cw.dimensions
+        {
+            let extra: Vec<&String> = spec
+                .collector
+                .as_ref()
+                .and_then(|c| c.resource_attributes.as_ref())
+                .map(|a| a.keys().collect())
+                .unwrap_or_default();
+            for (i, set) in sets.iter().enumerate() {
+                for (j, name) in set.iter().enumerate() {
+                    if !KNOWN_DIMENSIONS.contains(&name.as_str()) && !extra.contains(&name) {
+                        errors.push(field(
+                            &format!("spec.metrics.cloudwatch.dimensions[{i}][{j}]"),
+                            "knownDimension",
+                            format!(
+                                "{name:?} is not an attribute the collector sets; use one of {} or a key of spec.collector.resourceAttributes",
+                                KNOWN_DIMENSIONS.join(", ")
+                            ),
+                        ));
+                    }
+                    if set[..j].contains(name) {
+                        errors.push(field(
+                            &format!("spec.metrics.cloudwatch.dimensions[{i}][{j}]"),
+                            "uniqueItems",
+                            format!("{name:?} appears twice in one dimension set"),
+                        ));
+                    }
+                }
+                if sets[..i].iter().any(|s| same_set(s, set)) {
+                    errors.push(field(
+                        &format!("spec.metrics.cloudwatch.dimensions[{i}]"),
+                        "uniqueItems",
+                        "the same dimension set appears twice (it would be billed twice for nothing)",
+                    ));
+                }
+            }
+        }
+    }
+    finish(errors)
+}
+
+fn same_set(a: &[String], b: &[String]) -> bool {
+    let mut a: Vec<&String> = a.iter().collect();
+    let mut b: Vec<&String> = b.iter().collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Validates a policy as admission would, plus the checks only mlobs can make.
+pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
+    let object = serde_json::to_value(p).unwrap_or(Value::Null);
+    let schema = crd_schema::<GpuTelemetryPolicy>();
+    let mut errors = schema_errors(&schema, &object);
+    if errors.is_empty() {
+        errors.extend(cel_errors(&schema, &object));
+    }
+    let spec = &p.spec;
+    if let Some(logs) = &spec.logs {
+        if let Some(list) = &logs.required_redactions {
+            check_redactions("spec.logs.requiredRedactions", list, &mut errors);
+        }
+        if let Some(days) = logs.min_retention_in_days
+            && !super::ALLOWED_RETENTION_DAYS.contains(&days)
+        {
+            errors.push(field(
+                "spec.logs.minRetentionInDays",
+                "retentionValue",
+                format!("{days} is not a retention CloudWatch Logs accepts"),
+            ));
+        }
+    }
+    if let Some(m) = &spec.metrics {
+        check_duration(
+            "spec.metrics.minScrapeInterval",
+            m.min_scrape_interval.as_ref(),
+            1_000,
+            &mut errors,
+        );
+    }
+    if let Some(image) = spec.collector_defaults.as_ref().and_then(|c| c.image.as_ref()) {
+        check_pinned_image("spec.collectorDefaults.image", image, &mut errors);
+    }
+    if let Some(image) = spec.dcgm_exporter.as_ref().and_then(|d| d.image.as_ref()) {
+        check_pinned_image("spec.dcgmExporter.image", image, &mut errors);
+    }
+    finish(errors)
+}

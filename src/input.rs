@@ -1,0 +1,164 @@
+//! Reading mlobs resources from YAML files: the CLI's input path.
+//!
+//! Every document is checked against the generated CRD schema and CEL rules before it is turned
+//! into a typed value, so a bad file gives the same answer here as `kubectl apply` would, with
+//! the file, document and field path in the message.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::crd::validate::{self, FieldError, Invalid};
+use crate::crd::{GROUP, GpuTelemetryPolicy, MLObservabilityPipeline, VERSION};
+
+/// One mlobs resource read from a file.
+#[derive(Debug, Clone)]
+pub enum Document {
+    Pipeline(Box<MLObservabilityPipeline>),
+    Policy(Box<GpuTelemetryPolicy>),
+}
+
+/// Why a file could not be used. Every variant is invalid input (CLI exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: not valid YAML: {message}")]
+    Yaml { file: String, message: String },
+    #[error("{file}: document {doc}: {message}")]
+    Document { file: String, doc: usize, message: String },
+    #[error("{file}: document {doc} ({kind} {name}) is invalid:{errors}")]
+    Invalid {
+        file: String,
+        doc: usize,
+        kind: String,
+        name: String,
+        errors: Invalid,
+    },
+}
+
+impl InputError {
+    /// Field errors, when the input was rejected by validation.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            InputError::Invalid { errors, .. } => &errors.0,
+            _ => &[],
+        }
+    }
+}
+
+const PIPELINE_KIND: &str = "MLObservabilityPipeline";
+const POLICY_KIND: &str = "GpuTelemetryPolicy";
+
+/// Reads every document of a YAML file.
+pub fn load_file(path: &Path) -> Result<Vec<Document>, InputError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse_documents(&file, &text)
+}
+
+/// Parses and validates every document of a YAML text. `file` is only used in messages.
+pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, InputError> {
+    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| InputError::Yaml {
+        file: file.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut docs = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        let doc = i + 1;
+        if value.is_null() {
+            continue;
+        }
+        docs.push(parse_document(file, doc, value)?);
+    }
+    if docs.is_empty() {
+        return Err(InputError::Document {
+            file: file.to_string(),
+            doc: 0,
+            message: "no MLObservabilityPipeline or GpuTelemetryPolicy found".into(),
+        });
+    }
+    Ok(docs)
+}
+
+fn parse_document(file: &str, doc: usize, value: Value) -> Result<Document, InputError> {
+    let bad = |message: String| InputError::Document {
+        file: file.to_string(),
+        doc,
+        message,
+    };
+    let Value::Object(map) = &value else {
+        return Err(bad(format!(
+            "expected a mapping with apiVersion and kind, got {}",
+            short(&value)
+        )));
+    };
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let expected_api = format!("{GROUP}/{VERSION}");
+    if api_version != expected_api {
+        return Err(bad(format!("apiVersion: must be {expected_api}, got {api_version:?}")));
+    }
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        return Err(bad("metadata.name: is required".into()));
+    }
+    let invalid = |errors: Vec<FieldError>| InputError::Invalid {
+        file: file.to_string(),
+        doc,
+        kind: kind.clone(),
+        name: name.clone(),
+        errors: Invalid(errors),
+    };
+    match kind.as_str() {
+        PIPELINE_KIND => {
+            let schema = validate::crd_schema::<MLObservabilityPipeline>();
+            let errors = validate::schema_errors(&schema, &value);
+            if !errors.is_empty() {
+                return Err(invalid(errors));
+            }
+            let p: MLObservabilityPipeline = typed(value).map_err(|e| invalid(vec![e]))?;
+            validate::validate_pipeline(&p).map_err(|e| invalid(e.0))?;
+            Ok(Document::Pipeline(Box::new(p)))
+        }
+        POLICY_KIND => {
+            let schema = validate::crd_schema::<GpuTelemetryPolicy>();
+            let errors = validate::schema_errors(&schema, &value);
+            if !errors.is_empty() {
+                return Err(invalid(errors));
+            }
+            let p: GpuTelemetryPolicy = typed(value).map_err(|e| invalid(vec![e]))?;
+            validate::validate_policy(&p).map_err(|e| invalid(e.0))?;
+            Ok(Document::Policy(Box::new(p)))
+        }
+        other => Err(bad(format!(
+            "kind: must be {PIPELINE_KIND} or {POLICY_KIND}, got {other:?}"
+        ))),
+    }
+}
+
+/// Deserializes with the failing field's path in the error.
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| FieldError {
+        path: e.path().to_string(),
+        rule: "type".into(),
+        message: e.inner().to_string(),
+    })
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 {
+        format!("{}…", &s[..s.floor_char_boundary(60)])
+    } else {
+        s
+    }
+}

@@ -1,0 +1,5 @@
+//! mlobs: a Kubernetes operator for ML observability on Amazon EKS.
+
+pub mod cli;
+pub mod crd;
+pub mod input;
