@@ -2,4 +2,5 @@
 
 pub mod cli;
 pub mod crd;
+pub mod desired;
 pub mod input;

@@ -1,0 +1,355 @@
+//! The effective spec: built-in defaults < policy defaults < pipeline spec, then the policy's
+//! guardrails. Pure: no I/O, no clock. Every value's origin is recorded in [`Effective::sources`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+
+use crate::crd::{BudgetAction, DeletionPolicy, DriftPolicy, ExporterMode, IdentityMode, LogGroupClass, Redaction};
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Source {
+    /// mlobs' built-in default.
+    BuiltIn,
+    /// The operator's flags (`--cluster-name`, `--region`, ...) or the CLI's.
+    Operator,
+    /// A default from the governing GpuTelemetryPolicy.
+    PolicyDefault,
+    /// The pipeline's own spec.
+    Pipeline,
+    /// Forced by a policy guardrail (e.g. a required redaction added).
+    PolicyGuardrail,
+    /// Derived from other effective values (e.g. a name built from cluster, namespace, pipeline).
+    Derived,
+}
+
+/// Inputs that come from the operator or CLI, not from either resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    /// `--cluster-name`, used when the pipeline sets none.
+    pub cluster_name: Option<String>,
+    /// `--region`, used when the pipeline sets none.
+    pub region: Option<String>,
+    /// AWS account id (from `--account-id` or STS); appears in ARNs.
+    pub account_id: String,
+    /// AWS partition, `aws` unless in China or GovCloud.
+    pub partition: String,
+    /// Namespace the operator (and a Managed DCGM exporter) runs in.
+    pub operator_namespace: String,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            cluster_name: None,
+            region: None,
+            account_id: "123456789012".into(),
+            partition: "aws".into(),
+            operator_namespace: "mlobs-system".into(),
+        }
+    }
+}
+
+/// A log group as it will be created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffLogGroup {
+    pub name: String,
+    pub retention_days: i32,
+    pub class: LogGroupClass,
+    /// User tags plus mlobs ownership tags (`mlobs.io/cluster`, `mlobs.io/pipeline`).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Pod log collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffLogs {
+    pub enabled: bool,
+    /// Globs under /var/log/pods.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub group: EffLogGroup,
+    /// Pipeline redactions followed by the policy's required ones that were missing.
+    pub redactions: Vec<Redaction>,
+    pub job_id_label: Option<String>,
+}
+
+/// DCGM metrics and EMF.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffMetrics {
+    pub dcgm_enabled: bool,
+    pub scrape_interval_ms: u64,
+    /// Selected DCGM field names, sorted and unique. One list drives exporter CSV, scrape
+    /// filter, filter processor, EMF declarations and cost.
+    pub metrics: Vec<String>,
+    pub namespace: String,
+    pub dimensions: Vec<Vec<String>>,
+    pub group: EffLogGroup,
+}
+
+/// The KMS key of both log groups.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EffKms {
+    /// An existing key.
+    Existing { key_arn: String },
+    /// A key mlobs creates.
+    Create {
+        alias: String,
+        rotation: bool,
+        deletion_window_days: i32,
+    },
+    /// CloudWatch's default encryption.
+    Disabled,
+}
+
+/// The collector's role.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EffRole {
+    /// mlobs creates (and owns) a role with this name.
+    Create { name: String },
+    /// The user's role; verified only.
+    Existing { arn: String },
+}
+
+/// The collector's AWS identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffIdentity {
+    pub mode: IdentityMode,
+    pub oidc_provider_arn: Option<String>,
+    pub role: EffRole,
+    pub permissions_boundary_arn: Option<String>,
+    pub source_vpc: Option<String>,
+    /// The collector ServiceAccount (in the pipeline's namespace).
+    pub service_account: String,
+}
+
+/// The collector DaemonSet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffCollector {
+    pub image: String,
+    pub resources: ResourceRequirements,
+    /// Memory limit in MiB, parsed from `resources.limits.memory` (drives memory_limiter/GOMEMLIMIT).
+    pub memory_limit_mib: u64,
+    pub batch_size: u32,
+    pub batch_timeout_ms: u64,
+    pub queue_host_path: String,
+    pub retry_max_elapsed_ms: u64,
+    pub resource_attributes: BTreeMap<String, String>,
+    pub otlp_enabled: bool,
+}
+
+/// The DCGM exporter the collector scrapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffExporter {
+    pub mode: ExporterMode,
+    /// Managed: the exporter's namespace; External: the existing exporter's.
+    pub namespace: String,
+    /// Labels of the exporter pods (Managed: mlobs' own labels).
+    pub pod_selector: BTreeMap<String, String>,
+    pub port: u16,
+    /// Managed only.
+    pub image: String,
+    pub collect_interval_ms: u32,
+}
+
+/// Budget guardrail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffBudget {
+    pub monthly_usd: f64,
+    pub action: BudgetAction,
+}
+
+/// Everything a pipeline needs, with defaults applied and guardrails enforced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    pub namespace: String,
+    pub name: String,
+    /// metadata.uid, when the object came from the API server (tagged as `mlobs.io/uid`).
+    pub uid: Option<String>,
+    pub cluster_name: String,
+    pub region: String,
+    pub account_id: String,
+    pub partition: String,
+    /// The governing policy's name and generation.
+    pub policy: Option<(String, Option<i64>)>,
+    pub source_namespaces: Vec<String>,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub logs: EffLogs,
+    pub metrics: EffMetrics,
+    pub kms: EffKms,
+    pub identity: EffIdentity,
+    pub collector: EffCollector,
+    pub exporter: EffExporter,
+    pub drift_policy: DriftPolicy,
+    pub deletion_policy: DeletionPolicy,
+    pub resync_interval_ms: u64,
+    pub adopt: bool,
+    pub budget: Option<EffBudget>,
+    /// Field path (as in the pipeline spec, e.g. `logs.logGroup.retentionInDays`) → origin.
+    pub sources: BTreeMap<String, Source>,
+}
+
+impl Effective {
+    /// `<namespace>/<name>`: the value of the `mlobs.io/pipeline` tag.
+    pub fn pipeline_id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// `<namespace>.<name>`: the value of the `mlobs.io/pipeline` label (no `/` allowed there).
+    pub fn pipeline_label(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
+    }
+
+    /// Resource name prefix for Kubernetes children of this pipeline, e.g. `mlobs-train`.
+    pub fn child_name(&self) -> String {
+        format!("mlobs-{}", self.name)
+    }
+}
+
+/// A guardrail the pipeline breaks. Building still works (so `plan` can show everything), but the
+/// controller applies nothing new while any violation is open.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// Pipeline field path, e.g. `spec.metrics.dcgm.metrics[3]`.
+    pub path: String,
+    /// The policy field that sets the rule, e.g. `metrics.allowed`.
+    pub rule: String,
+    /// The policy's name.
+    pub policy: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} [policy {} rule {}]",
+            self.path, self.message, self.policy, self.rule
+        )
+    }
+}
+
+/// Labels every child object carries. Children are pruned by these, never by name.
+pub fn common_labels(e: &Effective) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_string(), "mlobs".to_string()),
+        ("app.kubernetes.io/name".to_string(), "mlobs-collector".to_string()),
+        ("app.kubernetes.io/instance".to_string(), e.name.clone()),
+        ("mlobs.io/pipeline".to_string(), e.pipeline_label()),
+    ])
+}
+
+/// A fully populated effective spec for unit tests of the builders.
+#[cfg(test)]
+pub(crate) fn test_fixture() -> Effective {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let ownership = BTreeMap::from([
+        ("mlobs.io/cluster".to_string(), "prod-gpu".to_string()),
+        ("mlobs.io/pipeline".to_string(), "team-a/train".to_string()),
+    ]);
+    Effective {
+        namespace: "team-a".into(),
+        name: "train".into(),
+        uid: None,
+        cluster_name: "prod-gpu".into(),
+        region: "us-east-1".into(),
+        account_id: "123456789012".into(),
+        partition: "aws".into(),
+        policy: Some(("platform-default".into(), Some(1))),
+        source_namespaces: vec!["team-a".into()],
+        node_selector: BTreeMap::from([("nvidia.com/gpu.present".to_string(), "true".to_string())]),
+        tolerations: vec![Toleration {
+            key: Some("nvidia.com/gpu".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }],
+        logs: EffLogs {
+            enabled: true,
+            include: vec!["/var/log/pods/team-a_*/*/*.log".into()],
+            exclude: vec![],
+            group: EffLogGroup {
+                name: "/aws/eks/prod-gpu/team-a/train/logs".into(),
+                retention_days: 30,
+                class: LogGroupClass::Standard,
+                tags: ownership.clone(),
+            },
+            redactions: vec![Redaction {
+                name: Some("customer-ids".into()),
+                pattern: "customer_id=[0-9]+".into(),
+                replacement: "customer_id=<redacted>".into(),
+            }],
+            job_id_label: Some("training.kubeflow.org/job-name".into()),
+        },
+        metrics: EffMetrics {
+            dcgm_enabled: true,
+            scrape_interval_ms: 30_000,
+            metrics: {
+                let mut m: Vec<String> = crate::crd::DEFAULT_DCGM_METRICS.iter().map(|s| s.to_string()).collect();
+                m.sort();
+                m
+            },
+            namespace: "ML/GPU".into(),
+            dimensions: vec![
+                vec!["k8s.cluster.name".into(), "k8s.node.name".into(), "gpu".into()],
+                vec!["k8s.cluster.name".into()],
+            ],
+            group: EffLogGroup {
+                name: "/aws/eks/prod-gpu/team-a/train/metrics".into(),
+                retention_days: 30,
+                class: LogGroupClass::Standard,
+                tags: ownership,
+            },
+        },
+        kms: EffKms::Create {
+            alias: "alias/mlobs/prod-gpu/team-a/train".into(),
+            rotation: true,
+            deletion_window_days: 30,
+        },
+        identity: EffIdentity {
+            mode: IdentityMode::Irsa,
+            oidc_provider_arn: Some(
+                "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE".into(),
+            ),
+            role: EffRole::Create {
+                name: "mlobs-prod-gpu-team-a-train".into(),
+            },
+            permissions_boundary_arn: None,
+            source_vpc: None,
+            service_account: "mlobs-train".into(),
+        },
+        collector: EffCollector {
+            image: "otel/opentelemetry-collector-contrib:0.114.0".into(),
+            resources: ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_string(), Quantity("100m".into())),
+                    ("memory".to_string(), Quantity("256Mi".into())),
+                ])),
+                limits: Some(BTreeMap::from([("memory".to_string(), Quantity("512Mi".into()))])),
+                ..Default::default()
+            },
+            memory_limit_mib: 512,
+            batch_size: 1000,
+            batch_timeout_ms: 10_000,
+            queue_host_path: "/var/lib/mlobs/team-a-train".into(),
+            retry_max_elapsed_ms: 300_000,
+            resource_attributes: BTreeMap::new(),
+            otlp_enabled: false,
+        },
+        exporter: EffExporter {
+            mode: ExporterMode::Managed,
+            namespace: "mlobs-system".into(),
+            pod_selector: BTreeMap::from([("app.kubernetes.io/name".to_string(), "mlobs-dcgm-exporter".to_string())]),
+            port: 9400,
+            image: "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04".into(),
+            collect_interval_ms: 30_000,
+        },
+        drift_policy: DriftPolicy::Correct,
+        deletion_policy: DeletionPolicy::Retain,
+        resync_interval_ms: 600_000,
+        adopt: false,
+        budget: None,
+        sources: BTreeMap::new(),
+    }
+}
