@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements-dev.txt
 test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) test --all-targets
 
-lint: venv crds-check
+lint: venv crds-check build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	bash scripts/validate-manifests.sh
@@ -39,8 +39,16 @@ crds-check:
 
 ## Offline demo: what the full sample pipeline creates and costs, with no cluster and no AWS account.
 demo:
-	$(CARGO) run --quiet --bin mlobs -- plan -f config/samples/pipeline-full.yaml --policy config/samples/policy-default.yaml
+	$(CARGO) run --quiet --bin mlobs -- plan -f config/samples/pipeline-full.yaml --policy config/samples/policy-default.yaml \
+	  --nodes 20 --instance-type p4d.24xlarge --log-gb-per-day 50
+	@echo
+	@echo "== mlobs render (first objects; pipe the full output to kubectl apply -f -)"
+	@$(CARGO) run --quiet --bin mlobs -- render -f config/samples/pipeline-full.yaml --policy config/samples/policy-default.yaml | head -40
 
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+## Benchmarks (performance goals live here, never in timed tests).
+bench:
+	$(CARGO) bench --bench plan

@@ -5,8 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::input::{self, Document, InputError};
-
 /// Exit code for a spec that violates its policy (a GitOps gate).
 pub const EXIT_POLICY_VIOLATION: u8 = 1;
 /// Exit code for input that is not a valid resource.
@@ -31,7 +29,7 @@ pub enum Command {
     /// Print every Kubernetes object a pipeline creates, as YAML `kubectl apply -f -` accepts.
     Render(InputArgs),
     /// Print what a pipeline will create in AWS and Kubernetes, and what it will cost.
-    Plan(InputArgs),
+    Plan(PlanArgs),
     /// Run the operator.
     Run,
 }
@@ -39,12 +37,62 @@ pub enum Command {
 /// Input files shared by `render` and `plan`.
 #[derive(Debug, clap::Args)]
 pub struct InputArgs {
-    /// YAML file with one or more MLObservabilityPipelines (and optionally a GpuTelemetryPolicy).
+    /// YAML file with one or more MLObservabilityPipelines (and optionally GpuTelemetryPolicies).
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
-    /// YAML file with the GpuTelemetryPolicy that governs the pipelines.
+    /// YAML file with the GpuTelemetryPolicy (or policies) that govern the pipelines.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// EKS cluster name for pipelines that set no spec.clusterName.
+    #[arg(long, env = "MLOBS_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// AWS region for pipelines that set no spec.region.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// AWS account id used in ARNs (offline there is no STS to ask).
+    #[arg(long, default_value = "123456789012")]
+    pub account_id: String,
+    /// AWS partition (aws, aws-cn, aws-us-gov).
+    #[arg(long, default_value = "aws")]
+    pub partition: String,
+    /// Namespace the operator and a Managed DCGM exporter run in.
+    #[arg(long, default_value = "mlobs-system")]
+    pub operator_namespace: String,
+}
+
+/// Fleet and price assumptions for `plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// GPU nodes the collector will run on.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
+    /// EC2 instance type of the GPU nodes (sets GPUs, vCPUs and memory per node).
+    #[arg(long, default_value = "p4d.24xlarge")]
+    pub instance_type: String,
+    /// GPUs per node, for instance types mlobs does not know or partial allocations.
+    #[arg(long)]
+    pub gpus_per_node: Option<u32>,
+    /// Expected log volume, to estimate ingestion and storage cost.
+    #[arg(long)]
+    pub log_gb_per_day: Option<f64>,
+    /// Container Insights Enhanced price per vCPU-hour used for the comparison.
+    #[arg(long, default_value_t = 0.009)]
+    pub enhanced_usd_per_vcpu_hour: f64,
+    /// Container Insights Enhanced price per GiB-hour of node memory used for the comparison.
+    #[arg(long, default_value_t = 0.0003)]
+    pub enhanced_usd_per_gib_hour: f64,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `plan` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// Parses arguments and runs the command.
@@ -77,29 +125,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render(args) | Command::Plan(args) => {
-            let docs = match load_inputs(&args) {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(EXIT_INVALID_INPUT));
-                }
-            };
-            eprintln!("{} valid document(s); output is not implemented yet", docs.len());
-            Ok(ExitCode::FAILURE)
-        }
+        Command::Render(args) => Ok(crate::offline::render(&args)),
+        Command::Plan(args) => Ok(crate::offline::plan(&args)),
         Command::Run => {
             eprintln!("mlobs run: not implemented yet");
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// Loads `-f` and `--policy`, validating every document.
-pub fn load_inputs(args: &InputArgs) -> Result<Vec<Document>, InputError> {
-    let mut docs = input::load_file(&args.file)?;
-    if let Some(p) = &args.policy {
-        docs.extend(input::load_file(p)?);
-    }
-    Ok(docs)
 }

@@ -4,3 +4,5 @@ pub mod cli;
 pub mod crd;
 pub mod desired;
 pub mod input;
+pub mod offline;
+pub mod report;

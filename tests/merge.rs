@@ -382,10 +382,10 @@ proptest! {
             prop_assert_eq!(!modes.contains(&e.identity.mode), has("identity.allowedModes"));
         }
         // A compliant result never carries a value the policy forbids.
-        if m.violations.is_empty() {
-            if let Some(min) = pol.spec.logs.as_ref().and_then(|l| l.min_retention_in_days) {
-                prop_assert!(e.logs.group.retention_days >= min && e.metrics.group.retention_days >= min);
-            }
+        if m.violations.is_empty()
+            && let Some(min) = pol.spec.logs.as_ref().and_then(|l| l.min_retention_in_days)
+        {
+            prop_assert!(e.logs.group.retention_days >= min && e.metrics.group.retention_days >= min);
         }
     }
 

@@ -197,8 +197,11 @@ impl Effective {
     }
 
     /// `<namespace>.<name>`: the value of the `mlobs.io/pipeline` label (no `/` allowed there).
+    /// Label values stop at 63 characters: longer ones are cut and hash-suffixed so they stay unique.
     pub fn pipeline_label(&self) -> String {
-        format!("{}.{}", self.namespace, self.name)
+        super::merge::bounded_name(&format!("{}.{}", self.namespace, self.name), 63, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+        })
     }
 
     /// Resource name prefix for Kubernetes children of this pipeline, e.g. `mlobs-train`.
@@ -235,7 +238,12 @@ pub fn common_labels(e: &Effective) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/managed-by".to_string(), "mlobs".to_string()),
         ("app.kubernetes.io/name".to_string(), "mlobs-collector".to_string()),
-        ("app.kubernetes.io/instance".to_string(), e.name.clone()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            super::merge::bounded_name(&e.name, 63, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+            }),
+        ),
         ("mlobs.io/pipeline".to_string(), e.pipeline_label()),
     ])
 }

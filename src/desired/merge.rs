@@ -92,6 +92,14 @@ pub fn bounded_name(raw: &str, max: usize, allowed: impl Fn(char) -> bool) -> St
     format!("{cut}-{hash}")
 }
 
+/// The `mlobs.io/policy` label value of a policy's exporter pods: label values stop at 63
+/// characters, policy names do not. The exporter and the collector's scrape selector both use this.
+pub fn policy_label(policy_name: &str) -> String {
+    bounded_name(policy_name, 63, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+    })
+}
+
 /// Parses a Kubernetes memory quantity into MiB (rounded down). None when it is not a memory size.
 pub fn quantity_mib(q: &Quantity) -> Option<u64> {
     let s = q.0.trim();
@@ -624,6 +632,15 @@ pub fn merge(
         action: b.action.unwrap_or(BudgetAction::Deny),
     });
 
+    let collects_metrics = dcgm_enabled && !metrics.is_empty();
+    if !(logs_enabled || collects_metrics || otlp_enabled) {
+        // A collector with no pipeline refuses to start; say so here instead of crash-looping.
+        m.error(
+            "spec",
+            "nothingToCollect",
+            "logs, DCGM metrics and OTLP are all disabled: nothing to collect",
+        );
+    }
     if !m.errors.is_empty() {
         return Err(Invalid(m.errors));
     }
@@ -754,7 +771,7 @@ fn exporter(m: &mut Merger<'_>, ctx: &Context) -> EffExporter {
                 namespace: s.namespace.unwrap_or_else(|| ctx.operator_namespace.clone()),
                 pod_selector: BTreeMap::from([
                     (EXPORTER_NAME_LABEL.0.to_string(), EXPORTER_NAME_LABEL.1.to_string()),
-                    ("mlobs.io/policy".to_string(), policy_name),
+                    ("mlobs.io/policy".to_string(), policy_label(&policy_name)),
                 ]),
                 port,
                 image: s.image.unwrap_or_else(|| DEFAULT_EXPORTER_IMAGE.to_string()),

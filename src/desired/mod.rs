@@ -3,5 +3,92 @@
 //! No I/O, no clock, no randomness: the same input gives byte-identical output. The CLI's
 //! `render`/`plan` and the controller both call into here, so they cannot disagree.
 
+pub mod aws_plan;
+pub mod collector_config;
+pub mod collector_daemonset;
+pub mod cost;
+pub mod dcgm_exporter;
 pub mod effective;
 pub mod merge;
+pub mod rbac;
+pub mod service_account;
+pub mod settings;
+
+pub use effective::Context;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+use crate::crd::validate::Invalid;
+use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use effective::{Effective, Violation};
+
+/// The Kubernetes children of one pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineObjects {
+    pub config_map: ConfigMap,
+    pub service_account: ServiceAccount,
+    pub cluster_role: ClusterRole,
+    pub cluster_role_binding: ClusterRoleBinding,
+    pub daemon_set: DaemonSet,
+}
+
+/// Everything one pipeline needs, built from its spec and policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub effective: Effective,
+    pub violations: Vec<Violation>,
+    pub config_yaml: String,
+    pub config_hash: String,
+    pub objects: PipelineObjects,
+    pub aws: aws_plan::AwsPlan,
+}
+
+/// Why a pipeline cannot be built at all (as opposed to a guardrail violation).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid spec:{0}")]
+    Invalid(Invalid),
+    #[error("{0}")]
+    Plan(#[from] aws_plan::PlanError),
+}
+
+impl BuildError {
+    /// CamelCase reason for conditions, events and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BuildError::Invalid(_) => "InvalidSpec",
+            BuildError::Plan(e) => e.reason(),
+        }
+    }
+}
+
+/// Merges and builds a pipeline: the one code path of `render`, `plan` and the controller.
+pub fn build(
+    p: &MLObservabilityPipeline,
+    policy: Option<&GpuTelemetryPolicy>,
+    ctx: &Context,
+) -> Result<Desired, BuildError> {
+    let merged = merge::merge(p, policy, ctx).map_err(BuildError::Invalid)?;
+    let e = merged.effective;
+    let aws = aws_plan::build(&e)?;
+    let config_yaml = collector_config::to_yaml(&e);
+    let config_hash = collector_config::config_hash(&config_yaml);
+    let (cluster_role, cluster_role_binding) = rbac::build(&e);
+    let objects = PipelineObjects {
+        config_map: collector_daemonset::config_map(&e, &config_yaml),
+        service_account: service_account::build(&e, Some(aws.role.arn())),
+        cluster_role,
+        cluster_role_binding,
+        daemon_set: collector_daemonset::daemon_set(&e, &config_hash),
+    };
+    Ok(Desired {
+        effective: e,
+        violations: merged.violations,
+        config_yaml,
+        config_hash,
+        objects,
+        aws,
+    })
+}

@@ -1,0 +1,214 @@
+//! `mlobs render` and `mlobs plan`: the desired state of pipelines read from files, with no
+//! cluster and no AWS account. Uses exactly the builders the controller uses.
+
+use std::process::ExitCode;
+
+use crate::cli::{EXIT_INVALID_INPUT, EXIT_POLICY_VIOLATION, InputArgs, Output, PlanArgs};
+use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use crate::desired::cost::{self, Fleet, Prices};
+use crate::desired::{self, Context, Desired};
+use crate::input::{self, Document, InputError};
+use crate::report::PlanReport;
+
+/// Pipelines and policies from `-f` and `--policy`.
+struct Inputs {
+    pipelines: Vec<MLObservabilityPipeline>,
+    policies: Vec<GpuTelemetryPolicy>,
+}
+
+fn load(args: &InputArgs) -> Result<Inputs, InputError> {
+    let mut docs = input::load_file(&args.file)?;
+    if let Some(p) = &args.policy {
+        docs.extend(input::load_file(p)?);
+    }
+    let mut inputs = Inputs {
+        pipelines: vec![],
+        policies: vec![],
+    };
+    for d in docs {
+        match d {
+            Document::Pipeline(p) => inputs.pipelines.push(*p),
+            Document::Policy(p) => inputs.policies.push(*p),
+        }
+    }
+    Ok(inputs)
+}
+
+fn context(args: &InputArgs) -> Context {
+    Context {
+        cluster_name: args.cluster_name.clone(),
+        region: args.region.clone(),
+        account_id: args.account_id.clone(),
+        partition: args.partition.clone(),
+        operator_namespace: args.operator_namespace.clone(),
+    }
+}
+
+/// The policy that governs `p`: its `policyRef`, else the one default policy, else none.
+/// Offline, a named policy that was not given is an error: planning without it would skip its
+/// guardrails silently.
+pub fn governing_policy<'a>(
+    p: &MLObservabilityPipeline,
+    policies: &'a [GpuTelemetryPolicy],
+) -> Result<Option<&'a GpuTelemetryPolicy>, String> {
+    match &p.spec.policy_ref {
+        Some(name) => policies
+            .iter()
+            .find(|x| x.metadata.name.as_deref() == Some(name))
+            .map(Some)
+            .ok_or_else(|| {
+                format!("spec.policyRef: GpuTelemetryPolicy {name:?} was not given (pass it with --policy)")
+            }),
+        None => {
+            let defaults: Vec<&GpuTelemetryPolicy> = policies.iter().filter(|x| x.spec.default == Some(true)).collect();
+            match defaults.as_slice() {
+                [] => Ok(None),
+                [one] => Ok(Some(one)),
+                _ => Err("spec.policyRef: absent, and more than one policy has default: true (DefaultConflict)".into()),
+            }
+        }
+    }
+}
+
+fn pipeline_name(p: &MLObservabilityPipeline) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Builds every pipeline; on failure prints why and returns the exit code.
+fn build_all(args: &InputArgs) -> Result<(Inputs, Vec<Desired>), ExitCode> {
+    let inputs = load(args).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_INVALID_INPUT)
+    })?;
+    let file = args.file.display();
+    if inputs.pipelines.is_empty() {
+        eprintln!("error: {file}: no MLObservabilityPipeline found");
+        return Err(ExitCode::from(EXIT_INVALID_INPUT));
+    }
+    let ctx = context(args);
+    let mut built = vec![];
+    for p in &inputs.pipelines {
+        let policy = governing_policy(p, &inputs.policies).map_err(|e| {
+            eprintln!("error: {file}: MLObservabilityPipeline {}: {e}", pipeline_name(p));
+            ExitCode::from(EXIT_INVALID_INPUT)
+        })?;
+        let d = desired::build(p, policy, &ctx).map_err(|e| {
+            eprintln!("error: {file}: MLObservabilityPipeline {}: {e}", pipeline_name(p));
+            ExitCode::from(EXIT_INVALID_INPUT)
+        })?;
+        built.push(d);
+    }
+    Ok((inputs, built))
+}
+
+/// Every Kubernetes object of the pipelines (and of Managed exporters of the given policies),
+/// as multi-document YAML.
+pub fn render_yaml(inputs_policies: &[GpuTelemetryPolicy], built: &[Desired], operator_namespace: &str) -> String {
+    let mut docs: Vec<String> = vec![];
+    let mut push = |v: Result<String, serde_saphyr::SerializeError>| {
+        if let Ok(s) = v {
+            docs.push(s);
+        }
+    };
+    for d in built {
+        let o = &d.objects;
+        push(serde_saphyr::to_string(&o.service_account));
+        push(serde_saphyr::to_string(&o.cluster_role));
+        push(serde_saphyr::to_string(&o.cluster_role_binding));
+        push(serde_saphyr::to_string(&o.config_map));
+        push(serde_saphyr::to_string(&o.daemon_set));
+    }
+    for pol in inputs_policies {
+        if let Some(x) = desired::dcgm_exporter::from_policy(pol, operator_namespace) {
+            let (ds, cm, svc) = desired::dcgm_exporter::build(&x, None);
+            push(serde_saphyr::to_string(&cm));
+            push(serde_saphyr::to_string(&ds));
+            push(serde_saphyr::to_string(&svc));
+        }
+    }
+    docs.join("---\n")
+}
+
+fn print_violations(built: &[Desired]) -> bool {
+    let mut any = false;
+    for d in built {
+        for v in &d.violations {
+            eprintln!("violation: {}: {v}", d.effective.pipeline_id());
+            any = true;
+        }
+    }
+    any
+}
+
+/// `mlobs render`.
+pub fn render(args: &InputArgs) -> ExitCode {
+    let (inputs, built) = match build_all(args) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if print_violations(&built) {
+        eprintln!("error: policy violations: nothing rendered");
+        return ExitCode::from(EXIT_POLICY_VIOLATION);
+    }
+    print!("{}", render_yaml(&inputs.policies, &built, &args.operator_namespace));
+    ExitCode::SUCCESS
+}
+
+/// The plan reports of every pipeline.
+pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport>, String> {
+    let fleet = Fleet {
+        nodes: args.nodes,
+        instance_type: args.instance_type.clone(),
+        gpus_per_node: args.gpus_per_node,
+    };
+    let prices = Prices {
+        enhanced_usd_per_vcpu_hour: args.enhanced_usd_per_vcpu_hour,
+        enhanced_usd_per_gib_hour: args.enhanced_usd_per_gib_hour,
+        ..Prices::default()
+    };
+    built
+        .iter()
+        .map(|d| {
+            let estimate =
+                cost::estimate(&d.effective, &fleet, &prices, args.log_gb_per_day).map_err(|e| e.to_string())?;
+            Ok(PlanReport::new(d, estimate))
+        })
+        .collect()
+}
+
+/// `mlobs plan`.
+pub fn plan(args: &PlanArgs) -> ExitCode {
+    let (_, built) = match build_all(&args.input) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let reports = match plan_reports(args, &built) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    match args.output {
+        Output::Json => match serde_json::to_string_pretty(&reports) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Output::Text => {
+            let texts: Vec<String> = reports.iter().map(PlanReport::to_text).collect();
+            print!("{}", texts.join("\n"));
+        }
+    }
+    if reports.iter().any(|r| !r.violations.is_empty()) {
+        ExitCode::from(EXIT_POLICY_VIOLATION)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
