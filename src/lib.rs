@@ -1,5 +1,6 @@
 //! mlobs: a Kubernetes operator for ML observability on Amazon EKS.
 
+pub mod aws;
 pub mod cli;
 pub mod crd;
 pub mod desired;

@@ -1,0 +1,134 @@
+//! AWS errors, classified: retryable (throttling, 5xx, timeouts, conflicts) requeue with backoff;
+//! terminal ones (access denied, invalid parameters, name conflicts) wait for a spec change.
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// An AWS step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwsError {
+    /// Worth retrying with backoff.
+    #[error("{operation} on {resource}: {code}: {message} (will retry)")]
+    Retryable {
+        operation: String,
+        resource: String,
+        code: String,
+        message: String,
+    },
+    /// The caller lacks permission: fix the operator's IAM policy.
+    #[error("{operation} on {resource}: {code}: {message}")]
+    AccessDenied {
+        operation: String,
+        resource: String,
+        code: String,
+        message: String,
+    },
+    /// AWS rejected the request as invalid; retrying the same request cannot help.
+    #[error("{operation} on {resource}: {code}: {message}")]
+    Terminal {
+        operation: String,
+        resource: String,
+        code: String,
+        message: String,
+    },
+    /// A resource with the desired name exists and is not ours; opt in to adoption to take it over.
+    #[error(
+        "{resource} already exists and is not managed by mlobs (no mlobs.io/pipeline tag for this pipeline); set spec.adopt: true or annotate mlobs.io/adopt: \"true\" to take it over"
+    )]
+    NameConflict { resource: String },
+    /// Something the plan needs does not exist and mlobs may not create it (e.g. existingRoleArn).
+    #[error("{resource} does not exist")]
+    Missing { resource: String },
+}
+
+impl AwsError {
+    /// CamelCase reason for conditions, events and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AwsError::Retryable { .. } => "AwsRetryable",
+            AwsError::AccessDenied { .. } => "AccessDenied",
+            AwsError::Terminal { .. } => "AwsError",
+            AwsError::NameConflict { .. } => "NameConflict",
+            AwsError::Missing { .. } => "AwsResourceMissing",
+        }
+    }
+
+    /// Whether a requeue with backoff may succeed without a spec change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AwsError::Retryable { .. })
+    }
+}
+
+const RETRYABLE_CODES: [&str; 12] = [
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+    "InternalServerError",
+    "KMSInternalException",
+    "OperationAbortedException",
+    "ConcurrentModification",
+    "ConcurrentModificationException",
+];
+
+/// The AWS error code of an SDK error, if the service sent one.
+pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
+    match e {
+        SdkError::ServiceError(s) => s.err().code(),
+        _ => None,
+    }
+}
+
+/// Classifies an SDK error. `operation` and `resource` end up in the message.
+pub fn classify<E>(operation: &str, resource: &str, e: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let op = operation.to_string();
+    let res = resource.to_string();
+    match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => AwsError::Retryable {
+            operation: op,
+            resource: res,
+            code: "Transport".into(),
+            message: format!("{e}"),
+        },
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown").to_string();
+            let message = s.err().message().unwrap_or_default().to_string();
+            let server_error = s.raw().status().is_server_error();
+            if RETRYABLE_CODES.contains(&code.as_str()) || server_error {
+                AwsError::Retryable {
+                    operation: op,
+                    resource: res,
+                    code,
+                    message,
+                }
+            } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "AuthFailure" {
+                AwsError::AccessDenied {
+                    operation: op,
+                    resource: res,
+                    code,
+                    message,
+                }
+            } else {
+                AwsError::Terminal {
+                    operation: op,
+                    resource: res,
+                    code,
+                    message,
+                }
+            }
+        }
+        _ => AwsError::Terminal {
+            operation: op,
+            resource: res,
+            code: "Client".into(),
+            message: format!("{e}"),
+        },
+    }
+}

@@ -1,0 +1,105 @@
+//! AWS provisioning: one module per service, each with idempotent `ensure`, `observe` and `delete`.
+//!
+//! Order is KMS → log groups → IAM (→ EKS pod identity association): log groups are created with
+//! their key, and the collector only starts once all of them exist. Every resource carries the
+//! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
+//! nothing without our tags is changed or deleted unless adoption is opted in.
+
+pub mod calls;
+pub mod error;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+
+pub use calls::CallCounter;
+pub use error::AwsError;
+
+/// Tag keys mlobs owns.
+pub const TAG_CLUSTER: &str = "mlobs.io/cluster";
+pub const TAG_PIPELINE: &str = "mlobs.io/pipeline";
+pub const TAG_UID: &str = "mlobs.io/uid";
+
+/// One difference between the plan and what AWS has.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    /// e.g. `logGroup:/aws/eks/prod/team-a/train/logs`.
+    pub resource: String,
+    /// e.g. `kmsKeyId`.
+    pub field: String,
+    pub desired: String,
+    pub actual: String,
+    /// Whether this ensure put it back (`Correct`) or only recorded it (`Report`).
+    pub corrected: bool,
+}
+
+/// Who owns a resource: the pipeline id (`<ns>/<name>`) its tags must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub cluster: String,
+    /// `<namespace>/<name>`.
+    pub pipeline: String,
+}
+
+impl Owner {
+    /// Whether a resource's tags say it is ours.
+    pub fn owns<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        tags.any(|(k, v)| k == TAG_PIPELINE && v == self.pipeline)
+    }
+}
+
+/// SDK clients sharing one configuration and one call counter.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub kms: aws_sdk_kms::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub eks: aws_sdk_eks::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub calls: CallCounter,
+}
+
+impl AwsClients {
+    /// Clients from the default credential chain (env, web identity/IRSA, pod identity, profile).
+    /// `endpoint_url` overrides every service's endpoint (VPC endpoints, or moto in tests);
+    /// `AWS_ENDPOINT_URL` is honoured by the SDK itself.
+    pub async fn from_env(region: Option<String>, endpoint_url: Option<String>) -> AwsClients {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(r) = region {
+            loader = loader.region(Region::new(r));
+        }
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        AwsClients::new(&loader.load().await)
+    }
+
+    /// Clients from an SDK config, each with the call-counting interceptor.
+    pub fn new(conf: &SdkConfig) -> AwsClients {
+        AwsClients::with_interceptor(conf, None::<CallCounter>)
+    }
+
+    /// Like [`AwsClients::new`], plus one more interceptor on every client (fault injection in tests).
+    pub fn with_interceptor<I>(conf: &SdkConfig, extra: Option<I>) -> AwsClients
+    where
+        I: Intercept + Clone + 'static,
+    {
+        let calls = CallCounter::default();
+        macro_rules! client {
+            ($krate:ident) => {{
+                let mut b = $krate::config::Builder::from(conf).interceptor(calls.clone());
+                if let Some(i) = &extra {
+                    b = b.interceptor(i.clone());
+                }
+                $krate::Client::from_conf(b.build())
+            }};
+        }
+        AwsClients {
+            kms: client!(aws_sdk_kms),
+            logs: client!(aws_sdk_cloudwatchlogs),
+            iam: client!(aws_sdk_iam),
+            eks: client!(aws_sdk_eks),
+            sts: client!(aws_sdk_sts),
+            calls,
+        }
+    }
+}
