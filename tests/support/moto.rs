@@ -50,12 +50,9 @@ pub fn endpoint() -> String {
                 moto.display(),
                 std::process::id()
             );
-            Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("start moto_server");
+            let child = Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start moto_server");
+            // The wrapper outlives the tests on purpose: it reaps moto when this process exits.
+            std::mem::forget(child);
             let deadline = Instant::now() + Duration::from_secs(60);
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "moto_server did not listen on {port} within 60 s");
