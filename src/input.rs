@@ -119,30 +119,31 @@ fn parse_document(file: &str, doc: usize, value: Value) -> Result<Document, Inpu
         errors: Invalid(errors),
     };
     match kind.as_str() {
-        PIPELINE_KIND => {
-            let schema = validate::crd_schema::<MLObservabilityPipeline>();
-            let errors = validate::schema_errors(&schema, &value);
-            if !errors.is_empty() {
-                return Err(invalid(errors));
-            }
-            let p: MLObservabilityPipeline = typed(value).map_err(|e| invalid(vec![e]))?;
-            validate::validate_pipeline(&p).map_err(|e| invalid(e.0))?;
-            Ok(Document::Pipeline(Box::new(p)))
-        }
-        POLICY_KIND => {
-            let schema = validate::crd_schema::<GpuTelemetryPolicy>();
-            let errors = validate::schema_errors(&schema, &value);
-            if !errors.is_empty() {
-                return Err(invalid(errors));
-            }
-            let p: GpuTelemetryPolicy = typed(value).map_err(|e| invalid(vec![e]))?;
-            validate::validate_policy(&p).map_err(|e| invalid(e.0))?;
-            Ok(Document::Policy(Box::new(p)))
-        }
+        PIPELINE_KIND => checked(value, validate::validate_pipeline)
+            .map(|p| Document::Pipeline(Box::new(p)))
+            .map_err(invalid),
+        POLICY_KIND => checked(value, validate::validate_policy)
+            .map(|p| Document::Policy(Box::new(p)))
+            .map_err(invalid),
         other => Err(bad(format!(
             "kind: must be {PIPELINE_KIND} or {POLICY_KIND}, got {other:?}"
         ))),
     }
+}
+
+/// Schema check on the raw value (names the field of a type error), then typed, then the full
+/// validation (CEL and mlobs' own rules).
+fn checked<K>(value: Value, validate_typed: fn(&K) -> Result<(), Invalid>) -> Result<K, Vec<FieldError>>
+where
+    K: kube::CustomResourceExt + serde::de::DeserializeOwned,
+{
+    let errors = validate::schema_errors(&validate::crd_schema::<K>(), &value);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let typed: K = typed(value).map_err(|e| vec![e])?;
+    validate_typed(&typed).map_err(|e| e.0)?;
+    Ok(typed)
 }
 
 /// Deserializes with the failing field's path in the error.
