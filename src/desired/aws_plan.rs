@@ -160,6 +160,27 @@ pub fn ownership_tags(e: &Effective) -> BTreeMap<String, String> {
     tags
 }
 
+/// Sorts the keys of every policy document so the plan prints the same in every build.
+fn canonicalize(plan: &mut AwsPlan) {
+    use super::canonical_json as c;
+    match &mut plan.kms {
+        Some(KmsKeyPlan::Create { policy, .. }) => *policy = c(std::mem::take(policy)),
+        Some(KmsKeyPlan::Existing { required_statement, .. }) => {
+            *required_statement = c(std::mem::take(required_statement))
+        }
+        None => {}
+    }
+    if let RolePlan::Create {
+        trust_policy,
+        inline_policy,
+        ..
+    } = &mut plan.role
+    {
+        *trust_policy = c(std::mem::take(trust_policy));
+        *inline_policy = c(std::mem::take(inline_policy));
+    }
+}
+
 pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
     let kms_ref = match &e.kms {
         EffKms::Create { alias, .. } => Some(KmsRef::Created { alias: alias.clone() }),
@@ -233,12 +254,14 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         service_account: e.identity.service_account.clone(),
         role_arn: role.arn().to_string(),
     });
-    Ok(AwsPlan {
+    let mut plan = AwsPlan {
         kms,
         log_groups,
         role,
         pod_identity,
-    })
+    };
+    canonicalize(&mut plan);
+    Ok(plan)
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> PlanError {

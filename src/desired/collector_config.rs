@@ -110,7 +110,7 @@ pub fn build(e: &Effective) -> Value {
 
 /// The configuration as YAML, the content of the collector's ConfigMap.
 pub fn to_yaml(e: &Effective) -> String {
-    let value = build(e);
+    let value = super::canonical_json(build(e));
     // Serializing a plain value does not fail; JSON is valid YAML should it ever happen.
     serde_saphyr::to_string(&value).unwrap_or_else(|_| value.to_string())
 }

@@ -16,6 +16,21 @@ pub mod settings;
 
 pub use effective::Context;
 
+/// A JSON value with every object's keys in sorted order. serde_json keeps insertion order when
+/// any crate in the build enables its `preserve_order` feature (the AWS SDK's test utilities do),
+/// so output built from `json!` would otherwise differ between builds of the same code.
+pub fn canonical_json(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, canonical_json(v))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(canonical_json).collect()),
+        other => other,
+    }
+}
+
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -91,4 +106,18 @@ pub fn build(
         objects,
         aws,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_json;
+
+    #[test]
+    fn canonical_json_sorts_keys_whatever_the_insertion_order() {
+        let mut m = serde_json::Map::new();
+        m.insert("zeta".into(), serde_json::json!({"b": 1, "a": 2}));
+        m.insert("alpha".into(), serde_json::json!([{"y": 1, "x": 2}]));
+        let out = serde_json::to_string(&canonical_json(serde_json::Value::Object(m))).expect("serializes");
+        assert_eq!(out, r#"{"alpha":[{"x":2,"y":1}],"zeta":{"a":2,"b":1}}"#);
+    }
 }
