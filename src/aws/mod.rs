@@ -5,8 +5,13 @@
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
 //! nothing without our tags is changed or deleted unless adoption is opted in.
 
+pub mod apply;
 pub mod calls;
+pub mod eks;
 pub mod error;
+pub mod iam;
+pub mod kms;
+pub mod logs;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -41,9 +46,16 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Whether a resource's tags say it is ours.
-    pub fn owns<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-        tags.any(|(k, v)| k == TAG_PIPELINE && v == self.pipeline)
+    /// Whether a resource's tags say it is ours: our pipeline tag, and no cluster tag naming
+    /// another cluster (pipelines of the same `<ns>/<name>` in two clusters may share an account).
+    /// A removed cluster tag alone is drift to restore, not a change of owner.
+    pub fn owns<'a>(&self, tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        let (mut pipeline, mut other_cluster) = (false, false);
+        for (k, v) in tags {
+            pipeline |= k == TAG_PIPELINE && v == self.pipeline;
+            other_cluster |= k == TAG_CLUSTER && v != self.cluster;
+        }
+        pipeline && !other_cluster
     }
 }
 
@@ -101,5 +113,26 @@ impl AwsClients {
             sts: client!(aws_sdk_sts),
             calls,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_of_the_same_pipeline_in_another_cluster_is_not_ours() {
+        let me = Owner {
+            cluster: "a".into(),
+            pipeline: "team/train".into(),
+        };
+        assert!(me.owns([(TAG_PIPELINE, "team/train"), (TAG_CLUSTER, "a")].into_iter()));
+        assert!(
+            me.owns([(TAG_PIPELINE, "team/train")].into_iter()),
+            "a lost cluster tag is drift"
+        );
+        assert!(!me.owns([(TAG_PIPELINE, "team/train"), (TAG_CLUSTER, "b")].into_iter()));
+        assert!(!me.owns([(TAG_PIPELINE, "team/other"), (TAG_CLUSTER, "a")].into_iter()));
+        assert!(!me.owns(std::iter::empty()));
     }
 }

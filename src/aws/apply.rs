@@ -1,0 +1,156 @@
+//! The ordered apply of a pipeline's AWS plan: KMS key → log groups (created with that key) →
+//! IAM role → EKS pod identity association. Each step is idempotent, so a crash at any point is
+//! healed by running it again. The collector may start only when [`AwsOutcome::ready`] is true.
+
+use crate::crd::{DeletionPolicy, DriftPolicy};
+use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
+
+use super::{AwsClients, AwsError, Drift, Owner, eks, iam, kms, logs};
+
+/// Options that come from the pipeline rather than the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOptions {
+    pub owner: Owner,
+    pub adopt: bool,
+    pub drift: DriftPolicy,
+    /// The key id recorded in status after an earlier CreateKey (crash safety).
+    pub known_key_id: Option<String>,
+}
+
+/// What the AWS side looks like after an ensure.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsOutcome {
+    pub kms_key_id: Option<String>,
+    pub kms_key_arn: Option<String>,
+    pub log_group_arns: Vec<String>,
+    pub role_arn: Option<String>,
+    pub pod_identity_association_id: Option<String>,
+    pub drift: Vec<Drift>,
+}
+
+impl AwsOutcome {
+    /// Key (unless disabled), every log group and the role exist: the collector may start.
+    pub fn ready(&self, plan: &AwsPlan) -> bool {
+        (plan.kms.is_none() || self.kms_key_arn.is_some())
+            && self.log_group_arns.len() == plan.log_groups.len()
+            && self.role_arn.is_some()
+            && (plan.pod_identity.is_none() || self.pod_identity_association_id.is_some())
+    }
+}
+
+/// Which step failed, for the condition it sets (KmsKeyReady, LogGroupsReady, IamRoleReady).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{step}: {error}")]
+pub struct StepError {
+    pub step: Step,
+    pub error: AwsError,
+    /// What was done before the failure (e.g. the key created), so status can record it.
+    pub partial: Box<AwsOutcome>,
+}
+
+/// The ordered steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    KmsKey,
+    LogGroups,
+    IamRole,
+    PodIdentity,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::KmsKey => "KMS key",
+            Step::LogGroups => "log groups",
+            Step::IamRole => "IAM role",
+            Step::PodIdentity => "pod identity association",
+        })
+    }
+}
+
+/// Ensures every AWS resource of the plan, in order. Stops at the first failing step.
+pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> Result<AwsOutcome, StepError> {
+    let mut out = AwsOutcome::default();
+    let fail = |step, error, out: &AwsOutcome| StepError {
+        step,
+        error,
+        partial: Box::new(out.clone()),
+    };
+
+    if let Some(k) = &plan.kms {
+        match kms::ensure(c, k, &opts.owner, opts.known_key_id.as_deref(), opts.drift).await {
+            Ok((key, drift)) => {
+                out.kms_key_id = Some(key.key_id);
+                out.kms_key_arn = Some(key.key_arn);
+                out.drift.extend(drift);
+            }
+            Err(e) => return Err(fail(Step::KmsKey, e, &out)),
+        }
+    }
+    match logs::ensure(
+        c,
+        &plan.log_groups,
+        out.kms_key_arn.as_deref(),
+        &opts.owner,
+        opts.adopt,
+        opts.drift,
+    )
+    .await
+    {
+        Ok((arns, drift)) => {
+            out.log_group_arns = arns;
+            out.drift.extend(drift);
+        }
+        Err(e) => return Err(fail(Step::LogGroups, e, &out)),
+    }
+    match iam::ensure(c, &plan.role, &opts.owner, opts.adopt, opts.drift).await {
+        Ok((arn, drift)) => {
+            out.role_arn = Some(arn);
+            out.drift.extend(drift);
+        }
+        Err(e) => return Err(fail(Step::IamRole, e, &out)),
+    }
+    if let Some(pi) = &plan.pod_identity {
+        match eks::ensure_pod_identity(c, pi).await {
+            Ok(id) => out.pod_identity_association_id = Some(id),
+            Err(e) => return Err(fail(Step::PodIdentity, e, &out)),
+        }
+    }
+    Ok(out)
+}
+
+/// Applies the deletion policy in reverse order. NotFound is success everywhere; nothing
+/// without our ownership tags is deleted.
+pub async fn delete_all(
+    c: &AwsClients,
+    plan: &AwsPlan,
+    owner: &Owner,
+    known_key_id: Option<&str>,
+    policy: DeletionPolicy,
+) -> Result<(), StepError> {
+    let fail = |step, error| StepError {
+        step,
+        error,
+        partial: Box::default(),
+    };
+    if let Some(pi) = &plan.pod_identity {
+        // The association is pure wiring, never data: it goes under both policies.
+        eks::delete_pod_identity(c, pi)
+            .await
+            .map_err(|e| fail(Step::PodIdentity, e))?;
+    }
+    iam::delete(c, &plan.role, owner, policy)
+        .await
+        .map_err(|e| fail(Step::IamRole, e))?;
+    logs::delete(c, &plan.log_groups, owner, policy)
+        .await
+        .map_err(|e| fail(Step::LogGroups, e))?;
+    if let Some(k) = &plan.kms
+        && matches!(k, KmsKeyPlan::Create { .. })
+    {
+        kms::delete(c, k, owner, known_key_id, policy)
+            .await
+            .map_err(|e| fail(Step::KmsKey, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! The collector's IAM role: trust policy, one inline policy, an optional permissions boundary
+//! and our ownership tags. `ensure` creates or reconciles it, `delete` untags or removes it.
+//!
+//! A role mlobs creates carries `mlobs.io/pending` until its inline policy is in place. That is
+//! how a re-run tells "crashed between CreateRole and PutRolePolicy" (finish the create, whatever
+//! the drift policy) from "someone deleted our inline policy" (drift: corrected or only reported).
+//!
+//! Not compared, on purpose: other inline or attached policies (not ours; IAM grants the union, so
+//! they are the role owner's business), the role's path (IAM cannot change it) and extra tags.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_iam::operation::create_role::CreateRoleError;
+use aws_sdk_iam::operation::delete_role::DeleteRoleError;
+use aws_sdk_iam::operation::delete_role_policy::DeleteRolePolicyError;
+use aws_sdk_iam::operation::get_role::GetRoleError;
+use aws_sdk_iam::operation::get_role_policy::GetRolePolicyError;
+use aws_sdk_iam::types::{Role, Tag};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde_json::Value;
+
+use super::error::classify;
+use super::{AwsClients, AwsError, Drift, Owner};
+use crate::crd::{DeletionPolicy, DriftPolicy};
+use crate::desired::aws_plan::RolePlan;
+
+/// Present from CreateRole until the inline policy is written (see the module docs).
+pub const TAG_PENDING: &str = "mlobs.io/pending";
+const PENDING_VALUE: &str = "inline-policy";
+/// Prefix of every tag key mlobs owns; `Retain` removes exactly these.
+const TAG_PREFIX: &str = "mlobs.io/";
+const ABSENT: &str = "<absent>";
+
+/// The `RolePlan::Create` fields, borrowed.
+struct Want<'a> {
+    name: &'a str,
+    path: &'a str,
+    trust: &'a Value,
+    policy_name: &'a str,
+    policy: &'a Value,
+    boundary: Option<&'a str>,
+    tags: &'a BTreeMap<String, String>,
+}
+
+impl Want<'_> {
+    fn resource(&self) -> String {
+        format!("iamRole:{}", self.name)
+    }
+}
+
+/// Ensures the role of the plan and returns its ARN with the drift found.
+///
+/// `Existing` roles are only verified (never changed). A created role that exists without our
+/// `mlobs.io/pipeline` tag is a [`AwsError::NameConflict`] unless `adopt`, which tags it first.
+/// An unchanged role costs two reads (GetRole, GetRolePolicy) and no write.
+pub async fn ensure(
+    c: &AwsClients,
+    plan: &RolePlan,
+    owner: &Owner,
+    adopt: bool,
+    drift: DriftPolicy,
+) -> Result<(String, Vec<Drift>), AwsError> {
+    let w = match plan {
+        RolePlan::Existing { arn } => return verify_existing(c, arn).await.map(|arn| (arn, Vec::new())),
+        RolePlan::Create {
+            name,
+            path,
+            trust_policy,
+            inline_policy_name,
+            inline_policy,
+            permissions_boundary,
+            tags,
+            ..
+        } => Want {
+            name,
+            path,
+            trust: trust_policy,
+            policy_name: inline_policy_name,
+            policy: inline_policy,
+            boundary: permissions_boundary.as_deref(),
+            tags,
+        },
+    };
+    match get_role(c, w.name).await? {
+        None => create(c, &w).await.map(|arn| (arn, Vec::new())),
+        Some(role) => reconcile(c, &w, &role, owner, adopt, drift).await,
+    }
+}
+
+/// `existingRoleArn`: the role must exist under exactly this ARN; mlobs never changes it.
+async fn verify_existing(c: &AwsClients, arn: &str) -> Result<String, AwsError> {
+    // A role ARN is `arn:<partition>:iam::<account>:role/<path/>name`: the name follows the last `/`.
+    let name = arn.rsplit('/').next().unwrap_or(arn);
+    match get_role(c, name).await? {
+        Some(role) if role.arn() == arn => Ok(arn.to_string()),
+        // Same name under another path or account is not the role the user named.
+        _ => Err(AwsError::Missing {
+            resource: format!("iamRole:{arn}"),
+        }),
+    }
+}
+
+async fn get_role(c: &AwsClients, name: &str) -> Result<Option<Role>, AwsError> {
+    let resource = format!("iamRole:{name}");
+    match c.iam.get_role().role_name(name).send().await {
+        Ok(out) => out
+            .role
+            .map(Some)
+            .ok_or_else(|| invalid_response("GetRole", &resource, "no Role in the response")),
+        Err(e) if is_kind(&e, GetRoleError::is_no_such_entity_exception) => Ok(None),
+        Err(e) => Err(classify("GetRole", &resource, e)),
+    }
+}
+
+/// CreateRole (tagged pending) → PutRolePolicy → UntagRole(pending): three writes.
+async fn create(c: &AwsClients, w: &Want<'_>) -> Result<String, AwsError> {
+    let resource = w.resource();
+    let mut tags = w.tags.clone();
+    tags.insert(TAG_PENDING.into(), PENDING_VALUE.into());
+    let out = c
+        .iam
+        .create_role()
+        .role_name(w.name)
+        .path(w.path)
+        .assume_role_policy_document(w.trust.to_string())
+        .set_permissions_boundary(w.boundary.map(str::to_string))
+        .set_tags(Some(iam_tags("CreateRole", &resource, &tags)?))
+        .send()
+        .await
+        .map_err(|e| {
+            // GetRole said absent a moment ago: another writer raced us; the next pass reconciles.
+            if is_kind(&e, CreateRoleError::is_entity_already_exists_exception) {
+                AwsError::Retryable {
+                    operation: "CreateRole".into(),
+                    resource: resource.clone(),
+                    code: "EntityAlreadyExists".into(),
+                    message: e.message().unwrap_or_default().to_string(),
+                }
+            } else {
+                classify("CreateRole", &resource, e)
+            }
+        })?;
+    let arn = out
+        .role
+        .map(|r| r.arn().to_string())
+        .ok_or_else(|| invalid_response("CreateRole", &resource, "no Role in the response"))?;
+    put_policy(c, w).await?;
+    untag(c, w.name, vec![TAG_PENDING.to_string()]).await?;
+    Ok(arn)
+}
+
+async fn reconcile(
+    c: &AwsClients,
+    w: &Want<'_>,
+    role: &Role,
+    owner: &Owner,
+    adopt: bool,
+    drift: DriftPolicy,
+) -> Result<(String, Vec<Drift>), AwsError> {
+    let resource = w.resource();
+    let mut actual_tags: BTreeMap<&str, &str> = role.tags().iter().map(|t| (t.key(), t.value())).collect();
+    if !owner.owns(actual_tags.iter().map(|(k, v)| (*k, *v))) {
+        if !adopt {
+            return Err(AwsError::NameConflict { resource });
+        }
+        // Tag first: if we crash mid-reconcile, the next pass already sees the role as ours.
+        tag(c, w.name, w.tags).await?;
+        actual_tags.extend(w.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    // Finishing our own create is not drift: do it in every mode and report nothing.
+    let pending = actual_tags.contains_key(TAG_PENDING);
+    let correct = pending || drift == DriftPolicy::Correct;
+    let mut found = Vec::new();
+    let mut note = |field: &str, desired: String, actual: String, corrected: bool| {
+        if !pending {
+            found.push(Drift {
+                resource: resource.clone(),
+                field: field.into(),
+                desired,
+                actual,
+                corrected,
+            });
+        }
+    };
+
+    let trust = role.assume_role_policy_document().map(decode_policy);
+    if let Some(actual) = differs(w.trust, trust.as_ref()) {
+        if correct {
+            c.iam
+                .update_assume_role_policy()
+                .role_name(w.name)
+                .policy_document(w.trust.to_string())
+                .send()
+                .await
+                .map_err(|e| classify("UpdateAssumeRolePolicy", &resource, e))?;
+        }
+        note("assumeRolePolicyDocument", shown(w.trust), actual, correct);
+    }
+
+    let inline = get_policy(c, w).await?;
+    if let Some(actual) = differs(w.policy, inline.as_ref()) {
+        if correct {
+            put_policy(c, w).await?;
+        }
+        note(
+            &format!("inlinePolicy/{}", w.policy_name),
+            shown(w.policy),
+            actual,
+            correct,
+        );
+    }
+
+    let boundary = role.permissions_boundary().and_then(|b| b.permissions_boundary_arn());
+    match (w.boundary, boundary) {
+        (Some(want), have) if have != Some(want) => {
+            if correct {
+                c.iam
+                    .put_role_permissions_boundary()
+                    .role_name(w.name)
+                    .permissions_boundary(want)
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutRolePermissionsBoundary", &resource, e))?;
+            }
+            note(
+                "permissionsBoundary",
+                want.into(),
+                have.unwrap_or(ABSENT).into(),
+                correct,
+            );
+        }
+        // Removing a boundary someone else set would widen the role: report it, never undo it.
+        (None, Some(have)) => note("permissionsBoundary", ABSENT.into(), have.into(), false),
+        _ => {}
+    }
+
+    let missing: BTreeMap<String, String> = w
+        .tags
+        .iter()
+        .filter(|(k, v)| actual_tags.get(k.as_str()) != Some(&v.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !missing.is_empty() && correct {
+        tag(c, w.name, &missing).await?;
+    }
+    for (k, v) in &missing {
+        let have = actual_tags.get(k.as_str()).copied().unwrap_or(ABSENT);
+        note(&format!("tags/{k}"), v.clone(), have.into(), correct);
+    }
+
+    if pending {
+        untag(c, w.name, vec![TAG_PENDING.to_string()]).await?;
+    }
+    Ok((role.arn().to_string(), found))
+}
+
+/// Our inline policy as stored, `None` when the role has none by that name.
+async fn get_policy(c: &AwsClients, w: &Want<'_>) -> Result<Option<Result<Value, String>>, AwsError> {
+    match c
+        .iam
+        .get_role_policy()
+        .role_name(w.name)
+        .policy_name(w.policy_name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(decode_policy(out.policy_document()))),
+        Err(e) if is_kind(&e, GetRolePolicyError::is_no_such_entity_exception) => Ok(None),
+        Err(e) => Err(classify("GetRolePolicy", &w.resource(), e)),
+    }
+}
+
+async fn put_policy(c: &AwsClients, w: &Want<'_>) -> Result<(), AwsError> {
+    c.iam
+        .put_role_policy()
+        .role_name(w.name)
+        .policy_name(w.policy_name)
+        .policy_document(w.policy.to_string())
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| classify("PutRolePolicy", &w.resource(), e))
+}
+
+async fn tag(c: &AwsClients, name: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
+    let resource = format!("iamRole:{name}");
+    c.iam
+        .tag_role()
+        .role_name(name)
+        .set_tags(Some(iam_tags("TagRole", &resource, tags)?))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| classify("TagRole", &resource, e))
+}
+
+async fn untag(c: &AwsClients, name: &str, keys: Vec<String>) -> Result<(), AwsError> {
+    c.iam
+        .untag_role()
+        .role_name(name)
+        .set_tag_keys(Some(keys))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| classify("UntagRole", &format!("iamRole:{name}"), e))
+}
+
+fn iam_tags(operation: &str, resource: &str, tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, AwsError> {
+    tags.iter()
+        .map(|(k, v)| {
+            Tag::builder().key(k).value(v).build().map_err(|e| AwsError::Terminal {
+                operation: operation.into(),
+                resource: resource.into(),
+                code: "InvalidTag".into(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Whether a service error is of the given modeled kind (e.g. NoSuchEntity, which means "absent").
+fn is_kind<E>(e: &SdkError<E, HttpResponse>, kind: fn(&E) -> bool) -> bool {
+    e.as_service_error().is_some_and(kind)
+}
+
+fn invalid_response(operation: &str, resource: &str, message: &str) -> AwsError {
+    AwsError::Terminal {
+        operation: operation.into(),
+        resource: resource.into(),
+        code: "InvalidResponse".into(),
+        message: message.into(),
+    }
+}
+
+/// Applies the deletion policy to a role mlobs created. `Existing` roles and roles without our
+/// `mlobs.io/pipeline` tag are never touched; an absent role is success.
+///
+/// `Delete` removes only our inline policy, then the role. Policies someone else put on the role
+/// stay, and DeleteRole then fails with `DeleteConflict`: a terminal error naming the way out.
+pub async fn delete(c: &AwsClients, plan: &RolePlan, owner: &Owner, policy: DeletionPolicy) -> Result<(), AwsError> {
+    let RolePlan::Create {
+        name,
+        inline_policy_name,
+        ..
+    } = plan
+    else {
+        return Ok(());
+    };
+    let resource = format!("iamRole:{name}");
+    let Some(role) = get_role(c, name).await? else {
+        return Ok(());
+    };
+    if !owner.owns(role.tags().iter().map(|t| (t.key(), t.value()))) {
+        return Ok(());
+    }
+    match policy {
+        DeletionPolicy::Retain => {
+            let ours: Vec<String> = role
+                .tags()
+                .iter()
+                .map(|t| t.key().to_string())
+                .filter(|k| k.starts_with(TAG_PREFIX))
+                .collect();
+            untag(c, name, ours).await
+        }
+        DeletionPolicy::Delete => {
+            match c
+                .iam
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(inline_policy_name)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_kind(&e, DeleteRolePolicyError::is_no_such_entity_exception) => {}
+                Err(e) => return Err(classify("DeleteRolePolicy", &resource, e)),
+            }
+            match c.iam.delete_role().role_name(name).send().await {
+                Ok(_) => Ok(()),
+                Err(e) if is_kind(&e, DeleteRoleError::is_no_such_entity_exception) => Ok(()),
+                Err(e) if is_kind(&e, DeleteRoleError::is_delete_conflict_exception) => Err(AwsError::Terminal {
+                    operation: "DeleteRole".into(),
+                    resource,
+                    code: "DeleteConflict".into(),
+                    message: format!(
+                        "the role still has policies or instance profiles mlobs did not add ({}); remove them, or set deletionPolicy: Retain",
+                        e.message().unwrap_or("no detail")
+                    ),
+                }),
+                Err(e) => Err(classify("DeleteRole", &resource, e)),
+            }
+        }
+    }
+}
+
+/// `Some(actual, for the drift record)` when the stored document is absent or differs from `want`.
+fn differs(want: &Value, have: Option<&Result<Value, String>>) -> Option<String> {
+    match have {
+        Some(Ok(v)) if normalize(v) == normalize(want) => None,
+        Some(Ok(v)) => Some(shown(v)),
+        Some(Err(raw)) => Some(raw.clone()),
+        None => Some(ABSENT.into()),
+    }
+}
+
+fn shown(v: &Value) -> String {
+    normalize(v).to_string()
+}
+
+/// IAM returns policy documents URL-encoded (RFC 3986; moto does the same): decode, then parse.
+/// `Err` carries the decoded text when it is not JSON.
+pub fn decode_policy(raw: &str) -> Result<Value, String> {
+    let text = percent_decode(raw);
+    serde_json::from_str(&text).map_err(|_| text)
+}
+
+/// Decodes `%XX` escapes. `+` stays `+`: these documents are RFC 3986-encoded, not form-encoded,
+/// and `+` is literal in them. Malformed escapes are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// IAM semantics, not text: key order is irrelevant, so are the order and duplicates of array
+/// elements (statements, actions, resources, condition values), and `"x"` means `["x"]`.
+pub fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), normalize(v))).collect())
+        }
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(normalize).collect();
+            items.sort_by_cached_key(Value::to_string);
+            items.dedup();
+            match items.len() {
+                1 => items.pop().unwrap_or(Value::Null),
+                _ => Value::Array(items),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn percent_decode_handles_escapes_utf8_and_leaves_plus_alone() {
+        assert_eq!(percent_decode("%7B%22a%22%3A%20%22b%2Bc+d%22%7D"), r#"{"a": "b+c+d"}"#);
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%7b"), "{");
+    }
+
+    #[test]
+    fn normalize_ignores_order_duplicates_and_single_element_arrays() {
+        let a = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["b", "a"], "Resource": ["r"]},
+            {"Effect": "Deny", "Action": "x", "Resource": "r"}]});
+        let b = json!({"Statement": [
+            {"Resource": "r", "Action": "x", "Effect": "Deny"},
+            {"Action": ["a", "b", "a"], "Effect": "Allow", "Resource": "r"}], "Version": "2012-10-17"});
+        assert_eq!(normalize(&a), normalize(&b));
+        let c = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["a"], "Resource": "r"}]});
+        assert_ne!(normalize(&a), normalize(&c));
+    }
+
+    #[test]
+    fn decode_policy_reports_undecodable_text() {
+        assert_eq!(decode_policy("%7B%7D"), Ok(json!({})));
+        assert_eq!(decode_policy("not%20json"), Err("not json".to_string()));
+    }
+}

@@ -1,0 +1,647 @@
+//! The pipeline's KMS key: found (alias → recorded key id → ownership-tag scan), created when
+//! absent, converged when found, and retained or scheduled for deletion when the pipeline goes.
+//!
+//! Create order is CreateKey (policy and tags in the same call) → EnableKeyRotation → CreateAlias.
+//! The alias comes last on purpose: a key that has its alias finished its create, so a key found
+//! without one (by recorded id or tag) is a half-finished create that is completed in every drift
+//! mode, while anything else that differs on an aliased key is drift.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde_json::{Value, json};
+
+use super::error::{self, classify};
+use super::{AwsClients, AwsError, Drift, Owner, TAG_CLUSTER, TAG_PIPELINE, TAG_UID};
+use crate::crd::{DeletionPolicy, DriftPolicy};
+use crate::desired::aws_plan::KmsKeyPlan;
+
+/// The key the log groups are encrypted with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsKey {
+    pub key_id: String,
+    pub key_arn: String,
+}
+
+const ENABLED: &str = "Enabled";
+const DISABLED: &str = "Disabled";
+const PENDING_DELETION: &str = "PendingDeletion";
+
+type Tags = BTreeMap<String, String>;
+
+#[derive(Debug, Clone)]
+struct KeyMeta {
+    id: String,
+    arn: String,
+    state: String,
+}
+
+#[derive(Debug)]
+struct Found {
+    meta: KeyMeta,
+    tags: Tags,
+    /// Found through its alias, i.e. its create finished.
+    has_alias: bool,
+}
+
+enum Lookup {
+    Absent,
+    /// The alias points at a key that is not ours.
+    Foreign,
+    Ours(Found),
+}
+
+/// The `Create` plan's fields, borrowed.
+struct Want<'a> {
+    description: &'a str,
+    alias: &'a str,
+    rotation: bool,
+    tags: &'a Tags,
+    policy: &'a Value,
+}
+
+/// Ensures the plan's key. See the module docs for the find order and create order.
+pub async fn ensure(
+    c: &AwsClients,
+    plan: &KmsKeyPlan,
+    owner: &Owner,
+    known_key_id: Option<&str>,
+    drift: DriftPolicy,
+) -> Result<(KmsKey, Vec<Drift>), AwsError> {
+    let want = match plan {
+        KmsKeyPlan::Existing { key_arn, .. } => return ensure_existing(c, key_arn).await,
+        KmsKeyPlan::Create {
+            description,
+            alias,
+            rotation,
+            tags,
+            policy,
+            ..
+        } => Want {
+            description,
+            alias,
+            rotation: *rotation,
+            tags,
+            policy,
+        },
+    };
+    match find(c, want.alias, owner, known_key_id).await? {
+        Lookup::Absent => Ok((create(c, &want).await?, Vec::new())),
+        Lookup::Foreign => Err(AwsError::NameConflict {
+            resource: resource(want.alias),
+        }),
+        Lookup::Ours(found) => converge(c, &want, found, drift).await,
+    }
+}
+
+/// Applies the deletion policy to a key mlobs created; a user's key (`Existing`) is never touched.
+/// Only a key whose tags name this pipeline is changed; NotFound is success.
+pub async fn delete(
+    c: &AwsClients,
+    plan: &KmsKeyPlan,
+    owner: &Owner,
+    known_key_id: Option<&str>,
+    policy: DeletionPolicy,
+) -> Result<(), AwsError> {
+    let KmsKeyPlan::Create {
+        alias,
+        deletion_window_days,
+        ..
+    } = plan
+    else {
+        return Ok(());
+    };
+    let Lookup::Ours(found) = find(c, alias, owner, known_key_id).await? else {
+        return Ok(());
+    };
+    if !owns(owner, &found.tags) {
+        return Ok(());
+    }
+    let id = found.meta.id.as_str();
+    match policy {
+        DeletionPolicy::Retain => {
+            let keys: Vec<String> = [TAG_CLUSTER, TAG_PIPELINE, TAG_UID]
+                .into_iter()
+                .filter(|k| found.tags.contains_key(*k))
+                .map(String::from)
+                .collect();
+            let sent = c.kms.untag_resource().key_id(id).set_tag_keys(Some(keys)).send().await;
+            absent_is_ok(sent, "UntagResource", alias)
+        }
+        DeletionPolicy::Delete => {
+            if found.has_alias {
+                let sent = c.kms.delete_alias().alias_name(alias.as_str()).send().await;
+                absent_is_ok(sent, "DeleteAlias", alias)?;
+            }
+            // A second ScheduleKeyDeletion on a pending key is KMSInvalidStateException in AWS.
+            if found.meta.state != PENDING_DELETION {
+                let sent = c
+                    .kms
+                    .schedule_key_deletion()
+                    .key_id(id)
+                    .pending_window_in_days(*deletion_window_days)
+                    .send()
+                    .await;
+                absent_is_ok(sent, "ScheduleKeyDeletion", alias)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn resource(alias: &str) -> String {
+    format!("kmsKey:{alias}")
+}
+
+fn owns(owner: &Owner, tags: &Tags) -> bool {
+    owner.owns(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn is_absent<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(error::code(e), Some("NotFoundException" | "ResourceNotFoundException"))
+}
+
+fn absent_is_ok<T, E>(sent: Result<T, SdkError<E, HttpResponse>>, op: &str, res: &str) -> Result<(), AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) if is_absent(&e) => Ok(()),
+        Err(e) => Err(classify(op, &resource(res), e)),
+    }
+}
+
+/// Maps an SDK error of `op` on `res` (already a resource string) through [`classify`].
+fn fail<E>(op: &'static str, res: &str) -> impl FnOnce(SdkError<E, HttpResponse>) -> AwsError + use<E>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let res = res.to_string();
+    move |e| classify(op, &res, e)
+}
+
+fn malformed(op: &str, res: &str, what: &str) -> AwsError {
+    AwsError::Terminal {
+        operation: op.into(),
+        resource: resource(res),
+        code: "MalformedResponse".into(),
+        message: format!("the response has no {what}"),
+    }
+}
+
+fn meta_of(m: Option<&aws_sdk_kms::types::KeyMetadata>, op: &str, res: &str) -> Result<KeyMeta, AwsError> {
+    let m = m.ok_or_else(|| malformed(op, res, "KeyMetadata"))?;
+    Ok(KeyMeta {
+        id: m.key_id().to_string(),
+        arn: m.arn().ok_or_else(|| malformed(op, res, "key ARN"))?.to_string(),
+        state: m.key_state().map_or("Unknown", |s| s.as_str()).to_string(),
+    })
+}
+
+/// DescribeKey by id, ARN or `alias/...`; `None` when it does not exist.
+async fn describe(c: &AwsClients, key: &str) -> Result<Option<KeyMeta>, AwsError> {
+    match c.kms.describe_key().key_id(key).send().await {
+        Ok(out) => meta_of(out.key_metadata(), "DescribeKey", key).map(Some),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(classify("DescribeKey", &resource(key), e)),
+    }
+}
+
+async fn key_tags(c: &AwsClients, key_id: &str) -> Result<Tags, AwsError> {
+    let mut tags = Tags::new();
+    let mut marker = None;
+    loop {
+        let out = c
+            .kms
+            .list_resource_tags()
+            .key_id(key_id)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| classify("ListResourceTags", &resource(key_id), e))?;
+        tags.extend(
+            out.tags()
+                .iter()
+                .map(|t| (t.tag_key().to_string(), t.tag_value().to_string())),
+        );
+        match (out.truncated(), out.next_marker()) {
+            (true, Some(m)) => marker = Some(m.to_string()),
+            _ => return Ok(tags),
+        }
+    }
+}
+
+/// Alias, then the id the controller recorded after CreateKey, then a scan for our tags: the
+/// scan is what finds a key whose create crashed before its alias and before status was written.
+async fn find(c: &AwsClients, alias: &str, owner: &Owner, known: Option<&str>) -> Result<Lookup, AwsError> {
+    if let Some(meta) = describe(c, alias).await? {
+        let tags = key_tags(c, &meta.id).await?;
+        let recorded = known.is_some_and(|k| k == meta.id || k == meta.arn);
+        if !owns(owner, &tags) && !recorded {
+            return Ok(Lookup::Foreign);
+        }
+        return Ok(Lookup::Ours(Found {
+            meta,
+            tags,
+            has_alias: true,
+        }));
+    }
+    if let Some(k) = known
+        && let Some(meta) = describe(c, k).await?
+    {
+        let tags = key_tags(c, &meta.id).await?;
+        // A recorded id is trusted unless the key's tags name another pipeline (stale status).
+        if tags.get(TAG_PIPELINE).is_none_or(|p| *p == owner.pipeline) {
+            return Ok(Lookup::Ours(Found {
+                meta,
+                tags,
+                has_alias: false,
+            }));
+        }
+    }
+    Ok(match tag_scan(c, owner).await? {
+        Some((meta, tags)) => Lookup::Ours(Found {
+            meta,
+            tags,
+            has_alias: false,
+        }),
+        None => Lookup::Absent,
+    })
+}
+
+/// KMS has no search by tag: ListKeys, then ListResourceTags per key. It runs only when neither
+/// alias nor recorded id finds the key (first create, or a crash before both were written).
+/// Cluster and pipeline tags must both match: two clusters may run pipelines of the same name.
+async fn tag_scan(c: &AwsClients, owner: &Owner) -> Result<Option<(KeyMeta, Tags)>, AwsError> {
+    let mut marker = None;
+    loop {
+        let out = c
+            .kms
+            .list_keys()
+            .limit(1000)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| classify("ListKeys", "kms", e))?;
+        for id in out.keys().iter().filter_map(|k| k.key_id()) {
+            let tags = match key_tags(c, id).await {
+                Ok(t) => t,
+                // Keys we may not read (other teams', AWS managed) or that just vanished are not ours.
+                Err(AwsError::AccessDenied { .. }) => continue,
+                Err(AwsError::Terminal { code, .. }) if code == "NotFoundException" => continue,
+                Err(e) => return Err(e),
+            };
+            let ours = tags.get(TAG_PIPELINE) == Some(&owner.pipeline) && tags.get(TAG_CLUSTER) == Some(&owner.cluster);
+            if !ours {
+                continue;
+            }
+            if let Some(meta) = describe(c, id).await?
+                && meta.state != PENDING_DELETION
+            {
+                return Ok(Some((meta, tags)));
+            }
+        }
+        match (out.truncated(), out.next_marker()) {
+            (true, Some(m)) => marker = Some(m.to_string()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+async fn ensure_existing(c: &AwsClients, key_arn: &str) -> Result<(KmsKey, Vec<Drift>), AwsError> {
+    let meta = describe(c, key_arn).await?.ok_or_else(|| AwsError::Missing {
+        resource: resource(key_arn),
+    })?;
+    // A user's key is never changed: a disabled or pending-deletion key is only reported.
+    let drift = (meta.state != ENABLED)
+        .then(|| Drift {
+            resource: resource(key_arn),
+            field: "keyState".into(),
+            desired: ENABLED.into(),
+            actual: meta.state.clone(),
+            corrected: false,
+        })
+        .into_iter()
+        .collect();
+    Ok((
+        KmsKey {
+            key_id: meta.id,
+            key_arn: meta.arn,
+        },
+        drift,
+    ))
+}
+
+async fn create(c: &AwsClients, want: &Want<'_>) -> Result<KmsKey, AwsError> {
+    let res = resource(want.alias);
+    let tags = want
+        .tags
+        .iter()
+        .map(|(k, v)| aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AwsError::Terminal {
+            operation: "CreateKey".into(),
+            resource: res.clone(),
+            code: "Client".into(),
+            message: e.to_string(),
+        })?;
+    let out = c
+        .kms
+        .create_key()
+        .description(want.description)
+        .policy(want.policy.to_string())
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| classify("CreateKey", &res, e))?;
+    let meta = meta_of(out.key_metadata(), "CreateKey", want.alias)?;
+    if want.rotation {
+        enable_rotation(c, &meta.id, want.alias).await?;
+    }
+    create_alias(c, &meta.id, want.alias).await?;
+    Ok(KmsKey {
+        key_id: meta.id,
+        key_arn: meta.arn,
+    })
+}
+
+async fn enable_rotation(c: &AwsClients, id: &str, alias: &str) -> Result<(), AwsError> {
+    c.kms
+        .enable_key_rotation()
+        .key_id(id)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| classify("EnableKeyRotation", &resource(alias), e))
+}
+
+async fn create_alias(c: &AwsClients, id: &str, alias: &str) -> Result<(), AwsError> {
+    c.kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(id)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| classify("CreateAlias", &resource(alias), e))
+}
+
+async fn converge(
+    c: &AwsClients,
+    want: &Want<'_>,
+    found: Found,
+    policy: DriftPolicy,
+) -> Result<(KmsKey, Vec<Drift>), AwsError> {
+    let correct = policy == DriftPolicy::Correct;
+    let res = resource(want.alias);
+    let id = found.meta.id.as_str();
+    let mut drift = Vec::new();
+    let mut record = |field: &str, desired: String, actual: String, corrected: bool| {
+        drift.push(Drift {
+            resource: res.clone(),
+            field: field.into(),
+            desired,
+            actual,
+            corrected,
+        })
+    };
+
+    let mut state = found.meta.state.clone();
+    if state == DISABLED || state == PENDING_DELETION {
+        if correct {
+            if state == PENDING_DELETION {
+                // CancelKeyDeletion leaves the key Disabled: EnableKey follows.
+                c.kms
+                    .cancel_key_deletion()
+                    .key_id(id)
+                    .send()
+                    .await
+                    .map_err(fail("CancelKeyDeletion", &res))?;
+            }
+            c.kms
+                .enable_key()
+                .key_id(id)
+                .send()
+                .await
+                .map_err(fail("EnableKey", &res))?;
+        }
+        record("keyState", ENABLED.into(), state.clone(), correct);
+        if correct {
+            state = ENABLED.into();
+        }
+    } else if state != ENABLED {
+        // PendingImport, Unavailable, Creating...: nothing mlobs can or should do.
+        record("keyState", ENABLED.into(), state.clone(), false);
+    }
+
+    let missing: Tags = want
+        .tags
+        .iter()
+        .filter(|(k, v)| found.tags.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !missing.is_empty() {
+        if correct {
+            let tags = missing
+                .iter()
+                .map(|(k, v)| aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| AwsError::Terminal {
+                    operation: "TagResource".into(),
+                    resource: res.clone(),
+                    code: "Client".into(),
+                    message: e.to_string(),
+                })?;
+            c.kms
+                .tag_resource()
+                .key_id(id)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(fail("TagResource", &res))?;
+        }
+        let actual = missing.keys().map(|k| format_tag(k, found.tags.get(k))).collect();
+        record("tags", format_tags(&missing), actual_list(actual), correct);
+    }
+
+    // Disabled and pending keys reject EnableKeyRotation (and AWS may refuse the reads): check
+    // rotation and policy only on an enabled key.
+    if state == ENABLED {
+        if want.rotation {
+            let on = c
+                .kms
+                .get_key_rotation_status()
+                .key_id(id)
+                .send()
+                .await
+                .map_err(fail("GetKeyRotationStatus", &res))?
+                .key_rotation_enabled();
+            // Without its alias the key is a half-finished create: finishing it is not drift.
+            let finishing = !found.has_alias;
+            if !on && (correct || finishing) {
+                enable_rotation(c, id, want.alias).await?;
+            }
+            if !on && !finishing {
+                record("keyRotation", "true".into(), "false".into(), correct);
+            }
+        }
+        let out = c
+            .kms
+            .get_key_policy()
+            .key_id(id)
+            .policy_name("default")
+            .send()
+            .await
+            .map_err(fail("GetKeyPolicy", &res))?;
+        let actual: Value = out
+            .policy()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(Value::Null);
+        let lost = missing_statements(&actual, want.policy);
+        if !lost.is_empty() {
+            if correct {
+                let merged = merged_policy(&actual, want.policy);
+                c.kms
+                    .put_key_policy()
+                    .key_id(id)
+                    .policy_name("default")
+                    .policy(merged.to_string())
+                    .send()
+                    .await
+                    .map_err(fail("PutKeyPolicy", &res))?;
+            }
+            let sids: Vec<&str> = lost
+                .iter()
+                .map(|s| s.get("Sid").and_then(Value::as_str).unwrap_or("(no Sid)"))
+                .collect();
+            record(
+                "policy",
+                format!("statements {}", sids.join(", ")),
+                "missing or changed".into(),
+                correct,
+            );
+        }
+    }
+
+    if !found.has_alias && state != PENDING_DELETION {
+        create_alias(c, id, want.alias).await?;
+    }
+    Ok((
+        KmsKey {
+            key_id: found.meta.id,
+            key_arn: found.meta.arn,
+        },
+        drift,
+    ))
+}
+
+fn format_tag(k: &str, v: Option<&String>) -> String {
+    match v {
+        Some(v) => format!("{k}={v}"),
+        None => format!("{k} absent"),
+    }
+}
+
+fn format_tags(tags: &Tags) -> String {
+    actual_list(tags.iter().map(|(k, v)| format_tag(k, Some(v))).collect())
+}
+
+fn actual_list(items: Vec<String>) -> String {
+    items.join(", ")
+}
+
+/// Policy JSON may come back reformatted (moto, and IAM-style normalisation in AWS): one-element
+/// arrays as scalars, lists reordered, keys reordered. Compare the normal form.
+fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), normalize(v)))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+        ),
+        Value::Array(a) => {
+            let mut items: Vec<Value> = a.iter().map(normalize).collect();
+            items.sort_by_key(Value::to_string);
+            items.dedup();
+            if items.len() == 1 {
+                items.remove(0)
+            } else {
+                Value::Array(items)
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+fn statements(policy: &Value) -> Vec<Value> {
+    match policy.get("Statement") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(s @ Value::Object(_)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// The desired statements that the actual policy lacks (or has changed).
+fn missing_statements(actual: &Value, desired: &Value) -> Vec<Value> {
+    let have: Vec<Value> = statements(actual).iter().map(normalize).collect();
+    statements(desired)
+        .into_iter()
+        .filter(|s| !have.contains(&normalize(s)))
+        .collect()
+}
+
+/// Our statements put back, replacing any with the same Sid; statements a user added are kept.
+fn merged_policy(actual: &Value, desired: &Value) -> Value {
+    let ours = statements(desired);
+    let sids: BTreeSet<&str> = ours.iter().filter_map(|s| s.get("Sid")?.as_str()).collect();
+    let mut kept: Vec<Value> = statements(actual)
+        .into_iter()
+        .filter(|s| {
+            s.get("Sid")
+                .and_then(Value::as_str)
+                .is_none_or(|sid| !sids.contains(sid))
+        })
+        .collect();
+    kept.extend(ours);
+    json!({
+        "Version": desired.get("Version").cloned().unwrap_or_else(|| json!("2012-10-17")),
+        "Statement": kept,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_comparison_ignores_order_and_single_element_arrays() {
+        let desired = json!({"Version": "2012-10-17", "Statement": [
+            {"Sid": "A", "Effect": "Allow", "Action": ["kms:*"], "Resource": "*"},
+            {"Sid": "CloudWatchLogs", "Effect": "Allow", "Action": ["kms:Encrypt*", "kms:Decrypt*"], "Resource": "*"},
+        ]});
+        let reformatted = json!({"Statement": [
+            {"Resource": "*", "Action": ["kms:Decrypt*", "kms:Encrypt*"], "Effect": "Allow", "Sid": "CloudWatchLogs"},
+            {"Action": "kms:*", "Sid": "A", "Resource": "*", "Effect": "Allow"},
+        ], "Version": "2012-10-17"});
+        assert!(missing_statements(&reformatted, &desired).is_empty());
+        let lost = json!({"Version": "2012-10-17", "Statement": [
+            {"Sid": "A", "Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+            {"Sid": "User", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"},
+        ]});
+        let missing = missing_statements(&lost, &desired);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0]["Sid"], "CloudWatchLogs");
+        let merged = merged_policy(&lost, &desired);
+        assert!(missing_statements(&merged, &desired).is_empty());
+        let sids: Vec<String> = statements(&merged)
+            .iter()
+            .filter_map(|s| s["Sid"].as_str().map(String::from))
+            .collect();
+        assert_eq!(sids, ["User", "A", "CloudWatchLogs"], "a user's statement is kept");
+    }
+}

@@ -1,0 +1,394 @@
+//! CloudWatch log groups: observed in pages of 50, created with their KMS key, class and tags in
+//! one call, reconciled (key, retention, tags) and retained or deleted with the pipeline.
+//!
+//! A group is always created encrypted: were it created first and encrypted later, the collector
+//! (or the exporter, which creates missing groups itself) could write unencrypted events between.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_cloudwatchlogs::types::LogGroupClass as SdkClass;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::error::{self, classify};
+use super::{AwsClients, AwsError, Drift, Owner};
+use crate::crd::{DeletionPolicy, DriftPolicy};
+use crate::desired::aws_plan::{KmsRef, LogGroupPlan};
+
+/// DescribeLogGroups returns at most 50 groups per page.
+const PAGE: i32 = 50;
+const OWN_TAG_PREFIX: &str = "mlobs.io/";
+
+/// A log group as DescribeLogGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedGroup {
+    pub name: String,
+    /// Without the trailing `:*` (the form tagging APIs take).
+    pub arn: String,
+    pub kms_key_id: Option<String>,
+    /// `None`: never expire.
+    pub retention_days: Option<i32>,
+    pub class: Option<String>,
+}
+
+/// Every group whose name starts with `prefix`, keyed by name: one call per 50 groups.
+pub async fn observe_many(c: &AwsClients, prefix: &str) -> Result<BTreeMap<String, ObservedGroup>, AwsError> {
+    let mut groups = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let out = c
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(prefix)
+            .limit(PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeLogGroups", &resource(prefix), e))?;
+        for g in out.log_groups() {
+            let Some(name) = g.log_group_name() else { continue };
+            // `arn` ends in `:*`; `logGroupArn` is the bare ARN, but older responses lack it.
+            let Some(arn) = g
+                .log_group_arn()
+                .or_else(|| g.arn().map(|a| a.strip_suffix(":*").unwrap_or(a)))
+            else {
+                continue;
+            };
+            groups.insert(
+                name.to_string(),
+                ObservedGroup {
+                    name: name.to_string(),
+                    arn: arn.to_string(),
+                    kms_key_id: g.kms_key_id().map(String::from),
+                    retention_days: g.retention_in_days(),
+                    class: g.log_group_class().map(|c| c.as_str().to_string()),
+                },
+            );
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(groups),
+        }
+    }
+}
+
+/// The key a group should have: the applied key, else the plan's existing key ARN.
+fn desired_key<'a>(plan: &'a LogGroupPlan, key_arn: Option<&'a str>) -> Option<&'a str> {
+    match &plan.kms_key {
+        None => None,
+        Some(KmsRef::Existing { arn }) => Some(key_arn.unwrap_or(arn)),
+        Some(KmsRef::Created { .. }) => key_arn,
+    }
+}
+
+/// `arn:...:key/<id>` and `<id>` name the same key.
+fn key_id_part(k: &str) -> &str {
+    k.rsplit_once(":key/").map_or(k, |(_, id)| id)
+}
+
+/// Where the group differs from the plan (all `corrected: false`). A group with a key while the
+/// plan has none is not drift: mlobs never removes encryption.
+pub fn diff(plan: &LogGroupPlan, observed: &ObservedGroup, key_arn: Option<&str>) -> Vec<Drift> {
+    let res = resource(&plan.name);
+    let drift = |field: &str, desired: String, actual: String| Drift {
+        resource: res.clone(),
+        field: field.into(),
+        desired,
+        actual,
+        corrected: false,
+    };
+    let mut out = Vec::new();
+    if let Some(want) = desired_key(plan, key_arn)
+        && observed.kms_key_id.as_deref().map(key_id_part) != Some(key_id_part(want))
+    {
+        let actual = observed.kms_key_id.clone().unwrap_or_else(|| "none".into());
+        out.push(drift("kmsKeyId", want.into(), actual));
+    }
+    if observed.retention_days != Some(plan.retention_days) {
+        let actual = observed
+            .retention_days
+            .map_or_else(|| "never expire".into(), |d| d.to_string());
+        out.push(drift("retentionInDays", plan.retention_days.to_string(), actual));
+    }
+    // The class is fixed at creation: reported, never corrected.
+    if let Some(class) = &observed.class
+        && class != plan.class.as_str()
+    {
+        out.push(drift("logGroupClass", plan.class.as_str().into(), class.clone()));
+    }
+    out
+}
+
+/// Ensures every group; returns their ARNs in plan order. Ownership of every existing group is
+/// checked before anything changes, so a NameConflict leaves all groups untouched.
+pub async fn ensure(
+    c: &AwsClients,
+    groups: &[LogGroupPlan],
+    key_arn: Option<&str>,
+    owner: &Owner,
+    adopt: bool,
+    drift: DriftPolicy,
+) -> Result<(Vec<String>, Vec<Drift>), AwsError> {
+    for g in groups {
+        if matches!(g.kms_key, Some(KmsRef::Created { .. })) && key_arn.is_none() {
+            // Creating it without the key would leave it unencrypted until a later AssociateKmsKey.
+            return Err(AwsError::Terminal {
+                operation: "CreateLogGroup".into(),
+                resource: resource(&g.name),
+                code: "KmsKeyNotReady".into(),
+                message: "the pipeline's KMS key is not known yet".into(),
+            });
+        }
+    }
+    let observed = observe(c, groups).await?;
+    let mut tags_of = BTreeMap::new();
+    for g in groups {
+        if let Some(o) = observed.get(&g.name) {
+            let tags = group_tags(c, &o.arn).await?;
+            if !owns(owner, &tags) && !adopt {
+                return Err(AwsError::NameConflict {
+                    resource: resource(&g.name),
+                });
+            }
+            tags_of.insert(g.name.as_str(), tags);
+        }
+    }
+
+    let correct = drift == DriftPolicy::Correct;
+    let mut arns = Vec::with_capacity(groups.len());
+    let mut drifts = Vec::new();
+    for g in groups {
+        let key = desired_key(g, key_arn);
+        let (Some(o), Some(tags)) = (observed.get(&g.name), tags_of.get(g.name.as_str())) else {
+            create(c, g, key).await?;
+            arns.push(g.arn.clone());
+            continue;
+        };
+        let res = resource(&g.name);
+        let missing: HashMap<String, String> = g
+            .tags
+            .iter()
+            .filter(|(k, v)| tags.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let adopting = !owns(owner, tags);
+        if !missing.is_empty() {
+            // Adoption (opted in) tags the group in every mode; lost tags on our group are drift.
+            if adopting || correct {
+                c.logs
+                    .tag_resource()
+                    .resource_arn(&o.arn)
+                    .set_tags(Some(missing.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| classify("TagResource", &res, e))?;
+            }
+            if !adopting {
+                let mut desired: Vec<String> = missing.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                desired.sort();
+                let mut actual: Vec<String> = missing
+                    .keys()
+                    .map(|k| {
+                        tags.get(k)
+                            .map_or_else(|| format!("{k} absent"), |v| format!("{k}={v}"))
+                    })
+                    .collect();
+                actual.sort();
+                drifts.push(Drift {
+                    resource: res.clone(),
+                    field: "tags".into(),
+                    desired: desired.join(", "),
+                    actual: actual.join(", "),
+                    corrected: correct,
+                });
+            }
+        }
+        for mut d in diff(g, o, key) {
+            d.corrected = correct && apply_fix(c, g, &d, key).await?;
+            drifts.push(d);
+        }
+        arns.push(o.arn.clone());
+    }
+    Ok((arns, drifts))
+}
+
+/// Applies the deletion policy to the groups whose tags name this pipeline; others are skipped.
+pub async fn delete(
+    c: &AwsClients,
+    groups: &[LogGroupPlan],
+    owner: &Owner,
+    policy: DeletionPolicy,
+) -> Result<(), AwsError> {
+    let observed = observe(c, groups).await?;
+    for g in groups {
+        let Some(o) = observed.get(&g.name) else { continue };
+        let tags = group_tags(c, &o.arn).await?;
+        if !owns(owner, &tags) {
+            continue;
+        }
+        let res = resource(&g.name);
+        let sent = match policy {
+            DeletionPolicy::Retain => {
+                let keys: Vec<String> = tags.keys().filter(|k| k.starts_with(OWN_TAG_PREFIX)).cloned().collect();
+                absent_is_ok(
+                    c.logs
+                        .untag_resource()
+                        .resource_arn(&o.arn)
+                        .set_tag_keys(Some(keys))
+                        .send()
+                        .await,
+                    "UntagResource",
+                    &res,
+                )
+            }
+            DeletionPolicy::Delete => absent_is_ok(
+                c.logs.delete_log_group().log_group_name(&g.name).send().await,
+                "DeleteLogGroup",
+                &res,
+            ),
+        };
+        sent?;
+    }
+    Ok(())
+}
+
+fn resource(name: &str) -> String {
+    format!("logGroup:{name}")
+}
+
+fn owns(owner: &Owner, tags: &BTreeMap<String, String>) -> bool {
+    owner.owns(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn is_absent<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(error::code(e), Some("ResourceNotFoundException" | "NotFoundException"))
+}
+
+fn absent_is_ok<T, E>(sent: Result<T, SdkError<E, HttpResponse>>, op: &str, res: &str) -> Result<(), AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) if is_absent(&e) => Ok(()),
+        Err(e) => Err(classify(op, res, e)),
+    }
+}
+
+/// One DescribeLogGroups page set over the groups' common prefix (both default groups of a
+/// pipeline share `/aws/eks/<cluster>/<ns>/<name>/`); groups with nothing in common are read
+/// one by one rather than listing the whole account.
+async fn observe(c: &AwsClients, groups: &[LogGroupPlan]) -> Result<BTreeMap<String, ObservedGroup>, AwsError> {
+    let prefix = common_prefix(groups.iter().map(|g| g.name.as_str()));
+    if prefix.len() > 1 || groups.len() <= 1 {
+        return match groups {
+            [] => Ok(BTreeMap::new()),
+            _ => observe_many(c, prefix).await,
+        };
+    }
+    let mut all = BTreeMap::new();
+    for g in groups {
+        all.extend(observe_many(c, &g.name).await?);
+    }
+    Ok(all)
+}
+
+fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> &'a str {
+    let Some(first) = names.next() else { return "" };
+    names.fold(first, |acc, n| {
+        let len = acc
+            .char_indices()
+            .zip(n.chars())
+            .take_while(|((_, a), b)| a == b)
+            .last()
+            .map_or(0, |((i, a), _)| i + a.len_utf8());
+        &acc[..len]
+    })
+}
+
+/// The group's tags; a group deleted since it was listed has none.
+async fn group_tags(c: &AwsClients, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    match c.logs.list_tags_for_resource().resource_arn(arn).send().await {
+        Ok(out) => Ok(out
+            .tags()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()),
+        Err(e) if is_absent(&e) => Ok(BTreeMap::new()),
+        Err(e) => Err(classify("ListTagsForResource", arn, e)),
+    }
+}
+
+/// CreateLogGroup with key, class and tags in the one call, then its retention (CreateLogGroup
+/// takes none). A crash in between leaves a tagged, encrypted group that the next ensure
+/// finishes through the retention drift.
+async fn create(c: &AwsClients, g: &LogGroupPlan, key: Option<&str>) -> Result<(), AwsError> {
+    let res = resource(&g.name);
+    let tags: HashMap<String, String> = g.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let created = c
+        .logs
+        .create_log_group()
+        .log_group_name(&g.name)
+        .set_kms_key_id(key.map(String::from))
+        .log_group_class(SdkClass::from(g.class.as_str()))
+        .set_tags(Some(tags))
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        // Created since we looked (another reconcile): the next ensure sees and checks it.
+        Err(e) if error::code(&e) == Some("ResourceAlreadyExistsException") => {
+            return Err(AwsError::Retryable {
+                operation: "CreateLogGroup".into(),
+                resource: res,
+                code: "ResourceAlreadyExistsException".into(),
+                message: "created concurrently; re-observing".into(),
+            });
+        }
+        Err(e) => return Err(classify("CreateLogGroup", &res, e)),
+    }
+    put_retention(c, g).await
+}
+
+async fn put_retention(c: &AwsClients, g: &LogGroupPlan) -> Result<(), AwsError> {
+    c.logs
+        .put_retention_policy()
+        .log_group_name(&g.name)
+        .retention_in_days(g.retention_days)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| classify("PutRetentionPolicy", &resource(&g.name), e))
+}
+
+/// Puts one drifted field back; `false` when it cannot be corrected (the class).
+async fn apply_fix(c: &AwsClients, g: &LogGroupPlan, d: &Drift, key: Option<&str>) -> Result<bool, AwsError> {
+    match (d.field.as_str(), key) {
+        ("kmsKeyId", Some(key)) => {
+            c.logs
+                .associate_kms_key()
+                .log_group_name(&g.name)
+                .kms_key_id(key)
+                .send()
+                .await
+                .map_err(|e| classify("AssociateKmsKey", &resource(&g.name), e))?;
+            Ok(true)
+        }
+        ("retentionInDays", _) => put_retention(c, g).await.map(|()| true),
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn common_prefix_of_group_names() {
+        let p = common_prefix(["/aws/eks/c/ns/p/logs", "/aws/eks/c/ns/p/metrics"].into_iter());
+        assert_eq!(p, "/aws/eks/c/ns/p/");
+        assert_eq!(common_prefix(["/a/x"].into_iter()), "/a/x");
+        assert_eq!(common_prefix(["a", "b"].into_iter()), "");
+        assert_eq!(common_prefix(std::iter::empty()), "");
+    }
+}
