@@ -30,8 +30,9 @@ pub enum Command {
     Render(InputArgs),
     /// Print what a pipeline will create in AWS and Kubernetes, and what it will cost.
     Plan(PlanArgs),
-    /// Run the operator.
-    Run,
+    /// Run the operator (reconciles both custom resources in the cluster of the kubeconfig or
+    /// the in-cluster service account).
+    Run(crate::controller::run::RunArgs),
 }
 
 /// Input files shared by `render` and `plan`.
@@ -127,9 +128,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Render(args) => Ok(crate::offline::render(&args)),
         Command::Plan(args) => Ok(crate::offline::plan(&args)),
-        Command::Run => {
-            eprintln!("mlobs run: not implemented yet");
-            Ok(ExitCode::FAILURE)
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(crate::controller::run::run(args))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod input;

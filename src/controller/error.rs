@@ -1,0 +1,49 @@
+//! Controller errors. Each knows its CamelCase reason (condition reason, event reason and metric
+//! label) and whether a requeue with backoff may fix it.
+
+use crate::aws::apply::StepError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An AWS step failed.
+    #[error("{0}")]
+    Aws(#[from] StepError),
+    /// The object lacks something the API server always sets (name, namespace, uid).
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    /// A child object could not be serialized (a bug, not user input).
+    #[error("serialize {kind}: {source}")]
+    Serialize {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// CamelCase reason for conditions, events and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "Conflict",
+            Error::Kube(_) => "KubeError",
+            Error::Aws(e) => e.error.reason(),
+            Error::MissingField(_) => "MissingField",
+            Error::Serialize { .. } => "SerializeError",
+        }
+    }
+
+    /// Whether a requeue with backoff may succeed without a spec change.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => s.code == 409 || s.code == 429 || s.code >= 500,
+            Error::Kube(_) => true,
+            Error::Aws(e) => e.error.is_retryable(),
+            Error::MissingField(_) | Error::Serialize { .. } => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

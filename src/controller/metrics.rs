@@ -1,0 +1,419 @@
+//! Operator metrics in OpenMetrics text, and the small HTTP server for `/metrics`, `/healthz` and
+//! `/readyz`.
+//!
+//! Labels are controller, reason, drift kind and AWS service/operation only: never an object name,
+//! so the series count stays bounded however many pipelines a cluster has.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+
+use crate::aws::calls::{CallCounter, CallKey};
+
+/// `Content-Type` of `/metrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Reconcile duration buckets in seconds: most reconciles are a few API calls (tens of ms), a first
+/// reconcile that creates a KMS key and IAM role can take seconds.
+const DURATION_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
+    kind: String,
+    action: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+    drift: Family<DriftLabels, Counter>,
+}
+
+/// All operator metrics; cheap to clone, every clone updates the same registry.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Metrics {
+    /// Metrics with `mlobs_aws_calls_total` read from `aws_calls` at every scrape (absent when
+    /// `None`, e.g. when AWS provisioning is disabled).
+    pub fn new(aws_calls: Option<CallCounter>) -> Metrics {
+        match aws_calls {
+            Some(counter) => Self::build(Some(Box::new(move || counter.snapshot()))),
+            None => Self::build(None),
+        }
+    }
+
+    fn build(aws_calls: Option<CallSource>) -> Metrics {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let durations =
+            Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        let drift = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "mlobs_reconciles",
+            "Reconciles by controller and result (ok or the error reason)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "mlobs_reconcile_errors",
+            "Failed reconciles by controller and error reason",
+            errors.clone(),
+        );
+        registry.register_with_unit(
+            "mlobs_reconcile_duration",
+            "Reconcile duration by controller",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        registry.register(
+            "mlobs_drift",
+            "Differences between desired and actual state, by kind (aws, kubernetes) and action (found, corrected)",
+            drift.clone(),
+        );
+        if let Some(source) = aws_calls {
+            registry.register_collector(Box::new(AwsCalls { source }));
+        }
+        Metrics(Arc::new(Inner {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            drift,
+        }))
+    }
+
+    /// Records one finished reconcile; `Err` carries the error's short CamelCase reason.
+    pub fn reconcile_done(&self, controller: &str, duration: Duration, result: Result<(), &str>) {
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(reason) => {
+                self.0
+                    .errors
+                    .get_or_create(&ErrorLabels {
+                        controller: controller.to_owned(),
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+                reason
+            }
+        };
+        self.0
+            .reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: controller.to_owned(),
+                result: outcome.to_owned(),
+            })
+            .inc();
+        self.0
+            .durations
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts `n` drifts of `kind` (`aws`, `kubernetes`) that were `action` (`found`, `corrected`).
+    pub fn drift(&self, kind: &str, action: &str, n: u64) {
+        self.0
+            .drift
+            .get_or_create(&DriftLabels {
+                kind: kind.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// The whole registry in OpenMetrics text, `# EOF` included.
+    pub fn encode(&self) -> String {
+        self.try_encode().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "encoding metrics failed");
+            String::new()
+        })
+    }
+
+    fn try_encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.0.registry)?;
+        Ok(out)
+    }
+}
+
+type CallSource = Box<dyn Fn() -> BTreeMap<CallKey, u64> + Send + Sync>;
+
+/// Re-reads the AWS call counts on each scrape, so the numbers never lag behind the interceptor.
+struct AwsCalls {
+    source: CallSource,
+}
+
+impl fmt::Debug for AwsCalls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsCalls").finish_non_exhaustive()
+    }
+}
+
+impl Collector for AwsCalls {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        encode_aws_calls(encoder, &(self.source)())
+    }
+}
+
+fn encode_aws_calls(mut encoder: DescriptorEncoder, calls: &BTreeMap<CallKey, u64>) -> Result<(), fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "mlobs_aws_calls",
+        "AWS API operations by service, operation and outcome (ok or error)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (key, count) in calls {
+        let labels = [
+            ("service", key.service.as_str()),
+            ("operation", key.operation.as_str()),
+            ("outcome", key.outcome),
+        ];
+        ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+}
+
+/// The `/metrics`, `/healthz` and `/readyz` routes.
+pub fn router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz_handler))
+        .with_state(HttpState { metrics, ready })
+}
+
+async fn metrics_handler(State(state): State<HttpState>) -> Response {
+    match state.metrics.try_encode() {
+        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn readyz_handler(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Binds the listener first, so a port conflict fails start-up instead of a background task.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves on `addr` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(bind(addr).await?, metrics, ready, shutdown).await
+}
+
+/// As [`serve`], on a listener bound by the caller (tests bind port 0).
+pub async fn serve_on(
+    listener: TcpListener,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, ready))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    fn key(service: &str, operation: &str, outcome: &'static str) -> CallKey {
+        CallKey {
+            service: service.into(),
+            operation: operation.into(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn reconcile_results_are_counted_by_controller_and_reason() {
+        let m = Metrics::new(None);
+        m.reconcile_done("pipeline", Duration::from_millis(20), Ok(()));
+        m.reconcile_done("pipeline", Duration::from_millis(30), Ok(()));
+        m.reconcile_done("pipeline", Duration::from_secs(2), Err("AwsThrottled"));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"mlobs_reconciles_total{controller="pipeline",result="ok"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"mlobs_reconciles_total{controller="pipeline",result="AwsThrottled"} 1"#));
+        assert!(text.contains(r#"mlobs_reconcile_errors_total{controller="pipeline",reason="AwsThrottled"} 1"#));
+        assert!(text.contains("# UNIT mlobs_reconcile_duration_seconds seconds"));
+        assert!(text.contains(r#"mlobs_reconcile_duration_seconds_count{controller="pipeline"} 3"#));
+        assert!(text.contains(r#"mlobs_reconcile_duration_seconds_bucket{le="0.025",controller="pipeline"} 1"#));
+        assert!(text.contains(r#"mlobs_reconcile_duration_seconds_bucket{le="30.0",controller="pipeline"} 3"#));
+        assert!(!text.contains("reconcile_errors_total{controller=\"pipeline\",reason=\"ok\""));
+        assert!(!text.contains("mlobs_aws_calls"), "no AWS collector without a counter");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn drift_is_counted_by_kind_and_action() {
+        let m = Metrics::new(None);
+        m.drift("aws", "found", 3);
+        m.drift("aws", "corrected", 2);
+        m.drift("aws", "found", 1);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"mlobs_drift_total{kind="aws",action="found"} 4"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"mlobs_drift_total{kind="aws",action="corrected"} 2"#));
+    }
+
+    #[test]
+    fn aws_calls_are_encoded_with_service_operation_and_outcome() {
+        let calls = BTreeMap::from([
+            (key("KMS", "DescribeKey", "ok"), 7),
+            (key("CloudWatch Logs", "CreateLogGroup", "error"), 1),
+        ]);
+        let m = Metrics::build(Some(Box::new(move || calls.clone())));
+        let text = m.encode();
+        assert!(text.contains("# TYPE mlobs_aws_calls counter"), "{text}");
+        assert!(text.contains(r#"mlobs_aws_calls_total{service="KMS",operation="DescribeKey",outcome="ok"} 7"#));
+        assert!(text.contains(
+            r#"mlobs_aws_calls_total{service="CloudWatch Logs",operation="CreateLogGroup",outcome="error"} 1"#
+        ));
+    }
+
+    #[test]
+    fn aws_calls_are_read_at_scrape_time() {
+        let calls = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let source = calls.clone();
+        let m = Metrics::build(Some(Box::new(move || {
+            source.lock().map(|c| c.clone()).unwrap_or_default()
+        })));
+        assert!(!m.encode().contains("mlobs_aws_calls_total"));
+        calls.lock().unwrap().insert(key("IAM", "GetRole", "ok"), 2);
+        assert!(
+            m.encode()
+                .contains(r#"mlobs_aws_calls_total{service="IAM",operation="GetRole",outcome="ok"} 2"#)
+        );
+    }
+
+    #[test]
+    fn an_empty_call_counter_still_declares_the_family() {
+        let text = Metrics::new(Some(CallCounter::default())).encode();
+        assert!(text.contains("# TYPE mlobs_aws_calls counter"), "{text}");
+        assert!(!text.contains("mlobs_aws_calls_total"));
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {response:?}"));
+        (status, response)
+    }
+
+    #[tokio::test]
+    async fn http_endpoints_serve_metrics_health_and_readiness() {
+        let metrics = Metrics::new(None);
+        metrics.drift("kubernetes", "corrected", 1);
+        let ready = Arc::new(AtomicBool::new(false));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, metrics, ready.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        let (status, response) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let lower = response.to_ascii_lowercase();
+        assert!(
+            lower.contains(&format!("content-type: {OPENMETRICS_CONTENT_TYPE}")),
+            "{response}"
+        );
+        assert!(response.contains(r#"mlobs_drift_total{kind="kubernetes",action="corrected"} 1"#));
+        assert!(response.ends_with("# EOF\n"));
+
+        let (status, response) = get(addr, "/healthz").await;
+        assert_eq!(status, 200);
+        assert!(response.ends_with("\r\n\r\nok"), "{response}");
+
+        assert_eq!(get(addr, "/readyz").await.0, 503);
+        ready.store(true, Ordering::Release);
+        assert_eq!(get(addr, "/readyz").await.0, 200);
+        assert_eq!(get(addr, "/nope").await.0, 404);
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}

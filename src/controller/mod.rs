@@ -1,0 +1,276 @@
+//! `mlobs run`: two kube-runtime Controllers in one process (pipelines and policies), behind
+//! Lease-based leader election, with `/metrics`, `/healthz` and `/readyz`.
+
+pub mod children;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod run;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::aws::AwsClients;
+use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use crate::desired;
+use crate::desired::cost::Prices;
+pub use error::Error;
+pub use metrics::Metrics;
+
+/// Label every child carries; the owned-object watches select on it.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=mlobs";
+/// GPU nodes when neither the pipeline nor its policy selects any.
+const DEFAULT_GPU_LABEL: (&str, &str) = ("nvidia.com/gpu.present", "true");
+
+/// Shared state of both controllers.
+pub struct Ctx {
+    pub client: Client,
+    pub aws: AwsClients,
+    /// Operator-level inputs of the desired state (cluster, region, account, namespace).
+    pub desired: desired::Context,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub prices: Prices,
+    pub pipelines: Store<MLObservabilityPipeline>,
+    pub policies: Store<GpuTelemetryPolicy>,
+    /// Pipeline uid → (AWS plan fingerprint, when it was last ensured ready). Lets reconciles
+    /// triggered by child or node events skip AWS until the plan changes or the resync is due.
+    pub aws_synced: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Ctx {
+    /// Publishes an event; failures are logged, never fatal (events are best effort).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(note, 1000)),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::debug!(error = %e, "event not published");
+        }
+    }
+
+    fn mark_aws_synced(&self, p: &MLObservabilityPipeline, fingerprint: String) {
+        if let Some(uid) = p.uid() {
+            let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
+            m.insert(uid, (fingerprint, Instant::now()));
+        }
+    }
+
+    fn forget(&self, p: &MLObservabilityPipeline) {
+        if let Some(uid) = p.uid() {
+            let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
+            m.remove(&uid);
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// The current time as a Kubernetes timestamp.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// `ms` spread by ±10% per object, so 1,000 pipelines created together do not resync together.
+pub fn jittered<K: Resource>(ms: u64, obj: &K) -> Duration {
+    let key = obj
+        .meta()
+        .uid
+        .clone()
+        .or_else(|| obj.meta().name.clone())
+        .unwrap_or_default();
+    let h = Sha256::digest(key.as_bytes());
+    let frac = f64::from(u16::from_be_bytes([h[0], h[1]])) / f64::from(u16::MAX);
+    Duration::from_millis((ms as f64 * (0.9 + 0.2 * frac)) as u64)
+}
+
+/// The node selector a pipeline's collector uses: its own, else its policy's, else the default.
+fn node_selector(p: &MLObservabilityPipeline, policies: &[Arc<GpuTelemetryPolicy>]) -> BTreeMap<String, String> {
+    if let Some(s) = p.spec.sources.as_ref().and_then(|s| s.node_selector.clone()) {
+        return s;
+    }
+    if let pipeline::Governing::One(pol) = pipeline::governing(p, policies)
+        && let Some(s) = pol.spec.node_selector.clone()
+    {
+        return s;
+    }
+    BTreeMap::from([(DEFAULT_GPU_LABEL.0.to_string(), DEFAULT_GPU_LABEL.1.to_string())])
+}
+
+fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Pipelines a policy change affects: those naming it, and those without policyRef (a default
+/// flag may have moved to or from it).
+fn pipelines_of_policy(
+    store: &Store<MLObservabilityPipeline>,
+    pol: &GpuTelemetryPolicy,
+) -> Vec<ObjectRef<MLObservabilityPipeline>> {
+    let name = pol.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|p| p.spec.policy_ref.as_deref().is_none_or(|r| r == name))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// Pipelines whose GPU node selector matches a node that changed.
+fn pipelines_of_node(
+    pipelines: &Store<MLObservabilityPipeline>,
+    policies: &Store<GpuTelemetryPolicy>,
+    node: &Node,
+) -> Vec<ObjectRef<MLObservabilityPipeline>> {
+    let pols = policies.state();
+    pipelines
+        .state()
+        .iter()
+        .filter(|p| matches(&node_selector(p, &pols), node.labels()))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// The policies a pipeline change affects (their governed/non-compliant counts).
+fn policies_of_pipeline(
+    policies: &Store<GpuTelemetryPolicy>,
+    p: &MLObservabilityPipeline,
+) -> Vec<ObjectRef<GpuTelemetryPolicy>> {
+    policies
+        .state()
+        .iter()
+        .filter(|x| match &p.spec.policy_ref {
+            Some(r) => x.name_any() == *r,
+            None => x.spec.default == Some(true),
+        })
+        .map(|x| ObjectRef::from_obj(x.as_ref()))
+        .collect()
+}
+
+/// What the operator needs besides a Kubernetes client.
+pub struct Settings {
+    pub aws: AwsClients,
+    pub desired: desired::Context,
+    pub metrics: Metrics,
+    pub reporter: Reporter,
+}
+
+/// Runs both controllers until `shutdown` resolves (then drains in-flight reconciles).
+pub async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let managed = watcher::Config::default().labels(MANAGED_BY);
+    let pc = Controller::new(
+        Api::<MLObservabilityPipeline>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let gc = Controller::new(
+        Api::<GpuTelemetryPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        aws: settings.aws,
+        desired: settings.desired,
+        metrics: settings.metrics,
+        recorder: Recorder::new(client.clone(), settings.reporter),
+        prices: Prices::default(),
+        pipelines: pc.store(),
+        policies: gc.store(),
+        aws_synced: Mutex::new(HashMap::new()),
+    });
+
+    let pipes = ctx.pipelines.clone();
+    let (pipes2, pols2) = (ctx.pipelines.clone(), ctx.policies.clone());
+    let pipeline_ctl = pc
+        .owns(Api::<DaemonSet>::all(client.clone()), managed.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
+        .watches(
+            Api::<GpuTelemetryPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |pol| pipelines_of_policy(&pipes, &pol),
+        )
+        .watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |node| pipelines_of_node(&pipes2, &pols2, &node),
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let pols3 = ctx.policies.clone();
+    let all_policies = ctx.policies.clone();
+    let policy_ctl = gc
+        .owns(Api::<DaemonSet>::all(client.clone()), managed)
+        .watches(
+            Api::<MLObservabilityPipeline>::all(client.clone()),
+            watcher::Config::default(),
+            move |p| policies_of_pipeline(&pols3, &p),
+        )
+        .watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |_node| {
+                all_policies
+                    .state()
+                    .iter()
+                    .map(|x| ObjectRef::from_obj(x.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(policy::reconcile, policy::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    // Ready once both caches hold the cluster's state (the first lists succeeded).
+    ready.store(false, Ordering::SeqCst);
+    let (p_store, g_store, flag) = (ctx.pipelines.clone(), ctx.policies.clone(), ready.clone());
+    let synced = async move {
+        if p_store.wait_until_ready().await.is_ok() && g_store.wait_until_ready().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    };
+    futures::join!(pipeline_ctl, policy_ctl, synced);
+    ready.store(false, Ordering::SeqCst);
+}

@@ -1,0 +1,549 @@
+//! The MLObservabilityPipeline reconciler: dereference → merge/validate → build → apply (AWS,
+//! then Kubernetes children) → status. See ../STYLE.md's "shape of a reconcile".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::children::{self, Applied};
+use super::error::{Error, Result};
+use super::status::{self, AwsResult, Observed};
+use super::{Ctx, jittered};
+use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};
+use crate::aws::{Drift, Owner};
+use crate::crd::conditions::reason;
+use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use crate::desired::cost::{self, Fleet};
+use crate::desired::{self, Desired};
+
+/// Finalizer that keeps a pipeline until its AWS resources are handled per deletionPolicy.
+pub const FINALIZER: &str = "mlobs.io/aws-cleanup";
+/// Annotation that opts a pipeline into adopting existing, untagged AWS resources.
+pub const ADOPT_ANNOTATION: &str = "mlobs.io/adopt";
+
+/// Which policy governs a pipeline, as the API server sees it now.
+#[derive(Debug, Clone)]
+pub enum Governing {
+    None,
+    One(Arc<GpuTelemetryPolicy>),
+    /// `policyRef` names a policy that does not exist.
+    NotFound(String),
+    /// No `policyRef` and more than one policy says `default: true`.
+    DefaultConflict(Vec<String>),
+}
+
+/// The governing policy among `policies`.
+pub fn governing(p: &MLObservabilityPipeline, policies: &[Arc<GpuTelemetryPolicy>]) -> Governing {
+    match &p.spec.policy_ref {
+        Some(name) => policies
+            .iter()
+            .find(|x| x.metadata.name.as_deref() == Some(name))
+            .map_or_else(|| Governing::NotFound(name.clone()), |x| Governing::One(x.clone())),
+        None => {
+            let mut defaults: Vec<&Arc<GpuTelemetryPolicy>> =
+                policies.iter().filter(|x| x.spec.default == Some(true)).collect();
+            match defaults.len() {
+                0 => Governing::None,
+                1 => Governing::One(defaults.remove(0).clone()),
+                _ => {
+                    let mut names: Vec<String> = defaults.iter().map(|x| x.name_any()).collect();
+                    names.sort();
+                    Governing::DefaultConflict(names)
+                }
+            }
+        }
+    }
+}
+
+/// The key id inside a key ARN (`arn:aws:kms:r:a:key/<id>`).
+fn key_id_of(arn: &str) -> Option<String> {
+    arn.rsplit_once("key/").map(|(_, id)| id.to_string())
+}
+
+fn owner(d: &Desired) -> Owner {
+    Owner {
+        cluster: d.effective.cluster_name.clone(),
+        pipeline: d.effective.pipeline_id(),
+    }
+}
+
+fn adopt(p: &MLObservabilityPipeline, d: &Desired) -> bool {
+    d.effective.adopt || p.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true")
+}
+
+/// Fingerprint of what AWS should look like: a change means the AWS side must be ensured now.
+fn plan_fingerprint(d: &Desired) -> String {
+    serde_json::to_string(&d.aws).unwrap_or_default()
+}
+
+pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_inner(&p, &ctx).await;
+    ctx.metrics.reconcile_done(
+        "pipeline",
+        started.elapsed(),
+        result.as_ref().map(|_| ()).map_err(Error::reason),
+    );
+    result
+}
+
+/// Retryable errors back off; terminal ones wait for a spec change (or the periodic resync).
+pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), reason = e.reason(), error = %e, "reconcile failed");
+    if e.is_retryable() {
+        Action::requeue(Duration::from_secs(15))
+    } else {
+        Action::requeue(Duration::from_secs(600))
+    }
+}
+
+async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
+    let ns = p.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // dereference
+    ctx.policies.wait_until_ready().await.ok();
+    let policies = ctx.policies.state();
+    let gov = governing(p, &policies);
+
+    if p.meta().deletion_timestamp.is_some() {
+        return cleanup(p, ctx, &api, &gov).await;
+    }
+    if !p.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = p.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": p.resource_version()}});
+        api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        // The patch triggers a new reconcile with the finalizer in place.
+        return Ok(Action::await_change());
+    }
+
+    let mut obs = Observed::new(p);
+    let policy = match &gov {
+        Governing::None => None,
+        Governing::One(x) => Some(x.as_ref()),
+        Governing::NotFound(name) => {
+            obs.blocked(
+                reason::POLICY_NOT_FOUND,
+                format!("spec.policyRef: GpuTelemetryPolicy {name:?} does not exist"),
+            );
+            return finish(p, ctx, &api, obs, None).await;
+        }
+        Governing::DefaultConflict(names) => {
+            obs.blocked(
+                reason::DEFAULT_CONFLICT,
+                format!(
+                    "spec.policyRef is absent and several policies say default: true: {}",
+                    names.join(", ")
+                ),
+            );
+            return finish(p, ctx, &api, obs, None).await;
+        }
+    };
+    obs.policy = policy.map(|x| (x.name_any(), x.meta().generation));
+
+    // validate / merge, build
+    let d = match desired::build(p, policy, &ctx.desired) {
+        Ok(d) => d,
+        Err(e) => {
+            obs.invalid(e.reason(), e.to_string());
+            return finish(p, ctx, &api, obs, None).await;
+        }
+    };
+    obs.config_hash = Some(d.config_hash.clone());
+
+    // the fleet the collector runs on, for the live estimate and the budget
+    let nodes = gpu_nodes(ctx, &d).await?;
+    obs.telemetry(&d, &nodes, &ctx.prices);
+    let mut violations: Vec<String> = d.violations.iter().map(ToString::to_string).collect();
+    if let (Some(b), Some(t)) = (&d.effective.budget, &obs.estimate)
+        && t.total_usd > b.monthly_usd
+    {
+        let msg = format!(
+            "estimated ${:.2}/month for {} GPU nodes exceeds the budget of ${:.2}/month [policy {} rule budget.monthlyUSD]",
+            t.total_usd,
+            nodes.len(),
+            b.monthly_usd,
+            obs.policy.as_ref().map_or("", |(n, _)| n.as_str())
+        );
+        match b.action {
+            crate::crd::BudgetAction::Deny => violations.push(msg),
+            crate::crd::BudgetAction::Warn => obs.budget_warning = Some(msg),
+        }
+    }
+    if !violations.is_empty() {
+        // Nothing new is created or changed; what runs keeps running.
+        obs.violations = violations;
+        return finish(p, ctx, &api, obs, Some(&d)).await;
+    }
+
+    // apply: AWS first, in dependency order
+    let due = aws_due(p, ctx, &d);
+    if due {
+        let opts = ApplyOptions {
+            owner: owner(&d),
+            adopt: adopt(p, &d),
+            drift: d.effective.drift_policy,
+            known_key_id: p
+                .status
+                .as_ref()
+                .and_then(|s| s.aws.as_ref())
+                .and_then(|a| a.kms_key_arn.as_deref())
+                .and_then(key_id_of),
+        };
+        match ensure_all(&ctx.aws, &d.aws, &opts).await {
+            Ok(out) => {
+                let ready = out.ready(&d.aws);
+                ctx.metrics.drift("aws", "found", out.drift.len() as u64);
+                ctx.metrics.drift(
+                    "aws",
+                    "corrected",
+                    out.drift.iter().filter(|x| x.corrected).count() as u64,
+                );
+                for x in &out.drift {
+                    drift_event(ctx, p, x).await;
+                }
+                obs.aws = Some(AwsResult::Ok {
+                    out: Box::new(out),
+                    ready,
+                });
+                if ready {
+                    ctx.mark_aws_synced(p, plan_fingerprint(&d));
+                }
+            }
+            Err(e) => {
+                let retryable = e.error.is_retryable();
+                ctx.event(p, EventType::Warning, e.error.reason(), "EnsureAws", e.to_string())
+                    .await;
+                obs.aws = Some(AwsResult::Failed(Box::new(e.clone())));
+                finish(p, ctx, &api, obs, Some(&d)).await?;
+                if retryable {
+                    return Err(Error::Aws(e));
+                }
+                return Ok(Action::requeue(jittered(d.effective.resync_interval_ms, p)));
+            }
+        }
+    }
+    if !obs.aws_ready(p) {
+        return finish(p, ctx, &api, obs, Some(&d)).await;
+    }
+
+    // apply: Kubernetes children, collector last
+    let ds = apply_children(p, ctx, &d, &mut obs).await?;
+    obs.collector(&ds);
+    if let Some(msg) = &obs.budget_warning
+        && !status::was_budget_warned(p)
+    {
+        ctx.event(
+            p,
+            EventType::Warning,
+            reason::BUDGET_EXCEEDED,
+            "CheckBudget",
+            msg.clone(),
+        )
+        .await;
+    }
+    finish(p, ctx, &api, obs, Some(&d)).await
+}
+
+/// Whether the AWS side must be ensured now: never ensured for this plan, or the resync is due.
+fn aws_due(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired) -> bool {
+    let interval = Duration::from_millis(d.effective.resync_interval_ms);
+    let Some(uid) = p.uid() else { return true };
+    let synced = ctx.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
+    match synced.get(&uid) {
+        Some((fp, at)) => *fp != plan_fingerprint(d) || at.elapsed() >= interval,
+        None => true,
+    }
+}
+
+async fn gpu_nodes(ctx: &Ctx, d: &Desired) -> Result<Vec<Node>> {
+    let selector: Vec<String> = d
+        .effective
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    Ok(api
+        .list_metadata(&ListParams::default().labels(&selector.join(",")))
+        .await?
+        .items
+        .into_iter()
+        .map(|m| Node {
+            metadata: m.metadata,
+            ..Default::default()
+        })
+        .collect())
+}
+
+/// Applies ServiceAccount, RBAC, ConfigMap, then the DaemonSet; returns the live DaemonSet.
+async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut Observed) -> Result<DaemonSet> {
+    let ns = p.namespace().unwrap_or_default();
+    let oref = p.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
+    let o = &d.objects;
+    let own = |mut meta: kube::api::ObjectMeta| {
+        meta.owner_references = Some(vec![oref.clone()]);
+        meta
+    };
+    let mut sa: ServiceAccount = o.service_account.clone();
+    sa.metadata = own(sa.metadata);
+    let mut cm: ConfigMap = o.config_map.clone();
+    cm.metadata = own(cm.metadata);
+    let mut ds: DaemonSet = o.daemon_set.clone();
+    ds.metadata = own(ds.metadata);
+
+    let c = &ctx.client;
+    let results = [
+        (
+            children::describe(&sa),
+            children::apply(&Api::namespaced(c.clone(), &ns), sa).await?.0,
+        ),
+        (
+            children::describe(&o.cluster_role),
+            children::apply(&Api::<ClusterRole>::all(c.clone()), o.cluster_role.clone())
+                .await?
+                .0,
+        ),
+        (
+            children::describe(&o.cluster_role_binding),
+            children::apply(
+                &Api::<ClusterRoleBinding>::all(c.clone()),
+                o.cluster_role_binding.clone(),
+            )
+            .await?
+            .0,
+        ),
+        (
+            children::describe(&cm),
+            children::apply(&Api::namespaced(c.clone(), &ns), cm).await?.0,
+        ),
+    ];
+    let ds_api: Api<DaemonSet> = Api::namespaced(c.clone(), &ns);
+    let (applied, live) = children::apply(&ds_api, ds.clone()).await?;
+    let mut corrected = 0;
+    for (what, a) in results.iter().chain([(children::describe(&ds), applied)].iter()) {
+        match a {
+            Applied::Unchanged => {}
+            Applied::Created | Applied::Updated => {
+                let verb = if *a == Applied::Created { "Created" } else { "Updated" };
+                ctx.event(p, EventType::Normal, verb, "ApplyChild", format!("{verb} {what}"))
+                    .await;
+            }
+            Applied::Corrected { field, actual, desired } => {
+                corrected += 1;
+                ctx.event(
+                    p,
+                    EventType::Normal,
+                    reason::DRIFT_CORRECTED,
+                    "ApplyChild",
+                    format!("{what} {field} was edited by hand; put back"),
+                )
+                .await;
+                obs.k8s_drift.push(Drift {
+                    resource: what.clone(),
+                    field: field.clone(),
+                    desired: desired.clone(),
+                    actual: actual.clone(),
+                    corrected: true,
+                });
+            }
+        }
+    }
+    if corrected > 0 {
+        ctx.metrics.drift("kubernetes", "found", corrected);
+        ctx.metrics.drift("kubernetes", "corrected", corrected);
+    }
+
+    // Names only change with the spec: prune only when the generation moved.
+    let observed = p.status.as_ref().and_then(|s| s.observed_generation);
+    if observed != p.meta().generation {
+        let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
+        let keep = |x: &kube::api::ObjectMeta| vec![x.name.clone().unwrap_or_default()];
+        children::prune(&ds_api, &sel, &keep(&o.daemon_set.metadata)).await?;
+        children::prune(
+            &Api::<ConfigMap>::namespaced(c.clone(), &ns),
+            &sel,
+            &keep(&o.config_map.metadata),
+        )
+        .await?;
+        children::prune(
+            &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
+            &sel,
+            &keep(&o.service_account.metadata),
+        )
+        .await?;
+        children::prune(
+            &Api::<ClusterRole>::all(c.clone()),
+            &sel,
+            &keep(&o.cluster_role.metadata),
+        )
+        .await?;
+        children::prune(
+            &Api::<ClusterRoleBinding>::all(c.clone()),
+            &sel,
+            &keep(&o.cluster_role_binding.metadata),
+        )
+        .await?;
+    }
+    Ok(live)
+}
+
+async fn drift_event(ctx: &Ctx, p: &MLObservabilityPipeline, x: &Drift) {
+    let (r, verb) = if x.corrected {
+        (reason::DRIFT_CORRECTED, "corrected")
+    } else {
+        (reason::DRIFT_DETECTED, "found (driftPolicy Report)")
+    };
+    let note = format!(
+        "{} {}: {verb}; desired {}, actual {}",
+        x.resource, x.field, x.desired, x.actual
+    );
+    ctx.event(p, EventType::Warning, r, "ObserveAws", note).await;
+}
+
+/// Computes the status and writes it only if it changed.
+async fn finish(
+    p: &MLObservabilityPipeline,
+    ctx: &Ctx,
+    api: &Api<MLObservabilityPipeline>,
+    obs: Observed,
+    d: Option<&Desired>,
+) -> Result<Action> {
+    let old = p.status.clone().unwrap_or_default();
+    let new = obs.into_status(p, &old, super::now());
+    if new != old {
+        let patch = json!({"status": new});
+        api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        if status::aws_arns_new(&old, &new) {
+            ctx.event(p, EventType::Normal, "AwsReady", "EnsureAws", status::aws_summary(&new))
+                .await;
+        }
+    }
+    let interval = d.map_or(600_000, |d| d.effective.resync_interval_ms);
+    Ok(Action::requeue(jittered(interval, p)))
+}
+
+/// Deletion: AWS per deletionPolicy, then the cluster-scoped children, then the finalizer.
+async fn cleanup(
+    p: &MLObservabilityPipeline,
+    ctx: &Ctx,
+    api: &Api<MLObservabilityPipeline>,
+    gov: &Governing,
+) -> Result<Action> {
+    if !p.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let policy = match gov {
+        Governing::One(x) => Some(x.as_ref()),
+        _ => None,
+    };
+    match desired::build(p, policy, &ctx.desired) {
+        Ok(d) => {
+            let known = p
+                .status
+                .as_ref()
+                .and_then(|s| s.aws.as_ref())
+                .and_then(|a| a.kms_key_arn.as_deref())
+                .and_then(key_id_of);
+            let policy = d.effective.deletion_policy;
+            if let Err(e) = delete_all(&ctx.aws, &d.aws, &owner(&d), known.as_deref(), policy).await {
+                let msg = format!("cleanup of AWS resources failed, finalizer kept: {e}");
+                ctx.event(p, EventType::Warning, e.error.reason(), "DeleteAws", msg.clone())
+                    .await;
+                let mut obs = Observed::new(p);
+                obs.blocked("CleanupFailed", msg);
+                let _ = finish(p, ctx, api, obs, Some(&d)).await;
+                return Err(Error::Aws(e));
+            }
+            ctx.event(
+                p,
+                EventType::Normal,
+                "AwsCleanedUp",
+                "DeleteAws",
+                format!("AWS resources handled per deletionPolicy {policy:?}"),
+            )
+            .await;
+            let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
+            for name in [d.objects.cluster_role_binding.name_any()] {
+                delete_ignoring_absent(&Api::<ClusterRoleBinding>::all(ctx.client.clone()), &name).await?;
+            }
+            delete_ignoring_absent(
+                &Api::<ClusterRole>::all(ctx.client.clone()),
+                &d.objects.cluster_role.name_any(),
+            )
+            .await?;
+            children::prune(&Api::<ClusterRoleBinding>::all(ctx.client.clone()), &sel, &[]).await?;
+            children::prune(&Api::<ClusterRole>::all(ctx.client.clone()), &sel, &[]).await?;
+        }
+        Err(e) => {
+            // Without a plan nothing can be matched safely: keep every AWS resource (never lose data).
+            ctx.event(
+                p,
+                EventType::Warning,
+                e.reason(),
+                "DeleteAws",
+                format!("spec cannot be built ({e}); AWS resources are retained"),
+            )
+            .await;
+        }
+    }
+    let finalizers: Vec<&String> = p.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": p.resource_version()}});
+    api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.forget(p);
+    Ok(Action::await_change())
+}
+
+async fn delete_ignoring_absent<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The fleet of a live cluster: the most common instance type among the matching nodes.
+pub fn fleet(nodes: &[Node]) -> Fleet {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for n in nodes {
+        if let Some(t) = n.labels().get("node.kubernetes.io/instance-type") {
+            *counts.entry(t.as_str()).or_default() += 1;
+        }
+    }
+    let instance_type = counts
+        .iter()
+        .max_by_key(|(_, c)| **c)
+        .map_or("p4d.24xlarge", |(t, _)| t)
+        .to_string();
+    let gpus_per_node = if cost::instance_type(&instance_type).is_some() {
+        None
+    } else {
+        // An instance type mlobs does not know: GPU feature discovery's count label, else 8.
+        Some(
+            nodes
+                .iter()
+                .find_map(|n| n.labels().get("nvidia.com/gpu.count")?.parse().ok())
+                .unwrap_or(8),
+        )
+    };
+    Fleet {
+        nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
+        instance_type,
+        gpus_per_node,
+    }
+}

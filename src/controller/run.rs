@@ -1,0 +1,163 @@
+//! The operator process: flags, logging, clients, leader election, the health/metrics server and
+//! graceful SIGTERM handling around [`super::run_controllers`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use futures::FutureExt;
+use kube::runtime::events::Reporter;
+
+use super::leader::{LeaderConfig, run_elected};
+use super::{Metrics, Settings, run_controllers};
+use crate::aws::AwsClients;
+use crate::desired;
+
+/// Flags of `mlobs run` (each also read from the environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// EKS cluster name: default for pipelines without spec.clusterName, and the cluster of pod
+    /// identity associations.
+    #[arg(long, env = "MLOBS_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// AWS region: default for pipelines without spec.region, and the SDK's region.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// AWS account id used in ARNs; asked from STS GetCallerIdentity when absent.
+    #[arg(long, env = "MLOBS_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// AWS partition (aws, aws-cn, aws-us-gov); taken from STS when the account id is asked.
+    #[arg(long, env = "MLOBS_PARTITION")]
+    pub partition: Option<String>,
+    /// Namespace the operator runs in: its Lease and the Managed DCGM exporters live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mlobs-system")]
+    pub namespace: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MLOBS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Lease-based leader election, so only one replica reconciles (`--leader-elect=false` to turn off).
+    #[arg(long, env = "MLOBS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Endpoint for every AWS service (VPC endpoints, or an emulator in tests).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,aws=warn"));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).try_init();
+}
+
+/// Resolves after SIGTERM or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The partition and account of an STS caller ARN (`arn:<partition>:sts::<account>:...`).
+pub fn partition_and_account(arn: &str) -> Option<(String, String)> {
+    let mut parts = arn.split(':');
+    let (_, partition, _, _, account) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    (!partition.is_empty() && !account.is_empty()).then(|| (partition.to_string(), account.to_string()))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging();
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let aws = AwsClients::from_env(args.region.clone(), args.aws_endpoint_url.clone()).await;
+    let (partition, account_id) = match (&args.account_id, &args.partition) {
+        (Some(a), p) => (p.clone().unwrap_or_else(|| "aws".into()), a.clone()),
+        (None, p) => {
+            let who = aws
+                .sts
+                .get_caller_identity()
+                .send()
+                .await
+                .context("sts:GetCallerIdentity (pass --account-id to skip)")?;
+            let arn = who.arn().unwrap_or_default();
+            let (part, acct) = partition_and_account(arn)
+                .with_context(|| format!("cannot read partition and account from caller ARN {arn:?}"))?;
+            (p.clone().unwrap_or(part), acct)
+        }
+    };
+    let metrics = Metrics::new(Some(aws.calls.clone()));
+    // A standby replica is ready (it serves health and waits for the lease); the leader turns
+    // ready again only once its caches are synced.
+    let ready = Arc::new(AtomicBool::new(true));
+    let shutdown = terminated().shared();
+    let server = tokio::spawn(super::metrics::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    ));
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("mlobs-{}", std::process::id()));
+    let settings = Settings {
+        aws,
+        desired: desired::Context {
+            cluster_name: args.cluster_name.clone(),
+            region: args.region.clone(),
+            account_id,
+            partition,
+            operator_namespace: args.namespace.clone(),
+        },
+        metrics,
+        reporter: Reporter {
+            controller: "mlobs".into(),
+            instance: Some(identity.clone()),
+        },
+    };
+    tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, "starting mlobs operator");
+    let work = run_controllers(client.clone(), settings, ready, shutdown.clone());
+    if args.leader_elect {
+        let cfg = LeaderConfig::new(args.namespace.clone(), "mlobs-operator-leader", identity);
+        run_elected(client, cfg, || work).await?;
+    } else {
+        work.await;
+    }
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_and_account;
+
+    #[test]
+    fn partition_and_account_come_from_the_caller_arn() {
+        assert_eq!(
+            partition_and_account("arn:aws-cn:sts::123456789012:assumed-role/r/s"),
+            Some(("aws-cn".into(), "123456789012".into()))
+        );
+        assert_eq!(partition_and_account("not-an-arn"), None);
+    }
+}

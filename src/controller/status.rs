@@ -1,0 +1,388 @@
+//! A pipeline's new status, computed from what one reconcile observed. Pure: the clock comes in
+//! as an argument, and an unchanged observation gives an identical status (so nothing is written).
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::aws::Drift;
+use crate::aws::apply::{AwsOutcome, Step, StepError};
+use crate::crd::conditions::{self, pipeline as ty, reason, status as st};
+use crate::crd::{
+    AwsStatus, CollectorStatus, DriftRecord, MLObservabilityPipeline, MLObservabilityPipelineStatus, PolicyRefStatus,
+    TelemetryStatus,
+};
+use crate::desired::Desired;
+use crate::desired::cost::{self, Estimate, Prices};
+
+/// Drift records kept in status (newest last).
+pub const MAX_DRIFT_RECORDS: usize = 20;
+const ACTION_CORRECTED: &str = "Corrected";
+const ACTION_REPORTED: &str = "Reported";
+
+/// The AWS step's result, when it ran in this reconcile.
+#[derive(Debug, Clone)]
+pub enum AwsResult {
+    Ok { out: Box<AwsOutcome>, ready: bool },
+    Failed(Box<StepError>),
+}
+
+/// What one reconcile saw and did.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    generation: Option<i64>,
+    pub policy: Option<(String, Option<i64>)>,
+    /// The pipeline cannot proceed for a policy reason (not found, default conflict) or cleanup failed.
+    blocked: Option<(String, String)>,
+    /// The spec cannot be built.
+    invalid: Option<(String, String)>,
+    pub violations: Vec<String>,
+    pub budget_warning: Option<String>,
+    pub aws: Option<AwsResult>,
+    pub k8s_drift: Vec<Drift>,
+    collector: Option<CollectorStatus>,
+    collector_up_to_date: bool,
+    pub config_hash: Option<String>,
+    pub estimate: Option<Estimate>,
+    gpu_nodes: i32,
+}
+
+impl Observed {
+    pub fn new(p: &MLObservabilityPipeline) -> Observed {
+        Observed {
+            generation: p.metadata.generation,
+            ..Default::default()
+        }
+    }
+
+    pub fn blocked(&mut self, reason: &str, message: String) {
+        self.blocked = Some((reason.to_string(), message));
+    }
+
+    pub fn invalid(&mut self, reason: &str, message: String) {
+        self.invalid = Some((reason.to_string(), message));
+    }
+
+    pub fn telemetry(&mut self, d: &Desired, nodes: &[Node], prices: &Prices) {
+        let fleet = super::pipeline::fleet(nodes);
+        self.gpu_nodes = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
+        self.estimate = cost::estimate(&d.effective, &fleet, prices, None).ok();
+    }
+
+    pub fn collector(&mut self, ds: &DaemonSet) {
+        let s = ds.status.clone().unwrap_or_default();
+        self.collector_up_to_date = s.observed_generation >= ds.metadata.generation
+            && s.updated_number_scheduled.unwrap_or(0) == s.desired_number_scheduled;
+        self.collector = Some(CollectorStatus {
+            desired_nodes: s.desired_number_scheduled,
+            ready_nodes: s.number_ready,
+            config_hash: self.config_hash.clone(),
+        });
+    }
+
+    /// Whether the AWS side is ready: as this reconcile found it, or as status last recorded it.
+    pub fn aws_ready(&self, p: &MLObservabilityPipeline) -> bool {
+        match &self.aws {
+            Some(AwsResult::Ok { ready, .. }) => *ready,
+            Some(AwsResult::Failed(_)) => false,
+            None => {
+                let c = p.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                [ty::KMS_KEY_READY, ty::LOG_GROUPS_READY, ty::IAM_ROLE_READY]
+                    .iter()
+                    .all(|t| conditions::find(c, t).is_some_and(|c| c.status == st::TRUE))
+            }
+        }
+    }
+
+    pub fn into_status(
+        self,
+        p: &MLObservabilityPipeline,
+        old: &MLObservabilityPipelineStatus,
+        now: Time,
+    ) -> MLObservabilityPipelineStatus {
+        let mut s = old.clone();
+        let g = self.generation;
+        let set = |s: &mut MLObservabilityPipelineStatus, t: &str, status: &str, r: &str, m: String| {
+            conditions::upsert(
+                &mut s.conditions,
+                conditions::condition(t, status, r, m, g, now.clone()),
+            );
+        };
+        s.observed_generation = g;
+        s.policy = self.policy.as_ref().map(|(name, generation)| PolicyRefStatus {
+            name: name.clone(),
+            generation: *generation,
+        });
+
+        // PolicyCompliant
+        match (&self.blocked, &self.invalid) {
+            (Some((r, m)), _) => set(&mut s, ty::POLICY_COMPLIANT, st::FALSE, r, m.clone()),
+            (None, Some((r, m))) => set(&mut s, ty::POLICY_COMPLIANT, st::UNKNOWN, r, m.clone()),
+            (None, None) if !self.violations.is_empty() => set(
+                &mut s,
+                ty::POLICY_COMPLIANT,
+                st::FALSE,
+                reason::POLICY_VIOLATION,
+                format!(
+                    "nothing is created or changed until fixed: {}",
+                    self.violations.join("; ")
+                ),
+            ),
+            (None, None) => {
+                let (r, m) = match (&self.budget_warning, &self.policy) {
+                    (Some(w), _) => (
+                        reason::BUDGET_EXCEEDED,
+                        format!("applied with a warning (budget action Warn): {w}"),
+                    ),
+                    (None, Some((name, _))) => (reason::COMPLIANT, format!("complies with GpuTelemetryPolicy {name}")),
+                    (None, None) => (
+                        reason::COMPLIANT,
+                        "no GpuTelemetryPolicy governs this pipeline".to_string(),
+                    ),
+                };
+                set(&mut s, ty::POLICY_COMPLIANT, st::TRUE, r, m);
+            }
+        }
+
+        // AWS steps
+        let steps = [
+            (Step::KmsKey, ty::KMS_KEY_READY),
+            (Step::LogGroups, ty::LOG_GROUPS_READY),
+            (Step::IamRole, ty::IAM_ROLE_READY),
+        ];
+        match &self.aws {
+            Some(AwsResult::Ok { out, .. }) => {
+                s.aws = Some(AwsStatus {
+                    kms_key_arn: out.kms_key_arn.clone(),
+                    log_group_arns: out.log_group_arns.clone(),
+                    role_arn: out.role_arn.clone(),
+                    pod_identity_association_id: out.pod_identity_association_id.clone(),
+                });
+                let key = out.kms_key_arn.as_deref().unwrap_or("CloudWatch default encryption");
+                set(&mut s, ty::KMS_KEY_READY, st::TRUE, reason::RECONCILED, key.to_string());
+                set(
+                    &mut s,
+                    ty::LOG_GROUPS_READY,
+                    st::TRUE,
+                    reason::RECONCILED,
+                    format!(
+                        "{} log groups exist with their key, retention and tags",
+                        out.log_group_arns.len()
+                    ),
+                );
+                let role = out.role_arn.clone().unwrap_or_default();
+                set(&mut s, ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
+                s.drift = merge_drift(&old.drift, Some(&out.drift), &self.k8s_drift, &now);
+            }
+            Some(AwsResult::Failed(e)) => {
+                let failed = if e.step == Step::PodIdentity {
+                    Step::IamRole
+                } else {
+                    e.step
+                };
+                let mut before = true;
+                for (step, t) in steps {
+                    if step == failed {
+                        before = false;
+                        set(&mut s, t, st::FALSE, e.error.reason(), e.to_string());
+                    } else if before {
+                        set(&mut s, t, st::TRUE, reason::RECONCILED, "ready".into());
+                    } else {
+                        set(
+                            &mut s,
+                            t,
+                            st::FALSE,
+                            reason::WAITING_FOR_AWS,
+                            format!("waiting for the {failed}"),
+                        );
+                    }
+                }
+                if let Some(arn) = &e.partial.kms_key_arn {
+                    s.aws.get_or_insert_with(Default::default).kms_key_arn = Some(arn.clone());
+                }
+                s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
+            }
+            None => {
+                for (_, t) in steps {
+                    if conditions::find(&s.conditions, t).is_none() {
+                        set(&mut s, t, st::UNKNOWN, reason::RECONCILING, "not ensured yet".into());
+                    }
+                }
+                s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
+            }
+        }
+
+        // Collector
+        let aws_ready = self.aws_ready(p);
+        match (&self.collector, aws_ready) {
+            (Some(c), _) => {
+                let ready = self.collector_up_to_date && c.ready_nodes == c.desired_nodes;
+                let msg = format!("{}/{} GPU nodes run a ready collector", c.ready_nodes, c.desired_nodes);
+                let (status, r) = if ready {
+                    (st::TRUE, reason::RECONCILED)
+                } else {
+                    (st::FALSE, reason::ROLLING_OUT)
+                };
+                set(&mut s, ty::COLLECTOR_READY, status, r, msg);
+                s.collector = Some(c.clone());
+            }
+            (None, false) if self.blocked.is_none() && self.invalid.is_none() && self.violations.is_empty() => set(
+                &mut s,
+                ty::COLLECTOR_READY,
+                st::FALSE,
+                reason::WAITING_FOR_AWS,
+                "the collector starts once the KMS key, log groups and IAM role are ready".into(),
+            ),
+            (None, _) => {
+                if conditions::find(&s.conditions, ty::COLLECTOR_READY).is_none() {
+                    set(
+                        &mut s,
+                        ty::COLLECTOR_READY,
+                        st::UNKNOWN,
+                        reason::RECONCILING,
+                        "not applied".into(),
+                    );
+                }
+            }
+        }
+
+        // Drifted
+        let open: Vec<String> = s
+            .drift
+            .iter()
+            .filter(|d| d.action.as_deref() == Some(ACTION_REPORTED))
+            .map(|d| format!("{} {}", d.resource, d.field))
+            .collect();
+        if open.is_empty() {
+            set(
+                &mut s,
+                ty::DRIFTED,
+                st::FALSE,
+                reason::NO_DRIFT,
+                "AWS and Kubernetes match the spec".into(),
+            );
+        } else {
+            set(
+                &mut s,
+                ty::DRIFTED,
+                st::TRUE,
+                reason::DRIFT_DETECTED,
+                format!("{} open (driftPolicy Report): {}", open.len(), open.join(", ")),
+            );
+        }
+
+        // Telemetry
+        if let Some(e) = &self.estimate {
+            s.telemetry = Some(TelemetryStatus {
+                gpu_nodes: self.gpu_nodes,
+                series_per_node: i64::try_from(e.series_per_node).unwrap_or(i64::MAX),
+                total_series: i64::try_from(e.total_series).unwrap_or(i64::MAX),
+                estimated_monthly_cost_usd: e.total_usd,
+            });
+        }
+
+        // Ready: every other condition says so.
+        let not_ready = [
+            ty::POLICY_COMPLIANT,
+            ty::KMS_KEY_READY,
+            ty::LOG_GROUPS_READY,
+            ty::IAM_ROLE_READY,
+            ty::COLLECTOR_READY,
+        ]
+        .iter()
+        .find_map(|t| {
+            conditions::find(&s.conditions, t)
+                .filter(|c| c.status != st::TRUE)
+                .cloned()
+        });
+        match not_ready {
+            None => set(
+                &mut s,
+                ty::READY,
+                st::TRUE,
+                reason::RECONCILED,
+                "pipeline is running".into(),
+            ),
+            Some(c) => set(
+                &mut s,
+                ty::READY,
+                st::FALSE,
+                &c.reason,
+                format!("{}: {}", c.type_, c.message),
+            ),
+        }
+        s.conditions
+            .sort_by_key(|c| ty::ALL.iter().position(|t| *t == c.type_).unwrap_or(usize::MAX));
+        s
+    }
+}
+
+/// Open AWS records are replaced by the latest observation (keeping the first detection time);
+/// corrections stay as history, newest last, bounded.
+fn merge_drift(old: &[DriftRecord], aws: Option<&Vec<Drift>>, k8s: &[Drift], now: &Time) -> Vec<DriftRecord> {
+    let now_s = now.0.to_string();
+    let mut out: Vec<DriftRecord> = match aws {
+        Some(_) => old
+            .iter()
+            .filter(|d| d.action.as_deref() != Some(ACTION_REPORTED))
+            .cloned()
+            .collect(),
+        None => old.to_vec(),
+    };
+    let record = |d: &Drift| {
+        let action = if d.corrected { ACTION_CORRECTED } else { ACTION_REPORTED };
+        let first_seen = old.iter().find(|o| {
+            o.action.as_deref() == Some(ACTION_REPORTED)
+                && !d.corrected
+                && o.resource == d.resource
+                && o.field == d.field
+                && o.desired == d.desired
+                && o.actual == d.actual
+        });
+        DriftRecord {
+            resource: d.resource.clone(),
+            field: d.field.clone(),
+            desired: d.desired.clone(),
+            actual: d.actual.clone(),
+            detected_at: Some(
+                first_seen
+                    .and_then(|o| o.detected_at.clone())
+                    .unwrap_or_else(|| now_s.clone()),
+            ),
+            action: Some(action.to_string()),
+        }
+    };
+    out.extend(aws.into_iter().flatten().map(record));
+    out.extend(k8s.iter().map(record));
+    let excess = out.len().saturating_sub(MAX_DRIFT_RECORDS);
+    out.drain(..excess);
+    out
+}
+
+/// Whether the last status already carried the budget warning (so the event is not repeated).
+pub fn was_budget_warned(p: &MLObservabilityPipeline) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, ty::POLICY_COMPLIANT))
+        .is_some_and(|c| c.reason == reason::BUDGET_EXCEEDED)
+}
+
+/// Whether this status is the first to record the role (the AWS side just became ready).
+pub fn aws_arns_new(old: &MLObservabilityPipelineStatus, new: &MLObservabilityPipelineStatus) -> bool {
+    let role = |s: &MLObservabilityPipelineStatus| s.aws.as_ref().and_then(|a| a.role_arn.clone());
+    role(old).is_none() && role(new).is_some()
+}
+
+pub fn aws_summary(s: &MLObservabilityPipelineStatus) -> String {
+    let a = s.aws.clone().unwrap_or_default();
+    format!(
+        "AWS side ready: key {}, log groups {}, role {}",
+        a.kms_key_arn.as_deref().unwrap_or("(CloudWatch default)"),
+        a.log_group_arns.join(", "),
+        a.role_arn.as_deref().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

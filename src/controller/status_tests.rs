@@ -1,0 +1,180 @@
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
+
+use super::*;
+use crate::aws::AwsError;
+
+fn at(secs: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("valid timestamp"))
+}
+
+fn pipeline(status: Option<MLObservabilityPipelineStatus>) -> MLObservabilityPipeline {
+    let mut p: MLObservabilityPipeline = serde_json::from_value(json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+        "metadata": {"name": "train", "namespace": "team-a", "generation": 3, "uid": "u1"},
+        "spec": {}
+    }))
+    .expect("pipeline");
+    p.status = status;
+    p
+}
+
+fn outcome(drift: Vec<Drift>) -> AwsResult {
+    AwsResult::Ok {
+        out: Box::new(AwsOutcome {
+            kms_key_id: Some("k1".into()),
+            kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
+            log_group_arns: vec!["a".into(), "b".into()],
+            role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
+            pod_identity_association_id: None,
+            drift,
+        }),
+        ready: true,
+    }
+}
+
+fn daemon_set(desired: i32, ready: i32) -> DaemonSet {
+    DaemonSet {
+        metadata: kube::api::ObjectMeta {
+            generation: Some(1),
+            ..Default::default()
+        },
+        status: Some(DaemonSetStatus {
+            desired_number_scheduled: desired,
+            number_ready: ready,
+            updated_number_scheduled: Some(desired),
+            observed_generation: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn cond<'a>(
+    s: &'a MLObservabilityPipelineStatus,
+    t: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    conditions::find(&s.conditions, t).unwrap_or_else(|| panic!("no {t} condition"))
+}
+
+fn observe(p: &MLObservabilityPipeline, aws: Option<AwsResult>, ds: Option<DaemonSet>) -> Observed {
+    let mut o = Observed::new(p);
+    o.aws = aws;
+    if let Some(ds) = ds {
+        o.collector(&ds);
+    }
+    o
+}
+
+#[test]
+fn ready_only_when_every_child_is_ready_and_an_unchanged_observation_changes_nothing() {
+    let p = pipeline(None);
+    let rolling =
+        observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 3))).into_status(&p, &Default::default(), at(10));
+    assert_eq!(cond(&rolling, ty::READY).status, st::FALSE);
+    assert_eq!(cond(&rolling, ty::READY).reason, reason::ROLLING_OUT);
+    assert_eq!(rolling.observed_generation, Some(3));
+
+    let p = pipeline(Some(rolling.clone()));
+    let ready = observe(&p, None, Some(daemon_set(4, 4))).into_status(&p, &rolling, at(20));
+    assert_eq!(cond(&ready, ty::READY).status, st::TRUE);
+    assert_eq!(
+        cond(&ready, ty::KMS_KEY_READY).status,
+        st::TRUE,
+        "kept from the last AWS ensure"
+    );
+
+    let p = pipeline(Some(ready.clone()));
+    let again = observe(&p, None, Some(daemon_set(4, 4))).into_status(&p, &ready, at(30));
+    assert_eq!(again, ready, "same observation, later clock: nothing to write");
+}
+
+#[test]
+fn a_failed_aws_step_marks_later_steps_and_the_collector_as_waiting() {
+    let p = pipeline(None);
+    let e = StepError {
+        step: Step::LogGroups,
+        error: AwsError::AccessDenied {
+            operation: "CreateLogGroup".into(),
+            resource: "logGroup:/x".into(),
+            code: "AccessDeniedException".into(),
+            message: "no".into(),
+        },
+        partial: Box::new(AwsOutcome {
+            kms_key_arn: Some("arn:k".into()),
+            ..Default::default()
+        }),
+    };
+    let s = observe(&p, Some(AwsResult::Failed(Box::new(e))), None).into_status(&p, &Default::default(), at(1));
+    assert_eq!(cond(&s, ty::KMS_KEY_READY).status, st::TRUE);
+    assert_eq!(cond(&s, ty::LOG_GROUPS_READY).reason, "AccessDenied");
+    assert_eq!(cond(&s, ty::IAM_ROLE_READY).reason, reason::WAITING_FOR_AWS);
+    assert_eq!(cond(&s, ty::COLLECTOR_READY).reason, reason::WAITING_FOR_AWS);
+    assert_eq!(cond(&s, ty::READY).reason, "AccessDenied");
+    assert_eq!(
+        s.aws.and_then(|a| a.kms_key_arn).as_deref(),
+        Some("arn:k"),
+        "the created key is recorded"
+    );
+}
+
+#[test]
+fn reported_drift_stays_open_with_its_first_detection_time_until_it_is_gone() {
+    let d = Drift {
+        resource: "logGroup:/x".into(),
+        field: "retentionInDays".into(),
+        desired: "30".into(),
+        actual: "7".into(),
+        corrected: false,
+    };
+    let p = pipeline(None);
+    let first = observe(&p, Some(outcome(vec![d.clone()])), None).into_status(&p, &Default::default(), at(100));
+    assert_eq!(cond(&first, ty::DRIFTED).status, st::TRUE);
+    assert_eq!(first.drift.len(), 1);
+
+    let p = pipeline(Some(first.clone()));
+    let second = observe(&p, Some(outcome(vec![d])), None).into_status(&p, &first, at(200));
+    assert_eq!(
+        second.drift, first.drift,
+        "same drift again: same record, first detection time"
+    );
+
+    let p = pipeline(Some(second.clone()));
+    let gone = observe(&p, Some(outcome(vec![])), None).into_status(&p, &second, at(300));
+    assert_eq!(cond(&gone, ty::DRIFTED).status, st::FALSE);
+    assert!(gone.drift.is_empty());
+}
+
+#[test]
+fn corrected_drift_is_history_and_does_not_open_drifted() {
+    let d = Drift {
+        resource: "DaemonSet/team-a/mlobs-train".into(),
+        field: "spec.template.spec.containers[0].image".into(),
+        desired: "a".into(),
+        actual: "b".into(),
+        corrected: true,
+    };
+    let p = pipeline(None);
+    let mut o = observe(&p, None, None);
+    o.k8s_drift = vec![d; MAX_DRIFT_RECORDS + 5];
+    let s = o.into_status(&p, &Default::default(), at(1));
+    assert_eq!(cond(&s, ty::DRIFTED).status, st::FALSE);
+    assert_eq!(s.drift.len(), MAX_DRIFT_RECORDS, "bounded");
+    assert!(s.drift.iter().all(|r| r.action.as_deref() == Some("Corrected")));
+}
+
+#[test]
+fn a_violation_blocks_readiness_and_names_the_rule() {
+    let p = pipeline(None);
+    let mut o = observe(&p, None, None);
+    o.violations = vec!["spec.metrics.dcgm.metrics[0]: not allowed [policy p rule metrics.allowed]".into()];
+    let s = o.into_status(&p, &Default::default(), at(1));
+    let c = cond(&s, ty::POLICY_COMPLIANT);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (st::FALSE, reason::POLICY_VIOLATION)
+    );
+    assert!(c.message.contains("metrics.allowed"));
+    assert_eq!(cond(&s, ty::READY).reason, reason::POLICY_VIOLATION);
+}
