@@ -28,6 +28,9 @@ use crate::desired::{self, Desired};
 pub const FINALIZER: &str = "mlobs.io/aws-cleanup";
 /// Annotation that opts a pipeline into adopting existing, untagged AWS resources.
 pub const ADOPT_ANNOTATION: &str = "mlobs.io/adopt";
+/// Annotation whose change forces a full reconcile, AWS included, now (as Flux's
+/// `reconcile.fluxcd.io/requestedAt`): `kubectl annotate mlop x mlobs.io/reconcile-requested-at="$(date +%s)" --overwrite`.
+pub const RECONCILE_REQUESTED_ANNOTATION: &str = "mlobs.io/reconcile-requested-at";
 
 /// Which policy governs a pipeline, as the API server sees it now.
 #[derive(Debug, Clone)]
@@ -79,9 +82,19 @@ fn adopt(p: &MLObservabilityPipeline, d: &Desired) -> bool {
     d.effective.adopt || p.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true")
 }
 
-/// Fingerprint of what AWS should look like: a change means the AWS side must be ensured now.
-fn plan_fingerprint(d: &Desired) -> String {
-    serde_json::to_string(&d.aws).unwrap_or_default()
+/// Fingerprint of what AWS should look like: the plan, the spec generation (drift policy and
+/// adoption are not in the plan) and a requested reconcile. A change means ensure AWS now.
+fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
+    let requested = p
+        .annotations()
+        .get(RECONCILE_REQUESTED_ANNOTATION)
+        .map_or("", String::as_str);
+    let adopt = p.annotations().get(ADOPT_ANNOTATION).map_or("", String::as_str);
+    format!(
+        "{}|{requested}|{adopt}|{}",
+        p.meta().generation.unwrap_or_default(),
+        serde_json::to_string(&d.aws).unwrap_or_default()
+    )
 }
 
 pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result<Action> {
@@ -92,14 +105,17 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(Error::reason),
     );
+    if result.is_ok() {
+        ctx.succeeded(p.as_ref());
+    }
     result
 }
 
 /// Retryable errors back off; terminal ones wait for a spec change (or the periodic resync).
-pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, _ctx: Arc<Ctx>) -> Action {
+pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), reason = e.reason(), error = %e, "reconcile failed");
     if e.is_retryable() {
-        Action::requeue(Duration::from_secs(15))
+        Action::requeue(ctx.backoff(p.as_ref()))
     } else {
         Action::requeue(Duration::from_secs(600))
     }
@@ -217,7 +233,7 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
                     ready,
                 });
                 if ready {
-                    ctx.mark_aws_synced(p, plan_fingerprint(&d));
+                    ctx.mark_aws_synced(p, plan_fingerprint(p, &d));
                 }
             }
             Err(e) => {
@@ -261,7 +277,7 @@ fn aws_due(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired) -> bool {
     let Some(uid) = p.uid() else { return true };
     let synced = ctx.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
     match synced.get(&uid) {
-        Some((fp, at)) => *fp != plan_fingerprint(d) || at.elapsed() >= interval,
+        Some((fp, at)) => *fp != plan_fingerprint(p, d) || at.elapsed() >= interval,
         None => true,
     }
 }

@@ -31,13 +31,16 @@ pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Acti
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(Error::reason),
     );
+    if result.is_ok() {
+        ctx.succeeded(p.as_ref());
+    }
     result
 }
 
-pub fn error_policy(p: Arc<GpuTelemetryPolicy>, e: &Error, _ctx: Arc<Ctx>) -> Action {
+pub fn error_policy(p: Arc<GpuTelemetryPolicy>, e: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(policy = %p.name_any(), reason = e.reason(), error = %e, "reconcile failed");
     if e.is_retryable() {
-        Action::requeue(Duration::from_secs(15))
+        Action::requeue(ctx.backoff(p.as_ref()))
     } else {
         Action::requeue(RESYNC)
     }

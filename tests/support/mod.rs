@@ -1,2 +1,3 @@
+pub mod apifake;
 pub mod faults;
 pub mod moto;

@@ -1,0 +1,472 @@
+//! The real controllers (kube-runtime Controllers, watches, finalizers) against the in-process
+//! API fake and moto: AWS first, then children; no writes on a no-op reconcile; hand edits put
+//! back; AWS drift reported then corrected; deletion under Retain and Delete; policies.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::Reporter;
+use mlobs::aws::{AwsClients, logs};
+use mlobs::controller::{Metrics, Settings, run_controllers};
+use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use mlobs::desired::Context;
+use serde_json::{Value, json};
+use support::apifake::ApiFake;
+use support::{faults, moto};
+
+const WAIT: Duration = Duration::from_secs(60);
+const NS: &str = "team-a";
+const OIDC: &str = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST";
+
+struct Operator {
+    fake: ApiFake,
+    aws: AwsClients,
+    metrics: Metrics,
+    cluster: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    async fn start() -> Operator {
+        Operator::start_with(moto::clients().await).await
+    }
+
+    async fn start_with(aws: AwsClients) -> Operator {
+        let fake = ApiFake::new();
+        for i in 0..2 {
+            fake.put_object(
+                "v1",
+                "nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("gpu-{i}"), "labels": {
+                    "nvidia.com/gpu.present": "true", "node.kubernetes.io/instance-type": "p4d.24xlarge"}}}),
+            );
+        }
+        let cluster = moto::unique("flow");
+        let metrics = Metrics::new(Some(aws.calls.clone()));
+        let settings = Settings {
+            aws: aws.clone(),
+            desired: Context {
+                cluster_name: Some(cluster.clone()),
+                region: Some("us-east-1".into()),
+                ..Context::default()
+            },
+            metrics: metrics.clone(),
+            reporter: Reporter {
+                controller: "mlobs".into(),
+                instance: None,
+            },
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = rx.map(|_| ()).shared();
+        let task = tokio::spawn(run_controllers(
+            fake.client(),
+            settings,
+            Arc::new(AtomicBool::new(false)),
+            shutdown,
+        ));
+        Operator {
+            fake,
+            aws,
+            metrics,
+            cluster,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+
+    fn pipelines(&self) -> Api<MLObservabilityPipeline> {
+        Api::namespaced(self.fake.client(), NS)
+    }
+
+    async fn create(&self, name: &str, spec: Value) {
+        let mut spec = spec;
+        spec["identity"] = json!({"mode": "IRSA", "oidcProviderArn": OIDC});
+        let p: MLObservabilityPipeline = serde_json::from_value(json!({
+            "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec
+        }))
+        .expect("pipeline");
+        self.pipelines()
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("create pipeline");
+    }
+
+    fn pipeline(&self, name: &str) -> Option<MLObservabilityPipeline> {
+        self.fake.get::<MLObservabilityPipeline>(Some(NS), name)
+    }
+
+    /// (status, reason) of a pipeline condition.
+    fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
+        let s = self.pipeline(name)?.status?;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status, c.reason))
+    }
+
+    async fn wait(&self, what: &str, pred: impl FnMut(&ApiFake) -> bool) {
+        assert!(self.fake.wait_until(WAIT, pred).await, "timed out waiting for {what}");
+    }
+
+    async fn wait_condition(&self, name: &str, type_: &str, status: &str) {
+        let want = status.to_string();
+        let last = std::cell::RefCell::new(None);
+        let ok = self
+            .fake
+            .wait_until(WAIT, |_| {
+                let c = self.condition(name, type_);
+                let hit = c.as_ref().is_some_and(|(s, _)| *s == want);
+                *last.borrow_mut() = c;
+                hit
+            })
+            .await;
+        assert!(
+            ok,
+            "{name}: {type_} never became {status}; last {:?}; status {:?}",
+            last.borrow(),
+            self.pipeline(name).and_then(|p| p.status)
+        );
+    }
+
+    /// Plays the kubelet: every collector pod scheduled and ready.
+    fn daemon_set_ready(&self, name: &str) {
+        let ds_name = format!("mlobs-{name}");
+        let mut ds = self
+            .fake
+            .object("apps/v1", "daemonsets", Some(NS), &ds_name)
+            .expect("DaemonSet");
+        let generation = ds["metadata"]["generation"].clone();
+        ds["status"] = json!({"desiredNumberScheduled": 2, "numberReady": 2, "updatedNumberScheduled": 2,
+            "currentNumberScheduled": 2, "numberMisscheduled": 0, "observedGeneration": generation});
+        self.fake.put_object("apps/v1", "daemonsets", ds);
+    }
+
+    async fn ready(&self, name: &str) {
+        self.wait("the collector DaemonSet", |f| {
+            f.object("apps/v1", "daemonsets", Some(NS), &format!("mlobs-{name}"))
+                .is_some()
+        })
+        .await;
+        self.daemon_set_ready(name);
+        self.wait_condition(name, "Ready", "True").await;
+    }
+
+    fn reconciles(&self) -> u64 {
+        self.metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("mlobs_reconciles_total{") && l.contains("controller=\"pipeline\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    async fn log_groups(&self) -> Vec<logs::ObservedGroup> {
+        logs::observe_many(&self.aws, &format!("/aws/eks/{}/", self.cluster))
+            .await
+            .expect("describe log groups")
+            .into_values()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_is_created_before_the_collector_and_a_second_reconcile_writes_nothing() {
+    let op = Operator::start().await;
+    op.create("train", json!({})).await;
+    op.ready("train").await;
+
+    // AWS: key, two log groups (with that key), role — all before the collector existed.
+    let groups = op.log_groups().await;
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let status = op.pipeline("train").and_then(|p| p.status).expect("status");
+    let aws = status.aws.clone().expect("aws status");
+    assert!(aws.kms_key_arn.is_some() && aws.role_arn.is_some());
+    assert_eq!(aws.log_group_arns.len(), 2);
+    let telemetry = status.telemetry.clone().expect("telemetry");
+    assert_eq!(telemetry.gpu_nodes, 2);
+    assert!(telemetry.total_series > 0 && telemetry.estimated_monthly_cost_usd > 0.0);
+
+    // Children carry the pipeline as controlling owner, and the collector runs as its ServiceAccount.
+    let uid = op.pipeline("train").and_then(|p| p.metadata.uid).expect("uid");
+    for (plural, api_version) in [
+        ("configmaps", "v1"),
+        ("serviceaccounts", "v1"),
+        ("daemonsets", "apps/v1"),
+    ] {
+        let o = op
+            .fake
+            .object(api_version, plural, Some(NS), "mlobs-train")
+            .expect(plural);
+        assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], json!(uid), "{plural}");
+        assert_eq!(
+            o["metadata"]["ownerReferences"][0]["controller"],
+            json!(true),
+            "{plural}"
+        );
+    }
+    let sa: ServiceAccount = op.fake.get(Some(NS), "mlobs-train").expect("sa");
+    assert_eq!(
+        sa.metadata
+            .annotations
+            .and_then(|a| a.get("eks.amazonaws.com/role-arn").cloned()),
+        aws.role_arn
+    );
+    // Every write of a child is server-side apply with our field manager.
+    for r in op.fake.requests() {
+        if r.method == "PATCH" && r.path.contains("/daemonsets/") {
+            assert!(r.query.contains("fieldManager=mlobs"), "{r:?}");
+        }
+    }
+
+    // A no-op reconcile (a node annotation changed): zero writes.
+    let writes = op.fake.writes_excluding_events();
+    let before = op.reconciles();
+    let mut node = op.fake.object("v1", "nodes", None, "gpu-0").expect("node");
+    node["metadata"]["annotations"] = json!({"touched": "1"});
+    op.fake.put_object("v1", "nodes", node);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while op.reconciles() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile after the node change"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let extra = op.fake.writes_excluding_events() - writes;
+    println!("writes per no-op reconcile: {extra}");
+    let wrote: Vec<String> = op
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.is_write() && !r.path.contains("/events"))
+        .skip(writes)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(extra, 0, "a no-op reconcile wrote: {wrote:?}");
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edited_child_is_put_back_and_recorded_as_drift() {
+    let op = Operator::start().await;
+    op.create("edit", json!({})).await;
+    op.ready("edit").await;
+    let mut cm = op.fake.object("v1", "configmaps", Some(NS), "mlobs-edit").expect("cm");
+    let original = cm["data"].clone();
+    cm["data"] = json!({"config.yaml": "receivers: {}\n"});
+    op.fake.put_object("v1", "configmaps", cm);
+    op.wait("the ConfigMap put back", |f| {
+        f.object("v1", "configmaps", Some(NS), "mlobs-edit")
+            .is_some_and(|c| c["data"] == original)
+    })
+    .await;
+    op.wait("the correction in status", |_| {
+        op.pipeline("edit").and_then(|p| p.status).is_some_and(|s| {
+            s.drift
+                .iter()
+                .any(|d| d.resource == format!("ConfigMap/{NS}/mlobs-edit") && d.action.as_deref() == Some("Corrected"))
+        })
+    })
+    .await;
+    op.stop().await;
+}
+
+async fn request_reconcile(op: &Operator, name: &str, n: u32) {
+    let patch = json!({"metadata": {"annotations": {"mlobs.io/reconcile-requested-at": n.to_string()}}});
+    op.pipelines()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_drift_is_reported_under_report_and_corrected_under_correct() {
+    let op = Operator::start().await;
+    op.create("drift", json!({"driftPolicy": "Report"})).await;
+    op.ready("drift").await;
+    let group = op
+        .log_groups()
+        .await
+        .into_iter()
+        .find(|g| g.name.ends_with("/drift/logs"))
+        .expect("logs group");
+    let desired_retention = group.retention_days;
+    op.aws
+        .logs
+        .put_retention_policy()
+        .log_group_name(&group.name)
+        .retention_in_days(1)
+        .send()
+        .await
+        .expect("tamper retention");
+
+    request_reconcile(&op, "drift", 1).await;
+    op.wait_condition("drift", "Drifted", "True").await;
+    let after_report = op
+        .log_groups()
+        .await
+        .into_iter()
+        .find(|g| g.name == group.name)
+        .expect("group");
+    assert_eq!(after_report.retention_days, Some(1), "Report changes nothing");
+
+    let patch = json!({"spec": {"driftPolicy": "Correct"}});
+    op.pipelines()
+        .patch("drift", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("switch to Correct");
+    op.wait_condition("drift", "Drifted", "False").await;
+    let fixed = op
+        .log_groups()
+        .await
+        .into_iter()
+        .find(|g| g.name == group.name)
+        .expect("group");
+    assert_eq!(fixed.retention_days, desired_retention);
+    let s = op.pipeline("drift").and_then(|p| p.status).expect("status");
+    assert!(
+        s.drift
+            .iter()
+            .any(|d| d.action.as_deref() == Some("Corrected") && d.field.contains("etention")),
+        "{:?}",
+        s.drift
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_retains_aws_under_retain_and_removes_it_under_delete() {
+    let op = Operator::start().await;
+    op.create("keep", json!({"deletionPolicy": "Retain"})).await;
+    op.create("drop", json!({"deletionPolicy": "Delete"})).await;
+    op.ready("keep").await;
+    op.ready("drop").await;
+    assert_eq!(op.log_groups().await.len(), 4);
+    for name in ["keep", "drop"] {
+        op.pipelines()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    op.wait("both pipelines gone", |f| {
+        f.object("mlobs.io/v1alpha1", "mlobservabilitypipelines", Some(NS), "keep")
+            .is_none()
+            && f.object("mlobs.io/v1alpha1", "mlobservabilitypipelines", Some(NS), "drop")
+                .is_none()
+    })
+    .await;
+    let names: Vec<String> = op.log_groups().await.into_iter().map(|g| g.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.contains("/keep/")), "{names:?}");
+    // Cluster-scoped RBAC has no owner reference: the finalizer removed it.
+    let roles: Vec<ClusterRole> = op
+        .fake
+        .list("rbac.authorization.k8s.io/v1", "clusterroles")
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    assert!(roles.is_empty(), "{roles:?}");
+    // Namespaced children went with their owner.
+    assert!(op.fake.get::<DaemonSet>(Some(NS), "mlobs-keep").is_none());
+    assert!(op.fake.get::<ConfigMap>(Some(NS), "mlobs-drop").is_none());
+    op.stop().await;
+}
+
+fn policy(name: &str, allowed: &[&str]) -> GpuTelemetryPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
+        "metadata": {"name": name},
+        "spec": {"default": true, "dcgmExporter": {"mode": "External", "namespace": "gpu-operator",
+            "podSelector": {"app": "nvidia-dcgm-exporter"}},
+            "metrics": {"allowed": allowed}}
+    }))
+    .expect("policy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_requeues_its_pipelines_and_two_defaults_conflict() {
+    let op = Operator::start().await;
+    op.create(
+        "gov",
+        json!({"metrics": {"dcgm": {"metrics": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP"]}}}),
+    )
+    .await;
+    op.ready("gov").await;
+    let policies: Api<GpuTelemetryPolicy> = Api::all(op.fake.client());
+    policies
+        .create(&PostParams::default(), &policy("strict", &["DCGM_FI_DEV_GPU_UTIL"]))
+        .await
+        .expect("create policy");
+    op.wait_condition("gov", "PolicyCompliant", "False").await;
+    assert_eq!(
+        op.condition("gov", "PolicyCompliant").map(|c| c.1).as_deref(),
+        Some("PolicyViolation")
+    );
+    // Nothing running was removed.
+    assert!(op.fake.get::<DaemonSet>(Some(NS), "mlobs-gov").is_some());
+
+    policies
+        .create(
+            &PostParams::default(),
+            &policy("other", &["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP"]),
+        )
+        .await
+        .expect("second default");
+    op.wait("both policies invalid", |f| {
+        ["strict", "other"].iter().all(|n| {
+            f.get::<GpuTelemetryPolicy>(None, n)
+                .and_then(|p| p.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Valid" && c.status == "False" && c.reason == "DefaultConflict")
+                })
+        })
+    })
+    .await;
+    op.wait("the pipeline names the conflict", |_| {
+        op.condition("gov", "PolicyCompliant")
+            .is_some_and(|c| c.1 == "DefaultConflict")
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_waits_while_aws_fails() {
+    // Two mutating AWS calls succeed (key, alias); every later one fails.
+    let (aws, _crash) = faults::crashing_clients(2).await;
+    let op = Operator::start_with(aws).await;
+    op.create("wait", json!({})).await;
+    op.wait_condition("wait", "LogGroupsReady", "False").await;
+    op.wait("a couple more reconciles", |_| op.reconciles() >= 3).await;
+    assert_eq!(
+        op.condition("wait", "CollectorReady").map(|c| c.1).as_deref(),
+        Some("WaitingForAws")
+    );
+    assert!(
+        op.fake.get::<DaemonSet>(Some(NS), "mlobs-wait").is_none(),
+        "no collector before AWS is ready"
+    );
+    op.stop().await;
+}
