@@ -49,6 +49,10 @@ clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
 
+## End-to-end against the cluster in KUBECONFIG (skips with a message when it is not set).
+e2e: build
+	bash e2e/run.sh
+
 ## Benchmarks (performance goals live here, never in timed tests).
 bench:
 	$(CARGO) bench --bench plan

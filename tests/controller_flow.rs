@@ -470,3 +470,93 @@ async fn the_collector_waits_while_aws_fails() {
     );
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_policy_runs_its_exporter_and_counts_what_it_governs() {
+    let op = Operator::start().await;
+    let managed: GpuTelemetryPolicy = serde_json::from_value(json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
+        "metadata": {"name": "platform"},
+        "spec": {"default": true, "dcgmExporter": {"mode": "Managed", "namespace": "mlobs-system"}}
+    }))
+    .expect("policy");
+    let policies: Api<GpuTelemetryPolicy> = Api::all(op.fake.client());
+    policies
+        .create(&PostParams::default(), &managed)
+        .await
+        .expect("create policy");
+    op.create("gpu", json!({})).await;
+    op.ready("gpu").await;
+
+    let name = "mlobs-dcgm-exporter-platform";
+    let uid = op
+        .fake
+        .get::<GpuTelemetryPolicy>(None, "platform")
+        .and_then(|p| p.metadata.uid)
+        .expect("uid");
+    for (api_version, plural) in [("apps/v1", "daemonsets"), ("v1", "configmaps"), ("v1", "services")] {
+        let o = op
+            .fake
+            .object(api_version, plural, Some("mlobs-system"), name)
+            .unwrap_or_else(|| panic!("exporter {plural}"));
+        assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], json!(uid), "{plural}");
+    }
+    // The kubelet brings up one of two exporter pods: the policy is rolling out.
+    let mut ds = op
+        .fake
+        .object("apps/v1", "daemonsets", Some("mlobs-system"), name)
+        .expect("ds");
+    ds["status"] =
+        json!({"desiredNumberScheduled": 2, "numberReady": 1, "currentNumberScheduled": 2, "numberMisscheduled": 0});
+    op.fake.put_object("apps/v1", "daemonsets", ds);
+    op.wait("policy status", |f| {
+        f.get::<GpuTelemetryPolicy>(None, "platform")
+            .and_then(|p| p.status)
+            .is_some_and(|s| {
+                s.gpu_nodes == 2
+                    && s.exporter.as_ref().is_some_and(|x| (x.desired, x.ready) == (2, 1))
+                    && s.pipelines
+                        .as_ref()
+                        .is_some_and(|c| (c.total, c.non_compliant) == (1, 0))
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "RollingOut")
+            })
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_children_are_pruned_by_label_and_owner_and_nothing_else_is_deleted() {
+    let op = Operator::start().await;
+    op.create("prune", json!({})).await;
+    op.ready("prune").await;
+    let uid = op.pipeline("prune").and_then(|p| p.metadata.uid).expect("uid");
+    let labels = json!({"app.kubernetes.io/managed-by": "mlobs", "mlobs.io/pipeline": "team-a.prune"});
+    op.fake.put_object(
+        "v1",
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mlobs-prune-old", "namespace": NS,
+            "labels": labels, "ownerReferences": [{"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+            "name": "prune", "uid": uid, "controller": true}]}}),
+    );
+    // Same labels, but not owned by the pipeline: somebody else's, never deleted.
+    op.fake.put_object(
+        "v1",
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users-own", "namespace": NS, "labels": labels}}),
+    );
+    let patch = json!({"spec": {"collector": {"batch": {"sendBatchSize": 500}}}});
+    op.pipelines()
+        .patch("prune", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("spec change");
+    op.wait("the stale ConfigMap pruned", |f| {
+        f.object("v1", "configmaps", Some(NS), "mlobs-prune-old").is_none()
+    })
+    .await;
+    assert!(op.fake.object("v1", "configmaps", Some(NS), "users-own").is_some());
+    assert!(op.fake.object("v1", "configmaps", Some(NS), "mlobs-prune").is_some());
+    op.stop().await;
+}

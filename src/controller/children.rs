@@ -124,8 +124,10 @@ where
 }
 
 /// Deletes objects carrying `selector` whose names are not in `keep`, and only those that also
-/// say `app.kubernetes.io/managed-by=mlobs`: nothing mlobs did not create is deleted.
-pub async fn prune<K>(api: &Api<K>, selector: &str, keep: &[String]) -> Result<Vec<String>>
+/// say `app.kubernetes.io/managed-by=mlobs` and, when `owner_uid` is given, are owned by it:
+/// nothing mlobs did not create is deleted. Cluster-scoped children (no owner reference
+/// allowed) pass `None`.
+pub async fn prune<K>(api: &Api<K>, selector: &str, keep: &[String], owner_uid: Option<&str>) -> Result<Vec<String>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
@@ -133,7 +135,8 @@ where
     let mut pruned = vec![];
     for obj in api.list(&ListParams::default().labels(&selector)).await? {
         let name = obj.name_any();
-        if keep.contains(&name) || obj.meta().deletion_timestamp.is_some() {
+        let owned = owner_uid.is_none_or(|uid| obj.owner_references().iter().any(|o| o.uid == uid));
+        if keep.contains(&name) || obj.meta().deletion_timestamp.is_some() || !owned {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {

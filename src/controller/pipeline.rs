@@ -385,29 +385,35 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
     if observed != p.meta().generation {
         let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
         let keep = |x: &kube::api::ObjectMeta| vec![x.name.clone().unwrap_or_default()];
-        children::prune(&ds_api, &sel, &keep(&o.daemon_set.metadata)).await?;
+        let uid = p.uid();
+        let uid = uid.as_deref();
+        children::prune(&ds_api, &sel, &keep(&o.daemon_set.metadata), uid).await?;
         children::prune(
             &Api::<ConfigMap>::namespaced(c.clone(), &ns),
             &sel,
             &keep(&o.config_map.metadata),
+            uid,
         )
         .await?;
         children::prune(
             &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
             &sel,
             &keep(&o.service_account.metadata),
+            uid,
         )
         .await?;
         children::prune(
             &Api::<ClusterRole>::all(c.clone()),
             &sel,
             &keep(&o.cluster_role.metadata),
+            None,
         )
         .await?;
         children::prune(
             &Api::<ClusterRoleBinding>::all(c.clone()),
             &sel,
             &keep(&o.cluster_role_binding.metadata),
+            None,
         )
         .await?;
     }
@@ -499,8 +505,8 @@ async fn cleanup(
                 &d.objects.cluster_role.name_any(),
             )
             .await?;
-            children::prune(&Api::<ClusterRoleBinding>::all(ctx.client.clone()), &sel, &[]).await?;
-            children::prune(&Api::<ClusterRole>::all(ctx.client.clone()), &sel, &[]).await?;
+            children::prune(&Api::<ClusterRoleBinding>::all(ctx.client.clone()), &sel, &[], None).await?;
+            children::prune(&Api::<ClusterRole>::all(ctx.client.clone()), &sel, &[], None).await?;
         }
         Err(e) => {
             // Without a plan nothing can be matched safely: keep every AWS resource (never lose data).
