@@ -560,3 +560,21 @@ async fn stale_children_are_pruned_by_label_and_owner_and_nothing_else_is_delete
     assert!(op.fake.object("v1", "configmaps", Some(NS), "mlobs-prune").is_some());
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_is_reported_with_its_field_and_nothing_is_created() {
+    let op = Operator::start().await;
+    // Admission would refuse this; the operator checks the same rules (e.g. after a CRD downgrade).
+    op.create("bad", json!({"resyncInterval": "1s"})).await;
+    op.wait("the InvalidSpec condition", |_| {
+        op.pipeline("bad").and_then(|p| p.status).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "InvalidSpec" && c.message.contains("spec.resyncInterval"))
+        })
+    })
+    .await;
+    assert!(op.log_groups().await.is_empty(), "nothing created in AWS");
+    assert!(op.fake.get::<DaemonSet>(Some(NS), "mlobs-bad").is_none());
+    op.stop().await;
+}

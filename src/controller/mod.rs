@@ -4,6 +4,7 @@
 pub mod children;
 pub mod error;
 pub mod leader;
+pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
@@ -144,7 +145,7 @@ fn node_selector(p: &MLObservabilityPipeline, policies: &[Arc<GpuTelemetryPolicy
     if let Some(s) = p.spec.sources.as_ref().and_then(|s| s.node_selector.clone()) {
         return s;
     }
-    if let pipeline::Governing::One(pol) = pipeline::governing(p, policies)
+    if let lookup::Governing::One(pol) = lookup::governing(p, policies)
         && let Some(s) = pol.spec.node_selector.clone()
     {
         return s;

@@ -15,13 +15,13 @@ use serde_json::json;
 
 use super::children::{self, Applied};
 use super::error::{Error, Result};
+use super::lookup::{self, Governing, governing, key_id_of};
 use super::status::{self, AwsResult, Observed};
 use super::{Ctx, jittered};
 use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};
 use crate::aws::{Drift, Owner};
 use crate::crd::conditions::reason;
-use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
-use crate::desired::cost::{self, Fleet};
+use crate::crd::MLObservabilityPipeline;
 use crate::desired::{self, Desired};
 
 /// Finalizer that keeps a pipeline until its AWS resources are handled per deletionPolicy.
@@ -31,45 +31,6 @@ pub const ADOPT_ANNOTATION: &str = "mlobs.io/adopt";
 /// Annotation whose change forces a full reconcile, AWS included, now (as Flux's
 /// `reconcile.fluxcd.io/requestedAt`): `kubectl annotate mlop x mlobs.io/reconcile-requested-at="$(date +%s)" --overwrite`.
 pub const RECONCILE_REQUESTED_ANNOTATION: &str = "mlobs.io/reconcile-requested-at";
-
-/// Which policy governs a pipeline, as the API server sees it now.
-#[derive(Debug, Clone)]
-pub enum Governing {
-    None,
-    One(Arc<GpuTelemetryPolicy>),
-    /// `policyRef` names a policy that does not exist.
-    NotFound(String),
-    /// No `policyRef` and more than one policy says `default: true`.
-    DefaultConflict(Vec<String>),
-}
-
-/// The governing policy among `policies`.
-pub fn governing(p: &MLObservabilityPipeline, policies: &[Arc<GpuTelemetryPolicy>]) -> Governing {
-    match &p.spec.policy_ref {
-        Some(name) => policies
-            .iter()
-            .find(|x| x.metadata.name.as_deref() == Some(name))
-            .map_or_else(|| Governing::NotFound(name.clone()), |x| Governing::One(x.clone())),
-        None => {
-            let mut defaults: Vec<&Arc<GpuTelemetryPolicy>> =
-                policies.iter().filter(|x| x.spec.default == Some(true)).collect();
-            match defaults.len() {
-                0 => Governing::None,
-                1 => Governing::One(defaults.remove(0).clone()),
-                _ => {
-                    let mut names: Vec<String> = defaults.iter().map(|x| x.name_any()).collect();
-                    names.sort();
-                    Governing::DefaultConflict(names)
-                }
-            }
-        }
-    }
-}
-
-/// The key id inside a key ARN (`arn:aws:kms:r:a:key/<id>`).
-fn key_id_of(arn: &str) -> Option<String> {
-    arn.rsplit_once("key/").map(|(_, id)| id.to_string())
-}
 
 fn owner(d: &Desired) -> Owner {
     Owner {
@@ -167,7 +128,20 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     };
     obs.policy = policy.map(|x| (x.name_any(), x.meta().generation));
 
-    // validate / merge, build
+    // validate (the same rules as admission and the CLI), merge, build
+    if let Err(inv) = crate::crd::validate::validate_pipeline(p) {
+        obs.invalid(reason::INVALID_SPEC, format!("invalid spec:{inv}"));
+        return finish(p, ctx, &api, obs, None).await;
+    }
+    if let Some(pol) = policy
+        && let Err(inv) = crate::crd::validate::validate_policy(pol)
+    {
+        obs.blocked(
+            reason::INVALID_SPEC,
+            format!("GpuTelemetryPolicy {} is invalid:{inv}", pol.name_any()),
+        );
+        return finish(p, ctx, &api, obs, None).await;
+    }
     let d = match desired::build(p, policy, &ctx.desired) {
         Ok(d) => d,
         Err(e) => {
@@ -181,17 +155,10 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     let nodes = gpu_nodes(ctx, &d).await?;
     obs.telemetry(&d, &nodes, &ctx.prices);
     let mut violations: Vec<String> = d.violations.iter().map(ToString::to_string).collect();
-    if let (Some(b), Some(t)) = (&d.effective.budget, &obs.estimate)
-        && t.total_usd > b.monthly_usd
+    if let Some(e) = &obs.estimate
+        && let Some((action, msg)) = lookup::budget_exceeded(&d, e, nodes.len())
     {
-        let msg = format!(
-            "estimated ${:.2}/month for {} GPU nodes exceeds the budget of ${:.2}/month [policy {} rule budget.monthlyUSD]",
-            t.total_usd,
-            nodes.len(),
-            b.monthly_usd,
-            obs.policy.as_ref().map_or("", |(n, _)| n.as_str())
-        );
-        match b.action {
+        match action {
             crate::crd::BudgetAction::Deny => violations.push(msg),
             crate::crd::BudgetAction::Warn => obs.budget_warning = Some(msg),
         }
@@ -536,36 +503,5 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// The fleet of a live cluster: the most common instance type among the matching nodes.
-pub fn fleet(nodes: &[Node]) -> Fleet {
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for n in nodes {
-        if let Some(t) = n.labels().get("node.kubernetes.io/instance-type") {
-            *counts.entry(t.as_str()).or_default() += 1;
-        }
-    }
-    let instance_type = counts
-        .iter()
-        .max_by_key(|(_, c)| **c)
-        .map_or("p4d.24xlarge", |(t, _)| t)
-        .to_string();
-    let gpus_per_node = if cost::instance_type(&instance_type).is_some() {
-        None
-    } else {
-        // An instance type mlobs does not know: GPU feature discovery's count label, else 8.
-        Some(
-            nodes
-                .iter()
-                .find_map(|n| n.labels().get("nvidia.com/gpu.count")?.parse().ok())
-                .unwrap_or(8),
-        )
-    };
-    Fleet {
-        nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
-        instance_type,
-        gpus_per_node,
     }
 }

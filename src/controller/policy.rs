@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::children::{self, Applied};
 use super::error::{Error, Result};
-use super::pipeline::{Governing, governing};
+use super::lookup::{Governing, governing};
 use super::{Ctx, now};
 use crate::crd::conditions::{self, pipeline as pty, policy as ty, reason, status as st};
 use crate::crd::{ExporterStatus, GpuTelemetryPolicy, GpuTelemetryPolicyStatus, PipelineCounts};
@@ -61,9 +61,12 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
         .collect();
     let conflict = p.spec.default == Some(true) && !other_defaults.is_empty();
 
-    // The managed exporter.
+    // The managed exporter (never from an invalid spec: the running one stays as it is).
+    let invalid = crate::crd::validate::validate_policy(p).err();
     let mut exporter = None;
-    if let Some(x) = dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) {
+    if invalid.is_none()
+        && let Some(x) = dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace)
+    {
         let oref = p.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
         let (ds, cm, svc) = dcgm_exporter::build(&x, Some(oref));
         let ns = x.namespace.clone();
@@ -133,7 +136,9 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
     };
     let g = p.meta().generation;
     let t = now();
-    let (valid, vr, vm) = if conflict {
+    let (valid, vr, vm) = if let Some(inv) = &invalid {
+        (st::FALSE, reason::INVALID_SPEC, format!("invalid spec:{inv}"))
+    } else if conflict {
         (
             st::FALSE,
             reason::DEFAULT_CONFLICT,
@@ -146,8 +151,12 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
         &mut s.conditions,
         conditions::condition(ty::VALID, valid, vr, vm, g, t.clone()),
     );
-    let (ready, rr, rm) = match (&exporter, conflict) {
-        (_, true) => (st::FALSE, reason::DEFAULT_CONFLICT, "policy is not valid".to_string()),
+    let (ready, rr, rm) = match (&exporter, conflict || invalid.is_some()) {
+        (_, true) => (
+            st::FALSE,
+            vr,
+            "policy is not valid (see the Valid condition)".to_string(),
+        ),
         (Some(x), false) if x.ready < x.desired => (
             st::FALSE,
             reason::ROLLING_OUT,

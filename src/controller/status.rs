@@ -64,7 +64,7 @@ impl Observed {
     }
 
     pub fn telemetry(&mut self, d: &Desired, nodes: &[Node], prices: &Prices) {
-        let fleet = super::pipeline::fleet(nodes);
+        let fleet = super::lookup::fleet(nodes);
         self.gpu_nodes = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
         self.estimate = cost::estimate(&d.effective, &fleet, prices, None).ok();
     }

@@ -346,12 +346,14 @@ fn finish(errors: Vec<FieldError>) -> Result<(), Invalid> {
 
 /// Validates a pipeline as admission would, plus the checks only mlobs can make.
 pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
+    // Generating the schema is the expensive part; the operator validates on every reconcile.
+    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     let object = serde_json::to_value(p).unwrap_or(Value::Null);
-    let schema = crd_schema::<MLObservabilityPipeline>();
-    let mut errors = schema_errors(&schema, &object);
+    let schema = SCHEMA.get_or_init(crd_schema::<MLObservabilityPipeline>);
+    let mut errors = schema_errors(schema, &object);
     if errors.is_empty() {
         // CEL rules assume a schema-valid object, as in the API server.
-        errors.extend(cel_errors(&schema, &object));
+        errors.extend(cel_errors(schema, &object));
     }
     let spec = &p.spec;
     if let Some(logs) = &spec.logs
@@ -440,11 +442,12 @@ fn same_set(a: &[String], b: &[String]) -> bool {
 
 /// Validates a policy as admission would, plus the checks only mlobs can make.
 pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
+    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     let object = serde_json::to_value(p).unwrap_or(Value::Null);
-    let schema = crd_schema::<GpuTelemetryPolicy>();
-    let mut errors = schema_errors(&schema, &object);
+    let schema = SCHEMA.get_or_init(crd_schema::<GpuTelemetryPolicy>);
+    let mut errors = schema_errors(schema, &object);
     if errors.is_empty() {
-        errors.extend(cel_errors(&schema, &object));
+        errors.extend(cel_errors(schema, &object));
     }
     let spec = &p.spec;
     if let Some(logs) = &spec.logs {
