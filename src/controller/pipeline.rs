@@ -20,8 +20,8 @@ use super::status::{self, AwsResult, Observed};
 use super::{Ctx, jittered};
 use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};
 use crate::aws::{Drift, Owner};
-use crate::crd::conditions::reason;
 use crate::crd::MLObservabilityPipeline;
+use crate::crd::conditions::reason;
 use crate::desired::{self, Desired};
 
 /// Finalizer that keeps a pipeline until its AWS resources are handled per deletionPolicy.
