@@ -578,3 +578,48 @@ async fn an_invalid_spec_is_reported_with_its_field_and_nothing_is_created() {
     assert!(op.fake.get::<DaemonSet>(Some(NS), "mlobs-bad").is_none());
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_conflicts_and_an_api_outage_are_survived_without_duplicates() {
+    let op = Operator::start().await;
+    // The first status write loses a race (409): the reconcile backs off and retries.
+    op.fake
+        .fail_next("PATCH", "/mlobservabilitypipelines/flaky/status", 409, 1);
+    op.create("flaky", json!({})).await;
+    op.ready("flaky").await;
+
+    // The API server goes away for a while: watches end and every request fails with 503.
+    op.fake.set_unavailable(true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    op.fake.set_unavailable(false);
+
+    // After recovery a spec change is still seen and acted on.
+    let patch = json!({"spec": {"collector": {"batch": {"sendBatchSize": 700}}}});
+    op.pipelines()
+        .patch("flaky", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("spec change");
+    op.wait("the new generation observed", |_| {
+        op.pipeline("flaky")
+            .is_some_and(|p| p.status.and_then(|s| s.observed_generation) == p.metadata.generation)
+    })
+    .await;
+    let cm = op.fake.object("v1", "configmaps", Some(NS), "mlobs-flaky").expect("cm");
+    assert!(
+        cm["data"]["config.yaml"]
+            .as_str()
+            .is_some_and(|c| c.contains("send_batch_size: 700"))
+    );
+    let owned = |plural: &str, api_version: &str| {
+        op.fake
+            .list(api_version, plural)
+            .into_iter()
+            .filter(|o| o["metadata"]["labels"]["mlobs.io/pipeline"] == "team-a.flaky")
+            .count()
+    };
+    assert_eq!(owned("configmaps", "v1"), 1);
+    assert_eq!(owned("daemonsets", "apps/v1"), 1);
+    assert_eq!(owned("serviceaccounts", "v1"), 1);
+    assert_eq!(op.log_groups().await.len(), 2, "no duplicate AWS resources");
+    op.stop().await;
+}

@@ -242,6 +242,11 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
 fn aws_due(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired) -> bool {
     let interval = Duration::from_millis(d.effective.resync_interval_ms);
     let Some(uid) = p.uid() else { return true };
+    // Status must say AWS is ready too: a status write that failed after the last ensure would
+    // otherwise leave the pipeline waiting for AWS until the resync.
+    if !Observed::new(p).aws_ready(p) {
+        return true;
+    }
     let synced = ctx.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
     match synced.get(&uid) {
         Some((fp, at)) => *fp != plan_fingerprint(p, d) || at.elapsed() >= interval,
