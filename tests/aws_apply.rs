@@ -33,6 +33,7 @@ fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
         adopt: false,
         drift: DriftPolicy::Correct,
         known_key_id: None,
+        scan_for_key: true,
     };
     (plan, opts)
 }

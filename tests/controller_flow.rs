@@ -41,7 +41,11 @@ impl Operator {
     }
 
     async fn start_with(aws: AwsClients) -> Operator {
-        let fake = ApiFake::new();
+        Operator::start_on(ApiFake::new(), aws, moto::unique("flow")).await
+    }
+
+    /// An operator on an existing API server and cluster name (a restart).
+    async fn start_on(fake: ApiFake, aws: AwsClients, cluster: String) -> Operator {
         for i in 0..2 {
             fake.put_object(
                 "v1",
@@ -50,7 +54,6 @@ impl Operator {
                     "nvidia.com/gpu.present": "true", "node.kubernetes.io/instance-type": "p4d.24xlarge"}}}),
             );
         }
-        let cluster = moto::unique("flow");
         let metrics = Metrics::new(Some(aws.calls.clone()));
         let settings = Settings {
             aws: aws.clone(),
@@ -83,13 +86,34 @@ impl Operator {
         }
     }
 
-    async fn stop(mut self) {
+    /// Stops the operator, handing back its API server for a restart.
+    async fn stop(mut self) -> ApiFake {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
         }
+        self.fake.clone()
+    }
+
+    /// KMS keys tagged for this cluster and not pending deletion.
+    async fn our_keys(&self) -> usize {
+        let mut n = 0;
+        let keys = self.aws.kms.list_keys().limit(1000).send().await.expect("list keys");
+        for k in keys.keys() {
+            let Some(id) = k.key_id() else { continue };
+            let tags = self.aws.kms.list_resource_tags().key_id(id).send().await.expect("tags");
+            let ours = tags
+                .tags()
+                .iter()
+                .any(|t| t.tag_key() == "mlobs.io/cluster" && t.tag_value() == self.cluster);
+            let meta = self.aws.kms.describe_key().key_id(id).send().await.expect("describe");
+            let pending =
+                meta.key_metadata().and_then(|m| m.key_state()).map(|s| s.as_str()) == Some("PendingDeletion");
+            n += usize::from(ours && !pending);
+        }
+        n
     }
 
     fn pipelines(&self) -> Api<MLObservabilityPipeline> {
@@ -201,6 +225,9 @@ async fn aws_is_created_before_the_collector_and_a_second_reconcile_writes_nothi
     let aws = status.aws.clone().expect("aws status");
     assert!(aws.kms_key_arn.is_some() && aws.role_arn.is_some());
     assert_eq!(aws.log_group_arns.len(), 2);
+    assert!(aws.kms_key_create_started.is_some(), "marker written before CreateKey");
+    // A first create never scans the account's keys (no create was interrupted).
+    assert_eq!(op.aws.calls.of("ListKeys"), 0, "{:?}", op.aws.calls.snapshot());
     let telemetry = status.telemetry.clone().expect("telemetry");
     assert_eq!(telemetry.gpu_nodes, 2);
     assert!(telemetry.total_series > 0 && telemetry.estimated_monthly_cost_usd > 0.0);
@@ -621,5 +648,22 @@ async fn status_conflicts_and_an_api_outage_are_survived_without_duplicates() {
     assert_eq!(owned("daemonsets", "apps/v1"), 1);
     assert_eq!(owned("serviceaccounts", "v1"), 1);
     assert_eq!(op.log_groups().await.len(), 2, "no duplicate AWS resources");
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_an_interrupted_key_create_finds_the_key_instead_of_creating_another() {
+    // CreateKey succeeds, then every mutating call fails: the operator "dies" mid-create.
+    let (crashing, crash) = faults::crashing_clients(1).await;
+    let op = Operator::start_with(crashing).await;
+    op.create("crash", json!({})).await;
+    op.wait_condition("crash", "KmsKeyReady", "False").await;
+    assert!(crash.crashed());
+    let cluster = op.cluster.clone();
+    let fake = op.stop().await;
+
+    let op = Operator::start_on(fake, moto::clients().await, cluster).await;
+    op.ready("crash").await;
+    assert_eq!(op.our_keys().await, 1, "exactly one key after the restart");
     op.stop().await;
 }

@@ -15,6 +15,9 @@ pub struct ApplyOptions {
     pub drift: DriftPolicy,
     /// The key id recorded in status after an earlier CreateKey (crash safety).
     pub known_key_id: Option<String>,
+    /// Whether a key of ours may exist that neither its alias nor `known_key_id` finds (a create
+    /// was started and may have crashed): only then are the account's keys scanned for our tags.
+    pub scan_for_key: bool,
 }
 
 /// What the AWS side looks like after an ensure.
@@ -78,7 +81,16 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
     };
 
     if let Some(k) = &plan.kms {
-        match kms::ensure(c, k, &opts.owner, opts.known_key_id.as_deref(), opts.drift).await {
+        match kms::ensure_with(
+            c,
+            k,
+            &opts.owner,
+            opts.known_key_id.as_deref(),
+            opts.drift,
+            opts.scan_for_key,
+        )
+        .await
+        {
             Ok((key, drift)) => {
                 out.kms_key_id = Some(key.key_id);
                 out.kms_key_arn = Some(key.key_arn);

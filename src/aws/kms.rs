@@ -70,6 +70,20 @@ pub async fn ensure(
     known_key_id: Option<&str>,
     drift: DriftPolicy,
 ) -> Result<(KmsKey, Vec<Drift>), AwsError> {
+    ensure_with(c, plan, owner, known_key_id, drift, true).await
+}
+
+/// [`ensure`], where `scan` says whether a key may exist that neither alias nor recorded id finds
+/// (a create that crashed before both were written). The tag scan reads every key's tags in the
+/// account, so the controller asks for it only when its status says a create was started.
+pub async fn ensure_with(
+    c: &AwsClients,
+    plan: &KmsKeyPlan,
+    owner: &Owner,
+    known_key_id: Option<&str>,
+    drift: DriftPolicy,
+    scan: bool,
+) -> Result<(KmsKey, Vec<Drift>), AwsError> {
     let want = match plan {
         KmsKeyPlan::Existing { key_arn, .. } => return ensure_existing(c, key_arn).await,
         KmsKeyPlan::Create {
@@ -87,7 +101,7 @@ pub async fn ensure(
             policy,
         },
     };
-    match find(c, want.alias, owner, known_key_id).await? {
+    match find(c, want.alias, owner, known_key_id, scan).await? {
         Lookup::Absent => Ok((create(c, &want).await?, Vec::new())),
         Lookup::Foreign => Err(AwsError::NameConflict {
             resource: resource(want.alias),
@@ -113,7 +127,7 @@ pub async fn delete(
     else {
         return Ok(());
     };
-    let Lookup::Ours(found) = find(c, alias, owner, known_key_id).await? else {
+    let Lookup::Ours(found) = find(c, alias, owner, known_key_id, true).await? else {
         return Ok(());
     };
     if !owns(owner, &found.tags) {
@@ -236,7 +250,7 @@ async fn key_tags(c: &AwsClients, key_id: &str) -> Result<Tags, AwsError> {
 
 /// Alias, then the id the controller recorded after CreateKey, then a scan for our tags: the
 /// scan is what finds a key whose create crashed before its alias and before status was written.
-async fn find(c: &AwsClients, alias: &str, owner: &Owner, known: Option<&str>) -> Result<Lookup, AwsError> {
+async fn find(c: &AwsClients, alias: &str, owner: &Owner, known: Option<&str>, scan: bool) -> Result<Lookup, AwsError> {
     if let Some(meta) = describe(c, alias).await? {
         let tags = key_tags(c, &meta.id).await?;
         let recorded = known.is_some_and(|k| k == meta.id || k == meta.arn);
@@ -261,6 +275,9 @@ async fn find(c: &AwsClients, alias: &str, owner: &Owner, known: Option<&str>) -
                 has_alias: false,
             }));
         }
+    }
+    if !scan {
+        return Ok(Lookup::Absent);
     }
     Ok(match tag_scan(c, owner).await? {
         Some((meta, tags)) => Lookup::Ours(Found {

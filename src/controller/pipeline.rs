@@ -22,6 +22,7 @@ use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};
 use crate::aws::{Drift, Owner};
 use crate::crd::MLObservabilityPipeline;
 use crate::crd::conditions::reason;
+use crate::desired::aws_plan::KmsKeyPlan;
 use crate::desired::{self, Desired};
 
 /// Finalizer that keeps a pipeline until its AWS resources are handled per deletionPolicy.
@@ -172,16 +173,22 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     // apply: AWS first, in dependency order
     let due = aws_due(p, ctx, &d);
     if due {
+        let recorded = p.status.as_ref().and_then(|s| s.aws.clone()).unwrap_or_default();
+        let known_key_id = recorded.kms_key_arn.as_deref().and_then(key_id_of);
+        let scan_for_key = recorded.kms_key_create_started.is_some();
+        if matches!(d.aws.kms, Some(KmsKeyPlan::Create { .. })) && known_key_id.is_none() && !scan_for_key {
+            // Recorded before CreateKey: after a crash between CreateKey and the status write, the
+            // next reconcile knows to look for the key by its tags instead of creating another.
+            let patch = json!({"status": {"aws": {"kmsKeyCreateStarted": super::now().0.to_string()}}});
+            api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
         let opts = ApplyOptions {
             owner: owner(&d),
             adopt: adopt(p, &d),
             drift: d.effective.drift_policy,
-            known_key_id: p
-                .status
-                .as_ref()
-                .and_then(|s| s.aws.as_ref())
-                .and_then(|a| a.kms_key_arn.as_deref())
-                .and_then(key_id_of),
+            known_key_id,
+            scan_for_key,
         };
         match ensure_all(&ctx.aws, &d.aws, &opts).await {
             Ok(out) => {

@@ -152,11 +152,14 @@ impl Observed {
         ];
         match &self.aws {
             Some(AwsResult::Ok { out, .. }) => {
+                let started = s.aws.as_ref().and_then(|a| a.kms_key_create_started.clone());
                 s.aws = Some(AwsStatus {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
+                    // Kept as written: the API server keeps it too (status is merge-patched).
+                    kms_key_create_started: started,
                 });
                 let key = out.kms_key_arn.as_deref().unwrap_or("CloudWatch default encryption");
                 set(&mut s, ty::KMS_KEY_READY, st::TRUE, reason::RECONCILED, key.to_string());

@@ -494,6 +494,11 @@ pub struct AwsStatus {
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association_id: Option<String>,
+    /// When mlobs started creating the KMS key (written before CreateKey). While no kmsKeyArn is
+    /// recorded, it tells mlobs that a key may exist from an interrupted create, to be found by its
+    /// ownership tags instead of created twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_create_started: Option<String>,
 }
 
 /// Collector rollout.
