@@ -24,6 +24,7 @@ lint: venv crds-check build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	bash scripts/validate-manifests.sh
+	bash scripts/validate-chart.sh
 
 fmt:
 	$(CARGO) fmt --all
@@ -54,5 +55,6 @@ e2e: build
 	bash e2e/run.sh
 
 ## Benchmarks (performance goals live here, never in timed tests).
-bench:
+bench: venv
 	$(CARGO) bench --bench plan
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) bench --bench scale
