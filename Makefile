@@ -32,6 +32,8 @@ fmt:
 ## Regenerate crds/*.yaml from the API types.
 crds:
 	$(CARGO) run --quiet --bin crdgen -- crds
+	cp crds/*.yaml charts/mlobs-operator/crds/
+	cp crds/*.yaml config/crd/
 
 ## Fails when crds/ is stale.
 crds-check:
