@@ -34,6 +34,7 @@ fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
         drift: DriftPolicy::Correct,
         known_key_id: None,
         scan_for_key: true,
+        log_group_snapshot: None,
     };
     (plan, opts)
 }

@@ -18,6 +18,9 @@ pub struct ApplyOptions {
     /// Whether a key of ours may exist that neither its alias nor `known_key_id` finds (a create
     /// was started and may have crashed): only then are the account's keys scanned for our tags.
     pub scan_for_key: bool,
+    /// Log groups observed for many pipelines at once (resync), read instead of describing
+    /// this pipeline's groups one call at a time.
+    pub log_group_snapshot: Option<std::sync::Arc<std::collections::BTreeMap<String, logs::ObservedGroup>>>,
 }
 
 /// What the AWS side looks like after an ensure.
@@ -99,13 +102,14 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => return Err(fail(Step::KmsKey, e, &out)),
         }
     }
-    match logs::ensure(
+    match logs::ensure_with(
         c,
         &plan.log_groups,
         out.kms_key_arn.as_deref(),
         &opts.owner,
         opts.adopt,
         opts.drift,
+        opts.log_group_snapshot.as_deref(),
     )
     .await
     {

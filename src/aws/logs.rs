@@ -130,6 +130,20 @@ pub async fn ensure(
     adopt: bool,
     drift: DriftPolicy,
 ) -> Result<(Vec<String>, Vec<Drift>), AwsError> {
+    ensure_with(c, groups, key_arn, owner, adopt, drift, None).await
+}
+
+/// [`ensure`], reading the groups from `snapshot` (one `observe_many` shared by many pipelines in
+/// a resync) when it holds all of them; any group missing from it is described afresh.
+pub async fn ensure_with(
+    c: &AwsClients,
+    groups: &[LogGroupPlan],
+    key_arn: Option<&str>,
+    owner: &Owner,
+    adopt: bool,
+    drift: DriftPolicy,
+    snapshot: Option<&BTreeMap<String, ObservedGroup>>,
+) -> Result<(Vec<String>, Vec<Drift>), AwsError> {
     for g in groups {
         if matches!(g.kms_key, Some(KmsRef::Created { .. })) && key_arn.is_none() {
             // Creating it without the key would leave it unencrypted until a later AssociateKmsKey.
@@ -141,7 +155,13 @@ pub async fn ensure(
             });
         }
     }
-    let observed = observe(c, groups).await?;
+    let observed = match snapshot {
+        Some(snap) if groups.iter().all(|g| snap.contains_key(&g.name)) => groups
+            .iter()
+            .filter_map(|g| snap.get(&g.name).map(|o| (g.name.clone(), o.clone())))
+            .collect(),
+        _ => observe(c, groups).await?,
+    };
     let mut tags_of = BTreeMap::new();
     for g in groups {
         if let Some(o) = observed.get(&g.name) {

@@ -55,7 +55,19 @@ pub struct Ctx {
     pub aws_synced: Mutex<HashMap<String, (String, Instant)>>,
     /// Object uid → consecutive retryable failures, for per-object exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The cluster's log groups, observed at once for a resync of many pipelines.
+    pub log_groups: tokio::sync::Mutex<Option<LogGroupSnapshot>>,
 }
+
+/// Log groups under one prefix, as one paged DescribeLogGroups saw them.
+pub struct LogGroupSnapshot {
+    pub prefix: String,
+    pub taken: Instant,
+    pub groups: Arc<BTreeMap<String, crate::aws::logs::ObservedGroup>>,
+}
+
+/// How long a log group snapshot serves resyncs before it is taken again.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(30);
 
 impl Ctx {
     /// Publishes an event; failures are logged, never fatal (events are best effort).
@@ -101,6 +113,34 @@ impl Ctx {
             let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
             m.remove(uid);
         }
+    }
+
+    /// The log groups under `prefix`, from a snapshot at most [`SNAPSHOT_TTL`] old: N pipelines
+    /// resyncing together cost N/50 DescribeLogGroups pages instead of N calls. `None` when the
+    /// snapshot cannot be taken (the caller then describes its own groups).
+    pub async fn log_group_snapshot(
+        &self,
+        prefix: &str,
+    ) -> Option<Arc<BTreeMap<String, crate::aws::logs::ObservedGroup>>> {
+        let mut cached = self.log_groups.lock().await;
+        if let Some(s) = cached.as_ref()
+            && s.prefix == prefix
+            && s.taken.elapsed() < SNAPSHOT_TTL
+        {
+            return Some(s.groups.clone());
+        }
+        let groups = Arc::new(crate::aws::logs::observe_many(&self.aws, prefix).await.ok()?);
+        *cached = Some(LogGroupSnapshot {
+            prefix: prefix.to_string(),
+            taken: Instant::now(),
+            groups: groups.clone(),
+        });
+        Some(groups)
+    }
+
+    /// Drops the snapshot after mlobs changed a log group, so nobody reads the old state.
+    pub async fn invalidate_log_groups(&self) {
+        *self.log_groups.lock().await = None;
     }
 
     fn forget(&self, p: &MLObservabilityPipeline) {
@@ -238,6 +278,7 @@ pub async fn run_controllers(
         policies: gc.store(),
         aws_synced: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        log_groups: tokio::sync::Mutex::new(None),
     });
 
     let pipes = ctx.pipelines.clone();

@@ -183,15 +183,27 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
             api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
+        // A resync (AWS already ready) reads the cluster's log groups from a shared snapshot.
+        let prefix = format!("/aws/eks/{}/", d.effective.cluster_name);
+        let snapshot = if Observed::new(p).aws_ready(p) && d.aws.log_groups.iter().all(|g| g.name.starts_with(&prefix))
+        {
+            ctx.log_group_snapshot(&prefix).await
+        } else {
+            None
+        };
         let opts = ApplyOptions {
             owner: owner(&d),
             adopt: adopt(p, &d),
             drift: d.effective.drift_policy,
             known_key_id,
             scan_for_key,
+            log_group_snapshot: snapshot,
         };
         match ensure_all(&ctx.aws, &d.aws, &opts).await {
             Ok(out) => {
+                if out.drift.iter().any(|x| x.corrected) || !Observed::new(p).aws_ready(p) {
+                    ctx.invalidate_log_groups().await;
+                }
                 let ready = out.ready(&d.aws);
                 ctx.metrics.drift("aws", "found", out.drift.len() as u64);
                 ctx.metrics.drift(

@@ -102,6 +102,8 @@ struct State {
     requests: Vec<RecordedRequest>,
     faults: Vec<Fault>,
     unavailable: bool,
+    /// Bodies of recorded requests are dropped when set (the scale bench measures memory).
+    drop_bodies: bool,
 }
 
 /// The fake API server. Cheap to clone; all clones share state.
@@ -271,6 +273,11 @@ impl ApiFake {
         st.compacted = st.rv;
     }
 
+    /// Stops keeping request bodies (method, path and query are still recorded).
+    pub fn drop_request_bodies(&self) {
+        self.lock().drop_bodies = true;
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
     }
@@ -333,7 +340,7 @@ impl ApiFake {
                 path: path.clone(),
                 query: query.clone(),
                 content_type: content_type.clone(),
-                body: parsed.clone(),
+                body: if st.drop_bodies { Value::Null } else { parsed.clone() },
             });
             if st.unavailable {
                 return respond(Err(err(503, "the fake apiserver is unavailable")));
