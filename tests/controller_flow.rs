@@ -786,3 +786,37 @@ async fn every_request_the_operator_makes_is_allowed_by_its_shipped_rbac() {
     println!("requests covered by RBAC: {seen:?}");
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_of_many_pipelines_reads_log_groups_in_pages_not_one_call_each() {
+    let op = Operator::start().await;
+    let n = 8;
+    for i in 0..n {
+        op.create(&format!("r{i}"), json!({})).await;
+    }
+    for i in 0..n {
+        op.ready(&format!("r{i}")).await;
+    }
+    op.aws.calls.reset();
+    for i in 0..n {
+        request_reconcile(&op, &format!("r{i}"), 7).await;
+    }
+    // Every pipeline's AWS side is looked at again: its role is read once per ensure.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while op.aws.calls.of("GetRole") < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "resync did not happen: {:?}",
+            op.aws.calls.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pages = op.aws.calls.of("DescribeLogGroups");
+    println!(
+        "resync of {n} pipelines: {pages} DescribeLogGroups calls, {:?}",
+        op.aws.calls.snapshot()
+    );
+    assert!(pages <= n / 50 + 3, "{pages} DescribeLogGroups calls for {n} pipelines");
+    assert_eq!(op.aws.calls.mutating(), 0, "an unchanged resync changes nothing in AWS");
+    op.stop().await;
+}

@@ -335,12 +335,13 @@ impl ApiFake {
         let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         {
             let mut st = self.lock();
+            let recorded_body = if st.drop_bodies { Value::Null } else { parsed.clone() };
             st.requests.push(RecordedRequest {
                 method: method.to_string(),
                 path: path.clone(),
                 query: query.clone(),
                 content_type: content_type.clone(),
-                body: if st.drop_bodies { Value::Null } else { parsed.clone() },
+                body: recorded_body,
             });
             if st.unavailable {
                 return respond(Err(err(503, "the fake apiserver is unavailable")));
