@@ -25,6 +25,7 @@ lint: venv crds-check build
 	$(CARGO) clippy --all-targets -- -D warnings
 	bash scripts/validate-manifests.sh
 	bash scripts/validate-chart.sh
+	bash scripts/lint-iam.sh
 
 fmt:
 	$(CARGO) fmt --all

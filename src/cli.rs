@@ -39,8 +39,9 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct InputArgs {
     /// YAML file with one or more MLObservabilityPipelines (and optionally GpuTelemetryPolicies).
-    #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
+    // An Option only so that `plan --operator-policy` can go without it; required everywhere else.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub file: Option<PathBuf>,
     /// YAML file with the GpuTelemetryPolicy (or policies) that govern the pipelines.
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -50,9 +51,10 @@ pub struct InputArgs {
     /// AWS region for pipelines that set no spec.region.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
-    /// AWS account id used in ARNs (offline there is no STS to ask).
-    #[arg(long, default_value = "123456789012")]
-    pub account_id: String,
+    /// AWS account id used in ARNs (offline there is no STS to ask) [default: 123456789012;
+    /// --operator-policy requires it].
+    #[arg(long)]
+    pub account_id: Option<String>,
     /// AWS partition (aws, aws-cn, aws-us-gov).
     #[arg(long, default_value = "aws")]
     pub partition: String,
@@ -61,8 +63,12 @@ pub struct InputArgs {
     pub operator_namespace: String,
 }
 
-/// Fleet and price assumptions for `plan`.
+/// The account id ARNs use offline when `--account-id` is not given.
+pub const OFFLINE_ACCOUNT_ID: &str = "123456789012";
+
+/// Fleet and price assumptions for `plan`, or the operator's own IAM policy.
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("file", |a| a.required(false).required_unless_present("operator_policy")))]
 pub struct PlanArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -87,6 +93,28 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Print the least-privilege IAM policy the operator itself needs, as JSON, instead of a
+    /// pipeline's plan (no -f needed). Scoped by --account-id (required), --region (required),
+    /// --partition, --cluster-name (default: every cluster) and the flags below.
+    #[arg(long)]
+    pub operator_policy: bool,
+    /// With --operator-policy: log group names the operator may create and manage start with this.
+    #[arg(long, default_value = "/aws/eks/", requires = "operator_policy")]
+    pub log_group_prefix: String,
+    /// With --operator-policy: collector role names start with this.
+    #[arg(long, default_value = "mlobs-", requires = "operator_policy")]
+    pub role_name_prefix: String,
+    /// With --operator-policy: IAM path of the collector roles (mlobs creates them at /).
+    #[arg(long, default_value = "/", requires = "operator_policy")]
+    pub role_path: String,
+    /// With --operator-policy: KMS aliases of created keys start with this.
+    #[arg(long, default_value = "alias/mlobs/", requires = "operator_policy")]
+    pub kms_alias_prefix: String,
+    /// With --operator-policy: the permissions boundary every collector role must carry (the
+    /// GpuTelemetryPolicy's identity.permissionsBoundaryArn). Strongly recommended: without it,
+    /// whoever controls the operator can grant a collector role any permission.
+    #[arg(long, requires = "operator_policy")]
+    pub permissions_boundary_arn: Option<String>,
 }
 
 /// `plan` output formats.

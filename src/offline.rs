@@ -3,7 +3,10 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{EXIT_INVALID_INPUT, EXIT_POLICY_VIOLATION, InputArgs, Output, PlanArgs};
+use std::path::Path;
+
+use crate::aws::operator_policy::{OperatorPolicyOptions, operator_policy};
+use crate::cli::{EXIT_INVALID_INPUT, EXIT_POLICY_VIOLATION, InputArgs, OFFLINE_ACCOUNT_ID, Output, PlanArgs};
 use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
 use crate::desired::cost::{self, Fleet, Prices};
 use crate::desired::{self, Context, Desired};
@@ -16,8 +19,8 @@ struct Inputs {
     policies: Vec<GpuTelemetryPolicy>,
 }
 
-fn load(args: &InputArgs) -> Result<Inputs, InputError> {
-    let mut docs = input::load_file(&args.file)?;
+fn load(args: &InputArgs, file: &Path) -> Result<Inputs, InputError> {
+    let mut docs = input::load_file(file)?;
     if let Some(p) = &args.policy {
         docs.extend(input::load_file(p)?);
     }
@@ -38,7 +41,7 @@ fn context(args: &InputArgs) -> Context {
     Context {
         cluster_name: args.cluster_name.clone(),
         region: args.region.clone(),
-        account_id: args.account_id.clone(),
+        account_id: args.account_id.clone().unwrap_or_else(|| OFFLINE_ACCOUNT_ID.into()),
         partition: args.partition.clone(),
         operator_namespace: args.operator_namespace.clone(),
     }
@@ -80,11 +83,16 @@ fn pipeline_name(p: &MLObservabilityPipeline) -> String {
 
 /// Builds every pipeline; on failure prints why and returns the exit code.
 fn build_all(args: &InputArgs) -> Result<(Inputs, Vec<Desired>), ExitCode> {
-    let inputs = load(args).map_err(|e| {
+    // clap requires -f for render and for plan without --operator-policy.
+    let Some(path) = args.file.as_deref() else {
+        eprintln!("error: -f/--file is required");
+        return Err(ExitCode::from(EXIT_INVALID_INPUT));
+    };
+    let inputs = load(args, path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_INVALID_INPUT)
     })?;
-    let file = args.file.display();
+    let file = path.display();
     if inputs.pipelines.is_empty() {
         eprintln!("error: {file}: no MLObservabilityPipeline found");
         return Err(ExitCode::from(EXIT_INVALID_INPUT));
@@ -180,8 +188,59 @@ pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport
         .collect()
 }
 
+/// The operator-policy options `plan --operator-policy` was given.
+pub fn operator_policy_options(args: &PlanArgs) -> Result<OperatorPolicyOptions, String> {
+    let i = &args.input;
+    let account = i
+        .account_id
+        .clone()
+        .ok_or("--operator-policy needs --account-id: the policy names the account's resources")?;
+    let region = i
+        .region
+        .clone()
+        .ok_or("--operator-policy needs --region (or AWS_REGION)")?;
+    let opts = OperatorPolicyOptions {
+        partition: i.partition.clone(),
+        log_group_prefix: args.log_group_prefix.clone(),
+        role_name_prefix: args.role_name_prefix.clone(),
+        role_path: args.role_path.clone(),
+        kms_alias_prefix: args.kms_alias_prefix.clone(),
+        permissions_boundary_arn: args.permissions_boundary_arn.clone(),
+        cluster_name: i.cluster_name.clone(),
+        ..OperatorPolicyOptions::new(account, region)
+    };
+    match opts.problems().as_slice() {
+        [] => Ok(opts),
+        problems => Err(problems.join("; ")),
+    }
+}
+
+/// `mlobs plan --operator-policy`: the policy JSON on stdout.
+fn print_operator_policy(args: &PlanArgs) -> ExitCode {
+    let opts = match operator_policy_options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    match serde_json::to_string_pretty(&operator_policy(&opts)) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `mlobs plan`.
 pub fn plan(args: &PlanArgs) -> ExitCode {
+    if args.operator_policy {
+        return print_operator_policy(args);
+    }
     let (_, built) = match build_all(&args.input) {
         Ok(x) => x,
         Err(code) => return code,

@@ -763,18 +763,9 @@ async fn every_request_the_operator_makes_is_allowed_by_its_shipped_rbac() {
             panic!("unrecognised request {} {}", r.method, r.path);
         };
         let allowed = rules.iter().any(|rule| {
-            rule.api_groups
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .any(|g| *g == group)
-                && rule
-                    .resources
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|x| *x == resource)
-                && rule.verbs.iter().any(|v| *v == verb)
+            rule.api_groups.as_deref().unwrap_or_default().contains(&group)
+                && rule.resources.as_deref().unwrap_or_default().contains(&resource)
+                && rule.verbs.contains(&verb)
         });
         assert!(
             allowed,

@@ -185,6 +185,32 @@ async fn reconcile(
         }
     };
 
+    // The boundary first: an operator policy conditioned on iam:PermissionsBoundary refuses
+    // PutRolePolicy on a role whose boundary is missing.
+    let boundary = role.permissions_boundary().and_then(|b| b.permissions_boundary_arn());
+    match (w.boundary, boundary) {
+        (Some(want), have) if have != Some(want) => {
+            if correct {
+                c.iam
+                    .put_role_permissions_boundary()
+                    .role_name(w.name)
+                    .permissions_boundary(want)
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutRolePermissionsBoundary", &resource, e))?;
+            }
+            note(
+                "permissionsBoundary",
+                want.into(),
+                have.unwrap_or(ABSENT).into(),
+                correct,
+            );
+        }
+        // Removing a boundary someone else set would widen the role: report it, never undo it.
+        (None, Some(have)) => note("permissionsBoundary", ABSENT.into(), have.into(), false),
+        _ => {}
+    }
+
     let trust = role.assume_role_policy_document().map(decode_policy);
     if let Some(actual) = differs(w.trust, trust.as_ref()) {
         if correct {
@@ -210,30 +236,6 @@ async fn reconcile(
             actual,
             correct,
         );
-    }
-
-    let boundary = role.permissions_boundary().and_then(|b| b.permissions_boundary_arn());
-    match (w.boundary, boundary) {
-        (Some(want), have) if have != Some(want) => {
-            if correct {
-                c.iam
-                    .put_role_permissions_boundary()
-                    .role_name(w.name)
-                    .permissions_boundary(want)
-                    .send()
-                    .await
-                    .map_err(|e| classify("PutRolePermissionsBoundary", &resource, e))?;
-            }
-            note(
-                "permissionsBoundary",
-                want.into(),
-                have.unwrap_or(ABSENT).into(),
-                correct,
-            );
-        }
-        // Removing a boundary someone else set would widen the role: report it, never undo it.
-        (None, Some(have)) => note("permissionsBoundary", ABSENT.into(), have.into(), false),
-        _ => {}
     }
 
     let missing: BTreeMap<String, String> = w

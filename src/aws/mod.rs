@@ -12,6 +12,7 @@ pub mod error;
 pub mod iam;
 pub mod kms;
 pub mod logs;
+pub mod operator_policy;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::interceptors::Intercept;

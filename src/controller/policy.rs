@@ -173,7 +173,11 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
             "uses an existing DCGM exporter (External)".to_string(),
         ),
     };
-    conditions::upsert(&mut s.conditions, conditions::condition(ty::READY, ready, rr, rm, g, t));
+    conditions::upsert(
+        &mut s.conditions,
+        conditions::condition(ty::READY, ready, rr, rm, g, t.clone()),
+    );
+    conditions::set_kstatus(&mut s.conditions, g, t);
     if s != old {
         let api: Api<GpuTelemetryPolicy> = Api::all(ctx.client.clone());
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": s})))

@@ -314,6 +314,7 @@ impl Observed {
                 format!("{}: {}", c.type_, c.message),
             ),
         }
+        conditions::set_kstatus(&mut s.conditions, g, now.clone());
         s.conditions
             .sort_by_key(|c| ty::ALL.iter().position(|t| *t == c.type_).unwrap_or(usize::MAX));
         s

@@ -178,3 +178,31 @@ fn a_violation_blocks_readiness_and_names_the_rule() {
     assert!(c.message.contains("metrics.allowed"));
     assert_eq!(cond(&s, ty::READY).reason, reason::POLICY_VIOLATION);
 }
+
+#[test]
+fn kstatus_conditions_follow_ready_stalled_when_terminal_reconciling_otherwise() {
+    let p = pipeline(None);
+    let rolling =
+        observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 3))).into_status(&p, &Default::default(), at(1));
+    assert_eq!(cond(&rolling, "Reconciling").status, st::TRUE);
+    assert_eq!(cond(&rolling, "Stalled").status, st::FALSE);
+
+    let e = StepError {
+        step: Step::IamRole,
+        error: AwsError::AccessDenied {
+            operation: "CreateRole".into(),
+            resource: "iamRole:r".into(),
+            code: "AccessDenied".into(),
+            message: "no".into(),
+        },
+        partial: Box::default(),
+    };
+    let denied = observe(&p, Some(AwsResult::Failed(Box::new(e))), None).into_status(&p, &Default::default(), at(1));
+    assert_eq!(cond(&denied, "Stalled").status, st::TRUE);
+    assert_eq!(cond(&denied, "Stalled").reason, "AccessDenied");
+    assert_eq!(cond(&denied, "Reconciling").status, st::FALSE);
+
+    let ready = observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 4))).into_status(&p, &Default::default(), at(1));
+    assert_eq!(cond(&ready, "Reconciling").status, st::FALSE);
+    assert_eq!(cond(&ready, "Stalled").status, st::FALSE);
+}

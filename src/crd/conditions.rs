@@ -14,7 +14,7 @@ pub mod pipeline {
     pub const POLICY_COMPLIANT: &str = "PolicyCompliant";
     pub const DRIFTED: &str = "Drifted";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 9] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
@@ -22,7 +22,64 @@ pub mod pipeline {
         COLLECTOR_READY,
         POLICY_COMPLIANT,
         DRIFTED,
+        super::RECONCILING,
+        super::STALLED,
     ];
+}
+
+/// kstatus (Flux, kpt, cli-utils) reads these, not `Ready`: `Reconciling=True` while the object
+/// is on its way to Ready, `Stalled=True` when it cannot get there without a change.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Ready reasons that need a change (spec, policy, AWS permissions) before a retry can succeed.
+/// The Argo CD health scripts under config/argocd list the same reasons (tests/health.rs).
+pub const TERMINAL_REASONS: [&str; 14] = [
+    "InvalidSpec",
+    "NameTooLong",
+    "InvalidName",
+    "TooManyTags",
+    "InvalidAwsPlan",
+    "PolicyViolation",
+    "PolicyNotFound",
+    "DefaultConflict",
+    "BudgetExceeded",
+    "NameConflict",
+    "AccessDenied",
+    "AwsError",
+    "AwsResourceMissing",
+    "CleanupFailed",
+];
+
+/// Whether a Ready=False reason is terminal (see [`TERMINAL_REASONS`]).
+pub fn is_terminal(reason: &str) -> bool {
+    TERMINAL_REASONS.contains(&reason)
+}
+
+/// Sets `Reconciling` and `Stalled` from the `Ready` condition, for kstatus.
+pub fn set_kstatus(conditions: &mut Vec<Condition>, generation: Option<i64>, now: Time) -> bool {
+    let Some(ready) = find(conditions, pipeline::READY).cloned() else {
+        return false;
+    };
+    let (reconciling, stalled) = match ready.status.as_str() {
+        status::TRUE => (false, false),
+        status::FALSE if is_terminal(&ready.reason) => (false, true),
+        _ => (true, false),
+    };
+    let mut changed = false;
+    for (t, on) in [(RECONCILING, reconciling), (STALLED, stalled)] {
+        let (st, reason, message) = if on {
+            (status::TRUE, ready.reason.as_str(), ready.message.clone())
+        } else {
+            (
+                status::FALSE,
+                reason::RECONCILED,
+                format!("see the Ready condition ({})", ready.reason),
+            )
+        };
+        changed |= upsert(conditions, condition(t, st, reason, message, generation, now.clone()));
+    }
+    changed
 }
 
 /// Condition types of a GpuTelemetryPolicy.

@@ -1,0 +1,354 @@
+//! The operator's IAM policy grants exactly the AWS operations the AWS layer calls: the call list
+//! is read from the source (`src/aws/*.rs`, and the rest of `src/` in case), so a new SDK call without its permission (or a
+//! permission left behind by a removed call) fails here, not in a customer's account.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use mlobs::aws::operator_policy::{IMPLIED_ACTIONS, OperatorPolicyOptions, RESOURCE_STAR_ACTIONS, operator_policy};
+use serde_json::Value;
+
+/// SDK clients of `AwsClients` and the IAM service prefix of each.
+const CLIENTS: [(&str, &str); 5] = [
+    ("kms", "kms"),
+    ("logs", "logs"),
+    ("iam", "iam"),
+    ("eks", "eks"),
+    ("sts", "sts"),
+];
+
+/// Operations AWS allows every caller, so no policy names them: `mlobs run` asks STS for its
+/// account (controller/run.rs) unless `--account-id` is given.
+const NEEDS_NO_PERMISSION: [&str; 1] = ["sts:GetCallerIdentity"];
+
+fn camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `c.kms.create_key()…send()` (chains may break across lines) → `kms:CreateKey`. The AWS layer
+/// is src/aws, but all of src/ is read so that a call made from elsewhere is not missed. Only
+/// chains that reach `.send()` are operations (`plan.kms.is_none()` is not).
+fn called_actions() -> BTreeSet<String> {
+    let mut files = Vec::new();
+    sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    assert!(
+        files
+            .iter()
+            .filter(|f| f.parent().is_some_and(|d| d.ends_with("src/aws")))
+            .count()
+            >= 4,
+        "src/aws has kms.rs, logs.rs, iam.rs and eks.rs"
+    );
+    let call = regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
+    let mut out = BTreeSet::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for c in call.captures_iter(&text) {
+            let rest = &text[c.get(0).unwrap().end()..];
+            let chain = &rest[..rest.find(';').unwrap_or(rest.len())];
+            if !chain.contains(".send()") {
+                continue;
+            }
+            if let Some((_, prefix)) = CLIENTS.iter().find(|(client, _)| *client == &c[1]) {
+                out.insert(format!("{prefix}:{}", camel(&c[2])));
+            }
+        }
+    }
+    out
+}
+
+fn opts() -> OperatorPolicyOptions {
+    OperatorPolicyOptions::new("123456789012", "us-east-1")
+}
+
+fn statements(policy: &Value) -> Vec<Value> {
+    policy["Statement"].as_array().cloned().unwrap_or_default()
+}
+
+fn list(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        _ => vec![],
+    }
+}
+
+fn policy_actions(policy: &Value) -> BTreeSet<String> {
+    statements(policy).iter().flat_map(|s| list(&s["Action"])).collect()
+}
+
+#[test]
+fn the_call_scan_sees_the_aws_layer() {
+    let called = called_actions();
+    // Spot checks in each service, including chains split over lines (`c\n.kms\n.create_key()`).
+    for a in [
+        "kms:CreateKey",
+        "kms:ListKeys",
+        "logs:PutRetentionPolicy",
+        "logs:DescribeLogGroups",
+        "iam:PutRolePermissionsBoundary",
+        "eks:CreatePodIdentityAssociation",
+    ] {
+        assert!(called.contains(a), "{a} not found in src/aws: {called:?}");
+    }
+    assert!(called.contains("sts:GetCallerIdentity"), "the scan reads all of src/");
+}
+
+#[test]
+fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
+    let mut called = called_actions();
+    called.retain(|a| !NEEDS_NO_PERMISSION.contains(&a.as_str()));
+    let granted = policy_actions(&operator_policy(&opts()));
+    let implied: BTreeSet<String> = IMPLIED_ACTIONS.iter().map(|s| s.to_string()).collect();
+    let missing: Vec<&String> = called.difference(&granted).collect();
+    let extra: Vec<&String> = granted.difference(&called).filter(|a| !implied.contains(*a)).collect();
+    assert!(
+        missing.is_empty(),
+        "called but not allowed (add to operator_policy.rs): {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "allowed but never called (remove from operator_policy.rs): {extra:?}"
+    );
+    // The documented exceptions are real: PassRole (pod identity) is granted and never called.
+    assert_eq!(IMPLIED_ACTIONS, ["iam:PassRole"]);
+    for a in &implied {
+        assert!(granted.contains(a) && !called.contains(a), "{a}");
+    }
+    assert!(
+        called.contains("eks:CreatePodIdentityAssociation"),
+        "PassRole exists for this call"
+    );
+}
+
+#[test]
+fn no_wildcard_actions_and_no_not_elements() {
+    for s in statements(&operator_policy(&opts())) {
+        let obj = s.as_object().unwrap();
+        for k in ["NotAction", "NotResource", "NotPrincipal", "Principal"] {
+            assert!(!obj.contains_key(k), "{k} in {s}");
+        }
+        assert_eq!(s["Effect"], "Allow");
+        for a in list(&s["Action"]) {
+            assert!(!a.contains('*') && !a.contains('?'), "wildcard action {a}");
+        }
+    }
+}
+
+#[test]
+fn resource_star_only_for_actions_that_have_no_resource_type() {
+    let star: BTreeSet<&str> = RESOURCE_STAR_ACTIONS.into_iter().collect();
+    // The Service Authorization Reference lists no resource type for exactly these.
+    assert_eq!(
+        star,
+        BTreeSet::from(["kms:CreateKey", "kms:ListKeys", "logs:DescribeLogGroups"])
+    );
+    for s in statements(&operator_policy(&opts())) {
+        let resources = list(&s["Resource"]);
+        assert!(!resources.is_empty(), "{s}");
+        let actions = list(&s["Action"]);
+        if resources.iter().any(|r| r == "*") {
+            assert_eq!(resources, ["*"], "\"*\" is never mixed with ARNs: {s}");
+            assert!(
+                actions.iter().all(|a| star.contains(a.as_str())),
+                "\"*\" for an action that has a resource type: {s}"
+            );
+        } else {
+            assert!(
+                actions.iter().all(|a| !star.contains(a.as_str())),
+                "an ARN for an action AWS authorizes only on \"*\": {s}"
+            );
+            for r in &resources {
+                assert!(r.starts_with("arn:aws:") && r.contains(":123456789012:"), "{r}");
+                // The only wildcards are name prefixes or ids that are unknown in advance.
+                assert!(r.ends_with('*') || !r.contains('*'), "a wildcard before the end of {r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_regional_statement_is_limited_to_the_region_and_iam_to_nothing_regional() {
+    let mut o = opts();
+    o.regions = vec!["us-east-1".into(), "eu-west-1".into()];
+    for s in statements(&operator_policy(&o)) {
+        let global = list(&s["Action"]).iter().all(|a| a.starts_with("iam:"));
+        let region = &s["Condition"]["StringEquals"]["aws:RequestedRegion"];
+        if global {
+            // IAM is global: its requests name the endpoint's region, not the operator's.
+            assert!(region.is_null(), "{s}");
+            for r in list(&s["Resource"]) {
+                assert!(r.starts_with("arn:aws:iam::123456789012:role/mlobs-"), "{r}");
+            }
+        } else {
+            assert_eq!(list(region), ["us-east-1", "eu-west-1"], "{s}");
+            for r in list(&s["Resource"]).iter().filter(|r| *r != "*") {
+                assert!(r.contains(":us-east-1:") || r.contains(":eu-west-1:"), "{r}");
+            }
+        }
+    }
+}
+
+fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
+    policy["Statement"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["Sid"] == sid))
+        .unwrap_or_else(|| panic!("no statement {sid}"))
+}
+
+#[test]
+fn keys_are_created_and_changed_only_with_our_tags() {
+    let p = operator_policy(&opts());
+    let create = statement(&p, "KmsCreateTaggedKeys");
+    assert_eq!(create["Condition"]["Null"]["aws:RequestTag/mlobs.io/pipeline"], "false");
+    assert_eq!(
+        list(&create["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]),
+        ["mlobs.io/cluster", "mlobs.io/pipeline", "mlobs.io/uid"]
+    );
+    for sid in ["KmsManageOwnKeys", "KmsTagOwnKeys", "KmsAliasOwnKeys"] {
+        assert_eq!(
+            statement(&p, sid)["Condition"]["Null"]["aws:ResourceTag/mlobs.io/pipeline"],
+            "false",
+            "{sid}"
+        );
+    }
+    assert_eq!(
+        list(&statement(&p, "KmsOwnAliases")["Resource"]),
+        ["arn:aws:kms:us-east-1:123456789012:alias/mlobs/*"]
+    );
+    // Destructive log-group calls need our tag: other groups under /aws/eks/ (EKS control-plane
+    // logs) stay out of reach.
+    let own = statement(&p, "LogsManageOwnGroups");
+    assert!(list(&own["Action"]).contains(&"logs:DeleteLogGroup".to_string()));
+    assert_eq!(own["Condition"]["Null"]["aws:ResourceTag/mlobs.io/pipeline"], "false");
+    assert_eq!(
+        list(&own["Resource"]),
+        ["arn:aws:logs:us-east-1:123456789012:log-group:/aws/eks/*"]
+    );
+}
+
+#[test]
+fn a_permissions_boundary_is_required_on_every_role_permission_write() {
+    let boundary = "arn:aws:iam::123456789012:policy/mlobs-collector-boundary";
+    let mut o = opts();
+    o.permissions_boundary_arn = Some(boundary.into());
+    o.role_path = "/mlobs/".into();
+    o.role_name_prefix = "collector-".into();
+    let p = operator_policy(&o);
+    for s in statements(&p) {
+        let actions = list(&s["Action"]);
+        let writes = actions
+            .iter()
+            .any(|a| ["iam:CreateRole", "iam:PutRolePolicy", "iam:PutRolePermissionsBoundary"].contains(&a.as_str()));
+        let cond = &s["Condition"]["ArnEquals"]["iam:PermissionsBoundary"];
+        if writes {
+            assert_eq!(cond, boundary, "{s}");
+        } else {
+            assert!(cond.is_null(), "{s}");
+        }
+        if actions.iter().all(|a| a.starts_with("iam:")) {
+            assert_eq!(
+                list(&s["Resource"]),
+                ["arn:aws:iam::123456789012:role/mlobs/collector-*"]
+            );
+        }
+    }
+    let none = operator_policy(&opts());
+    assert!(!none.to_string().contains("iam:PermissionsBoundary"));
+}
+
+#[test]
+fn pod_identity_resources_name_the_cluster_and_pass_role_only_to_eks_pods() {
+    let mut o = opts();
+    o.cluster_name = Some("prod-gpu".into());
+    let p = operator_policy(&o);
+    assert_eq!(
+        list(&statement(&p, "EksFindAndCreateAssociations")["Resource"]),
+        ["arn:aws:eks:us-east-1:123456789012:cluster/prod-gpu"]
+    );
+    assert_eq!(
+        list(&statement(&p, "EksManageAssociations")["Resource"]),
+        ["arn:aws:eks:us-east-1:123456789012:podidentityassociation/prod-gpu/*"]
+    );
+    let pass = statement(&p, "IamPassRolesToPodIdentity");
+    assert_eq!(
+        pass["Condition"]["StringEquals"]["iam:PassedToService"],
+        "pods.eks.amazonaws.com"
+    );
+}
+
+#[test]
+fn statement_ids_are_unique_and_alphanumeric() {
+    let sids: Vec<String> = statements(&operator_policy(&opts()))
+        .iter()
+        .map(|s| s["Sid"].as_str().unwrap().to_string())
+        .collect();
+    let unique: BTreeSet<&String> = sids.iter().collect();
+    assert_eq!(unique.len(), sids.len(), "{sids:?}");
+    assert!(sids.iter().all(|s| s.chars().all(|c| c.is_ascii_alphanumeric())));
+}
+
+#[test]
+fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+        .args([
+            "plan",
+            "--operator-policy",
+            "--account-id",
+            "123456789012",
+            "--region",
+            "us-east-1",
+        ])
+        .env_remove("AWS_REGION")
+        .env_remove("MLOBS_CLUSTER_NAME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, operator_policy(&opts()));
+
+    // Without --operator-policy, -f is still required; the account is never guessed.
+    let no_file = Command::new(env!("CARGO_BIN_EXE_mlobs")).arg("plan").output().unwrap();
+    assert_eq!(no_file.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_file.stderr).contains("--file"));
+    let no_account = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+        .args(["plan", "--operator-policy", "--region", "us-east-1"])
+        .output()
+        .unwrap();
+    assert_eq!(no_account.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_account.stderr).contains("--account-id"));
+    // The policy flags mean nothing without --operator-policy.
+    let stray = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+        .args([
+            "plan",
+            "-f",
+            "config/samples/pipeline-minimal.yaml",
+            "--role-path",
+            "/x/",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(stray.status.code(), Some(2));
+}
