@@ -212,3 +212,51 @@ fn every_cel_rule_compiles_within_scope_and_cost() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// (name, jsonPath) of each printer column: what `kubectl get` shows.
+fn printer_columns<K: kube::CustomResourceExt>() -> Vec<(String, String)> {
+    K::crd().spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.json_path))
+        .collect()
+}
+
+#[test]
+fn kubectl_get_shows_readiness_series_cost_and_drift_for_pipelines_and_rollout_for_policies() {
+    let cols = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    };
+    assert_eq!(
+        printer_columns::<MLObservabilityPipeline>(),
+        cols(&[
+            ("Ready", r#".status.conditions[?(@.type=="Ready")].status"#),
+            ("Series", ".status.telemetry.totalSeries"),
+            ("Est $/mo", ".status.telemetry.estimatedMonthlyCostUSD"),
+            ("Drift", r#".status.conditions[?(@.type=="Drifted")].status"#),
+            ("Age", ".metadata.creationTimestamp"),
+        ])
+    );
+    assert_eq!(
+        printer_columns::<GpuTelemetryPolicy>(),
+        cols(&[
+            ("Default", ".spec.default"),
+            ("GPU Nodes", ".status.gpuNodes"),
+            ("Exporter Ready", ".status.exporter.ready"),
+            ("Pipelines", ".status.pipelines.total"),
+            ("Age", ".metadata.creationTimestamp"),
+        ])
+    );
+    // Every column's path exists in the schema of what the operator writes.
+    let status = serde_json::to_value(mlobs::crd::MLObservabilityPipelineStatus {
+        telemetry: Some(Default::default()),
+        ..Default::default()
+    })
+    .expect("status");
+    assert!(
+        status["telemetry"].get("totalSeries").is_some()
+            && status["telemetry"].get("estimatedMonthlyCostUSD").is_some()
+    );
+}

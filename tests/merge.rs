@@ -415,3 +415,24 @@ proptest! {
         prop_assert_eq!(rules(&second), rules(&first));
     }
 }
+
+#[test]
+fn a_metric_the_managed_exporter_does_not_collect_is_a_violation() {
+    // Managed exporter, no allowed list: it collects the policy's defaults only.
+    let pol = policy(json!({"dcgmExporter": {"mode": "Managed"}, "metrics": {"defaults": ["DCGM_FI_DEV_GPU_UTIL"]}}));
+    let p = pipeline(json!({"metrics": {"dcgm": {"metrics": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP"]}}}));
+    assert_eq!(
+        violation_rules(&merged(&p, Some(&pol))),
+        vec![(
+            "spec.metrics.dcgm.metrics[1]".to_string(),
+            "dcgmExporter.mode".to_string()
+        )]
+    );
+    // An External exporter (someone else's) is not ours to judge.
+    let external = policy(json!({"dcgmExporter": {"mode": "External", "namespace": "gpu-operator",
+        "podSelector": {"app": "nvidia-dcgm-exporter"}}, "metrics": {"defaults": ["DCGM_FI_DEV_GPU_UTIL"]}}));
+    assert!(violation_rules(&merged(&p, Some(&external))).is_empty());
+    // With an allowed list the exporter collects it all; `metrics.allowed` is the rule.
+    let allowed = policy(json!({"metrics": {"allowed": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP"]}}));
+    assert!(violation_rules(&merged(&p, Some(&allowed))).is_empty());
+}

@@ -365,6 +365,26 @@ pub fn merge(
             }
         }
     }
+    // A Managed exporter collects the policy's `allowed` list, else its `defaults` (its counters
+    // CSV): a field outside it would be scraped for nothing and still counted in the estimate.
+    let managed =
+        pol.is_some_and(|p| p.dcgm_exporter.as_ref().and_then(|x| x.mode).unwrap_or_default() == ExporterMode::Managed);
+    if managed && pol_metrics.and_then(|x| x.allowed.as_ref()).is_none() {
+        let collected = pol_metrics
+            .and_then(|x| x.defaults.clone())
+            .unwrap_or_else(|| DEFAULT_DCGM_METRICS.iter().map(|s| s.to_string()).collect());
+        for (i, metric) in metrics.iter().enumerate() {
+            if !collected.contains(metric) {
+                m.violate(
+                    format!("spec.metrics.dcgm.metrics[{i}]"),
+                    "dcgmExporter.mode",
+                    format!(
+                        "{metric} is not collected by the policy's Managed DCGM exporter (it collects metrics.allowed, else metrics.defaults)"
+                    ),
+                );
+            }
+        }
+    }
     metrics.sort();
     metrics.dedup();
     if let Some(max) = pol_metrics.and_then(|x| x.max_metrics_per_gpu)
