@@ -304,8 +304,14 @@ pub fn merge(
         prefix.as_deref(),
         &ownership,
     );
-    let mut redactions = logs.and_then(|l| l.redaction.clone()).unwrap_or_default();
-    m.set_source("logs.redaction", Source::Pipeline);
+    let own_redactions = logs.and_then(|l| l.redaction.clone());
+    let redaction_source = if own_redactions.is_some() {
+        Source::Pipeline
+    } else {
+        Source::BuiltIn
+    };
+    let mut redactions = own_redactions.unwrap_or_default();
+    m.set_source("logs.redaction", redaction_source);
     for required in pol_logs.and_then(|l| l.required_redactions.clone()).unwrap_or_default() {
         if !redactions.iter().any(|r| same_redaction(r, &required)) {
             redactions.push(required);
