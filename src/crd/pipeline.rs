@@ -297,6 +297,9 @@ pub struct TracesSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OtlpSpec {
     /// Open the OTLP gRPC (4317) and HTTP (4318) ports on each collector pod (default false).
+    /// OTLP logs and metrics join the logs and metrics pipelines (metrics pass the DCGM filter).
+    /// Spans are not exported yet: AWS X-Ray accepts no resource-level IAM permission, and
+    /// mlobs grants the collector no `"Resource": "*"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
