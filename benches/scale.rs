@@ -8,21 +8,18 @@
 #[allow(dead_code)]
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::Reporter;
 use mlobs::aws::calls::is_mutating;
-use mlobs::controller::{Metrics, Settings, run_controllers};
+use mlobs::controller::Metrics;
 use mlobs::crd::MLObservabilityPipeline;
 use mlobs::desired::Context;
 use mlobs::desired::cost::{Fleet, Prices, estimate};
 use serde_json::{Value, json};
 use support::apifake::ApiFake;
 use support::moto;
+use support::operator::Operator;
 
 const NODES: usize = 20;
 const NAMESPACES: usize = 10;
@@ -82,37 +79,8 @@ async fn run(n: usize) -> Row {
     let fake = ApiFake::new();
     // The fake shares this process: keep its own footprint down so RSS is mostly the controller's.
     fake.drop_request_bodies();
-    for i in 0..NODES {
-        fake.put_object(
-            "v1",
-            "nodes",
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("gpu-{i:02}"), "labels": {
-                "nvidia.com/gpu.present": "true", "node.kubernetes.io/instance-type": "p4d.24xlarge"}}}),
-        );
-    }
-    let aws = moto::clients().await;
-    let cluster = moto::unique("bench");
-    let metrics = Metrics::new(Some(aws.calls.clone()));
-    let settings = Settings {
-        aws: aws.clone(),
-        desired: Context {
-            cluster_name: Some(cluster.clone()),
-            region: Some("us-east-1".into()),
-            ..Context::default()
-        },
-        metrics: metrics.clone(),
-        reporter: Reporter {
-            controller: "mlobs".into(),
-            instance: None,
-        },
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run_controllers(
-        fake.client(),
-        settings,
-        Arc::new(AtomicBool::new(false)),
-        rx.map(|_| ()).shared(),
-    ));
+    let op = Operator::start_on(fake.clone(), moto::clients().await, moto::unique("bench"), NODES).await;
+    let (aws, metrics) = (op.aws.clone(), op.metrics.clone());
 
     let started = Instant::now();
     for i in 0..n {
@@ -159,7 +127,7 @@ async fn run(n: usize) -> Row {
             .sum()
     };
     let (writes0, rec0) = (fake.writes_excluding_events(), reconciles(&metrics));
-    let mut node = fake.object("v1", "nodes", None, "gpu-00").expect("node");
+    let mut node = fake.object("v1", "nodes", None, "gpu-0").expect("node");
     node["metadata"]["annotations"] = json!({"bench": "noop"});
     fake.put_object("v1", "nodes", node);
     let deadline = Instant::now() + timeout;
@@ -198,8 +166,7 @@ async fn run(n: usize) -> Row {
     let aws_reads_full_resync = aws_reads(&aws.calls) - reads0;
     let describe_log_groups_full_resync = aws.calls.of("DescribeLogGroups") - dlg0;
 
-    let _ = tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    op.stop().await;
     Row {
         pipelines: n,
         aws_ready_seconds,

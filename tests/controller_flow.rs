@@ -4,213 +4,16 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use futures::FutureExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::Reporter;
-use mlobs::aws::{AwsClients, logs};
-use mlobs::controller::{Metrics, Settings, run_controllers};
-use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
-use mlobs::desired::Context;
-use serde_json::{Value, json};
-use support::apifake::ApiFake;
+use mlobs::crd::GpuTelemetryPolicy;
+use serde_json::json;
+use support::operator::{NS, Operator, WAIT};
 use support::{faults, moto};
-
-const WAIT: Duration = Duration::from_secs(60);
-const NS: &str = "team-a";
-const OIDC: &str = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST";
-
-struct Operator {
-    fake: ApiFake,
-    aws: AwsClients,
-    metrics: Metrics,
-    cluster: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Operator {
-    async fn start() -> Operator {
-        Operator::start_with(moto::clients().await).await
-    }
-
-    async fn start_with(aws: AwsClients) -> Operator {
-        Operator::start_on(ApiFake::new(), aws, moto::unique("flow")).await
-    }
-
-    /// An operator on an existing API server and cluster name (a restart).
-    async fn start_on(fake: ApiFake, aws: AwsClients, cluster: String) -> Operator {
-        for i in 0..2 {
-            fake.put_object(
-                "v1",
-                "nodes",
-                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("gpu-{i}"), "labels": {
-                    "nvidia.com/gpu.present": "true", "node.kubernetes.io/instance-type": "p4d.24xlarge"}}}),
-            );
-        }
-        let metrics = Metrics::new(Some(aws.calls.clone()));
-        let settings = Settings {
-            aws: aws.clone(),
-            desired: Context {
-                cluster_name: Some(cluster.clone()),
-                region: Some("us-east-1".into()),
-                ..Context::default()
-            },
-            metrics: metrics.clone(),
-            reporter: Reporter {
-                controller: "mlobs".into(),
-                instance: None,
-            },
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = rx.map(|_| ()).shared();
-        let task = tokio::spawn(run_controllers(
-            fake.client(),
-            settings,
-            Arc::new(AtomicBool::new(false)),
-            shutdown,
-        ));
-        Operator {
-            fake,
-            aws,
-            metrics,
-            cluster,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    /// Stops the operator, handing back its API server for a restart.
-    async fn stop(mut self) -> ApiFake {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
-        }
-        self.fake.clone()
-    }
-
-    /// KMS keys tagged for this cluster and not pending deletion.
-    async fn our_keys(&self) -> usize {
-        let mut n = 0;
-        let keys = self.aws.kms.list_keys().limit(1000).send().await.expect("list keys");
-        for k in keys.keys() {
-            let Some(id) = k.key_id() else { continue };
-            let tags = self.aws.kms.list_resource_tags().key_id(id).send().await.expect("tags");
-            let ours = tags
-                .tags()
-                .iter()
-                .any(|t| t.tag_key() == "mlobs.io/cluster" && t.tag_value() == self.cluster);
-            let meta = self.aws.kms.describe_key().key_id(id).send().await.expect("describe");
-            let pending =
-                meta.key_metadata().and_then(|m| m.key_state()).map(|s| s.as_str()) == Some("PendingDeletion");
-            n += usize::from(ours && !pending);
-        }
-        n
-    }
-
-    fn pipelines(&self) -> Api<MLObservabilityPipeline> {
-        Api::namespaced(self.fake.client(), NS)
-    }
-
-    async fn create(&self, name: &str, spec: Value) {
-        let mut spec = spec;
-        spec["identity"] = json!({"mode": "IRSA", "oidcProviderArn": OIDC});
-        let p: MLObservabilityPipeline = serde_json::from_value(json!({
-            "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec
-        }))
-        .expect("pipeline");
-        self.pipelines()
-            .create(&PostParams::default(), &p)
-            .await
-            .expect("create pipeline");
-    }
-
-    fn pipeline(&self, name: &str) -> Option<MLObservabilityPipeline> {
-        self.fake.get::<MLObservabilityPipeline>(Some(NS), name)
-    }
-
-    /// (status, reason) of a pipeline condition.
-    fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
-        let s = self.pipeline(name)?.status?;
-        s.conditions
-            .into_iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status, c.reason))
-    }
-
-    async fn wait(&self, what: &str, pred: impl FnMut(&ApiFake) -> bool) {
-        assert!(self.fake.wait_until(WAIT, pred).await, "timed out waiting for {what}");
-    }
-
-    async fn wait_condition(&self, name: &str, type_: &str, status: &str) {
-        let want = status.to_string();
-        let last = std::cell::RefCell::new(None);
-        let ok = self
-            .fake
-            .wait_until(WAIT, |_| {
-                let c = self.condition(name, type_);
-                let hit = c.as_ref().is_some_and(|(s, _)| *s == want);
-                *last.borrow_mut() = c;
-                hit
-            })
-            .await;
-        assert!(
-            ok,
-            "{name}: {type_} never became {status}; last {:?}; status {:?}",
-            last.borrow(),
-            self.pipeline(name).and_then(|p| p.status)
-        );
-    }
-
-    /// Plays the kubelet: every collector pod scheduled and ready.
-    fn daemon_set_ready(&self, name: &str) {
-        let ds_name = format!("mlobs-{name}");
-        let mut ds = self
-            .fake
-            .object("apps/v1", "daemonsets", Some(NS), &ds_name)
-            .expect("DaemonSet");
-        let generation = ds["metadata"]["generation"].clone();
-        ds["status"] = json!({"desiredNumberScheduled": 2, "numberReady": 2, "updatedNumberScheduled": 2,
-            "currentNumberScheduled": 2, "numberMisscheduled": 0, "observedGeneration": generation});
-        self.fake.put_object("apps/v1", "daemonsets", ds);
-    }
-
-    async fn ready(&self, name: &str) {
-        self.wait("the collector DaemonSet", |f| {
-            f.object("apps/v1", "daemonsets", Some(NS), &format!("mlobs-{name}"))
-                .is_some()
-        })
-        .await;
-        self.daemon_set_ready(name);
-        self.wait_condition(name, "Ready", "True").await;
-    }
-
-    fn reconciles(&self) -> u64 {
-        self.metrics
-            .encode()
-            .lines()
-            .filter(|l| l.starts_with("mlobs_reconciles_total{") && l.contains("controller=\"pipeline\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-
-    async fn log_groups(&self) -> Vec<logs::ObservedGroup> {
-        logs::observe_many(&self.aws, &format!("/aws/eks/{}/", self.cluster))
-            .await
-            .expect("describe log groups")
-            .into_values()
-            .collect()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_is_created_before_the_collector_and_a_second_reconcile_writes_nothing() {
@@ -318,14 +121,6 @@ async fn a_hand_edited_child_is_put_back_and_recorded_as_drift() {
     op.stop().await;
 }
 
-async fn request_reconcile(op: &Operator, name: &str, n: u32) {
-    let patch = json!({"metadata": {"annotations": {"mlobs.io/reconcile-requested-at": n.to_string()}}});
-    op.pipelines()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotate");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_drift_is_reported_under_report_and_corrected_under_correct() {
     let op = Operator::start().await;
@@ -347,7 +142,7 @@ async fn aws_drift_is_reported_under_report_and_corrected_under_correct() {
         .await
         .expect("tamper retention");
 
-    request_reconcile(&op, "drift", 1).await;
+    op.request_reconcile("drift", 1).await;
     op.wait_condition("drift", "Drifted", "True").await;
     let after_report = op
         .log_groups()
@@ -662,7 +457,7 @@ async fn a_restart_after_an_interrupted_key_create_finds_the_key_instead_of_crea
     let cluster = op.cluster.clone();
     let fake = op.stop().await;
 
-    let op = Operator::start_on(fake, moto::clients().await, cluster).await;
+    let op = Operator::start_on(fake, moto::clients().await, cluster, 2).await;
     op.ready("crash").await;
     assert_eq!(op.our_keys().await, 1, "exactly one key after the restart");
     op.stop().await;
@@ -790,7 +585,7 @@ async fn a_resync_of_many_pipelines_reads_log_groups_in_pages_not_one_call_each(
     }
     op.aws.calls.reset();
     for i in 0..n {
-        request_reconcile(&op, &format!("r{i}"), 7).await;
+        op.request_reconcile(&format!("r{i}"), 7).await;
     }
     // Every pipeline's AWS side is looked at again: its role is read once per ensure.
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -83,6 +83,22 @@ pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
     }
 }
 
+/// An error and its sources, e.g. "dispatch failure: timeout: ...": `SdkError`'s own text is
+/// only "dispatch failure", the cause is in its sources.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// Classifies an SDK error. `operation` and `resource` end up in the message.
 pub fn classify<E>(operation: &str, resource: &str, e: SdkError<E, HttpResponse>) -> AwsError
 where
@@ -91,12 +107,19 @@ where
     let op = operation.to_string();
     let res = resource.to_string();
     match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => AwsError::Retryable {
-            operation: op,
-            resource: res,
-            code: "Transport".into(),
-            message: format!("{e}"),
-        },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            let timeout = match &e {
+                SdkError::TimeoutError(_) => true,
+                SdkError::DispatchFailure(d) => d.is_timeout(),
+                _ => false,
+            };
+            AwsError::Retryable {
+                operation: op,
+                resource: res,
+                code: if timeout { "Timeout" } else { "Transport" }.into(),
+                message: with_sources(&e),
+            }
+        }
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or("Unknown").to_string();
             let message = s.err().message().unwrap_or_default().to_string();

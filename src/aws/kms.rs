@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_kms::config::retry::RetryConfig;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -365,12 +366,17 @@ async fn create(c: &AwsClients, want: &Want<'_>) -> Result<KmsKey, AwsError> {
             code: "Client".into(),
             message: e.to_string(),
         })?;
+    // CreateKey is not idempotent: an SDK retry after a lost answer (a timeout or a 500 after
+    // KMS made the key) makes a second key. Never retried blindly: the next ensure finds a key
+    // whose answer was lost by its tags (the controller records that a create was started).
     let out = c
         .kms
         .create_key()
         .description(want.description)
         .policy(want.policy.to_string())
         .set_tags(Some(tags))
+        .customize()
+        .config_override(aws_sdk_kms::config::Builder::default().retry_config(RetryConfig::disabled()))
         .send()
         .await
         .map_err(|e| classify("CreateKey", &res, e))?;
@@ -396,14 +402,20 @@ async fn enable_rotation(c: &AwsClients, id: &str, alias: &str) -> Result<(), Aw
 }
 
 async fn create_alias(c: &AwsClients, id: &str, alias: &str) -> Result<(), AwsError> {
-    c.kms
-        .create_alias()
-        .alias_name(alias)
-        .target_key_id(id)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| classify("CreateAlias", &resource(alias), e))
+    match c.kms.create_alias().alias_name(alias).target_key_id(id).send().await {
+        Ok(_) => Ok(()),
+        // An SDK retry after a lost answer finds the alias it made: done if it names our key.
+        Err(e) if error::code(&e) == Some("AlreadyExistsException") => match describe(c, alias).await? {
+            Some(meta) if meta.id == id => Ok(()),
+            _ => Err(AwsError::Retryable {
+                operation: "CreateAlias".into(),
+                resource: resource(alias),
+                code: "AlreadyExistsException".into(),
+                message: "created concurrently; re-observing".into(),
+            }),
+        },
+        Err(e) => Err(classify("CreateAlias", &resource(alias), e)),
+    }
 }
 
 async fn converge(

@@ -224,7 +224,15 @@ pub async fn ensure_with(
                 });
             }
         }
-        for mut d in diff(g, o, key) {
+        // mlobs sets a retention right after CreateLogGroup, so our group without one is a
+        // create that stopped in between (crash, lost answer, PutRetentionPolicy refused):
+        // finishing it is not drift and happens in every drift mode, like a key without its alias.
+        let mut o = o.clone();
+        if !adopting && o.retention_days.is_none() {
+            put_retention(c, g).await?;
+            o.retention_days = Some(g.retention_days);
+        }
+        for mut d in diff(g, &o, key) {
             d.corrected = correct && apply_fix(c, g, &d, key).await?;
             drifts.push(d);
         }
@@ -340,8 +348,8 @@ async fn group_tags(c: &AwsClients, arn: &str) -> Result<BTreeMap<String, String
 }
 
 /// CreateLogGroup with key, class and tags in the one call, then its retention (CreateLogGroup
-/// takes none). A crash in between leaves a tagged, encrypted group that the next ensure
-/// finishes through the retention drift.
+/// takes none). A crash in between leaves a tagged, encrypted group without retention, which
+/// the next ensure finishes in every drift mode (see `ensure_with`).
 async fn create(c: &AwsClients, g: &LogGroupPlan, key: Option<&str>) -> Result<(), AwsError> {
     let res = resource(&g.name);
     let tags: HashMap<String, String> = g.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -5,9 +5,12 @@
 //! feature), then checks Kubernetes cannot express (regexes compile, images are pinned, ...).
 //! Schema and CEL come from the generated CRD itself, so the CLI can never be laxer than admission.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use kube::CustomResourceExt;
+use kube::core::cel::{CompiledSchema, compile_schema};
 use regex::Regex;
 use serde_json::Value;
 
@@ -52,16 +55,34 @@ fn field(path: &str, rule: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// The openAPIV3Schema of a generated CRD.
+/// The openAPIV3Schema of a generated CRD. Generated once per kind: generating it is far
+/// dearer than checking a document against it, and every document read is checked.
 pub fn crd_schema<K: CustomResourceExt>() -> Value {
-    let crd = K::crd();
-    crd.spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(Value::Null)
+    static CACHE: Mutex<BTreeMap<&'static str, Value>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(K::crd_name())
+        .or_insert_with(|| {
+            let crd = K::crd();
+            crd.spec
+                .versions
+                .first()
+                .and_then(|v| v.schema.as_ref())
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or(Value::Null)
+        })
+        .clone()
+}
+
+/// A schema pattern, compiled once: the schema has a few dozen, each checked on every value.
+fn pattern_regex(pattern: &str) -> Result<Regex, String> {
+    static CACHE: Mutex<BTreeMap<String, Result<Regex, String>>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| Regex::new(pattern).map_err(|e| e.to_string()))
+        .clone()
 }
 
 /// Checks `value` against a structural OpenAPI v3 schema the way the API server would.
@@ -147,7 +168,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                 ));
             }
             if let Some(Value::String(pattern)) = s("pattern") {
-                match Regex::new(pattern) {
+                match pattern_regex(pattern) {
                     Ok(re) if !re.is_match(text) => {
                         errors.push(field(here, "pattern", format!("{text:?} does not match {pattern}")))
                     }
@@ -251,8 +272,9 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
     }
 }
 
-fn cel_errors(schema: &Value, object: &Value) -> Vec<FieldError> {
-    match kube::core::cel::Validator::new().validate(schema, object, None) {
+/// The schema's CEL rules compiled once (compiling them is most of the cost of a validation).
+fn cel_errors(compiled: &CompiledSchema, object: &Value) -> Vec<FieldError> {
+    match kube::core::cel::Validator::new().validate_compiled(compiled, object, None) {
         Ok(()) => vec![],
         Err(errs) => errs
             .into_vec()
@@ -346,14 +368,16 @@ fn finish(errors: Vec<FieldError>) -> Result<(), Invalid> {
 
 /// Validates a pipeline as admission would, plus the checks only mlobs can make.
 pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
-    // Generating the schema is the expensive part; the operator validates on every reconcile.
+    // Generating the schema and compiling its CEL rules are the expensive parts; the operator
+    // validates on every reconcile.
     static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    static CEL: std::sync::OnceLock<CompiledSchema> = std::sync::OnceLock::new();
     let object = serde_json::to_value(p).unwrap_or(Value::Null);
     let schema = SCHEMA.get_or_init(crd_schema::<MLObservabilityPipeline>);
     let mut errors = schema_errors(schema, &object);
     if errors.is_empty() {
         // CEL rules assume a schema-valid object, as in the API server.
-        errors.extend(cel_errors(schema, &object));
+        errors.extend(cel_errors(CEL.get_or_init(|| compile_schema(schema)), &object));
     }
     let spec = &p.spec;
     if let Some(logs) = &spec.logs
@@ -443,11 +467,12 @@ fn same_set(a: &[String], b: &[String]) -> bool {
 /// Validates a policy as admission would, plus the checks only mlobs can make.
 pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
     static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    static CEL: std::sync::OnceLock<CompiledSchema> = std::sync::OnceLock::new();
     let object = serde_json::to_value(p).unwrap_or(Value::Null);
     let schema = SCHEMA.get_or_init(crd_schema::<GpuTelemetryPolicy>);
     let mut errors = schema_errors(schema, &object);
     if errors.is_empty() {
-        errors.extend(cel_errors(schema, &object));
+        errors.extend(cel_errors(CEL.get_or_init(|| compile_schema(schema)), &object));
     }
     let spec = &p.spec;
     if let Some(logs) = &spec.logs {

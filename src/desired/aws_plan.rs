@@ -455,7 +455,8 @@ fn create_role(e: &Effective, name: &str, group_arns: &[String]) -> Result<RoleP
     let len = inline.to_string().chars().count();
     if len > INLINE_POLICY_MAX_CHARS {
         return Err(PlanError::TooLong {
-            field: "inline policy mlobs-collector".into(),
+            // Made of the log group ARNs, the region and sourceVpc; the role carries it.
+            field: "spec.identity: inline policy mlobs-collector".into(),
             len,
             max: INLINE_POLICY_MAX_CHARS,
         });

@@ -1,3 +1,4 @@
 pub mod apifake;
 pub mod faults;
 pub mod moto;
+pub mod operator;
