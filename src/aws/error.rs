@@ -155,3 +155,20 @@ where
         },
     }
 }
+
+/// Whether the error says the resource does not exist (deletion treats that as success).
+pub fn is_absent<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(code(e), Some("NotFoundException" | "ResourceNotFoundException"))
+}
+
+/// `Ok` for success and for "does not exist"; any other error classified for `resource`.
+pub fn absent_is_ok<T, E>(sent: Result<T, SdkError<E, HttpResponse>>, op: &str, resource: &str) -> Result<(), AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) if is_absent(&e) => Ok(()),
+        Err(e) => Err(classify(op, resource, e)),
+    }
+}

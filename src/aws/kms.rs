@@ -131,7 +131,7 @@ pub async fn delete(
     let Lookup::Ours(found) = find(c, alias, owner, known_key_id, true).await? else {
         return Ok(());
     };
-    if !owns(owner, &found.tags) {
+    if !owner.owns_tags(&found.tags) {
         return Ok(());
     }
     let id = found.meta.id.as_str();
@@ -143,12 +143,12 @@ pub async fn delete(
                 .map(String::from)
                 .collect();
             let sent = c.kms.untag_resource().key_id(id).set_tag_keys(Some(keys)).send().await;
-            absent_is_ok(sent, "UntagResource", alias)
+            error::absent_is_ok(sent, "UntagResource", &resource(alias))
         }
         DeletionPolicy::Delete => {
             if found.has_alias {
                 let sent = c.kms.delete_alias().alias_name(alias.as_str()).send().await;
-                absent_is_ok(sent, "DeleteAlias", alias)?;
+                error::absent_is_ok(sent, "DeleteAlias", &resource(alias))?;
             }
             // A second ScheduleKeyDeletion on a pending key is KMSInvalidStateException in AWS.
             if found.meta.state != PENDING_DELETION {
@@ -159,7 +159,7 @@ pub async fn delete(
                     .pending_window_in_days(*deletion_window_days)
                     .send()
                     .await;
-                absent_is_ok(sent, "ScheduleKeyDeletion", alias)?;
+                error::absent_is_ok(sent, "ScheduleKeyDeletion", &resource(alias))?;
             }
             Ok(())
         }
@@ -168,25 +168,6 @@ pub async fn delete(
 
 fn resource(alias: &str) -> String {
     format!("kmsKey:{alias}")
-}
-
-fn owns(owner: &Owner, tags: &Tags) -> bool {
-    owner.owns(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-}
-
-fn is_absent<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    matches!(error::code(e), Some("NotFoundException" | "ResourceNotFoundException"))
-}
-
-fn absent_is_ok<T, E>(sent: Result<T, SdkError<E, HttpResponse>>, op: &str, res: &str) -> Result<(), AwsError>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match sent {
-        Ok(_) => Ok(()),
-        Err(e) if is_absent(&e) => Ok(()),
-        Err(e) => Err(classify(op, &resource(res), e)),
-    }
 }
 
 /// Maps an SDK error of `op` on `res` (already a resource string) through [`classify`].
@@ -220,7 +201,7 @@ fn meta_of(m: Option<&aws_sdk_kms::types::KeyMetadata>, op: &str, res: &str) -> 
 async fn describe(c: &AwsClients, key: &str) -> Result<Option<KeyMeta>, AwsError> {
     match c.kms.describe_key().key_id(key).send().await {
         Ok(out) => meta_of(out.key_metadata(), "DescribeKey", key).map(Some),
-        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) if error::is_absent(&e) => Ok(None),
         Err(e) => Err(classify("DescribeKey", &resource(key), e)),
     }
 }
@@ -255,7 +236,7 @@ async fn find(c: &AwsClients, alias: &str, owner: &Owner, known: Option<&str>, s
     if let Some(meta) = describe(c, alias).await? {
         let tags = key_tags(c, &meta.id).await?;
         let recorded = known.is_some_and(|k| k == meta.id || k == meta.arn);
-        if !owns(owner, &tags) && !recorded {
+        if !owner.owns_tags(&tags) && !recorded {
             return Ok(Lookup::Foreign);
         }
         return Ok(Lookup::Ours(Found {

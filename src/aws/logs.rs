@@ -7,9 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_cloudwatchlogs::types::LogGroupClass as SdkClass;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::error::{self, classify};
 use super::{AwsClients, AwsError, Drift, Owner};
@@ -166,7 +163,7 @@ pub async fn ensure_with(
     for g in groups {
         if let Some(o) = observed.get(&g.name) {
             let tags = group_tags(c, &o.arn).await?;
-            if !owns(owner, &tags) && !adopt {
+            if !owner.owns_tags(&tags) && !adopt {
                 return Err(AwsError::NameConflict {
                     resource: resource(&g.name),
                 });
@@ -192,7 +189,7 @@ pub async fn ensure_with(
             .filter(|(k, v)| tags.get(*k) != Some(*v))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let adopting = !owns(owner, tags);
+        let adopting = !owner.owns_tags(tags);
         if !missing.is_empty() {
             // Adoption (opted in) tags the group in every mode; lost tags on our group are drift.
             if adopting || correct {
@@ -252,14 +249,14 @@ pub async fn delete(
     for g in groups {
         let Some(o) = observed.get(&g.name) else { continue };
         let tags = group_tags(c, &o.arn).await?;
-        if !owns(owner, &tags) {
+        if !owner.owns_tags(&tags) {
             continue;
         }
         let res = resource(&g.name);
         let sent = match policy {
             DeletionPolicy::Retain => {
                 let keys: Vec<String> = tags.keys().filter(|k| k.starts_with(OWN_TAG_PREFIX)).cloned().collect();
-                absent_is_ok(
+                error::absent_is_ok(
                     c.logs
                         .untag_resource()
                         .resource_arn(&o.arn)
@@ -270,7 +267,7 @@ pub async fn delete(
                     &res,
                 )
             }
-            DeletionPolicy::Delete => absent_is_ok(
+            DeletionPolicy::Delete => error::absent_is_ok(
                 c.logs.delete_log_group().log_group_name(&g.name).send().await,
                 "DeleteLogGroup",
                 &res,
@@ -283,25 +280,6 @@ pub async fn delete(
 
 fn resource(name: &str) -> String {
     format!("logGroup:{name}")
-}
-
-fn owns(owner: &Owner, tags: &BTreeMap<String, String>) -> bool {
-    owner.owns(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-}
-
-fn is_absent<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    matches!(error::code(e), Some("ResourceNotFoundException" | "NotFoundException"))
-}
-
-fn absent_is_ok<T, E>(sent: Result<T, SdkError<E, HttpResponse>>, op: &str, res: &str) -> Result<(), AwsError>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match sent {
-        Ok(_) => Ok(()),
-        Err(e) if is_absent(&e) => Ok(()),
-        Err(e) => Err(classify(op, res, e)),
-    }
 }
 
 /// One DescribeLogGroups page set over the groups' common prefix (both default groups of a
@@ -342,7 +320,7 @@ async fn group_tags(c: &AwsClients, arn: &str) -> Result<BTreeMap<String, String
             .tags()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()),
-        Err(e) if is_absent(&e) => Ok(BTreeMap::new()),
+        Err(e) if error::is_absent(&e) => Ok(BTreeMap::new()),
         Err(e) => Err(classify("ListTagsForResource", arn, e)),
     }
 }

@@ -58,6 +58,11 @@ impl Owner {
         }
         pipeline && !other_cluster
     }
+
+    /// [`Owner::owns`] over a tag map.
+    pub fn owns_tags(&self, tags: &std::collections::BTreeMap<String, String>) -> bool {
+        self.owns(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
 }
 
 /// SDK clients sharing one configuration and one call counter.
