@@ -1,6 +1,7 @@
 //! `mlobs run`: two kube-runtime Controllers in one process (pipelines and policies), behind
 //! Lease-based leader election, with `/metrics`, `/healthz` and `/readyz`.
 
+pub mod backoff;
 pub mod children;
 pub mod error;
 pub mod leader;
@@ -53,8 +54,8 @@ pub struct Ctx {
     /// Pipeline uid → (AWS plan fingerprint, when it was last ensured ready). Lets reconciles
     /// triggered by child or node events skip AWS until the plan changes or the resync is due.
     pub aws_synced: Mutex<HashMap<String, (String, Instant)>>,
-    /// Object uid → consecutive retryable failures, for per-object exponential backoff.
-    pub failures: Mutex<HashMap<String, u32>>,
+    /// Per-object exponential backoff after retryable failures.
+    pub backoffs: backoff::Backoffs,
     /// The cluster's log groups, observed at once for a resync of many pipelines.
     pub log_groups: tokio::sync::Mutex<Option<LogGroupSnapshot>>,
 }
@@ -95,23 +96,6 @@ impl Ctx {
         if let Some(uid) = p.uid() {
             let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
             m.insert(uid, (fingerprint, Instant::now()));
-        }
-    }
-
-    /// The next retry delay of an object after a retryable failure: 5 s doubling to 5 min.
-    pub fn backoff<K: Resource>(&self, obj: &K) -> Duration {
-        let key = obj.meta().uid.clone().unwrap_or_default();
-        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(key).or_default();
-        *n = n.saturating_add(1);
-        Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6)).min(300))
-    }
-
-    /// Forgets an object's failures after a successful reconcile.
-    pub fn succeeded<K: Resource>(&self, obj: &K) {
-        if let Some(uid) = &obj.meta().uid {
-            let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            m.remove(uid);
         }
     }
 
@@ -277,7 +261,7 @@ pub async fn run_controllers(
         pipelines: pc.store(),
         policies: gc.store(),
         aws_synced: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
+        backoffs: backoff::Backoffs::default(),
         log_groups: tokio::sync::Mutex::new(None),
     });
 

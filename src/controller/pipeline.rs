@@ -61,6 +61,10 @@ fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
 
 pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result<Action> {
     let started = Instant::now();
+    // Re-triggered by our own status write during a backoff: wait out the rest of it.
+    if let Some(wait) = ctx.backoffs.waiting(p.as_ref(), started) {
+        return Ok(Action::requeue(wait));
+    }
     let result = reconcile_inner(&p, &ctx).await;
     ctx.metrics.reconcile_done(
         "pipeline",
@@ -68,7 +72,7 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
         result.as_ref().map(|_| ()).map_err(Error::reason),
     );
     if result.is_ok() {
-        ctx.succeeded(p.as_ref());
+        ctx.backoffs.succeeded(p.as_ref());
     }
     result
 }
@@ -77,7 +81,7 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
 pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), reason = e.reason(), error = %e, "reconcile failed");
     if e.is_retryable() {
-        Action::requeue(ctx.backoff(p.as_ref()))
+        Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now()))
     } else {
         Action::requeue(Duration::from_secs(600))
     }

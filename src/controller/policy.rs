@@ -25,6 +25,10 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Action> {
     let started = Instant::now();
+    // Re-triggered by our own status write during a backoff: wait out the rest of it.
+    if let Some(wait) = ctx.backoffs.waiting(p.as_ref(), started) {
+        return Ok(Action::requeue(wait));
+    }
     let result = reconcile_inner(&p, &ctx).await;
     ctx.metrics.reconcile_done(
         "policy",
@@ -32,7 +36,7 @@ pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Acti
         result.as_ref().map(|_| ()).map_err(Error::reason),
     );
     if result.is_ok() {
-        ctx.succeeded(p.as_ref());
+        ctx.backoffs.succeeded(p.as_ref());
     }
     result
 }
@@ -40,7 +44,7 @@ pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Acti
 pub fn error_policy(p: Arc<GpuTelemetryPolicy>, e: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(policy = %p.name_any(), reason = e.reason(), error = %e, "reconcile failed");
     if e.is_retryable() {
-        Action::requeue(ctx.backoff(p.as_ref()))
+        Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now()))
     } else {
         Action::requeue(RESYNC)
     }
