@@ -56,6 +56,10 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    c.bench_function("parse+validate full sample and policy", |b| {
+        b.iter(|| typed(black_box(&pipeline_yaml), black_box(&policy_yaml)))
+    });
+
     c.bench_function("render full sample with policy (build+yaml)", |b| {
         b.iter(|| {
             let d = build(black_box(&p), Some(&g), &ctx).expect("builds");
