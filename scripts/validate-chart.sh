@@ -10,7 +10,8 @@ PY=.venv/bin/python
 KV=.venv/bin/kubernetes-validate
 CHART=charts/mlobs-operator
 [ -x "$PY" ] && [ -x "$KV" ] || { echo "validate-chart: .venv is missing: run make venv"; exit 1; }
-command -v kubectl >/dev/null || { echo "validate-chart: kubectl is required (kubectl kustomize)"; exit 1; }
+KUBECTL=.venv/bin/kubectl
+[ -x "$KUBECTL" ] || KUBECTL=$(command -v kubectl) || { echo "validate-chart: kubectl is required (make venv installs it)"; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -19,7 +20,7 @@ trap 'rm -rf "$out"' EXIT
 
 "$PY" scripts/chart.py template "$CHART" --include-crds > "$out/chart-default.yaml"
 "$PY" scripts/chart.py template "$CHART" --include-crds -f "$CHART/ci/all-on-values.yaml" > "$out/chart-all-on.yaml"
-kubectl kustomize config/default > "$out/kustomize.yaml"
+"$KUBECTL" kustomize config/default > "$out/kustomize.yaml"
 
 # One file per document (kubernetes-validate reports only the first error of a file), custom
 # resources set aside.

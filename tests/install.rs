@@ -101,7 +101,7 @@ fn chart(args: &[&str]) -> Vec<Value> {
 
 fn kustomize() -> Vec<Value> {
     let out = run(
-        Command::new("kubectl").args(["kustomize", "config/default"]),
+        Command::new(kubectl()).args(["kustomize", "config/default"]),
         "kubectl",
         "kubectl (with its built-in kustomize) is required",
     )
@@ -589,4 +589,10 @@ fn chart_metadata_is_pinned() {
         "appVersion follows Cargo.toml"
     );
     assert!(Path::new(&root().join(CHART).join("templates/NOTES.txt")).exists());
+}
+
+/// The venv's kubectl (`make venv` installs one), else the machine's.
+fn kubectl() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl");
+    if venv.exists() { venv } else { "kubectl".into() }
 }

@@ -460,7 +460,7 @@ fn operator_manifests() -> Vec<(String, Vec<Value>)> {
         (
             "kustomize".into(),
             docs(&run(
-                Command::new("kubectl").args(["kustomize", "config/default"]),
+                Command::new(kubectl()).args(["kustomize", "config/default"]),
                 "kubectl kustomize",
             )),
         ),
@@ -1134,4 +1134,10 @@ fn a_policys_required_redaction_reaches_a_pipeline_that_sets_none() {
         "{out}"
     );
     assert!(out.contains("Bearer ***") && !out.contains("abc.def-ghi"), "{out}");
+}
+
+/// The venv's kubectl (`make venv` installs one), else the machine's.
+fn kubectl() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl");
+    if venv.exists() { venv } else { "kubectl".into() }
 }
