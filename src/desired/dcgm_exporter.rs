@@ -175,6 +175,9 @@ pub fn labels(x: &ExporterSpec) -> BTreeMap<String, String> {
     ])
 }
 
+/// No runAsUser: the image runs as root, which DCGM needs to open the NVIDIA device nodes and
+/// the kubelet's pod-resources socket (hostPath) for pod attribution. Capabilities are still
+/// dropped, SYS_ADMIN only for profiling fields (tests/security.rs pins exactly this).
 fn security_context(metrics: &[String]) -> SecurityContext {
     let sys_admin = needs_sys_admin(metrics);
     SecurityContext {
