@@ -1,4 +1,5 @@
 pub mod apifake;
 pub mod faults;
+pub mod fixture;
 pub mod moto;
 pub mod operator;
