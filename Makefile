@@ -53,8 +53,9 @@ clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
 
-## End-to-end against the cluster in KUBECONFIG (skips with a message when it is not set).
-e2e: build
+## End-to-end scenarios (e2e/tests) against a real control plane: the cluster in KUBECONFIG, else
+## ../shared/cluster started and stopped for the run; moto as AWS; 2 operator replicas. Never skips.
+e2e: venv
 	bash e2e/run.sh
 
 ## Benchmarks (performance goals live here, never in timed tests).

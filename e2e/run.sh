@@ -1,68 +1,204 @@
 #!/usr/bin/env bash
-# End-to-end: the operator against the real cluster in KUBECONFIG and the AWS endpoint given.
-# Skips (exit 0, with a message) when KUBECONFIG is not set. See e2e/README.md.
+# End-to-end: the operator (`mlobs run`, 2 replicas with leader election, as local processes with
+# the chart's ServiceAccount token) against a real control plane and moto as AWS; the scenarios
+# are the Rust integration tests in e2e/tests/ (`cargo test --test e2e`). Never skips.
+# Without KUBECONFIG it starts ../shared/cluster (and stops it on exit). See e2e/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PATH="$ROOT/.venv/bin:$PATH"
+KUBECTL=$ROOT/.venv/bin/kubectl
+[ -x "$KUBECTL" ] || KUBECTL=$(command -v kubectl) || { echo "e2e: kubectl is required (make venv installs it)"; exit 1; }
+PY=$ROOT/.venv/bin/python
+[ -x "$PY" ] || { echo "e2e: .venv is missing: run make venv"; exit 1; }
+MOTO=$ROOT/.venv/bin/moto_server
+[ -x "$MOTO" ] || MOTO=$(command -v moto_server) || { echo "e2e: moto_server is required (make venv installs it)"; exit 1; }
 
+STATE=${MLOBS_E2E_STATE_DIR:-$ROOT/target/e2e}
+OPNS=mlobs-system
+CLUSTER_HOME=${MLOBS_CLUSTER_HOME:-$HOME/.cache/mlobs-cluster}
+REPLICAS=2
+TMP=$(mktemp -d)
+STARTED_CLUSTER=0
+MOTO_PID=
+FAILED=1
+
+log() { echo "e2e: $(date +%H:%M:%S) $*"; }
+k() { "$KUBECTL" "$@"; }
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+listening() { "$PY" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null; }
+field() { sed -n "s/^$1=//p" "$2" | head -1; }
+
+stop_replicas() {
+  local f pid pids=()
+  for f in "$STATE"/replica-*.env; do
+    [ -e "$f" ] || continue
+    pid=$(field pid "$f")
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && { kill -TERM "$pid" 2>/dev/null || true; pids+=("$pid"); }
+  done
+  for _ in $(seq 40); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.25
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ "$FAILED" = 1 ] || [ $rc != 0 ]; then
+    for f in "$STATE"/operator-*.log; do
+      [ -e "$f" ] || continue
+      echo "---- tail of $f"
+      tail -n 40 "$f"
+    done
+  fi
+  if [ -n "${KUBECONFIG:-}" ] && [ "$STARTED_CLUSTER" = 0 ]; then
+    # Test namespaces whose pipelines still carry the finalizer would stay Terminating forever
+    # once the operator is gone: give the operator a moment, then let go of the finalizers.
+    for _ in $(seq 30); do
+      [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break
+      sleep 2
+    done
+    for ns in $(k get ns -l mlobs-e2e=true -o jsonpath='{.items[*].metadata.name}' 2>/dev/null); do
+      for p in $(k -n "$ns" get mlop -o name 2>/dev/null); do
+        k -n "$ns" patch "$p" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+      done
+      k delete ns "$ns" --wait=false >/dev/null 2>&1
+    done
+  fi
+  stop_replicas
+  [ -n "$MOTO_PID" ] && { kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; }
+  if [ "$STARTED_CLUSTER" = 1 ]; then
+    log "stopping the cluster we started"
+    ../shared/cluster/down.sh >/dev/null 2>&1 || ../shared/cluster/down.sh
+  fi
+  rm -rf "$TMP"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# 1. The cluster: ours when KUBECONFIG is unset, else the one given (CRDs re-applied).
 if [ -z "${KUBECONFIG:-}" ]; then
-  echo "e2e: KUBECONFIG is not set; skipping (set it to a test cluster to run the end-to-end scenario)"
-  exit 0
+  if [ "$(KUBECONFIG=$CLUSTER_HOME/kubeconfig k get --raw /readyz 2>/dev/null)" = ok ]; then
+    log "a control plane is already running ($CLUSTER_HOME/kubeconfig): using it, not stopping it"
+  else
+    log "starting ../shared/cluster"
+    STARTED_CLUSTER=1
+    ../shared/cluster/up.sh --apply crds/
+  fi
+  export KUBECONFIG=$CLUSTER_HOME/kubeconfig
 fi
-command -v kubectl >/dev/null || { echo "e2e: kubectl is required"; exit 1; }
+log "cluster: $(k config view --minify -o jsonpath='{.clusters[0].cluster.server}') (KUBECONFIG=$KUBECONFIG)"
+k apply --server-side --force-conflicts -f crds/ >/dev/null
+k wait --for=condition=Established --timeout=60s crd/mlobservabilitypipelines.mlobs.io crd/gputelemetrypolicies.mlobs.io >/dev/null
 
-NS=${MLOBS_E2E_NAMESPACE:-mlobs-e2e}
-OPNS=${MLOBS_E2E_OPERATOR_NAMESPACE:-mlobs-system}
-CLUSTER=${MLOBS_E2E_CLUSTER_NAME:-mlobs-e2e}
-REGION=${AWS_REGION:-us-east-1}
-TIMEOUT=${MLOBS_E2E_TIMEOUT:-180s}
-MLOBS=${MLOBS:-target/debug/mlobs}
-[ -x "$MLOBS" ] || cargo build --quiet --bin mlobs
+# 2. moto.
+MOTO_PORT=$(free_port)
+"$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$TMP/moto.log" 2>&1 &
+MOTO_PID=$!
+for _ in $(seq 240); do listening "$MOTO_PORT" && break; sleep 0.25; done
+listening "$MOTO_PORT" || { cat "$TMP/moto.log"; echo "e2e: moto did not listen on $MOTO_PORT"; exit 1; }
+MOTO_URL=http://127.0.0.1:$MOTO_PORT
+log "moto at $MOTO_URL"
 
-log() { echo "e2e: $*"; }
-fail() { echo "e2e: FAILED: $*"; kubectl -n "$NS" get mlop -o yaml || true; exit 1; }
+# 3. Build: the test profile, so the operator binary and the test binary share one compilation
+# (`cargo test` builds bin targets for integration tests). The binary is copied so that a later
+# `cargo build` does not replace it under the running replicas.
+log "building (cargo test --test e2e --no-run)"
+cargo test --test e2e --no-run
+rm -rf "$STATE"
+mkdir -p "$STATE"
+cp target/debug/mlobs "$STATE/mlobs"
 
-log "installing CRDs"
-kubectl apply -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/mlobservabilitypipelines.mlobs.io crd/gputelemetrypolicies.mlobs.io >/dev/null
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl create namespace "$OPNS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# 4. The chart, applied for real: ServiceAccount, RBAC, Deployment (kwok reports its Pods
+# Running; nothing runs them: the operator runs as local processes below).
+log "applying charts/mlobs-operator to namespace $OPNS"
+k create namespace "$OPNS" --dry-run=client -o yaml | k apply -f - >/dev/null
+"$PY" scripts/chart.py template charts/mlobs-operator --namespace "$OPNS" \
+  --set replicas=$REPLICAS --set defaultPolicy.enabled=false \
+  --set clusterName=e2e --set region=us-east-1 --set-string accountId=123456789012 >"$STATE/chart.yaml"
+k apply --server-side --force-conflicts -f "$STATE/chart.yaml" >/dev/null
 
-log "starting the operator (AWS endpoint: ${AWS_ENDPOINT_URL:-default chain})"
-opargs=(run --cluster-name "$CLUSTER" --region "$REGION" --namespace "$OPNS" --leader-elect=false --metrics-addr 127.0.0.1:18080)
-[ -n "${MLOBS_E2E_ACCOUNT_ID:-}" ] && opargs+=(--account-id "$MLOBS_E2E_ACCOUNT_ID")
-"$MLOBS" "${opargs[@]}" > "${TMPDIR:-/tmp}/mlobs-e2e-operator.log" 2>&1 &
-OP=$!
-trap 'kill $OP 2>/dev/null || true' EXIT
+# 5. Least privilege: the operator talks to the API server with the chart's ServiceAccount token.
+OPKC=$TMP/operator-kubeconfig
+TOKEN=$(k -n "$OPNS" create token mlobs-operator --duration=3h)
+SERVER=$(k config view --minify --raw -o jsonpath='{.clusters[0].cluster.server}')
+CA=$(k config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+umask 077
+cat >"$OPKC" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: $SERVER
+    certificate-authority-data: $CA
+users:
+- name: mlobs-operator
+  user:
+    token: $TOKEN
+contexts:
+- name: e2e
+  context:
+    cluster: e2e
+    user: mlobs-operator
+    namespace: $OPNS
+current-context: e2e
+EOF
+umask 022
+unset TOKEN CA
 
-log "applying a pipeline"
-cat <<YAML | kubectl apply -f - >/dev/null
-apiVersion: mlobs.io/v1alpha1
-kind: MLObservabilityPipeline
-metadata:
-  name: e2e
-  namespace: $NS
-spec:
-  deletionPolicy: Delete
-  identity:
-    mode: IRSA
-    oidcProviderArn: ${MLOBS_E2E_OIDC_PROVIDER_ARN:-arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/E2E}
-YAML
-
-for c in KmsKeyReady LogGroupsReady IamRoleReady; do
-  kubectl -n "$NS" wait --for=condition=$c --timeout="$TIMEOUT" mlop/e2e >/dev/null || fail "$c"
-  log "$c=True"
+# 6. Operator replicas. Each writes a state file the tests read (and use to restart a replica):
+# pid, identity, metrics address, log, and the command line (arg=) and environment (env=).
+start_replica() {
+  local i=$1 port
+  port=$(free_port)
+  local id=mlobs-e2e-$i f=$STATE/replica-$i.env logf=$STATE/operator-$i.log
+  local cmd=("$STATE/mlobs" run --cluster-name e2e --region us-east-1 --account-id 123456789012
+    --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port")
+  local envs=("KUBECONFIG=$OPKC" "POD_NAME=$id" "AWS_ACCESS_KEY_ID=testing"
+    "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-info}")
+  env -u AWS_PROFILE -u AWS_ENDPOINT_URL -u POD_NAMESPACE "${envs[@]}" "${cmd[@]}" >>"$logf" 2>&1 &
+  {
+    echo "pid=$!"
+    echo "identity=$id"
+    echo "metrics_addr=127.0.0.1:$port"
+    echo "log=$logf"
+    printf 'arg=%s\n' "${cmd[@]}"
+    printf 'env=%s\n' "${envs[@]}"
+  } >"$f"
+}
+for i in $(seq 0 $((REPLICAS - 1))); do start_replica "$i"; done
+log "started $REPLICAS replicas; waiting for one to hold Lease $OPNS/mlobs-operator-leader"
+holder=
+for _ in $(seq 240); do
+  holder=$(k -n "$OPNS" get lease mlobs-operator-leader -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+  case $holder in mlobs-e2e-*) break ;; esac
+  for f in "$STATE"/replica-*.env; do
+    kill -0 "$(field pid "$f")" 2>/dev/null || { echo "e2e: replica $(field identity "$f") exited"; exit 1; }
+  done
+  sleep 0.25
 done
-for kind in daemonset configmap serviceaccount; do
-  kubectl -n "$NS" get "$kind" mlobs-e2e >/dev/null || fail "$kind mlobs-e2e missing"
-done
-log "children exist; waiting for the collector (needs GPU nodes; CollectorReady may stay False without them)"
-kubectl -n "$NS" wait --for=condition=CollectorReady --timeout=30s mlop/e2e >/dev/null || log "CollectorReady not True (no GPU nodes?)"
+case $holder in mlobs-e2e-*) log "leader: $holder" ;; *) echo "e2e: no replica took the Lease within 60 s (holder: '$holder')"; exit 1 ;; esac
 
-log "deleting the pipeline"
-kubectl -n "$NS" delete mlop/e2e --wait=true --timeout="$TIMEOUT" >/dev/null || fail "delete"
-for kind in daemonset configmap serviceaccount; do
-  for _ in $(seq 30); do kubectl -n "$NS" get "$kind" mlobs-e2e >/dev/null 2>&1 || break; sleep 2; done
-  kubectl -n "$NS" get "$kind" mlobs-e2e >/dev/null 2>&1 && fail "$kind mlobs-e2e not garbage-collected"
+# 7. The scenarios. Tests under `serial::` measure the operator as a whole (its write counter,
+# failover) and run alone, after the others.
+export MLOBS_E2E_STATE_DIR=$STATE MLOBS_E2E_MOTO_URL=$MOTO_URL MLOBS_E2E_OPERATOR_KUBECONFIG=$OPKC
+export MLOBS_E2E_KUBECTL=$KUBECTL
+rc=0
+log "scenarios (parallel)"
+cargo test --test e2e -- --skip serial:: --test-threads=4 || rc=1
+log "waiting for the test namespaces to be gone before the serial scenarios"
+for _ in $(seq 90); do
+  [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break
+  sleep 2
 done
-kubectl get clusterrole -l mlobs.io/pipeline="$NS.e2e" -o name | grep -q . && fail "ClusterRole left behind"
-log "passed"
+log "scenarios (serial)"
+cargo test --test e2e serial:: -- --test-threads=1 || rc=1
+[ $rc = 0 ] && FAILED=0
+[ $rc = 0 ] && log "passed" || log "FAILED (operator logs: $STATE/operator-*.log)"
+exit $rc

@@ -1,0 +1,255 @@
+//! Scenarios that look at the operator as a whole: run alone, after the others (e2e/run.sh runs
+//! `cargo test --test e2e serial:: -- --test-threads=1`), so no other test's pipeline writes
+//! while they count writes or move the Lease.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::pipeline::ready_pipeline_with_collector;
+use crate::support::*;
+
+/// `Kind/name` → resourceVersion of the pipeline and every child carrying its label.
+async fn resource_versions(c: &Client, ns: &str, name: &str) -> Result<BTreeMap<String, String>> {
+    let lp = ListParams::default().labels(&child_selector(ns, name));
+    let mut out = BTreeMap::new();
+    let p = pipelines(c, ns).get(name).await?;
+    out.insert(
+        format!("MLObservabilityPipeline/{name}"),
+        p.resource_version().unwrap_or_default(),
+    );
+    macro_rules! add {
+        ($kind:ty, $api:expr) => {
+            let list = $api.list_metadata(&lp).await?;
+            ensure!(
+                list.items.len() == 1,
+                "{} children: {}",
+                stringify!($kind),
+                list.items.len()
+            );
+            for o in list.items {
+                out.insert(
+                    format!("{}/{}", stringify!($kind), o.name_any()),
+                    o.resource_version().unwrap_or_default(),
+                );
+            }
+        };
+    }
+    add!(DaemonSet, Api::<DaemonSet>::namespaced(c.clone(), ns));
+    add!(ConfigMap, Api::<ConfigMap>::namespaced(c.clone(), ns));
+    add!(ServiceAccount, Api::<ServiceAccount>::namespaced(c.clone(), ns));
+    add!(ClusterRole, Api::<ClusterRole>::all(c.clone()));
+    add!(ClusterRoleBinding, Api::<ClusterRoleBinding>::all(c.clone()));
+    Ok(out)
+}
+
+/// The leader's write and reconcile counters: (writes except Lease renewals, reconciles).
+async fn counters(r: &Replica) -> Result<(f64, f64)> {
+    let text = r.metrics().await?;
+    let writes = require_metric(&text, "mlobs_kube_writes_total", &[], &[("kind", "Lease")])?;
+    let reconciles = require_metric(&text, "mlobs_reconciles_total", &[], &[])?;
+    Ok((writes, reconciles))
+}
+
+#[tokio::test]
+async fn steady_state_makes_no_writes() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNs::create(&c, "steady").await?;
+    let ns = ns.name.as_str();
+    let name = "steady";
+    ready_pipeline_with_collector(&c, ns, name, json!({})).await?;
+    // Let the DaemonSet controller and kubelet (kwok) finish their status writes.
+    let ds_api = Api::<DaemonSet>::namespaced(c.clone(), ns);
+    let (ds_api, sel) = (&ds_api, child_selector(ns, name));
+    let sel = &sel;
+    wait_for("DaemonSet status settled", READY_TIMEOUT, async || {
+        let list = ds_api.list(&ListParams::default().labels(sel)).await?;
+        let ds = list.items.first().context("DaemonSet")?;
+        let s = ds.status.clone().unwrap_or_default();
+        ensure!(
+            s.observed_generation == ds.metadata.generation
+                && s.number_ready == s.desired_number_scheduled
+                && s.updated_number_scheduled == Some(s.desired_number_scheduled),
+            "DaemonSet status {s:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let leader = leader(&c).await?;
+    let before = resource_versions(&c, ns, name).await?;
+    let (writes0, reconciles0) = counters(&leader).await?;
+    let window = Duration::from_secs(60);
+    println!(
+        "leader {}: {writes0} writes, {reconciles0} reconciles so far; watching {} objects for {} s",
+        leader.identity,
+        before.len(),
+        window.as_secs()
+    );
+    tokio::time::sleep(window).await;
+    let after = resource_versions(&c, ns, name).await?;
+    let now_leader = lease_holder(&c).await?;
+    ensure!(
+        now_leader.as_deref() == Some(leader.identity.as_str()),
+        "the leader changed during the window ({} → {now_leader:?}): counters are not comparable",
+        leader.identity
+    );
+    let (writes1, reconciles1) = counters(&leader).await?;
+    let per_min = (reconciles1 - reconciles0) * 60.0 / window.as_secs_f64();
+    println!(
+        "steady state over {} s: {} kube writes, {} reconciles ({per_min:.1} reconciles/min)",
+        window.as_secs(),
+        writes1 - writes0,
+        reconciles1 - reconciles0
+    );
+    let changed: Vec<String> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: {v} → {:?}", after.get(k)))
+        .collect();
+    ensure!(changed.is_empty(), "objects written in steady state: {changed:#?}");
+    ensure!(
+        writes1 == writes0,
+        "the operator made {} writes to the API server in a steady state of {} s",
+        writes1 - writes0,
+        window.as_secs()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn failover_after_sigterm_releases_lease_and_standby_reconciles() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNs::create(&c, "failover").await?;
+    let ns = ns.name.as_str();
+    let name = "failover";
+    ready_pipeline_with_collector(&c, ns, name, json!({"logs": {"logGroup": {"retentionInDays": 30}}})).await?;
+
+    let old = leader(&c).await?;
+    let standby = replicas()?
+        .into_iter()
+        .find(|r| r.identity != old.identity && r.alive())
+        .context("a running standby replica")?;
+    println!(
+        "leader {} (pid {}), standby {} (pid {})",
+        old.identity, old.pid, standby.identity, standby.pid
+    );
+
+    let t0 = Instant::now();
+    old.signal("TERM")?;
+    // A spec change while the Lease moves.
+    let api = pipelines(&c, ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"logs": {"logGroup": {"retentionInDays": 60}}}})),
+    )
+    .await
+    .context("changing retentionInDays during the failover")?;
+
+    let old_ref = &old;
+    wait_for(
+        "the old leader to exit after SIGTERM",
+        Duration::from_secs(10),
+        async || {
+            ensure!(!old_ref.alive(), "pid {} still running", old_ref.pid);
+            Ok(())
+        },
+    )
+    .await?;
+    println!("old leader exited {:.1} s after SIGTERM", t0.elapsed().as_secs_f64());
+    let c_ref = &c;
+    let remaining = Duration::from_secs(10).saturating_sub(t0.elapsed());
+    let h = wait_for("the Lease released or moved", remaining, async || {
+        let h = lease_holder(c_ref).await?;
+        ensure!(
+            h.as_deref() != Some(old_ref.identity.as_str()),
+            "still held by {}",
+            old_ref.identity
+        );
+        Ok(h)
+    })
+    .await?;
+    println!("Lease holder {h:?} {:.1} s after SIGTERM", t0.elapsed().as_secs_f64());
+    let standby_ref = &standby;
+    wait_for("the standby to take the Lease", Duration::from_secs(30), async || {
+        let h = lease_holder(c_ref).await?;
+        ensure!(h.as_deref() == Some(standby_ref.identity.as_str()), "holder {h:?}");
+        Ok(())
+    })
+    .await?;
+    let failover = t0.elapsed();
+    println!(
+        "failover: {} holds the Lease {:.1} s after SIGTERM to {}",
+        standby.identity,
+        failover.as_secs_f64(),
+        old.identity
+    );
+
+    // Back to two replicas before looking at the result, so a failure below leaves a full pool.
+    let restarted = old.restart()?;
+    let api = &api;
+    let p = wait_for(
+        "the spec change reconciled by the new leader",
+        READY_TIMEOUT,
+        async || {
+            let p = api.get(name).await?;
+            ensure!(is_ready(&p), "{}", conditions_summary(&p));
+            Ok(p)
+        },
+    )
+    .await?;
+    println!(
+        "generation {:?} reconciled {:.1} s after SIGTERM",
+        p.metadata.generation,
+        t0.elapsed().as_secs_f64()
+    );
+    let aws = aws().await?;
+    let arn = p
+        .status
+        .as_ref()
+        .and_then(|s| s.aws.as_ref())
+        .and_then(|a| {
+            a.log_group_arns
+                .iter()
+                .find(|a| a.trim_end_matches(":*").ends_with("/logs"))
+        })
+        .context("the logs group in status.aws.logGroupArns")?;
+    let lg = log_group_name(arn)?;
+    let g = log_group(&aws, &lg).await?.with_context(|| format!("log group {lg}"))?;
+    ensure!(
+        g.retention_in_days == Some(60),
+        "log group {lg} retention {:?}, expected 60",
+        g.retention_in_days
+    );
+
+    let restarted = &restarted;
+    wait_for(
+        "the restarted replica to serve /healthz",
+        Duration::from_secs(60),
+        async || {
+            ensure!(
+                restarted.alive(),
+                "restarted replica exited (see {})",
+                restarted.log.display()
+            );
+            http_get(&restarted.metrics_addr, "/healthz").await?;
+            Ok(())
+        },
+    )
+    .await?;
+    let h = lease_holder(&c).await?;
+    ensure!(
+        h.as_deref() == Some(standby.identity.as_str()),
+        "the restarted replica took the Lease from the new leader: {h:?}"
+    );
+    Ok(())
+}
