@@ -68,6 +68,7 @@ cleanup() {
       done
       k delete ns "$ns" --wait=false >/dev/null 2>&1
     done
+    k delete gputelemetrypolicies -l mlobs-e2e=true --wait=false >/dev/null 2>&1
   fi
   stop_replicas
   [ -n "$MOTO_PID" ] && { kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; }
@@ -117,7 +118,7 @@ cp target/debug/mlobs "$STATE/mlobs"
 # 4. The chart, applied for real: ServiceAccount, RBAC, Deployment (kwok reports its Pods
 # Running; nothing runs them: the operator runs as local processes below).
 log "applying charts/mlobs-operator to namespace $OPNS"
-k create namespace "$OPNS" --dry-run=client -o yaml | k apply -f - >/dev/null
+k create namespace "$OPNS" --dry-run=client -o yaml | k apply --server-side -f - >/dev/null
 "$PY" scripts/chart.py template charts/mlobs-operator --namespace "$OPNS" \
   --set replicas=$REPLICAS --set defaultPolicy.enabled=false \
   --set clusterName=e2e --set region=us-east-1 --set-string accountId=123456789012 >"$STATE/chart.yaml"
@@ -189,6 +190,8 @@ case $holder in mlobs-e2e-*) log "leader: $holder" ;; *) echo "e2e: no replica t
 # failover) and run alone, after the others.
 export MLOBS_E2E_STATE_DIR=$STATE MLOBS_E2E_MOTO_URL=$MOTO_URL MLOBS_E2E_OPERATOR_KUBECONFIG=$OPKC
 export MLOBS_E2E_KUBECTL=$KUBECTL
+# Test failures are anyhow errors with context; their backtraces are noise.
+export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
 rc=0
 log "scenarios (parallel)"
 cargo test --test e2e -- --skip serial:: --test-threads=4 || rc=1

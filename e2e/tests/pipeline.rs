@@ -41,14 +41,15 @@ fn creation_secs<K: kube::Resource>(o: &K) -> Result<i64> {
         .as_second())
 }
 
-/// config/samples/pipeline-minimal.yaml in namespace `ns`, with `deletionPolicy: Delete`.
+/// config/samples/pipeline-minimal.yaml in namespace `ns`, with `deletionPolicy: Delete` and the
+/// test's own policy.
 fn sample_pipeline(ns: &str) -> Result<MLObservabilityPipeline> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples/pipeline-minimal.yaml");
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let mut v: Value = serde_saphyr::from_str(&text).with_context(|| format!("parsing {path}"))?;
     merge(
         &mut v,
-        json!({"metadata": {"namespace": ns}, "spec": {"deletionPolicy": "Delete"}}),
+        json!({"metadata": {"namespace": ns}, "spec": {"deletionPolicy": "Delete", "policyRef": ns}}),
     );
     serde_json::from_value(v).context("the sample is a pipeline")
 }

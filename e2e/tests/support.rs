@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use mlobs::aws::AwsClients;
-use mlobs::crd::MLObservabilityPipeline;
+use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
 use serde_json::{Value, json};
 
 /// The operator's namespace (chart release namespace, Lease namespace).
@@ -79,8 +79,10 @@ pub fn random_suffix() -> String {
     format!("{:06x}", h.finish() & 0xff_ffff)
 }
 
-/// A namespace of one test, `e2e-<test>-<random>`, deleted (best effort, in the background) when
-/// dropped, also after a failed assertion. `MLOBS_E2E_KEEP=1` keeps it for inspection.
+/// A namespace of one test, `e2e-<test>-<random>`, and a GpuTelemetryPolicy of the same name
+/// (not a default, no guardrails) that the test's pipelines name in `spec.policyRef`: a default
+/// policy someone else put on the cluster does not govern them. Both are deleted (best effort, in
+/// the background) when dropped, also after a failed assertion. `MLOBS_E2E_KEEP=1` keeps them.
 pub struct TestNs {
     pub name: String,
 }
@@ -106,8 +108,17 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        println!("namespace {name}");
-        Ok(TestNs { name })
+        let guard = TestNs { name };
+        let policy: GpuTelemetryPolicy = serde_json::from_value(json!({
+            "apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
+            "metadata": {"name": guard.name, "labels": {NS_LABEL: "true"}}, "spec": {"default": false}
+        }))?;
+        Api::<GpuTelemetryPolicy>::all(client.clone())
+            .create(&PostParams::default(), &policy)
+            .await
+            .with_context(|| format!("creating GpuTelemetryPolicy {}", guard.name))?;
+        println!("namespace and policy {}", guard.name);
+        Ok(guard)
     }
 }
 
@@ -123,11 +134,14 @@ impl Drop for TestNs {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let c = Client::try_default().await?;
-                Api::<Namespace>::all(c)
+                let ns = Api::<Namespace>::all(c.clone())
                     .delete(&name, &DeleteParams::background())
-                    .await
-                    .map(|_| ())
-                    .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })?;
+                    .await;
+                ignore_not_found(ns.map(|_| ()))?;
+                let policy = Api::<GpuTelemetryPolicy>::all(c)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+                ignore_not_found(policy.map(|_| ()))?;
                 Ok(())
             })
         })
@@ -135,6 +149,14 @@ impl Drop for TestNs {
         if let Ok(Err(e)) = r {
             eprintln!("deleting namespace {}: {e:#}", self.name);
         }
+    }
+}
+
+/// `Ok` for a 404.
+pub fn ignore_not_found(r: kube::Result<()>) -> kube::Result<()> {
+    match r {
+        Err(e) if is_not_found(&e) => Ok(()),
+        r => r,
     }
 }
 
@@ -161,11 +183,12 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut()
 // Pipelines
 
 /// A pipeline with the least a real one needs (IRSA identity, `deletionPolicy: Delete` so AWS is
-/// cleaned), deep-merged with `spec`.
+/// cleaned, `policyRef` to the test's own policy: see [`TestNs`]), deep-merged with `spec`.
 pub fn pipeline(ns: &str, name: &str, spec: Value) -> Result<MLObservabilityPipeline> {
     let mut base = json!({
         "identity": {"mode": "IRSA", "oidcProviderArn": OIDC_PROVIDER_ARN},
         "deletionPolicy": "Delete",
+        "policyRef": ns,
     });
     merge(&mut base, spec);
     serde_json::from_value(json!({
