@@ -4,6 +4,9 @@
 # are the Rust integration tests in e2e/tests/ (`cargo test --test e2e`). Never skips.
 # Without KUBECONFIG it starts ../shared/cluster (and stops it on exit). See e2e/README.md.
 set -euo pipefail
+# One compound command: bash reads all of it before running any, so editing this file while a
+# run is in progress cannot change what that run does.
+{
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH="$ROOT/.venv/bin:$PATH"
@@ -205,3 +208,4 @@ cargo test --test e2e serial:: -- --test-threads=1 || rc=1
 [ $rc = 0 ] && FAILED=0
 [ $rc = 0 ] && log "passed" || log "FAILED (operator logs: $STATE/operator-*.log)"
 exit $rc
+}
