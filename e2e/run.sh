@@ -197,14 +197,14 @@ export MLOBS_E2E_KUBECTL=$KUBECTL
 export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
 rc=0
 log "scenarios (parallel)"
-cargo test --test e2e -- --skip serial:: --test-threads=4 || rc=1
+cargo test --test e2e -- --skip serial:: --test-threads=4 --show-output || rc=1
 log "waiting for the test namespaces to be gone before the serial scenarios"
 for _ in $(seq 90); do
   [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break
   sleep 2
 done
 log "scenarios (serial)"
-cargo test --test e2e serial:: -- --test-threads=1 || rc=1
+cargo test --test e2e serial:: -- --test-threads=1 --show-output || rc=1
 [ $rc = 0 ] && FAILED=0
 [ $rc = 0 ] && log "passed" || log "FAILED (operator logs: $STATE/operator-*.log)"
 exit $rc

@@ -604,6 +604,33 @@ pub fn metric_sum(text: &str, name: &str, with: &[(&str, &str)], without: &[(&st
     declared.then_some(sum)
 }
 
+/// Every sample of a metric as (`{k="v",...}` label text, value).
+pub fn metric_samples(text: &str, name: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+        if metric == name {
+            out.insert(format!("{{{labels}"), value.parse().unwrap_or(0.0));
+        }
+    }
+    out
+}
+
+/// What grew between two scrapes: `{labels}: +n` per sample of `name`.
+pub fn metric_growth(before: &str, after: &str, name: &str) -> Vec<String> {
+    let b = metric_samples(before, name);
+    metric_samples(after, name)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let d = v - b.get(&k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| format!("{name}{k}: +{d}"))
+        })
+        .collect()
+}
+
 fn parse_labels(s: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut rest = s;
