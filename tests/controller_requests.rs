@@ -1,12 +1,14 @@
 //! Exact requests where they matter: children are applied server-side with field manager `mlobs`
-//! and `force`, an unchanged child is only read, and a hand edit is put back.
+//! and `force`, compared with the live object by a server-side dry run (what the API server would
+//! store, defaults included), an unchanged child is never written, and a hand edit is put back.
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta};
 use kube::client::Body;
-use mlobs::controller::children::{self, Applied, DESIRED_HASH};
+use mlobs::controller::children::{self, Applied, AppliedCache, DESIRED_HASH};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tower_test::mock::{self, Handle};
 
 type MockHandle = Handle<Request<Body>, Response<Body>>;
@@ -62,7 +64,7 @@ fn live(hash: &str, data: &str) -> Value {
 async fn an_absent_child_is_created_by_server_side_apply_with_our_field_manager() {
     let (c, mut h) = client();
     let api: Api<ConfigMap> = Api::namespaced(c, "team-a");
-    let task = tokio::spawn(async move { children::apply(&api, desired()).await });
+    let task = tokio::spawn(async move { children::apply(&api, desired(), &AppliedCache::default()).await });
 
     let (req, send) = h.next_request().await.expect("GET");
     assert_eq!((req.method(), req.uri().path()), (&Method::GET, PATH));
@@ -98,7 +100,7 @@ async fn an_absent_child_is_created_by_server_side_apply_with_our_field_manager(
 async fn desired_hash() -> String {
     let (c, mut h) = client();
     let api: Api<ConfigMap> = Api::namespaced(c, "team-a");
-    let task = tokio::spawn(async move { children::apply(&api, desired()).await });
+    let task = tokio::spawn(async move { children::apply(&api, desired(), &AppliedCache::default()).await });
     let (_, send) = h.next_request().await.expect("GET");
     send.send_response(not_found());
     let (req, send) = h.next_request().await.expect("PATCH");
@@ -111,18 +113,46 @@ async fn desired_hash() -> String {
     hash
 }
 
+/// Answers the dry-run apply that follows the GET, checking it is one.
+async fn answer_dry_run(h: &mut MockHandle, would_store: Value) {
+    let (req, send) = h.next_request().await.expect("dry-run PATCH");
+    assert_eq!((req.method(), req.uri().path()), (&Method::PATCH, PATH));
+    let query = req.uri().query().unwrap_or_default().to_string();
+    assert!(
+        query.contains("dryRun=All") && query.contains("fieldManager=mlobs"),
+        "{query}"
+    );
+    send.send_response(respond(StatusCode::OK, would_store));
+}
+
 #[tokio::test]
-async fn an_unchanged_child_is_read_and_never_written() {
+async fn an_unchanged_child_is_compared_by_dry_run_and_never_written() {
     let hash = desired_hash().await;
     let (c, mut h) = client();
     let api: Api<ConfigMap> = Api::namespaced(c, "team-a");
-    let task = tokio::spawn(async move { children::apply(&api, desired()).await });
+    let cache = Arc::new(AppliedCache::default());
+    let (api2, cache2) = (api.clone(), cache.clone());
+    let task = tokio::spawn(async move { children::apply(&api2, desired(), &cache2).await });
     let (req, send) = h.next_request().await.expect("GET");
     assert_eq!(req.method(), Method::GET);
-    send.send_response(respond(StatusCode::OK, live(&hash, "receivers: {}")));
+    // The server adds what it defaults; the dry run shows the same, so it is no difference.
+    let mut stored = live(&hash, "receivers: {}");
+    stored["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    send.send_response(respond(StatusCode::OK, stored.clone()));
+    let mut would = stored.clone();
+    would["metadata"]["managedFields"] = json!([{"manager": "mlobs", "operation": "Apply"}]);
+    answer_dry_run(&mut h, would).await;
     let (applied, _) = task.await.expect("join").expect("apply");
     assert_eq!(applied, Applied::Unchanged);
-    assert!(h.next_request().await.is_none(), "no write");
+
+    // Verified at this resourceVersion: the next reconcile only reads.
+    let task = tokio::spawn(async move { children::apply(&api, desired(), &cache).await });
+    let (req, send) = h.next_request().await.expect("GET");
+    assert_eq!(req.method(), Method::GET);
+    send.send_response(respond(StatusCode::OK, stored));
+    let (applied, _) = task.await.expect("join").expect("apply");
+    assert_eq!(applied, Applied::Unchanged);
+    assert!(h.next_request().await.is_none(), "no write, no dry run");
 }
 
 #[tokio::test]
@@ -130,11 +160,13 @@ async fn a_hand_edited_child_is_put_back_and_the_edit_is_named() {
     let hash = desired_hash().await;
     let (c, mut h) = client();
     let api: Api<ConfigMap> = Api::namespaced(c, "team-a");
-    let task = tokio::spawn(async move { children::apply(&api, desired()).await });
+    let task = tokio::spawn(async move { children::apply(&api, desired(), &AppliedCache::default()).await });
     let (_, send) = h.next_request().await.expect("GET");
     send.send_response(respond(StatusCode::OK, live(&hash, "edited")));
+    answer_dry_run(&mut h, live(&hash, "receivers: {}")).await;
     let (req, send) = h.next_request().await.expect("PATCH puts it back");
     assert_eq!(req.method(), Method::PATCH);
+    assert!(!req.uri().query().unwrap_or_default().contains("dryRun"));
     send.send_response(respond(StatusCode::OK, live(&hash, "receivers: {}")));
     let (applied, _) = task.await.expect("join").expect("apply");
     assert_eq!(
@@ -151,9 +183,10 @@ async fn a_hand_edited_child_is_put_back_and_the_edit_is_named() {
 async fn a_child_from_an_older_spec_is_updated_not_reported_as_drift() {
     let (c, mut h) = client();
     let api: Api<ConfigMap> = Api::namespaced(c, "team-a");
-    let task = tokio::spawn(async move { children::apply(&api, desired()).await });
+    let task = tokio::spawn(async move { children::apply(&api, desired(), &AppliedCache::default()).await });
     let (_, send) = h.next_request().await.expect("GET");
     send.send_response(respond(StatusCode::OK, live("older-spec", "receivers: {old: 1}")));
+    answer_dry_run(&mut h, live("new", "receivers: {}")).await;
     let (_, send) = h.next_request().await.expect("PATCH");
     send.send_response(respond(StatusCode::OK, live("new", "receivers: {}")));
     let (applied, _) = task.await.expect("join").expect("apply");

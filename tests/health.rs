@@ -183,8 +183,15 @@ fn with_ready(observed: i64, status: &str, reason: &str) -> Value {
 /// Ready reasons the controller writes, with the health each must map to. Ready=False reasons
 /// come from the first of PolicyCompliant, KmsKeyReady, LogGroupsReady, IamRoleReady and
 /// CollectorReady that is not True.
-const PROGRESSING_REASONS: [&str; 4] = ["Reconciling", "RollingOut", "WaitingForAws", "AwsRetryable"];
-const DEGRADED_REASONS: [&str; 14] = [
+const PROGRESSING_REASONS: [&str; 6] = [
+    "Reconciling",
+    "RollingOut",
+    "WaitingForAws",
+    "AwsRetryable",
+    "NoExporterPods",
+    "NamespaceNotFound",
+];
+const DEGRADED_REASONS: [&str; 15] = [
     "InvalidSpec",
     "NameTooLong",
     "InvalidName",
@@ -199,10 +206,12 @@ const DEGRADED_REASONS: [&str; 14] = [
     "AwsError",
     "AwsResourceMissing",
     "CleanupFailed",
+    "PodSecurityForbidden",
 ];
 /// Reasons only ever seen with status True, or on conditions Ready does not read (Drifted).
-const NEVER_ON_READY_FALSE: [&str; 6] = [
+const NEVER_ON_READY_FALSE: [&str; 7] = [
     "Reconciled",
+    "NoGpuNodes",
     "Compliant",
     "Valid",
     "DriftDetected",

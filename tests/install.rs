@@ -34,7 +34,7 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("apps", "daemonsets", CHILD),
     ("", "configmaps", CHILD),
     ("", "serviceaccounts", CHILD),
-    ("", "services", &["get", "create", "patch"]),
+    ("", "services", &["get", "list", "create", "patch", "delete"]),
     ("rbac.authorization.k8s.io", "clusterroles", CLUSTER_CHILD),
     ("rbac.authorization.k8s.io", "clusterrolebindings", CLUSTER_CHILD),
     ("", "pods", READ),
@@ -42,6 +42,7 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("", "nodes", READ),
     ("apps", "replicasets", READ),
     ("events.k8s.io", "events", &["create", "patch"]),
+    ("", "events", &["list"]),
 ];
 const READ: &[&str] = &["get", "list", "watch"];
 /// Watched; the finalizer is added and removed by merge patch.

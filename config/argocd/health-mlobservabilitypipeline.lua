@@ -25,6 +25,7 @@ local terminal = {
   AwsError = true,
   AwsResourceMissing = true,
   CleanupFailed = true,
+  PodSecurityForbidden = true,
 }
 
 local function find(conditions, type)

@@ -1,11 +1,17 @@
-//! Applying children by server-side apply, only when they differ from what the API server has.
+//! Applying children by server-side apply, only when the API server would store something else.
 //!
-//! Each child carries `mlobs.io/desired-hash` (a hash of what mlobs last asked for). A live child
-//! whose hash matches but whose content no longer contains the desired fields was edited by hand:
-//! it is put back and reported as drift. A different hash is a spec change, not drift. A child
-//! that already contains every desired field is left alone, so a no-op reconcile writes nothing.
+//! The comparison is the API server's own: a dry-run server-side apply of the desired object,
+//! compared with the live one. Whatever the server defaults or omits (`false` booleans, empty
+//! lists, `imagePullPolicy`, ...) is the same on both sides, so it never counts as a change, in
+//! any child. Each child carries `mlobs.io/desired-hash` (a hash of what mlobs last asked for): a
+//! live child whose hash matches but that the dry run would change was edited by hand — it is put
+//! back and reported as drift; a different hash is a spec change, not drift. A child verified at a
+//! resourceVersion is not dry-run again until that version or the desired object changes, so a
+//! no-op reconcile makes one GET per child and no write.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Mutex;
 
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -24,7 +30,7 @@ pub const DESIRED_HASH: &str = "mlobs.io/desired-hash";
 /// What applying one child did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// Live object already as desired: no request made.
+    /// Live object already as desired: no write made.
     Unchanged,
     Created,
     /// Updated because the desired object changed.
@@ -35,6 +41,31 @@ pub enum Applied {
         actual: String,
         desired: String,
     },
+}
+
+/// Children last seen as desired: `Kind/ns/name` → (resourceVersion, desired hash).
+#[derive(Debug, Default)]
+pub struct AppliedCache(Mutex<HashMap<String, (String, String)>>);
+
+impl AppliedCache {
+    fn verified<K: Resource>(&self, key: &str, live: &K, hash: &str) -> bool {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key)
+            .is_some_and(|(rv, h)| h == hash && live.meta().resource_version.as_deref() == Some(rv.as_str()))
+    }
+
+    fn remember<K: Resource>(&self, key: String, obj: &K, hash: &str) {
+        if let Some(rv) = obj.meta().resource_version.clone() {
+            let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            m.insert(key, (rv, hash.to_string()));
+        }
+    }
+
+    /// Forgets a child (deleted, or its owner is gone).
+    pub fn forget(&self, key: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(key);
+    }
 }
 
 /// `Kind/namespace/name` or `Kind/name`, for drift records and events.
@@ -50,77 +81,138 @@ fn hash(v: &Value) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The first path where `desired` is not contained in `live` (objects: every desired key present
-/// and contained; arrays: same length, element-wise contained; scalars: equal). `None` = contained.
-pub fn first_difference(desired: &Value, live: &Value, path: &str) -> Option<(String, String, String)> {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, dv)| match l.get(k) {
-            Some(lv) => first_difference(dv, lv, &format!("{path}.{k}")),
-            None if dv.is_null() => None,
-            None => Some((format!("{path}.{k}"), dv.to_string(), "<absent>".into())),
-        }),
-        (Value::Array(d), Value::Array(l)) if d.len() == l.len() => d
+/// The first path where `a` and `b` differ, both ways (a key on one side only is a difference),
+/// as (path, value in `a`, value in `b`). `None` = equal.
+pub fn first_difference(a: &Value, b: &Value, path: &str) -> Option<(String, String, String)> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(xv), Some(yv)) => first_difference(xv, yv, &format!("{path}.{k}")),
+                (Some(xv), None) => Some((format!("{path}.{k}"), xv.to_string(), "<absent>".into())),
+                (None, Some(yv)) => Some((format!("{path}.{k}"), "<absent>".into(), yv.to_string())),
+                (None, None) => None,
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
             .iter()
-            .zip(l)
+            .zip(y)
             .enumerate()
-            .find_map(|(i, (dv, lv))| first_difference(dv, lv, &format!("{path}[{i}]"))),
-        (d, l) if d == l => None,
-        (d, l) => Some((path.to_string(), d.to_string(), l.to_string())),
+            .find_map(|(i, (xv, yv))| first_difference(xv, yv, &format!("{path}[{i}]"))),
+        (x, y) if x == y => None,
+        (x, y) => Some((path.to_string(), x.to_string(), y.to_string())),
     }
 }
 
-/// Applies `desired` unless the live object already contains it. `api` must be scoped to the
-/// child's namespace (or cluster-wide for cluster-scoped kinds).
-pub async fn apply<K>(api: &Api<K>, desired: K) -> Result<(Applied, K)>
+/// An object as the API server stores it, without what changes on every write or belongs to
+/// the server (resourceVersion, generation, managedFields, status).
+fn comparable<K: Serialize>(obj: &K) -> Result<Value> {
+    let mut v = serde_json::to_value(obj).map_err(|source| Error::Serialize { kind: "child", source })?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in ["resourceVersion", "generation", "managedFields"] {
+                meta.remove(k);
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The apply body: `desired` with the hash annotation, apiVersion and kind, without status.
+fn apply_body<K>(desired: &K) -> Result<(Value, String)>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let mut want = serde_json::to_value(desired).map_err(|source| Error::Serialize { kind: "child", source })?;
+    let h = hash(&want);
+    if let Some(o) = want.as_object_mut() {
+        // Status is the API server's, never part of what we ask for.
+        o.remove("status");
+        o.insert("apiVersion".into(), Value::String(K::api_version(&()).into_owned()));
+        o.insert("kind".into(), Value::String(K::kind(&()).into_owned()));
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            let ann = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(ann) = ann.as_object_mut() {
+                ann.insert(DESIRED_HASH.into(), Value::String(h.clone()));
+            }
+        }
+    }
+    Ok((want, h))
+}
+
+/// Applies `desired` unless the API server would store exactly the live object. `api` must be
+/// scoped to the child's namespace (or cluster-wide for cluster-scoped kinds).
+pub async fn apply<K>(api: &Api<K>, desired: K, cache: &AppliedCache) -> Result<(Applied, K)>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let name = desired.name_any();
-    let mut want = serde_json::to_value(&desired).map_err(|source| Error::Serialize { kind: "child", source })?;
-    let h = hash(&want);
-    if let Some(meta) = want.get_mut("metadata").and_then(Value::as_object_mut) {
-        let ann = meta
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Some(ann) = ann.as_object_mut() {
-            ann.insert(DESIRED_HASH.into(), Value::String(h.clone()));
-        }
-    }
-    // Status is the API server's, never part of what we ask for.
-    if let Some(o) = want.as_object_mut() {
-        o.remove("status");
-    }
-    let live = api.get_opt(&name).await?;
-    let outcome = match live {
-        None => Applied::Created,
-        Some(l) => {
-            let live_v = serde_json::to_value(&l).map_err(|source| Error::Serialize { kind: "child", source })?;
-            match first_difference(&want, &live_v, "") {
-                None => return Ok((Applied::Unchanged, l)),
-                Some((field, desired_v, actual)) => {
-                    let same_hash = l.annotations().get(DESIRED_HASH) == Some(&h);
-                    if same_hash {
-                        Applied::Corrected {
-                            field: field.trim_start_matches('.').to_string(),
-                            actual,
-                            desired: desired_v,
-                        }
-                    } else {
-                        Applied::Updated
-                    }
-                }
-            }
-        }
+    let key = describe(&desired);
+    let (body, h) = apply_body(&desired)?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let Some(live) = api.get_opt(&name).await? else {
+        let created = api.patch(&name, &params, &Patch::Apply(&body)).await?;
+        cache.remember(key, &created, &h);
+        return Ok((Applied::Created, created));
     };
-    let mut body = want;
-    if let Some(o) = body.as_object_mut() {
-        o.insert("apiVersion".into(), Value::String(K::api_version(&()).into_owned()));
-        o.insert("kind".into(), Value::String(K::kind(&()).into_owned()));
+    if cache.verified(&key, &live, &h) {
+        return Ok((Applied::Unchanged, live));
     }
-    let applied = api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+    let would = api
+        .patch(&name, &params.clone().dry_run(), &Patch::Apply(&body))
         .await?;
+    let Some((field, desired_v, actual)) = first_difference(&comparable(&would)?, &comparable(&live)?, "") else {
+        cache.remember(key, &live, &h);
+        return Ok((Applied::Unchanged, live));
+    };
+    let outcome = if live.annotations().get(DESIRED_HASH) == Some(&h) {
+        Applied::Corrected {
+            field: field.trim_start_matches('.').to_string(),
+            actual,
+            desired: desired_v,
+        }
+    } else {
+        Applied::Updated
+    };
+    let applied = api.patch(&name, &params, &Patch::Apply(&body)).await?;
+    cache.remember(key, &applied, &h);
     Ok((outcome, applied))
+}
+
+/// Deletes, in every namespace, the objects carrying `selector` and mlobs' managed-by label that
+/// are owned by `owner_uid` and whose `Kind/namespace/name` is not in `keep`. Returns what it
+/// deleted (same form). For namespaced children whose namespace may change.
+pub async fn prune_everywhere<K>(
+    client: &kube::Client,
+    selector: &str,
+    keep: &[String],
+    owner_uid: Option<&str>,
+) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+{
+    let selector = format!("{selector},app.kubernetes.io/managed-by=mlobs");
+    let mut pruned = vec![];
+    for obj in Api::<K>::all(client.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await?
+    {
+        let key = describe(&obj);
+        let owned = owner_uid.is_none_or(|uid| obj.owner_references().iter().any(|o| o.uid == uid));
+        if keep.contains(&key) || obj.meta().deletion_timestamp.is_some() || !owned {
+            continue;
+        }
+        let api = Api::<K>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+        match api.delete(&obj.name_any(), &DeleteParams::background()).await {
+            Ok(_) => pruned.push(key),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(pruned)
 }
 
 /// Deletes objects carrying `selector` whose names are not in `keep`, and only those that also
@@ -154,10 +246,9 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn fields_added_by_the_api_server_are_not_a_difference() {
-        let desired = json!({"spec": {"template": {"containers": [{"name": "c", "image": "a"}]}}});
-        let live = json!({"spec": {"template": {"containers": [{"name": "c", "image": "a", "imagePullPolicy": "IfNotPresent"}]}}, "status": {}});
-        assert_eq!(first_difference(&desired, &live, ""), None);
+    fn equal_objects_have_no_difference() {
+        let v = json!({"spec": {"template": {"containers": [{"name": "c", "image": "a"}]}}});
+        assert_eq!(first_difference(&v, &v.clone(), ""), None);
     }
 
     #[test]
@@ -170,9 +261,37 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_field_or_list_item_is_a_difference() {
-        let desired = json!({"data": {"k": "v"}, "list": [1, 2]});
-        assert!(first_difference(&desired, &json!({"data": {}, "list": [1, 2]}), "").is_some());
-        assert!(first_difference(&desired, &json!({"data": {"k": "v"}, "list": [1]}), "").is_some());
+    fn a_field_on_one_side_only_is_a_difference_both_ways() {
+        let would = json!({"data": {"k": "v"}, "list": [1, 2]});
+        assert!(first_difference(&would, &json!({"data": {}, "list": [1, 2]}), "").is_some());
+        assert!(first_difference(&would, &json!({"data": {"k": "v"}, "list": [1]}), "").is_some());
+        let (path, a, b) = first_difference(&json!({"a": 1}), &json!({"a": 1, "extra": true}), "").expect("differs");
+        assert_eq!((path.as_str(), a.as_str(), b.as_str()), (".extra", "<absent>", "true"));
+    }
+
+    #[test]
+    fn server_bookkeeping_is_not_compared() {
+        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+        cm.metadata.resource_version = Some("1".into());
+        cm.metadata.generation = Some(1);
+        let a = comparable(&cm).expect("serializes");
+        cm.metadata.resource_version = Some("2".into());
+        cm.metadata.generation = Some(2);
+        assert_eq!(first_difference(&a, &comparable(&cm).expect("serializes"), ""), None);
+    }
+
+    #[test]
+    fn the_cache_trusts_a_child_only_at_the_verified_version_and_hash() {
+        let cache = AppliedCache::default();
+        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+        cm.metadata.resource_version = Some("7".into());
+        cache.remember("ConfigMap/ns/x".into(), &cm, "h1");
+        assert!(cache.verified("ConfigMap/ns/x", &cm, "h1"));
+        assert!(!cache.verified("ConfigMap/ns/x", &cm, "h2"), "desired object changed");
+        cm.metadata.resource_version = Some("8".into());
+        assert!(!cache.verified("ConfigMap/ns/x", &cm, "h1"), "live object changed");
+        cache.forget("ConfigMap/ns/x");
+        cm.metadata.resource_version = Some("7".into());
+        assert!(!cache.verified("ConfigMap/ns/x", &cm, "h1"));
     }
 }

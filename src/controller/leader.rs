@@ -185,22 +185,37 @@ impl LeaderError {
 
 /// Waits to become leader, then runs `work` while renewing the lease. Returns `work`'s output (after
 /// releasing the lease, best effort) when it finishes, or `LostLeadership` (with `work` dropped,
-/// i.e. stopped) when the lease could not be kept. Dropping this future while waiting holds nothing;
-/// dropping it while leading leaves the lease to expire.
-pub async fn run_elected<F, Fut, T>(client: kube::Client, cfg: LeaderConfig, work: F) -> Result<T, LeaderError>
+/// i.e. stopped) when the lease could not be kept. `Ok(None)` when `stop` resolves before this
+/// replica became leader (a standby that is told to terminate). Dropping this future while
+/// waiting holds nothing; dropping it while leading leaves the lease to expire.
+pub async fn run_elected<F, Fut, T>(
+    client: kube::Client,
+    cfg: LeaderConfig,
+    stop: impl Future<Output = ()>,
+    work: F,
+) -> Result<Option<T>, LeaderError>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let acquired_at = loop {
-        let attempt = Instant::now();
-        match try_acquire_or_renew(&api, &cfg, Timestamp::now()).await {
-            Ok(true) => break attempt,
-            Ok(false) => tracing::debug!(lease = %cfg.lease_name, "another replica leads; waiting"),
-            Err(e) => tracing::warn!(lease = %cfg.lease_name, error = %e, "leader election attempt failed"),
+    let acquire = async {
+        loop {
+            let attempt = Instant::now();
+            match try_acquire_or_renew(&api, &cfg, Timestamp::now()).await {
+                Ok(true) => break attempt,
+                Ok(false) => tracing::debug!(lease = %cfg.lease_name, "another replica leads; waiting"),
+                Err(e) => tracing::warn!(lease = %cfg.lease_name, error = %e, "leader election attempt failed"),
+            }
+            tokio::time::sleep(cfg.renew_every).await;
         }
-        tokio::time::sleep(cfg.renew_every).await;
+    };
+    let acquired_at = tokio::select! {
+        at = acquire => at,
+        () = stop => {
+            tracing::info!(lease = %cfg.lease_name, "stopped while waiting for the lease");
+            return Ok(None);
+        }
     };
     tracing::info!(lease = %cfg.lease_name, identity = %cfg.identity, "became leader");
 
@@ -210,8 +225,10 @@ where
     };
     if let Err(e) = release(&api, &cfg).await {
         tracing::warn!(lease = %cfg.lease_name, error = %e, "releasing the lease failed; it will expire");
+    } else {
+        tracing::info!(lease = %cfg.lease_name, "lease released");
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Renews every `renew_every`; returns only when leadership is lost. Each attempt is cut off at the
@@ -430,7 +447,7 @@ mod tests {
     #[tokio::test]
     async fn finished_work_releases_the_lease() {
         let (client, mut handle) = mock_client();
-        let run = tokio::spawn(run_elected(client, fast(), || async { 7 }));
+        let run = tokio::spawn(run_elected(client, fast(), futures::future::pending(), || async { 7 }));
         let ours = lease(Some("me"), Timestamp::now());
         expect(&mut handle, Method::GET, PATH, with_status(404, "NotFound")).await;
         expect(&mut handle, Method::POST, LEASES, with_lease(&ours)).await;
@@ -438,13 +455,34 @@ mod tests {
         let body = expect(&mut handle, Method::PUT, PATH, with_lease(&ours)).await;
         assert_eq!(body["metadata"]["resourceVersion"], "42");
         assert!(body["spec"].get("holderIdentity").is_none(), "{body}");
-        assert_eq!(run.await.unwrap().unwrap(), 7);
+        assert_eq!(run.await.unwrap().unwrap(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_standby_told_to_stop_returns_without_the_lease() {
+        let (client, mut handle) = mock_client();
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let run = tokio::spawn(run_elected(
+            client,
+            fast(),
+            async { rx.await.unwrap_or(()) },
+            || async { 7 },
+        ));
+        let theirs = lease(Some("other"), Timestamp::now());
+        expect(&mut handle, Method::GET, PATH, with_lease(&theirs)).await;
+        tx.send(()).unwrap();
+        assert_eq!(run.await.unwrap().unwrap(), None, "a standby never runs the work");
     }
 
     #[tokio::test]
     async fn a_lease_taken_by_another_stops_the_work() {
         let (client, mut handle) = mock_client();
-        let run = tokio::spawn(run_elected(client, fast(), futures::future::pending::<()>));
+        let run = tokio::spawn(run_elected(
+            client,
+            fast(),
+            futures::future::pending(),
+            futures::future::pending::<()>,
+        ));
         let ours = lease(Some("me"), Timestamp::now());
         expect(&mut handle, Method::GET, PATH, with_lease(&ours)).await;
         expect(&mut handle, Method::PUT, PATH, with_lease(&ours)).await;

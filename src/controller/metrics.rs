@@ -52,6 +52,12 @@ struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    resource: String,
+    verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DriftLabels {
     kind: String,
     action: String,
@@ -68,6 +74,7 @@ struct Inner {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     drift: Family<DriftLabels, Counter>,
+    kube_writes: Family<WriteLabels, Counter>,
 }
 
 /// All operator metrics; cheap to clone, every clone updates the same registry.
@@ -91,6 +98,12 @@ impl Metrics {
         let durations =
             Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let drift = Family::<DriftLabels, Counter>::default();
+        let kube_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "mlobs_kube_writes",
+            "Write requests sent to the Kubernetes API server, by resource (plural[/subresource]) and verb; dry runs are not writes",
+            kube_writes.clone(),
+        );
         registry.register(
             "mlobs_reconciles",
             "Reconciles by controller and result (ok or the error reason)",
@@ -121,7 +134,19 @@ impl Metrics {
             errors,
             durations,
             drift,
+            kube_writes,
         }))
+    }
+
+    /// Counts one write request to the API server.
+    pub fn kube_write(&self, resource: &str, verb: &str) {
+        self.0
+            .kube_writes
+            .get_or_create(&WriteLabels {
+                resource: resource.to_owned(),
+                verb: verb.to_owned(),
+            })
+            .inc();
     }
 
     /// Records one finished reconcile; `Err` carries the error's short CamelCase reason.

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod children;
+pub mod client;
 pub mod error;
 pub mod leader;
 pub mod lookup;
@@ -58,6 +59,10 @@ pub struct Ctx {
     pub backoffs: backoff::Backoffs,
     /// The cluster's log groups, observed at once for a resync of many pipelines.
     pub log_groups: tokio::sync::Mutex<Option<LogGroupSnapshot>>,
+    /// True once both stores hold the cluster's state; closed when the operator stops first.
+    pub synced: tokio::sync::watch::Receiver<bool>,
+    /// Children verified to be as desired: skips the dry-run comparison while nothing changed.
+    pub applied: children::AppliedCache,
 }
 
 /// Log groups under one prefix, as one paged DescribeLogGroups saw them.
@@ -71,6 +76,17 @@ pub struct LogGroupSnapshot {
 const SNAPSHOT_TTL: Duration = Duration::from_secs(30);
 
 impl Ctx {
+    /// Waits until both stores are synced; `false` when the operator stops before that.
+    ///
+    /// A reconcile must not call another controller's `Store::wait_until_ready` itself: kube-runtime's
+    /// `DelayedInit` keeps only the last waiter's waker, and reconciles run as separate futures
+    /// of a `FuturesUnordered`, so all but one waiter were never woken (the startup deadlock seen on
+    /// a real control plane). One future waits on the stores and publishes the result here.
+    pub async fn caches_synced(&self) -> bool {
+        let mut rx = self.synced.clone();
+        rx.wait_for(|ready| *ready).await.is_ok()
+    }
+
     /// Publishes an event; failures are logged, never fatal (events are best effort).
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
@@ -251,6 +267,7 @@ pub async fn run_controllers(
         Api::<GpuTelemetryPolicy>::all(client.clone()),
         watcher::Config::default(),
     );
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         aws: settings.aws,
@@ -263,6 +280,8 @@ pub async fn run_controllers(
         aws_synced: Mutex::new(HashMap::new()),
         backoffs: backoff::Backoffs::default(),
         log_groups: tokio::sync::Mutex::new(None),
+        synced: synced_rx,
+        applied: children::AppliedCache::default(),
     });
 
     let pipes = ctx.pipelines.clone();
@@ -305,18 +324,43 @@ pub async fn run_controllers(
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(policy::reconcile, policy::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
-    // Ready once both caches hold the cluster's state (the first lists succeeded).
+    // Ready once both caches hold the cluster's state (the first lists succeeded). This future is
+    // the only one that waits on the stores outside their own controllers; reconciles wait on
+    // `synced` (see `Ctx::caches_synced`).
     ready.store(false, Ordering::SeqCst);
     let (p_store, g_store, flag) = (ctx.pipelines.clone(), ctx.policies.clone(), ready.clone());
+    let stopping = shutdown.clone();
     let synced = async move {
-        if p_store.wait_until_ready().await.is_ok() && g_store.wait_until_ready().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
+        let both = async { p_store.wait_until_ready().await.is_ok() && g_store.wait_until_ready().await.is_ok() };
+        tokio::select! {
+            ok = both => if ok {
+                flag.store(true, Ordering::SeqCst);
+                synced_tx.send_replace(true);
+                tracing::info!("caches synced; reconciling");
+                // Keep the sender open: dropping it would look like a stop to waiting reconciles.
+                stopping.await;
+            },
+            () = stopping.clone() => {}
         }
+        drop(synced_tx);
     };
-    futures::join!(pipeline_ctl, policy_ctl, synced);
+    // After SIGTERM, running reconciles get DRAIN_TIMEOUT to finish; then the process stops
+    // anyway (the lease is released by the caller), so a hung AWS or API call cannot keep a
+    // terminating leader alive.
+    let drained = async move {
+        shutdown.await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        _ = async { futures::join!(pipeline_ctl, policy_ctl, synced) } => {}
+        () = drained => tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "reconciles still running at shutdown; stopping them"),
+    }
     ready.store(false, Ordering::SeqCst);
 }
+
+/// How long reconciles in flight at SIGTERM may take to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ServiceAccount};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -16,12 +18,12 @@ use serde_json::json;
 use super::children::{self, Applied};
 use super::error::{Error, Result};
 use super::lookup::{self, Governing, governing, key_id_of};
-use super::status::{self, AwsResult, Observed};
+use super::status::{self, AwsResult, MetricsSource, Observed};
 use super::{Ctx, jittered};
 use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};
 use crate::aws::{Drift, Owner};
 use crate::crd::MLObservabilityPipeline;
-use crate::crd::conditions::reason;
+use crate::crd::conditions::{self, pipeline as pty, reason};
 use crate::desired::aws_plan::KmsKeyPlan;
 use crate::desired::{self, Desired};
 
@@ -32,6 +34,8 @@ pub const ADOPT_ANNOTATION: &str = "mlobs.io/adopt";
 /// Annotation whose change forces a full reconcile, AWS included, now (as Flux's
 /// `reconcile.fluxcd.io/requestedAt`): `kubectl annotate mlop x mlobs.io/reconcile-requested-at="$(date +%s)" --overwrite`.
 pub const RECONCILE_REQUESTED_ANNOTATION: &str = "mlobs.io/reconcile-requested-at";
+/// How soon a pipeline waiting on something no watch reports (exporter pods, Pod Security) looks again.
+const WAITING_RECHECK_MS: u64 = 30_000;
 
 fn owner(d: &Desired) -> Owner {
     Owner {
@@ -92,7 +96,9 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &ns);
 
     // dereference
-    ctx.policies.wait_until_ready().await.ok();
+    if !ctx.caches_synced().await {
+        return Ok(Action::await_change());
+    }
     let policies = ctx.policies.state();
     let gov = governing(p, &policies);
 
@@ -246,6 +252,8 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     // apply: Kubernetes children, collector last
     let ds = apply_children(p, ctx, &d, &mut obs).await?;
     obs.collector(&ds);
+    obs.collector_forbidden = collector_forbidden(ctx, &ds).await?;
+    obs.metrics_source = Some(metrics_source(ctx, &d, &nodes).await?);
     if let Some(msg) = &obs.budget_warning
         && !status::was_budget_warned(p)
     {
@@ -297,6 +305,71 @@ async fn gpu_nodes(ctx: &Ctx, d: &Desired) -> Result<Vec<Node>> {
         .collect())
 }
 
+/// The DCGM exporter pods the collectors will scrape: running pods matching the exporter's
+/// selector, on the pipeline's GPU nodes.
+async fn metrics_source(ctx: &Ctx, d: &Desired, nodes: &[Node]) -> Result<MetricsSource> {
+    let x = &d.effective.exporter;
+    let selector: Vec<String> = x.pod_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let selector = selector.join(",");
+    let gpu: BTreeSet<&str> = nodes.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &x.namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let on: BTreeSet<&str> = pods
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()))
+        .filter(|n| gpu.contains(n))
+        .collect();
+    Ok(MetricsSource {
+        namespace: x.namespace.clone(),
+        selector,
+        nodes_with_exporter: on.len(),
+    })
+}
+
+/// Label that sets the Pod Security level a namespace enforces.
+const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// Why Pod Security admission rejects the collector's pods, if it does: the namespace enforces
+/// `baseline` or `restricted` (both forbid hostPath volumes), or — for a cluster-wide default the
+/// labels do not show — the DaemonSet controller's FailedCreate event says so. The event's
+/// admission message is quoted when there is one.
+async fn collector_forbidden(ctx: &Ctx, ds: &DaemonSet) -> Result<Option<String>> {
+    let ns = ds.namespace().unwrap_or_default();
+    let level = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&ns)
+        .await?
+        .and_then(|n| n.labels().get(PSA_ENFORCE).cloned())
+        .filter(|l| l == "baseline" || l == "restricted");
+    let s = ds.status.clone().unwrap_or_default();
+    let none_created = s.desired_number_scheduled > 0 && s.current_number_scheduled == 0;
+    if level.is_none() && !none_created {
+        return Ok(None);
+    }
+    let admission = match ds.uid() {
+        Some(uid) => Api::<CoreEvent>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default().fields(&format!("involvedObject.uid={uid},reason=FailedCreate")))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| e.message)
+            .find(|m| m.contains("violates PodSecurity")),
+        None => None,
+    };
+    let hint = "; run collectors where hostPath is allowed (GpuTelemetryPolicy spec.collectorNamespace) or allow it in this namespace";
+    Ok(match (level, admission) {
+        (_, Some(m)) => Some(format!(
+            "Pod Security admission rejects the collector's pods in namespace {ns}: {m}{hint}"
+        )),
+        (Some(l), None) => Some(format!(
+            "namespace {ns} enforces Pod Security {l:?} ({PSA_ENFORCE}), which forbids the collector's hostPath volumes (/var/log/pods, its queue){hint}"
+        )),
+        (None, None) => None,
+    })
+}
+
 /// Applies ServiceAccount, RBAC, ConfigMap, then the DaemonSet; returns the live DaemonSet.
 async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut Observed) -> Result<DaemonSet> {
     let ns = p.namespace().unwrap_or_default();
@@ -317,30 +390,39 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
     let results = [
         (
             children::describe(&sa),
-            children::apply(&Api::namespaced(c.clone(), &ns), sa).await?.0,
+            children::apply(&Api::namespaced(c.clone(), &ns), sa, &ctx.applied)
+                .await?
+                .0,
         ),
         (
             children::describe(&o.cluster_role),
-            children::apply(&Api::<ClusterRole>::all(c.clone()), o.cluster_role.clone())
-                .await?
-                .0,
+            children::apply(
+                &Api::<ClusterRole>::all(c.clone()),
+                o.cluster_role.clone(),
+                &ctx.applied,
+            )
+            .await?
+            .0,
         ),
         (
             children::describe(&o.cluster_role_binding),
             children::apply(
                 &Api::<ClusterRoleBinding>::all(c.clone()),
                 o.cluster_role_binding.clone(),
+                &ctx.applied,
             )
             .await?
             .0,
         ),
         (
             children::describe(&cm),
-            children::apply(&Api::namespaced(c.clone(), &ns), cm).await?.0,
+            children::apply(&Api::namespaced(c.clone(), &ns), cm, &ctx.applied)
+                .await?
+                .0,
         ),
     ];
     let ds_api: Api<DaemonSet> = Api::namespaced(c.clone(), &ns);
-    let (applied, live) = children::apply(&ds_api, ds.clone()).await?;
+    let (applied, live) = children::apply(&ds_api, ds.clone(), &ctx.applied).await?;
     let mut corrected = 0;
     for (what, a) in results.iter().chain([(children::describe(&ds), applied)].iter()) {
         match a {
@@ -448,6 +530,18 @@ async fn finish(
         }
     }
     let interval = d.map_or(600_000, |d| d.effective.resync_interval_ms);
+    // Nothing watches the exporter pods or Pod Security labels: look again soon while waiting on them.
+    let waiting = [
+        (pty::METRICS_SOURCE_READY, reason::NO_EXPORTER_PODS),
+        (pty::COLLECTOR_READY, reason::POD_SECURITY_FORBIDDEN),
+    ]
+    .iter()
+    .any(|(t, r)| conditions::find(&new.conditions, t).is_some_and(|c| c.reason == *r));
+    let interval = if waiting {
+        interval.min(WAITING_RECHECK_MS)
+    } else {
+        interval
+    };
     Ok(Action::requeue(jittered(interval, p)))
 }
 

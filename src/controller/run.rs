@@ -87,10 +87,11 @@ pub fn partition_and_account(arn: &str) -> Option<(String, String)> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
-    let client = kube::Client::try_default()
+    let aws = AwsClients::from_env(args.region.clone(), args.aws_endpoint_url.clone()).await;
+    let metrics = Metrics::new(Some(aws.calls.clone()));
+    let client = super::client::counting_client(metrics.clone())
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
-    let aws = AwsClients::from_env(args.region.clone(), args.aws_endpoint_url.clone()).await;
     let (partition, account_id) = match (&args.account_id, &args.partition) {
         (Some(a), p) => (p.clone().unwrap_or_else(|| "aws".into()), a.clone()),
         (None, p) => {
@@ -106,7 +107,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             (p.clone().unwrap_or(part), acct)
         }
     };
-    let metrics = Metrics::new(Some(aws.calls.clone()));
     // A standby replica is ready (it serves health and waits for the lease); the leader turns
     // ready again only once its caches are synced.
     let ready = Arc::new(AtomicBool::new(true));
@@ -139,7 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let work = run_controllers(client.clone(), settings, ready, shutdown.clone());
     if args.leader_elect {
         let cfg = LeaderConfig::new(args.namespace.clone(), "mlobs-operator-leader", identity);
-        run_elected(client, cfg, || work).await?;
+        run_elected(client, cfg, shutdown.clone(), || work).await?;
     } else {
         work.await;
     }

@@ -45,6 +45,22 @@ pub struct Observed {
     pub config_hash: Option<String>,
     pub estimate: Option<Estimate>,
     gpu_nodes: i32,
+    /// The GPU nodes were counted (by [`Observed::telemetry`]) and none matched.
+    no_gpu_nodes: bool,
+    /// Where the collectors scrape DCGM metrics and how many GPU nodes have an exporter pod.
+    pub metrics_source: Option<MetricsSource>,
+    /// Pod Security admission rejects the collector's pods: the reason in words.
+    pub collector_forbidden: Option<String>,
+}
+
+/// The DCGM exporter pods the collectors scrape, as one reconcile found them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSource {
+    pub namespace: String,
+    /// `k=v,...` of the exporter pods.
+    pub selector: String,
+    /// GPU nodes with a running exporter pod that matches.
+    pub nodes_with_exporter: usize,
 }
 
 impl Observed {
@@ -66,6 +82,7 @@ impl Observed {
     pub fn telemetry(&mut self, d: &Desired, nodes: &[Node], prices: &Prices) {
         let fleet = super::lookup::fleet(nodes);
         self.gpu_nodes = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
+        self.no_gpu_nodes = nodes.is_empty();
         self.estimate = cost::estimate(&d.effective, &fleet, prices, None).ok();
     }
 
@@ -220,11 +237,26 @@ impl Observed {
         match (&self.collector, aws_ready) {
             (Some(c), _) => {
                 let ready = self.collector_up_to_date && c.ready_nodes == c.desired_nodes;
-                let msg = format!("{}/{} GPU nodes run a ready collector", c.ready_nodes, c.desired_nodes);
-                let (status, r) = if ready {
-                    (st::TRUE, reason::RECONCILED)
+                let (status, r, msg) = if let Some(why) = &self.collector_forbidden {
+                    (st::FALSE, reason::POD_SECURITY_FORBIDDEN, why.clone())
+                } else if self.no_gpu_nodes {
+                    (
+                        st::TRUE,
+                        reason::NO_GPU_NODES,
+                        "no node matches the GPU node selector, so nothing runs yet; the collector starts on each matching node as it joins".to_string(),
+                    )
+                } else if ready {
+                    (
+                        st::TRUE,
+                        reason::RECONCILED,
+                        format!("{}/{} GPU nodes run a ready collector", c.ready_nodes, c.desired_nodes),
+                    )
                 } else {
-                    (st::FALSE, reason::ROLLING_OUT)
+                    (
+                        st::FALSE,
+                        reason::ROLLING_OUT,
+                        format!("{}/{} GPU nodes run a ready collector", c.ready_nodes, c.desired_nodes),
+                    )
                 };
                 set(&mut s, ty::COLLECTOR_READY, status, r, msg);
                 s.collector = Some(c.clone());
@@ -247,6 +279,36 @@ impl Observed {
                     );
                 }
             }
+        }
+
+        // MetricsSourceReady: only known once the collector was applied.
+        if let (Some(m), Some(_)) = (&self.metrics_source, &self.collector) {
+            let (status, r, msg) = if self.no_gpu_nodes {
+                (
+                    st::TRUE,
+                    reason::NO_GPU_NODES,
+                    "no GPU node yet: nothing to scrape".to_string(),
+                )
+            } else if m.nodes_with_exporter == 0 {
+                (
+                    st::FALSE,
+                    reason::NO_EXPORTER_PODS,
+                    format!(
+                        "no running pod in namespace {} matches {} on the pipeline's GPU nodes: the collectors have no DCGM exporter to scrape",
+                        m.namespace, m.selector
+                    ),
+                )
+            } else {
+                (
+                    st::TRUE,
+                    reason::RECONCILED,
+                    format!(
+                        "{}/{} GPU nodes run a DCGM exporter pod ({} in namespace {})",
+                        m.nodes_with_exporter, self.gpu_nodes, m.selector, m.namespace
+                    ),
+                )
+            };
+            set(&mut s, ty::METRICS_SOURCE_READY, status, r, msg);
         }
 
         // Drifted
@@ -291,6 +353,7 @@ impl Observed {
             ty::LOG_GROUPS_READY,
             ty::IAM_ROLE_READY,
             ty::COLLECTOR_READY,
+            ty::METRICS_SOURCE_READY,
         ]
         .iter()
         .find_map(|t| {
@@ -299,13 +362,13 @@ impl Observed {
                 .cloned()
         });
         match not_ready {
-            None => set(
-                &mut s,
-                ty::READY,
-                st::TRUE,
-                reason::RECONCILED,
-                "pipeline is running".into(),
-            ),
+            None => {
+                let idle = conditions::find(&s.conditions, ty::COLLECTOR_READY)
+                    .filter(|c| c.reason == reason::NO_GPU_NODES)
+                    .map(|c| c.message.clone());
+                let msg = idle.unwrap_or_else(|| "pipeline is running".into());
+                set(&mut s, ty::READY, st::TRUE, reason::RECONCILED, msg)
+            }
             Some(c) => set(
                 &mut s,
                 ty::READY,

@@ -62,9 +62,71 @@ fn observe(p: &MLObservabilityPipeline, aws: Option<AwsResult>, ds: Option<Daemo
     let mut o = Observed::new(p);
     o.aws = aws;
     if let Some(ds) = ds {
+        o.gpu_nodes = ds.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
+        o.no_gpu_nodes = o.gpu_nodes == 0;
         o.collector(&ds);
     }
     o
+}
+
+fn source(nodes_with_exporter: usize) -> MetricsSource {
+    MetricsSource {
+        namespace: "gpu-operator".into(),
+        selector: "app=nvidia-dcgm-exporter".into(),
+        nodes_with_exporter,
+    }
+}
+
+#[test]
+fn no_gpu_node_is_ready_with_a_message_not_rolling_out_forever() {
+    let p = pipeline(None);
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(0, 0)));
+    o.metrics_source = Some(source(0));
+    let s = o.into_status(&p, &Default::default(), at(1));
+    let c = cond(&s, ty::COLLECTOR_READY);
+    assert_eq!((c.status.as_str(), c.reason.as_str()), (st::TRUE, reason::NO_GPU_NODES));
+    assert!(c.message.contains("nothing runs yet"), "{}", c.message);
+    assert_eq!(cond(&s, ty::METRICS_SOURCE_READY).status, st::TRUE);
+    assert_eq!(cond(&s, ty::READY).status, st::TRUE);
+    assert!(cond(&s, ty::READY).message.contains("nothing runs yet"));
+    assert_eq!(cond(&s, "Reconciling").status, st::FALSE);
+}
+
+#[test]
+fn no_exporter_pod_on_the_gpu_nodes_is_not_ready() {
+    let p = pipeline(None);
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 4)));
+    o.metrics_source = Some(source(0));
+    let s = o.into_status(&p, &Default::default(), at(1));
+    let c = cond(&s, ty::METRICS_SOURCE_READY);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (st::FALSE, reason::NO_EXPORTER_PODS)
+    );
+    assert!(c.message.contains("app=nvidia-dcgm-exporter") && c.message.contains("gpu-operator"));
+    assert_eq!(cond(&s, ty::READY).reason, reason::NO_EXPORTER_PODS);
+
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 4)));
+    o.metrics_source = Some(source(3));
+    let s = o.into_status(&p, &Default::default(), at(1));
+    assert_eq!(cond(&s, ty::METRICS_SOURCE_READY).status, st::TRUE);
+    assert!(cond(&s, ty::METRICS_SOURCE_READY).message.starts_with("3/4"));
+    assert_eq!(cond(&s, ty::READY).status, st::TRUE);
+}
+
+#[test]
+fn a_pod_security_rejection_is_a_terminal_collector_condition() {
+    let p = pipeline(None);
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 0)));
+    o.collector_forbidden = Some("namespace team-b enforces Pod Security \"baseline\"".into());
+    let s = o.into_status(&p, &Default::default(), at(1));
+    let c = cond(&s, ty::COLLECTOR_READY);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (st::FALSE, reason::POD_SECURITY_FORBIDDEN)
+    );
+    assert_eq!(cond(&s, ty::READY).reason, reason::POD_SECURITY_FORBIDDEN);
+    assert_eq!(cond(&s, "Stalled").status, st::TRUE, "waits for a change, not a retry");
 }
 
 #[test]

@@ -13,13 +13,16 @@ pub mod pipeline {
     pub const COLLECTOR_READY: &str = "CollectorReady";
     pub const POLICY_COMPLIANT: &str = "PolicyCompliant";
     pub const DRIFTED: &str = "Drifted";
+    /// The DCGM exporter the collectors scrape runs on the pipeline's GPU nodes.
+    pub const METRICS_SOURCE_READY: &str = "MetricsSourceReady";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
         IAM_ROLE_READY,
         COLLECTOR_READY,
+        METRICS_SOURCE_READY,
         POLICY_COMPLIANT,
         DRIFTED,
         super::RECONCILING,
@@ -34,7 +37,7 @@ pub const STALLED: &str = "Stalled";
 
 /// Ready reasons that need a change (spec, policy, AWS permissions) before a retry can succeed.
 /// The Argo CD health scripts under config/argocd list the same reasons (tests/health.rs).
-pub const TERMINAL_REASONS: [&str; 14] = [
+pub const TERMINAL_REASONS: [&str; 15] = [
     "InvalidSpec",
     "NameTooLong",
     "InvalidName",
@@ -49,6 +52,7 @@ pub const TERMINAL_REASONS: [&str; 14] = [
     "AwsError",
     "AwsResourceMissing",
     "CleanupFailed",
+    "PodSecurityForbidden",
 ];
 
 /// Whether a Ready=False reason is terminal (see [`TERMINAL_REASONS`]).
@@ -86,6 +90,8 @@ pub fn set_kstatus(conditions: &mut Vec<Condition>, generation: Option<i64>, now
 pub mod policy {
     pub const READY: &str = "Ready";
     pub const VALID: &str = "Valid";
+    /// Managed: the exporter DaemonSet's pods are ready; External: pods match `podSelector`.
+    pub const METRICS_SOURCE_READY: &str = "MetricsSourceReady";
 }
 
 /// Condition reasons. One vocabulary for conditions, events and metric labels.
@@ -108,6 +114,15 @@ pub mod reason {
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const COMPLIANT: &str = "Compliant";
     pub const VALID: &str = "Valid";
+    /// No DCGM exporter pod runs where the collectors scrape (External selector matches nothing,
+    /// or the Managed exporter is not up yet).
+    pub const NO_EXPORTER_PODS: &str = "NoExporterPods";
+    /// No node matches the GPU node selector (e.g. a node group scaled to zero): nothing to run yet.
+    pub const NO_GPU_NODES: &str = "NoGpuNodes";
+    /// The collector's namespace enforces a Pod Security level that forbids its hostPath volumes.
+    pub const POD_SECURITY_FORBIDDEN: &str = "PodSecurityForbidden";
+    /// A namespace the policy names (dcgmExporter.namespace, collectorNamespace) does not exist.
+    pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
 }
 
 /// Condition status values.

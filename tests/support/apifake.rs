@@ -5,7 +5,7 @@
 //! resourceVersion counter orders every change; a bounded change history serves watches, so a
 //! watch resuming from an older version replays what it missed, or gets 410 Gone once compacted.
 //! Deliberate simplifications: SSA and strategic merge are plain JSON merge patches (lists are
-//! replaced, no field ownership), no dryRun, no admission, no defaulting.
+//! replaced, no field ownership), dryRun only on PATCH, no admission, no defaulting.
 
 #![allow(dead_code)]
 
@@ -373,7 +373,8 @@ impl ApiFake {
                 let ct = content_type.unwrap_or_default();
                 let patch = parse_patch(&ct, &body);
                 let manager = params.get("fieldManager").cloned();
-                patch.and_then(|p| self.with(|st| st.patch(&t, &ct, p, manager)))
+                let dry_run = params.get("dryRun").is_some_and(|d| d == "All");
+                patch.and_then(|p| self.with(|st| st.patch(&t, &ct, p, manager, dry_run)))
             }
             (&Method::DELETE, Some(_)) => self.with(|st| st.delete_req(&t, &parsed)),
             _ => Err(err(405, format!("{method} is not supported on {path}"))),
@@ -776,10 +777,10 @@ impl State {
         Ok((200, self.store(&k, new)))
     }
 
-    fn patch(&mut self, t: &Target, ct: &str, patch: Value, manager: Option<String>) -> Res {
+    fn patch(&mut self, t: &Target, ct: &str, patch: Value, manager: Option<String>, dry_run: bool) -> Res {
         let k = t.key();
         let Some(old) = self.objects.get(&k).cloned() else {
-            if ct == APPLY && t.sub.is_none() {
+            if ct == APPLY && t.sub.is_none() && !dry_run {
                 let name = patch.pointer("/metadata/name").and_then(Value::as_str);
                 if name.is_some_and(|n| n != k.3) {
                     return Err(err(400, "the name of the object does not match the name on the URL"));
@@ -799,6 +800,9 @@ impl State {
         check_rv(&old, &patched)?;
         let mut new = self.merge_subresource(t, &old, patched)?;
         record_manager(&mut new, manager, ct, t);
+        if dry_run {
+            return Ok((200, new));
+        }
         Ok((200, self.store(&k, new)))
     }
 

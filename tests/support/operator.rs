@@ -43,12 +43,27 @@ impl Operator {
 
     /// An operator on an existing API server and cluster name (a restart), with `nodes` GPU nodes.
     pub async fn start_on(fake: ApiFake, aws: AwsClients, cluster: String, nodes: usize) -> Operator {
+        for ns in [NS, "mlobs-system", "gpu-operator"] {
+            fake.put_object(
+                "v1",
+                "namespaces",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            );
+        }
         for i in 0..nodes {
             fake.put_object(
                 "v1",
                 "nodes",
                 json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("gpu-{i}"), "labels": {
                     "nvidia.com/gpu.present": "true", "node.kubernetes.io/instance-type": "p4d.24xlarge"}}}),
+            );
+            // Without a policy the collectors scrape gpu-operator's exporter: one runs per node.
+            fake.put_object(
+                "v1",
+                "pods",
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("nvidia-dcgm-exporter-{i}"),
+                    "namespace": "gpu-operator", "labels": {"app": "nvidia-dcgm-exporter"}},
+                    "spec": {"nodeName": format!("gpu-{i}"), "containers": []}, "status": {"phase": "Running"}}),
             );
         }
         let metrics = Metrics::new(Some(aws.calls.clone()));
@@ -178,7 +193,29 @@ impl Operator {
         let generation = ds["metadata"]["generation"].clone();
         ds["status"] = json!({"desiredNumberScheduled": 2, "numberReady": 2, "updatedNumberScheduled": 2,
             "currentNumberScheduled": 2, "numberMisscheduled": 0, "observedGeneration": generation});
+        // Exporter pods first: the DaemonSet's status change is what triggers the reconcile.
+        self.exporter_pods_running();
         self.fake.put_object("apps/v1", "daemonsets", ds);
+    }
+
+    /// Plays the kubelet for every Managed DCGM exporter: one running pod per GPU node.
+    pub fn exporter_pods_running(&self) {
+        for ds in self.fake.list("apps/v1", "daemonsets") {
+            if ds["metadata"]["labels"]["app.kubernetes.io/name"] != "mlobs-dcgm-exporter" {
+                continue;
+            }
+            let ns = ds["metadata"]["namespace"].clone();
+            let name = ds["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            for i in 0..2 {
+                self.fake.put_object(
+                    "v1",
+                    "pods",
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-{i}"),
+                        "namespace": ns, "labels": ds["spec"]["template"]["metadata"]["labels"]},
+                        "spec": {"nodeName": format!("gpu-{i}"), "containers": []}, "status": {"phase": "Running"}}),
+                );
+            }
+        }
     }
 
     pub async fn ready(&self, name: &str) {

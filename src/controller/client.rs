@@ -1,0 +1,140 @@
+//! The operator's Kubernetes client: the inferred configuration (in-cluster or KUBECONFIG) with
+//! a layer that counts every write request, so "a no-op reconcile writes nothing" is measurable on
+//! a real cluster (`mlobs_kube_writes_total`).
+
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Uri};
+use tower::{Layer, Service};
+
+use super::Metrics;
+
+/// Builds the client; every write it sends is counted in `metrics`.
+pub async fn counting_client(metrics: Metrics) -> Result<kube::Client, kube::Error> {
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&CountWritesLayer(metrics))
+        .build())
+}
+
+/// Tower layer of [`CountWrites`].
+#[derive(Clone)]
+pub struct CountWritesLayer(pub Metrics);
+
+impl<S> Layer<S> for CountWritesLayer {
+    type Service = CountWrites<S>;
+    fn layer(&self, inner: S) -> CountWrites<S> {
+        CountWrites {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// Counts write requests (by resource and verb) before passing them on.
+#[derive(Clone)]
+pub struct CountWrites<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B> Service<Request<B>> for CountWrites<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some((resource, verb)) = write_of(req.method(), req.uri()) {
+            self.metrics.kube_write(&resource, verb);
+        }
+        self.inner.call(req)
+    }
+}
+
+/// The resource (`plural` or `plural/subresource`) and verb of a write request; `None` for reads
+/// and dry runs.
+pub fn write_of(method: &Method, uri: &Uri) -> Option<(String, &'static str)> {
+    let verb = match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => return None,
+    };
+    if uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "dryRun=All")) {
+        return None;
+    }
+    let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let mut rest = match segs.as_slice() {
+        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
+        _ => return Some(("unknown".into(), verb)),
+    };
+    // namespaces/<ns>/<plural>/... is namespaced; namespaces/<ns> alone is the Namespace itself.
+    if let ["namespaces", _ns, _plural, ..] = rest {
+        rest = &rest[2..];
+    }
+    let resource = match rest {
+        [plural, _name, sub, ..] => format!("{plural}/{sub}"),
+        [plural, ..] => (*plural).to_string(),
+        [] => "unknown".to_string(),
+    };
+    Some((resource, verb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(method: Method, uri: &str) -> Option<(String, &'static str)> {
+        write_of(&method, &uri.parse().expect("uri"))
+    }
+
+    #[test]
+    fn writes_are_named_by_resource_and_verb() {
+        assert_eq!(
+            w(
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/daemonsets/x?fieldManager=mlobs&force=true"
+            ),
+            Some(("daemonsets".into(), "patch"))
+        );
+        assert_eq!(
+            w(
+                Method::PATCH,
+                "/apis/mlobs.io/v1alpha1/namespaces/a/mlobservabilitypipelines/p/status"
+            ),
+            Some(("mlobservabilitypipelines/status".into(), "patch"))
+        );
+        assert_eq!(
+            w(Method::POST, "/apis/events.k8s.io/v1/namespaces/a/events"),
+            Some(("events".into(), "create"))
+        );
+        assert_eq!(
+            w(Method::DELETE, "/apis/rbac.authorization.k8s.io/v1/clusterroles/r"),
+            Some(("clusterroles".into(), "delete"))
+        );
+        assert_eq!(
+            w(Method::PUT, "/api/v1/namespaces/a"),
+            Some(("namespaces".into(), "update"))
+        );
+    }
+
+    #[test]
+    fn reads_and_dry_runs_are_not_writes() {
+        assert_eq!(w(Method::GET, "/api/v1/namespaces/a/configmaps/x"), None);
+        assert_eq!(
+            w(
+                Method::PATCH,
+                "/api/v1/namespaces/a/configmaps/x?dryRun=All&fieldManager=mlobs"
+            ),
+            None
+        );
+    }
+}
