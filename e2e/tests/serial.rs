@@ -54,7 +54,8 @@ async fn resource_versions(c: &Client, ns: &str, name: &str) -> Result<BTreeMap<
 /// whole exposition).
 async fn counters(r: &Replica) -> Result<(f64, f64, String)> {
     let text = r.metrics().await?;
-    let writes = require_metric(&text, "mlobs_kube_writes_total", &[], &[("kind", "Lease")])?;
+    let lease = [("resource", "leases"), ("kind", "Lease")];
+    let writes = require_metric(&text, "mlobs_kube_writes_total", &[], &lease)?;
     let reconciles = require_metric(&text, "mlobs_reconciles_total", &[], &[])?;
     Ok((writes, reconciles, text))
 }

@@ -661,12 +661,12 @@ mod tests {
     #[test]
     fn metric_sum_filters_labels_and_tells_absent_from_zero() {
         let text = "# TYPE mlobs_kube_writes counter\n\
-                    mlobs_kube_writes_total{controller=\"pipeline\",kind=\"DaemonSet\",verb=\"patch\"} 3\n\
-                    mlobs_kube_writes_total{controller=\"leader\",kind=\"Lease\",verb=\"update\"} 40\n\
+                    mlobs_kube_writes_total{resource=\"daemonsets\",verb=\"patch\"} 3\n\
+                    mlobs_kube_writes_total{resource=\"leases\",verb=\"update\"} 40\n\
                     # TYPE mlobs_reconciles counter\n";
         assert_eq!(metric_sum(text, "mlobs_kube_writes_total", &[], &[]), Some(43.0));
         assert_eq!(
-            metric_sum(text, "mlobs_kube_writes_total", &[], &[("kind", "Lease")]),
+            metric_sum(text, "mlobs_kube_writes_total", &[], &[("resource", "leases")]),
             Some(3.0)
         );
         assert_eq!(metric_sum(text, "mlobs_reconciles_total", &[], &[]), Some(0.0));
