@@ -82,6 +82,13 @@ async fn run(n: usize) -> Row {
     let op = Operator::start_on(fake.clone(), moto::clients().await, moto::unique("bench"), NODES).await;
     let (aws, metrics) = (op.aws.clone(), op.metrics.clone());
 
+    for i in 0..NAMESPACES {
+        fake.put_object(
+            "v1",
+            "namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("team-{i}")}}),
+        );
+    }
     let started = Instant::now();
     for i in 0..n {
         let (ns, nm) = name(i);

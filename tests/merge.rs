@@ -436,3 +436,55 @@ fn a_metric_the_managed_exporter_does_not_collect_is_a_violation() {
     let allowed = policy(json!({"metrics": {"allowed": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP"]}}));
     assert!(violation_rules(&merged(&p, Some(&allowed))).is_empty());
 }
+
+#[test]
+fn a_policy_collector_namespace_moves_the_collector_with_unique_names_and_identity_bound_there() {
+    let pol = policy(json!({"collectorNamespace": "mlobs-system"}));
+    let ctx = Context::default();
+    for mode in ["PodIdentity", "IRSA"] {
+        let mut p = pipeline(json!({}));
+        p.spec.identity = serde_json::from_value(json!({"mode": mode,
+            "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/X"}))
+        .expect("identity");
+        let d = mlobs::desired::build(&p, Some(&pol), &ctx).expect("builds");
+        let e = &d.effective;
+        assert_eq!(e.collector_namespace, "mlobs-system");
+        assert_eq!(e.sources.get("collectorNamespace"), Some(&Source::PolicyGuardrail));
+        let o = &d.objects;
+        for (kind, meta) in [
+            ("ServiceAccount", &o.service_account.metadata),
+            ("ConfigMap", &o.config_map.metadata),
+            ("DaemonSet", &o.daemon_set.metadata),
+        ] {
+            assert_eq!(meta.namespace.as_deref(), Some("mlobs-system"), "{kind}");
+            // Two pipelines named `train` in different team namespaces share mlobs-system.
+            assert_eq!(meta.name.as_deref(), Some("mlobs-team-a-train"), "{kind}");
+        }
+        let subject = &o.cluster_role_binding.subjects.as_ref().expect("subjects")[0];
+        assert_eq!(
+            (subject.namespace.as_deref(), subject.name.as_str()),
+            (Some("mlobs-system"), "mlobs-team-a-train")
+        );
+        let trust = match &d.aws.role {
+            mlobs::desired::aws_plan::RolePlan::Create { trust_policy, .. } => trust_policy.to_string(),
+            other => panic!("role is created: {other:?}"),
+        };
+        match mode {
+            "IRSA" => assert!(
+                trust.contains("system:serviceaccount:mlobs-system:mlobs-team-a-train"),
+                "{trust}"
+            ),
+            _ => {
+                let a = d.aws.pod_identity.as_ref().expect("association");
+                assert_eq!(
+                    (a.namespace.as_str(), a.service_account.as_str()),
+                    ("mlobs-system", "mlobs-team-a-train")
+                );
+            }
+        }
+    }
+    // Without the setting the collector stays in the pipeline's namespace under its short name.
+    let d = mlobs::desired::build(&pipeline(json!({})), Some(&policy(json!({}))), &ctx).expect("builds");
+    assert_eq!(d.objects.daemon_set.metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(d.objects.daemon_set.metadata.name.as_deref(), Some("mlobs-train"));
+}

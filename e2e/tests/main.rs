@@ -10,5 +10,6 @@
 mod admission;
 mod operator;
 mod pipeline;
+mod placement;
 mod serial;
 mod support;

@@ -182,62 +182,95 @@ where
     Ok((outcome, applied))
 }
 
+/// Whose children a prune may delete.
+pub struct Owner<'a> {
+    /// The owner's uid: an owner reference or the `mlobs.io/owner-uid` annotation must name it.
+    pub uid: &'a str,
+    /// Only children without an owner reference to `uid` (those the garbage collector cannot
+    /// remove): for cleanup at deletion, when the collector ran in another namespace.
+    pub only_unowned: bool,
+}
+
+impl Owner<'_> {
+    fn may_delete<K: Resource>(&self, obj: &K) -> bool {
+        let by_ref = obj.owner_references().iter().any(|o| o.uid == self.uid);
+        let by_annotation = obj.annotations().get(OWNER_UID) == Some(&self.uid.to_string());
+        (by_ref || by_annotation) && !(self.only_unowned && by_ref) && obj.meta().deletion_timestamp.is_none()
+    }
+}
+
+/// The annotation naming the owner's uid on children that cannot carry an owner reference.
+const OWNER_UID: &str = "mlobs.io/owner-uid";
+
 /// Deletes, in every namespace, the objects carrying `selector` and mlobs' managed-by label that
-/// are owned by `owner_uid` and whose `Kind/namespace/name` is not in `keep`. Returns what it
-/// deleted (same form). For namespaced children whose namespace may change.
+/// `owner` may delete and whose `Kind/namespace/name` is not in `keep`. Returns what it deleted
+/// (same form). Nothing mlobs did not create, or that another owner owns, is ever deleted.
 pub async fn prune_everywhere<K>(
     client: &kube::Client,
     selector: &str,
     keep: &[String],
-    owner_uid: Option<&str>,
+    owner: &Owner<'_>,
 ) -> Result<Vec<String>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
 {
-    let selector = format!("{selector},app.kubernetes.io/managed-by=mlobs");
     let mut pruned = vec![];
-    for obj in Api::<K>::all(client.clone())
-        .list(&ListParams::default().labels(&selector))
-        .await?
-    {
+    for obj in labelled(&Api::<K>::all(client.clone()), selector).await? {
         let key = describe(&obj);
-        let owned = owner_uid.is_none_or(|uid| obj.owner_references().iter().any(|o| o.uid == uid));
-        if keep.contains(&key) || obj.meta().deletion_timestamp.is_some() || !owned {
+        if keep.contains(&key) || !owner.may_delete(&obj) {
             continue;
         }
         let api = Api::<K>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-        match api.delete(&obj.name_any(), &DeleteParams::background()).await {
-            Ok(_) => pruned.push(key),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
+        if delete(&api, &obj.name_any()).await? {
+            pruned.push(key);
         }
     }
     Ok(pruned)
 }
 
-/// Deletes objects carrying `selector` whose names are not in `keep`, and only those that also
-/// say `app.kubernetes.io/managed-by=mlobs` and, when `owner_uid` is given, are owned by it:
-/// nothing mlobs did not create is deleted. Cluster-scoped children (no owner reference
-/// allowed) pass `None`.
-pub async fn prune<K>(api: &Api<K>, selector: &str, keep: &[String], owner_uid: Option<&str>) -> Result<Vec<String>>
+/// [`prune_everywhere`] for cluster-scoped kinds (ClusterRole, ClusterRoleBinding): they carry the
+/// owner annotation, never a guessed name.
+pub async fn prune_cluster<K>(
+    client: &kube::Client,
+    selector: &str,
+    keep: &[String],
+    owner: &Owner<'_>,
+) -> Result<Vec<String>>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope> + Clone + Debug + DeserializeOwned,
 {
-    let selector = format!("{selector},app.kubernetes.io/managed-by=mlobs");
+    let api = Api::<K>::all(client.clone());
     let mut pruned = vec![];
-    for obj in api.list(&ListParams::default().labels(&selector)).await? {
-        let name = obj.name_any();
-        let owned = owner_uid.is_none_or(|uid| obj.owner_references().iter().any(|o| o.uid == uid));
-        if keep.contains(&name) || obj.meta().deletion_timestamp.is_some() || !owned {
+    for obj in labelled(&api, selector).await? {
+        let key = describe(&obj);
+        if keep.contains(&key) || !owner.may_delete(&obj) {
             continue;
         }
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => pruned.push(name),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
+        if delete(&api, &obj.name_any()).await? {
+            pruned.push(key);
         }
     }
     Ok(pruned)
+}
+
+async fn labelled<K>(api: &Api<K>, selector: &str) -> Result<Vec<K>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    let selector = format!("{selector},app.kubernetes.io/managed-by=mlobs");
+    Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
+}
+
+/// Deletes in the background; `false` when it was already gone.
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<bool>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

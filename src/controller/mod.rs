@@ -243,6 +243,24 @@ fn policies_of_pipeline(
         .collect()
 }
 
+/// The pipeline a child belongs to: its `mlobs.io/owner` annotation (`<namespace>/<name>`), else
+/// its owner reference to a pipeline.
+pub fn pipeline_of_child<K: Resource>(child: &K) -> Option<ObjectRef<MLObservabilityPipeline>> {
+    if let Some((ns, name)) = child
+        .annotations()
+        .get(pipeline::OWNER_ANNOTATION)
+        .and_then(|o| o.split_once('/'))
+    {
+        return Some(ObjectRef::new(name).within(ns));
+    }
+    let ns = child.meta().namespace.as_deref()?;
+    child
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "MLObservabilityPipeline" && o.api_version.starts_with("mlobs.io/"))
+        .map(|o| ObjectRef::new(&o.name).within(ns))
+}
+
 /// What the operator needs besides a Kubernetes client.
 pub struct Settings {
     pub aws: AwsClients,
@@ -286,10 +304,18 @@ pub async fn run_controllers(
 
     let pipes = ctx.pipelines.clone();
     let (pipes2, pols2) = (ctx.pipelines.clone(), ctx.policies.clone());
+    // Children map to their pipeline by the owner annotation, not only by owner reference: a
+    // collector in the policy's collectorNamespace cannot carry one.
     let pipeline_ctl = pc
-        .owns(Api::<DaemonSet>::all(client.clone()), managed.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
+        .watches(Api::<DaemonSet>::all(client.clone()), managed.clone(), |o| {
+            pipeline_of_child(&o)
+        })
+        .watches(Api::<ConfigMap>::all(client.clone()), managed.clone(), |o| {
+            pipeline_of_child(&o)
+        })
+        .watches(Api::<ServiceAccount>::all(client.clone()), managed.clone(), |o| {
+            pipeline_of_child(&o)
+        })
         .watches(
             Api::<GpuTelemetryPolicy>::all(client.clone()),
             watcher::Config::default(),

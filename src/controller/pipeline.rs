@@ -250,9 +250,24 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     }
 
     // apply: Kubernetes children, collector last
+    let collector_ns = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&d.effective.collector_namespace)
+        .await?;
+    let Some(collector_ns) = collector_ns else {
+        obs.collector_blocked = Some((
+            reason::NAMESPACE_NOT_FOUND,
+            format!(
+                "the collector's namespace {:?} (GpuTelemetryPolicy spec.collectorNamespace) does not exist",
+                d.effective.collector_namespace
+            ),
+        ));
+        return finish(p, ctx, &api, obs, Some(&d)).await;
+    };
     let ds = apply_children(p, ctx, &d, &mut obs).await?;
     obs.collector(&ds);
-    obs.collector_forbidden = collector_forbidden(ctx, &ds).await?;
+    obs.collector_blocked = collector_forbidden(ctx, &collector_ns, &ds)
+        .await?
+        .map(|m| (reason::POD_SECURITY_FORBIDDEN, m));
     obs.metrics_source = Some(metrics_source(ctx, &d, &nodes).await?);
     if let Some(msg) = &obs.budget_warning
         && !status::was_budget_warned(p)
@@ -336,12 +351,12 @@ const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 /// `baseline` or `restricted` (both forbid hostPath volumes), or — for a cluster-wide default the
 /// labels do not show — the DaemonSet controller's FailedCreate event says so. The event's
 /// admission message is quoted when there is one.
-async fn collector_forbidden(ctx: &Ctx, ds: &DaemonSet) -> Result<Option<String>> {
-    let ns = ds.namespace().unwrap_or_default();
-    let level = Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(&ns)
-        .await?
-        .and_then(|n| n.labels().get(PSA_ENFORCE).cloned())
+async fn collector_forbidden(ctx: &Ctx, namespace: &Namespace, ds: &DaemonSet) -> Result<Option<String>> {
+    let ns = namespace.name_any();
+    let level = namespace
+        .labels()
+        .get(PSA_ENFORCE)
+        .cloned()
         .filter(|l| l == "baseline" || l == "restricted");
     let s = ds.status.clone().unwrap_or_default();
     let none_created = s.desired_number_scheduled > 0 && s.current_number_scheduled == 0;
@@ -370,61 +385,75 @@ async fn collector_forbidden(ctx: &Ctx, ds: &DaemonSet) -> Result<Option<String>
     })
 }
 
+/// Annotation on every collector child naming its pipeline (`<namespace>/<name>`): how a child
+/// outside the pipeline's namespace, which cannot carry an owner reference, finds its pipeline.
+pub const OWNER_ANNOTATION: &str = "mlobs.io/owner";
+/// Annotation with the owning pipeline's uid: pruning and cleanup delete only what it names.
+pub const OWNER_UID_ANNOTATION: &str = "mlobs.io/owner-uid";
+
 /// Applies ServiceAccount, RBAC, ConfigMap, then the DaemonSet; returns the live DaemonSet.
 async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut Observed) -> Result<DaemonSet> {
-    let ns = p.namespace().unwrap_or_default();
-    let oref = p.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
-    let o = &d.objects;
-    let own = |mut meta: kube::api::ObjectMeta| {
-        meta.owner_references = Some(vec![oref.clone()]);
+    let ns = d.effective.collector_namespace.clone();
+    let uid = p.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    // Owner references only within the pipeline's namespace (the garbage collector removes those
+    // children); elsewhere the owner annotations and the finalizer do.
+    let oref = if d.effective.collector_elsewhere() {
+        None
+    } else {
+        Some(p.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?)
+    };
+    let owner = format!("{}/{}", d.effective.namespace, d.effective.name);
+    let own = |mut meta: kube::api::ObjectMeta, namespaced: bool| {
+        if namespaced && let Some(o) = &oref {
+            meta.owner_references = Some(vec![o.clone()]);
+        }
+        let ann = meta.annotations.get_or_insert_with(Default::default);
+        ann.insert(OWNER_ANNOTATION.into(), owner.clone());
+        ann.insert(OWNER_UID_ANNOTATION.into(), uid.clone());
         meta
     };
+    let o = &d.objects;
     let mut sa: ServiceAccount = o.service_account.clone();
-    sa.metadata = own(sa.metadata);
+    sa.metadata = own(sa.metadata, true);
+    let mut cr: ClusterRole = o.cluster_role.clone();
+    cr.metadata = own(cr.metadata, false);
+    let mut crb: ClusterRoleBinding = o.cluster_role_binding.clone();
+    crb.metadata = own(crb.metadata, false);
     let mut cm: ConfigMap = o.config_map.clone();
-    cm.metadata = own(cm.metadata);
+    cm.metadata = own(cm.metadata, true);
     let mut ds: DaemonSet = o.daemon_set.clone();
-    ds.metadata = own(ds.metadata);
+    ds.metadata = own(ds.metadata, true);
+    let keep = [
+        children::describe(&sa),
+        children::describe(&cr),
+        children::describe(&crb),
+        children::describe(&cm),
+        children::describe(&ds),
+    ];
 
     let c = &ctx.client;
+    let applied = &ctx.applied;
     let results = [
         (
-            children::describe(&sa),
-            children::apply(&Api::namespaced(c.clone(), &ns), sa, &ctx.applied)
-                .await?
-                .0,
+            keep[0].clone(),
+            children::apply(&Api::namespaced(c.clone(), &ns), sa, applied).await?.0,
         ),
         (
-            children::describe(&o.cluster_role),
-            children::apply(
-                &Api::<ClusterRole>::all(c.clone()),
-                o.cluster_role.clone(),
-                &ctx.applied,
-            )
-            .await?
-            .0,
+            keep[1].clone(),
+            children::apply(&Api::all(c.clone()), cr, applied).await?.0,
         ),
         (
-            children::describe(&o.cluster_role_binding),
-            children::apply(
-                &Api::<ClusterRoleBinding>::all(c.clone()),
-                o.cluster_role_binding.clone(),
-                &ctx.applied,
-            )
-            .await?
-            .0,
+            keep[2].clone(),
+            children::apply(&Api::all(c.clone()), crb, applied).await?.0,
         ),
         (
-            children::describe(&cm),
-            children::apply(&Api::namespaced(c.clone(), &ns), cm, &ctx.applied)
-                .await?
-                .0,
+            keep[3].clone(),
+            children::apply(&Api::namespaced(c.clone(), &ns), cm, applied).await?.0,
         ),
     ];
-    let ds_api: Api<DaemonSet> = Api::namespaced(c.clone(), &ns);
-    let (applied, live) = children::apply(&ds_api, ds.clone(), &ctx.applied).await?;
+    let (ds_applied, live) = children::apply(&Api::<DaemonSet>::namespaced(c.clone(), &ns), ds, applied).await?;
     let mut corrected = 0;
-    for (what, a) in results.iter().chain([(children::describe(&ds), applied)].iter()) {
+    for (what, a) in results.iter().chain([(keep[4].clone(), ds_applied)].iter()) {
         match a {
             Applied::Unchanged => {}
             Applied::Created | Applied::Updated => {
@@ -457,44 +486,41 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
         ctx.metrics.drift("kubernetes", "corrected", corrected);
     }
 
-    // Names only change with the spec: prune only when the generation moved.
-    let observed = p.status.as_ref().and_then(|s| s.observed_generation);
-    if observed != p.meta().generation {
+    // Names and the collector's namespace change only with the pipeline's spec or its policy.
+    let status = p.status.as_ref();
+    let policy_seen = status
+        .and_then(|s| s.policy.as_ref())
+        .map(|x| (x.name.clone(), x.generation));
+    if status.and_then(|s| s.observed_generation) != p.meta().generation || policy_seen != obs.policy {
         let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
-        let keep = |x: &kube::api::ObjectMeta| vec![x.name.clone().unwrap_or_default()];
-        let uid = p.uid();
-        let uid = uid.as_deref();
-        children::prune(&ds_api, &sel, &keep(&o.daemon_set.metadata), uid).await?;
-        children::prune(
-            &Api::<ConfigMap>::namespaced(c.clone(), &ns),
-            &sel,
-            &keep(&o.config_map.metadata),
-            uid,
-        )
-        .await?;
-        children::prune(
-            &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
-            &sel,
-            &keep(&o.service_account.metadata),
-            uid,
-        )
-        .await?;
-        children::prune(
-            &Api::<ClusterRole>::all(c.clone()),
-            &sel,
-            &keep(&o.cluster_role.metadata),
-            None,
-        )
-        .await?;
-        children::prune(
-            &Api::<ClusterRoleBinding>::all(c.clone()),
-            &sel,
-            &keep(&o.cluster_role_binding.metadata),
-            None,
-        )
-        .await?;
+        for pruned in prune_children(ctx, &sel, &keep, &uid, false).await? {
+            ctx.event(
+                p,
+                EventType::Normal,
+                "Deleted",
+                "PruneChild",
+                format!("Deleted {pruned}"),
+            )
+            .await;
+        }
     }
     Ok(live)
+}
+
+/// Deletes the pipeline's children (by label and owner) that are not in `keep`, in every
+/// namespace. `only_unowned`: only those the garbage collector cannot remove (no owner reference).
+async fn prune_children(ctx: &Ctx, sel: &str, keep: &[String], uid: &str, only_unowned: bool) -> Result<Vec<String>> {
+    let c = &ctx.client;
+    let owner = children::Owner { uid, only_unowned };
+    let mut pruned = children::prune_everywhere::<DaemonSet>(c, sel, keep, &owner).await?;
+    pruned.extend(children::prune_everywhere::<ConfigMap>(c, sel, keep, &owner).await?);
+    pruned.extend(children::prune_everywhere::<ServiceAccount>(c, sel, keep, &owner).await?);
+    pruned.extend(children::prune_cluster::<ClusterRoleBinding>(c, sel, keep, &owner).await?);
+    pruned.extend(children::prune_cluster::<ClusterRole>(c, sel, keep, &owner).await?);
+    for key in &pruned {
+        ctx.applied.forget(key);
+    }
+    Ok(pruned)
 }
 
 async fn drift_event(ctx: &Ctx, p: &MLObservabilityPipeline, x: &Drift) {
@@ -585,17 +611,22 @@ async fn cleanup(
                 format!("AWS resources handled per deletionPolicy {policy:?}"),
             )
             .await;
-            let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
-            for name in [d.objects.cluster_role_binding.name_any()] {
-                delete_ignoring_absent(&Api::<ClusterRoleBinding>::all(ctx.client.clone()), &name).await?;
-            }
+            // Cluster-scoped children (no owner reference possible): by their names, then any
+            // left from an older spec by label and owner. Children in another namespace too.
+            delete_ignoring_absent(
+                &Api::<ClusterRoleBinding>::all(ctx.client.clone()),
+                &d.objects.cluster_role_binding.name_any(),
+            )
+            .await?;
             delete_ignoring_absent(
                 &Api::<ClusterRole>::all(ctx.client.clone()),
                 &d.objects.cluster_role.name_any(),
             )
             .await?;
-            children::prune(&Api::<ClusterRoleBinding>::all(ctx.client.clone()), &sel, &[], None).await?;
-            children::prune(&Api::<ClusterRole>::all(ctx.client.clone()), &sel, &[], None).await?;
+            if let Some(uid) = p.uid() {
+                let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
+                prune_children(ctx, &sel, &[], &uid, true).await?;
+            }
         }
         Err(e) => {
             // Without a plan nothing can be matched safely: keep every AWS resource (never lose data).

@@ -321,9 +321,13 @@ async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<Stri
 /// are not in `keep`.
 async fn prune_exporter(ctx: &Ctx, selector: &str, keep: &[String], uid: &str) -> Result<Vec<String>> {
     let c = &ctx.client;
-    let mut pruned = children::prune_everywhere::<DaemonSet>(c, selector, keep, Some(uid)).await?;
-    pruned.extend(children::prune_everywhere::<ConfigMap>(c, selector, keep, Some(uid)).await?);
-    pruned.extend(children::prune_everywhere::<Service>(c, selector, keep, Some(uid)).await?);
+    let owner = children::Owner {
+        uid,
+        only_unowned: false,
+    };
+    let mut pruned = children::prune_everywhere::<DaemonSet>(c, selector, keep, &owner).await?;
+    pruned.extend(children::prune_everywhere::<ConfigMap>(c, selector, keep, &owner).await?);
+    pruned.extend(children::prune_everywhere::<Service>(c, selector, keep, &owner).await?);
     for key in &pruned {
         ctx.applied.forget(key);
     }

@@ -49,8 +49,9 @@ pub struct Observed {
     no_gpu_nodes: bool,
     /// Where the collectors scrape DCGM metrics and how many GPU nodes have an exporter pod.
     pub metrics_source: Option<MetricsSource>,
-    /// Pod Security admission rejects the collector's pods: the reason in words.
-    pub collector_forbidden: Option<String>,
+    /// The collector cannot run where it should: (reason, message), e.g. Pod Security admission
+    /// rejects its pods, or its namespace does not exist.
+    pub collector_blocked: Option<(&'static str, String)>,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -235,11 +236,17 @@ impl Observed {
         // Collector
         let aws_ready = self.aws_ready(p);
         match (&self.collector, aws_ready) {
+            _ if self.collector_blocked.is_some() => {
+                if let Some((r, m)) = &self.collector_blocked {
+                    set(&mut s, ty::COLLECTOR_READY, st::FALSE, r, m.clone());
+                }
+                if let Some(c) = &self.collector {
+                    s.collector = Some(c.clone());
+                }
+            }
             (Some(c), _) => {
                 let ready = self.collector_up_to_date && c.ready_nodes == c.desired_nodes;
-                let (status, r, msg) = if let Some(why) = &self.collector_forbidden {
-                    (st::FALSE, reason::POD_SECURITY_FORBIDDEN, why.clone())
-                } else if self.no_gpu_nodes {
+                let (status, r, msg) = if self.no_gpu_nodes {
                     (
                         st::TRUE,
                         reason::NO_GPU_NODES,

@@ -118,7 +118,10 @@ fn no_exporter_pod_on_the_gpu_nodes_is_not_ready() {
 fn a_pod_security_rejection_is_a_terminal_collector_condition() {
     let p = pipeline(None);
     let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 0)));
-    o.collector_forbidden = Some("namespace team-b enforces Pod Security \"baseline\"".into());
+    o.collector_blocked = Some((
+        reason::POD_SECURITY_FORBIDDEN,
+        "namespace team-b enforces Pod Security \"baseline\"".into(),
+    ));
     let s = o.into_status(&p, &Default::default(), at(1));
     let c = cond(&s, ty::COLLECTOR_READY);
     assert_eq!(

@@ -51,9 +51,11 @@ use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Re
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+// Reason FieldValueInvalid, not FieldValueDuplicate: for Duplicate the API server answers only
+// "Duplicate value" and drops the message (seen on kube-apiserver 1.36).
 #[x_kube(validation = Rule::new(
     "!(has(self.logs) && has(self.logs.logGroup) && has(self.logs.logGroup.name) && has(self.metrics) && has(self.metrics.cloudwatch) && has(self.metrics.cloudwatch.logGroup) && has(self.metrics.cloudwatch.logGroup.name)) || self.logs.logGroup.name != self.metrics.cloudwatch.logGroup.name"
-).message("spec.logs.logGroup.name and spec.metrics.cloudwatch.logGroup.name must differ").reason(Reason::FieldValueDuplicate))]
+).message("spec.logs.logGroup.name and spec.metrics.cloudwatch.logGroup.name must differ").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MLObservabilityPipelineSpec {
     /// Name of the EKS cluster. Used in default log group names, the `k8s.cluster.name` resource

@@ -46,6 +46,17 @@ pub struct GpuTelemetryPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
 
+    /// Namespace the collectors of governed pipelines run in (their ServiceAccount, ConfigMap and
+    /// DaemonSet), e.g. the operator's `mlobs-system`. Default: each pipeline's own namespace. The
+    /// collector reads `/var/log/pods` and keeps its queue on the node through hostPath volumes,
+    /// which Pod Security `baseline` and `restricted` forbid: set this when team namespaces enforce
+    /// those levels, to a namespace that allows `privileged`. Children there carry no owner
+    /// reference (Kubernetes forbids cross-namespace owners); mlobs finds them by label and removes
+    /// them with the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub collector_namespace: Option<String>,
+
     /// Tolerations for exporter and collector pods. Default: tolerate any `nvidia.com/gpu` taint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,

@@ -250,7 +250,7 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
     };
     let pod_identity = (e.identity.mode == IdentityMode::PodIdentity).then(|| PodIdentityPlan {
         cluster_name: e.cluster_name.clone(),
-        namespace: e.namespace.clone(),
+        namespace: e.collector_namespace.clone(),
         service_account: e.identity.service_account.clone(),
         role_arn: role.arn().to_string(),
     });
@@ -383,7 +383,7 @@ fn key_policy(e: &Effective, group_arns: &[String]) -> Value {
 }
 
 fn trust_policy(e: &Effective) -> Result<Value, PlanError> {
-    let (ns, sa) = (&e.namespace, &e.identity.service_account);
+    let (ns, sa) = (&e.collector_namespace, &e.identity.service_account);
     let statement = match e.identity.mode {
         IdentityMode::Irsa => {
             const FIELD: &str = "spec.identity.oidcProviderArn";

@@ -151,7 +151,7 @@ fn filelog(e: &Effective) -> Value {
     // Our own logs would feed the collector's export errors back into the pipeline.
     let own = format!(
         "/var/log/pods/{}_{}-*_*/{CONTAINER_NAME}/*.log",
-        e.namespace,
+        e.collector_namespace,
         e.child_name()
     );
     exclude.push(lit(&own));

@@ -29,7 +29,7 @@ const SELECTOR_KEYS: [&str; 2] = ["app.kubernetes.io/name", "mlobs.io/pipeline"]
 fn metadata(e: &Effective) -> ObjectMeta {
     ObjectMeta {
         name: Some(e.child_name()),
-        namespace: Some(e.namespace.clone()),
+        namespace: Some(e.collector_namespace.clone()),
         labels: Some(common_labels(e)),
         ..Default::default()
     }

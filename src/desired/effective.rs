@@ -164,6 +164,9 @@ pub struct EffBudget {
 pub struct Effective {
     pub namespace: String,
     pub name: String,
+    /// Where the collector's ServiceAccount, ConfigMap and DaemonSet live: the pipeline's
+    /// namespace unless the policy sets `collectorNamespace`.
+    pub collector_namespace: String,
     /// metadata.uid, when the object came from the API server (tagged as `mlobs.io/uid`).
     pub uid: Option<String>,
     pub cluster_name: String,
@@ -204,9 +207,22 @@ impl Effective {
         })
     }
 
-    /// Resource name prefix for Kubernetes children of this pipeline, e.g. `mlobs-train`.
+    /// Resource name prefix for Kubernetes children of this pipeline, e.g. `mlobs-train`; in a
+    /// shared collector namespace `mlobs-<namespace>-<name>` (cut and hash-suffixed at 63), so
+    /// pipelines of different namespaces never share a name.
     pub fn child_name(&self) -> String {
-        format!("mlobs-{}", self.name)
+        if self.collector_namespace == self.namespace {
+            format!("mlobs-{}", self.name)
+        } else {
+            super::merge::bounded_name(&format!("mlobs-{}-{}", self.namespace, self.name), 63, |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+            })
+        }
+    }
+
+    /// Whether the collector runs outside the pipeline's namespace (no owner references there).
+    pub fn collector_elsewhere(&self) -> bool {
+        self.collector_namespace != self.namespace
     }
 }
 
@@ -259,6 +275,7 @@ pub(crate) fn test_fixture() -> Effective {
     Effective {
         namespace: "team-a".into(),
         name: "train".into(),
+        collector_namespace: "team-a".into(),
         uid: None,
         cluster_name: "prod-gpu".into(),
         region: "us-east-1".into(),

@@ -180,6 +180,14 @@ pub fn merge(
     if name.is_empty() {
         m.error("metadata.name", "required", "is required");
     }
+    // Where the collector runs: the policy may move every governed collector to one namespace.
+    let collector_namespace = match pol.and_then(|p| p.collector_namespace.clone()) {
+        Some(ns) => {
+            m.set_source("collectorNamespace", Source::PolicyGuardrail);
+            ns
+        }
+        None => namespace.clone(),
+    };
 
     // Cluster and region: the pipeline, else the operator's flags.
     let cluster_name = match (&spec.cluster_name, &ctx.cluster_name) {
@@ -550,9 +558,15 @@ pub fn merge(
         role,
         permissions_boundary_arn,
         source_vpc: id.and_then(|i| i.source_vpc.clone()),
-        service_account: bounded_name(&format!("mlobs-{name}"), 253, |c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
-        }),
+        service_account: if collector_namespace == namespace {
+            bounded_name(&format!("mlobs-{name}"), 253, |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+            })
+        } else {
+            bounded_name(&format!("mlobs-{namespace}-{name}"), 63, |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+            })
+        },
     };
 
     // Collector.
@@ -673,6 +687,7 @@ pub fn merge(
     let effective = Effective {
         namespace,
         name,
+        collector_namespace,
         uid: p.metadata.uid.clone(),
         cluster_name,
         region,

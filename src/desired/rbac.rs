@@ -62,7 +62,7 @@ pub fn build(e: &Effective) -> (ClusterRole, ClusterRoleBinding) {
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: e.identity.service_account.clone(),
-            namespace: Some(e.namespace.clone()),
+            namespace: Some(e.collector_namespace.clone()),
             ..Default::default()
         }]),
     };

@@ -31,7 +31,7 @@ pub fn build(e: &Effective, role_arn_override: Option<&str>) -> ServiceAccount {
     ServiceAccount {
         metadata: ObjectMeta {
             name: Some(e.identity.service_account.clone()),
-            namespace: Some(e.namespace.clone()),
+            namespace: Some(e.collector_namespace.clone()),
             labels: Some(common_labels(e)),
             annotations,
             ..Default::default()

@@ -90,6 +90,7 @@ pub fn settings(e: &Effective) -> Vec<Setting> {
                 .unwrap_or_else(|| "none".into()),
         ),
         ("collector.image", e.collector.image.clone()),
+        ("collectorNamespace", e.collector_namespace.clone()),
         (
             "collector.resources",
             format!("memory limit {}Mi", e.collector.memory_limit_mib),
