@@ -275,3 +275,88 @@ async fn failover_after_sigterm_releases_lease_and_standby_reconciles() -> Resul
     );
     Ok(())
 }
+
+/// Warning events on a pipeline, as `reason: message`.
+async fn warnings(c: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(c.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+#[tokio::test]
+async fn bad_input_the_api_server_accepts_gets_a_condition_an_event_and_no_retry_storm() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNs::create(&c, "bad-input").await?;
+    let ns = ns.name.as_str();
+    let aws = aws().await?;
+    // 1. A policy that does not exist. 2. A log group of the same name that mlobs did not create.
+    create_pipeline(&c, &pipeline(ns, "nopolicy", json!({"policyRef": "no-such-policy"}))?).await?;
+    let taken = format!("/aws/eks/{CLUSTER_NAME}/{ns}/taken/logs");
+    aws.logs.create_log_group().log_group_name(&taken).send().await?;
+    create_pipeline(&c, &pipeline(ns, "taken", json!({}))?).await?;
+
+    let api = pipelines(&c, ns);
+    let api = &api;
+    for (name, reason, field) in [
+        ("nopolicy", "PolicyNotFound", "spec.policyRef"),
+        ("taken", "NameConflict", taken.as_str()),
+    ] {
+        let p = wait_for(&format!("{name}: Ready=False {reason}"), READY_TIMEOUT, async || {
+            let p = api.get(name).await?;
+            let r = condition(&p, "Ready").map(|c| (c.status.clone(), c.reason.clone()));
+            ensure!(r == Some(("False".into(), reason.into())), "{}", conditions_summary(&p));
+            Ok(p)
+        })
+        .await?;
+        let msg = condition(&p, "Ready").map(|c| c.message.clone()).unwrap_or_default();
+        ensure!(msg.contains(field), "{name}: the message names {field}: {msg}");
+        ensure!(condition_status(&p, "Stalled") == "True", "{}", conditions_summary(&p));
+        wait_for(
+            &format!("{name}: a Warning event {reason}"),
+            READY_TIMEOUT,
+            async || {
+                let w = warnings(&c, ns, name).await?;
+                ensure!(w.iter().any(|e| e.starts_with(reason)), "events: {w:?}");
+                Ok(())
+            },
+        )
+        .await?;
+    }
+
+    // No retry storm: terminal reasons wait for a change (or the resync), not a backoff loop.
+    let leader = leader(&c).await?;
+    let (_, reconciles0, _) = counters(&leader).await?;
+    let window = Duration::from_secs(30);
+    tokio::time::sleep(window).await;
+    let (_, reconciles1, _) = counters(&leader).await?;
+    let n = reconciles1 - reconciles0;
+    println!("two stalled pipelines: {n} reconciles in {} s", window.as_secs());
+    ensure!(
+        n <= 2.0,
+        "{n} reconciles in {} s for two stalled pipelines",
+        window.as_secs()
+    );
+
+    // Fixing the input heals it without a restart: the policy appears.
+    Api::<mlobs::crd::GpuTelemetryPolicy>::all(c.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
+                "metadata": {"name": "no-such-policy", "labels": {NS_LABEL: "true"}}, "spec": {}}))?,
+        )
+        .await?;
+    let healed = wait_ready(&c, ns, "nopolicy").await;
+    let _ = Api::<mlobs::crd::GpuTelemetryPolicy>::all(c.clone())
+        .delete("no-such-policy", &Default::default())
+        .await;
+    healed?;
+    let _ = aws.logs.delete_log_group().log_group_name(&taken).send().await;
+    Ok(())
+}

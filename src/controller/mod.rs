@@ -212,6 +212,30 @@ fn pipelines_of_policy(
         .collect()
 }
 
+/// Which node events matter: a node not seen before, or one whose labels, schedulability or
+/// readiness changed. Kubelet heartbeats and status noise are ignored: on a real cluster every
+/// node's status is rewritten every few minutes, which would reconcile every pipeline each time.
+/// A node that goes away shows in the DaemonSets' status, which the controllers watch.
+#[derive(Default)]
+struct NodeChanges(Mutex<HashMap<String, u64>>);
+
+impl NodeChanges {
+    fn changed(&self, node: &Node) -> bool {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone());
+        let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable);
+        let key = format!("{:?}|{ready:?}|{unschedulable:?}", node.labels());
+        let h = Sha256::digest(key.as_bytes());
+        let fp = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(node.name_any(), fp) != Some(fp)
+    }
+}
+
 /// Pipelines whose GPU node selector matches a node that changed.
 fn pipelines_of_node(
     pipelines: &Store<MLObservabilityPipeline>,
@@ -321,11 +345,16 @@ pub async fn run_controllers(
             watcher::Config::default(),
             move |pol| pipelines_of_policy(&pipes, &pol),
         )
-        .watches(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            move |node| pipelines_of_node(&pipes2, &pols2, &node),
-        )
+        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), {
+            let seen = NodeChanges::default();
+            move |node| {
+                if seen.changed(&node) {
+                    pipelines_of_node(&pipes2, &pols2, &node)
+                } else {
+                    vec![]
+                }
+            }
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
@@ -339,17 +368,19 @@ pub async fn run_controllers(
             watcher::Config::default(),
             move |p| policies_of_pipeline(&pols3, &p),
         )
-        .watches(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            move |_node| {
+        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), {
+            let seen = NodeChanges::default();
+            move |node| {
+                if !seen.changed(&node) {
+                    return vec![];
+                }
                 all_policies
                     .state()
                     .iter()
                     .map(|x| ObjectRef::from_obj(x.as_ref()))
                     .collect::<Vec<_>>()
-            },
-        )
+            }
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(policy::reconcile, policy::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
@@ -390,3 +421,37 @@ pub async fn run_controllers(
 
 /// How long reconciles in flight at SIGTERM may take to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(labels: serde_json::Value, ready: &str, heartbeat: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "gpu-0", "labels": labels},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat}]}}))
+        .expect("node")
+    }
+
+    #[test]
+    fn node_heartbeats_are_not_changes_but_labels_and_readiness_are() {
+        let seen = NodeChanges::default();
+        let gpu = json!({"nvidia.com/gpu.present": "true"});
+        assert!(
+            seen.changed(&node(gpu.clone(), "True", "2026-01-01T00:00:00Z")),
+            "new node"
+        );
+        assert!(
+            !seen.changed(&node(gpu.clone(), "True", "2026-01-01T00:05:00Z")),
+            "heartbeat"
+        );
+        assert!(
+            seen.changed(&node(gpu.clone(), "False", "2026-01-01T00:06:00Z")),
+            "not ready"
+        );
+        assert!(
+            seen.changed(&node(json!({}), "False", "2026-01-01T00:06:00Z")),
+            "label removed"
+        );
+    }
+}

@@ -65,6 +65,8 @@ fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
 
 pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result<Action> {
     let started = Instant::now();
+    // Inside kube-runtime's span, which names the object and why it is reconciled.
+    tracing::debug!("reconcile");
     // Re-triggered by our own status write during a backoff: wait out the rest of it.
     if let Some(wait) = ctx.backoffs.waiting(p.as_ref(), started) {
         return Ok(Action::requeue(wait));
@@ -553,6 +555,10 @@ async fn finish(
         if status::aws_arns_new(&old, &new) {
             ctx.event(p, EventType::Normal, "AwsReady", "EnsureAws", status::aws_summary(&new))
                 .await;
+        }
+        // A pipeline that cannot go on without a change says so once, as it happens.
+        if let Some((r, m)) = status::became_stalled(&old, &new) {
+            ctx.event(p, EventType::Warning, &r, "Reconcile", m).await;
         }
     }
     let interval = d.map_or(600_000, |d| d.effective.resync_interval_ms);

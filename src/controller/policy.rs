@@ -26,6 +26,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Action> {
     let started = Instant::now();
+    // Inside kube-runtime's span, which names the object and why it is reconciled.
+    tracing::debug!("reconcile");
     // Re-triggered by our own status write during a backoff: wait out the rest of it.
     if let Some(wait) = ctx.backoffs.waiting(p.as_ref(), started) {
         return Ok(Action::requeue(wait));

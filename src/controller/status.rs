@@ -434,6 +434,19 @@ fn merge_drift(old: &[DriftRecord], aws: Option<&Vec<Drift>>, k8s: &[Drift], now
 }
 
 /// Whether the last status already carried the budget warning (so the event is not repeated).
+/// The Ready reason and message when this status newly stalls on a terminal reason (one that
+/// needs a change, not a retry); `None` when it did not change into one.
+pub fn became_stalled(
+    old: &MLObservabilityPipelineStatus,
+    new: &MLObservabilityPipelineStatus,
+) -> Option<(String, String)> {
+    let now = conditions::find(&new.conditions, ty::READY)?;
+    let stalled = now.status == st::FALSE && conditions::is_terminal(&now.reason);
+    let before = conditions::find(&old.conditions, ty::READY);
+    let same = before.is_some_and(|b| b.status == now.status && b.reason == now.reason);
+    (stalled && !same).then(|| (now.reason.clone(), now.message.clone()))
+}
+
 pub fn was_budget_warned(p: &MLObservabilityPipeline) -> bool {
     p.status
         .as_ref()

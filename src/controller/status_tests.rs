@@ -271,3 +271,27 @@ fn kstatus_conditions_follow_ready_stalled_when_terminal_reconciling_otherwise()
     assert_eq!(cond(&ready, "Reconciling").status, st::FALSE);
     assert_eq!(cond(&ready, "Stalled").status, st::FALSE);
 }
+
+#[test]
+fn a_terminal_reason_is_announced_once_when_it_starts() {
+    let p = pipeline(None);
+    let mut o = observe(&p, None, None);
+    o.blocked(
+        reason::POLICY_NOT_FOUND,
+        "spec.policyRef: GpuTelemetryPolicy \"x\" does not exist".into(),
+    );
+    let stalled = o.clone().into_status(&p, &Default::default(), at(1));
+    let (r, m) = became_stalled(&Default::default(), &stalled).expect("announced");
+    assert_eq!(r, reason::POLICY_NOT_FOUND);
+    assert!(m.contains("spec.policyRef"), "{m}");
+    let p = pipeline(Some(stalled.clone()));
+    let again = o.into_status(&p, &stalled, at(2));
+    assert_eq!(became_stalled(&stalled, &again), None, "not again while it lasts");
+    let rolling =
+        observe(&p, Some(outcome(vec![])), Some(daemon_set(4, 3))).into_status(&p, &Default::default(), at(3));
+    assert_eq!(
+        became_stalled(&Default::default(), &rolling),
+        None,
+        "RollingOut is not terminal"
+    );
+}
