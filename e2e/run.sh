@@ -165,7 +165,7 @@ start_replica() {
   local cmd=("$STATE/mlobs" run --cluster-name e2e --region us-east-1 --account-id 123456789012
     --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port")
   local envs=("KUBECONFIG=$OPKC" "POD_NAME=$id" "AWS_ACCESS_KEY_ID=testing"
-    "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-info}")
+    "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-info,mlobs=debug}")
   env -u AWS_PROFILE -u AWS_ENDPOINT_URL -u POD_NAMESPACE "${envs[@]}" "${cmd[@]}" >>"$logf" 2>&1 &
   {
     echo "pid=$!"

@@ -50,6 +50,28 @@ async fn resource_versions(c: &Client, ns: &str, name: &str) -> Result<BTreeMap<
     Ok(out)
 }
 
+/// Every node's Ready condition (status and last transition): equal before and after a window
+/// when no node flapped in between.
+async fn node_readiness(c: &Client) -> Result<BTreeMap<String, String>> {
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(c.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(nodes
+        .items
+        .iter()
+        .map(|n| {
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| format!("{} {:?}", c.status, c.last_transition_time))
+                .unwrap_or_default();
+            (n.name_any(), ready)
+        })
+        .collect())
+}
+
 /// The leader's write and reconcile counters: (writes except Lease renewals, reconciles, the
 /// whole exposition).
 async fn counters(r: &Replica) -> Result<(f64, f64, String)> {
@@ -87,31 +109,44 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let leader = leader(&c).await?;
-    let before = resource_versions(&c, ns, name).await?;
-    let (writes0, reconciles0, text0) = counters(&leader).await?;
     let window = Duration::from_secs(60);
-    println!(
-        "leader {}: {writes0} writes, {reconciles0} reconciles so far; watching {} objects for {} s",
-        leader.identity,
-        before.len(),
-        window.as_secs()
-    );
-    tokio::time::sleep(window).await;
-    let after = resource_versions(&c, ns, name).await?;
-    let now_leader = lease_holder(&c).await?;
-    ensure!(
-        now_leader.as_deref() == Some(leader.identity.as_str()),
-        "the leader changed during the window ({} → {now_leader:?}): counters are not comparable",
-        leader.identity
-    );
-    let (writes1, reconciles1, text1) = counters(&leader).await?;
-    let per_min = (reconciles1 - reconciles0) * 60.0 / window.as_secs_f64();
-    println!(
-        "steady state over {} s: {} kube writes, {} reconciles ({per_min:.1} reconciles/min)",
-        window.as_secs(),
-        writes1 - writes0,
-        reconciles1 - reconciles0
-    );
+    // The window counts only when the cluster itself held still: kwok on this machine sometimes
+    // misses a node Lease renewal, the node goes NotReady and back, and the pipeline rightly
+    // reports that. Such a window is measured again (at most 4 times).
+    let mut attempt = 0;
+    let (before, after, writes0, writes1, text0, text1) = loop {
+        attempt += 1;
+        let nodes0 = node_readiness(&c).await?;
+        let before = resource_versions(&c, ns, name).await?;
+        let (writes0, reconciles0, text0) = counters(&leader).await?;
+        println!(
+            "leader {}: {writes0} writes, {reconciles0} reconciles so far; watching {} objects for {} s",
+            leader.identity,
+            before.len(),
+            window.as_secs()
+        );
+        tokio::time::sleep(window).await;
+        let after = resource_versions(&c, ns, name).await?;
+        let now_leader = lease_holder(&c).await?;
+        ensure!(
+            now_leader.as_deref() == Some(leader.identity.as_str()),
+            "the leader changed during the window ({} → {now_leader:?}): counters are not comparable",
+            leader.identity
+        );
+        let (writes1, reconciles1, text1) = counters(&leader).await?;
+        let nodes1 = node_readiness(&c).await?;
+        let per_min = (reconciles1 - reconciles0) * 60.0 / window.as_secs_f64();
+        println!(
+            "steady state over {} s: {} kube writes, {} reconciles ({per_min:.1} reconciles/min)",
+            window.as_secs(),
+            writes1 - writes0,
+            reconciles1 - reconciles0
+        );
+        if nodes0 == nodes1 || attempt == 4 {
+            break (before, after, writes0, writes1, text0, text1);
+        }
+        println!("a node's readiness changed during the window (the cluster was not steady); measuring again");
+    };
     let changed: Vec<String> = before
         .iter()
         .filter(|(k, v)| after.get(*k) != Some(*v))
@@ -330,17 +365,35 @@ async fn bad_input_the_api_server_accepts_gets_a_condition_an_event_and_no_retry
         .await?;
     }
 
-    // No retry storm: terminal reasons wait for a change (or the resync), not a backoff loop.
+    // No retry storm: a terminal reason waits for a change or the resync (minutes), so the
+    // reconciler never asks for these pipelines again within the window. The leader logs one line
+    // per reconcile with kube-runtime's reason for it (RUST_LOG mlobs=debug).
     let leader = leader(&c).await?;
-    let (_, reconciles0, _) = counters(&leader).await?;
     let window = Duration::from_secs(30);
+    let from = std::fs::metadata(&leader.log)?.len();
     tokio::time::sleep(window).await;
-    let (_, reconciles1, _) = counters(&leader).await?;
-    let n = reconciles1 - reconciles0;
-    println!("two stalled pipelines: {n} reconciles in {} s", window.as_secs());
+    let text = std::fs::read(&leader.log)?;
+    let lines = String::from_utf8_lossy(text.get(usize::try_from(from)?..).unwrap_or_default()).into_owned();
+    let ours: Vec<String> = lines
+        .lines()
+        .filter(|l| l.contains(r#""message":"reconcile""#) && l.contains(&format!(".{ns}\"")))
+        .filter_map(|l| {
+            l.split(r#""object.reason":""#)
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    println!(
+        "two stalled pipelines: {} reconciles in {} s: {ours:?}",
+        ours.len(),
+        window.as_secs()
+    );
+    let retries: Vec<&String> = ours.iter().filter(|r| r.contains("requested retry")).collect();
     ensure!(
-        n <= 2.0,
-        "{n} reconciles in {} s for two stalled pipelines",
+        retries.is_empty() && ours.len() <= 6,
+        "stalled pipelines were retried within {} s: {ours:?}",
         window.as_secs()
     );
 
