@@ -174,11 +174,31 @@ async fn managed_to_external_deletes_the_exporter_and_external_without_pods_is_n
     Api::<DaemonSet>::namespaced(c.clone(), ns)
         .create(&PostParams::default(), &ds)
         .await?;
-    wait_pipeline(&c, ns, "scrape", "Ready=True with the external exporter", |p| {
-        let (s, _, _) = cond(p, "MetricsSourceReady")?;
-        ensure!(s == "True" && is_ready(p), "{}", conditions_summary(p));
-        Ok(())
-    })
+    wait_pipeline(
+        &c,
+        ns,
+        "scrape",
+        "MetricsSourceReady=True with the external exporter",
+        |p| {
+            let (s, _, _) = cond(p, "MetricsSourceReady")?;
+            ensure!(s == "True", "{}", conditions_summary(p));
+            Ok(())
+        },
+    )
+    .await?;
+    // The new scrape target changed the collector config: its pods roll one node at a time, which
+    // takes kwok and the DaemonSet controller a while on a loaded machine.
+    let api = pipelines(&c, ns);
+    let api = &api;
+    wait_for(
+        "Ready=True after the collector rolled out",
+        READY_TIMEOUT * 2,
+        async || {
+            let p = api.get("scrape").await?;
+            ensure!(is_ready(&p), "{}", conditions_summary(&p));
+            Ok(())
+        },
+    )
     .await?;
     Ok(())
 }
