@@ -116,7 +116,9 @@ log "building (cargo test --test e2e --no-run)"
 cargo test --test e2e --no-run
 rm -rf "$STATE"
 mkdir -p "$STATE"
-cp target/debug/mlobs "$STATE/mlobs"
+# MLOBS_E2E_BINARY runs the scenarios against another build (e.g. an older commit's, to show
+# which scenarios fail there).
+cp "${MLOBS_E2E_BINARY:-target/debug/mlobs}" "$STATE/mlobs"
 
 # 4. The chart, applied for real: ServiceAccount, RBAC, Deployment (kwok reports its Pods
 # Running; nothing runs them: the operator runs as local processes below).

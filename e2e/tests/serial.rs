@@ -112,6 +112,22 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
+    // Pipelines of earlier tests are deleted in the background: their cleanup is not ours.
+    let all = Api::<mlobs::crd::MLObservabilityPipeline>::all(c.clone());
+    let all = &all;
+    wait_for("the other tests' pipelines gone", READY_TIMEOUT, async || {
+        let others: Vec<String> = all
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+            .filter(|p| p != &format!("{ns}/{name}"))
+            .collect();
+        ensure!(others.is_empty(), "still there: {others:?}");
+        Ok(())
+    })
+    .await?;
     let leader = leader(&c).await?;
     let window = Duration::from_secs(60);
     // The window counts only when the cluster itself held still: kwok on this machine sometimes

@@ -214,18 +214,8 @@ pub async fn prune_everywhere<K>(
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
 {
-    let mut pruned = vec![];
-    for obj in labelled(&Api::<K>::all(client.clone()), selector).await? {
-        let key = describe(&obj);
-        if keep.contains(&key) || !owner.may_delete(&obj) {
-            continue;
-        }
-        let api = Api::<K>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-        if delete(&api, &obj.name_any()).await? {
-            pruned.push(key);
-        }
-    }
-    Ok(pruned)
+    let api_of = |o: &K| Api::<K>::namespaced(client.clone(), &o.namespace().unwrap_or_default());
+    prune_listed(&Api::all(client.clone()), selector, keep, owner, api_of).await
 }
 
 /// [`prune_everywhere`] for cluster-scoped kinds (ClusterRole, ClusterRoleBinding): they carry the
@@ -240,13 +230,27 @@ where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope> + Clone + Debug + DeserializeOwned,
 {
     let api = Api::<K>::all(client.clone());
+    prune_listed(&api, selector, keep, owner, |_| api.clone()).await
+}
+
+/// Lists with `selector` through `list`, deletes each prunable object through `api_of(object)`.
+async fn prune_listed<K>(
+    list: &Api<K>,
+    selector: &str,
+    keep: &[String],
+    owner: &Owner<'_>,
+    api_of: impl Fn(&K) -> Api<K>,
+) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
     let mut pruned = vec![];
-    for obj in labelled(&api, selector).await? {
+    for obj in labelled(list, selector).await? {
         let key = describe(&obj);
         if keep.contains(&key) || !owner.may_delete(&obj) {
             continue;
         }
-        if delete(&api, &obj.name_any()).await? {
+        if delete(&api_of(&obj), &obj.name_any()).await? {
             pruned.push(key);
         }
     }

@@ -138,6 +138,20 @@ impl Ctx {
         Some(groups)
     }
 
+    /// One Normal event per child deleted by a prune (`Kind/namespace/name`).
+    pub async fn pruned<K: Resource<DynamicType = ()>>(&self, obj: &K, pruned: &[String]) {
+        for what in pruned {
+            self.event(
+                obj,
+                EventType::Normal,
+                "Deleted",
+                "PruneChild",
+                format!("Deleted {what}"),
+            )
+            .await;
+        }
+    }
+
     /// Drops the snapshot after mlobs changed a log group, so nobody reads the old state.
     pub async fn invalidate_log_groups(&self) {
         *self.log_groups.lock().await = None;

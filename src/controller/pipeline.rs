@@ -495,16 +495,8 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
         .map(|x| (x.name.clone(), x.generation));
     if status.and_then(|s| s.observed_generation) != p.meta().generation || policy_seen != obs.policy {
         let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
-        for pruned in prune_children(ctx, &sel, &keep, &uid, false).await? {
-            ctx.event(
-                p,
-                EventType::Normal,
-                "Deleted",
-                "PruneChild",
-                format!("Deleted {pruned}"),
-            )
-            .await;
-        }
+        let pruned = prune_children(ctx, &sel, &keep, &uid, false).await?;
+        ctx.pruned(p, &pruned).await;
     }
     Ok(live)
 }

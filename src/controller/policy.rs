@@ -197,16 +197,8 @@ async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<Stri
     let gpu = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
     let Some(x) = dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) else {
         // External: mlobs runs no exporter.
-        for pruned in prune_exporter(ctx, &selector, &[], &uid).await? {
-            ctx.event(
-                p,
-                EventType::Normal,
-                "Deleted",
-                "PruneChild",
-                format!("Deleted {pruned} (dcgmExporter.mode External)"),
-            )
-            .await;
-        }
+        let pruned = prune_exporter(ctx, &selector, &[], &uid).await?;
+        ctx.pruned(p, &pruned).await;
         let spec = p.spec.dcgm_exporter.clone().unwrap_or_default();
         let ns = spec.namespace.unwrap_or_default();
         let labels = spec.pod_selector.unwrap_or_default();
@@ -287,16 +279,8 @@ async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<Stri
             .await;
         }
     }
-    for pruned in prune_exporter(ctx, &selector, &keep, &uid).await? {
-        ctx.event(
-            p,
-            EventType::Normal,
-            "Deleted",
-            "PruneChild",
-            format!("Deleted {pruned}"),
-        )
-        .await;
-    }
+    let pruned = prune_exporter(ctx, &selector, &keep, &uid).await?;
+    ctx.pruned(p, &pruned).await;
     let ds_status = live.status.clone().unwrap_or_default();
     let rollout = ExporterStatus {
         desired: ds_status.desired_number_scheduled,
