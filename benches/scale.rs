@@ -125,7 +125,7 @@ async fn run(n: usize) -> Row {
     let all_ready_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    // No-op reconcile of every pipeline: a node annotation changes (all selectors match it).
+    // No-op reconcile of every pipeline: a node label changes (all selectors still match it).
     let reconciles = |m: &Metrics| -> f64 {
         m.encode()
             .lines()
@@ -135,7 +135,7 @@ async fn run(n: usize) -> Row {
     };
     let (writes0, rec0) = (fake.writes_excluding_events(), reconciles(&metrics));
     let mut node = fake.object("v1", "nodes", None, "gpu-0").expect("node");
-    node["metadata"]["annotations"] = json!({"bench": "noop"});
+    node["metadata"]["labels"]["bench"] = json!("noop");
     fake.put_object("v1", "nodes", node);
     let deadline = Instant::now() + timeout;
     while reconciles(&metrics) < rec0 + n as f64 && Instant::now() < deadline {

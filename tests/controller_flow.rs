@@ -67,11 +67,11 @@ async fn aws_is_created_before_the_collector_and_a_second_reconcile_writes_nothi
         }
     }
 
-    // A no-op reconcile (a node annotation changed): zero writes.
+    // A no-op reconcile (a node label changed; heartbeats and annotations do not reconcile): zero writes.
     let writes = op.fake.writes_excluding_events();
     let before = op.reconciles();
     let mut node = op.fake.object("v1", "nodes", None, "gpu-0").expect("node");
-    node["metadata"]["annotations"] = json!({"touched": "1"});
+    node["metadata"]["labels"]["touched"] = json!("1");
     op.fake.put_object("v1", "nodes", node);
     let deadline = tokio::time::Instant::now() + WAIT;
     while op.reconciles() <= before {

@@ -625,6 +625,16 @@ async fn cleanup(
                 let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
                 prune_children(ctx, &sel, &[], &uid, true).await?;
             }
+            let o = &d.objects;
+            for key in [
+                children::describe(&o.service_account),
+                children::describe(&o.cluster_role),
+                children::describe(&o.cluster_role_binding),
+                children::describe(&o.config_map),
+                children::describe(&o.daemon_set),
+            ] {
+                ctx.applied.forget(&key);
+            }
         }
         Err(e) => {
             // Without a plan nothing can be matched safely: keep every AWS resource (never lose data).
