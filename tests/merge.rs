@@ -233,6 +233,58 @@ fn unresolvable_values_are_errors_naming_the_field() {
 }
 
 #[test]
+fn a_pinned_collector_older_than_a_rendered_feature_is_refused_naming_both() {
+    let old = "otel/opentelemetry-collector-contrib:0.124.1";
+    let refused =
+        |p: &MLObservabilityPipeline, pol: Option<&GpuTelemetryPolicy>| match merge(p, pol, &Context::default()) {
+            Ok(_) => panic!("merge accepted {old} for a pipeline that ships logs"),
+            Err(e) => e.0,
+        };
+    let errors = refused(&pipeline(json!({"collector": {"image": old}})), None);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let (path, rule, message) = (&errors[0].path, &errors[0].rule, &errors[0].message);
+    assert_eq!(
+        (path.as_str(), rule.as_str()),
+        ("spec.collector.image", "collectorVersion")
+    );
+    assert!(
+        message.contains("0.124.1") && message.contains("{PodName}") && message.contains("0.125.0"),
+        "{message}"
+    );
+    // Through a policy default (policies are admitted by the CRD schema alone, or by an older mlobs).
+    let pol = policy(json!({"collectorDefaults": {"image": old}}));
+    let errors = refused(&pipeline(json!({})), Some(&pol));
+    assert!(
+        errors[0]
+            .message
+            .contains("policy \"guard\"'s spec.collectorDefaults.image"),
+        "{errors:?}"
+    );
+    let invalid = mlobs::crd::validate::validate_policy(&pol).expect_err("validate_policy refuses it");
+    assert!(
+        invalid
+            .0
+            .iter()
+            .any(|f| f.path == "spec.collectorDefaults.image" && f.rule == "collectorVersion")
+    );
+    // Without logs no placeholder is rendered, so the older release is fine.
+    let m = merged(
+        &pipeline(json!({"collector": {"image": old}, "logs": {"enabled": false}})),
+        None,
+    );
+    assert_eq!(m.effective.collector.image, old);
+    // Newer, or another distribution's own numbering: accepted.
+    merged(
+        &pipeline(json!({"collector": {"image": "otel/opentelemetry-collector-contrib:0.130.0"}})),
+        None,
+    );
+    merged(
+        &pipeline(json!({"collector": {"image": "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.0"}})),
+        None,
+    );
+}
+
+#[test]
 fn bounded_names_fit_and_never_collide() {
     let ok = |c: char| c.is_ascii_alphanumeric() || c == '-';
     assert_eq!(bounded_name("mlobs-a-b", 64, ok), "mlobs-a-b");

@@ -403,7 +403,10 @@ pub struct IdentitySpec {
 pub struct CollectorSpec {
     /// Collector image, pinned by tag or digest (`:latest` is refused). Must be a contrib build
     /// (it needs filelog, prometheus, awscloudwatchlogs and awsemf). Default: the policy's, else
-    /// the version this operator is tested with.
+    /// `otel/opentelemetry-collector-contrib:0.125.0`, the first release with everything mlobs
+    /// renders. A contrib release older than a rendered feature is refused: per-pod log streams
+    /// (`{PodName}`, used whenever logs are shipped) need 0.125.0. Tags of other distributions
+    /// and bare digests are not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,

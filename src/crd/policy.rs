@@ -229,7 +229,8 @@ pub struct PolicySourcesSpec {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectorDefaultsSpec {
-    /// Default collector image, pinned.
+    /// Default collector image, pinned. A contrib release older than 0.125.0 is refused: the
+    /// per-pod log streams every logs pipeline renders need it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,

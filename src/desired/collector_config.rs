@@ -70,7 +70,8 @@ pub fn build(e: &Effective) -> Value {
     if shape.logs {
         receivers.insert("filelog".into(), filelog(e));
         exporters.insert("awscloudwatchlogs".into(), cloudwatch_logs(e));
-        let mut chain = vec!["memory_limiter", "k8sattributes", "resource"];
+        processors.insert(LOG_STREAM_PROCESSOR.into(), log_stream());
+        let mut chain = vec!["memory_limiter", "k8sattributes", "resource", LOG_STREAM_PROCESSOR];
         if !e.logs.redactions.is_empty() {
             processors.insert("transform/redact".into(), redact(e));
             chain.push("transform/redact");
@@ -297,13 +298,29 @@ fn redact(e: &Effective) -> Value {
     json!({"error_mode": "propagate", "log_statements": [{"context": "log", "statements": statements}]})
 }
 
+/// The resource attribute awscloudwatchlogs reads for `{PodName}` (after `PodName`).
+pub const POD_STREAM_ATTRIBUTE: &str = "pod";
+/// The logs-only resource processor that names each log record's stream.
+const LOG_STREAM_PROCESSOR: &str = "resource/log_stream";
+
+/// One log stream per pod: the exporter's `{PodName}` reads the resource attribute `pod`, copied
+/// from `k8s.pod.name` (filelog's container parser sets it from the file path; k8sattributes for
+/// OTLP senders). A record without a pod (an OTLP sender outside any pod) goes to the node's
+/// stream instead of one named `undefined`. Logs only: on metrics, `pod` would collide with
+/// dcgm-exporter's label of the pod using the GPU.
+fn log_stream() -> Value {
+    json!({"attributes": [
+        {"key": POD_STREAM_ATTRIBUTE, "from_attribute": "k8s.pod.name", "action": "upsert"},
+        {"key": POD_STREAM_ATTRIBUTE, "value": node_env(), "action": "insert"},
+    ]})
+}
+
 fn cloudwatch_logs(e: &Effective) -> Value {
     json!({
         "region": lit(&e.region),
         "log_group_name": lit(&e.logs.group.name),
-        // One stream per node (one writer each). `{...}` placeholders are version-dependent and
-        // newer exporters reject unknown ones at startup; the env reference is resolved on load.
-        "log_stream_name": node_env(),
+        // Needs contrib v0.125.0 (collector_version::PER_POD_LOG_STREAMS); YAML quotes it.
+        "log_stream_name": "{PodName}",
         "sending_queue": {"enabled": true, "storage": STORAGE},
         "retry_on_failure": {"enabled": true, "max_elapsed_time": format_duration_ms(e.collector.retry_max_elapsed_ms)},
     })
@@ -425,6 +442,7 @@ mod tests {
             "memory_limiter",
             "k8sattributes",
             "resource",
+            "resource/log_stream",
             "transform/redact",
             "batch",
         ];
@@ -630,6 +648,32 @@ mod tests {
             json!({"enabled": true, "storage": "file_storage"})
         );
         assert_eq!(c["receivers"]["filelog"]["storage"], "file_storage");
+    }
+
+    #[test]
+    fn each_pod_gets_its_own_log_stream_from_its_pod_name() {
+        let e = test_fixture();
+        let yaml = to_yaml(&e);
+        // Unquoted, `{PodName}` would be a YAML map and the collector would refuse the config.
+        assert!(
+            yaml.lines()
+                .any(|l| l.trim() == "log_stream_name: '{PodName}'" || l.trim() == "log_stream_name: \"{PodName}\""),
+            "{yaml}"
+        );
+        let c = parsed(&e);
+        assert_eq!(c["exporters"]["awscloudwatchlogs"]["log_stream_name"], "{PodName}");
+        let attrs = &c["processors"]["resource/log_stream"]["attributes"];
+        assert_eq!(
+            attrs[0],
+            json!({"key": "pod", "from_attribute": "k8s.pod.name", "action": "upsert"})
+        );
+        assert_eq!(
+            attrs[1],
+            json!({"key": "pod", "value": "${env:KUBE_NODE_NAME}", "action": "insert"})
+        );
+        // Only logs: on metrics `pod` is dcgm-exporter's label of the pod using the GPU.
+        assert!(!strs(&c["service"]["pipelines"]["metrics"]["processors"]).contains(&"resource/log_stream".into()));
+        assert_eq!(c["exporters"]["awsemf"]["log_stream_name"], "${env:KUBE_NODE_NAME}");
     }
 
     #[test]

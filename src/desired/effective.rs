@@ -345,7 +345,7 @@ pub(crate) fn test_fixture() -> Effective {
             service_account: "mlobs-train".into(),
         },
         collector: EffCollector {
-            image: "otel/opentelemetry-collector-contrib:0.114.0".into(),
+            image: super::collector_version::DEFAULT_COLLECTOR_IMAGE.into(),
             resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([
                     ("cpu".to_string(), Quantity("100m".into())),

@@ -18,8 +18,8 @@ use crate::crd::{
     MLObservabilityPipeline, Redaction, parse_duration_ms,
 };
 
-/// The pinned collector image this operator is tested with.
-pub const DEFAULT_COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.114.0";
+use super::collector_version;
+pub use super::collector_version::DEFAULT_COLLECTOR_IMAGE;
 /// The pinned DCGM exporter image for Managed mode.
 pub const DEFAULT_EXPORTER_IMAGE: &str = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04";
 /// Labels of mlobs-managed DCGM exporter pods (plus `mlobs.io/policy: <name>`).
@@ -734,6 +734,23 @@ pub fn merge(
         budget,
         sources: m.sources,
     };
+    let features = collector_version::features(&effective);
+    if let Err(message) = collector_version::check_image(&effective.collector.image, &features) {
+        // The pipeline's own field is where the fix goes either way: pin a newer image there, or
+        // ask the policy owner to raise collectorDefaults.image.
+        let message = match effective.sources.get("collector.image") {
+            Some(Source::PolicyDefault) => format!(
+                "{message} (the image is policy {:?}'s spec.collectorDefaults.image)",
+                m.policy_name
+            ),
+            _ => message,
+        };
+        return Err(Invalid(vec![FieldError {
+            path: "spec.collector.image".into(),
+            rule: "collectorVersion".into(),
+            message,
+        }]));
+    }
     Ok(Merged {
         effective,
         violations: m.violations,

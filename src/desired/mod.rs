@@ -6,6 +6,7 @@
 pub mod aws_plan;
 pub mod collector_config;
 pub mod collector_daemonset;
+pub mod collector_version;
 pub mod cost;
 pub mod dcgm_exporter;
 pub mod effective;
