@@ -198,6 +198,13 @@ export MLOBS_E2E_KUBECTL=$KUBECTL
 # Test failures are anyhow errors with context; their backtraces are noise.
 export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
 rc=0
+if [ -n "${MLOBS_E2E_FILTER:-}" ]; then
+  # Development: only the scenarios whose name contains the filter (never set by make e2e).
+  log "scenarios matching '$MLOBS_E2E_FILTER' only"
+  cargo test --test e2e -- "$MLOBS_E2E_FILTER" --test-threads=4 --show-output || rc=1
+  [ $rc = 0 ] && FAILED=0
+  exit $rc
+fi
 log "scenarios (parallel)"
 cargo test --test e2e -- --skip serial:: --test-threads=4 --show-output || rc=1
 log "waiting for the test namespaces to be gone before the serial scenarios"

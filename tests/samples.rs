@@ -121,6 +121,23 @@ fn bad_values_are_rejected_with_their_field_path_and_rule() {
     );
 }
 
+#[test]
+fn a_job_id_dimension_on_gpu_metrics_is_refused_because_it_would_never_be_filled() {
+    let text = format!("{HEADER}spec:\n  metrics: {{cloudwatch: {{dimensions: [[k8s.cluster.name, ml.job.id]]}}}}\n");
+    let err = parse_documents("t.yaml", &text).expect_err("ml.job.id is not on GPU metrics");
+    let f = &err.field_errors()[0];
+    assert_eq!(
+        (f.path.as_str(), f.rule.as_str()),
+        ("spec.metrics.cloudwatch.dimensions[0][1]", "knownDimension")
+    );
+    assert!(f.message.contains("k8s.pod.name"), "{}", f.message);
+    // A constant resource attribute of that name is the user's own, and allowed.
+    let text = format!(
+        "{HEADER}spec:\n  collector: {{resourceAttributes: {{ml.job.id: nightly}}}}\n  metrics: {{cloudwatch: {{dimensions: [[ml.job.id]]}}}}\n"
+    );
+    parse_documents("t.yaml", &text).expect("a resource attribute may be a dimension");
+}
+
 fn mlobs(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mlobs"))
         .args(args)

@@ -8,6 +8,8 @@
 //! alone, after the others (e2e/run.sh runs them in a second invocation).
 
 mod admission;
+mod dataflow;
+mod loopback;
 mod operator;
 mod pipeline;
 mod placement;

@@ -180,7 +180,8 @@ pub struct LogsSpec {
     #[schemars(length(max = 32))]
     pub redaction: Option<Vec<Redaction>>,
 
-    /// Pod label whose value becomes the `ml.job.id` attribute, e.g. `training.kubeflow.org/job-name`.
+    /// Pod label whose value becomes the `ml.job.id` attribute of log records, e.g.
+    /// `training.kubeflow.org/job-name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 317),
@@ -272,7 +273,10 @@ pub struct CloudWatchMetricsSpec {
 
     /// Dimension sets. Each set makes one CloudWatch metric per distinct combination of its values,
     /// so each set multiplies cost. Names: `k8s.cluster.name`, `k8s.node.name`, `gpu.node.type`,
-    /// `gpu`, `UUID`, `modelName`, `k8s.namespace.name`, `k8s.pod.name`, `ml.job.id`.
+    /// `gpu`, `UUID`, `modelName`, `k8s.namespace.name`, `k8s.pod.name`, `k8s.container.name`
+    /// (the pod using each GPU, from dcgm-exporter's pod mapping), or a key of
+    /// `spec.collector.resourceAttributes`. Not `ml.job.id`: the exporter does not carry the
+    /// GPU pod's labels.
     /// Default: `[[k8s.cluster.name, k8s.node.name, gpu], [k8s.cluster.name]]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 10), inner(length(min = 1, max = 30)))]

@@ -345,7 +345,9 @@ fn check_duration(path: &str, value: Option<&String>, min_ms: u64, errors: &mut 
 
 /// Dimension names a pipeline may use in `metrics.cloudwatch.dimensions` (plus its own resource
 /// attribute keys). Anything else would make EMF drop the metric for a missing dimension.
-pub const KNOWN_DIMENSIONS: [&str; 10] = [
+/// `k8s.pod.name`, `k8s.namespace.name` and `k8s.container.name` are those of the pod using each
+/// GPU (dcgm-exporter's pod mapping), not the exporter's.
+pub const KNOWN_DIMENSIONS: [&str; 9] = [
     "k8s.cluster.name",
     "k8s.node.name",
     "gpu.node.type",
@@ -355,8 +357,10 @@ pub const KNOWN_DIMENSIONS: [&str; 10] = [
     "k8s.namespace.name",
     "k8s.pod.name",
     "k8s.container.name",
-    "ml.job.id",
 ];
+
+/// Why `ml.job.id` cannot be a GPU metric dimension.
+pub const JOB_ID_ON_METRICS: &str = "\"ml.job.id\" is set on logs only: dcgm-exporter names the pod using each GPU (k8s.pod.name, k8s.namespace.name) but not that pod's labels, so the dimension set would never be filled; use k8s.pod.name";
 
 fn finish(errors: Vec<FieldError>) -> Result<(), Invalid> {
     if errors.is_empty() {
@@ -425,7 +429,13 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
                 .unwrap_or_default();
             for (i, set) in sets.iter().enumerate() {
                 for (j, name) in set.iter().enumerate() {
-                    if !KNOWN_DIMENSIONS.contains(&name.as_str()) && !extra.contains(&name) {
+                    if name == "ml.job.id" && !extra.contains(&name) {
+                        errors.push(field(
+                            &format!("spec.metrics.cloudwatch.dimensions[{i}][{j}]"),
+                            "knownDimension",
+                            JOB_ID_ON_METRICS,
+                        ));
+                    } else if !KNOWN_DIMENSIONS.contains(&name.as_str()) && !extra.contains(&name) {
                         errors.push(field(
                             &format!("spec.metrics.cloudwatch.dimensions[{i}][{j}]"),
                             "knownDimension",

@@ -88,8 +88,16 @@ pub fn build(e: &Effective) -> Value {
         let filter = json!({"metrics": {"include": {"match_type": "strict", "metric_names": names}}});
         processors.insert("filter/dcgm".into(), filter);
         exporters.insert("awsemf".into(), emf(e));
+        processors.insert(GPU_POD_PROCESSOR.into(), gpu_pod());
         // OTLP metrics pass filter/dcgm too: only selected names reach EMF, so cost stays bounded.
-        let chain = ["memory_limiter", "k8sattributes", "resource", "filter/dcgm", "batch"];
+        let chain = [
+            "memory_limiter",
+            "k8sattributes",
+            "resource",
+            "filter/dcgm",
+            GPU_POD_PROCESSOR,
+            "batch",
+        ];
         pipelines.insert("metrics".into(), pipeline("prometheus", shape.otlp, &chain, "awsemf"));
     }
     // No traces pipeline: an X-Ray exporter would need `Resource: "*"` in the collector's IAM policy.
@@ -315,6 +323,47 @@ fn log_stream() -> Value {
     ]})
 }
 
+/// The metrics-only processor that names the pod using each GPU.
+const GPU_POD_PROCESSOR: &str = "transform/gpu_pod";
+/// dcgm-exporter's pod-mapping labels and the attribute each becomes.
+const GPU_POD_LABELS: [(&str, &str); 3] = [
+    ("pod", "k8s.pod.name"),
+    ("namespace", "k8s.namespace.name"),
+    ("container", "k8s.container.name"),
+];
+
+/// A scrape has one resource: k8sattributes describes the exporter's own pod there. What a GPU
+/// metric is about is the pod using the GPU, which dcgm-exporter puts in each series' labels
+/// (`-k`): drop the exporter's pod identity from the resource and name the GPU's pod on each
+/// data point instead, so `k8s.pod.name` dimensions are the workload's (found by the real
+/// collector in the e2e data-flow test: they were the exporter's, and `ml.job.id` was never set).
+fn gpu_pod() -> Value {
+    let resource: Vec<Value> = [
+        "k8s.pod.name",
+        "k8s.pod.uid",
+        "k8s.namespace.name",
+        "k8s.container.name",
+        "ml.job.id",
+    ]
+    .iter()
+    .map(|k| json!(format!("delete_key(attributes, {})", ottl_quote(k))))
+    .collect();
+    let mut datapoint = Vec::new();
+    for (label, attribute) in GPU_POD_LABELS {
+        let (l, a) = (ottl_quote(label), ottl_quote(attribute));
+        datapoint.push(json!(format!(
+            "set(attributes[{a}], attributes[{l}]) where attributes[{l}] != nil and attributes[{l}] != \"\""
+        )));
+    }
+    for (label, _) in GPU_POD_LABELS {
+        datapoint.push(json!(format!("delete_key(attributes, {})", ottl_quote(label))));
+    }
+    json!({"error_mode": "ignore", "metric_statements": [
+        {"context": "resource", "statements": resource},
+        {"context": "datapoint", "statements": datapoint},
+    ]})
+}
+
 fn cloudwatch_logs(e: &Effective) -> Value {
     json!({
         "region": lit(&e.region),
@@ -447,7 +496,14 @@ mod tests {
             "batch",
         ];
         assert_eq!(strs(&c["service"]["pipelines"]["logs"]["processors"]), logs);
-        let metrics = ["memory_limiter", "k8sattributes", "resource", "filter/dcgm", "batch"];
+        let metrics = [
+            "memory_limiter",
+            "k8sattributes",
+            "resource",
+            "filter/dcgm",
+            "transform/gpu_pod",
+            "batch",
+        ];
         assert_eq!(strs(&c["service"]["pipelines"]["metrics"]["processors"]), metrics);
     }
 
@@ -674,6 +730,31 @@ mod tests {
         // Only logs: on metrics `pod` is dcgm-exporter's label of the pod using the GPU.
         assert!(!strs(&c["service"]["pipelines"]["metrics"]["processors"]).contains(&"resource/log_stream".into()));
         assert_eq!(c["exporters"]["awsemf"]["log_stream_name"], "${env:KUBE_NODE_NAME}");
+    }
+
+    #[test]
+    fn gpu_metrics_name_the_pod_using_the_gpu_not_the_exporter() {
+        let c = parsed(&test_fixture());
+        let t = &c["processors"]["transform/gpu_pod"];
+        assert_eq!(t["error_mode"], "ignore");
+        let groups = t["metric_statements"].as_array().cloned().unwrap_or_default();
+        assert_eq!(groups[0]["context"], "resource");
+        let resource = strs(&groups[0]["statements"]);
+        for k in ["k8s.pod.name", "k8s.namespace.name", "k8s.container.name", "ml.job.id"] {
+            assert!(
+                resource.contains(&format!("delete_key(attributes, \"{k}\")")),
+                "{k}: {resource:?}"
+            );
+        }
+        assert_eq!(groups[1]["context"], "datapoint");
+        let points = strs(&groups[1]["statements"]);
+        assert_eq!(
+            points[0],
+            r#"set(attributes["k8s.pod.name"], attributes["pod"]) where attributes["pod"] != nil and attributes["pod"] != """#
+        );
+        assert!(points.contains(&r#"delete_key(attributes, "pod")"#.to_string()));
+        // Logs keep k8sattributes' pod: the transform is in the metrics pipeline only.
+        assert!(!strs(&c["service"]["pipelines"]["logs"]["processors"]).contains(&"transform/gpu_pod".into()));
     }
 
     #[test]

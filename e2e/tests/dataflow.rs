@@ -1,0 +1,454 @@
+//! The data path with the real collector: the configuration the operator rendered into the
+//! collector ConfigMap, run by ../shared/otelcol/otelcol as a local process (see
+//! [`crate::loopback::loopback_config`] for the only changes), with the pipeline's log groups
+//! created by the operator in moto first. CRI pod logs of real Pods (kwok runs them on a GPU
+//! node) and a fake DCGM exporter's 46 fields × 8 GPUs go in; CloudWatch (moto) is read back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use mlobs::crd::GpuTelemetryPolicy;
+use serde_json::{Value, json};
+
+use crate::loopback::*;
+use crate::support::*;
+
+const JOB: &str = "llm-e2e";
+const CONTAINER: &str = "trainer";
+/// Selected DCGM fields (of the 46 the fake exporter serves).
+const SELECTED: [&str; 5] = [
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_XID_ERRORS",
+];
+const NAMESPACE_CW: &str = "E2E/GPU";
+
+fn dimension_sets() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["k8s.cluster.name", "k8s.node.name", "gpu"],
+        vec!["k8s.cluster.name", "k8s.pod.name"],
+    ]
+}
+
+/// A training log line with a bearer token, an e-mail address and a customer id (the pipeline
+/// redacts the first two, the policy requires the third), tagged with a unique `seq=`.
+fn line(pod: &str, phase: &str, i: usize) -> String {
+    format!(
+        "step={i} loss=0.{i:04} auth=Bearer eyJhbGciOi.{i}x-_~+/abc== user=alice{i}@example.com customer_id={} seq={pod}/{phase}/{i}",
+        100_000 + i
+    )
+}
+
+/// What CloudWatch must hold for [`line`]: every secret replaced.
+fn redacted(pod: &str, phase: &str, i: usize) -> String {
+    format!("step={i} loss=0.{i:04} auth=Bearer *** user=<email> customer_id=<redacted> seq={pod}/{phase}/{i}")
+}
+
+/// The body of a log event: the exporter ships `{"body": ..., "resource": ..., ...}` unless
+/// `raw_log` is set.
+fn body(message: &str) -> (String, Value) {
+    match serde_json::from_str::<Value>(message) {
+        Ok(v) if v.get("body").is_some() => (v["body"].as_str().unwrap_or_default().to_string(), v),
+        _ => (message.to_string(), Value::Null),
+    }
+}
+
+struct Pods {
+    /// (name, uid, log file)
+    pods: Vec<(String, String, PodLog)>,
+}
+
+impl Pods {
+    fn write(
+        &self,
+        phase: &str,
+        range: std::ops::Range<usize>,
+        expected: &mut BTreeMap<String, Vec<String>>,
+    ) -> Result<usize> {
+        let mut n = 0;
+        for (pod, _, log) in &self.pods {
+            let lines: Vec<String> = range.clone().map(|i| line(pod, phase, i)).collect();
+            log.write(&lines)?;
+            let e = expected.entry(pod.clone()).or_default();
+            e.extend(range.clone().map(|i| redacted(pod, phase, i)));
+            n += lines.len();
+        }
+        Ok(n)
+    }
+}
+
+/// Waits until every stream holds exactly the expected bodies (each once); returns what was read.
+async fn wait_delivered(
+    aws: &mlobs::aws::AwsClients,
+    group: &str,
+    expected: &BTreeMap<String, Vec<String>>,
+    timeout: Duration,
+    collector: &Collector,
+) -> Result<BTreeMap<String, Vec<(String, Value)>>> {
+    let got = wait_for(&format!("log lines in {group}"), timeout, async || {
+        let streams = events_by_stream(aws, group).await?;
+        let got: BTreeMap<String, Vec<(String, Value)>> = streams
+            .into_iter()
+            .map(|(s, events)| (s, events.iter().map(|m| body(m)).collect()))
+            .collect();
+        for (pod, want) in expected {
+            let have: Vec<&String> = got
+                .get(pod)
+                .map(|v| v.iter().map(|(b, _)| b).collect())
+                .unwrap_or_default();
+            if have.len() < want.len() {
+                return not_yet(format!("stream {pod}: {} of {} lines", have.len(), want.len()));
+            }
+        }
+        Ok(got)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\ncollector log:\n{}", collector.log_tail(30)))?;
+    Ok(got)
+}
+
+/// Every stream is a pod's, holds each expected line exactly once, in order, redacted.
+fn check_exactly_once(
+    got: &BTreeMap<String, Vec<(String, Value)>>,
+    expected: &BTreeMap<String, Vec<String>>,
+) -> Result<()> {
+    let streams: BTreeSet<&String> = got.keys().collect();
+    let pods: BTreeSet<&String> = expected.keys().collect();
+    ensure!(
+        streams == pods,
+        "log streams {streams:?}, expected one per pod {pods:?}"
+    );
+    for (pod, want) in expected {
+        let have: Vec<&String> = got[pod].iter().map(|(b, _)| b).collect();
+        let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+        for b in &have {
+            *counts.entry(b).or_default() += 1;
+        }
+        let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        ensure!(
+            dups.is_empty(),
+            "stream {pod}: lines delivered more than once: {dups:?}"
+        );
+        let want_set: BTreeSet<&String> = want.iter().collect();
+        let have_set: BTreeSet<&String> = have.iter().copied().collect();
+        let missing: Vec<_> = want_set.difference(&have_set).take(5).collect();
+        let extra: Vec<_> = have_set.difference(&want_set).take(5).collect();
+        ensure!(
+            missing.is_empty() && extra.is_empty(),
+            "stream {pod}: missing {missing:?}, unexpected (unredacted?) {extra:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The size of an EMF event without its metrics (their value fields and declarations): what
+/// every event costs whatever the number of selected fields.
+fn emf_base_bytes(event: &str) -> Result<usize> {
+    let mut v: Value = serde_json::from_str(event).context("EMF event is JSON")?;
+    let names: Vec<String> = v["_aws"]["CloudWatchMetrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["Metrics"].as_array().cloned().unwrap_or_default())
+        .filter_map(|m| m["Name"].as_str().map(String::from))
+        .collect();
+    let object = v.as_object_mut().context("EMF event object")?;
+    for n in &names {
+        object.remove(n);
+    }
+    for m in v["_aws"]["CloudWatchMetrics"].as_array_mut().into_iter().flatten() {
+        m["Metrics"] = json!([]);
+    }
+    Ok(serde_json::to_string(&v)?.len())
+}
+
+#[tokio::test]
+async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_selected_gpu_metrics() -> Result<()> {
+    let c = client().await?;
+    let guard = TestNs::create(&c, "dataflow").await?;
+    let ns = guard.name.as_str();
+    let aws = aws().await?;
+
+    // The policy requires a redaction the pipeline does not list.
+    let required = json!({"logs": {"requiredRedactions": [
+        {"name": "customer-ids", "pattern": "customer_id=[0-9]+", "replacement": "customer_id=<redacted>"}]}});
+    Api::<GpuTelemetryPolicy>::all(c.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(json!({"spec": required})))
+        .await
+        .context("adding a required redaction to the test's policy")?;
+
+    let name = "train";
+    let p = pipeline(
+        ns,
+        name,
+        json!({
+            "logs": {
+                "jobIdLabel": "training.kubeflow.org/job-name",
+                "redaction": [
+                    {"name": "bearer-tokens", "pattern": "Bearer [A-Za-z0-9._~+/-]+=*", "replacement": "Bearer ***"},
+                    {"name": "emails", "pattern": "[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}", "replacement": "<email>"},
+                ],
+            },
+            "metrics": {
+                "dcgm": {"scrapeInterval": "5s", "metrics": SELECTED},
+                "cloudwatch": {"namespace": NAMESPACE_CW, "dimensions": dimension_sets()},
+            },
+            "collector": {"batch": {"timeout": "1s"}},
+            "resyncInterval": "30s",
+        }),
+    )?;
+    create_pipeline(&c, &p).await?;
+    let p = wait_ready(&c, ns, name).await?;
+    let st = p.status.clone().context("status")?;
+    let groups = st.aws.clone().context("status.aws")?.log_group_arns;
+    let logs_group = log_group_name(groups.first().context("logs group")?)?;
+    let metrics_group = log_group_name(groups.get(1).context("metrics group")?)?;
+    ensure!(
+        log_group(&aws, &logs_group).await?.is_some(),
+        "the operator created {logs_group}"
+    );
+
+    // The operator's rendered configuration.
+    let cms = Api::<ConfigMap>::namespaced(c.clone(), ns)
+        .list(&ListParams::default().labels(&child_selector(ns, name)))
+        .await?;
+    let cm = cms.items.first().context("the collector ConfigMap")?;
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("config.yaml"))
+        .context("config.yaml")?;
+    let rendered: Value = serde_saphyr::from_str(text).context("the ConfigMap holds YAML")?;
+    ensure!(
+        rendered["exporters"]["awscloudwatchlogs"]["log_stream_name"] == "{PodName}",
+        "per-pod streams are rendered"
+    );
+
+    // Real Pods on one GPU node: their uids name the log directories and k8sattributes finds them.
+    let node = gpu_nodes(&c).await?.into_iter().next().context("a GPU node")?;
+    let pods_api = Api::<Pod>::namespaced(c.clone(), ns);
+    let mut pods = Vec::new();
+    let tmp = std::env::temp_dir().join(format!("mlobs-dataflow-{}", random_suffix()));
+    let pods_dir = tmp.join("var/log/pods");
+    std::fs::create_dir_all(&pods_dir)?;
+    for i in 0..2 {
+        let pod_name = format!("{JOB}-worker-{i}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": pod_name, "labels": {"training.kubeflow.org/job-name": JOB}},
+            "spec": {"nodeName": node, "containers": [{"name": CONTAINER, "image": "trainer:1"}],
+                "tolerations": [{"operator": "Exists"}]},
+        }))?;
+        let pod = pods_api
+            .create(&PostParams::default(), &pod)
+            .await
+            .context("creating a worker pod")?;
+        let uid = pod.metadata.uid.clone().context("pod uid")?;
+        let log = PodLog::new(&pods_dir, ns, &pod_name, &uid, CONTAINER)?;
+        pods.push((pod_name, uid, log));
+    }
+    let pods = Pods { pods };
+    let dcgm = FakeDcgm::start(
+        &node,
+        pods.pods.iter().map(|(p, _, _)| (ns.to_string(), p.clone())).collect(),
+    )
+    .await?;
+
+    // The collector, as its own ServiceAccount.
+    let sa = format!("mlobs-{name}");
+    let kubeconfig = tmp.join("collector-kubeconfig");
+    service_account_kubeconfig(ns, &sa, &kubeconfig)?;
+    let mut proxy = Proxy::start(&env("MLOBS_E2E_MOTO_URL")?.replace("http://", "")).await?;
+    let lb = Loopback {
+        pods_dir: pods_dir.clone(),
+        storage_dir: tmp.join("storage"),
+        aws_endpoint: proxy.url(),
+        kubeconfig,
+        dcgm_addr: dcgm.addr.clone(),
+        health_port: free_port()?,
+        telemetry_port: free_port()?,
+    };
+    let config = loopback_config(&rendered, &lb)?;
+    let collector = Collector::start(&config, &tmp, &node, lb.health_port, 1).await?;
+    // filelog reads files that appear after its first poll from their start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 1. Lines arrive once each, redacted, one stream per pod.
+    let mut expected = BTreeMap::new();
+    let first_line = Instant::now();
+    let mut written = pods.write("first", 0..50, &mut expected)?;
+    let got = wait_delivered(&aws, &logs_group, &expected, Duration::from_secs(90), &collector).await?;
+    println!(
+        "first lines delivered {:.1} s after they were written",
+        first_line.elapsed().as_secs_f64()
+    );
+    check_exactly_once(&got, &expected)?;
+    // k8sattributes found each Pod through the API server with the collector's own RBAC.
+    for (pod, events) in &got {
+        let resource = &events[0].1["resource"];
+        ensure!(
+            resource["k8s.pod.name"] == pod.as_str(),
+            "resource of {pod}: {resource}"
+        );
+        ensure!(
+            resource["ml.job.id"] == JOB,
+            "k8sattributes added the job id of {pod}: {resource}"
+        );
+        ensure!(
+            resource["k8s.cluster.name"] == CLUSTER_NAME,
+            "cluster name on {pod}: {resource}"
+        );
+    }
+
+    // 2. GPU metrics: only the selected fields, the declared dimension sets, the namespace.
+    // EMF lists a set's dimensions in its own order: compare sets of sets.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let declared: BTreeSet<Vec<String>> = dimension_sets()
+        .into_iter()
+        .map(|s| sorted(s.into_iter().map(String::from).collect()))
+        .collect();
+    let workers: BTreeSet<String> = pods.pods.iter().map(|(p, _, _)| p.clone()).collect();
+    let mut gpu_pods = BTreeSet::new();
+    let emf = wait_for(
+        "EMF events with every selected field",
+        Duration::from_secs(90),
+        async || {
+            let events: Vec<String> = events_by_stream(&aws, &metrics_group)
+                .await?
+                .into_values()
+                .flatten()
+                .collect();
+            let names: BTreeSet<String> = events
+                .iter()
+                .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+                .flat_map(|v| {
+                    v["_aws"]["CloudWatchMetrics"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|m| m["Metrics"].as_array().cloned().unwrap_or_default())
+                        .filter_map(|m| m["Name"].as_str().map(String::from))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if names.len() < SELECTED.len() {
+                return not_yet(format!(
+                    "{} events, metric names {names:?} (scrapes: {})",
+                    events.len(),
+                    dcgm.scrapes()
+                ));
+            }
+            Ok(events)
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\ncollector log:\n{}", collector.log_tail(30)))?;
+    let selected: BTreeSet<&str> = SELECTED.into_iter().collect();
+    let mut delivered_names = BTreeSet::new();
+    let mut sets_seen = BTreeSet::new();
+    let mut bytes = 0usize;
+    let (mut base_bytes, mut metric_entries) = (0usize, 0usize);
+    for e in &emf {
+        bytes += e.len();
+        base_bytes += emf_base_bytes(e)?;
+        let v: Value = serde_json::from_str(e).with_context(|| format!("EMF event is JSON: {e}"))?;
+        for m in v["_aws"]["CloudWatchMetrics"].as_array().context("CloudWatchMetrics")? {
+            ensure!(m["Namespace"] == NAMESPACE_CW, "namespace {}", m["Namespace"]);
+            for set in m["Dimensions"].as_array().context("Dimensions")? {
+                let set: Vec<String> = set
+                    .as_array()
+                    .context("a dimension set")?
+                    .iter()
+                    .filter_map(|d| d.as_str().map(String::from))
+                    .collect();
+                sets_seen.insert(sorted(set));
+            }
+            for metric in m["Metrics"].as_array().context("Metrics")? {
+                metric_entries += 1;
+                delivered_names.insert(metric["Name"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        if let Some(pod) = v["k8s.pod.name"].as_str() {
+            gpu_pods.insert(pod.to_string());
+        }
+        // No unselected field anywhere in the event, declared or not (labels such as
+        // DCGM_FI_DRIVER_VERSION are not fields).
+        let unselected: Vec<&String> = v
+            .as_object()
+            .context("EMF event object")?
+            .keys()
+            .filter(|k| DCGM_FIELDS.iter().any(|(f, _)| f == k) && !selected.contains(k.as_str()))
+            .collect();
+        ensure!(
+            unselected.is_empty(),
+            "unselected fields reached CloudWatch: {unselected:?}"
+        );
+    }
+    let delivered: BTreeSet<&str> = delivered_names.iter().map(String::as_str).collect();
+    ensure!(
+        delivered == selected,
+        "EMF metrics {delivered:?}, selected {selected:?}"
+    );
+    ensure!(
+        sets_seen == declared,
+        "EMF dimension sets {sets_seen:?}, declared {declared:?}"
+    );
+    // k8s.pod.name on a GPU metric is the pod using the GPU, never the exporter.
+    ensure!(
+        gpu_pods == workers,
+        "k8s.pod.name on GPU metrics {gpu_pods:?}, expected the workers {workers:?}"
+    );
+    let events = emf.len().max(1) as f64;
+    println!(
+        "EMF: {} events, {} metric names delivered of {} selected ({} served per GPU), {:.0} bytes per event: \
+         {:.0} without its metrics + {:.1} per metric",
+        emf.len(),
+        delivered.len(),
+        SELECTED.len(),
+        DCGM_FIELDS.len(),
+        bytes as f64 / events,
+        base_bytes as f64 / events,
+        (bytes - base_bytes) as f64 / metric_entries.max(1) as f64,
+    );
+
+    // 3. An AWS outage of 20 s while lines are written: the file_storage queue keeps them.
+    proxy.down();
+    let outage = Instant::now();
+    for chunk in 0..4 {
+        written += pods.write("outage", chunk * 10..chunk * 10 + 10, &mut expected)?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    println!("moto unreachable for {:.1} s", outage.elapsed().as_secs_f64());
+    proxy.up().await?;
+    let got = wait_delivered(&aws, &logs_group, &expected, Duration::from_secs(120), &collector).await?;
+    check_exactly_once(&got, &expected)?;
+
+    // 4. A collector restart: lines written while it is down arrive, old ones are not sent again
+    //    (filelog's checkpoint lives in the same file_storage).
+    collector.stop().await?;
+    written += pods.write("restart", 0..20, &mut expected)?;
+    let collector = Collector::start(&config, &tmp, &node, lb.health_port, 2).await?;
+    let got = wait_delivered(&aws, &logs_group, &expected, Duration::from_secs(90), &collector).await?;
+    // Anything re-sent would arrive with or soon after the new lines: wait out a few batches.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let got_later = wait_delivered(&aws, &logs_group, &expected, Duration::from_secs(30), &collector).await?;
+    check_exactly_once(&got, &expected)?;
+    check_exactly_once(&got_later, &expected)?;
+    let delivered_lines: usize = got_later.values().map(Vec::len).sum();
+    println!(
+        "log lines: {written} written, {delivered_lines} delivered, {} streams (one per pod)",
+        got_later.len()
+    );
+    collector.stop().await?;
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
