@@ -225,6 +225,13 @@ impl PlanReport {
             (Some(i), Some(st)) => writeln!(s, "  log ingestion: ${i:.2}/month, storage: ${st:.2}/month")?,
             _ => writeln!(s, "  logs: not estimated (pass --log-gb-per-day)")?,
         }
+        if let Some(v) = &e.emf {
+            writeln!(
+                s,
+                "  EMF metric events: {} events/month x {} bytes = {:.2} GB/month: ingestion ${:.2}/month, storage ${:.2}/month",
+                v.events_per_month, v.bytes_per_event, v.gb_per_month, v.ingestion_usd, v.storage_usd
+            )?;
+        }
         writeln!(s, "  total: ${:.2}/month", e.total_usd)?;
         if let Some(x) = &e.enhanced {
             write!(

@@ -95,6 +95,19 @@ impl Default for Prices {
 /// An unfiltered DCGM exporter serves about this many fields per GPU.
 pub const UNFILTERED_METRICS_PER_GPU: u64 = 40;
 
+/// Bytes of one EMF event without its metrics: the `_aws` directive with the dimension sets,
+/// dcgm-exporter's labels (gpu, UUID, pci_bus_id, device, modelName, Hostname, driver version),
+/// the pod using the GPU and the resource attributes. Measured from the real collector's output
+/// in the e2e data-flow test (e2e/tests/dataflow.rs prints "bytes per event: B without its
+/// metrics + M per metric"): contrib 0.124.1 awsemf, 8 GPUs, two dimension sets, 5 fields:
+/// 1,431 bytes per event = 969 + 5 × 92.4.
+pub const EMF_EVENT_BASE_BYTES: u64 = 969;
+/// Bytes each selected field adds to an EMF event (its value and its `Metrics` declaration),
+/// measured in the same test.
+pub const EMF_BYTES_PER_METRIC: u64 = 92;
+/// CloudWatch Logs counts 26 bytes per event on top of the message.
+pub const LOG_EVENT_OVERHEAD_BYTES: u64 = 26;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CostError {
     #[error("unknown instance type {name:?}: give gpus per node, or use one of {known}")]
@@ -116,6 +129,18 @@ pub struct DimensionSetSeries {
     pub combinations: u64,
     /// combinations × selected metrics.
     pub series: u64,
+}
+
+/// Log volume and cost of the EMF events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmfVolume {
+    pub events_per_month: u64,
+    pub bytes_per_event: u64,
+    pub gb_per_month: f64,
+    pub ingestion_usd: f64,
+    /// Steady state of the metrics log group's retention.
+    pub storage_usd: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,6 +174,9 @@ pub struct Estimate {
     pub metrics_usd: f64,
     pub logs_ingestion_usd: Option<f64>,
     pub logs_storage_usd: Option<f64>,
+    /// The EMF events the metrics pipeline writes to the metrics log group (awsemf sends metrics
+    /// as log events: one per GPU per scrape, all selected fields in it). None without metrics.
+    pub emf: Option<EmfVolume>,
     pub total_usd: f64,
     pub unfiltered: Unfiltered,
     /// None when the instance type's vCPU and memory are unknown.
@@ -193,6 +221,28 @@ pub fn tiered_metrics_usd(series: u64, p: &Prices) -> f64 {
 
 fn cents(usd: f64) -> f64 {
     (usd * 100.0).round() / 100.0
+}
+
+/// EMF events: one per GPU per scrape (awsemf groups the data points that share labels, and
+/// every selected DCGM field of one GPU shares them), stored in the metrics log group.
+fn emf_volume(e: &Effective, gpus: u64, metrics: u64, prices: &Prices) -> EmfVolume {
+    let scrape_s = (e.metrics.scrape_interval_ms as f64 / 1000.0).max(1.0);
+    let events_per_month = (gpus as f64 * prices.hours_per_month * 3600.0 / scrape_s).round() as u64;
+    let bytes_per_event = EMF_EVENT_BASE_BYTES + EMF_BYTES_PER_METRIC * metrics + LOG_EVENT_OVERHEAD_BYTES;
+    let gb_per_month = events_per_month as f64 * bytes_per_event as f64 / 1e9;
+    let per_gb = match e.metrics.group.class {
+        LogGroupClass::Standard => prices.logs_standard_usd_per_gb,
+        LogGroupClass::InfrequentAccess => prices.logs_infrequent_access_usd_per_gb,
+    };
+    let month_days = prices.hours_per_month / 24.0;
+    let stored_gb = gb_per_month / month_days * f64::from(e.metrics.group.retention_days);
+    EmfVolume {
+        events_per_month,
+        bytes_per_event,
+        gb_per_month: (gb_per_month * 100.0).round() / 100.0,
+        ingestion_usd: cents(gb_per_month * per_gb),
+        storage_usd: cents(stored_gb * prices.storage_usd_per_gb_month),
+    }
 }
 
 pub fn estimate(
@@ -255,7 +305,9 @@ pub fn estimate(
         }
         None => (None, None),
     };
-    let total_usd = cents(metrics_usd + logs_ingestion_usd.unwrap_or(0.0) + logs_storage_usd.unwrap_or(0.0));
+    let emf = (metrics > 0).then(|| emf_volume(e, per_gpu, metrics as u64, prices));
+    let emf_usd = emf.as_ref().map_or(0.0, |v| v.ingestion_usd + v.storage_usd);
+    let total_usd = cents(metrics_usd + logs_ingestion_usd.unwrap_or(0.0) + logs_storage_usd.unwrap_or(0.0) + emf_usd);
 
     let unfiltered_per_node = UNFILTERED_METRICS_PER_GPU * u64::from(gpus);
     let unfiltered = Unfiltered {
@@ -281,7 +333,9 @@ pub fn estimate(
     let assumptions = vec![
         "every series reports all month; pod, container, job and namespace dimensions take one value per GPU".into(),
         format!("{} h/month; storage is the steady state of retention × daily volume, uncompressed (an upper bound)", prices.hours_per_month),
-        "EMF events are log ingestion in the metrics group too; add their volume to the daily GB to include them".into(),
+        format!(
+            "EMF: one event per GPU per scrape of {EMF_EVENT_BASE_BYTES} + {EMF_BYTES_PER_METRIC} per field + {LOG_EVENT_OVERHEAD_BYTES} bytes (measured with the real collector); --log-gb-per-day is the pod logs only"
+        ),
         "Container Insights Enhanced is $/vCPU-hour + $/GiB-hour as modelled in the design sources; check the price list".into(),
         format!("unfiltered: an exporter with no field list serves ~{UNFILTERED_METRICS_PER_GPU} fields per GPU"),
     ];
@@ -296,6 +350,7 @@ pub fn estimate(
         metrics_usd,
         logs_ingestion_usd,
         logs_storage_usd,
+        emf,
         total_usd,
         unfiltered,
         enhanced,
@@ -333,10 +388,17 @@ mod tests {
         );
         assert_eq!(est.total_series, 1_610);
         assert_eq!(est.series_per_node, 81, "1,610 / 20 = 80.5, rounded up");
+        assert!(close(est.metrics_usd, 483.00), "{est:?}");
+        // EMF: 160 GPUs × 730 h × 3,600 s / 30 s = 14,016,000 events of 969 + 10 × 92 + 26 =
+        // 1,915 bytes = 26.84 GB: $13.42 ingestion; 30 days of it stored, 26.47 GB × $0.03 = $0.79.
+        let emf = est.emf.clone().expect("metrics are shipped as EMF events");
+        assert_eq!((emf.events_per_month, emf.bytes_per_event), (14_016_000, 1_915));
         assert!(
-            close(est.metrics_usd, 483.00) && close(est.total_usd, 483.00),
-            "{est:?}"
+            close(emf.gb_per_month, 26.84) && close(emf.ingestion_usd, 13.42),
+            "{emf:?}"
         );
+        assert!(close(emf.storage_usd, 0.79), "{emf:?}");
+        assert!(close(est.total_usd, 497.21), "{est:?}");
         // Enhanced: 20 × 96 vCPU × $0.009 × 730 h = $12,614.40; 20 × 1152 GiB × $0.0003 × 730 h = $5,045.76.
         let enhanced = est.enhanced.clone().unwrap();
         assert!(
@@ -344,8 +406,8 @@ mod tests {
             "{enhanced:?}"
         );
         assert!(close(enhanced.total_usd, 17_660.16));
-        // 17,660.16 / 483.00 = 36.5635 → 36.56.
-        assert_eq!(est.enhanced_to_pipeline_ratio, Some(36.56));
+        // 17,660.16 / 497.21 = 35.518 → 35.52.
+        assert_eq!(est.enhanced_to_pipeline_ratio, Some(35.52));
         // Unfiltered: 40 fields × 8 GPUs = 320 per node; × 20 = 6,400 series × $0.30 = $1,920.00.
         assert_eq!(
             (est.unfiltered.series_per_node, est.unfiltered.total_series),
@@ -408,7 +470,8 @@ mod tests {
             (est.logs_ingestion_usd, est.logs_storage_usd),
             (Some(152.08), Some(9.00))
         );
-        assert!(close(est.total_usd, 483.00 + 152.08 + 9.00));
+        // Plus the EMF events of the metrics group (see the test above): $13.42 + $0.79.
+        assert!(close(est.total_usd, 483.00 + 152.08 + 9.00 + 13.42 + 0.79));
         e.logs.group.class = LogGroupClass::InfrequentAccess;
         let est = estimate(&e, &p4d(20), &Prices::default(), Some(10.0)).unwrap();
         assert_eq!(est.logs_ingestion_usd, Some(76.04));
