@@ -645,3 +645,102 @@ fn diff_reports_key_retention_and_class_differences() {
         "mlobs never removes a key"
     );
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// One event with timestamp `at_ms` into `stream` (created on first use).
+async fn put_event(c: &AwsClients, group: &str, stream: &str, at_ms: i64) {
+    let _ = c
+        .logs
+        .create_log_stream()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .send()
+        .await;
+    let event = aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+        .timestamp(at_ms)
+        .message("line")
+        .build()
+        .expect("event");
+    c.logs
+        .put_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .log_events(event)
+        .send()
+        .await
+        .expect("put log events");
+}
+
+/// (lastEventTimestamp, lastIngestionTime) of a stream as moto reports it.
+async fn stream_times(c: &AwsClients, group: &str, stream: &str) -> (Option<i64>, Option<i64>) {
+    let out = c
+        .logs
+        .describe_log_streams()
+        .log_group_name(group)
+        .log_stream_name_prefix(stream)
+        .send()
+        .await
+        .expect("describe streams");
+    let s = out.log_streams().first().expect("the stream");
+    (s.last_event_timestamp(), s.last_ingestion_time())
+}
+
+#[tokio::test]
+async fn newest_event_is_none_in_an_empty_group_and_else_the_newest_ingestion_of_its_streams() {
+    let c = moto::clients().await;
+    let group = format!("/aws/eks/{}/team-a/train/logs", moto::unique("flow"));
+    c.logs
+        .create_log_group()
+        .log_group_name(&group)
+        .send()
+        .await
+        .expect("group");
+    assert_eq!(logs::newest_event_ms(&c, &group).await.expect("read"), None, "no stream");
+    c.logs
+        .create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name("idle")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(
+        logs::newest_event_ms(&c, &group).await.expect("read"),
+        None,
+        "a stream without events"
+    );
+
+    let before = now_ms();
+    put_event(&c, &group, "pod-a", before).await;
+    let a = logs::newest_event_ms(&c, &group).await.expect("read").expect("an event");
+    assert!((before..=now_ms()).contains(&a), "{a} not between {before} and now");
+    // What moto reports: the event's own timestamp and the wall-clock time of PutLogEvents.
+    let (a_event, a_ingest) = stream_times(&c, &group, "pod-a").await;
+    println!("moto: lastEventTimestamp {a_event:?}, lastIngestionTime {a_ingest:?} (event sent with {before})");
+    assert_eq!(a_event, Some(before));
+    assert_eq!(Some(a), a_ingest);
+
+    // pod-b sends a line written a minute ago: by LastEventTime it ranks after pod-a, yet it
+    // holds the newest ingestion, and that is what is reported.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    put_event(&c, &group, "pod-b", now_ms() - 60_000).await;
+    let (_, b_ingest) = stream_times(&c, &group, "pod-b").await;
+    assert!(b_ingest > a_ingest, "{b_ingest:?} {a_ingest:?}");
+    assert_eq!(logs::newest_event_ms(&c, &group).await.expect("read"), b_ingest);
+
+    // A node whose clock is an hour ahead does not make the group look fresh for an hour.
+    put_event(&c, &group, "pod-c", now_ms() + 3_600_000).await;
+    let newest = logs::newest_event_ms(&c, &group).await.expect("read").expect("an event");
+    assert!(newest <= now_ms(), "{newest} is in the future");
+
+    // A group that does not exist is an error, not "no data".
+    let err = logs::newest_event_ms(&c, &format!("{group}-gone"))
+        .await
+        .expect_err("no such group");
+    assert!(err.to_string().contains("DescribeLogStreams"), "{err}");
+}

@@ -292,6 +292,8 @@ fn plausible() -> impl Strategy<Value = (&'static str, Value)> {
         proptest::sample::select(NASTY).prop_map(|q| ("/spec/collector/resources/limits/memory", json!(q))),
         proptest::sample::select(&["30s", "1s", "0s", "999999999h", "1ms", "x"][..])
             .prop_map(|d| ("/spec/resyncInterval", json!(d))),
+        proptest::sample::select(&["5m", "1s", "0s", "999999999h", "1ms", "x"][..])
+            .prop_map(|d| ("/spec/dataFlow/gracePeriod", json!(d))),
         from_set("0123456789abcdef", 1..=40).prop_map(|v| ("/spec/identity/sourceVpc", json!(format!("vpc-{v}")))),
         proptest::sample::select(&["us-east-1", "cn-north-1", "us-gov-west-1", "x", ""][..])
             .prop_map(|r| ("/spec/region", json!(r))),

@@ -540,3 +540,39 @@ fn a_policy_collector_namespace_moves_the_collector_with_unique_names_and_identi
     assert_eq!(d.objects.daemon_set.metadata.namespace.as_deref(), Some("team-a"));
     assert_eq!(d.objects.daemon_set.metadata.name.as_deref(), Some("mlobs-train"));
 }
+
+#[test]
+fn the_grace_period_must_outlast_a_scrape_and_a_batch_and_its_default_always_does() {
+    let grace = |spec: Value, pol: Option<&GpuTelemetryPolicy>| {
+        merge(&pipeline(spec), pol, &Context::default()).map(|m| {
+            let e = m.effective;
+            (e.data_flow_grace_ms, e.sources.get("dataFlow.gracePeriod").copied())
+        })
+    };
+    assert_eq!(grace(json!({}), None), Ok((300_000, Some(Source::BuiltIn))));
+    // What the end-to-end test runs with.
+    let e2e = json!({"dataFlow": {"gracePeriod": "20s"}, "metrics": {"dcgm": {"scrapeInterval": "5s"}},
+        "collector": {"batch": {"timeout": "1s"}}});
+    assert_eq!(grace(e2e, None), Ok((20_000, Some(Source::Pipeline))));
+
+    let short = json!({"dataFlow": {"gracePeriod": "40s"}});
+    let err = grace(short.clone(), None).expect_err("40s is not longer than 30s + 10s");
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].path, "spec.dataFlow.gracePeriod");
+    assert_eq!(
+        err.0[0].message,
+        "must be longer than the scrape interval plus the batch timeout (30s + 10s = 40s), got 40s"
+    );
+    // The scrape interval counts only when metrics are scraped.
+    let logs_only = json!({"dataFlow": {"gracePeriod": "40s"}, "metrics": {"dcgm": {"enabled": false}}});
+    assert_eq!(grace(logs_only, None), Ok((40_000, Some(Source::Pipeline))));
+    // The policy's minimum raises the effective scrape interval, and the check follows it.
+    let ok = json!({"dataFlow": {"gracePeriod": "50s"}});
+    assert!(grace(ok.clone(), None).is_ok());
+    let slow = policy(json!({"metrics": {"minScrapeInterval": "1m"}}));
+    let err = grace(ok, Some(&slow)).expect_err("1m + 10s");
+    assert!(err.0[0].message.contains("(1m + 10s = 1m10s)"), "{err}");
+    // Without a pipeline value a slow scrape stretches the default instead of failing.
+    let slow_scrape = json!({"metrics": {"dcgm": {"scrapeInterval": "10m"}}});
+    assert_eq!(grace(slow_scrape, None), Ok((1_220_000, Some(Source::Derived))));
+}

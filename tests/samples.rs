@@ -106,6 +106,14 @@ fn bad_values_are_rejected_with_their_field_path_and_rule() {
         vec![("spec.resyncInterval".into(), "minimum".into())]
     );
     assert_eq!(
+        rejected("  dataFlow: {gracePeriod: 500ms}\n"),
+        vec![("spec.dataFlow.gracePeriod".into(), "minimum".into())]
+    );
+    assert_eq!(
+        rejected("  dataFlow: {gracePeriod: 5 minutes}\n"),
+        vec![("spec.dataFlow.gracePeriod".into(), "pattern".into())]
+    );
+    assert_eq!(
         rejected("  metrics: {cloudwatch: {dimensions: [[gpu, gpu], [k8s.pod.name], [k8s.pod.name]]}}\n"),
         vec![
             ("spec.metrics.cloudwatch.dimensions[0][1]".into(), "uniqueItems".into()),

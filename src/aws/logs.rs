@@ -70,6 +70,43 @@ pub async fn observe_many(c: &AwsClients, prefix: &str) -> Result<BTreeMap<Strin
     }
 }
 
+/// Streams read per group for its newest event. The order (`LastEventTime`) follows
+/// `lastEventTimestamp`, which AWS updates eventually (it can lag ingestion by minutes), so the
+/// stream that received the newest event may not rank first: the few first streams are read in the
+/// same call (one call whatever the limit; the quota counts calls) and the newest of them is taken.
+const NEWEST_STREAMS: i32 = 5;
+
+/// When the newest event of `group` reached CloudWatch (ms since the epoch), or `None` when the
+/// group has no event (no stream, or streams without events). One DescribeLogStreams call per
+/// group: AWS has no call that reads the streams of several groups at once (DescribeLogStreams
+/// names one group; FilterLogEvents and Logs Insights scan event data and cost far more).
+pub async fn newest_event_ms(c: &AwsClients, group: &str) -> Result<Option<i64>, AwsError> {
+    let out = c
+        .logs
+        .describe_log_streams()
+        .log_group_name(group)
+        .order_by(aws_sdk_cloudwatchlogs::types::OrderBy::LastEventTime)
+        .descending(true)
+        .limit(NEWEST_STREAMS)
+        .send()
+        .await
+        .map_err(|e| classify("DescribeLogStreams", &resource(group), e))?;
+    Ok(out
+        .log_streams()
+        .iter()
+        .filter_map(|s| newest_of(s.last_event_timestamp(), s.last_ingestion_time()))
+        .max())
+}
+
+/// The newest of a stream's `lastEventTimestamp` (eventually updated) and `lastIngestionTime`
+/// (prompt). An event cannot be ingested before it happened, so with honest clocks that is the
+/// ingestion time; an event timestamp after it means the sending node's clock is ahead (CloudWatch
+/// accepts events up to 2 h in the future) and must not make a stopped collector look alive.
+/// So: the ingestion time when AWS reports one, else the event time.
+pub fn newest_of(last_event: Option<i64>, last_ingestion: Option<i64>) -> Option<i64> {
+    last_ingestion.or(last_event)
+}
+
 /// The key a group should have: the applied key, else the plan's existing key ARN.
 fn desired_key<'a>(plan: &'a LogGroupPlan, key_arn: Option<&'a str>) -> Option<&'a str> {
     match &plan.kms_key {
@@ -388,6 +425,17 @@ async fn apply_fix(c: &AwsClients, g: &LogGroupPlan, d: &Drift, key: Option<&str
 #[cfg(test)]
 mod tests {
     use super::common_prefix;
+
+    #[test]
+    fn newest_event_is_the_ingestion_time_unless_only_the_event_time_is_known() {
+        use super::newest_of;
+        assert_eq!(newest_of(Some(1_000), Some(1_500)), Some(1_500));
+        // The node's clock is ahead: its event times say nothing about when data last arrived.
+        assert_eq!(newest_of(Some(9_000), Some(1_500)), Some(1_500));
+        assert_eq!(newest_of(Some(1_000), None), Some(1_000));
+        assert_eq!(newest_of(None, Some(2_000)), Some(2_000));
+        assert_eq!(newest_of(None, None), None);
+    }
 
     #[test]
     fn common_prefix_of_group_names() {

@@ -316,6 +316,13 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             json!(group_prefix),
             Some(json!({ "StringEquals": region })),
         ),
+        // The DataFlowing check reads when each pipeline group last received an event.
+        statement(
+            "LogsReadStreams",
+            &["logs:DescribeLogStreams"],
+            json!(group_prefix),
+            Some(json!({ "StringEquals": region })),
+        ),
         statement(
             "LogsManageOwnGroups",
             &["logs:AssociateKmsKey", "logs:DeleteLogGroup", "logs:PutRetentionPolicy"],

@@ -20,6 +20,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
@@ -67,9 +68,13 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// Pipeline uid → (status, reason) of its DataFlowing condition.
+type FlowStates = Arc<std::sync::Mutex<BTreeMap<String, (String, String)>>>;
+
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
+    data_flowing: FlowStates,
     reconciles: Family<ReconcileLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabels, Histogram, fn() -> Histogram>,
@@ -128,8 +133,11 @@ impl Metrics {
         if let Some(source) = aws_calls {
             registry.register_collector(Box::new(AwsCalls { source }));
         }
+        let data_flowing = FlowStates::default();
+        registry.register_collector(Box::new(DataFlowingCount(data_flowing.clone())));
         Metrics(Arc::new(Inner {
             registry,
+            data_flowing,
             reconciles,
             errors,
             durations,
@@ -190,6 +198,21 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Records a pipeline's DataFlowing (status, reason); `None` when the pipeline is gone.
+    pub fn data_flowing(&self, uid: &str, state: Option<(&str, &str)>) {
+        let mut m = self.0.data_flowing.lock().unwrap_or_else(|e| e.into_inner());
+        match state {
+            Some((status, reason)) => {
+                if m.get(uid).is_none_or(|(s, r)| s != status || r != reason) {
+                    m.insert(uid.to_string(), (status.to_string(), reason.to_string()));
+                }
+            }
+            None => {
+                m.remove(uid);
+            }
+        }
+    }
+
     /// The whole registry in OpenMetrics text, `# EOF` included.
     pub fn encode(&self) -> String {
         self.try_encode().unwrap_or_else(|e| {
@@ -240,6 +263,41 @@ fn encode_aws_calls(mut encoder: DescriptorEncoder, calls: &BTreeMap<CallKey, u6
         ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// `mlobs_pipeline_data_flowing{status,reason}`: how many pipelines are in each DataFlowing
+/// state, counted at scrape time. Not one series per pipeline with its last event's age: that
+/// would grow with the pipelines (STYLE: no object names in labels), and the age per pipeline is
+/// in its status and in CloudWatch's own per-group `IncomingLogEvents` metric, which alerts can use.
+struct DataFlowingCount(FlowStates);
+
+impl fmt::Debug for DataFlowingCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataFlowingCount").finish_non_exhaustive()
+    }
+}
+
+impl Collector for DataFlowingCount {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+        {
+            let states = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            for state in states.values() {
+                *counts.entry(state.clone()).or_default() += 1;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "mlobs_pipeline_data_flowing",
+            "Pipelines by the status and reason of their DataFlowing condition",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((status, reason), n) in &counts {
+            let labels = [("status", status.as_str()), ("reason", reason.as_str())];
+            ConstGauge::new(*n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -336,6 +394,28 @@ mod tests {
         assert!(!text.contains("reconcile_errors_total{controller=\"pipeline\",reason=\"ok\""));
         assert!(!text.contains("mlobs_aws_calls"), "no AWS collector without a counter");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn pipelines_are_counted_by_data_flowing_state_not_named() {
+        let m = Metrics::new(None);
+        assert!(m.encode().contains("# TYPE mlobs_pipeline_data_flowing gauge"));
+        m.data_flowing("u1", Some(("True", "DataFlowing")));
+        m.data_flowing("u2", Some(("True", "DataFlowing")));
+        m.data_flowing("u3", Some(("False", "NoRecentLogs")));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"mlobs_pipeline_data_flowing{status="True",reason="DataFlowing"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"mlobs_pipeline_data_flowing{status="False",reason="NoRecentLogs"} 1"#));
+        assert!(!text.contains("u1"), "no object in a label");
+        // A pipeline that recovers moves; a deleted one is no longer counted.
+        m.data_flowing("u3", Some(("True", "DataFlowing")));
+        m.data_flowing("u1", None);
+        let text = m.encode();
+        assert!(text.contains(r#"mlobs_pipeline_data_flowing{status="True",reason="DataFlowing"} 2"#));
+        assert!(!text.contains("NoRecentLogs"), "{text}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod children;
 pub mod client;
+pub mod dataflow;
 pub mod error;
 pub mod leader;
 pub mod lookup;
@@ -63,6 +64,8 @@ pub struct Ctx {
     pub synced: tokio::sync::watch::Receiver<bool>,
     /// Children verified to be as desired: skips the dry-run comparison while nothing changed.
     pub applied: children::AppliedCache,
+    /// Pipeline uid → the next DataFlowing re-check, while data is not flowing.
+    pub data_checks: Mutex<HashMap<String, dataflow::Recheck>>,
 }
 
 /// Log groups under one prefix, as one paged DescribeLogGroups saw them.
@@ -161,7 +164,24 @@ impl Ctx {
         if let Some(uid) = p.uid() {
             let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
             m.remove(&uid);
+            drop(m);
+            self.set_recheck(&uid, None);
+            self.metrics.data_flowing(&uid, None);
         }
+    }
+
+    /// The pipeline's scheduled DataFlowing re-check.
+    fn recheck(&self, uid: &str) -> Option<dataflow::Recheck> {
+        let m = self.data_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(uid).copied()
+    }
+
+    fn set_recheck(&self, uid: &str, r: Option<dataflow::Recheck>) {
+        let mut m = self.data_checks.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Some(r) => m.insert(uid.to_string(), r),
+            None => m.remove(uid),
+        };
     }
 }
 
@@ -338,6 +358,7 @@ pub async fn run_controllers(
         log_groups: tokio::sync::Mutex::new(None),
         synced: synced_rx,
         applied: children::AppliedCache::default(),
+        data_checks: Mutex::new(HashMap::new()),
     });
 
     let pipes = ctx.pipelines.clone();

@@ -18,6 +18,7 @@ use serde_json::json;
 use super::children::{self, Applied};
 use super::error::{Error, Result};
 use super::lookup::{self, Governing, governing, key_id_of};
+use super::dataflow::{self, DataFlowObs, GroupReading};
 use super::status::{self, AwsResult, MetricsSource, Observed};
 use super::{Ctx, jittered};
 use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};
@@ -271,6 +272,7 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
         .await?
         .map(|m| (reason::POD_SECURITY_FORBIDDEN, m));
     obs.metrics_source = Some(metrics_source(ctx, &d, &nodes).await?);
+    check_data_flow(p, ctx, &d, &mut obs, due).await;
     if let Some(msg) = &obs.budget_warning
         && !status::was_budget_warned(p)
     {
@@ -344,6 +346,47 @@ async fn metrics_source(ctx: &Ctx, d: &Desired, nodes: &[Node]) -> Result<Metric
         selector,
         nodes_with_exporter: on.len(),
     })
+}
+
+/// Reads when each log group last received an event, when a read is due (`dataflow::read_due`:
+/// at the AWS step, or a re-check while data is not flowing). A failed read becomes
+/// `DataFlowing=Unknown` (`DataCheckFailed`), never a failed reconcile: the next look is the
+/// scheduled re-check, not a hot retry.
+async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut Observed, aws_step_ran: bool) {
+    let Some(uid) = p.uid() else { return };
+    let groups = dataflow::groups(&d.effective);
+    if groups.is_empty() {
+        return;
+    }
+    let prev = p
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING));
+    let recheck = ctx.recheck(&uid);
+    let Some(read) = dataflow::read_due(aws_step_ran, &obs.serving(), prev, recheck.as_ref(), Instant::now()) else {
+        return;
+    };
+    let mut readings = Vec::with_capacity(groups.len());
+    let mut failed = None;
+    for (signal, group) in groups {
+        match crate::aws::logs::newest_event_ms(&ctx.aws, &group).await {
+            Ok(newest_ms) => readings.push(GroupReading {
+                signal,
+                group,
+                newest_ms,
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "data-flow check failed");
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    obs.data_flow = Some(DataFlowObs {
+        read,
+        grace_ms: d.effective.data_flow_grace_ms,
+        result: failed.map_or(Ok(readings), Err),
+    });
 }
 
 /// Label that sets the Pod Security level a namespace enforces.
@@ -539,7 +582,10 @@ async fn finish(
     d: Option<&Desired>,
 ) -> Result<Action> {
     let old = p.status.clone().unwrap_or_default();
+    let read = obs.data_flow.is_some();
     let new = obs.into_status(p, &old, super::now());
+    let flow_old = conditions::find(&old.conditions, pty::DATA_FLOWING);
+    let flow_new = conditions::find(&new.conditions, pty::DATA_FLOWING);
     if new != old {
         let patch = json!({"status": new});
         api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
@@ -552,8 +598,27 @@ async fn finish(
         if let Some((r, m)) = status::became_stalled(&old, &new) {
             ctx.event(p, EventType::Warning, &r, "Reconcile", m).await;
         }
+        if let Some((warning, r, m)) = dataflow::transition_event(flow_old, flow_new) {
+            let kind = if warning { EventType::Warning } else { EventType::Normal };
+            ctx.event(p, kind, &r, "CheckDataFlow", m).await;
+        }
     }
     let interval = d.map_or(600_000, |d| d.effective.resync_interval_ms);
+    let recheck = p.uid().and_then(|uid| {
+        ctx.metrics
+            .data_flowing(&uid, flow_new.map(|c| (c.status.as_str(), c.reason.as_str())));
+        let next = if read {
+            let resync = Duration::from_millis(interval);
+            let (was, is) = (flow_old.map(|c| c.status.as_str()), flow_new.map(|c| c.status.as_str()));
+            dataflow::after_read(ctx.recheck(&uid).as_ref(), was, is, Instant::now(), resync)
+        } else if flow_new.is_some_and(|c| dataflow::rechecks(c)) {
+            ctx.recheck(&uid)
+        } else {
+            None
+        };
+        ctx.set_recheck(&uid, next);
+        next
+    });
     // Nothing watches the exporter pods or Pod Security labels: look again soon while waiting on them.
     let waiting = [
         (pty::METRICS_SOURCE_READY, reason::NO_EXPORTER_PODS),
@@ -566,7 +631,12 @@ async fn finish(
     } else {
         interval
     };
-    Ok(Action::requeue(jittered(interval, p)))
+    let wait = jittered(interval, p);
+    // While data is not flowing, look again at the scheduled re-check (not sooner than 1 s).
+    let wait = recheck.map_or(wait, |r| {
+        wait.min(dataflow::next_read_in(&r, Instant::now()).max(Duration::from_secs(1)))
+    });
+    Ok(Action::requeue(wait))
 }
 
 /// Deletion: AWS per deletionPolicy, then the cluster-scoped children, then the finalizer.

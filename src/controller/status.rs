@@ -5,6 +5,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::dataflow::{self, DataFlowObs, Serving};
 use crate::aws::Drift;
 use crate::aws::apply::{AwsOutcome, Step, StepError};
 use crate::crd::conditions::{self, pipeline as ty, reason, status as st};
@@ -52,6 +53,8 @@ pub struct Observed {
     /// The collector cannot run where it should: (reason, message), e.g. Pod Security admission
     /// rejects its pods, or its namespace does not exist.
     pub collector_blocked: Option<(&'static str, String)>,
+    /// The read of the log groups' newest events, when this reconcile made one.
+    pub data_flow: Option<DataFlowObs>,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -96,6 +99,20 @@ impl Observed {
             ready_nodes: s.number_ready,
             config_hash: self.config_hash.clone(),
         });
+    }
+
+    /// Whether a collector can be sending data (for DataFlowing).
+    pub fn serving(&self) -> Serving {
+        match (&self.collector, &self.collector_blocked) {
+            (None, Some((_, why))) => Serving::NotReady(why.clone()),
+            (None, None) => Serving::NotLookedAt,
+            (Some(_), _) if self.no_gpu_nodes => Serving::NoGpuNodes,
+            (Some(c), _) if c.ready_nodes <= 0 => Serving::NotReady(format!(
+                "no collector pod is ready (0/{} GPU nodes)",
+                c.desired_nodes
+            )),
+            (Some(_), _) => Serving::Ready,
+        }
     }
 
     /// Whether the AWS side is ready: as this reconcile found it, or as status last recorded it.
@@ -318,6 +335,9 @@ impl Observed {
             set(&mut s, ty::METRICS_SOURCE_READY, status, r, msg);
         }
 
+        // DataFlowing: informative, not part of Ready.
+        dataflow::update(&mut s, &self.serving(), self.data_flow.as_ref(), g, &now);
+
         // Drifted
         let open: Vec<String> = s
             .drift
@@ -345,12 +365,16 @@ impl Observed {
 
         // Telemetry
         if let Some(e) = &self.estimate {
-            s.telemetry = Some(TelemetryStatus {
+            let t = s.telemetry.get_or_insert_with(Default::default);
+            *t = TelemetryStatus {
                 gpu_nodes: self.gpu_nodes,
                 series_per_node: i64::try_from(e.series_per_node).unwrap_or(i64::MAX),
                 total_series: i64::try_from(e.total_series).unwrap_or(i64::MAX),
                 estimated_monthly_cost_usd: e.total_usd,
-            });
+                // Recorded by the DataFlowing step.
+                last_log_event_time: t.last_log_event_time.take(),
+                last_metric_event_time: t.last_metric_event_time.take(),
+            };
         }
 
         // Ready: every other condition says so.

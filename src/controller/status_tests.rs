@@ -295,3 +295,76 @@ fn a_terminal_reason_is_announced_once_when_it_starts() {
         "RollingOut is not terminal"
     );
 }
+
+fn flow_read(newest_s: Option<i64>) -> super::dataflow::DataFlowObs {
+    use super::dataflow::{DataFlowObs, GroupReading, Read, Signal};
+    DataFlowObs {
+        read: Read::Resync,
+        grace_ms: 60_000,
+        result: Ok(vec![GroupReading {
+            signal: Signal::Logs,
+            group: "/aws/eks/c/team-a/train/logs".into(),
+            newest_ms: newest_s.map(|s| s * 1000),
+        }]),
+    }
+}
+
+#[test]
+fn data_not_flowing_is_informative_and_leaves_ready_and_kstatus_alone() {
+    let p = pipeline(None);
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(2, 2)));
+    o.metrics_source = Some(source(2));
+    let s = o.into_status(&p, &Default::default(), at(100));
+    assert_eq!(cond(&s, ty::DATA_FLOWING).reason, reason::WAITING_FOR_DATA.to_string());
+    let p = pipeline(Some(s.clone()));
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(2, 2)));
+    o.metrics_source = Some(source(2));
+    o.data_flow = Some(flow_read(Some(5)));
+    let s = o.into_status(&p, &s, at(10_000));
+    let c = cond(&s, ty::DATA_FLOWING);
+    assert_eq!((c.status.as_str(), c.reason.as_str()), (st::FALSE, reason::NO_RECENT_LOGS));
+    assert_eq!(cond(&s, ty::READY).status, st::TRUE, "DataFlowing is not part of Ready");
+    assert_eq!(cond(&s, "Stalled").status, st::FALSE);
+    assert_eq!(cond(&s, "Reconciling").status, st::FALSE);
+    // Reported with the other conditions, in ALL's order.
+    let order: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+    let drifted = order.iter().position(|t| *t == ty::DRIFTED);
+    assert_eq!(
+        order.iter().position(|t| *t == ty::DATA_FLOWING),
+        drifted.map(|i| i + 1),
+        "{order:?}"
+    );
+}
+
+#[test]
+fn the_cost_estimate_keeps_the_recorded_event_times() {
+    let p = pipeline(None);
+    let estimate = || {
+        let fleet = crate::desired::cost::Fleet {
+            nodes: 2,
+            instance_type: "p4d.24xlarge".into(),
+            gpus_per_node: None,
+        };
+        crate::desired::cost::estimate(
+            &crate::desired::effective::test_fixture(),
+            &fleet,
+            &Default::default(),
+            None,
+        )
+        .ok()
+    };
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(2, 2)));
+    o.estimate = estimate();
+    o.data_flow = Some(flow_read(Some(95)));
+    let s = o.into_status(&p, &Default::default(), at(100));
+    let t = s.telemetry.clone().expect("telemetry");
+    assert!(t.total_series > 0);
+    assert_eq!(t.last_log_event_time.as_deref(), Some("1970-01-01T00:01:35Z"));
+    // The next reconcile recomputes the estimate without reading the streams.
+    let p = pipeline(Some(s.clone()));
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(2, 2)));
+    o.estimate = estimate();
+    let again = o.into_status(&p, &s, at(200));
+    assert_eq!(again.telemetry, s.telemetry);
+    assert_eq!(again, s, "an unchanged observation changes nothing");
+}

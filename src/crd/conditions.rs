@@ -15,8 +15,11 @@ pub mod pipeline {
     pub const DRIFTED: &str = "Drifted";
     /// The DCGM exporter the collectors scrape runs on the pipeline's GPU nodes.
     pub const METRICS_SOURCE_READY: &str = "MetricsSourceReady";
+    /// Telemetry reaches CloudWatch: the newest event of each log group is younger than the grace
+    /// period. Informative: never part of `Ready`, so health checks (Argo CD, kstatus) ignore it.
+    pub const DATA_FLOWING: &str = "DataFlowing";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
@@ -25,6 +28,7 @@ pub mod pipeline {
         METRICS_SOURCE_READY,
         POLICY_COMPLIANT,
         DRIFTED,
+        DATA_FLOWING,
         super::RECONCILING,
         super::STALLED,
     ];
@@ -123,6 +127,19 @@ pub mod reason {
     pub const POD_SECURITY_FORBIDDEN: &str = "PodSecurityForbidden";
     /// A namespace the policy names (dcgmExporter.namespace, collectorNamespace) does not exist.
     pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
+    /// DataFlowing=True: every log group of the pipeline received an event within the grace period.
+    pub const DATA_FLOWING: &str = "DataFlowing";
+    /// DataFlowing=False: the logs group's newest event is older than the grace period, or there is none.
+    pub const NO_RECENT_LOGS: &str = "NoRecentLogs";
+    /// DataFlowing=False: the metrics group's newest event is older than the grace period, or there is none.
+    pub const NO_RECENT_METRICS: &str = "NoRecentMetrics";
+    /// DataFlowing=Unknown: no collector pod is ready, so no data is expected yet.
+    pub const COLLECTOR_NOT_READY: &str = "CollectorNotReady";
+    /// DataFlowing=Unknown: the collector became ready less than a grace period ago and no event
+    /// arrived yet.
+    pub const WAITING_FOR_DATA: &str = "WaitingForData";
+    /// DataFlowing=Unknown: reading the log streams failed (the message has the AWS error).
+    pub const DATA_CHECK_FAILED: &str = "DataCheckFailed";
 }
 
 /// Condition status values.

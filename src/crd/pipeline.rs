@@ -45,6 +45,11 @@ use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Re
         json_path = ".status.telemetry.estimatedMonthlyCostUSD"
     ),
     printcolumn(
+        name = "Data",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="DataFlowing")].status"#
+    ),
+    printcolumn(
         name = "Drift",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Drifted")].status"#
@@ -117,11 +122,32 @@ pub struct MLObservabilityPipelineSpec {
     #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
     pub resync_interval: Option<String>,
 
+    /// How the operator checks that telemetry reaches CloudWatch (the `DataFlowing` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_flow: Option<DataFlowSpec>,
+
     /// Take over an existing log group or IAM role that has the desired name but no mlobs ownership
     /// tags (it is tagged and reconciled). Without it such a name is a `NameConflict` and nothing is
     /// touched. The annotation `mlobs.io/adopt: "true"` has the same effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<bool>,
+}
+
+/// The data-flow check: at each resync (and sooner while data is missing) the operator reads when
+/// the newest event reached each of the pipeline's log groups and reports the `DataFlowing`
+/// condition. It is informative: it never makes `Ready` False.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataFlowSpec {
+    /// How old the newest event of a log group may be before `DataFlowing` turns False
+    /// (`NoRecentLogs` / `NoRecentMetrics`), e.g. `20m`. Must be longer than the scrape interval
+    /// plus the batch timeout (the longest a healthy collector waits between two sends). Default
+    /// `5m`, or twice the scrape interval plus the batch timeout when that is longer.
+    /// A pod that logs nothing for this long also makes the logs group look idle. A stop is seen at
+    /// the next check: within `resyncInterval` after the grace period ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    pub grace_period: Option<String>,
 }
 
 /// Where telemetry is collected from.
@@ -464,7 +490,8 @@ pub struct MLObservabilityPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, KmsKeyReady, LogGroupsReady, IamRoleReady, CollectorReady, PolicyCompliant, Drifted.
+    /// Ready, KmsKeyReady, LogGroupsReady, IamRoleReady, CollectorReady, MetricsSourceReady,
+    /// PolicyCompliant, Drifted, DataFlowing (informative: not part of Ready), Reconciling, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -544,6 +571,15 @@ pub struct TelemetryStatus {
     /// Estimated CloudWatch cost per month in USD (us-east-1 list prices).
     #[serde(default, rename = "estimatedMonthlyCostUSD")]
     pub estimated_monthly_cost_usd: f64,
+    /// When the newest event reached the logs group (RFC 3339; CloudWatch's ingestion time of the
+    /// newest stream). Recorded at each resync (`spec.resyncInterval`) and when `DataFlowing`
+    /// changes, so it can be up to one resync interval old; absent until a first event is seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_log_event_time: Option<String>,
+    /// When the newest EMF event reached the metrics group (RFC 3339), recorded like
+    /// `lastLogEventTime`: up to one resync interval old; absent until a first event is seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_metric_event_time: Option<String>,
 }
 
 /// One difference between the spec and a live resource.

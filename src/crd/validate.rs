@@ -409,6 +409,14 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
         30_000,
         &mut errors,
     );
+    // Longer than scrape interval + batch timeout, too: checked by the merge, which knows both
+    // effective values (the policy can raise the scrape interval).
+    check_duration(
+        "spec.dataFlow.gracePeriod",
+        spec.data_flow.as_ref().and_then(|f| f.grace_period.as_ref()),
+        1_000,
+        &mut errors,
+    );
     if let Some(m) = &spec.metrics {
         if let Some(d) = &m.dcgm {
             check_duration(

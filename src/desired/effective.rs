@@ -187,6 +187,8 @@ pub struct Effective {
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
     pub resync_interval_ms: u64,
+    /// How old a log group's newest event may be before DataFlowing turns False.
+    pub data_flow_grace_ms: u64,
     pub adopt: bool,
     pub budget: Option<EffBudget>,
     /// Field path (as in the pipeline spec, e.g. `logs.logGroup.retentionInDays`) → origin.
@@ -194,6 +196,17 @@ pub struct Effective {
 }
 
 impl Effective {
+    /// Whether the collector ships pod logs (to the logs group).
+    pub fn ships_logs(&self) -> bool {
+        self.logs.enabled
+    }
+
+    /// Whether the collector's metrics pipeline runs (DCGM scraping with at least one field):
+    /// only then does the metrics group receive EMF events.
+    pub fn ships_metrics(&self) -> bool {
+        self.metrics.dcgm_enabled && !self.metrics.metrics.is_empty()
+    }
+
     /// `<namespace>/<name>`: the value of the `mlobs.io/pipeline` tag.
     pub fn pipeline_id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -373,6 +386,7 @@ pub(crate) fn test_fixture() -> Effective {
         drift_policy: DriftPolicy::Correct,
         deletion_policy: DeletionPolicy::Retain,
         resync_interval_ms: 600_000,
+        data_flow_grace_ms: 300_000,
         adopt: false,
         budget: None,
         sources: BTreeMap::new(),

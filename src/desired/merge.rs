@@ -22,6 +22,9 @@ use super::collector_version;
 pub use super::collector_version::DEFAULT_COLLECTOR_IMAGE;
 /// The pinned DCGM exporter image for Managed mode.
 pub const DEFAULT_EXPORTER_IMAGE: &str = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04";
+/// `spec.dataFlow.gracePeriod` by default: well above the default scrape interval (30s) plus batch
+/// timeout (10s), and short enough that a stop shows within one default resync (10m) after it.
+pub const DEFAULT_DATA_FLOW_GRACE_MS: u64 = 300_000;
 /// Labels of mlobs-managed DCGM exporter pods (plus `mlobs.io/policy: <name>`).
 pub const EXPORTER_NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "mlobs-dcgm-exporter");
 
@@ -660,6 +663,39 @@ pub fn merge(
         None,
         600_000,
     );
+    // A healthy collector can wait a scrape interval for data and a batch timeout to send it:
+    // a shorter grace period would report healthy pipelines as not flowing.
+    let scrape_ms = if dcgm_enabled && !metrics.is_empty() { scrape_interval_ms } else { 0 };
+    let quiet_ms = scrape_ms.saturating_add(batch_timeout_ms);
+    let mut data_flow_grace_ms = m.pick(
+        "dataFlow.gracePeriod",
+        spec.data_flow
+            .as_ref()
+            .and_then(|f| f.grace_period.as_ref())
+            .and_then(|g| parse_duration_ms(g).ok()),
+        None,
+        DEFAULT_DATA_FLOW_GRACE_MS,
+    );
+    if data_flow_grace_ms <= quiet_ms {
+        if m.sources.get("dataFlow.gracePeriod") == Some(&Source::Pipeline) {
+            let fmt = crate::crd::format_duration_ms;
+            m.error(
+                "spec.dataFlow.gracePeriod",
+                "longerThanSendInterval",
+                format!(
+                    "must be longer than the scrape interval plus the batch timeout ({} + {} = {}), got {}",
+                    fmt(scrape_ms),
+                    fmt(batch_timeout_ms),
+                    fmt(quiet_ms),
+                    fmt(data_flow_grace_ms)
+                ),
+            );
+        } else {
+            // A long scrape interval or batch timeout must not turn the default into an error.
+            data_flow_grace_ms = quiet_ms.saturating_mul(2);
+            m.set_source("dataFlow.gracePeriod", Source::Derived);
+        }
+    }
     let adopt_annotation = p
         .metadata
         .annotations
@@ -730,6 +766,7 @@ pub fn merge(
         drift_policy,
         deletion_policy,
         resync_interval_ms,
+        data_flow_grace_ms,
         adopt,
         budget,
         sources: m.sources,

@@ -115,6 +115,7 @@ pub fn settings(e: &Effective) -> Vec<Setting> {
         ("driftPolicy", format!("{:?}", e.drift_policy)),
         ("deletionPolicy", format!("{:?}", e.deletion_policy)),
         ("resyncInterval", format_duration_ms(e.resync_interval_ms)),
+        ("dataFlow.gracePeriod", format_duration_ms(e.data_flow_grace_ms)),
     ];
     rows.into_iter()
         .map(|(path, value)| {

@@ -1,0 +1,359 @@
+//! The `DataFlowing` condition: does telemetry reach CloudWatch? Pure: what a read found, the
+//! previous status and the clock come in; the condition, the recorded event times, the event to
+//! emit and when to read again come out.
+//!
+//! Cadence (DescribeLogStreams has a low account quota, and status writes cost at scale):
+//! - a read at every AWS step (resync, plan change, requested reconcile);
+//! - while DataFlowing is not True and a collector pod is ready, re-checks 30 s, 60 s, 120 s …
+//!   apart, at most the resync interval, back to 30 s when the status flips; a re-check reads only
+//!   the streams, never the whole AWS side;
+//! - status written only when the condition's status or reason changes, or at a resync read (so
+//!   `lastLogEventTime`/`lastMetricEventTime` are at most one resync old).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::conditions::{self, pipeline as ty, reason, status as st};
+use crate::crd::{MLObservabilityPipelineStatus, format_duration_ms};
+use crate::desired::effective::Effective;
+
+/// The first re-check after a read that did not find data flowing; doubled after each one.
+pub const FIRST_RECHECK: Duration = Duration::from_secs(30);
+
+/// Which signal a log group carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    fn noun(self) -> &'static str {
+        match self {
+            Signal::Logs => "log",
+            Signal::Metrics => "metric",
+        }
+    }
+}
+
+/// The log groups that should receive data: the logs group when logs are shipped, the metrics
+/// group when the metrics pipeline runs.
+pub fn groups(e: &Effective) -> Vec<(Signal, String)> {
+    let mut out = Vec::new();
+    if e.ships_logs() {
+        out.push((Signal::Logs, e.logs.group.name.clone()));
+    }
+    if e.ships_metrics() {
+        out.push((Signal::Metrics, e.metrics.group.name.clone()));
+    }
+    out
+}
+
+/// Why the streams were read: at the AWS step (its times are recorded in status) or a re-check
+/// while data is missing (written only if the condition changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Resync,
+    Recheck,
+}
+
+/// The newest event of one log group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupReading {
+    pub signal: Signal,
+    pub group: String,
+    /// Milliseconds since the epoch; `None`: the group holds no event.
+    pub newest_ms: Option<i64>,
+}
+
+/// One read of the pipeline's log groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFlowObs {
+    pub read: Read,
+    pub grace_ms: u64,
+    /// The readings, or the AWS error.
+    pub result: Result<Vec<GroupReading>, String>,
+}
+
+/// Whether a collector can be sending data, as this reconcile saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Serving {
+    /// The collector was not looked at in this reconcile (it stopped before, e.g. an invalid
+    /// spec or a failing AWS step): whatever runs keeps running, so the condition is kept.
+    NotLookedAt,
+    /// No node matches the GPU node selector: nothing runs, no data is expected.
+    NoGpuNodes,
+    /// No collector pod is ready (the message says why).
+    NotReady(String),
+    /// At least one collector pod is ready.
+    Ready,
+}
+
+/// Status, reason, message.
+type Verdict = (&'static str, &'static str, String);
+
+fn rfc3339(ms: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(ms - ms.rem_euclid(1000))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn age(now_ms: i64, then_ms: i64) -> String {
+    format_duration_ms(u64::try_from(now_ms - then_ms).unwrap_or(0) / 1000 * 1000)
+}
+
+/// The condition the observation calls for; `None` keeps the previous one.
+///
+/// `ready_since`: since when `CollectorReady` is True (not counting `NoGpuNodes`). A collector
+/// that has just become ready gets one grace period to deliver a first event: until then missing
+/// data is `WaitingForData` (Unknown), not False — unless the condition was True or False before.
+pub fn verdict(
+    serving: &Serving,
+    ready_since: Option<&Time>,
+    prev: Option<&Condition>,
+    obs: Option<&DataFlowObs>,
+    now: &Time,
+) -> Option<Verdict> {
+    let readings = match serving {
+        Serving::NotLookedAt => {
+            return prev.is_none().then(|| {
+                (
+                    st::UNKNOWN,
+                    reason::COLLECTOR_NOT_READY,
+                    "the collector is not running yet: data is checked once it is ready".to_string(),
+                )
+            });
+        }
+        Serving::NoGpuNodes => {
+            return Some((
+                st::UNKNOWN,
+                reason::NO_GPU_NODES,
+                "no node matches the GPU node selector: no collector runs, so no data is expected".to_string(),
+            ));
+        }
+        Serving::NotReady(why) => {
+            return Some((
+                st::UNKNOWN,
+                reason::COLLECTOR_NOT_READY,
+                format!("{why}: data is checked once a collector pod is ready"),
+            ));
+        }
+        Serving::Ready if obs.is_none() => {
+            return prev.is_none().then(|| {
+                (
+                    st::UNKNOWN,
+                    reason::WAITING_FOR_DATA,
+                    "a collector pod is ready; the log groups are not checked yet".to_string(),
+                )
+            });
+        }
+        Serving::Ready => match &obs?.result {
+            Err(e) => {
+                return Some((
+                    st::UNKNOWN,
+                    reason::DATA_CHECK_FAILED,
+                    format!("reading the log streams failed: {e}"),
+                ));
+            }
+            Ok(r) if r.is_empty() => return None,
+            Ok(r) => r,
+        },
+    };
+    let grace_ms = obs.map_or(0, |o| o.grace_ms);
+    let grace = format_duration_ms(grace_ms);
+    let grace_ms = i64::try_from(grace_ms).unwrap_or(i64::MAX);
+    let now_ms = now.0.as_millisecond();
+    let fresh = |r: &GroupReading| r.newest_ms.is_some_and(|t| now_ms.saturating_sub(t) <= grace_ms);
+    let stale: Vec<&GroupReading> = readings.iter().filter(|r| !fresh(r)).collect();
+    if stale.is_empty() {
+        let ages: Vec<String> = readings
+            .iter()
+            .filter_map(|r| {
+                let t = r.newest_ms?;
+                Some(format!("newest {} event {} ago", r.signal.noun(), age(now_ms, t)))
+            })
+            .collect();
+        return Some((
+            st::TRUE,
+            reason::DATA_FLOWING,
+            format!("{} (grace period {grace})", ages.join(", ")),
+        ));
+    }
+    let missing: Vec<String> = stale
+        .iter()
+        .map(|r| match r.newest_ms {
+            None => format!("no {} event in {} yet", r.signal.noun(), r.group),
+            Some(t) => format!(
+                "no {} event in {} for {} (newest at {})",
+                r.signal.noun(),
+                r.group,
+                age(now_ms, t),
+                rfc3339(t)
+            ),
+        })
+        .collect();
+    let first_check = prev.is_none_or(|c| c.status == st::UNKNOWN);
+    if first_check {
+        let waited_ms = ready_since.map(|t| now_ms - t.0.as_millisecond());
+        match waited_ms {
+            None => {
+                return Some((
+                    st::UNKNOWN,
+                    reason::WAITING_FOR_DATA,
+                    format!(
+                        "{}; the collector is still rolling out (CollectorReady is not True)",
+                        missing.join("; ")
+                    ),
+                ));
+            }
+            Some(w) if w < grace_ms => {
+                let by = ready_since.map_or(0, |t| t.0.as_millisecond()).saturating_add(grace_ms);
+                return Some((
+                    st::UNKNOWN,
+                    reason::WAITING_FOR_DATA,
+                    format!(
+                        "{}; the collector is ready since {}: DataFlowing turns False if nothing arrives by {}",
+                        missing.join("; "),
+                        rfc3339(now_ms - w),
+                        rfc3339(by)
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let r = if stale.iter().any(|r| r.signal == Signal::Logs) {
+        reason::NO_RECENT_LOGS
+    } else {
+        reason::NO_RECENT_METRICS
+    };
+    Some((st::FALSE, r, format!("{} (grace period {grace})", missing.join("; "))))
+}
+
+/// Sets `DataFlowing` and the last event times in `s` (whose `CollectorReady` is already this
+/// reconcile's). A re-check that leaves status and reason as they were changes nothing, so it
+/// writes nothing; a resync read refreshes message and times.
+pub fn update(
+    s: &mut MLObservabilityPipelineStatus,
+    serving: &Serving,
+    obs: Option<&DataFlowObs>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let prev = conditions::find(&s.conditions, ty::DATA_FLOWING).cloned();
+    let ready_since = conditions::find(&s.conditions, ty::COLLECTOR_READY)
+        .filter(|c| c.status == st::TRUE && c.reason != reason::NO_GPU_NODES)
+        .map(|c| c.last_transition_time.clone());
+    let Some((status, r, message)) = verdict(serving, ready_since.as_ref(), prev.as_ref(), obs, now) else {
+        return;
+    };
+    let changed = prev.as_ref().is_none_or(|c| c.status != status || c.reason != r);
+    let resync = obs.is_some_and(|o| o.read == Read::Resync);
+    if !changed && obs.is_some() && !resync {
+        return;
+    }
+    conditions::upsert(
+        &mut s.conditions,
+        conditions::condition(ty::DATA_FLOWING, status, r, message, generation, now.clone()),
+    );
+    if let Some(Ok(readings)) = obs.map(|o| &o.result) {
+        for g in readings {
+            let Some(t) = g.newest_ms else { continue };
+            let telemetry = s.telemetry.get_or_insert_with(Default::default);
+            // Never cleared: status is merge-patched, so an absent field would not remove it.
+            let field = match g.signal {
+                Signal::Logs => &mut telemetry.last_log_event_time,
+                Signal::Metrics => &mut telemetry.last_metric_event_time,
+            };
+            *field = Some(rfc3339(t));
+        }
+    }
+}
+
+/// The event for a change of `DataFlowing`: Normal when it becomes True, Warning when it becomes
+/// False or the read fails. `(warning, reason, message)`.
+pub fn transition_event(old: Option<&Condition>, new: Option<&Condition>) -> Option<(bool, String, String)> {
+    let new = new?;
+    if old.is_some_and(|o| o.status == new.status && o.reason == new.reason) {
+        return None;
+    }
+    let warning = match new.status.as_str() {
+        st::TRUE => false,
+        st::FALSE => true,
+        _ if new.reason == reason::DATA_CHECK_FAILED => true,
+        _ => return None,
+    };
+    Some((warning, new.reason.clone(), new.message.clone()))
+}
+
+/// When the streams were last read while data was not flowing, and how long until the next look.
+/// Kept in memory per pipeline: a restarted operator starts with a read at its first (AWS) reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recheck {
+    pub last: Instant,
+    pub delay: Duration,
+}
+
+fn evaluated(c: &Condition) -> bool {
+    c.status != st::UNKNOWN || c.reason == reason::WAITING_FOR_DATA || c.reason == reason::DATA_CHECK_FAILED
+}
+
+/// Whether a condition in this state keeps its re-check schedule: data is not flowing while a
+/// collector pod is ready (False, `WaitingForData`, `DataCheckFailed`).
+pub fn rechecks(c: &Condition) -> bool {
+    c.status != st::TRUE && evaluated(c)
+}
+
+/// Whether this reconcile reads the streams, and why.
+pub fn read_due(
+    aws_step_ran: bool,
+    serving: &Serving,
+    prev: Option<&Condition>,
+    recheck: Option<&Recheck>,
+    now: Instant,
+) -> Option<Read> {
+    if *serving != Serving::Ready {
+        return None;
+    }
+    if aws_step_ran {
+        return Some(Read::Resync);
+    }
+    match (prev, recheck) {
+        (Some(c), _) if c.status == st::TRUE => None,
+        // A collector pod just became ready: look now (it usually finds WaitingForData).
+        (Some(c), _) if !evaluated(c) => Some(Read::Recheck),
+        (None, _) => Some(Read::Recheck),
+        (Some(_), Some(r)) => (now >= r.last + r.delay).then_some(Read::Recheck),
+        (Some(_), None) => Some(Read::Recheck),
+    }
+}
+
+/// The re-check schedule after a read that left the condition `new_status` (was `old_status`):
+/// none once data flows; otherwise the delay doubles from [`FIRST_RECHECK`] up to `resync`, and
+/// starts over when the status flips.
+pub fn after_read(
+    prev: Option<&Recheck>,
+    old_status: Option<&str>,
+    new_status: Option<&str>,
+    now: Instant,
+    resync: Duration,
+) -> Option<Recheck> {
+    if new_status == Some(st::TRUE) {
+        return None;
+    }
+    let delay = match prev {
+        Some(r) if old_status == new_status => (r.delay * 2).min(resync),
+        _ => FIRST_RECHECK.min(resync),
+    };
+    Some(Recheck { last: now, delay })
+}
+
+/// How long until the scheduled re-check (zero when overdue).
+pub fn next_read_in(r: &Recheck, now: Instant) -> Duration {
+    (r.last + r.delay).saturating_duration_since(now)
+}
+
+#[cfg(test)]
+#[path = "dataflow_tests.rs"]
+mod tests;
