@@ -701,7 +701,11 @@ async fn newest_event_is_none_in_an_empty_group_and_else_the_newest_ingestion_of
         .send()
         .await
         .expect("group");
-    assert_eq!(logs::newest_event_ms(&c, &group).await.expect("read"), None, "no stream");
+    assert_eq!(
+        logs::newest_event_ms(&c, &group).await.expect("read"),
+        None,
+        "no stream"
+    );
     c.logs
         .create_log_stream()
         .log_group_name(&group)
@@ -717,7 +721,10 @@ async fn newest_event_is_none_in_an_empty_group_and_else_the_newest_ingestion_of
 
     let before = now_ms();
     put_event(&c, &group, "pod-a", before).await;
-    let a = logs::newest_event_ms(&c, &group).await.expect("read").expect("an event");
+    let a = logs::newest_event_ms(&c, &group)
+        .await
+        .expect("read")
+        .expect("an event");
     assert!((before..=now_ms()).contains(&a), "{a} not between {before} and now");
     // What moto reports: the event's own timestamp and the wall-clock time of PutLogEvents.
     let (a_event, a_ingest) = stream_times(&c, &group, "pod-a").await;
@@ -735,7 +742,10 @@ async fn newest_event_is_none_in_an_empty_group_and_else_the_newest_ingestion_of
 
     // A node whose clock is an hour ahead does not make the group look fresh for an hour.
     put_event(&c, &group, "pod-c", now_ms() + 3_600_000).await;
-    let newest = logs::newest_event_ms(&c, &group).await.expect("read").expect("an event");
+    let newest = logs::newest_event_ms(&c, &group)
+        .await
+        .expect("read")
+        .expect("an event");
     assert!(newest <= now_ms(), "{newest} is in the future");
 
     // A group that does not exist is an error, not "no data".

@@ -606,3 +606,125 @@ async fn a_resync_of_many_pipelines_reads_log_groups_in_pages_not_one_call_each(
     assert_eq!(op.aws.calls.mutating(), 0, "an unchanged resync changes nothing in AWS");
     op.stop().await;
 }
+
+/// Types (Normal/Warning) of the events published with `reason`, once there is one (events are
+/// published after the status write).
+async fn event_types(op: &Operator, reason: &str) -> Vec<String> {
+    let published = |f: &support::apifake::ApiFake| -> Vec<String> {
+        f.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/events") && r.body["reason"] == reason)
+            .map(|r| r.body["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    op.wait(&format!("a {reason} event"), |f| !published(f).is_empty())
+        .await;
+    published(&op.fake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_flowing_waits_for_the_collector_turns_true_with_events_and_false_after_the_grace_period() {
+    let op = Operator::start().await;
+    let spec = json!({"dataFlow": {"gracePeriod": "3s"}, "metrics": {"dcgm": {"scrapeInterval": "1s"}},
+        "collector": {"batch": {"timeout": "500ms"}}});
+    op.create("flow", spec).await;
+    op.wait("the collector DaemonSet", |f| {
+        f.object("apps/v1", "daemonsets", Some(NS), "mlobs-flow").is_some()
+    })
+    .await;
+    op.wait_reason("flow", "DataFlowing", "Unknown", "CollectorNotReady")
+        .await;
+    op.daemon_set_ready("flow");
+    op.wait_condition("flow", "Ready", "True").await;
+    // Ready, and no event in either group yet: one grace period to deliver a first one.
+    op.wait_reason("flow", "DataFlowing", "Unknown", "WaitingForData").await;
+
+    // The collector ships: events keep arriving in both groups until the operator has seen them
+    // at a resync (requested here instead of waiting for spec.resyncInterval).
+    let groups: Vec<String> = op
+        .log_groups()
+        .await
+        .into_iter()
+        .map(|g| g.name)
+        .filter(|n| n.contains("/flow/"))
+        .collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let aws = op.aws.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0.. {
+            for g in &groups {
+                let _ = aws
+                    .logs
+                    .create_log_stream()
+                    .log_group_name(g)
+                    .log_stream_name("gpu-0")
+                    .send()
+                    .await;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or_default();
+                let event = aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                    .timestamp(now)
+                    .message(format!("line {i}"))
+                    .build()
+                    .expect("event");
+                aws.logs
+                    .put_log_events()
+                    .log_group_name(g)
+                    .log_stream_name("gpu-0")
+                    .log_events(event)
+                    .send()
+                    .await
+                    .expect("put log events");
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    });
+    op.request_reconcile("flow", 1).await;
+    let msg = op.wait_reason("flow", "DataFlowing", "True", "DataFlowing").await;
+    let _ = stop.send(());
+    writer.await.expect("writer");
+    let stopped_at = k8s_openapi::jiff::Timestamp::now();
+    assert!(
+        msg.contains("newest log event") && msg.contains("newest metric event"),
+        "{msg}"
+    );
+    let t = op
+        .pipeline("flow")
+        .and_then(|p| p.status)
+        .and_then(|s| s.telemetry)
+        .expect("telemetry");
+    for time in [&t.last_log_event_time, &t.last_metric_event_time] {
+        let at: k8s_openapi::jiff::Timestamp = time.as_deref().expect("recorded").parse().expect("RFC 3339");
+        let age = stopped_at.duration_since(at).as_secs();
+        assert!((0..60).contains(&age), "{time:?} is {age}s before the writer stopped");
+    }
+    assert_eq!(event_types(&op, "DataFlowing").await, ["Normal"]);
+    assert!(
+        op.metrics
+            .encode()
+            .contains(r#"mlobs_pipeline_data_flowing{status="True",reason="DataFlowing"} 1"#)
+    );
+
+    // The collector stops: after the grace period the next look says so. Ready does not change.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    op.request_reconcile("flow", 2).await;
+    let msg = op.wait_reason("flow", "DataFlowing", "False", "NoRecentLogs").await;
+    assert!(msg.contains("/flow/logs") && msg.contains("/flow/metrics"), "{msg}");
+    assert_eq!(
+        op.condition("flow", "Ready"),
+        Some(("True".into(), "Reconciled".into()))
+    );
+    assert_eq!(event_types(&op, "NoRecentLogs").await, ["Warning"]);
+    let text = op.metrics.encode();
+    assert!(
+        text.contains(r#"mlobs_pipeline_data_flowing{status="False",reason="NoRecentLogs"} 1"#),
+        "{text}"
+    );
+    op.stop().await;
+}

@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mlobs::aws::AwsError;
 use mlobs::aws::apply::{AwsOutcome, Step, StepError};
+use mlobs::controller::dataflow::{DataFlowObs, GroupReading, Read, Signal};
 use mlobs::controller::status::{AwsResult, Observed};
 use mlobs::crd::{MLObservabilityPipeline, MLObservabilityPipelineStatus};
 use mlua::serde::SerializeOptions;
@@ -208,8 +209,9 @@ const DEGRADED_REASONS: [&str; 15] = [
     "CleanupFailed",
     "PodSecurityForbidden",
 ];
-/// Reasons only ever seen with status True, or on conditions Ready does not read (Drifted).
-const NEVER_ON_READY_FALSE: [&str; 7] = [
+/// Reasons only ever seen with status True, or on conditions Ready does not read (Drifted,
+/// DataFlowing: informative).
+const NEVER_ON_READY_FALSE: [&str; 13] = [
     "Reconciled",
     "NoGpuNodes",
     "Compliant",
@@ -217,6 +219,12 @@ const NEVER_ON_READY_FALSE: [&str; 7] = [
     "DriftDetected",
     "DriftCorrected",
     "NoDrift",
+    "DataFlowing",
+    "NoRecentLogs",
+    "NoRecentMetrics",
+    "CollectorNotReady",
+    "WaitingForData",
+    "DataCheckFailed",
 ];
 
 /// Every pipeline sample with the health it must have.
@@ -281,6 +289,30 @@ fn pipeline_samples() -> Vec<(String, Value, Health)> {
                 Some(json!({"observedGeneration": 1, "conditions": [
                     condition("Ready", "True", "Reconciled", 1),
                     condition("Drifted", "True", "DriftDetected", 1),
+                ]})),
+            ),
+            Health::Healthy,
+        ),
+        (
+            "no data reaching CloudWatch (DataFlowing is informative) does not make it unhealthy".into(),
+            object(
+                Kind::Pipeline,
+                1,
+                Some(json!({"observedGeneration": 1, "conditions": [
+                    condition("Ready", "True", "Reconciled", 1),
+                    condition("DataFlowing", "False", "NoRecentLogs", 1),
+                ]})),
+            ),
+            Health::Healthy,
+        ),
+        (
+            "a failed data-flow check does not make it unhealthy".into(),
+            object(
+                Kind::Pipeline,
+                1,
+                Some(json!({"observedGeneration": 1, "conditions": [
+                    condition("Ready", "True", "Reconciled", 1),
+                    condition("DataFlowing", "Unknown", "DataCheckFailed", 1),
                 ]})),
             ),
             Health::Healthy,
@@ -721,6 +753,20 @@ fn statuses_the_controller_computes_map_to_the_expected_health() {
     o.aws = Some(aws_ok());
     o.collector(&collector(4, 4));
     cases.push(("running", o, Health::Healthy));
+
+    let mut o = Observed::new(&p);
+    o.aws = Some(aws_ok());
+    o.collector(&collector(4, 4));
+    o.data_flow = Some(DataFlowObs {
+        read: Read::Resync,
+        grace_ms: 60_000,
+        result: Ok(vec![GroupReading {
+            signal: Signal::Logs,
+            group: "/aws/eks/c/team-a/train/logs".into(),
+            newest_ms: None,
+        }]),
+    });
+    cases.push(("running, no log event in CloudWatch yet", o, Health::Healthy));
 
     let mut o = Observed::new(&p);
     o.aws = Some(aws_ok());

@@ -352,3 +352,32 @@ fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
         .unwrap();
     assert_eq!(stray.status.code(), Some(2));
 }
+
+#[test]
+fn log_streams_are_read_only_on_the_pipeline_log_groups_in_the_region() {
+    assert!(
+        called_actions().contains("logs:DescribeLogStreams"),
+        "the DataFlowing read"
+    );
+    let p = operator_policy(&opts());
+    let holders: Vec<Value> = statements(&p)
+        .into_iter()
+        .filter(|s| list(&s["Action"]).contains(&"logs:DescribeLogStreams".to_string()))
+        .collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    let s = &holders[0];
+    assert_eq!(list(&s["Action"]), ["logs:DescribeLogStreams"], "a read, nothing else");
+    // The same resources as the other log-group statements: the prefix, never "*".
+    assert_eq!(
+        list(&s["Resource"]),
+        list(&statement(&p, "LogsReadAndTagGroups")["Resource"])
+    );
+    assert_eq!(
+        list(&s["Resource"]),
+        ["arn:aws:logs:us-east-1:123456789012:log-group:/aws/eks/*"]
+    );
+    assert_eq!(
+        s["Condition"]["StringEquals"]["aws:RequestedRegion"],
+        serde_json::json!(["us-east-1"])
+    );
+}

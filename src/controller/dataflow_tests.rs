@@ -64,12 +64,23 @@ fn unknown_until_a_collector_pod_is_ready() {
     let mut s = MLObservabilityPipelineStatus::default();
     step(&mut s, &Serving::NotLookedAt, None, 10);
     let (status, r, msg, _) = flowing(&s);
-    assert_eq!((status.as_str(), r.as_str()), (st::UNKNOWN, reason::COLLECTOR_NOT_READY));
+    assert_eq!(
+        (status.as_str(), r.as_str()),
+        (st::UNKNOWN, reason::COLLECTOR_NOT_READY)
+    );
     assert!(msg.contains("not running yet"), "{msg}");
 
-    step(&mut s, &Serving::NotReady("no collector pod is ready (0/2 GPU nodes)".into()), None, 20);
+    step(
+        &mut s,
+        &Serving::NotReady("no collector pod is ready (0/2 GPU nodes)".into()),
+        None,
+        20,
+    );
     let (status, r, msg, _) = flowing(&s);
-    assert_eq!((status.as_str(), r.as_str()), (st::UNKNOWN, reason::COLLECTOR_NOT_READY));
+    assert_eq!(
+        (status.as_str(), r.as_str()),
+        (st::UNKNOWN, reason::COLLECTOR_NOT_READY)
+    );
     assert!(msg.contains("0/2"), "{msg}");
 
     step(&mut s, &Serving::NoGpuNodes, None, 30);
@@ -79,7 +90,12 @@ fn unknown_until_a_collector_pod_is_ready() {
 #[test]
 fn a_reconcile_that_did_not_look_at_the_collector_keeps_the_condition() {
     let mut s = status_ready_since(0);
-    step(&mut s, &Serving::Ready, Some(&read(Read::Resync, Some(100), Some(100))), 100);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(100), Some(100))),
+        100,
+    );
     let before = s.clone();
     // e.g. an invalid spec edit: what runs keeps running, and so does what was found.
     step(&mut s, &Serving::NotLookedAt, None, 200);
@@ -92,7 +108,12 @@ fn a_reconcile_that_did_not_look_at_the_collector_keeps_the_condition() {
 #[test]
 fn fresh_events_in_every_group_are_true_with_their_ages_and_times() {
     let mut s = status_ready_since(0);
-    step(&mut s, &Serving::Ready, Some(&read(Read::Resync, Some(988), Some(997))), 1000);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(988), Some(997))),
+        1000,
+    );
     let (status, r, msg, _) = flowing(&s);
     assert_eq!((status.as_str(), r.as_str()), (st::TRUE, reason::DATA_FLOWING));
     assert!(
@@ -113,7 +134,10 @@ fn missing_data_waits_one_grace_period_after_the_collector_became_ready_then_is_
     let (status, r, msg, since) = flowing(&s);
     assert_eq!((status.as_str(), r.as_str()), (st::UNKNOWN, reason::WAITING_FOR_DATA));
     assert!(msg.contains(&format!("no log event in {LOGS} yet")), "{msg}");
-    assert!(msg.contains("1970-01-01T00:17:40Z"), "ready at 1000 s + 60 s grace: {msg}");
+    assert!(
+        msg.contains("1970-01-01T00:17:40Z"),
+        "ready at 1000 s + 60 s grace: {msg}"
+    );
     assert_eq!(since, at(990), "Unknown → Unknown keeps the transition time");
 
     // Grace period over, still nothing: False, logs first.
@@ -128,20 +152,37 @@ fn missing_data_waits_one_grace_period_after_the_collector_became_ready_then_is_
 #[test]
 fn data_that_stops_is_false_at_once_without_a_new_grace_period() {
     let mut s = status_ready_since(0);
-    step(&mut s, &Serving::Ready, Some(&read(Read::Resync, Some(100), Some(100))), 100);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(100), Some(100))),
+        100,
+    );
     assert_eq!(flowing(&s).0, st::TRUE);
     // Only the metrics stopped: NoRecentMetrics, naming the group and the newest event.
-    step(&mut s, &Serving::Ready, Some(&read(Read::Resync, Some(700), Some(100))), 700);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(700), Some(100))),
+        700,
+    );
     let (status, r, msg, since) = flowing(&s);
     assert_eq!((status.as_str(), r.as_str()), (st::FALSE, reason::NO_RECENT_METRICS));
     assert!(
-        msg.contains(&format!("no metric event in {METRICS} for 10m (newest at 1970-01-01T00:01:40Z)")),
+        msg.contains(&format!(
+            "no metric event in {METRICS} for 10m (newest at 1970-01-01T00:01:40Z)"
+        )),
         "{msg}"
     );
     assert!(!msg.contains(LOGS), "fresh logs are not listed: {msg}");
     assert_eq!(since, at(700));
     // Back: True, new transition time, times moved on.
-    step(&mut s, &Serving::Ready, Some(&read(Read::Recheck, Some(800), Some(799))), 800);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Recheck, Some(800), Some(799))),
+        800,
+    );
     let (status, _, _, since) = flowing(&s);
     assert_eq!((status.as_str(), since), (st::TRUE, at(800)));
     let t = s.telemetry.clone().expect("telemetry");
@@ -161,7 +202,12 @@ fn a_first_check_during_a_rollout_waits_instead_of_failing() {
 #[test]
 fn a_failed_read_is_unknown_with_the_aws_error_and_keeps_the_times() {
     let mut s = status_ready_since(0);
-    step(&mut s, &Serving::Ready, Some(&read(Read::Resync, Some(100), Some(100))), 100);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(100), Some(100))),
+        100,
+    );
     let times = s.telemetry.clone();
     let failed = DataFlowObs {
         read: Read::Resync,
@@ -178,14 +224,29 @@ fn a_failed_read_is_unknown_with_the_aws_error_and_keeps_the_times() {
 #[test]
 fn a_recheck_that_changes_nothing_writes_nothing_and_a_resync_refreshes_message_and_times() {
     let mut s = status_ready_since(0);
-    step(&mut s, &Serving::Ready, Some(&read(Read::Resync, Some(10), Some(10))), 1000);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(10), Some(10))),
+        1000,
+    );
     assert_eq!(flowing(&s).1, reason::NO_RECENT_LOGS);
     let before = s.clone();
     // A re-check finds newer (still stale) data: same status and reason, nothing to write.
-    step(&mut s, &Serving::Ready, Some(&read(Read::Recheck, Some(20), Some(20))), 1100);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Recheck, Some(20), Some(20))),
+        1100,
+    );
     assert_eq!(s, before, "a re-check with the same verdict changes nothing");
     // A resync read records the times and the new ages; the transition time stays.
-    step(&mut s, &Serving::Ready, Some(&read(Read::Resync, Some(20), Some(20))), 1100);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(20), Some(20))),
+        1100,
+    );
     assert_ne!(s, before);
     assert_eq!(flowing(&s).3, flowing(&before).3);
     let t = s.telemetry.clone().expect("telemetry");
@@ -229,11 +290,7 @@ fn reads_happen_at_every_aws_step_and_between_them_only_while_data_is_missing() 
         delay: Duration::from_secs(30),
     };
     // No ready collector pod: never.
-    for serving in [
-        Serving::NotLookedAt,
-        Serving::NoGpuNodes,
-        Serving::NotReady("x".into()),
-    ] {
+    for serving in [Serving::NotLookedAt, Serving::NoGpuNodes, Serving::NotReady("x".into())] {
         assert_eq!(read_due(true, &serving, Some(&stale), Some(&due), now), None);
     }
     // The AWS step: always, and its times are recorded.
@@ -286,7 +343,10 @@ fn rechecks_double_from_30s_up_to_the_resync_interval_and_start_over_when_the_st
         last: t0,
         delay: Duration::from_secs(30),
     };
-    assert_eq!(next_read_in(&next, t0 + Duration::from_secs(10)), Duration::from_secs(20));
+    assert_eq!(
+        next_read_in(&next, t0 + Duration::from_secs(10)),
+        Duration::from_secs(20)
+    );
     assert_eq!(next_read_in(&next, t0 + Duration::from_secs(40)), Duration::ZERO);
 }
 

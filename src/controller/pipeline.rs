@@ -16,9 +16,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::children::{self, Applied};
+use super::dataflow::{self, DataFlowObs, GroupReading};
 use super::error::{Error, Result};
 use super::lookup::{self, Governing, governing, key_id_of};
-use super::dataflow::{self, DataFlowObs, GroupReading};
 use super::status::{self, AwsResult, MetricsSource, Observed};
 use super::{Ctx, jittered};
 use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};

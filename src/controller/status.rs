@@ -107,10 +107,9 @@ impl Observed {
             (None, Some((_, why))) => Serving::NotReady(why.clone()),
             (None, None) => Serving::NotLookedAt,
             (Some(_), _) if self.no_gpu_nodes => Serving::NoGpuNodes,
-            (Some(c), _) if c.ready_nodes <= 0 => Serving::NotReady(format!(
-                "no collector pod is ready (0/{} GPU nodes)",
-                c.desired_nodes
-            )),
+            (Some(c), _) if c.ready_nodes <= 0 => {
+                Serving::NotReady(format!("no collector pod is ready (0/{} GPU nodes)", c.desired_nodes))
+            }
             (Some(_), _) => Serving::Ready,
         }
     }

@@ -322,7 +322,10 @@ fn data_not_flowing_is_informative_and_leaves_ready_and_kstatus_alone() {
     o.data_flow = Some(flow_read(Some(5)));
     let s = o.into_status(&p, &s, at(10_000));
     let c = cond(&s, ty::DATA_FLOWING);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), (st::FALSE, reason::NO_RECENT_LOGS));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (st::FALSE, reason::NO_RECENT_LOGS)
+    );
     assert_eq!(cond(&s, ty::READY).status, st::TRUE, "DataFlowing is not part of Ready");
     assert_eq!(cond(&s, "Stalled").status, st::FALSE);
     assert_eq!(cond(&s, "Reconciling").status, st::FALSE);

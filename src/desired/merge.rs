@@ -665,7 +665,11 @@ pub fn merge(
     );
     // A healthy collector can wait a scrape interval for data and a batch timeout to send it:
     // a shorter grace period would report healthy pipelines as not flowing.
-    let scrape_ms = if dcgm_enabled && !metrics.is_empty() { scrape_interval_ms } else { 0 };
+    let scrape_ms = if dcgm_enabled && !metrics.is_empty() {
+        scrape_interval_ms
+    } else {
+        0
+    };
     let quiet_ms = scrape_ms.saturating_add(batch_timeout_ms);
     let mut data_flow_grace_ms = m.pick(
         "dataFlow.gracePeriod",
