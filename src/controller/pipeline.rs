@@ -611,7 +611,7 @@ async fn finish(
             let resync = Duration::from_millis(interval);
             let (was, is) = (flow_old.map(|c| c.status.as_str()), flow_new.map(|c| c.status.as_str()));
             dataflow::after_read(ctx.recheck(&uid).as_ref(), was, is, Instant::now(), resync)
-        } else if flow_new.is_some_and(|c| dataflow::rechecks(c)) {
+        } else if flow_new.is_some_and(dataflow::rechecks) {
             ctx.recheck(&uid)
         } else {
             None
