@@ -225,7 +225,7 @@ fn printer_columns<K: kube::CustomResourceExt>() -> Vec<(String, String)> {
 }
 
 #[test]
-fn kubectl_get_shows_readiness_series_cost_and_drift_for_pipelines_and_rollout_for_policies() {
+fn kubectl_get_shows_readiness_series_cost_data_flow_and_drift_for_pipelines_and_rollout_for_policies() {
     let cols = |v: &[(&str, &str)]| -> Vec<(String, String)> {
         v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     };
@@ -235,6 +235,7 @@ fn kubectl_get_shows_readiness_series_cost_and_drift_for_pipelines_and_rollout_f
             ("Ready", r#".status.conditions[?(@.type=="Ready")].status"#),
             ("Series", ".status.telemetry.totalSeries"),
             ("Est $/mo", ".status.telemetry.estimatedMonthlyCostUSD"),
+            ("Data", r#".status.conditions[?(@.type=="DataFlowing")].status"#),
             ("Drift", r#".status.conditions[?(@.type=="Drifted")].status"#),
             ("Age", ".metadata.creationTimestamp"),
         ])

@@ -586,6 +586,11 @@ async fn finish(
     let new = obs.into_status(p, &old, super::now());
     let flow_old = conditions::find(&old.conditions, pty::DATA_FLOWING);
     let flow_new = conditions::find(&new.conditions, pty::DATA_FLOWING);
+    // Counted before the write, so the gauge never lags behind what the status shows.
+    if let Some(uid) = p.uid() {
+        let state = flow_new.map(|c| (c.status.as_str(), c.reason.as_str()));
+        ctx.metrics.data_flowing(&uid, state);
+    }
     if new != old {
         let patch = json!({"status": new});
         api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
@@ -605,8 +610,6 @@ async fn finish(
     }
     let interval = d.map_or(600_000, |d| d.effective.resync_interval_ms);
     let recheck = p.uid().and_then(|uid| {
-        ctx.metrics
-            .data_flowing(&uid, flow_new.map(|c| (c.status.as_str(), c.reason.as_str())));
         let next = if read {
             let resync = Duration::from_millis(interval);
             let (was, is) = (flow_old.map(|c| c.status.as_str()), flow_new.map(|c| c.status.as_str()));
