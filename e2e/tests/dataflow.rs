@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use mlobs::crd::GpuTelemetryPolicy;
 use serde_json::{Value, json};
 
@@ -168,6 +168,27 @@ fn emf_base_bytes(event: &str) -> Result<usize> {
     Ok(serde_json::to_string(&v)?.len())
 }
 
+async fn wait_condition(
+    c: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    timeout: Duration,
+) -> Result<(Duration, String)> {
+    let api = pipelines(c, ns);
+    let start = Instant::now();
+    let reason = wait_for(&format!("{type_}={status}"), timeout, async || {
+        let p = api.get(name).await?;
+        match condition(&p, type_) {
+            Some(cond) if cond.status == status => Ok(cond.reason.clone()),
+            _ => not_yet(conditions_summary(&p)),
+        }
+    })
+    .await?;
+    Ok((start.elapsed(), reason))
+}
+
 #[tokio::test]
 async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_selected_gpu_metrics() -> Result<()> {
     let c = client().await?;
@@ -201,6 +222,8 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
             },
             "collector": {"batch": {"timeout": "1s"}},
             "resyncInterval": "30s",
+            // Longer than scrape (5 s) + batch (1 s); short so that a stop shows within a minute.
+            "dataFlow": {"gracePeriod": "20s"},
         }),
     )?;
     create_pipeline(&c, &p).await?;
@@ -415,6 +438,19 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
         (bytes - base_bytes) as f64 / metric_entries.max(1) as f64,
     );
 
+    // DataFlowing: the operator reads the newest event time of both log groups.
+    let (_, reason) = wait_condition(&c, ns, name, "DataFlowing", "True", Duration::from_secs(150)).await?;
+    println!(
+        "DataFlowing=True ({reason}) {:.1} s after the first line was written",
+        first_line.elapsed().as_secs_f64()
+    );
+    let p = pipelines(&c, ns).get(name).await?;
+    let telemetry = p.status.and_then(|s| s.telemetry).context("status.telemetry")?;
+    ensure!(
+        telemetry.last_log_event_time.is_some() && telemetry.last_metric_event_time.is_some(),
+        "event times in status: {telemetry:?}"
+    );
+
     // 3. An AWS outage of 20 s while lines are written: the file_storage queue keeps them.
     proxy.down();
     let outage = Instant::now();
@@ -443,7 +479,23 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
         "log lines: {written} written, {delivered_lines} delivered, {} streams (one per pod)",
         got_later.len()
     );
+    // 5. The collector stops: DataFlowing turns False once the grace period has passed.
     collector.stop().await?;
+    let (after, reason) = wait_condition(&c, ns, name, "DataFlowing", "False", Duration::from_secs(150)).await?;
+    ensure!(
+        reason == "NoRecentLogs" || reason == "NoRecentMetrics",
+        "DataFlowing=False reason {reason}"
+    );
+    let p = pipelines(&c, ns).get(name).await?;
+    ensure!(
+        is_ready(&p),
+        "DataFlowing is informative: Ready stays True ({})",
+        conditions_summary(&p)
+    );
+    println!(
+        "DataFlowing=False ({reason}) {:.1} s after the collector stopped (grace 20 s, resync 30 s)",
+        after.as_secs_f64()
+    );
     drop(proxy);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
