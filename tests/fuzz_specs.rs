@@ -26,9 +26,7 @@ use mlobs::input::{InputError, parse_documents};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-use support::fuzzgen::{
-    SAMPLES, TextEdit, case, case_context, case_policy, edit_text, mutated, sample_pipeline, sample_values,
-};
+use support::fuzzgen::{SAMPLES, TextEdit, case, case_context, case_policy, edit_text, mutated, sample_pipeline};
 
 // ---------------------------------------------------------------------------------------------
 // Checks

@@ -84,11 +84,11 @@ fn golden_jobs() -> Vec<Job> {
     jobs
 }
 
-/// The pipelines and policies of the sample and fixture files (labelled with their files).
-fn sample_documents() -> (
-    Vec<(String, MLObservabilityPipeline)>,
-    Vec<(String, GpuTelemetryPolicy)>,
-) {
+/// Documents with the file they came from.
+type Labelled<T> = Vec<(String, T)>;
+
+/// The pipelines and policies of the sample and fixture files.
+fn sample_documents() -> (Labelled<MLObservabilityPipeline>, Labelled<GpuTelemetryPolicy>) {
     let (mut pipelines, mut policies) = (vec![], vec![]);
     for f in yaml_files("config/samples")
         .into_iter()
@@ -155,8 +155,11 @@ fn accepted<T>(name: &str, doc: &Value, pick: impl Fn(Document) -> Option<T>) ->
 const DEFAULT_POLICY: usize = 0;
 const GPU_OPERATOR_POLICY: usize = 1;
 
-/// (name, patch of the minimal sample pipeline's spec, sample policy and a patch of its spec)
-fn variant_specs() -> Vec<(&'static str, Value, Option<(usize, Value)>)> {
+/// A sample policy (`DEFAULT_POLICY` or `GPU_OPERATOR_POLICY`) and a patch of its spec.
+type PolicyPatch = (usize, Value);
+
+/// (name, patch of the minimal sample pipeline's spec, the policy)
+fn variant_specs() -> Vec<(&'static str, Value, Option<PolicyPatch>)> {
     let unicode = "日本語-é-🚀";
     vec![
         ("logs off", json!({"logs": {"enabled": false}}), None),
@@ -352,8 +355,8 @@ fn fuzz_jobs() -> (Vec<Job>, FuzzStats) {
                     built.push((label, build(&p, policy.as_ref(), &ctx)));
                 }
                 Document::Policy(policy) => {
-                    for s in 0..2 {
-                        let label = format!("governing the sample pipeline {}", SAMPLES[s]);
+                    for (s, file) in SAMPLES.iter().enumerate().take(2) {
+                        let label = format!("governing the sample pipeline {file}");
                         built.push((label, build(&sample_pipeline(s), Some(&policy), &ctx)));
                     }
                 }
