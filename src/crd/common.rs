@@ -73,7 +73,9 @@ pub struct Redaction {
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: Option<String>,
     /// RE2 regular expression (the collector's OTTL `replace_pattern`). Write `$` plainly: the
-    /// operator escapes it for the collector configuration.
+    /// operator escapes it for the collector configuration. Rust-only syntax is refused: `\u`
+    /// escapes (write `\x{..}`), flags other than `imsU`, `\p{..}` other than general categories
+    /// and script names, nested classes, counts above 1000.
     #[schemars(length(min = 1, max = 1024))]
     pub pattern: String,
     /// Replacement text; `$1`-style group references are allowed.

@@ -183,7 +183,8 @@ pub struct LogsSpec {
     pub enabled: Option<bool>,
 
     /// Globs under `/var/log/pods` to read. Default: every container of the source namespaces,
-    /// `/var/log/pods/<namespace>_*/*/*.log`.
+    /// `/var/log/pods/<namespace>_*/*/*.log`. Glob syntax: `*`, `**`, `?`, `[abc]`, `{a,b}`;
+    /// `\` escapes a literal `[`, `{` or `}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 64),
@@ -191,7 +192,7 @@ pub struct LogsSpec {
     )]
     pub include: Option<Vec<String>>,
 
-    /// Globs to skip, e.g. a noisy sidecar: `/var/log/pods/*/istio-proxy/*.log`.
+    /// Globs to skip, e.g. a noisy sidecar: `/var/log/pods/*/istio-proxy/*.log` (syntax as in `include`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
     pub exclude: Option<Vec<String>>,
@@ -456,12 +457,13 @@ pub struct CollectorSpec {
     #[schemars(length(min = 2, max = 256), regex(pattern = r"^/[A-Za-z0-9._/-]+$"))]
     pub queue_host_path: Option<String>,
 
-    /// How long an exporter retries a failed send before dropping it, e.g. `300s` (default).
+    /// How long an exporter retries a failed send before dropping it, e.g. `300s` (default); at
+    /// least `30s`, the longest pause between two attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
     pub retry_max_elapsed: Option<String>,
 
-    /// Extra resource attributes set on every log and metric, e.g. `team: vision`.
+    /// Extra resource attributes set on every log and metric, e.g. `team: vision` (keys not empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 32))]
     pub resource_attributes: Option<BTreeMap<String, String>>,

@@ -15,6 +15,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::common::parse_duration_ms;
+use super::dialect::{self, GO_DURATION_MAX_MS};
 use super::{GpuTelemetryPolicy, MLObservabilityPipeline, Redaction};
 
 /// One rejected value: where, which rule, and why.
@@ -312,36 +313,49 @@ pub fn check_pinned_image(path: &str, image: &str, errors: &mut Vec<FieldError>)
 
 fn check_redactions(path: &str, list: &[Redaction], errors: &mut Vec<FieldError>) {
     for (i, r) in list.iter().enumerate() {
-        if let Err(e) = Regex::new(&r.pattern) {
-            errors.push(field(
-                &format!("{path}[{i}].pattern"),
-                "regex",
-                format!(
-                    "does not compile as an RE2-compatible regular expression: {}",
-                    first_line(&e.to_string())
-                ),
-            ));
+        if let Some(e) = dialect::re2_error(&r.pattern) {
+            errors.push(field(&format!("{path}[{i}].pattern"), "regex", e));
         }
     }
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().last().unwrap_or(s).trim().to_string()
+/// Globs the filelog receiver parses (doublestar syntax).
+fn check_globs(path: &str, list: Option<&Vec<String>>, errors: &mut Vec<FieldError>) {
+    for (i, glob) in list.into_iter().flatten().enumerate() {
+        if let Some(e) = dialect::glob_error(glob) {
+            errors.push(field(&format!("{path}[{i}]"), "glob", format!("{glob:?}: {e}")));
+        }
+    }
 }
 
-fn check_duration(path: &str, value: Option<&String>, min_ms: u64, errors: &mut Vec<FieldError>) {
+/// A duration of at least `min_ms`; one the collector reads (`max_ms` = [`dialect::GO_DURATION_MAX_MS`])
+/// must also fit Go's `time.Duration`.
+fn check_duration(path: &str, value: Option<&String>, min_ms: u64, max_ms: u64, errors: &mut Vec<FieldError>) {
+    let format = super::common::format_duration_ms;
     if let Some(v) = value {
         match parse_duration_ms(v) {
             Ok(ms) if ms < min_ms => errors.push(field(
                 path,
                 "minimum",
-                format!("{v} is shorter than {}", super::common::format_duration_ms(min_ms)),
+                format!("{v} is shorter than {}", format(min_ms)),
+            )),
+            Ok(ms) if ms > max_ms => errors.push(field(
+                path,
+                "maximum",
+                format!(
+                    "{v} is longer than {}, the longest duration the collector reads",
+                    format(max_ms)
+                ),
             )),
             Ok(_) => {}
             Err(e) => errors.push(field(path, "duration", e)),
         }
     }
 }
+
+/// The shortest `spec.collector.retryMaxElapsed`: the collector's exporters back off up to 30s
+/// between attempts (`max_interval`) and refuse a total retry time shorter than that.
+pub const MIN_RETRY_MAX_ELAPSED_MS: u64 = 30_000;
 
 /// Dimension names a pipeline may use in `metrics.cloudwatch.dimensions` (plus its own resource
 /// attribute keys). Anything else would make EMF drop the metric for a missing dimension.
@@ -384,10 +398,12 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
         errors.extend(cel_errors(CEL.get_or_init(|| compile_schema(schema)), &object));
     }
     let spec = &p.spec;
-    if let Some(logs) = &spec.logs
-        && let Some(list) = &logs.redaction
-    {
-        check_redactions("spec.logs.redaction", list, &mut errors);
+    if let Some(logs) = &spec.logs {
+        if let Some(list) = &logs.redaction {
+            check_redactions("spec.logs.redaction", list, &mut errors);
+        }
+        check_globs("spec.logs.include", logs.include.as_ref(), &mut errors);
+        check_globs("spec.logs.exclude", logs.exclude.as_ref(), &mut errors);
     }
     if let Some(c) = &spec.collector {
         if let Some(image) = &c.image {
@@ -396,17 +412,33 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
         check_duration(
             "spec.collector.retryMaxElapsed",
             c.retry_max_elapsed.as_ref(),
-            1_000,
+            MIN_RETRY_MAX_ELAPSED_MS,
+            GO_DURATION_MAX_MS,
             &mut errors,
         );
         if let Some(b) = &c.batch {
-            check_duration("spec.collector.batch.timeout", b.timeout.as_ref(), 1, &mut errors);
+            check_duration(
+                "spec.collector.batch.timeout",
+                b.timeout.as_ref(),
+                1,
+                GO_DURATION_MAX_MS,
+                &mut errors,
+            );
+        }
+        // The resource processor refuses an action without a key.
+        if c.resource_attributes.as_ref().is_some_and(|a| a.contains_key("")) {
+            errors.push(field(
+                "spec.collector.resourceAttributes",
+                "emptyKey",
+                "an attribute key must not be empty",
+            ));
         }
     }
     check_duration(
         "spec.resyncInterval",
         spec.resync_interval.as_ref(),
         30_000,
+        u64::MAX,
         &mut errors,
     );
     // Longer than scrape interval + batch timeout, too: checked by the merge, which knows both
@@ -415,6 +447,7 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
         "spec.dataFlow.gracePeriod",
         spec.data_flow.as_ref().and_then(|f| f.grace_period.as_ref()),
         1_000,
+        u64::MAX,
         &mut errors,
     );
     if let Some(m) = &spec.metrics {
@@ -423,6 +456,7 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
                 "spec.metrics.dcgm.scrapeInterval",
                 d.scrape_interval.as_ref(),
                 1_000,
+                GO_DURATION_MAX_MS,
                 &mut errors,
             );
         }
@@ -512,6 +546,7 @@ pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
             "spec.metrics.minScrapeInterval",
             m.min_scrape_interval.as_ref(),
             1_000,
+            GO_DURATION_MAX_MS,
             &mut errors,
         );
     }
@@ -531,4 +566,99 @@ pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
         check_pinned_image("spec.dcgmExporter.image", image, &mut errors);
     }
     finish(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline_errors(spec: Value) -> Vec<(String, String)> {
+        let mut base =
+            serde_json::json!({"clusterName": "c", "region": "us-east-1", "identity": {"mode": "PodIdentity"}});
+        for (k, v) in spec.as_object().cloned().unwrap_or_default() {
+            base[k] = v;
+        }
+        let p: MLObservabilityPipeline = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+            "metadata": {"name": "p", "namespace": "team-a"}, "spec": base}))
+        .expect("pipeline");
+        validate_pipeline(&p)
+            .err()
+            .map(|inv| inv.0.into_iter().map(|e| (e.path, e.rule)).collect())
+            .unwrap_or_default()
+    }
+
+    fn one(path: &str, rule: &str) -> Vec<(String, String)> {
+        vec![(path.to_string(), rule.to_string())]
+    }
+
+    /// Each of these passed validation and then crash-looped the collector (tests/otelcol_validate.rs).
+    #[test]
+    fn values_the_collector_refuses_are_rejected_naming_their_field() {
+        let redaction = |p: &str| {
+            serde_json::json!({"logs": {"redaction": [
+                {"pattern": "ok", "replacement": ""}, {"pattern": p, "replacement": ""}]}})
+        };
+        for p in [r"\u{e9}", r"\p{Emoji}", "a{1001}", "(?x)a", "[[a]]"] {
+            assert_eq!(
+                pipeline_errors(redaction(p)),
+                one("spec.logs.redaction[1].pattern", "regex"),
+                "{p}"
+            );
+        }
+        assert_eq!(pipeline_errors(redaction(r"\x{e9}\p{Greek}a{1000}(?i)a[a]")), vec![]);
+        assert_eq!(
+            pipeline_errors(
+                serde_json::json!({"logs": {"include": ["/var/log/pods/team-a_[/*.log"], "exclude": ["a", "{"]}})
+            ),
+            vec![
+                ("spec.logs.include[0]".to_string(), "glob".to_string()),
+                ("spec.logs.exclude[1]".to_string(), "glob".to_string())
+            ]
+        );
+        assert_eq!(
+            pipeline_errors(serde_json::json!({"collector": {"retryMaxElapsed": "29s"}})),
+            one("spec.collector.retryMaxElapsed", "minimum")
+        );
+        assert_eq!(
+            pipeline_errors(serde_json::json!({"collector": {"retryMaxElapsed": "30s"}})),
+            vec![]
+        );
+        assert_eq!(
+            pipeline_errors(serde_json::json!({"collector": {"batch": {"timeout": "2562048h"}}})),
+            one("spec.collector.batch.timeout", "maximum")
+        );
+        assert_eq!(
+            pipeline_errors(serde_json::json!({"metrics": {"dcgm": {"scrapeInterval": "999999999h999999999h"}}})),
+            one("spec.metrics.dcgm.scrapeInterval", "maximum")
+        );
+        assert_eq!(
+            pipeline_errors(serde_json::json!({"collector": {"batch": {"timeout": "2562047h"}}})),
+            vec![]
+        );
+        assert_eq!(
+            pipeline_errors(serde_json::json!({"collector": {"resourceAttributes": {"": "x", " ": "y"}}})),
+            one("spec.collector.resourceAttributes", "emptyKey")
+        );
+    }
+
+    #[test]
+    fn policy_redactions_and_scrape_minimum_get_the_same_checks() {
+        let p: GpuTelemetryPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy", "metadata": {"name": "x"},
+            "spec": {"logs": {"requiredRedactions": [{"pattern": "(?x) a", "replacement": ""}]},
+                     "metrics": {"minScrapeInterval": "2562048h"}}}))
+        .expect("policy");
+        let paths: Vec<String> = validate_policy(&p)
+            .err()
+            .map(|inv| inv.0.into_iter().map(|e| format!("{} {}", e.path, e.rule)).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            paths,
+            [
+                "spec.logs.requiredRedactions[0].pattern regex",
+                "spec.metrics.minScrapeInterval maximum"
+            ]
+        );
+    }
 }

@@ -1,5 +1,7 @@
 pub mod apifake;
 pub mod faults;
 pub mod fixture;
+pub mod fuzzgen;
 pub mod moto;
 pub mod operator;
+pub mod otelcol;
