@@ -307,7 +307,7 @@ async fn scenario(name: String, rules: Vec<Rule>, drift: DriftPolicy) -> Outcome
                     reason: err.error.reason().to_string(),
                     message: err.to_string(),
                 });
-                if err.error.reason() == "AccessDenied" {
+                if err.error.reason().as_str() == "AccessDenied" {
                     faults.clear();
                 }
                 opts.scan_for_key = true;

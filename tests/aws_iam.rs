@@ -273,7 +273,7 @@ async fn an_untagged_role_with_our_name_is_a_conflict_left_untouched_until_adopt
 
     let err = ensure(&c, &k, false, DriftPolicy::Correct).await.expect_err("conflict");
     assert!(matches!(&err, AwsError::NameConflict { resource } if resource == &format!("iamRole:{}", k.name)));
-    assert_eq!(err.reason(), "NameConflict");
+    assert_eq!(err.reason().as_str(), "NameConflict");
     assert_eq!(c.calls.mutating(), 0);
     assert!(tags(&probe, &k.name).await.is_empty());
     assert_eq!(
@@ -707,7 +707,7 @@ async fn an_absent_existing_role_is_missing() {
             resource: format!("iamRole:{arn}")
         }
     );
-    assert_eq!(err.reason(), "AwsResourceMissing");
+    assert_eq!(err.reason().as_str(), "AwsResourceMissing");
     assert_eq!(c.calls.mutating(), 0);
 }
 

@@ -284,7 +284,7 @@ async fn alias_on_a_foreign_key_is_a_name_conflict_and_nothing_changes() {
             resource: format!("kmsKey:{}", f.alias())
         }
     );
-    assert_eq!(err.reason(), "NameConflict");
+    assert_eq!(err.reason().as_str(), "NameConflict");
     assert_eq!(run.calls.mutating(), 0, "{:?}", run.calls.snapshot());
     kms::delete(&run, f.key(), &f.owner, None, DeletionPolicy::Delete)
         .await

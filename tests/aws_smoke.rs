@@ -35,7 +35,7 @@ async fn sdk_reaches_moto_and_calls_are_counted() {
         .await
         .expect_err("duplicate");
     let classified = mlobs::aws::error::classify("CreateLogGroup", &name, err);
-    assert_eq!(classified.reason(), "AwsError", "{classified}");
+    assert_eq!(classified.reason().as_str(), "AwsError", "{classified}");
     assert_eq!(c.calls.count(|k| k.outcome == "error"), 1);
 }
 

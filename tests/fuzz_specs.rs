@@ -374,7 +374,7 @@ fn log_group_names_over_512_characters_are_refused_with_the_field_never_cut() {
             max: 512
         })
     );
-    assert_eq!(err.reason(), "NameTooLong");
+    assert_eq!(err.reason().as_str(), "NameTooLong");
 
     // The longest derived name (cluster 100, namespace 63, name 253 characters) still fits whole.
     let name = "n".repeat(253);

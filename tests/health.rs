@@ -226,6 +226,20 @@ const NEVER_ON_READY_FALSE: [&str; 13] = [
     "WaitingForData",
     "DataCheckFailed",
 ];
+/// Reasons of events and metric labels only: never a condition reason.
+const NEVER_A_CONDITION: [&str; 11] = [
+    "AwsReady",
+    "AwsCleanedUp",
+    "Created",
+    "Updated",
+    "Deleted",
+    "UnknownInstanceType",
+    "Conflict",
+    "KubeError",
+    "MissingField",
+    "SerializeError",
+    "LostLeadership",
+];
 
 /// Every pipeline sample with the health it must have.
 fn pipeline_samples() -> Vec<(String, Value, Health)> {
@@ -460,42 +474,26 @@ fn lua_terminal_reasons(kind: Kind) -> BTreeSet<String> {
         .collect()
 }
 
-/// The string literals of a `fn reason` (or a `pub mod reason`) block in a source file.
-fn reasons_in(path: &str, block_start: &str) -> BTreeSet<String> {
-    let text = repo(path);
-    let start = text
-        .find(block_start)
-        .unwrap_or_else(|| panic!("{block_start:?} not in {path}"));
-    let body = &text[start..];
-    let end = body.find("\n}").or_else(|| body.find("\n    }")).unwrap_or(body.len());
-    regex::Regex::new(r#""([A-Z][A-Za-z]+)""#)
-        .unwrap()
-        .captures_iter(&body[..end])
-        .map(|c| c[1].to_string())
-        .collect()
-}
-
 #[test]
 fn every_reason_the_operator_writes_has_a_health() {
-    let mut written = reasons_in("src/crd/conditions.rs", "pub mod reason {");
-    written.extend(reasons_in("src/aws/error.rs", "pub fn reason(&self)"));
-    written.extend(reasons_in("src/desired/aws_plan.rs", "pub fn reason(&self)"));
-    written.extend(reasons_in("src/desired/mod.rs", "pub fn reason(&self)"));
-    let blocked = regex::Regex::new(r#"blocked\(\s*"([A-Za-z]+)""#).unwrap();
-    written.extend(
-        blocked
-            .captures_iter(&repo("src/controller/pipeline.rs"))
-            .map(|c| c[1].to_string()),
-    );
-    assert!(written.len() > 20, "the reason scan found too little: {written:?}");
-
+    // The one vocabulary (src/crd/reason.rs): every reason the operator can write.
+    let written: BTreeSet<String> = mlobs::crd::reason::Reason::ALL
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    assert!(written.len() > 20, "the reason list is too short: {written:?}");
+    let terminal: BTreeSet<String> = mlobs::crd::reason::Reason::terminal()
+        .map(|r| r.as_str().to_string())
+        .collect();
     let lua = lua_terminal_reasons(Kind::Pipeline);
     let degraded: BTreeSet<String> = DEGRADED_REASONS.iter().map(|s| s.to_string()).collect();
     assert_eq!(lua, degraded, "the Lua's terminal table and this test disagree");
+    assert_eq!(terminal, degraded, "Reason::is_terminal and the Lua disagree");
     let known: BTreeSet<String> = PROGRESSING_REASONS
         .iter()
         .chain(&DEGRADED_REASONS)
         .chain(&NEVER_ON_READY_FALSE)
+        .chain(&NEVER_A_CONDITION)
         .map(|s| s.to_string())
         .collect();
     let unclassified: Vec<&String> = written.difference(&known).collect();
@@ -844,9 +842,8 @@ fn flux_of(h: Health) -> KStatus {
 
 #[test]
 fn the_operator_and_the_argocd_script_agree_on_which_reasons_are_terminal() {
-    let operator: BTreeSet<String> = mlobs::crd::conditions::TERMINAL_REASONS
-        .iter()
-        .map(|r| r.to_string())
+    let operator: BTreeSet<String> = mlobs::crd::reason::Reason::terminal()
+        .map(|r| r.as_str().to_string())
         .collect();
     assert_eq!(lua_terminal_reasons(Kind::Pipeline), operator);
 }

@@ -44,13 +44,14 @@ pub enum AwsError {
 
 impl AwsError {
     /// CamelCase reason for conditions, events and metric labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::crd::reason::Reason {
+        use crate::crd::reason::Reason;
         match self {
-            AwsError::Retryable { .. } => "AwsRetryable",
-            AwsError::AccessDenied { .. } => "AccessDenied",
-            AwsError::Terminal { .. } => "AwsError",
-            AwsError::NameConflict { .. } => "NameConflict",
-            AwsError::Missing { .. } => "AwsResourceMissing",
+            AwsError::Retryable { .. } => Reason::AwsRetryable,
+            AwsError::AccessDenied { .. } => Reason::AccessDenied,
+            AwsError::Terminal { .. } => Reason::AwsError,
+            AwsError::NameConflict { .. } => Reason::NameConflict,
+            AwsError::Missing { .. } => Reason::AwsResourceMissing,
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::conditions::{self, pipeline as ty, reason, status as st};
+use crate::crd::reason::Reason;
 use crate::crd::{MLObservabilityPipelineStatus, format_duration_ms};
 use crate::desired::effective::Effective;
 
@@ -273,7 +274,7 @@ pub fn update(
 
 /// The event for a change of `DataFlowing`: Normal when it becomes True, Warning when it becomes
 /// False or the read fails. `(warning, reason, message)`.
-pub fn transition_event(old: Option<&Condition>, new: Option<&Condition>) -> Option<(bool, String, String)> {
+pub fn transition_event(old: Option<&Condition>, new: Option<&Condition>) -> Option<(bool, Reason, String)> {
     let new = new?;
     if old.is_some_and(|o| o.status == new.status && o.reason == new.reason) {
         return None;
@@ -284,7 +285,8 @@ pub fn transition_event(old: Option<&Condition>, new: Option<&Condition>) -> Opt
         _ if new.reason == reason::DATA_CHECK_FAILED => true,
         _ => return None,
     };
-    Some((warning, new.reason.clone(), new.message.clone()))
+    // Every DataFlowing reason is a `Reason`: the condition is built from those constants.
+    Some((warning, Reason::parse(&new.reason)?, new.message.clone()))
 }
 
 /// When the streams were last read while data was not flowing, and how long until the next look.

@@ -265,10 +265,10 @@ fn events_are_normal_when_flowing_warning_when_not_and_silent_while_waiting() {
     let metrics = c(st::FALSE, reason::NO_RECENT_METRICS);
     let failed = c(st::UNKNOWN, reason::DATA_CHECK_FAILED);
     let ev = |old: Option<&Condition>, new: &Condition| transition_event(old, Some(new)).map(|(w, r, _)| (w, r));
-    assert_eq!(ev(Some(&unknown), &flowing), Some((false, "DataFlowing".into())));
-    assert_eq!(ev(Some(&flowing), &logs), Some((true, "NoRecentLogs".into())));
-    assert_eq!(ev(Some(&logs), &metrics), Some((true, "NoRecentMetrics".into())));
-    assert_eq!(ev(Some(&flowing), &failed), Some((true, "DataCheckFailed".into())));
+    assert_eq!(ev(Some(&unknown), &flowing), Some((false, Reason::DataFlowing)));
+    assert_eq!(ev(Some(&flowing), &logs), Some((true, Reason::NoRecentLogs)));
+    assert_eq!(ev(Some(&logs), &metrics), Some((true, Reason::NoRecentMetrics)));
+    assert_eq!(ev(Some(&flowing), &failed), Some((true, Reason::DataCheckFailed)));
     assert_eq!(ev(None, &unknown), None);
     assert_eq!(ev(Some(&flowing), &flowing), None, "no change, no event");
     assert_eq!(ev(Some(&logs), &logs), None);

@@ -2,6 +2,7 @@
 //! label) and whether a requeue with backoff may fix it.
 
 use crate::aws::apply::StepError;
+use crate::crd::reason::Reason;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,13 +26,13 @@ pub enum Error {
 
 impl Error {
     /// CamelCase reason for conditions, events and metric labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "Conflict",
-            Error::Kube(_) => "KubeError",
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => Reason::Conflict,
+            Error::Kube(_) => Reason::KubeError,
             Error::Aws(e) => e.error.reason(),
-            Error::MissingField(_) => "MissingField",
-            Error::Serialize { .. } => "SerializeError",
+            Error::MissingField(_) => Reason::MissingField,
+            Error::Serialize { .. } => Reason::SerializeError,
         }
     }
 

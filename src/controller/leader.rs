@@ -176,9 +176,9 @@ pub enum LeaderError {
 
 impl LeaderError {
     /// Short CamelCase reason for events and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::crd::reason::Reason {
         match self {
-            LeaderError::LostLeadership { .. } => "LostLeadership",
+            LeaderError::LostLeadership { .. } => crate::crd::reason::Reason::LostLeadership,
         }
     }
 }
@@ -489,7 +489,7 @@ mod tests {
         let theirs = lease(Some("other"), Timestamp::now());
         expect(&mut handle, Method::GET, PATH, with_lease(&theirs)).await;
         let err = run.await.unwrap().unwrap_err();
-        assert_eq!(err.reason(), "LostLeadership");
+        assert_eq!(err.reason().as_str(), "LostLeadership");
         assert_eq!(err.to_string(), "lost leadership of lease mlobs/mlobs-leader");
     }
 }

@@ -4,6 +4,7 @@
 //! Labels are controller, reason, drift kind and AWS service/operation only: never an object name,
 //! so the series count stays bounded however many pipelines a cluster has.
 
+use crate::crd::reason::Reason;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -157,8 +158,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one finished reconcile; `Err` carries the error's short CamelCase reason.
-    pub fn reconcile_done(&self, controller: &str, duration: Duration, result: Result<(), &str>) {
+    /// Records one finished reconcile: `result` is `ok` or `error`; an error is also counted under
+    /// its reason in `mlobs_reconcile_errors_total`.
+    pub fn reconcile_done(&self, controller: &str, duration: Duration, result: Result<(), Reason>) {
         let outcome = match result {
             Ok(()) => "ok",
             Err(reason) => {
@@ -166,10 +168,10 @@ impl Metrics {
                     .errors
                     .get_or_create(&ErrorLabels {
                         controller: controller.to_owned(),
-                        reason: reason.to_owned(),
+                        reason: reason.as_str().to_owned(),
                     })
                     .inc();
-                reason
+                "error"
             }
         };
         self.0
@@ -379,14 +381,14 @@ mod tests {
         let m = Metrics::new(None);
         m.reconcile_done("pipeline", Duration::from_millis(20), Ok(()));
         m.reconcile_done("pipeline", Duration::from_millis(30), Ok(()));
-        m.reconcile_done("pipeline", Duration::from_secs(2), Err("AwsThrottled"));
+        m.reconcile_done("pipeline", Duration::from_secs(2), Err(Reason::AwsRetryable));
         let text = m.encode();
         assert!(
             text.contains(r#"mlobs_reconciles_total{controller="pipeline",result="ok"} 2"#),
             "{text}"
         );
-        assert!(text.contains(r#"mlobs_reconciles_total{controller="pipeline",result="AwsThrottled"} 1"#));
-        assert!(text.contains(r#"mlobs_reconcile_errors_total{controller="pipeline",reason="AwsThrottled"} 1"#));
+        assert!(text.contains(r#"mlobs_reconciles_total{controller="pipeline",result="error"} 1"#));
+        assert!(text.contains(r#"mlobs_reconcile_errors_total{controller="pipeline",reason="AwsRetryable"} 1"#));
         assert!(text.contains("# UNIT mlobs_reconcile_duration_seconds seconds"));
         assert!(text.contains(r#"mlobs_reconcile_duration_seconds_count{controller="pipeline"} 3"#));
         assert!(text.contains(r#"mlobs_reconcile_duration_seconds_bucket{le="0.025",controller="pipeline"} 1"#));

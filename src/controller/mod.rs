@@ -31,6 +31,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::aws::AwsClients;
+use crate::crd::reason::Reason;
 use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
 use crate::desired;
 use crate::desired::cost::Prices;
@@ -95,13 +96,13 @@ impl Ctx {
         &self,
         obj: &K,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         action: &str,
         note: String,
     ) {
         let ev = Event {
             type_,
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             note: Some(truncate(note, 1000)),
             action: action.to_string(),
             secondary: None,
@@ -147,7 +148,7 @@ impl Ctx {
             self.event(
                 obj,
                 EventType::Normal,
-                "Deleted",
+                Reason::Deleted,
                 "PruneChild",
                 format!("Deleted {what}"),
             )

@@ -25,6 +25,7 @@ use crate::aws::apply::{ApplyOptions, delete_all, ensure_all};
 use crate::aws::{Drift, Owner};
 use crate::crd::MLObservabilityPipeline;
 use crate::crd::conditions::{self, pipeline as pty, reason};
+use crate::crd::reason::Reason;
 use crate::desired::aws_plan::KmsKeyPlan;
 use crate::desired::{self, Desired};
 
@@ -86,7 +87,7 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
 
 /// Retryable errors back off; terminal ones wait for a spec change (or the periodic resync).
 pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), reason = e.reason(), error = %e, "reconcile failed");
+    tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), reason = e.reason().as_str(), error = %e, "reconcile failed");
     if e.is_retryable() {
         Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now()))
     } else {
@@ -159,7 +160,7 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     let d = match desired::build(p, policy, &ctx.desired) {
         Ok(d) => d,
         Err(e) => {
-            obs.invalid(e.reason(), e.to_string());
+            obs.invalid(e.reason().as_str(), e.to_string());
             return finish(p, ctx, &api, obs, None).await;
         }
     };
@@ -279,7 +280,7 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
         ctx.event(
             p,
             EventType::Warning,
-            reason::BUDGET_EXCEEDED,
+            Reason::BudgetExceeded,
             "CheckBudget",
             msg.clone(),
         )
@@ -502,7 +503,11 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
         match a {
             Applied::Unchanged => {}
             Applied::Created | Applied::Updated => {
-                let verb = if *a == Applied::Created { "Created" } else { "Updated" };
+                let verb = if *a == Applied::Created {
+                    Reason::Created
+                } else {
+                    Reason::Updated
+                };
                 ctx.event(p, EventType::Normal, verb, "ApplyChild", format!("{verb} {what}"))
                     .await;
             }
@@ -511,7 +516,7 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
                 ctx.event(
                     p,
                     EventType::Normal,
-                    reason::DRIFT_CORRECTED,
+                    Reason::DriftCorrected,
                     "ApplyChild",
                     format!("{what} {field} was edited by hand; put back"),
                 )
@@ -562,9 +567,9 @@ async fn prune_children(ctx: &Ctx, sel: &str, keep: &[String], uid: &str, only_u
 
 async fn drift_event(ctx: &Ctx, p: &MLObservabilityPipeline, x: &Drift) {
     let (r, verb) = if x.corrected {
-        (reason::DRIFT_CORRECTED, "corrected")
+        (Reason::DriftCorrected, "corrected")
     } else {
-        (reason::DRIFT_DETECTED, "found (driftPolicy Report)")
+        (Reason::DriftDetected, "found (driftPolicy Report)")
     };
     let note = format!(
         "{} {}: {verb}; desired {}, actual {}",
@@ -596,16 +601,22 @@ async fn finish(
         api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         if status::aws_arns_new(&old, &new) {
-            ctx.event(p, EventType::Normal, "AwsReady", "EnsureAws", status::aws_summary(&new))
-                .await;
+            ctx.event(
+                p,
+                EventType::Normal,
+                Reason::AwsReady,
+                "EnsureAws",
+                status::aws_summary(&new),
+            )
+            .await;
         }
         // A pipeline that cannot go on without a change says so once, as it happens.
         if let Some((r, m)) = status::became_stalled(&old, &new) {
-            ctx.event(p, EventType::Warning, &r, "Reconcile", m).await;
+            ctx.event(p, EventType::Warning, r, "Reconcile", m).await;
         }
         if let Some((warning, r, m)) = dataflow::transition_event(flow_old, flow_new) {
             let kind = if warning { EventType::Warning } else { EventType::Normal };
-            ctx.event(p, kind, &r, "CheckDataFlow", m).await;
+            ctx.event(p, kind, r, "CheckDataFlow", m).await;
         }
     }
     let interval = d.map_or(600_000, |d| d.effective.resync_interval_ms);
@@ -670,14 +681,14 @@ async fn cleanup(
                 ctx.event(p, EventType::Warning, e.error.reason(), "DeleteAws", msg.clone())
                     .await;
                 let mut obs = Observed::new(p);
-                obs.blocked("CleanupFailed", msg);
+                obs.blocked(reason::CLEANUP_FAILED, msg);
                 let _ = finish(p, ctx, api, obs, Some(&d)).await;
                 return Err(Error::Aws(e));
             }
             ctx.event(
                 p,
                 EventType::Normal,
-                "AwsCleanedUp",
+                Reason::AwsCleanedUp,
                 "DeleteAws",
                 format!("AWS resources handled per deletionPolicy {policy:?}"),
             )

@@ -18,6 +18,7 @@ use super::error::{Error, Result};
 use super::lookup::{Governing, governing};
 use super::{Ctx, now};
 use crate::crd::conditions::{self, pipeline as pty, policy as ty, reason, status as st};
+use crate::crd::reason::Reason;
 use crate::crd::{ExporterStatus, GpuTelemetryPolicy, GpuTelemetryPolicyStatus, PipelineCounts};
 use crate::desired::dcgm_exporter;
 
@@ -45,7 +46,7 @@ pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Acti
 }
 
 pub fn error_policy(p: Arc<GpuTelemetryPolicy>, e: &Error, ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(policy = %p.name_any(), reason = e.reason(), error = %e, "reconcile failed");
+    tracing::warn!(policy = %p.name_any(), reason = e.reason().as_str(), error = %e, "reconcile failed");
     if e.is_retryable() {
         Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now()))
     } else {
@@ -272,7 +273,7 @@ async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<Stri
             ctx.event(
                 p,
                 EventType::Normal,
-                reason::DRIFT_CORRECTED,
+                Reason::DriftCorrected,
                 "ApplyChild",
                 format!("{what}: {field} was edited by hand; put back"),
             )

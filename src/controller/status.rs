@@ -9,6 +9,7 @@ use super::dataflow::{self, DataFlowObs, Serving};
 use crate::aws::Drift;
 use crate::aws::apply::{AwsOutcome, Step, StepError};
 use crate::crd::conditions::{self, pipeline as ty, reason, status as st};
+use crate::crd::reason::Reason;
 use crate::crd::{
     AwsStatus, CollectorStatus, DriftRecord, MLObservabilityPipeline, MLObservabilityPipelineStatus, PolicyRefStatus,
     TelemetryStatus,
@@ -221,7 +222,7 @@ impl Observed {
                 for (step, t) in steps {
                     if step == failed {
                         before = false;
-                        set(&mut s, t, st::FALSE, e.error.reason(), e.to_string());
+                        set(&mut s, t, st::FALSE, e.error.reason().as_str(), e.to_string());
                     } else if before {
                         set(&mut s, t, st::TRUE, reason::RECONCILED, "ready".into());
                     } else {
@@ -462,12 +463,12 @@ fn merge_drift(old: &[DriftRecord], aws: Option<&Vec<Drift>>, k8s: &[Drift], now
 pub fn became_stalled(
     old: &MLObservabilityPipelineStatus,
     new: &MLObservabilityPipelineStatus,
-) -> Option<(String, String)> {
+) -> Option<(Reason, String)> {
     let now = conditions::find(&new.conditions, ty::READY)?;
-    let stalled = now.status == st::FALSE && conditions::is_terminal(&now.reason);
+    let reason = Reason::parse(&now.reason).filter(|r| now.status == st::FALSE && r.is_terminal())?;
     let before = conditions::find(&old.conditions, ty::READY);
     let same = before.is_some_and(|b| b.status == now.status && b.reason == now.reason);
-    (stalled && !same).then(|| (now.reason.clone(), now.message.clone()))
+    (!same).then(|| (reason, now.message.clone()))
 }
 
 pub fn was_budget_warned(p: &MLObservabilityPipeline) -> bool {

@@ -282,7 +282,7 @@ fn a_terminal_reason_is_announced_once_when_it_starts() {
     );
     let stalled = o.clone().into_status(&p, &Default::default(), at(1));
     let (r, m) = became_stalled(&Default::default(), &stalled).expect("announced");
-    assert_eq!(r, reason::POLICY_NOT_FOUND);
+    assert_eq!(r.as_str(), reason::POLICY_NOT_FOUND);
     assert!(m.contains("spec.policyRef"), "{m}");
     let p = pipeline(Some(stalled.clone()));
     let again = o.into_status(&p, &stalled, at(2));

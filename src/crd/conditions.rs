@@ -39,29 +39,9 @@ pub mod pipeline {
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
-/// Ready reasons that need a change (spec, policy, AWS permissions) before a retry can succeed.
-/// The Argo CD health scripts under config/argocd list the same reasons (tests/health.rs).
-pub const TERMINAL_REASONS: [&str; 15] = [
-    "InvalidSpec",
-    "NameTooLong",
-    "InvalidName",
-    "TooManyTags",
-    "InvalidAwsPlan",
-    "PolicyViolation",
-    "PolicyNotFound",
-    "DefaultConflict",
-    "BudgetExceeded",
-    "NameConflict",
-    "AccessDenied",
-    "AwsError",
-    "AwsResourceMissing",
-    "CleanupFailed",
-    "PodSecurityForbidden",
-];
-
-/// Whether a Ready=False reason is terminal (see [`TERMINAL_REASONS`]).
+/// Whether a Ready=False reason is terminal ([`Reason::is_terminal`](super::reason::Reason::is_terminal)).
 pub fn is_terminal(reason: &str) -> bool {
-    TERMINAL_REASONS.contains(&reason)
+    super::reason::Reason::parse(reason).is_some_and(super::reason::Reason::is_terminal)
 }
 
 /// Sets `Reconciling` and `Stalled` from the `Ready` condition, for kstatus.
@@ -100,46 +80,37 @@ pub mod policy {
 
 /// Condition reasons. One vocabulary for conditions, events and metric labels.
 pub mod reason {
-    pub const RECONCILED: &str = "Reconciled";
-    pub const RECONCILING: &str = "Reconciling";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const POLICY_VIOLATION: &str = "PolicyViolation";
-    pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";
-    pub const DEFAULT_CONFLICT: &str = "DefaultConflict";
-    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
-    pub const WAITING_FOR_AWS: &str = "WaitingForAws";
-    pub const NAME_CONFLICT: &str = "NameConflict";
-    pub const ACCESS_DENIED: &str = "AccessDenied";
-    pub const AWS_RETRYABLE: &str = "AwsRetryable";
-    pub const AWS_ERROR: &str = "AwsError";
-    pub const DRIFT_DETECTED: &str = "DriftDetected";
-    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
-    pub const NO_DRIFT: &str = "NoDrift";
-    pub const ROLLING_OUT: &str = "RollingOut";
-    pub const COMPLIANT: &str = "Compliant";
-    pub const VALID: &str = "Valid";
-    /// No DCGM exporter pod runs where the collectors scrape (External selector matches nothing,
-    /// or the Managed exporter is not up yet).
-    pub const NO_EXPORTER_PODS: &str = "NoExporterPods";
-    /// No node matches the GPU node selector (e.g. a node group scaled to zero): nothing to run yet.
-    pub const NO_GPU_NODES: &str = "NoGpuNodes";
-    /// The collector's namespace enforces a Pod Security level that forbids its hostPath volumes.
-    pub const POD_SECURITY_FORBIDDEN: &str = "PodSecurityForbidden";
-    /// A namespace the policy names (dcgmExporter.namespace, collectorNamespace) does not exist.
-    pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
-    /// DataFlowing=True: every log group of the pipeline received an event within the grace period.
-    pub const DATA_FLOWING: &str = "DataFlowing";
-    /// DataFlowing=False: the logs group's newest event is older than the grace period, or there is none.
-    pub const NO_RECENT_LOGS: &str = "NoRecentLogs";
-    /// DataFlowing=False: the metrics group's newest event is older than the grace period, or there is none.
-    pub const NO_RECENT_METRICS: &str = "NoRecentMetrics";
-    /// DataFlowing=Unknown: no collector pod is ready, so no data is expected yet.
-    pub const COLLECTOR_NOT_READY: &str = "CollectorNotReady";
-    /// DataFlowing=Unknown: the collector became ready less than a grace period ago and no event
-    /// arrived yet.
-    pub const WAITING_FOR_DATA: &str = "WaitingForData";
-    /// DataFlowing=Unknown: reading the log streams failed (the message has the AWS error).
-    pub const DATA_CHECK_FAILED: &str = "DataCheckFailed";
+    use super::super::reason::Reason;
+
+    pub const RECONCILED: &str = Reason::Reconciled.as_str();
+    pub const RECONCILING: &str = Reason::Reconciling.as_str();
+    pub const INVALID_SPEC: &str = Reason::InvalidSpec.as_str();
+    pub const POLICY_VIOLATION: &str = Reason::PolicyViolation.as_str();
+    pub const POLICY_NOT_FOUND: &str = Reason::PolicyNotFound.as_str();
+    pub const DEFAULT_CONFLICT: &str = Reason::DefaultConflict.as_str();
+    pub const BUDGET_EXCEEDED: &str = Reason::BudgetExceeded.as_str();
+    pub const WAITING_FOR_AWS: &str = Reason::WaitingForAws.as_str();
+    pub const NAME_CONFLICT: &str = Reason::NameConflict.as_str();
+    pub const ACCESS_DENIED: &str = Reason::AccessDenied.as_str();
+    pub const AWS_RETRYABLE: &str = Reason::AwsRetryable.as_str();
+    pub const AWS_ERROR: &str = Reason::AwsError.as_str();
+    pub const DRIFT_DETECTED: &str = Reason::DriftDetected.as_str();
+    pub const DRIFT_CORRECTED: &str = Reason::DriftCorrected.as_str();
+    pub const NO_DRIFT: &str = Reason::NoDrift.as_str();
+    pub const ROLLING_OUT: &str = Reason::RollingOut.as_str();
+    pub const COMPLIANT: &str = Reason::Compliant.as_str();
+    pub const VALID: &str = Reason::Valid.as_str();
+    pub const NO_EXPORTER_PODS: &str = Reason::NoExporterPods.as_str();
+    pub const NO_GPU_NODES: &str = Reason::NoGpuNodes.as_str();
+    pub const POD_SECURITY_FORBIDDEN: &str = Reason::PodSecurityForbidden.as_str();
+    pub const NAMESPACE_NOT_FOUND: &str = Reason::NamespaceNotFound.as_str();
+    pub const DATA_FLOWING: &str = Reason::DataFlowing.as_str();
+    pub const NO_RECENT_LOGS: &str = Reason::NoRecentLogs.as_str();
+    pub const NO_RECENT_METRICS: &str = Reason::NoRecentMetrics.as_str();
+    pub const COLLECTOR_NOT_READY: &str = Reason::CollectorNotReady.as_str();
+    pub const WAITING_FOR_DATA: &str = Reason::WaitingForData.as_str();
+    pub const DATA_CHECK_FAILED: &str = Reason::DataCheckFailed.as_str();
+    pub const CLEANUP_FAILED: &str = Reason::CleanupFailed.as_str();
 }
 
 /// Condition status values.

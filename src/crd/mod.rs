@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod dialect;
 pub mod pipeline;
 pub mod policy;
+pub mod reason;
 pub mod validate;
 
 pub use common::*;

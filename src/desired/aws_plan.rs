@@ -45,12 +45,13 @@ pub enum PlanError {
 
 impl PlanError {
     /// CamelCase reason for conditions, events and metric labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::crd::reason::Reason {
+        use crate::crd::reason::Reason;
         match self {
-            PlanError::TooLong { .. } => "NameTooLong",
-            PlanError::BadCharacter { .. } => "InvalidName",
-            PlanError::TooManyTags { .. } => "TooManyTags",
-            PlanError::Invalid { .. } => "InvalidAwsPlan",
+            PlanError::TooLong { .. } => Reason::NameTooLong,
+            PlanError::BadCharacter { .. } => Reason::InvalidName,
+            PlanError::TooManyTags { .. } => Reason::TooManyTags,
+            PlanError::Invalid { .. } => Reason::InvalidAwsPlan,
         }
     }
 }

@@ -115,8 +115,8 @@ pub enum CostError {
 }
 
 impl CostError {
-    pub fn reason(&self) -> &'static str {
-        "UnknownInstanceType"
+    pub fn reason(&self) -> crate::crd::reason::Reason {
+        crate::crd::reason::Reason::UnknownInstanceType
     }
 }
 

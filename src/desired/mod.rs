@@ -72,9 +72,9 @@ pub enum BuildError {
 
 impl BuildError {
     /// CamelCase reason for conditions, events and metric labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::crd::reason::Reason {
         match self {
-            BuildError::Invalid(_) => "InvalidSpec",
+            BuildError::Invalid(_) => crate::crd::reason::Reason::InvalidSpec,
             BuildError::Plan(e) => e.reason(),
         }
     }
