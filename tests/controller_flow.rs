@@ -384,6 +384,34 @@ async fn stale_children_are_pruned_by_label_and_owner_and_nothing_else_is_delete
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_child_is_pruned_by_the_next_reconcile_without_a_spec_change() {
+    // Pruning used to run only when the generation (or policy) changed: a child left behind by a
+    // generation whose first reconcile stopped early stayed forever. Now every reconcile prunes.
+    let op = Operator::start().await;
+    op.create("steady", json!({})).await;
+    op.ready("steady").await;
+    let uid = op.pipeline("steady").and_then(|p| p.metadata.uid).expect("uid");
+    let labels = json!({"app.kubernetes.io/managed-by": "mlobs", "mlobs.io/pipeline": "team-a.steady"});
+    op.fake.put_object(
+        "v1",
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mlobs-steady-left-over", "namespace": NS,
+            "labels": labels, "ownerReferences": [{"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+            "name": "steady", "uid": uid, "controller": true}]}}),
+    );
+    let generation = op.pipeline("steady").and_then(|p| p.metadata.generation);
+    op.request_reconcile("steady", 1).await;
+    op.wait("the left-over ConfigMap pruned", |f| {
+        f.object("v1", "configmaps", Some(NS), "mlobs-steady-left-over")
+            .is_none()
+    })
+    .await;
+    assert_eq!(op.pipeline("steady").and_then(|p| p.metadata.generation), generation);
+    assert!(op.fake.object("v1", "configmaps", Some(NS), "mlobs-steady").is_some());
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_is_reported_with_its_field_and_nothing_is_created() {
     let op = Operator::start().await;
     // Admission would refuse this; the operator checks the same rules (e.g. after a CRD downgrade).

@@ -262,7 +262,12 @@ where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
     let selector = format!("{selector},app.kubernetes.io/managed-by=mlobs");
-    Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
+    // resourceVersion=0: from the API server's watch cache, not etcd. A list a moment old only
+    // delays a prune to the next reconcile; a child already gone is a no-op delete.
+    Ok(api
+        .list(&ListParams::default().labels(&selector).match_any())
+        .await?
+        .items)
 }
 
 /// Deletes in the background; `false` when it was already gone.

@@ -536,16 +536,13 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
         ctx.metrics.drift("kubernetes", "corrected", corrected);
     }
 
-    // Names and the collector's namespace change only with the pipeline's spec or its policy.
-    let status = p.status.as_ref();
-    let policy_seen = status
-        .and_then(|s| s.policy.as_ref())
-        .map(|x| (x.name.clone(), x.generation));
-    if status.and_then(|s| s.observed_generation) != p.meta().generation || policy_seen != obs.policy {
-        let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
-        let pruned = prune_children(ctx, &sel, &keep, &uid, false).await?;
-        ctx.pruned(p, &pruned).await;
-    }
+    // The applied set is the child set: anything else labelled for this pipeline and owned by it
+    // goes, on every reconcile (operator-rs `ClusterResources`). Gating this on a generation
+    // change missed generations whose first reconcile stopped early; the lists are served from
+    // the API server's watch cache.
+    let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
+    let pruned = prune_children(ctx, &sel, &keep, &uid, false).await?;
+    ctx.pruned(p, &pruned).await;
     Ok(live)
 }
 
