@@ -412,6 +412,43 @@ async fn a_stale_child_is_pruned_by_the_next_reconcile_without_a_spec_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_stop_counts_as_a_failed_reconcile_with_its_reason() {
+    // A pipeline stuck on a terminal reason used to count as result="ok".
+    let op = Operator::start().await;
+    op.create("orphan", json!({"policyRef": "no-such-policy"})).await;
+    op.wait_reason("orphan", "Ready", "False", "PolicyNotFound").await;
+    let errors = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("mlobs_reconcile_errors_total{")
+                    && l.contains(r#"controller="pipeline""#)
+                    && l.contains(r#"reason="PolicyNotFound""#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while errors(&op.metrics.encode()).is_none_or(|n| n < 1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stop was not counted as an error"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = op.metrics.encode();
+    assert!(
+        text.contains(r#"mlobs_reconciles_total{controller="pipeline",result="error"}"#),
+        "{text}"
+    );
+    // No backoff retries: after the reconcile its own status write triggers, the count stays put
+    // while nothing changes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = errors(&op.metrics.encode());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(errors(&op.metrics.encode()), before);
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_is_reported_with_its_field_and_nothing_is_created() {
     let op = Operator::start().await;
     // Admission would refuse this; the operator checks the same rules (e.g. after a CRD downgrade).

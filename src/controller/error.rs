@@ -15,6 +15,14 @@ pub enum Error {
     /// The object lacks something the API server always sets (name, namespace, uid).
     #[error("object has no {0}")]
     MissingField(&'static str),
+    /// The reconcile stopped on a terminal reason (written to the Ready condition): it waits for a
+    /// change of the spec, the policy or AWS, looking again after `requeue`, never with backoff.
+    #[error("{reason}: {message}")]
+    Stopped {
+        reason: Reason,
+        message: String,
+        requeue: std::time::Duration,
+    },
     /// A child object could not be serialized (a bug, not user input).
     #[error("serialize {kind}: {source}")]
     Serialize {
@@ -32,6 +40,7 @@ impl Error {
             Error::Kube(_) => Reason::KubeError,
             Error::Aws(e) => e.error.reason(),
             Error::MissingField(_) => Reason::MissingField,
+            Error::Stopped { reason, .. } => *reason,
             Error::Serialize { .. } => Reason::SerializeError,
         }
     }
@@ -42,7 +51,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) => s.code == 409 || s.code == 429 || s.code >= 500,
             Error::Kube(_) => true,
             Error::Aws(e) => e.error.is_retryable(),
-            Error::MissingField(_) | Error::Serialize { .. } => false,
+            Error::MissingField(_) | Error::Serialize { .. } | Error::Stopped { .. } => false,
         }
     }
 }

@@ -79,7 +79,8 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(Error::reason),
     );
-    if result.is_ok() {
+    // A terminal stop is no retry streak: the next change of the object is acted on at once.
+    if matches!(result, Ok(_) | Err(Error::Stopped { .. })) {
         ctx.backoffs.succeeded(p.as_ref());
     }
     result
@@ -88,10 +89,10 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
 /// Retryable errors back off; terminal ones wait for a spec change (or the periodic resync).
 pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), reason = e.reason().as_str(), error = %e, "reconcile failed");
-    if e.is_retryable() {
-        Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now()))
-    } else {
-        Action::requeue(Duration::from_secs(600))
+    match e {
+        Error::Stopped { requeue, .. } => Action::requeue(*requeue),
+        e if e.is_retryable() => Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now())),
+        _ => Action::requeue(Duration::from_secs(600)),
     }
 }
 
@@ -586,6 +587,9 @@ async fn finish(
     let old = p.status.clone().unwrap_or_default();
     let read = obs.data_flow.is_some();
     let new = obs.into_status(p, &old, super::now());
+    let stop = conditions::find(&new.conditions, pty::READY)
+        .filter(|c| c.status == conditions::status::FALSE)
+        .and_then(|c| Some((Reason::parse(&c.reason).filter(|r| r.is_terminal())?, c.message.clone())));
     let flow_old = conditions::find(&old.conditions, pty::DATA_FLOWING);
     let flow_new = conditions::find(&new.conditions, pty::DATA_FLOWING);
     // Counted before the write, so the gauge never lags behind what the status shows.
@@ -647,7 +651,16 @@ async fn finish(
     let wait = recheck.map_or(wait, |r| {
         wait.min(dataflow::next_read_in(&r, Instant::now()).max(Duration::from_secs(1)))
     });
-    Ok(Action::requeue(wait))
+    // A terminal Ready=False is a failed reconcile to kube-runtime and the metrics
+    // (result="error" with its reason); error_policy requeues it after `wait`, without backoff.
+    match stop {
+        Some((reason, message)) => Err(Error::Stopped {
+            reason,
+            message,
+            requeue: wait,
+        }),
+        None => Ok(Action::requeue(wait)),
+    }
 }
 
 /// Deletion: AWS per deletionPolicy, then the cluster-scoped children, then the finalizer.
