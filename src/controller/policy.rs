@@ -39,7 +39,7 @@ pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Acti
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(Error::reason),
     );
-    if result.is_ok() {
+    if matches!(result, Ok(_) | Err(Error::Stopped { .. })) {
         ctx.backoffs.succeeded(p.as_ref());
     }
     result
@@ -47,10 +47,10 @@ pub async fn reconcile(p: Arc<GpuTelemetryPolicy>, ctx: Arc<Ctx>) -> Result<Acti
 
 pub fn error_policy(p: Arc<GpuTelemetryPolicy>, e: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(policy = %p.name_any(), reason = e.reason().as_str(), error = %e, "reconcile failed");
-    if e.is_retryable() {
-        Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now()))
-    } else {
-        Action::requeue(RESYNC)
+    match e {
+        Error::Stopped { requeue, .. } => Action::requeue(*requeue),
+        e if e.is_retryable() => Action::requeue(ctx.backoffs.failed(p.as_ref(), Instant::now())),
+        _ => Action::requeue(RESYNC),
     }
 }
 
@@ -163,7 +163,7 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
     };
     conditions::upsert(
         &mut s.conditions,
-        conditions::condition(ty::READY, ready, rr, rm, g, t.clone()),
+        conditions::condition(ty::READY, ready, rr, rm.clone(), g, t.clone()),
     );
     conditions::set_kstatus(&mut s.conditions, g, t);
     if s != old {
@@ -173,7 +173,17 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
     }
     // Nothing watches External exporter pods or a missing namespace: look again soon.
     let waiting = source.as_ref().is_some_and(|x| x.status != st::TRUE);
-    Ok(Action::requeue(if waiting { WAITING_RECHECK } else { RESYNC }))
+    let requeue = if waiting { WAITING_RECHECK } else { RESYNC };
+    // An invalid or conflicting policy is a failed reconcile (result="error" with its reason),
+    // requeued without backoff: it waits for a change.
+    match Reason::parse(rr).filter(|r| ready == st::FALSE && r.is_terminal()) {
+        Some(reason) => Err(Error::Stopped {
+            reason,
+            message: rm,
+            requeue,
+        }),
+        None => Ok(Action::requeue(requeue)),
+    }
 }
 
 /// How soon a policy waiting on exporter pods or a namespace looks again.
