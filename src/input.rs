@@ -23,10 +23,6 @@ pub enum Document {
 pub enum InputError {
     #[error("{file}: cannot read: {source}")]
     Read { file: String, source: std::io::Error },
-    #[error(
-        "-f - and --policy - both read standard input, which can be read once: put the documents in one stream (`-f -` alone) or give one of them as a file"
-    )]
-    BothStdin,
     #[error("{file}: not valid YAML: {message}")]
     Yaml { file: String, message: String },
     #[error("{file}: document {doc}: {message}")]

@@ -20,9 +20,6 @@ struct Inputs {
 }
 
 fn load(args: &InputArgs, file: &Path) -> Result<Inputs, InputError> {
-    if input::is_stdin(file) && args.policy.as_deref().is_some_and(input::is_stdin) {
-        return Err(InputError::BothStdin);
-    }
     let mut docs = input::load_file(file)?;
     if let Some(p) = &args.policy {
         docs.extend(input::load_file(p)?);
@@ -91,6 +88,12 @@ fn build_all(args: &InputArgs) -> Result<(Inputs, Vec<Desired>), ExitCode> {
         eprintln!("error: -f/--file is required");
         return Err(ExitCode::from(EXIT_INVALID_INPUT));
     };
+    if input::is_stdin(path) && args.policy.as_deref().is_some_and(input::is_stdin) {
+        eprintln!(
+            "error: -f - and --policy - both read standard input, which can be read once: put the documents in one stream (`-f -` alone) or give one of them as a file"
+        );
+        return Err(ExitCode::from(EXIT_INVALID_INPUT));
+    }
     let inputs = load(args, path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_INVALID_INPUT)
