@@ -38,11 +38,13 @@ pub enum Command {
 /// Input files shared by `render` and `plan`.
 #[derive(Debug, clap::Args)]
 pub struct InputArgs {
-    /// YAML file with one or more MLObservabilityPipelines (and optionally GpuTelemetryPolicies).
+    /// YAML file with one or more MLObservabilityPipelines (and optionally GpuTelemetryPolicies);
+    /// `-` reads standard input.
     // An Option only so that `plan --operator-policy` can go without it; required everywhere else.
     #[arg(short = 'f', long = "file", required = true)]
     pub file: Option<PathBuf>,
-    /// YAML file with the GpuTelemetryPolicy (or policies) that govern the pipelines.
+    /// YAML file with the GpuTelemetryPolicy (or policies) that govern the pipelines; `-` reads
+    /// standard input (then -f must name a file: stdin can be read once).
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// EKS cluster name for pipelines that set no spec.clusterName.
@@ -149,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => {
                     let docs: Vec<String> = files.into_iter().map(|(_, y)| y).collect();
-                    print!("{}", docs.join("---\n"));
+                    crate::stdout::write(&docs.join("---\n"))?;
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -50,10 +50,32 @@ impl InputError {
 const PIPELINE_KIND: &str = "MLObservabilityPipeline";
 const POLICY_KIND: &str = "GpuTelemetryPolicy";
 
-/// Reads every document of a YAML file.
+/// How messages name standard input (`-f -`).
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Whether a file argument means standard input, as `kubectl apply -f -`.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// The file as messages name it.
+pub fn display_name(path: &Path) -> String {
+    if is_stdin(path) {
+        STDIN_NAME.to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Reads every document of a YAML file, or of standard input when `path` is `-`.
 pub fn load_file(path: &Path) -> Result<Vec<Document>, InputError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+    let file = display_name(path);
+    let read = if is_stdin(path) {
+        std::io::read_to_string(std::io::stdin().lock())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    let text = read.map_err(|source| InputError::Read {
         file: file.clone(),
         source,
     })?;

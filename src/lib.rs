@@ -8,3 +8,4 @@ pub mod desired;
 pub mod input;
 pub mod offline;
 pub mod report;
+pub mod stdout;

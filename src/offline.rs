@@ -88,11 +88,17 @@ fn build_all(args: &InputArgs) -> Result<(Inputs, Vec<Desired>), ExitCode> {
         eprintln!("error: -f/--file is required");
         return Err(ExitCode::from(EXIT_INVALID_INPUT));
     };
+    if input::is_stdin(path) && args.policy.as_deref().is_some_and(input::is_stdin) {
+        eprintln!(
+            "error: -f - and --policy - both read standard input, which can be read once: put the documents in one stream (`-f -` alone) or give one of them as a file"
+        );
+        return Err(ExitCode::from(EXIT_INVALID_INPUT));
+    }
     let inputs = load(args, path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_INVALID_INPUT)
     })?;
-    let file = path.display();
+    let file = input::display_name(path);
     if inputs.pipelines.is_empty() {
         eprintln!("error: {file}: no MLObservabilityPipeline found");
         return Err(ExitCode::from(EXIT_INVALID_INPUT));
@@ -162,8 +168,16 @@ pub fn render(args: &InputArgs) -> ExitCode {
         eprintln!("error: policy violations: nothing rendered");
         return ExitCode::from(EXIT_POLICY_VIOLATION);
     }
-    print!("{}", render_yaml(&inputs.policies, &built, &args.operator_namespace));
-    ExitCode::SUCCESS
+    print_or_fail(&render_yaml(&inputs.policies, &built, &args.operator_namespace))
+        .map_or_else(|code| code, |()| ExitCode::SUCCESS)
+}
+
+/// Prints to stdout (a reader closing the pipe early is fine); any other write error is exit 1.
+fn print_or_fail(text: &str) -> Result<(), ExitCode> {
+    crate::stdout::write(text).map_err(|e| {
+        eprintln!("error: writing to stdout: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// The plan reports of every pipeline.
@@ -225,10 +239,7 @@ fn print_operator_policy(args: &PlanArgs) -> ExitCode {
         }
     };
     match serde_json::to_string_pretty(&operator_policy(&opts)) {
-        Ok(s) => {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }
+        Ok(s) => print_or_fail(&format!("{s}\n")).map_or_else(|code| code, |()| ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -254,7 +265,11 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
     };
     match args.output {
         Output::Json => match serde_json::to_string_pretty(&reports) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => {
+                if let Err(code) = print_or_fail(&format!("{s}\n")) {
+                    return code;
+                }
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
@@ -262,7 +277,9 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
         },
         Output::Text => {
             let texts: Vec<String> = reports.iter().map(PlanReport::to_text).collect();
-            print!("{}", texts.join("\n"));
+            if let Err(code) = print_or_fail(&texts.join("\n")) {
+                return code;
+            }
         }
     }
     if reports.iter().any(|r| !r.violations.is_empty()) {

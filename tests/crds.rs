@@ -189,6 +189,16 @@ fn every_cel_rule_compiles_within_scope_and_cost() {
         "expected the CEL rules of both kinds, found {}",
         all.len()
     );
+    // The dimension-name rule sits on `spec` (it reads collector.resourceAttributes too), where
+    // kube's estimator cannot see the lists' bounds and takes 1000 items per comprehension. Its
+    // real bound is 10 sets × 30 names × (9 comparisons of ≤255 characters + 1 map lookup) ≈ 71k;
+    // the bounds it relies on are checked here.
+    let known_dimensions = mlobs::crd::validate::known_dimensions_rule();
+    let pipeline = crd_schema::<MLObservabilityPipeline>();
+    let dims = &pipeline["properties"]["spec"]["properties"]["metrics"]["properties"]["cloudwatch"]["properties"]["dimensions"];
+    assert_eq!(dims["maxItems"], 10);
+    assert_eq!(dims["items"]["maxItems"], 30);
+    assert_eq!(dims["items"]["items"]["maxLength"], 255);
     let mut problems = vec![];
     let macro_var = regex::Regex::new(r"\.(?:all|exists|exists_one|map|filter)\((\w+),").expect("static regex");
     for (path, rule, node) in &all {
@@ -206,6 +216,9 @@ fn every_cel_rule_compiles_within_scope_and_cost() {
         for w in analyze_rule(rule, &compiled, ScopeContext::CrdValidation) {
             if w.kind == WarningKind::WrongScope && bound.iter().any(|b| w.message.contains(b.as_str())) {
                 continue;
+            }
+            if w.kind == WarningKind::CostExceeded && *rule == known_dimensions {
+                continue; // bounded below
             }
             problems.push(format!("{path}: {rule}: {}", w.message));
         }

@@ -261,7 +261,7 @@ fn variant_specs() -> Vec<(&'static str, Value, Option<PolicyPatch>)> {
                 "metrics": {"dcgm": {"scrapeInterval": "1s"}},
                 "collector": {"batch": {"sendBatchSize": 10000, "timeout": "2562047h47m16s854ms"}, "retryMaxElapsed": "30s",
                               "queueHostPath": "/var/lib/mlobs/a.b_c-d"},
-                "resyncInterval": "999999999h",
+                "resyncInterval": "2562047h47m16s854ms",
             }),
             None,
         ),

@@ -209,3 +209,140 @@ fn crd_command_prints_both_crds() {
     assert!(text.contains("name: mlobservabilitypipelines.mlobs.io"));
     assert!(text.contains("name: gputelemetrypolicies.mlobs.io"));
 }
+
+/// `n` pipelines in one multi-document stream: enough output to overflow a pipe buffer (64 KiB).
+fn many_pipelines(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: mlobs.io/v1alpha1\nkind: MLObservabilityPipeline\nmetadata: {{name: p{i}, namespace: team-a}}\nspec: {{clusterName: c, region: us-east-1, identity: {{mode: PodIdentity}}}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Runs mlobs with `input` on stdin; returns (exit code, stdout, stderr).
+fn mlobs_stdin(args: &[&str], input: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mlobs runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("mlobs exits");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plan_render_and_crd_stop_quietly_when_the_reader_closes_the_pipe() {
+    use std::io::{Read, Write};
+    let input = many_pipelines(40);
+    for args in [
+        &["plan", "-o", "json", "-f", "-"][..],
+        &["plan", "-f", "-"][..],
+        &["render", "-f", "-"][..],
+        &["crd"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mlobs runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if args[0] != "crd" {
+            stdin.write_all(input.as_bytes()).expect("write stdin");
+        }
+        drop(stdin);
+        // Like `| head -c 100`: read a little, then close the read end while mlobs still writes
+        // (every output here is larger than a pipe buffer, so mlobs is still writing).
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 100];
+        stdout.read_exact(&mut first).expect("some output");
+        drop(stdout);
+        let out = child.wait_with_output().expect("mlobs exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    // The outputs really are larger than a pipe buffer, so the test above closed a pipe mlobs
+    // was still writing to.
+    let (code, stdout, stderr) = mlobs_stdin(&["render", "-f", "-"], &input);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.len() > 256 * 1024, "render printed only {} bytes", stdout.len());
+    let (_, plan_text, _) = mlobs_stdin(&["plan", "-f", "-"], &input);
+    assert!(
+        plan_text.len() > 256 * 1024,
+        "plan printed only {} bytes",
+        plan_text.len()
+    );
+}
+
+#[test]
+fn dash_f_dash_reads_the_documents_from_stdin_and_names_them_stdin() {
+    let pipeline =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/pipeline-full.yaml"))
+            .expect("sample");
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/policy-default.yaml");
+    let policy = policy.to_string_lossy();
+    let (code, stdout, stderr) = mlobs_stdin(&["plan", "-f", "-", "--policy", &policy], &pipeline);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("llm-pretrain"), "{stdout}");
+    let (code, stdout, stderr) = mlobs_stdin(&["render", "-f", "-", "--policy", &policy], &pipeline);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("kind: DaemonSet"), "{stdout}");
+
+    // The policy from stdin, the pipeline from a file.
+    let policy_text = std::fs::read_to_string(&*policy).expect("policy");
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/pipeline-full.yaml");
+    let (code, _, stderr) = mlobs_stdin(&["plan", "-f", &full.to_string_lossy(), "--policy", "-"], &policy_text);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Messages name the input `<stdin>`.
+    let bad = format!("{HEADER}spec:\n  resyncInterval: 15s\n");
+    let (code, _, stderr) = mlobs_stdin(&["plan", "-f", "-"], &bad);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("<stdin>: document 1") && stderr.contains("spec.resyncInterval"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = mlobs_stdin(&["render", "-f", "-"], "");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("<stdin>"), "{stderr}");
+
+    // stdin can be read once: both from stdin is refused before anything is read.
+    let (code, _, stderr) = mlobs_stdin(&["plan", "-f", "-", "--policy", "-"], &pipeline);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("both read standard input"), "{stderr}");
+}
+
+#[test]
+fn a_misspelled_dcgm_field_is_refused_with_the_closest_known_names() {
+    let text = format!(
+        "{HEADER}spec:\n  metrics: {{dcgm: {{metrics: [DCGM_FI_DEV_GPU_UTIL, DCGM_FI_NOPE, DCGM_FI_DEV_FB_USD]}}}}\n"
+    );
+    let (code, _, stderr) = mlobs_stdin(&["plan", "-f", "-"], &text);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("spec.metrics.dcgm.metrics[1]: \"DCGM_FI_NOPE\" is not a DCGM field name"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spec.metrics.dcgm.metrics[2]") && stderr.contains("closest known: DCGM_FI_DEV_FB_USED"),
+        "{stderr}"
+    );
+}

@@ -23,6 +23,20 @@ pub const DEFAULT_DCGM_METRICS: [&str; 10] = [
     "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
 ];
 
+/// CEL: an image reference pinned by tag or digest (the same test as `validate::check_pinned_image`).
+pub const PINNED_IMAGE_RULE: &str =
+    "self.contains('@sha256:') || (self.substring(self.lastIndexOf('/') + 1).contains(':') && !self.endsWith(':'))";
+/// The message of [`PINNED_IMAGE_RULE`].
+pub const PINNED_IMAGE_MESSAGE: &str = "the image must be pinned by tag or digest";
+/// CEL: a tag-pinned image is not `:latest`.
+pub const NOT_LATEST_RULE: &str = "self.contains('@sha256:') || !self.endsWith(':latest')";
+/// The message of [`NOT_LATEST_RULE`].
+pub const NOT_LATEST_MESSAGE: &str = "the latest tag is not pinned; name a version";
+
+/// CEL: the image is not a contrib collector release older than 0.125.0 (the repositories and tag
+/// forms `desired::collector_version::contrib_version` reads; a test keeps the two in step).
+pub const CONTRIB_BEFORE_0_125_RULE: &str = r"!self.matches('^(docker\\.io/)?(otel/opentelemetry-collector-contrib|ghcr\\.io/open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-contrib):v?0+\\.0*([0-9]{1,2}|1[01][0-9]|12[0-4])(\\.[0-9]+)?([-+][^@]*)?(@.*)?$')";
+
 /// CloudWatch Logs log group class. Set at creation only.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

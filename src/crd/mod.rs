@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod conditions;
+pub mod dcgm_fields;
 pub mod dialect;
 pub mod pipeline;
 pub mod policy;

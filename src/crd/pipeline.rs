@@ -61,6 +61,7 @@ use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Re
 #[x_kube(validation = Rule::new(
     "!(has(self.logs) && has(self.logs.logGroup) && has(self.logs.logGroup.name) && has(self.metrics) && has(self.metrics.cloudwatch) && has(self.metrics.cloudwatch.logGroup) && has(self.metrics.cloudwatch.logGroup.name)) || self.logs.logGroup.name != self.metrics.cloudwatch.logGroup.name"
 ).message("spec.logs.logGroup.name and spec.metrics.cloudwatch.logGroup.name must differ").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new(super::validate::known_dimensions_rule()).message(super::validate::KNOWN_DIMENSIONS_MESSAGE).field_path(".metrics.cloudwatch.dimensions").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MLObservabilityPipelineSpec {
     /// Name of the EKS cluster. Used in default log group names, the `k8s.cluster.name` resource
@@ -117,9 +118,12 @@ pub struct MLObservabilityPipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
-    /// How often AWS resources are re-read to detect drift, e.g. `10m` (default). Minimum 30s.
+    /// How often AWS resources are re-read to detect drift, e.g. `10m` (default). At least `30s`
+    /// (refused at admission), at most `2562047h47m16s854ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("resyncInterval must be at least 30s").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2562047h47m16s854ms')").message("must be at most 2562047h47m16s854ms, the longest duration Go's time.Duration holds").reason(Reason::FieldValueInvalid))]
     pub resync_interval: Option<String>,
 
     /// How the operator checks that telemetry reaches CloudWatch (the `DataFlowing` condition).
@@ -136,7 +140,7 @@ pub struct MLObservabilityPipelineSpec {
 /// The data-flow check: at each resync (and sooner while data is missing) the operator reads when
 /// the newest event reached each of the pipeline's log groups and reports the `DataFlowing`
 /// condition. It is informative: it never makes `Ready` False.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DataFlowSpec {
     /// How old the newest event of a log group may be before `DataFlowing` turns False
@@ -144,9 +148,12 @@ pub struct DataFlowSpec {
     /// plus the batch timeout (the longest a healthy collector waits between two sends). Default
     /// `5m`, or twice the scrape interval plus the batch timeout when that is longer.
     /// A pod that logs nothing for this long also makes the logs group look idle. A stop is seen at
-    /// the next check: within `resyncInterval` after the grace period ran out.
+    /// the next check: within `resyncInterval` after the grace period ran out. At least `1s`, at
+    /// most `2562047h47m16s854ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("dataFlow.gracePeriod must be at least 1s").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2562047h47m16s854ms')").message("must be at most 2562047h47m16s854ms, the longest duration Go's time.Duration holds").reason(Reason::FieldValueInvalid))]
     pub grace_period: Option<String>,
 }
 
@@ -264,27 +271,33 @@ pub struct MetricsSpec {
 }
 
 /// Which DCGM fields are scraped, and how often.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DcgmSpec {
     /// Scrape the node-local DCGM exporter (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 
-    /// Scrape interval, e.g. `30s` (default). Not below the policy's `metrics.minScrapeInterval`.
+    /// Scrape interval, e.g. `30s` (default); at least `1s`, at most `2562047h47m16s854ms`. Not
+    /// below the policy's `metrics.minScrapeInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("dcgm.scrapeInterval must be at least 1s").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2562047h47m16s854ms')").message("must be at most 2562047h47m16s854ms, the longest duration Go's time.Duration holds").reason(Reason::FieldValueInvalid))]
     pub scrape_interval: Option<String>,
 
     /// DCGM field names to ship, e.g. `DCGM_FI_DEV_GPU_UTIL`. Every other series is dropped on the
     /// node. Default: the policy's `metrics.defaults`, else ten fields that need no profiling
     /// capability (utilisation, memory, temperature, power, XID, ECC, NVLink, PCIe replays).
+    /// Each name must be a field of DCGM's `dcgm_fields.h` (DCGM 4.x); a misspelled one is
+    /// refused at admission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 128),
-        inner(length(min = 8, max = 64), regex(pattern = r"^DCGM_FI_[A-Z0-9_]+$")),
+        inner(length(min = 8, max = 80), regex(pattern = r"^DCGM_FI_[A-Z0-9_]+$")),
         extend("x-kubernetes-list-type" = "set")
     )]
+    #[x_kube(validation = Rule::new(super::dcgm_fields::cel_rule()).message(super::dcgm_fields::CEL_MESSAGE).reason(Reason::FieldValueInvalid))]
     pub metrics: Option<Vec<String>>,
 }
 
@@ -304,9 +317,15 @@ pub struct CloudWatchMetricsSpec {
     /// (the pod using each GPU, from dcgm-exporter's pod mapping), or a key of
     /// `spec.collector.resourceAttributes`. Not `ml.job.id`: the exporter does not carry the
     /// GPU pod's labels.
-    /// Default: `[[k8s.cluster.name, k8s.node.name, gpu], [k8s.cluster.name]]`.
+    /// Default: `[[k8s.cluster.name, k8s.node.name, gpu], [k8s.cluster.name]]`. A name appears
+    /// at most once in a set, and a set at most once (in any order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 10), inner(length(min = 1, max = 30)))]
+    #[schemars(
+        length(min = 1, max = 10),
+        inner(length(min = 1, max = 30), inner(length(min = 1, max = 255)))
+    )]
+    #[x_kube(validation = Rule::new("self.all(s, s.all(n, s.exists_one(m, m == n)))").message("a name appears at most once in a dimension set").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, size(t) == size(s) && t.all(n, n in s)))").message("the same dimension set appears twice (it would be billed twice for nothing)").reason(Reason::FieldValueInvalid))]
     pub dimensions: Option<Vec<Vec<String>>>,
 
     /// The log group EMF events are written to. Must be `STANDARD`: CloudWatch extracts no
@@ -429,7 +448,7 @@ pub struct IdentitySpec {
 }
 
 /// The OpenTelemetry collector.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectorSpec {
     /// Collector image, pinned by tag or digest (`:latest` is refused). Must be a contrib build
@@ -440,6 +459,8 @@ pub struct CollectorSpec {
     /// and bare digests are not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(super::common::PINNED_IMAGE_RULE).message(super::common::PINNED_IMAGE_MESSAGE).reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new(super::common::NOT_LATEST_RULE).message(super::common::NOT_LATEST_MESSAGE).reason(Reason::FieldValueInvalid))]
     pub image: Option<String>,
 
     /// Container resources. The memory limit also sets memory_limiter (80%) and GOMEMLIMIT.
@@ -458,19 +479,22 @@ pub struct CollectorSpec {
     pub queue_host_path: Option<String>,
 
     /// How long an exporter retries a failed send before dropping it, e.g. `300s` (default); at
-    /// least `30s`, the longest pause between two attempts.
+    /// least `30s`, the longest pause between two attempts; at most `2562047h47m16s854ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("collector.retryMaxElapsed must be at least 30s, the longest pause between two attempts").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2562047h47m16s854ms')").message("must be at most 2562047h47m16s854ms, the longest duration Go's time.Duration holds").reason(Reason::FieldValueInvalid))]
     pub retry_max_elapsed: Option<String>,
 
     /// Extra resource attributes set on every log and metric, e.g. `team: vision` (keys not empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) > 0)").message("a resource attribute key must not be empty").reason(Reason::FieldValueInvalid))]
     pub resource_attributes: Option<BTreeMap<String, String>>,
 }
 
 /// Batch processor settings.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchSpec {
     /// Items per batch (default 1000). PutLogEvents takes at most 10,000 events per call.
@@ -478,9 +502,12 @@ pub struct BatchSpec {
     #[schemars(range(min = 1, max = 10000))]
     pub send_batch_size: Option<i32>,
 
-    /// Send a partial batch after this long, e.g. `10s` (default).
+    /// Send a partial batch after this long, e.g. `10s` (default); at least `1ms`, at most
+    /// `2562047h47m16s854ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1ms')").message("collector.batch.timeout must be at least 1ms").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2562047h47m16s854ms')").message("must be at most 2562047h47m16s854ms, the longest duration Go's time.Duration holds").reason(Reason::FieldValueInvalid))]
     pub timeout: Option<String>,
 }
 

@@ -112,9 +112,12 @@ pub struct DcgmExporterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ExporterMode>,
 
-    /// Managed: exporter image, pinned, e.g. `nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04`.
+    /// Managed: exporter image, pinned by tag (not `latest`) or digest, e.g.
+    /// `nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(super::common::PINNED_IMAGE_RULE).message(super::common::PINNED_IMAGE_MESSAGE).reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new(super::common::NOT_LATEST_RULE).message(super::common::NOT_LATEST_MESSAGE).reason(Reason::FieldValueInvalid))]
     pub image: Option<String>,
 
     /// Managed: where the exporter runs (default: the operator's namespace). External: where the
@@ -146,27 +149,34 @@ pub struct DcgmExporterSpec {
 #[x_kube(validation = Rule::new("!has(self.defaults) || !has(self.maxMetricsPerGpu) || size(self.defaults) <= self.maxMetricsPerGpu").message("metrics.defaults must not list more than metrics.maxMetricsPerGpu fields").reason(Reason::FieldValueInvalid))]
 pub struct PolicyMetricsSpec {
     /// DCGM fields pipelines may select; anything else is a violation. Absent: any field. In
-    /// Managed mode the exporter collects exactly these (or the defaults when absent).
+    /// Managed mode the exporter collects exactly these (or the defaults when absent). Each name
+    /// must be a field of DCGM's `dcgm_fields.h` (DCGM 4.x).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 256),
-        inner(length(min = 8, max = 64), regex(pattern = r"^DCGM_FI_[A-Z0-9_]+$")),
+        inner(length(min = 8, max = 80), regex(pattern = r"^DCGM_FI_[A-Z0-9_]+$")),
         extend("x-kubernetes-list-type" = "set")
     )]
+    #[x_kube(validation = Rule::new(super::dcgm_fields::cel_rule()).message(super::dcgm_fields::CEL_MESSAGE).reason(Reason::FieldValueInvalid))]
     pub allowed: Option<Vec<String>>,
 
-    /// DCGM fields for pipelines that select none. Default: the ten built-in fields.
+    /// DCGM fields for pipelines that select none. Default: the ten built-in fields. Each name
+    /// must be a field of DCGM's `dcgm_fields.h` (DCGM 4.x).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 256),
-        inner(length(min = 8, max = 64), regex(pattern = r"^DCGM_FI_[A-Z0-9_]+$")),
+        inner(length(min = 8, max = 80), regex(pattern = r"^DCGM_FI_[A-Z0-9_]+$")),
         extend("x-kubernetes-list-type" = "set")
     )]
+    #[x_kube(validation = Rule::new(super::dcgm_fields::cel_rule()).message(super::dcgm_fields::CEL_MESSAGE).reason(Reason::FieldValueInvalid))]
     pub defaults: Option<Vec<String>>,
 
-    /// Shortest scrape interval a pipeline may ask for, e.g. `15s`.
+    /// Shortest scrape interval a pipeline may ask for, e.g. `15s`; at least `1s`, at most
+    /// `2562047h47m16s854ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("metrics.minScrapeInterval must be at least 1s").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2562047h47m16s854ms')").message("must be at most 2562047h47m16s854ms, the longest duration Go's time.Duration holds").reason(Reason::FieldValueInvalid))]
     pub min_scrape_interval: Option<String>,
 
     /// Most DCGM fields one pipeline may select (each is one series per GPU per dimension set).
@@ -176,16 +186,21 @@ pub struct PolicyMetricsSpec {
 }
 
 /// Log guardrails.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyLogsSpec {
     /// Refuse pipelines that set `encryption.kms.disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_kms: Option<bool>,
 
-    /// Shortest retention a pipeline may set; also the default retention.
+    /// Shortest retention a pipeline may set; also the default retention. One of the values
+    /// CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    /// 1096, 1827, 2192, 2557, 2922, 3288, 3653.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3653))]
+    #[x_kube(validation = Rule::new(
+        "self in [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]"
+    ).message("minRetentionInDays must be one of the values CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653").reason(Reason::FieldValueInvalid))]
     pub min_retention_in_days: Option<i32>,
 
     /// Every log group name must start with this, e.g. `/aws/eks/prod/`.
@@ -226,13 +241,16 @@ pub struct PolicySourcesSpec {
 }
 
 /// Collector defaults.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectorDefaultsSpec {
-    /// Default collector image, pinned. A contrib release older than 0.125.0 is refused: the
-    /// per-pod log streams every logs pipeline renders need it.
+    /// Default collector image, pinned by tag (not `latest`) or digest. A contrib release older
+    /// than 0.125.0 is refused: the per-pod log streams every logs pipeline renders need it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(super::common::PINNED_IMAGE_RULE).message(super::common::PINNED_IMAGE_MESSAGE).reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new(super::common::NOT_LATEST_RULE).message(super::common::NOT_LATEST_MESSAGE).reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new(super::common::CONTRIB_BEFORE_0_125_RULE).message("a contrib collector release older than 0.125.0 is refused: every pipeline that ships logs renders per-pod log streams (awscloudwatchlogs log_stream_name \"{PodName}\"), which need 0.125.0 or newer").reason(Reason::FieldValueInvalid))]
     pub image: Option<String>,
 
     /// Default collector resources.

@@ -373,6 +373,19 @@ pub const KNOWN_DIMENSIONS: [&str; 9] = [
     "k8s.container.name",
 ];
 
+/// CEL (at `spec`, reported at `spec.metrics.cloudwatch.dimensions`): every dimension name is one
+/// of [`KNOWN_DIMENSIONS`] or a key of `spec.collector.resourceAttributes`.
+pub fn known_dimensions_rule() -> String {
+    let known: Vec<String> = KNOWN_DIMENSIONS.iter().map(|d| format!("'{d}'")).collect();
+    format!(
+        "!has(self.metrics) || !has(self.metrics.cloudwatch) || !has(self.metrics.cloudwatch.dimensions) || self.metrics.cloudwatch.dimensions.all(s, s.all(n, n in [{}] || (has(self.collector) && has(self.collector.resourceAttributes) && n in self.collector.resourceAttributes)))",
+        known.join(", ")
+    )
+}
+
+/// The admission message of [`known_dimensions_rule`].
+pub const KNOWN_DIMENSIONS_MESSAGE: &str = "every dimension name must be an attribute the collector sets (k8s.cluster.name, k8s.node.name, gpu.node.type, gpu, UUID, modelName, k8s.namespace.name, k8s.pod.name, k8s.container.name) or a key of spec.collector.resourceAttributes; ml.job.id is set on logs only";
+
 /// Why `ml.job.id` cannot be a GPU metric dimension.
 pub const JOB_ID_ON_METRICS: &str = "\"ml.job.id\" is set on logs only: dcgm-exporter names the pod using each GPU (k8s.pod.name, k8s.namespace.name) but not that pod's labels, so the dimension set would never be filled; use k8s.pod.name";
 
@@ -384,19 +397,70 @@ fn finish(errors: Vec<FieldError>) -> Result<(), Invalid> {
     }
 }
 
-/// Validates a pipeline as admission would, plus the checks only mlobs can make.
-pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
+/// What the API server would answer: the CRD's OpenAPI schema, then (on a schema-valid object,
+/// as CEL rules assume) its CEL rules. No mlobs-only check.
+pub fn admission_errors<K>(object: &K) -> Vec<FieldError>
+where
+    K: CustomResourceExt + serde::Serialize,
+{
     // Generating the schema and compiling its CEL rules are the expensive parts; the operator
     // validates on every reconcile.
-    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    static CEL: std::sync::OnceLock<CompiledSchema> = std::sync::OnceLock::new();
-    let object = serde_json::to_value(p).unwrap_or(Value::Null);
-    let schema = SCHEMA.get_or_init(crd_schema::<MLObservabilityPipeline>);
-    let mut errors = schema_errors(schema, &object);
+    static COMPILED: Mutex<BTreeMap<&'static str, (Value, std::sync::Arc<CompiledSchema>)>> =
+        Mutex::new(BTreeMap::new());
+    let (schema, cel) = {
+        let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.entry(K::crd_name()).or_insert_with(|| {
+            let schema = crd_schema::<K>();
+            let cel = std::sync::Arc::new(compile_schema(&schema));
+            (schema, cel)
+        });
+        (entry.0.clone(), entry.1.clone())
+    };
+    let object = serde_json::to_value(object).unwrap_or(Value::Null);
+    let mut errors = schema_errors(&schema, &object);
     if errors.is_empty() {
-        // CEL rules assume a schema-valid object, as in the API server.
-        errors.extend(cel_errors(CEL.get_or_init(|| compile_schema(schema)), &object));
+        errors.extend(cel_errors(&cel, &object));
     }
+    errors
+}
+
+/// Admission's errors followed by mlobs' own. Most own checks mirror a CEL rule with a more precise
+/// answer (the list entry, the closest known names): a CEL error on the same field, or on the list
+/// holding an entry an own check explains, is dropped so each problem is reported once.
+fn merged(admission: Vec<FieldError>, own: Vec<FieldError>) -> Result<(), Invalid> {
+    let explained = |cel: &FieldError| {
+        cel.rule == "cel"
+            && own
+                .iter()
+                .any(|o| o.path == cel.path || o.path.starts_with(&format!("{}[", cel.path)))
+    };
+    let mut errors: Vec<FieldError> = admission.into_iter().filter(|e| !explained(e)).collect();
+    errors.extend(own);
+    finish(errors)
+}
+
+/// Known DCGM field names, each unknown one with the closest known names.
+fn check_dcgm_fields(path: &str, list: Option<&Vec<String>>, errors: &mut Vec<FieldError>) {
+    for (i, name) in list.into_iter().flatten().enumerate() {
+        // A name outside the CRD pattern already has its schema error.
+        let shaped = name.starts_with("DCGM_FI_")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if shaped && !super::dcgm_fields::is_known(name) {
+            errors.push(field(
+                &format!("{path}[{i}]"),
+                "dcgmField",
+                super::dcgm_fields::unknown_message(name),
+            ));
+        }
+    }
+}
+
+/// Validates a pipeline as admission would, plus the checks only mlobs can make.
+pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
+    let admission = admission_errors(p);
+    let mut errors = Vec::new();
     let spec = &p.spec;
     if let Some(logs) = &spec.logs {
         if let Some(list) = &logs.redaction {
@@ -452,6 +516,7 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
     );
     if let Some(m) = &spec.metrics {
         if let Some(d) = &m.dcgm {
+            check_dcgm_fields("spec.metrics.dcgm.metrics", d.metrics.as_ref(), &mut errors);
             check_duration(
                 "spec.metrics.dcgm.scrapeInterval",
                 d.scrape_interval.as_ref(),
@@ -505,7 +570,7 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
             }
         }
     }
-    finish(errors)
+    merged(admission, errors)
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {
@@ -518,14 +583,8 @@ fn same_set(a: &[String], b: &[String]) -> bool {
 
 /// Validates a policy as admission would, plus the checks only mlobs can make.
 pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
-    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    static CEL: std::sync::OnceLock<CompiledSchema> = std::sync::OnceLock::new();
-    let object = serde_json::to_value(p).unwrap_or(Value::Null);
-    let schema = SCHEMA.get_or_init(crd_schema::<GpuTelemetryPolicy>);
-    let mut errors = schema_errors(schema, &object);
-    if errors.is_empty() {
-        errors.extend(cel_errors(CEL.get_or_init(|| compile_schema(schema)), &object));
-    }
+    let admission = admission_errors(p);
+    let mut errors = Vec::new();
     let spec = &p.spec;
     if let Some(logs) = &spec.logs {
         if let Some(list) = &logs.required_redactions {
@@ -542,6 +601,8 @@ pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
         }
     }
     if let Some(m) = &spec.metrics {
+        check_dcgm_fields("spec.metrics.allowed", m.allowed.as_ref(), &mut errors);
+        check_dcgm_fields("spec.metrics.defaults", m.defaults.as_ref(), &mut errors);
         check_duration(
             "spec.metrics.minScrapeInterval",
             m.min_scrape_interval.as_ref(),
@@ -565,7 +626,7 @@ pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
     if let Some(image) = spec.dcgm_exporter.as_ref().and_then(|d| d.image.as_ref()) {
         check_pinned_image("spec.dcgmExporter.image", image, &mut errors);
     }
-    finish(errors)
+    merged(admission, errors)
 }
 
 #[cfg(test)]
