@@ -2,7 +2,9 @@
 
 pub mod aws;
 pub mod cli;
+pub mod collector_version;
 pub mod controller;
+pub mod conventions;
 pub mod crd;
 pub mod desired;
 pub mod input;

@@ -700,7 +700,7 @@ fn a_misspelled_dcgm_field_is_reported_once_with_the_closest_names() {
 
 #[test]
 fn the_contrib_release_rule_agrees_with_the_operators_version_check() {
-    use mlobs::desired::collector_version::{FEATURES, check_image};
+    use mlobs::collector_version::{FEATURES, check_image};
     // The CEL rule is written for 0.125.0: a feature needing a newer release must update it.
     let newest = FEATURES.iter().map(|f| f.since).max();
     assert_eq!(newest, Some((0, 125, 0)), "update CONTRIB_BEFORE_0_125_RULE");

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeSet;
 
+use mlobs::conventions::bounded_name;
 use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
 use mlobs::desired::effective::{Context, EffKms, EffRole, Source};
-use mlobs::desired::merge::{Merged, bounded_name, merge, quantity_mib};
+use mlobs::desired::merge::{Merged, merge, quantity_mib};
 use mlobs::input::{Document, load_file};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -83,9 +84,9 @@ fn minimal_sample_gets_builtin_defaults_with_their_source() {
         e.logs.group.tags.get("mlobs.io/pipeline").map(String::as_str),
         Some("team-a/training")
     );
-    assert_eq!(e.sources.get("logs.logGroup.retentionInDays"), Some(&Source::BuiltIn));
-    assert_eq!(e.sources.get("clusterName"), Some(&Source::Pipeline));
-    assert_eq!(e.sources.get("metrics.dcgm.metrics"), Some(&Source::BuiltIn));
+    assert_eq!(e.sources.logs.group.retention_days, Source::BuiltIn);
+    assert_eq!(e.sources.cluster_name, Source::Pipeline);
+    assert_eq!(e.sources.metrics.metrics, Source::BuiltIn);
 }
 
 #[test]
@@ -102,10 +103,7 @@ fn full_sample_under_default_policy_is_compliant_and_gets_required_redactions() 
         .collect();
     // bearer-tokens is the pipeline's own (same name: not duplicated); customer-ids is added.
     assert_eq!(names, vec!["bearer-tokens", "emails", "customer-ids"]);
-    assert_eq!(
-        m.effective.sources.get("logs.redaction"),
-        Some(&Source::PolicyGuardrail)
-    );
+    assert_eq!(m.effective.sources.logs.redaction, Source::PolicyGuardrail);
     assert_eq!(m.effective.policy, Some(("platform-default".to_string(), None)));
 }
 
@@ -117,10 +115,7 @@ fn policy_defaults_beat_builtins_and_pipeline_beats_policy() {
     );
     let m = merged(&pipeline(json!({})), Some(&pol));
     assert_eq!(m.effective.metrics.metrics, vec!["DCGM_FI_DEV_GPU_UTIL"]);
-    assert_eq!(
-        m.effective.sources.get("metrics.dcgm.metrics"),
-        Some(&Source::PolicyDefault)
-    );
+    assert_eq!(m.effective.sources.metrics.metrics, Source::PolicyDefault);
     assert_eq!(m.effective.logs.group.retention_days, 90);
     assert_eq!(m.effective.collector.image, "registry.local/otelcol-contrib:0.114.0");
     let m = merged(
@@ -128,7 +123,7 @@ fn policy_defaults_beat_builtins_and_pipeline_beats_policy() {
         Some(&pol),
     );
     assert_eq!(m.effective.metrics.metrics, vec!["DCGM_FI_DEV_FB_USED"]);
-    assert_eq!(m.effective.sources.get("metrics.dcgm.metrics"), Some(&Source::Pipeline));
+    assert_eq!(m.effective.sources.metrics.metrics, Source::Pipeline);
 }
 
 #[test]
@@ -174,10 +169,7 @@ fn a_default_scrape_interval_is_raised_to_the_policy_minimum_silently() {
     let m = merged(&pipeline(json!({})), Some(&pol));
     assert!(m.violations.is_empty());
     assert_eq!(m.effective.metrics.scrape_interval_ms, 60_000);
-    assert_eq!(
-        m.effective.sources.get("metrics.dcgm.scrapeInterval"),
-        Some(&Source::PolicyGuardrail)
-    );
+    assert_eq!(m.effective.sources.metrics.scrape_interval, Source::PolicyGuardrail);
 }
 
 #[test]
@@ -229,7 +221,7 @@ fn unresolvable_values_are_errors_naming_the_field() {
     };
     let m = merge(&p, None, &ctx).expect("flag supplies the cluster");
     assert_eq!(m.effective.cluster_name, "from-flag");
-    assert_eq!(m.effective.sources.get("clusterName"), Some(&Source::Operator));
+    assert_eq!(m.effective.sources.cluster_name, Source::Operator);
 }
 
 #[test]
@@ -501,7 +493,7 @@ fn a_policy_collector_namespace_moves_the_collector_with_unique_names_and_identi
         let d = mlobs::desired::build(&p, Some(&pol), &ctx).expect("builds");
         let e = &d.effective;
         assert_eq!(e.collector_namespace, "mlobs-system");
-        assert_eq!(e.sources.get("collectorNamespace"), Some(&Source::PolicyGuardrail));
+        assert_eq!(e.sources.collector_namespace, Source::PolicyGuardrail);
         let o = &d.objects;
         for (kind, meta) in [
             ("ServiceAccount", &o.service_account.metadata),
@@ -546,7 +538,7 @@ fn the_grace_period_must_outlast_a_scrape_and_a_batch_and_its_default_always_doe
     let grace = |spec: Value, pol: Option<&GpuTelemetryPolicy>| {
         merge(&pipeline(spec), pol, &Context::default()).map(|m| {
             let e = m.effective;
-            (e.data_flow_grace_ms, e.sources.get("dataFlow.gracePeriod").copied())
+            (e.data_flow_grace_ms, Some(e.sources.lifecycle.data_flow_grace))
         })
     };
     assert_eq!(grace(json!({}), None), Ok((300_000, Some(Source::BuiltIn))));

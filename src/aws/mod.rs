@@ -21,9 +21,7 @@ pub use calls::CallCounter;
 pub use error::AwsError;
 
 /// Tag keys mlobs owns.
-pub const TAG_CLUSTER: &str = "mlobs.io/cluster";
-pub const TAG_PIPELINE: &str = "mlobs.io/pipeline";
-pub const TAG_UID: &str = "mlobs.io/uid";
+pub use crate::conventions::{TAG_CLUSTER, TAG_PIPELINE, TAG_UID};
 
 /// One difference between the plan and what AWS has.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

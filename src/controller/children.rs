@@ -261,7 +261,7 @@ async fn labelled<K>(api: &Api<K>, selector: &str) -> Result<Vec<K>>
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
-    let selector = format!("{selector},app.kubernetes.io/managed-by=mlobs");
+    let selector = format!("{selector},{}", crate::conventions::MANAGED_BY_SELECTOR);
     // resourceVersion=0: from the API server's watch cache, not etcd. A list a moment old only
     // delays a prune to the next reconcile; a child already gone is a no-op delete.
     Ok(api

@@ -39,9 +39,7 @@ pub use error::Error;
 pub use metrics::Metrics;
 
 /// Label every child carries; the owned-object watches select on it.
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=mlobs";
-/// GPU nodes when neither the pipeline nor its policy selects any.
-const DEFAULT_GPU_LABEL: (&str, &str) = ("nvidia.com/gpu.present", "true");
+pub const MANAGED_BY: &str = crate::conventions::MANAGED_BY_SELECTOR;
 
 /// Shared state of both controllers.
 pub struct Ctx {
@@ -225,7 +223,7 @@ fn node_selector(p: &MLObservabilityPipeline, policies: &[Arc<GpuTelemetryPolicy
     {
         return s;
     }
-    BTreeMap::from([(DEFAULT_GPU_LABEL.0.to_string(), DEFAULT_GPU_LABEL.1.to_string())])
+    crate::conventions::default_gpu_node_selector()
 }
 
 fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {

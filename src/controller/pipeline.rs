@@ -32,7 +32,7 @@ use crate::desired::{self, Desired};
 /// Finalizer that keeps a pipeline until its AWS resources are handled per deletionPolicy.
 pub const FINALIZER: &str = "mlobs.io/aws-cleanup";
 /// Annotation that opts a pipeline into adopting existing, untagged AWS resources.
-pub const ADOPT_ANNOTATION: &str = "mlobs.io/adopt";
+pub const ADOPT_ANNOTATION: &str = crate::conventions::ADOPT_ANNOTATION;
 /// Annotation whose change forces a full reconcile, AWS included, now (as Flux's
 /// `reconcile.fluxcd.io/requestedAt`): `kubectl annotate mlop x mlobs.io/reconcile-requested-at="$(date +%s)" --overwrite`.
 pub const RECONCILE_REQUESTED_ANNOTATION: &str = "mlobs.io/reconcile-requested-at";

@@ -73,7 +73,7 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
     // The GPU nodes.
     let mut selector = p.spec.node_selector.clone().unwrap_or_default();
     if selector.is_empty() {
-        selector.insert("nvidia.com/gpu.present".into(), "true".into());
+        selector = crate::conventions::default_gpu_node_selector();
     }
     let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let nodes: BTreeSet<String> = Api::<Node>::all(ctx.client.clone())
@@ -204,7 +204,7 @@ async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<Stri
     let c = ctx.client.clone();
     let name = p.name_any();
     let uid = p.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let selector = format!("mlobs.io/policy={}", crate::desired::merge::policy_label(&name));
+    let selector = format!("mlobs.io/policy={}", crate::conventions::policy_label(&name));
     let gpu = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
     let Some(x) = dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) else {
         // External: mlobs runs no exporter.

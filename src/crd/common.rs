@@ -34,7 +34,7 @@ pub const NOT_LATEST_RULE: &str = "self.contains('@sha256:') || !self.endsWith('
 pub const NOT_LATEST_MESSAGE: &str = "the latest tag is not pinned; name a version";
 
 /// CEL: the image is not a contrib collector release older than 0.125.0 (the repositories and tag
-/// forms `desired::collector_version::contrib_version` reads; a test keeps the two in step).
+/// forms `collector_version::contrib_version` reads; a test keeps the two in step).
 pub const CONTRIB_BEFORE_0_125_RULE: &str = r"!self.matches('^(docker\\.io/)?(otel/opentelemetry-collector-contrib|ghcr\\.io/open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-contrib):v?0+\\.0*([0-9]{1,2}|1[01][0-9]|12[0-4])(\\.[0-9]+)?([-+][^@]*)?(@.*)?$')";
 
 /// CloudWatch Logs log group class. Set at creation only.

@@ -614,8 +614,8 @@ pub fn validate_policy(p: &GpuTelemetryPolicy) -> Result<(), Invalid> {
     if let Some(image) = spec.collector_defaults.as_ref().and_then(|c| c.image.as_ref()) {
         check_pinned_image("spec.collectorDefaults.image", image, &mut errors);
         // Every pipeline that ships logs would be refused with this default.
-        let needed = crate::desired::collector_version::FEATURES;
-        if let Err(message) = crate::desired::collector_version::check_image(image, &needed) {
+        let needed = crate::collector_version::FEATURES;
+        if let Err(message) = crate::collector_version::check_image(image, &needed) {
             errors.push(FieldError {
                 path: "spec.collectorDefaults.image".into(),
                 rule: "collectorVersion".into(),

@@ -151,14 +151,7 @@ pub fn log_group_arn(e: &Effective, name: &str) -> String {
 
 /// `mlobs.io/cluster`, `mlobs.io/pipeline` and, for objects from the API server, `mlobs.io/uid`.
 pub fn ownership_tags(e: &Effective) -> BTreeMap<String, String> {
-    let mut tags = BTreeMap::from([
-        ("mlobs.io/cluster".to_string(), e.cluster_name.clone()),
-        ("mlobs.io/pipeline".to_string(), e.pipeline_id()),
-    ]);
-    if let Some(uid) = &e.uid {
-        tags.insert("mlobs.io/uid".into(), uid.clone());
-    }
-    tags
+    crate::conventions::ownership_tags(&e.cluster_name, &e.namespace, &e.name, e.uid.as_deref())
 }
 
 /// Sorts the keys of every policy document so the plan prints the same in every build.

@@ -20,11 +20,11 @@ use super::effective::{Effective, common_labels};
 /// ConfigMap key of the collector configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Pod template annotation with [`super::collector_config::config_hash`].
-pub const CONFIG_HASH_ANNOTATION: &str = "mlobs.io/config-hash";
+pub use crate::conventions::CONFIG_HASH_ANNOTATION;
 const CONFIG_DIR: &str = "/conf";
 const POD_LOGS: &str = "/var/log/pods";
 /// Label keys of the selector: immutable once the DaemonSet exists, so only stable ones.
-const SELECTOR_KEYS: [&str; 2] = ["app.kubernetes.io/name", "mlobs.io/pipeline"];
+const SELECTOR_KEYS: [&str; 2] = [crate::conventions::NAME_LABEL, crate::conventions::PIPELINE_LABEL];
 
 fn metadata(e: &Effective) -> ObjectMeta {
     ObjectMeta {

@@ -14,13 +14,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::merge::{DEFAULT_EXPORTER_IMAGE, EXPORTER_NAME_LABEL};
-use crate::crd::{DEFAULT_DCGM_METRICS, ExporterMode, GpuTelemetryPolicy};
+use crate::conventions;
+pub use crate::conventions::CONFIG_HASH_ANNOTATION;
+use crate::crd::{DEFAULT_DCGM_METRICS, DcgmExporterSpec, ExporterMode, GpuTelemetryPolicy};
 
+/// The pinned DCGM exporter image for Managed mode.
+pub const DEFAULT_EXPORTER_IMAGE: &str = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04";
 pub const DEFAULT_PORT: u16 = 9400;
 pub const DEFAULT_COLLECT_INTERVAL_MS: u32 = 30_000;
 pub const CSV_KEY: &str = "counters.csv";
-pub const CONFIG_HASH_ANNOTATION: &str = "mlobs.io/config-hash";
 const CSV_DIR: &str = "/etc/dcgm-exporter";
 const POD_RESOURCES: &str = "/var/lib/kubelet/pod-resources";
 
@@ -65,10 +67,34 @@ pub fn from_policy(p: &GpuTelemetryPolicy, operator_namespace: &str) -> Option<E
     metrics.retain(|m| is_field_name(m));
     metrics.sort();
     metrics.dedup();
+    let managed = managed_settings(&x, operator_namespace);
     Some(ExporterSpec {
         name,
-        namespace: x.namespace.unwrap_or_else(|| operator_namespace.to_string()),
-        image: x.image.unwrap_or_else(|| DEFAULT_EXPORTER_IMAGE.to_string()),
+        namespace: managed.namespace,
+        image: managed.image,
+        port: managed.port,
+        collect_interval_ms: managed.collect_interval_ms,
+        metrics,
+        node_selector: (p.spec.node_selector.clone()).unwrap_or_else(conventions::default_gpu_node_selector),
+        tolerations: (p.spec.tolerations.clone()).unwrap_or_else(conventions::default_gpu_tolerations),
+    })
+}
+
+/// Where a Managed exporter runs and serves: what it is built with, and what the collectors of
+/// the policy's pipelines scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedSettings {
+    pub namespace: String,
+    pub image: String,
+    pub port: u16,
+    pub collect_interval_ms: u32,
+}
+
+/// The policy's `dcgmExporter` with the defaults applied (namespace: the operator's).
+pub fn managed_settings(x: &DcgmExporterSpec, operator_namespace: &str) -> ManagedSettings {
+    ManagedSettings {
+        namespace: x.namespace.clone().unwrap_or_else(|| operator_namespace.to_string()),
+        image: x.image.clone().unwrap_or_else(|| DEFAULT_EXPORTER_IMAGE.to_string()),
         port: x
             .port
             .and_then(|p| u16::try_from(p).ok())
@@ -78,20 +104,7 @@ pub fn from_policy(p: &GpuTelemetryPolicy, operator_namespace: &str) -> Option<E
             .collect_interval_ms
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(DEFAULT_COLLECT_INTERVAL_MS),
-        metrics,
-        node_selector: p
-            .spec
-            .node_selector
-            .clone()
-            .unwrap_or_else(|| BTreeMap::from([("nvidia.com/gpu.present".to_string(), "true".to_string())])),
-        tolerations: p.spec.tolerations.clone().unwrap_or_else(|| {
-            vec![Toleration {
-                key: Some("nvidia.com/gpu".into()),
-                operator: Some("Exists".into()),
-                ..Default::default()
-            }]
-        }),
-    })
+    }
 }
 
 /// Known fields: (name, Prometheus type, help). Help text has no commas: the CSV has no quoting.
@@ -155,24 +168,14 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-/// Name of all three objects. The Service's name must be a DNS label (≤ 63, no dots), while policy
-/// names may be longer and dotted: dots become dashes, and long names end in a hash of the policy name.
+/// Name of all three objects (see [`conventions::exporter_object_name`]).
 pub fn object_name(x: &ExporterSpec) -> String {
-    let full = format!("mlobs-dcgm-exporter-{}", x.name.replace('.', "-"));
-    if full.chars().count() <= 63 {
-        return full;
-    }
-    let head: String = full.chars().take(54).collect();
-    format!("{}-{}", head.trim_end_matches('-'), &sha256_hex(&x.name)[..8])
+    conventions::exporter_object_name(&x.name)
 }
 
+/// The collectors select exporter pods by these (see merge's Managed exporter selector).
 pub fn labels(x: &ExporterSpec) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (EXPORTER_NAME_LABEL.0.to_string(), EXPORTER_NAME_LABEL.1.to_string()),
-        ("app.kubernetes.io/managed-by".to_string(), "mlobs".to_string()),
-        // The collectors select exporter pods by this label (see merge's Managed exporter selector).
-        ("mlobs.io/policy".to_string(), super::merge::policy_label(&x.name)),
-    ])
+    conventions::exporter_labels(&x.name)
 }
 
 /// No runAsUser: the image runs as root, which DCGM needs to open the NVIDIA device nodes and

@@ -5,24 +5,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 
+use crate::collector_version::{Feature, PER_POD_LOG_STREAMS};
+use crate::conventions;
 use crate::crd::{BudgetAction, DeletionPolicy, DriftPolicy, ExporterMode, IdentityMode, LogGroupClass, Redaction};
 
-/// Where an effective value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub enum Source {
-    /// mlobs' built-in default.
-    BuiltIn,
-    /// The operator's flags (`--cluster-name`, `--region`, ...) or the CLI's.
-    Operator,
-    /// A default from the governing GpuTelemetryPolicy.
-    PolicyDefault,
-    /// The pipeline's own spec.
-    Pipeline,
-    /// Forced by a policy guardrail (e.g. a required redaction added).
-    PolicyGuardrail,
-    /// Derived from other effective values (e.g. a name built from cluster, namespace, pipeline).
-    Derived,
-}
+pub use super::sources::{Source, Sources};
 
 /// Inputs that come from the operator or CLI, not from either resource.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +72,13 @@ pub struct EffMetrics {
     pub namespace: String,
     pub dimensions: Vec<Vec<String>>,
     pub group: EffLogGroup,
+}
+
+impl EffMetrics {
+    /// Whether the metrics pipeline runs (DCGM scraping with at least one field).
+    pub fn ships(&self) -> bool {
+        self.dcgm_enabled && !self.metrics.is_empty()
+    }
 }
 
 /// The KMS key of both log groups.
@@ -191,8 +185,8 @@ pub struct Effective {
     pub data_flow_grace_ms: u64,
     pub adopt: bool,
     pub budget: Option<EffBudget>,
-    /// Field path (as in the pipeline spec, e.g. `logs.logGroup.retentionInDays`) → origin.
-    pub sources: BTreeMap<String, Source>,
+    /// Where each of the values above came from, section by section.
+    pub sources: Sources,
 }
 
 impl Effective {
@@ -204,33 +198,32 @@ impl Effective {
     /// Whether the collector's metrics pipeline runs (DCGM scraping with at least one field):
     /// only then does the metrics group receive EMF events.
     pub fn ships_metrics(&self) -> bool {
-        self.metrics.dcgm_enabled && !self.metrics.metrics.is_empty()
+        self.metrics.ships()
     }
 
     /// `<namespace>/<name>`: the value of the `mlobs.io/pipeline` tag.
     pub fn pipeline_id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        conventions::pipeline_id(&self.namespace, &self.name)
     }
 
     /// `<namespace>.<name>`: the value of the `mlobs.io/pipeline` label (no `/` allowed there).
     /// Label values stop at 63 characters: longer ones are cut and hash-suffixed so they stay unique.
     pub fn pipeline_label(&self) -> String {
-        super::merge::bounded_name(&format!("{}.{}", self.namespace, self.name), 63, |c| {
-            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-        })
+        conventions::pipeline_label(&self.namespace, &self.name)
     }
 
-    /// Resource name prefix for Kubernetes children of this pipeline, e.g. `mlobs-train`; in a
-    /// shared collector namespace `mlobs-<namespace>-<name>` (cut and hash-suffixed at 63), so
-    /// pipelines of different namespaces never share a name.
+    /// Resource name prefix for Kubernetes children of this pipeline (see [`conventions::child_name`]).
     pub fn child_name(&self) -> String {
-        if self.collector_namespace == self.namespace {
-            format!("mlobs-{}", self.name)
-        } else {
-            super::merge::bounded_name(&format!("mlobs-{}-{}", self.namespace, self.name), 63, |c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
-            })
+        conventions::child_name(&self.namespace, &self.name, self.collector_elsewhere())
+    }
+
+    /// The collector features the rendered configuration uses that need a minimum release.
+    pub fn collector_features(&self) -> Vec<Feature> {
+        let mut out = Vec::new();
+        if self.logs.enabled {
+            out.push(PER_POD_LOG_STREAMS);
         }
+        out
     }
 
     /// Whether the collector runs outside the pipeline's namespace (no owner references there).
@@ -264,17 +257,7 @@ impl std::fmt::Display for Violation {
 
 /// Labels every child object carries. Children are pruned by these, never by name.
 pub fn common_labels(e: &Effective) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_string(), "mlobs".to_string()),
-        ("app.kubernetes.io/name".to_string(), "mlobs-collector".to_string()),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            super::merge::bounded_name(&e.name, 63, |c| {
-                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-            }),
-        ),
-        ("mlobs.io/pipeline".to_string(), e.pipeline_label()),
-    ])
+    conventions::collector_labels(&e.namespace, &e.name)
 }
 
 /// A fully populated effective spec for unit tests of the builders.
@@ -296,7 +279,7 @@ pub(crate) fn test_fixture() -> Effective {
         partition: "aws".into(),
         policy: Some(("platform-default".into(), Some(1))),
         source_namespaces: vec!["team-a".into()],
-        node_selector: BTreeMap::from([("nvidia.com/gpu.present".to_string(), "true".to_string())]),
+        node_selector: conventions::default_gpu_node_selector(),
         tolerations: vec![Toleration {
             key: Some("nvidia.com/gpu".into()),
             operator: Some("Exists".into()),
@@ -358,7 +341,7 @@ pub(crate) fn test_fixture() -> Effective {
             service_account: "mlobs-train".into(),
         },
         collector: EffCollector {
-            image: super::collector_version::DEFAULT_COLLECTOR_IMAGE.into(),
+            image: crate::collector_version::DEFAULT_COLLECTOR_IMAGE.into(),
             resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([
                     ("cpu".to_string(), Quantity("100m".into())),
@@ -378,9 +361,12 @@ pub(crate) fn test_fixture() -> Effective {
         exporter: EffExporter {
             mode: ExporterMode::Managed,
             namespace: "mlobs-system".into(),
-            pod_selector: BTreeMap::from([("app.kubernetes.io/name".to_string(), "mlobs-dcgm-exporter".to_string())]),
+            pod_selector: BTreeMap::from([(
+                conventions::NAME_LABEL.to_string(),
+                conventions::EXPORTER_APP.to_string(),
+            )]),
             port: 9400,
-            image: "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04".into(),
+            image: super::dcgm_exporter::DEFAULT_EXPORTER_IMAGE.into(),
             collect_interval_ms: 30_000,
         },
         drift_policy: DriftPolicy::Correct,
@@ -389,6 +375,19 @@ pub(crate) fn test_fixture() -> Effective {
         data_flow_grace_ms: 300_000,
         adopt: false,
         budget: None,
-        sources: BTreeMap::new(),
+        sources: Sources::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_pod_streams_are_needed_only_when_logs_are_shipped() {
+        let mut e = test_fixture();
+        assert_eq!(e.collector_features(), [PER_POD_LOG_STREAMS]);
+        e.logs.enabled = false;
+        assert!(e.collector_features().is_empty());
     }
 }

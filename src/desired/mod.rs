@@ -6,7 +6,6 @@
 pub mod aws_plan;
 pub mod collector_config;
 pub mod collector_daemonset;
-pub mod collector_version;
 pub mod cost;
 pub mod dcgm_exporter;
 pub mod effective;
@@ -14,6 +13,7 @@ pub mod merge;
 pub mod rbac;
 pub mod service_account;
 pub mod settings;
+pub mod sources;
 
 pub use effective::Context;
 

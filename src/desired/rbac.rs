@@ -2,30 +2,16 @@
 //! namespaces, nodes and replicasets. Cluster-scoped, so the objects cannot carry an owner
 //! reference to the namespaced pipeline: they are pruned by the common labels.
 
+use super::effective::{Effective, common_labels};
+use crate::conventions;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use sha2::{Digest, Sha256};
 
-use super::effective::{Effective, common_labels};
-
-/// Longest object name the API server accepts.
-const MAX_NAME: usize = 253;
 const VERBS: [&str; 3] = ["get", "list", "watch"];
 
-/// `mlobs-collector-<namespace>-<name>`, unique per pipeline. Longer than 253 chars it is cut and
-/// suffixed with a hash of the full name, so two long names still differ.
+/// `mlobs-collector-<namespace>-<name>`, unique per pipeline (see [`conventions::cluster_role_name`]).
 pub fn name(e: &Effective) -> String {
-    let full = format!("mlobs-collector-{}-{}", e.namespace, e.name);
-    if full.len() <= MAX_NAME {
-        return full;
-    }
-    let hash: String = Sha256::digest(full.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let head: String = full.chars().take(MAX_NAME - hash.len() - 1).collect();
-    format!("{}-{hash}", head.trim_end_matches(['-', '.']))
+    conventions::cluster_role_name(&e.namespace, &e.name)
 }
 
 fn rule(group: &str, resources: &[&str]) -> PolicyRule {
@@ -130,7 +116,7 @@ mod tests {
         a.name = "x".repeat(240);
         let mut b = a.clone();
         b.name.push('y');
-        assert!(name(&a).len() <= MAX_NAME && name(&b).len() <= MAX_NAME);
+        assert!(name(&a).len() <= 253 && name(&b).len() <= 253);
         assert_ne!(name(&a), name(&b));
         assert!(name(&a).starts_with("mlobs-collector-team-a-xxx"));
         assert_eq!(name(&a), name(&a.clone()));

@@ -7,8 +7,6 @@
 //! configuration uses is refused with a message naming both, because the collector would
 //! otherwise crash-loop on the config (or, worse, ship everything to one stream).
 
-use super::effective::Effective;
-
 /// A release as `(major, minor, patch)`.
 pub type Version = (u32, u32, u32);
 
@@ -40,17 +38,9 @@ pub const PER_POD_LOG_STREAMS: Feature = Feature {
     since: (0, 125, 0),
 };
 
-/// Every feature with a minimum release, for the docs and tests.
+/// Every feature with a minimum release, for the docs and tests. `Effective::collector_features`
+/// says which of them a pipeline's configuration uses.
 pub const FEATURES: [Feature; 1] = [PER_POD_LOG_STREAMS];
-
-/// The features the configuration of `e` renders.
-pub fn features(e: &Effective) -> Vec<Feature> {
-    let mut out = Vec::new();
-    if e.logs.enabled {
-        out.push(PER_POD_LOG_STREAMS);
-    }
-    out
-}
 
 /// The contrib release of an image, when its repository is a contrib distribution and its tag a
 /// version (`0.125.0`, `v0.125.0`, `0.125.0-amd64`, `0.125`, also with a `@sha256:` digest after
@@ -107,7 +97,6 @@ pub fn check_image(image: &str, features: &[Feature]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::effective::test_fixture;
 
     #[test]
     fn contrib_versions_are_read_from_the_tag_of_contrib_repositories_only() {
@@ -174,13 +163,5 @@ mod tests {
             assert!(default >= f.since, "{}", f.name);
         }
         assert_eq!(check_image(DEFAULT_COLLECTOR_IMAGE, &FEATURES), Ok(()));
-    }
-
-    #[test]
-    fn per_pod_streams_are_needed_only_when_logs_are_shipped() {
-        let mut e = test_fixture();
-        assert_eq!(features(&e), [PER_POD_LOG_STREAMS]);
-        e.logs.enabled = false;
-        assert!(features(&e).is_empty());
     }
 }

@@ -1,0 +1,254 @@
+//! Every row of `mlobs plan`'s effective settings names where its value really came from.
+//!
+//! The expected source is worked out here from the input documents alone (is the field set in
+//! the pipeline? does the policy set a default or a guardrail for it?), not from the merge code,
+//! for every sample pipeline × sample policy and a few variants.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline, parse_duration_ms};
+use mlobs::desired::effective::Context;
+use mlobs::desired::merge::merge;
+use mlobs::desired::settings::settings;
+use mlobs::desired::sources::Source;
+use mlobs::input::{Document, load_file};
+use serde_json::{Value, json};
+
+fn load(path: &str) -> Document {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    load_file(&path).expect("sample is valid").remove(0)
+}
+
+fn pipeline(path: &str) -> Value {
+    match load(path) {
+        Document::Pipeline(p) => serde_json::to_value(*p).expect("serializes"),
+        Document::Policy(_) => panic!("{path} is a policy"),
+    }
+}
+
+fn policy(path: &str) -> Value {
+    match load(path) {
+        Document::Policy(p) => serde_json::to_value(*p).expect("serializes"),
+        Document::Pipeline(_) => panic!("{path} is a pipeline"),
+    }
+}
+
+fn set(doc: &Value, pointer: &str) -> bool {
+    doc.pointer(pointer).is_some_and(|v| !v.is_null())
+}
+
+fn names(doc: Option<&Value>, pointer: &str) -> BTreeSet<String> {
+    let list = doc.and_then(|d| d.pointer(pointer)).and_then(Value::as_array);
+    (list.into_iter().flatten())
+        .filter_map(|r| r["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// How a row's value is chosen: the first pipeline field set wins, then the first policy default
+/// set, else `otherwise` (the built-in default, the operator's flag, or a derived value).
+struct Rule {
+    row: &'static str,
+    pipeline: &'static [&'static str],
+    policy: &'static [&'static str],
+    otherwise: Source,
+}
+
+const fn rule(
+    row: &'static str,
+    pipeline: &'static [&'static str],
+    policy: &'static [&'static str],
+    otherwise: Source,
+) -> Rule {
+    Rule {
+        row,
+        pipeline,
+        policy,
+        otherwise,
+    }
+}
+
+use Source::{BuiltIn, Derived, Operator};
+
+#[rustfmt::skip]
+const RULES: &[Rule] = &[
+    rule("clusterName", &["/spec/clusterName"], &[], Operator),
+    rule("region", &["/spec/region"], &[], Operator),
+    rule("sources.namespaces", &["/spec/sources/namespaces"], &[], BuiltIn),
+    rule("sources.nodeSelector", &["/spec/sources/nodeSelector"], &["/spec/nodeSelector"], BuiltIn),
+    rule("logs.enabled", &["/spec/logs/enabled"], &[], BuiltIn),
+    rule("logs.include", &["/spec/logs/include"], &[], BuiltIn),
+    rule("logs.logGroup.name", &["/spec/logs/logGroup/name"], &[], BuiltIn),
+    rule("logs.logGroup.retentionInDays", &["/spec/logs/logGroup/retentionInDays"], &["/spec/logs/minRetentionInDays"], BuiltIn),
+    rule("logs.logGroup.class", &["/spec/logs/logGroup/class"], &[], BuiltIn),
+    rule("logs.redaction", &["/spec/logs/redaction"], &[], BuiltIn),
+    rule("metrics.dcgm.enabled", &["/spec/metrics/dcgm/enabled"], &[], BuiltIn),
+    rule("metrics.dcgm.scrapeInterval", &["/spec/metrics/dcgm/scrapeInterval"], &[], BuiltIn),
+    rule("metrics.dcgm.metrics", &["/spec/metrics/dcgm/metrics"], &["/spec/metrics/defaults"], BuiltIn),
+    rule("metrics.cloudwatch.namespace", &["/spec/metrics/cloudwatch/namespace"], &[], BuiltIn),
+    rule("metrics.cloudwatch.dimensions", &["/spec/metrics/cloudwatch/dimensions"], &[], BuiltIn),
+    rule("metrics.cloudwatch.logGroup.name", &["/spec/metrics/cloudwatch/logGroup/name"], &[], BuiltIn),
+    rule("metrics.cloudwatch.logGroup.retentionInDays", &["/spec/metrics/cloudwatch/logGroup/retentionInDays"], &["/spec/logs/minRetentionInDays"], BuiltIn),
+    rule("traces.otlp.enabled", &["/spec/traces/otlp/enabled"], &[], BuiltIn),
+    rule("encryption.kms", &["/spec/encryption/kms/keyArn", "/spec/encryption/kms/disabled", "/spec/encryption/kms/create/alias", "/spec/encryption/kms/create/rotation", "/spec/encryption/kms/create/deletionWindowInDays"], &[], BuiltIn),
+    rule("identity.mode", &["/spec/identity/mode"], &["/spec/identity/allowedModes/0"], BuiltIn),
+    rule("identity.role", &["/spec/identity/existingRoleArn", "/spec/identity/roleName"], &[], Derived),
+    rule("identity.permissionsBoundaryArn", &["/spec/identity/permissionsBoundaryArn"], &["/spec/identity/permissionsBoundaryArn"], BuiltIn),
+    rule("collector.image", &["/spec/collector/image"], &["/spec/collectorDefaults/image"], BuiltIn),
+    rule("collectorNamespace", &[], &[], Derived),
+    rule("collector.resources", &["/spec/collector/resources"], &["/spec/collectorDefaults/resources"], BuiltIn),
+    rule("collector.batch.sendBatchSize", &["/spec/collector/batch/sendBatchSize"], &[], BuiltIn),
+    rule("collector.batch.timeout", &["/spec/collector/batch/timeout"], &[], BuiltIn),
+    rule("collector.queueHostPath", &["/spec/collector/queueHostPath"], &[], BuiltIn),
+    rule("collector.retryMaxElapsed", &["/spec/collector/retryMaxElapsed"], &[], BuiltIn),
+    rule("exporter", &[], &[], BuiltIn),
+    rule("driftPolicy", &["/spec/driftPolicy"], &[], BuiltIn),
+    rule("deletionPolicy", &["/spec/deletionPolicy"], &[], BuiltIn),
+    rule("resyncInterval", &["/spec/resyncInterval"], &[], BuiltIn),
+    rule("dataFlow.gracePeriod", &["/spec/dataFlow/gracePeriod"], &[], BuiltIn),
+];
+
+/// The source a row must show for this pipeline and policy, read from the documents.
+fn expected(rule: &Rule, p: &Value, pol: Option<&Value>) -> Source {
+    let by_precedence = if rule.pipeline.iter().any(|ptr| set(p, ptr)) {
+        Source::Pipeline
+    } else if pol.is_some_and(|pol| rule.policy.iter().any(|ptr| set(pol, ptr))) {
+        Source::PolicyDefault
+    } else {
+        rule.otherwise
+    };
+    // Guardrails and values that other choices decide.
+    match rule.row {
+        // A required redaction the pipeline lacks is added.
+        "logs.redaction" => {
+            let own = names(Some(p), "/spec/logs/redaction");
+            let required = names(pol, "/spec/logs/requiredRedactions");
+            if required.difference(&own).next().is_some() {
+                return Source::PolicyGuardrail;
+            }
+        }
+        // An unset scrape interval (30s) is raised to the policy's minimum.
+        "metrics.dcgm.scrapeInterval" if by_precedence == BuiltIn => {
+            let min = pol.and_then(|x| x.pointer("/spec/metrics/minScrapeInterval"));
+            let min_ms = min.and_then(Value::as_str).and_then(|m| parse_duration_ms(m).ok());
+            if min_ms.is_some_and(|ms| ms > 30_000) {
+                return Source::PolicyGuardrail;
+            }
+        }
+        "collectorNamespace" if pol.is_some_and(|x| set(x, "/spec/collectorNamespace")) => {
+            return Source::PolicyGuardrail;
+        }
+        // Every governed pipeline scrapes its policy's exporter.
+        "exporter" if pol.is_some() => return Source::PolicyDefault,
+        // An existing role keeps its own boundary: none is set, whatever the policy says.
+        "identity.permissionsBoundaryArn" if set(p, "/spec/identity/existingRoleArn") => return Derived,
+        _ => {}
+    }
+    by_precedence
+}
+
+fn typed_pipeline(v: &Value) -> MLObservabilityPipeline {
+    serde_json::from_value(v.clone()).expect("pipeline deserializes")
+}
+
+fn typed_policy(v: &Value) -> GpuTelemetryPolicy {
+    serde_json::from_value(v.clone()).expect("policy deserializes")
+}
+
+/// (name, pipeline, policy): every sample pipeline under every sample policy and none, plus
+/// variants for the rows the samples leave at one source.
+fn cases() -> Vec<(String, Value, Option<Value>)> {
+    let pipelines = [
+        ("minimal", pipeline("config/samples/pipeline-minimal.yaml")),
+        ("full", pipeline("config/samples/pipeline-full.yaml")),
+        ("gpu-operator", pipeline("tests/fixtures/pipeline-gpu-operator.yaml")),
+    ];
+    let policies = [
+        ("no policy", None),
+        ("default policy", Some(policy("config/samples/policy-default.yaml"))),
+        (
+            "gpu-operator policy",
+            Some(policy("config/samples/policy-gpu-operator.yaml")),
+        ),
+    ];
+    let mut out = vec![];
+    for (p_name, p) in &pipelines {
+        for (pol_name, pol) in &policies {
+            out.push((format!("{p_name} pipeline, {pol_name}"), p.clone(), pol.clone()));
+        }
+    }
+    // The operator's flags, an existing role and key, a shared collector namespace, a slow
+    // scrape default raised by the policy.
+    let mut flags = pipelines[0].1.clone();
+    if let Some(spec) = flags["spec"].as_object_mut() {
+        spec.remove("clusterName");
+        spec.remove("region");
+    }
+    out.push(("minimal pipeline on the operator's flags".into(), flags, None));
+    let mut existing = pipelines[1].1.clone();
+    existing["spec"]["identity"] = json!({"mode": "PodIdentity",
+        "existingRoleArn": "arn:aws:iam::123456789012:role/mine"});
+    existing["spec"]["encryption"] = json!({"kms": {"keyArn": "arn:aws:kms:us-east-1:123456789012:key/k"}});
+    out.push((
+        "existing role and key, default policy".into(),
+        existing,
+        policies[1].1.clone(),
+    ));
+    if let Some(mut shared) = policies[2].1.clone() {
+        shared["spec"]["collectorNamespace"] = json!("observability");
+        shared["spec"]["metrics"]["minScrapeInterval"] = json!("1m");
+        out.push((
+            "minimal pipeline, shared namespace policy".into(),
+            pipelines[0].1.clone(),
+            Some(shared),
+        ));
+    }
+    out
+}
+
+#[test]
+fn every_settings_row_names_where_its_value_came_from() {
+    let ctx = Context {
+        cluster_name: Some("flag-cluster".into()),
+        region: Some("eu-west-1".into()),
+        ..Context::default()
+    };
+    let rows: BTreeSet<&str> = RULES.iter().map(|r| r.row).collect();
+    assert_eq!(rows.len(), RULES.len(), "one rule per row");
+    let mut checked = 0;
+    let mut seen: BTreeSet<(&str, Source)> = BTreeSet::new();
+    for (case, p, pol) in cases() {
+        let typed_pol = pol.as_ref().map(typed_policy);
+        let merged = merge(&typed_pipeline(&p), typed_pol.as_ref(), &ctx)
+            .unwrap_or_else(|e| panic!("{case}: merge failed: {e}"));
+        let table = settings(&merged.effective);
+        let shown: BTreeSet<&str> = table.iter().map(|s| s.path).collect();
+        assert_eq!(shown, rows, "{case}: every row has a rule here, and every rule a row");
+        for s in &table {
+            let rule = RULES.iter().find(|r| r.row == s.path).expect("checked above");
+            let want = expected(rule, &p, pol.as_ref());
+            assert_eq!(s.source, want, "{case}: {} = {:?}", s.path, s.value);
+            seen.insert((s.path, s.source));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12 * RULES.len(), "{checked} rows checked");
+    // The cases reach every kind of source, so none of the branches above goes untested.
+    let kinds: BTreeSet<Source> = seen.iter().map(|(_, s)| *s).collect();
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+}
+
+/// Issue #15: merge recorded `identity.roleName` while the table read `identity.role`, so a role
+/// name the pipeline set was shown as derived.
+#[test]
+fn a_role_name_the_pipeline_sets_is_shown_as_the_pipeline_s() {
+    let full = typed_pipeline(&pipeline("config/samples/pipeline-full.yaml"));
+    let pol = typed_policy(&policy("config/samples/policy-default.yaml"));
+    let merged = merge(&full, Some(&pol), &Context::default()).expect("merges");
+    let role = settings(&merged.effective)
+        .into_iter()
+        .find(|s| s.path == "identity.role")
+        .expect("identity.role row");
+    assert_eq!(role.value, "create mlobs-prod-gpu-research-llm-pretrain");
+    assert_eq!(role.source, Source::Pipeline);
+}
