@@ -149,6 +149,16 @@ pub fn exporter_selector(policy_name: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// Selects the children of one pipeline.
+pub fn pipeline_selector(namespace: &str, name: &str) -> String {
+    format!("{PIPELINE_LABEL}={}", pipeline_label(namespace, name))
+}
+
+/// Selects the objects of one policy's Managed exporter.
+pub fn policy_selector(policy_name: &str) -> String {
+    format!("{POLICY_LABEL}={}", policy_label(policy_name))
+}
+
 /// Labels of every object of a Managed exporter.
 pub fn exporter_labels(policy_name: &str) -> BTreeMap<String, String> {
     let mut labels = exporter_selector(policy_name);

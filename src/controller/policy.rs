@@ -204,7 +204,7 @@ async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<Stri
     let c = ctx.client.clone();
     let name = p.name_any();
     let uid = p.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let selector = format!("mlobs.io/policy={}", crate::conventions::policy_label(&name));
+    let selector = crate::conventions::policy_selector(&name);
     let gpu = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
     let Some(x) = dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) else {
         // External: mlobs runs no exporter.
