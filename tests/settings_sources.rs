@@ -45,80 +45,62 @@ fn names(doc: Option<&Value>, pointer: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// How a row's value is chosen: the first pipeline field set wins, then the first policy default
-/// set, else `otherwise` (the built-in default, the operator's flag, or a derived value).
-struct Rule {
-    row: &'static str,
-    pipeline: &'static [&'static str],
-    policy: &'static [&'static str],
-    otherwise: Source,
-}
-
-const fn rule(
-    row: &'static str,
-    pipeline: &'static [&'static str],
-    policy: &'static [&'static str],
-    otherwise: Source,
-) -> Rule {
-    Rule {
-        row,
-        pipeline,
-        policy,
-        otherwise,
-    }
-}
+/// How a row's value is chosen: (row, pipeline fields, policy default fields, otherwise). The
+/// first pipeline field set wins, then the first policy default set, else `otherwise` (the
+/// built-in default, the operator's flag, or a derived value).
+type Rule = (&'static str, &'static [&'static str], &'static [&'static str], Source);
 
 use Source::{BuiltIn, Derived, Operator};
 
 #[rustfmt::skip]
 const RULES: &[Rule] = &[
-    rule("clusterName", &["/spec/clusterName"], &[], Operator),
-    rule("region", &["/spec/region"], &[], Operator),
-    rule("sources.namespaces", &["/spec/sources/namespaces"], &[], BuiltIn),
-    rule("sources.nodeSelector", &["/spec/sources/nodeSelector"], &["/spec/nodeSelector"], BuiltIn),
-    rule("logs.enabled", &["/spec/logs/enabled"], &[], BuiltIn),
-    rule("logs.include", &["/spec/logs/include"], &[], BuiltIn),
-    rule("logs.logGroup.name", &["/spec/logs/logGroup/name"], &[], BuiltIn),
-    rule("logs.logGroup.retentionInDays", &["/spec/logs/logGroup/retentionInDays"], &["/spec/logs/minRetentionInDays"], BuiltIn),
-    rule("logs.logGroup.class", &["/spec/logs/logGroup/class"], &[], BuiltIn),
-    rule("logs.redaction", &["/spec/logs/redaction"], &[], BuiltIn),
-    rule("metrics.dcgm.enabled", &["/spec/metrics/dcgm/enabled"], &[], BuiltIn),
-    rule("metrics.dcgm.scrapeInterval", &["/spec/metrics/dcgm/scrapeInterval"], &[], BuiltIn),
-    rule("metrics.dcgm.metrics", &["/spec/metrics/dcgm/metrics"], &["/spec/metrics/defaults"], BuiltIn),
-    rule("metrics.cloudwatch.namespace", &["/spec/metrics/cloudwatch/namespace"], &[], BuiltIn),
-    rule("metrics.cloudwatch.dimensions", &["/spec/metrics/cloudwatch/dimensions"], &[], BuiltIn),
-    rule("metrics.cloudwatch.logGroup.name", &["/spec/metrics/cloudwatch/logGroup/name"], &[], BuiltIn),
-    rule("metrics.cloudwatch.logGroup.retentionInDays", &["/spec/metrics/cloudwatch/logGroup/retentionInDays"], &["/spec/logs/minRetentionInDays"], BuiltIn),
-    rule("traces.otlp.enabled", &["/spec/traces/otlp/enabled"], &[], BuiltIn),
-    rule("encryption.kms", &["/spec/encryption/kms/keyArn", "/spec/encryption/kms/disabled", "/spec/encryption/kms/create/alias", "/spec/encryption/kms/create/rotation", "/spec/encryption/kms/create/deletionWindowInDays"], &[], BuiltIn),
-    rule("identity.mode", &["/spec/identity/mode"], &["/spec/identity/allowedModes/0"], BuiltIn),
-    rule("identity.role", &["/spec/identity/existingRoleArn", "/spec/identity/roleName"], &[], Derived),
-    rule("identity.permissionsBoundaryArn", &["/spec/identity/permissionsBoundaryArn"], &["/spec/identity/permissionsBoundaryArn"], BuiltIn),
-    rule("collector.image", &["/spec/collector/image"], &["/spec/collectorDefaults/image"], BuiltIn),
-    rule("collectorNamespace", &[], &[], Derived),
-    rule("collector.resources", &["/spec/collector/resources"], &["/spec/collectorDefaults/resources"], BuiltIn),
-    rule("collector.batch.sendBatchSize", &["/spec/collector/batch/sendBatchSize"], &[], BuiltIn),
-    rule("collector.batch.timeout", &["/spec/collector/batch/timeout"], &[], BuiltIn),
-    rule("collector.queueHostPath", &["/spec/collector/queueHostPath"], &[], BuiltIn),
-    rule("collector.retryMaxElapsed", &["/spec/collector/retryMaxElapsed"], &[], BuiltIn),
-    rule("exporter", &[], &[], BuiltIn),
-    rule("driftPolicy", &["/spec/driftPolicy"], &[], BuiltIn),
-    rule("deletionPolicy", &["/spec/deletionPolicy"], &[], BuiltIn),
-    rule("resyncInterval", &["/spec/resyncInterval"], &[], BuiltIn),
-    rule("dataFlow.gracePeriod", &["/spec/dataFlow/gracePeriod"], &[], BuiltIn),
+    ("clusterName", &["/spec/clusterName"], &[], Operator),
+    ("region", &["/spec/region"], &[], Operator),
+    ("sources.namespaces", &["/spec/sources/namespaces"], &[], BuiltIn),
+    ("sources.nodeSelector", &["/spec/sources/nodeSelector"], &["/spec/nodeSelector"], BuiltIn),
+    ("logs.enabled", &["/spec/logs/enabled"], &[], BuiltIn),
+    ("logs.include", &["/spec/logs/include"], &[], BuiltIn),
+    ("logs.logGroup.name", &["/spec/logs/logGroup/name"], &[], BuiltIn),
+    ("logs.logGroup.retentionInDays", &["/spec/logs/logGroup/retentionInDays"], &["/spec/logs/minRetentionInDays"], BuiltIn),
+    ("logs.logGroup.class", &["/spec/logs/logGroup/class"], &[], BuiltIn),
+    ("logs.redaction", &["/spec/logs/redaction"], &[], BuiltIn),
+    ("metrics.dcgm.enabled", &["/spec/metrics/dcgm/enabled"], &[], BuiltIn),
+    ("metrics.dcgm.scrapeInterval", &["/spec/metrics/dcgm/scrapeInterval"], &[], BuiltIn),
+    ("metrics.dcgm.metrics", &["/spec/metrics/dcgm/metrics"], &["/spec/metrics/defaults"], BuiltIn),
+    ("metrics.cloudwatch.namespace", &["/spec/metrics/cloudwatch/namespace"], &[], BuiltIn),
+    ("metrics.cloudwatch.dimensions", &["/spec/metrics/cloudwatch/dimensions"], &[], BuiltIn),
+    ("metrics.cloudwatch.logGroup.name", &["/spec/metrics/cloudwatch/logGroup/name"], &[], BuiltIn),
+    ("metrics.cloudwatch.logGroup.retentionInDays", &["/spec/metrics/cloudwatch/logGroup/retentionInDays"], &["/spec/logs/minRetentionInDays"], BuiltIn),
+    ("traces.otlp.enabled", &["/spec/traces/otlp/enabled"], &[], BuiltIn),
+    ("encryption.kms", &["/spec/encryption/kms/keyArn", "/spec/encryption/kms/disabled", "/spec/encryption/kms/create/alias", "/spec/encryption/kms/create/rotation", "/spec/encryption/kms/create/deletionWindowInDays"], &[], BuiltIn),
+    ("identity.mode", &["/spec/identity/mode"], &["/spec/identity/allowedModes/0"], BuiltIn),
+    ("identity.role", &["/spec/identity/existingRoleArn", "/spec/identity/roleName"], &[], Derived),
+    ("identity.permissionsBoundaryArn", &["/spec/identity/permissionsBoundaryArn"], &["/spec/identity/permissionsBoundaryArn"], BuiltIn),
+    ("collector.image", &["/spec/collector/image"], &["/spec/collectorDefaults/image"], BuiltIn),
+    ("collectorNamespace", &[], &[], Derived),
+    ("collector.resources", &["/spec/collector/resources"], &["/spec/collectorDefaults/resources"], BuiltIn),
+    ("collector.batch.sendBatchSize", &["/spec/collector/batch/sendBatchSize"], &[], BuiltIn),
+    ("collector.batch.timeout", &["/spec/collector/batch/timeout"], &[], BuiltIn),
+    ("collector.queueHostPath", &["/spec/collector/queueHostPath"], &[], BuiltIn),
+    ("collector.retryMaxElapsed", &["/spec/collector/retryMaxElapsed"], &[], BuiltIn),
+    ("exporter", &[], &[], BuiltIn),
+    ("driftPolicy", &["/spec/driftPolicy"], &[], BuiltIn),
+    ("deletionPolicy", &["/spec/deletionPolicy"], &[], BuiltIn),
+    ("resyncInterval", &["/spec/resyncInterval"], &[], BuiltIn),
+    ("dataFlow.gracePeriod", &["/spec/dataFlow/gracePeriod"], &[], BuiltIn),
 ];
 
 /// The source a row must show for this pipeline and policy, read from the documents.
-fn expected(rule: &Rule, p: &Value, pol: Option<&Value>) -> Source {
-    let by_precedence = if rule.pipeline.iter().any(|ptr| set(p, ptr)) {
+fn expected(&(row, pipeline, policy, otherwise): &Rule, p: &Value, pol: Option<&Value>) -> Source {
+    let by_precedence = if pipeline.iter().any(|ptr| set(p, ptr)) {
         Source::Pipeline
-    } else if pol.is_some_and(|pol| rule.policy.iter().any(|ptr| set(pol, ptr))) {
+    } else if pol.is_some_and(|pol| policy.iter().any(|ptr| set(pol, ptr))) {
         Source::PolicyDefault
     } else {
-        rule.otherwise
+        otherwise
     };
     // Guardrails and values that other choices decide.
-    match rule.row {
+    match row {
         // A required redaction the pipeline lacks is added.
         "logs.redaction" => {
             let own = names(Some(p), "/spec/logs/redaction");
@@ -213,7 +195,7 @@ fn every_settings_row_names_where_its_value_came_from() {
         region: Some("eu-west-1".into()),
         ..Context::default()
     };
-    let rows: BTreeSet<&str> = RULES.iter().map(|r| r.row).collect();
+    let rows: BTreeSet<&str> = RULES.iter().map(|r| r.0).collect();
     assert_eq!(rows.len(), RULES.len(), "one rule per row");
     let mut checked = 0;
     let mut seen: BTreeSet<(&str, Source)> = BTreeSet::new();
@@ -225,7 +207,7 @@ fn every_settings_row_names_where_its_value_came_from() {
         let shown: BTreeSet<&str> = table.iter().map(|s| s.path).collect();
         assert_eq!(shown, rows, "{case}: every row has a rule here, and every rule a row");
         for s in &table {
-            let rule = RULES.iter().find(|r| r.row == s.path).expect("checked above");
+            let rule = RULES.iter().find(|r| r.0 == s.path).expect("checked above");
             let want = expected(rule, &p, pol.as_ref());
             assert_eq!(s.source, want, "{case}: {} = {:?}", s.path, s.value);
             seen.insert((s.path, s.source));

@@ -14,13 +14,25 @@ use crate::desired::sources::{LifecycleSources, Source, Sourced};
 pub const DEFAULT_DATA_FLOW_GRACE_MS: u64 = 300_000;
 const DEFAULT_RESYNC_INTERVAL_MS: u64 = 600_000;
 
+/// The lifecycle settings; `adopt` and `budget` are shown nowhere with a source.
 pub(super) struct Lifecycle {
-    pub drift_policy: DriftPolicy,
-    pub deletion_policy: DeletionPolicy,
-    pub resync_interval_ms: u64,
-    pub data_flow_grace_ms: u64,
+    pub drift_policy: Sourced<DriftPolicy>,
+    pub deletion_policy: Sourced<DeletionPolicy>,
+    pub resync_interval_ms: Sourced<u64>,
+    pub data_flow_grace_ms: Sourced<u64>,
     pub adopt: bool,
     pub budget: Option<EffBudget>,
+}
+
+impl Lifecycle {
+    pub fn sources(&self) -> LifecycleSources {
+        LifecycleSources {
+            drift_policy: self.drift_policy.source,
+            deletion_policy: self.deletion_policy.source,
+            resync_interval: self.resync_interval_ms.source,
+            data_flow_grace: self.data_flow_grace_ms.source,
+        }
+    }
 }
 
 /// A healthy collector can wait a scrape interval for data and a batch timeout to send it: a
@@ -66,35 +78,23 @@ pub(super) fn lifecycle(
     p: &MLObservabilityPipeline,
     metrics: &EffMetrics,
     collector: &EffCollector,
-) -> (Lifecycle, LifecycleSources) {
+) -> Lifecycle {
     let spec = &p.spec;
-    let drift = Sourced::pipeline_or(spec.drift_policy, DriftPolicy::default());
-    let deletion = Sourced::pipeline_or(spec.deletion_policy, DeletionPolicy::default());
-    let resync = Sourced::pipeline_or(
-        spec.resync_interval.as_ref().and_then(|r| parse_duration_ms(r).ok()),
-        DEFAULT_RESYNC_INTERVAL_MS,
-    );
-    let grace = data_flow_grace(m, p, metrics, collector);
     let adopt_annotation = (p.metadata.annotations.as_ref())
         .and_then(|a| a.get(ADOPT_ANNOTATION))
         .is_some_and(|v| v == "true");
-    let budget = m.policy_spec().and_then(|p| p.budget.as_ref()).map(|b| EffBudget {
-        monthly_usd: b.monthly_usd,
-        action: b.action.unwrap_or(BudgetAction::Deny),
-    });
-    let sources = LifecycleSources {
-        drift_policy: drift.source,
-        deletion_policy: deletion.source,
-        resync_interval: resync.source,
-        data_flow_grace: grace.source,
-    };
-    let life = Lifecycle {
-        drift_policy: drift.value,
-        deletion_policy: deletion.value,
-        resync_interval_ms: resync.value,
-        data_flow_grace_ms: grace.value,
+    Lifecycle {
+        drift_policy: Sourced::pipeline_or(spec.drift_policy, DriftPolicy::default()),
+        deletion_policy: Sourced::pipeline_or(spec.deletion_policy, DeletionPolicy::default()),
+        resync_interval_ms: Sourced::pipeline_or(
+            spec.resync_interval.as_ref().and_then(|r| parse_duration_ms(r).ok()),
+            DEFAULT_RESYNC_INTERVAL_MS,
+        ),
+        data_flow_grace_ms: data_flow_grace(m, p, metrics, collector),
         adopt: spec.adopt.unwrap_or(false) || adopt_annotation,
-        budget,
-    };
-    (life, sources)
+        budget: m.policy_spec().and_then(|p| p.budget.as_ref()).map(|b| EffBudget {
+            monthly_usd: b.monthly_usd,
+            action: b.action.unwrap_or(BudgetAction::Deny),
+        }),
+    }
 }

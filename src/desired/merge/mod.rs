@@ -83,7 +83,7 @@ pub fn merge(
     let (identity, identity_src) = identity::identity(&mut m, spec, &at);
     let (collector, collector_src) = collector::collector(&mut m, spec, &at);
     let exporter = collector::exporter(&m, ctx);
-    let (life, life_src) = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
+    let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {
         // A collector with no pipeline refuses to start; say so here instead of crash-looping.
@@ -107,7 +107,7 @@ pub fn merge(
         identity: identity_src,
         collector: collector_src,
         exporter: exporter.source,
-        lifecycle: life_src,
+        lifecycle: life.sources(),
     };
     let effective = Effective {
         namespace: at.namespace,
@@ -128,10 +128,10 @@ pub fn merge(
         identity,
         collector,
         exporter: exporter.value,
-        drift_policy: life.drift_policy,
-        deletion_policy: life.deletion_policy,
-        resync_interval_ms: life.resync_interval_ms,
-        data_flow_grace_ms: life.data_flow_grace_ms,
+        drift_policy: life.drift_policy.value,
+        deletion_policy: life.deletion_policy.value,
+        resync_interval_ms: life.resync_interval_ms.value,
+        data_flow_grace_ms: life.data_flow_grace_ms.value,
         adopt: life.adopt,
         budget: life.budget,
         sources,
