@@ -13,47 +13,34 @@ pub struct Setting {
     pub source: Source,
 }
 
+fn row(path: &'static str, value: String, source: Source) -> Setting {
+    Setting { path, value, source }
+}
+
 fn list(v: &[String]) -> String {
     if v.is_empty() { "[]".into() } else { v.join(", ") }
 }
 
+fn on(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
 /// Every effective value the plan shows, in spec order.
 pub fn settings(e: &Effective) -> Vec<Setting> {
-    let kms = match &e.kms {
-        EffKms::Existing { key_arn } => format!("existing {key_arn}"),
-        EffKms::Create {
-            alias,
-            rotation,
-            deletion_window_days,
-        } => {
-            format!(
-                "create {alias} (rotation {}, deletion window {deletion_window_days} days)",
-                on(*rotation)
-            )
-        }
-        EffKms::Disabled => "disabled (CloudWatch default encryption)".into(),
-    };
-    let role = match &e.identity.role {
-        EffRole::Create { name } => format!("create {name}"),
-        EffRole::Existing { arn } => format!("existing {arn}"),
-    };
-    let dims: Vec<String> = e
-        .metrics
-        .dimensions
-        .iter()
-        .map(|d| format!("[{}]", d.join(", ")))
-        .collect();
-    let redactions: Vec<String> = e
-        .logs
-        .redactions
-        .iter()
-        .map(|r| r.name.clone().unwrap_or_else(|| r.pattern.clone()))
-        .collect();
+    [
+        placement(e),
+        logs(e),
+        metrics(e),
+        security(e),
+        collector(e),
+        lifecycle(e),
+    ]
+    .concat()
+}
+
+fn placement(e: &Effective) -> Vec<Setting> {
     let s = &e.sources;
-    let (logs, metrics, collector) = (&s.logs, &s.metrics, &s.collector);
-    let lifecycle = &s.lifecycle;
     let node_selector: Vec<String> = e.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let row = |path: &'static str, value: String, source: Source| Setting { path, value, source };
     vec![
         row("clusterName", e.cluster_name.clone(), s.cluster_name),
         row("region", e.region.clone(), s.region),
@@ -63,122 +50,120 @@ pub fn settings(e: &Effective) -> Vec<Setting> {
             node_selector.join(", "),
             s.placement.node_selector,
         ),
-        row("logs.enabled", e.logs.enabled.to_string(), logs.enabled),
-        row("logs.include", list(&e.logs.include), logs.include),
-        row("logs.logGroup.name", e.logs.group.name.clone(), logs.group.name),
-        row(
-            "logs.logGroup.retentionInDays",
-            e.logs.group.retention_days.to_string(),
-            logs.group.retention_days,
-        ),
-        row(
-            "logs.logGroup.class",
-            e.logs.group.class.as_str().into(),
-            logs.group.class,
-        ),
-        row("logs.redaction", list(&redactions), logs.redaction),
-        row(
-            "metrics.dcgm.enabled",
-            e.metrics.dcgm_enabled.to_string(),
-            metrics.dcgm_enabled,
-        ),
-        row(
-            "metrics.dcgm.scrapeInterval",
-            format_duration_ms(e.metrics.scrape_interval_ms),
-            metrics.scrape_interval,
-        ),
-        row(
-            "metrics.dcgm.metrics",
-            format!("{} fields", e.metrics.metrics.len()),
-            metrics.metrics,
-        ),
-        row(
-            "metrics.cloudwatch.namespace",
-            e.metrics.namespace.clone(),
-            metrics.namespace,
-        ),
-        row("metrics.cloudwatch.dimensions", dims.join(" "), metrics.dimensions),
-        row(
-            "metrics.cloudwatch.logGroup.name",
-            e.metrics.group.name.clone(),
-            metrics.group.name,
-        ),
+    ]
+}
+
+fn logs(e: &Effective) -> Vec<Setting> {
+    let (l, s) = (&e.logs, &e.sources.logs);
+    let redactions: Vec<String> = (l.redactions.iter())
+        .map(|r| r.name.clone().unwrap_or_else(|| r.pattern.clone()))
+        .collect();
+    let retention = l.group.retention_days.to_string();
+    vec![
+        row("logs.enabled", l.enabled.to_string(), s.enabled),
+        row("logs.include", list(&l.include), s.include),
+        row("logs.logGroup.name", l.group.name.clone(), s.group.name),
+        row("logs.logGroup.retentionInDays", retention, s.group.retention_days),
+        row("logs.logGroup.class", l.group.class.as_str().into(), s.group.class),
+        row("logs.redaction", list(&redactions), s.redaction),
+    ]
+}
+
+fn metrics(e: &Effective) -> Vec<Setting> {
+    let (m, s) = (&e.metrics, &e.sources.metrics);
+    let dims: Vec<String> = m.dimensions.iter().map(|d| format!("[{}]", d.join(", "))).collect();
+    let scrape = format_duration_ms(m.scrape_interval_ms);
+    let fields = format!("{} fields", m.metrics.len());
+    let retention = m.group.retention_days.to_string();
+    let otlp = e.collector.otlp_enabled.to_string();
+    vec![
+        row("metrics.dcgm.enabled", m.dcgm_enabled.to_string(), s.dcgm_enabled),
+        row("metrics.dcgm.scrapeInterval", scrape, s.scrape_interval),
+        row("metrics.dcgm.metrics", fields, s.metrics),
+        row("metrics.cloudwatch.namespace", m.namespace.clone(), s.namespace),
+        row("metrics.cloudwatch.dimensions", dims.join(" "), s.dimensions),
+        row("metrics.cloudwatch.logGroup.name", m.group.name.clone(), s.group.name),
         row(
             "metrics.cloudwatch.logGroup.retentionInDays",
-            e.metrics.group.retention_days.to_string(),
-            metrics.group.retention_days,
+            retention,
+            s.group.retention_days,
         ),
-        row(
-            "traces.otlp.enabled",
-            e.collector.otlp_enabled.to_string(),
-            collector.otlp_enabled,
+        row("traces.otlp.enabled", otlp, e.sources.collector.otlp_enabled),
+    ]
+}
+
+/// The KMS key and the collector's identity.
+fn security(e: &Effective) -> Vec<Setting> {
+    let (id, s) = (&e.identity, &e.sources.identity);
+    let kms = match &e.kms {
+        EffKms::Existing { key_arn } => format!("existing {key_arn}"),
+        EffKms::Create {
+            alias,
+            rotation,
+            deletion_window_days,
+        } => format!(
+            "create {alias} (rotation {}, deletion window {deletion_window_days} days)",
+            on(*rotation)
         ),
-        row("encryption.kms", kms, s.kms),
-        row("identity.mode", e.identity.mode.as_str().into(), s.identity.mode),
-        row("identity.role", role, s.identity.role),
-        row(
-            "identity.permissionsBoundaryArn",
-            (e.identity.permissions_boundary_arn.clone()).unwrap_or_else(|| "none".into()),
-            s.identity.permissions_boundary_arn,
-        ),
-        row("collector.image", e.collector.image.clone(), collector.image),
+        EffKms::Disabled => "disabled (CloudWatch default encryption)".into(),
+    };
+    let role = match &id.role {
+        EffRole::Create { name } => format!("create {name}"),
+        EffRole::Existing { arn } => format!("existing {arn}"),
+    };
+    let boundary = id.permissions_boundary_arn.clone().unwrap_or_else(|| "none".into());
+    vec![
+        row("encryption.kms", kms, e.sources.kms),
+        row("identity.mode", id.mode.as_str().into(), s.mode),
+        row("identity.role", role, s.role),
+        row("identity.permissionsBoundaryArn", boundary, s.permissions_boundary_arn),
+    ]
+}
+
+/// The collector, where it runs, and the exporter it scrapes.
+fn collector(e: &Effective) -> Vec<Setting> {
+    let (c, s) = (&e.collector, &e.sources.collector);
+    let x = &e.exporter;
+    let memory = format!("memory limit {}Mi", c.memory_limit_mib);
+    let exporter = format!("{:?} in {} (port {})", x.mode, x.namespace, x.port);
+    vec![
+        row("collector.image", c.image.clone(), s.image),
         row(
             "collectorNamespace",
             e.collector_namespace.clone(),
-            s.collector_namespace,
+            e.sources.collector_namespace,
         ),
-        row(
-            "collector.resources",
-            format!("memory limit {}Mi", e.collector.memory_limit_mib),
-            collector.resources,
-        ),
-        row(
-            "collector.batch.sendBatchSize",
-            e.collector.batch_size.to_string(),
-            collector.batch_size,
-        ),
+        row("collector.resources", memory, s.resources),
+        row("collector.batch.sendBatchSize", c.batch_size.to_string(), s.batch_size),
         row(
             "collector.batch.timeout",
-            format_duration_ms(e.collector.batch_timeout_ms),
-            collector.batch_timeout,
+            format_duration_ms(c.batch_timeout_ms),
+            s.batch_timeout,
         ),
-        row(
-            "collector.queueHostPath",
-            e.collector.queue_host_path.clone(),
-            collector.queue_host_path,
-        ),
+        row("collector.queueHostPath", c.queue_host_path.clone(), s.queue_host_path),
         row(
             "collector.retryMaxElapsed",
-            format_duration_ms(e.collector.retry_max_elapsed_ms),
-            collector.retry_max_elapsed,
+            format_duration_ms(c.retry_max_elapsed_ms),
+            s.retry_max_elapsed,
         ),
-        row(
-            "exporter",
-            format!(
-                "{:?} in {} (port {})",
-                e.exporter.mode, e.exporter.namespace, e.exporter.port
-            ),
-            s.exporter,
-        ),
-        row("driftPolicy", format!("{:?}", e.drift_policy), lifecycle.drift_policy),
-        row(
-            "deletionPolicy",
-            format!("{:?}", e.deletion_policy),
-            lifecycle.deletion_policy,
-        ),
+        row("exporter", exporter, e.sources.exporter),
+    ]
+}
+
+fn lifecycle(e: &Effective) -> Vec<Setting> {
+    let s = &e.sources.lifecycle;
+    vec![
+        row("driftPolicy", format!("{:?}", e.drift_policy), s.drift_policy),
+        row("deletionPolicy", format!("{:?}", e.deletion_policy), s.deletion_policy),
         row(
             "resyncInterval",
             format_duration_ms(e.resync_interval_ms),
-            lifecycle.resync_interval,
+            s.resync_interval,
         ),
         row(
             "dataFlow.gracePeriod",
             format_duration_ms(e.data_flow_grace_ms),
-            lifecycle.data_flow_grace,
+            s.data_flow_grace,
         ),
     ]
-}
-
-fn on(b: bool) -> &'static str {
-    if b { "on" } else { "off" }
 }
