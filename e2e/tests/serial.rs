@@ -76,6 +76,18 @@ async fn node_flaps_since(c: &Client, since: k8s_openapi::jiff::Timestamp) -> Re
         .collect())
 }
 
+/// Every pipeline on the cluster but `ns/name`, as `namespace/name`.
+async fn other_pipelines(all: &Api<mlobs::crd::MLObservabilityPipeline>, ns: &str, name: &str) -> Result<Vec<String>> {
+    Ok(all
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+        .filter(|p| p != &format!("{ns}/{name}"))
+        .collect())
+}
+
 /// The leader's write and reconcile counters: (writes except Lease renewals, reconciles, the
 /// whole exposition).
 async fn counters(r: &Replica) -> Result<(f64, f64, String)> {
@@ -116,14 +128,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     let all = Api::<mlobs::crd::MLObservabilityPipeline>::all(c.clone());
     let all = &all;
     wait_for("the other tests' pipelines gone", READY_TIMEOUT, async || {
-        let others: Vec<String> = all
-            .list_metadata(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
-            .filter(|p| p != &format!("{ns}/{name}"))
-            .collect();
+        let others = other_pipelines(all, ns, name).await?;
         ensure!(others.is_empty(), "still there: {others:?}");
         Ok(())
     })
@@ -175,14 +180,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     ensure!(changed.is_empty(), "objects written in steady state: {changed:#?}");
     if writes1 != writes0 {
         // Other pipelines or policies on a shared cluster are reconciled by the same leader.
-        let others: Vec<String> = Api::<mlobs::crd::MLObservabilityPipeline>::all(c.clone())
-            .list_metadata(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
-            .filter(|p| p != &format!("{ns}/{name}"))
-            .collect();
+        let others = other_pipelines(all, ns, name).await?;
         anyhow::bail!(
             "the operator made {} writes to the API server in a steady state of {} s:\n  {}\n{}",
             writes1 - writes0,

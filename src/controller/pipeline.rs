@@ -541,7 +541,7 @@ async fn apply_children(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs
     // goes, on every reconcile (operator-rs `ClusterResources`). Gating this on a generation
     // change missed generations whose first reconcile stopped early; the lists are served from
     // the API server's watch cache.
-    let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
+    let sel = crate::conventions::pipeline_selector(&d.effective.namespace, &d.effective.name);
     let pruned = prune_children(ctx, &sel, &keep, &uid, false).await?;
     ctx.pruned(p, &pruned).await;
     Ok(live)
@@ -716,7 +716,7 @@ async fn cleanup(
             )
             .await?;
             if let Some(uid) = p.uid() {
-                let sel = format!("mlobs.io/pipeline={}", d.effective.pipeline_label());
+                let sel = crate::conventions::pipeline_selector(&d.effective.namespace, &d.effective.name);
                 prune_children(ctx, &sel, &[], &uid, true).await?;
             }
             let o = &d.objects;
