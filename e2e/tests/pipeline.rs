@@ -428,6 +428,9 @@ pub async fn ready_pipeline_with_collector(
             .as_ref()
             .and_then(|s| s.collector.as_ref())
             .map(|c| c.ready_nodes);
+        if ready != Some(n) {
+            restart_pods_stuck_by_node_flap(c, ns).await?;
+        }
         ensure!(
             ready == Some(n) && is_ready(&p),
             "readyNodes {ready:?} of {n}; {}",

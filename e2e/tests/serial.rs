@@ -104,7 +104,23 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     let ns = TestNs::create(&c, "steady").await?;
     let ns = ns.name.as_str();
     let name = "steady";
-    ready_pipeline_with_collector(&c, ns, name, json!({})).await?;
+    // No collector really runs here, so DataFlowing turns False once the grace period after
+    // CollectorReady is over: a legitimate status write and Event. A short grace period and a
+    // wait for that verdict keep it out of the window (with the 5m default, a window re-measured
+    // after node flaps met it in CI).
+    ready_pipeline_with_collector(&c, ns, name, json!({"dataFlow": {"gracePeriod": "45s"}})).await?;
+    let pipes = pipelines(&c, ns);
+    let pipes = &pipes;
+    wait_for("DataFlowing settled (False: nothing sends)", READY_TIMEOUT, async || {
+        let p = pipes.get(name).await?;
+        ensure!(
+            condition_status(&p, "DataFlowing") == "False",
+            "not yet: {}",
+            conditions_summary(&p)
+        );
+        Ok(())
+    })
+    .await?;
     // Let the DaemonSet controller and kubelet (kwok) finish their status writes.
     let ds_api = Api::<DaemonSet>::namespaced(c.clone(), ns);
     let (ds_api, sel) = (&ds_api, child_selector(ns, name));

@@ -266,12 +266,53 @@ pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Result<MLObser
     let start = Instant::now();
     let p = wait_for(&format!("pipeline {ns}/{name} Ready=True"), READY_TIMEOUT, async || {
         let p = api.get(name).await?;
+        if !is_ready(&p) && condition(&p, "CollectorReady").is_some_and(|c| c.reason == "RollingOut") {
+            let restarted = restart_pods_stuck_by_node_flap(client, ns).await?;
+            if !restarted.is_empty() {
+                println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
+            }
+        }
         ensure!(is_ready(&p), "{}", conditions_summary(&p));
         Ok(p)
     })
     .await?;
     println!("{ns}/{name} Ready after {:.1} s", start.elapsed().as_secs_f64());
     Ok(p)
+}
+
+/// kwok on this machine sometimes misses a node's Lease renewal: the node goes NotReady, the node
+/// lifecycle controller sets its pods' Ready condition False, and when the node is back kwok never
+/// sets it True again (it plays a pod's stages once). Such a pod keeps its DaemonSet, and the
+/// pipeline, rolling out for good: the cluster's quirk, not the operator's. Deletes, in `ns`, the
+/// pods that are Ready=False on a Ready node while all their containers are ready, so that their
+/// DaemonSet recreates them; returns their names.
+pub async fn restart_pods_stuck_by_node_flap(client: &Client, ns: &str) -> Result<Vec<String>> {
+    let ready_nodes: std::collections::BTreeSet<String> = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing nodes")?
+        .items
+        .into_iter()
+        .filter(|n| {
+            let conds = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conds.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|n| n.name_any())
+        .collect();
+    let api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+    let mut restarted = vec![];
+    for pod in api.list(&ListParams::default()).await.context("listing pods")?.items {
+        let on_ready_node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| ready_nodes.contains(n));
+        let status = pod.status.clone().unwrap_or_default();
+        let not_ready = (status.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "False");
+        let containers = status.container_statuses.unwrap_or_default();
+        let containers_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
+        if on_ready_node && not_ready && containers_ready && pod.metadata.deletion_timestamp.is_none() {
+            ignore_not_found(api.delete(&pod.name_any(), &DeleteParams::default()).await.map(|_| ()))?;
+            restarted.push(pod.name_any());
+        }
+    }
+    Ok(restarted)
 }
 
 /// Label selector of a pipeline's children.
