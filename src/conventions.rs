@@ -126,6 +126,12 @@ pub const EXPORTER_APP: &str = "mlobs-dcgm-exporter";
 pub const CONFIG_HASH_ANNOTATION: &str = "mlobs.io/config-hash";
 /// `"true"` on a pipeline: take over AWS resources that exist without our tags.
 pub const ADOPT_ANNOTATION: &str = "mlobs.io/adopt";
+/// Annotation on every child naming its owner (`<namespace>/<name>` of a pipeline, `<name>` of a
+/// policy): how a child that cannot carry an owner reference (cluster-scoped, or in another
+/// namespace) finds its owner.
+pub const OWNER_ANNOTATION: &str = "mlobs.io/owner";
+/// Annotation with the owner's uid on every child: pruning and cleanup delete only what it names.
+pub const OWNER_UID_ANNOTATION: &str = "mlobs.io/owner-uid";
 
 fn pairs<const N: usize>(kv: [(&str, String); N]) -> BTreeMap<String, String> {
     kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
@@ -147,6 +153,12 @@ pub fn exporter_selector(policy_name: &str) -> BTreeMap<String, String> {
         (NAME_LABEL, EXPORTER_APP.to_string()),
         (POLICY_LABEL, policy_label(policy_name)),
     ])
+}
+
+/// A label selector string (`k=v,k2=v2`) from a label map.
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(",")
 }
 
 /// Selects the children of one pipeline.

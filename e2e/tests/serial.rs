@@ -111,15 +111,19 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     ready_pipeline_with_collector(&c, ns, name, json!({"dataFlow": {"gracePeriod": "45s"}})).await?;
     let pipes = pipelines(&c, ns);
     let pipes = &pipes;
-    wait_for("DataFlowing settled (False: nothing sends)", READY_TIMEOUT, async || {
-        let p = pipes.get(name).await?;
-        ensure!(
-            condition_status(&p, "DataFlowing") == "False",
-            "not yet: {}",
-            conditions_summary(&p)
-        );
-        Ok(())
-    })
+    wait_for(
+        "DataFlowing settled (False: nothing sends)",
+        READY_TIMEOUT,
+        async || {
+            let p = pipes.get(name).await?;
+            ensure!(
+                condition_status(&p, "DataFlowing") == "False",
+                "not yet: {}",
+                conditions_summary(&p)
+            );
+            Ok(())
+        },
+    )
     .await?;
     // Let the DaemonSet controller and kubelet (kwok) finish their status writes.
     let ds_api = Api::<DaemonSet>::namespaced(c.clone(), ns);

@@ -302,7 +302,11 @@ pub async fn restart_pods_stuck_by_node_flap(client: &Client, ns: &str) -> Resul
     let api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
     let mut restarted = vec![];
     for pod in api.list(&ListParams::default()).await.context("listing pods")?.items {
-        let on_ready_node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| ready_nodes.contains(n));
+        let on_ready_node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| ready_nodes.contains(n));
         let status = pod.status.clone().unwrap_or_default();
         let not_ready = (status.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "False");
         let containers = status.container_statuses.unwrap_or_default();

@@ -21,6 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
+use crate::conventions::OWNER_UID_ANNOTATION as OWNER_UID;
 
 /// Field manager of every write mlobs makes.
 pub const FIELD_MANAGER: &str = "mlobs";
@@ -198,9 +199,6 @@ impl Owner<'_> {
         (by_ref || by_annotation) && !(self.only_unowned && by_ref) && obj.meta().deletion_timestamp.is_none()
     }
 }
-
-/// The annotation naming the owner's uid on children that cannot carry an owner reference.
-const OWNER_UID: &str = "mlobs.io/owner-uid";
 
 /// Deletes, in every namespace, the objects carrying `selector` and mlobs' managed-by label that
 /// `owner` may delete and whose `Kind/namespace/name` is not in `keep`. Returns what it deleted

@@ -1,6 +1,7 @@
 //! `mlobs run`: two kube-runtime Controllers in one process (pipelines and policies), behind
 //! Lease-based leader election, with `/metrics`, `/healthz` and `/readyz`.
 
+pub mod applier;
 pub mod backoff;
 pub mod children;
 pub mod client;
@@ -115,6 +116,56 @@ impl Ctx {
             let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
             m.insert(uid, (fingerprint, Instant::now()));
         }
+    }
+
+    /// When this process last ensured the pipeline's AWS side ready: (plan fingerprint, how long ago).
+    fn aws_memory(&self, p: &MLObservabilityPipeline) -> Option<(String, Duration)> {
+        let uid = p.uid()?;
+        let m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&uid).map(|(fp, at)| (fp.clone(), at.elapsed()))
+    }
+
+    /// Events and drift metrics for what an applier run did: Created/Updated, hand edits put back
+    /// (returned as drift records), children pruned.
+    async fn report_applied<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        report: &applier::Report,
+    ) -> Vec<crate::aws::Drift> {
+        let mut drift = Vec::new();
+        for (what, a) in &report.applied {
+            match a {
+                children::Applied::Unchanged => {}
+                children::Applied::Created | children::Applied::Updated => {
+                    let verb = if *a == children::Applied::Created {
+                        Reason::Created
+                    } else {
+                        Reason::Updated
+                    };
+                    self.event(obj, EventType::Normal, verb, "ApplyChild", format!("{verb} {what}"))
+                        .await;
+                }
+                children::Applied::Corrected { field, actual, desired } => {
+                    let note = format!("{what} {field} was edited by hand; put back");
+                    self.event(obj, EventType::Normal, Reason::DriftCorrected, "ApplyChild", note)
+                        .await;
+                    drift.push(crate::aws::Drift {
+                        resource: what.clone(),
+                        field: field.clone(),
+                        desired: desired.clone(),
+                        actual: actual.clone(),
+                        corrected: true,
+                    });
+                }
+            }
+        }
+        if !drift.is_empty() {
+            let n = drift.len() as u64;
+            self.metrics.drift("kubernetes", "found", n);
+            self.metrics.drift("kubernetes", "corrected", n);
+        }
+        self.pruned(obj, &report.pruned).await;
+        drift
     }
 
     /// The log groups under `prefix`, from a snapshot at most [`SNAPSHOT_TTL`] old: N pipelines
@@ -305,7 +356,7 @@ fn policies_of_pipeline(
 pub fn pipeline_of_child<K: Resource>(child: &K) -> Option<ObjectRef<MLObservabilityPipeline>> {
     if let Some((ns, name)) = child
         .annotations()
-        .get(pipeline::OWNER_ANNOTATION)
+        .get(crate::conventions::OWNER_ANNOTATION)
         .and_then(|o| o.split_once('/'))
     {
         return Some(ObjectRef::new(name).within(ns));

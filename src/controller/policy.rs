@@ -1,21 +1,27 @@
 //! The GpuTelemetryPolicy reconciler: the Managed DCGM exporter (DaemonSet, counters ConfigMap,
-//! Service in the operator's namespace, owned by the cluster-scoped policy) and the policy's status.
+//! Service in the operator's namespace, owned by the cluster-scoped policy) and the policy's
+//! status. The same typed steps as the pipeline's: 1. [`dereference`] (reads only: other default
+//! policies, governed pipelines, GPU nodes, the exporter's namespace) → 2. [`plan`] (pure:
+//! validity, the exporter child set or the existing exporter to look for) → 3. [`apply_children`]
+//! (the one applier: apply, then prune; under External the empty set prunes the exporter; an
+//! invalid spec touches nothing) → 4. [`observe`] (rollout or existing pods) → 5. [`status`]
+//! (pure, clock passed in) and its write.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::children::{self, Applied};
+use super::applier::{self, Child, ChildSet, Kind, SetOwner};
 use super::error::{Error, Result};
-use super::lookup::{Governing, governing};
+use super::lookup::{Governing, governing, nodes_running};
 use super::{Ctx, now};
 use crate::crd::conditions::{self, pipeline as pty, policy as ty, reason, status as st};
 use crate::crd::reason::Reason;
@@ -55,45 +61,87 @@ pub fn error_policy(p: Arc<GpuTelemetryPolicy>, e: &Error, ctx: Arc<Ctx>) -> Act
 }
 
 async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
-    let name = p.name_any();
     if !ctx.caches_synced().await {
         return Ok(Action::await_change());
     }
+    // 1. dereference (reads only)
+    let world = dereference(p, ctx).await?;
+    // 2. plan (pure)
+    let plan = plan(p, &world, &ctx.desired.operator_namespace);
+    // 3. children: the Managed exporter, pruned of what is no longer wanted
+    let live = match &plan.exporter {
+        Exporter::Managed(set) => apply_children(p, ctx, set.clone()).await?,
+        Exporter::External { .. } => {
+            // mlobs runs no exporter: the whole set of this policy's exporter objects goes.
+            apply_children(p, ctx, exporter_set(p, vec![])?).await?;
+            None
+        }
+        Exporter::Untouched | Exporter::NamespaceMissing(_) => None,
+    };
+    // 4. observe
+    let source = observe(ctx, &plan.exporter, &world, live.as_ref()).await?;
+    // 5. status (pure) and its write
+    let (s, stop) = status(p, &world, &plan, source.as_ref(), now());
+    if Some(&s) != p.status.as_ref() {
+        let api: Api<GpuTelemetryPolicy> = Api::all(ctx.client.clone());
+        api.patch_status(
+            &p.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": s})),
+        )
+        .await?;
+    }
+    // Nothing watches External exporter pods or a missing namespace: look again soon.
+    let waiting = source.as_ref().is_some_and(|x| x.status != st::TRUE);
+    let requeue = if waiting { WAITING_RECHECK } else { RESYNC };
+    // An invalid or conflicting policy is a failed reconcile (result="error" with its reason),
+    // requeued without backoff: it waits for a change.
+    match stop {
+        Some((reason, message)) => Err(Error::Stopped {
+            reason,
+            message,
+            requeue,
+        }),
+        None => Ok(Action::requeue(requeue)),
+    }
+}
 
-    // Valid: at most one default policy.
-    let other_defaults: Vec<String> = ctx
-        .policies
-        .state()
+/// How soon a policy waiting on exporter pods or a namespace looks again.
+const WAITING_RECHECK: Duration = Duration::from_secs(30);
+
+/// Step 1: what the plan decides from.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    /// Other policies that say `default: true`.
+    pub other_defaults: Vec<String>,
+    /// The GPU nodes (the policy's node selector, else the default one).
+    pub nodes: BTreeSet<String>,
+    /// Pipelines this policy governs, and how many of them are not compliant.
+    pub governed: usize,
+    pub non_compliant: usize,
+    /// Whether the Managed exporter's namespace exists (`true` when not Managed).
+    pub exporter_namespace_exists: bool,
+}
+
+async fn dereference(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<World> {
+    let name = p.name_any();
+    let policies = ctx.policies.state();
+    let other_defaults = policies
         .iter()
         .filter(|x| x.spec.default == Some(true) && x.name_any() != name)
         .map(|x| x.name_any())
         .collect();
-    let conflict = p.spec.default == Some(true) && !other_defaults.is_empty();
-
-    // The GPU nodes.
     let mut selector = p.spec.node_selector.clone().unwrap_or_default();
     if selector.is_empty() {
         selector = crate::conventions::default_gpu_node_selector();
     }
-    let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let nodes: BTreeSet<String> = Api::<Node>::all(ctx.client.clone())
-        .list_metadata(&ListParams::default().labels(&sel.join(",")))
+    let nodes = Api::<Node>::all(ctx.client.clone())
+        .list_metadata(&ListParams::default().labels(&crate::conventions::selector_string(&selector)))
         .await?
         .items
         .into_iter()
         .filter_map(|n| n.metadata.name)
         .collect();
-
-    // The exporter (never from an invalid spec: what runs stays as it is).
-    let invalid = crate::crd::validate::validate_policy(p).err();
-    let source = if invalid.is_some() {
-        None
-    } else {
-        Some(metrics_source(p, ctx, &nodes).await?)
-    };
-
-    // Counts.
-    let policies = ctx.policies.state();
     let governed: Vec<_> = ctx
         .pipelines
         .state()
@@ -109,196 +157,139 @@ async fn reconcile_inner(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<Action> {
                 .is_some_and(|c| c.status == st::FALSE)
         })
         .count();
-
-    let old = p.status.clone().unwrap_or_default();
-    let mut s = GpuTelemetryPolicyStatus {
-        observed_generation: p.meta().generation,
-        conditions: old.conditions.clone(),
-        gpu_nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
-        exporter: source.as_ref().map(|x| x.rollout.clone()),
-        pipelines: Some(PipelineCounts {
-            total: i32::try_from(governed.len()).unwrap_or(i32::MAX),
-            non_compliant: i32::try_from(non_compliant).unwrap_or(i32::MAX),
-        }),
+    let exporter_namespace_exists = match dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) {
+        Some(x) => Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&x.namespace)
+            .await?
+            .is_some(),
+        None => true,
     };
-    let g = p.meta().generation;
-    let t = now();
-    let (valid, vr, vm) = if let Some(inv) = &invalid {
-        (st::FALSE, reason::INVALID_SPEC, format!("invalid spec:{inv}"))
-    } else if conflict {
-        (
-            st::FALSE,
-            reason::DEFAULT_CONFLICT,
-            format!("another policy also says default: true: {}", other_defaults.join(", ")),
-        )
-    } else {
-        (st::TRUE, reason::VALID, "policy is valid".to_string())
-    };
-    conditions::upsert(
-        &mut s.conditions,
-        conditions::condition(ty::VALID, valid, vr, vm, g, t.clone()),
-    );
-    if let Some(x) = &source {
-        conditions::upsert(
-            &mut s.conditions,
-            conditions::condition(
-                ty::METRICS_SOURCE_READY,
-                x.status,
-                x.reason,
-                x.message.clone(),
-                g,
-                t.clone(),
-            ),
-        );
-    }
-    let (ready, rr, rm) = match (&source, conflict || invalid.is_some()) {
-        (_, true) => (
-            st::FALSE,
-            vr,
-            "policy is not valid (see the Valid condition)".to_string(),
-        ),
-        (Some(x), false) if x.status != st::TRUE => (st::FALSE, x.reason, x.message.clone()),
-        (Some(x), false) => (st::TRUE, reason::RECONCILED, x.message.clone()),
-        (None, false) => (st::TRUE, reason::RECONCILED, "policy is valid".to_string()),
-    };
-    conditions::upsert(
-        &mut s.conditions,
-        conditions::condition(ty::READY, ready, rr, rm.clone(), g, t.clone()),
-    );
-    conditions::set_kstatus(&mut s.conditions, g, t);
-    if s != old {
-        let api: Api<GpuTelemetryPolicy> = Api::all(ctx.client.clone());
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": s})))
-            .await?;
-    }
-    // Nothing watches External exporter pods or a missing namespace: look again soon.
-    let waiting = source.as_ref().is_some_and(|x| x.status != st::TRUE);
-    let requeue = if waiting { WAITING_RECHECK } else { RESYNC };
-    // An invalid or conflicting policy is a failed reconcile (result="error" with its reason),
-    // requeued without backoff: it waits for a change.
-    match Reason::parse(rr).filter(|r| ready == st::FALSE && r.is_terminal()) {
-        Some(reason) => Err(Error::Stopped {
-            reason,
-            message: rm,
-            requeue,
-        }),
-        None => Ok(Action::requeue(requeue)),
-    }
+    Ok(World {
+        other_defaults,
+        nodes,
+        governed: governed.len(),
+        non_compliant,
+        exporter_namespace_exists,
+    })
 }
 
-/// How soon a policy waiting on exporter pods or a namespace looks again.
-const WAITING_RECHECK: Duration = Duration::from_secs(30);
+/// What the policy asks of the exporter.
+#[derive(Debug, Clone)]
+pub enum Exporter {
+    /// mlobs runs the exporter: its ConfigMap, Service and DaemonSet.
+    Managed(ChildSet),
+    /// An existing exporter (e.g. gpu-operator's): the pods to look for.
+    External { namespace: String, selector: String },
+    /// The Managed exporter's namespace does not exist: what runs elsewhere keeps running.
+    NamespaceMissing(String),
+    /// The spec is invalid: what runs stays as it is.
+    Untouched,
+}
+
+/// Step 2 (pure).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The validation errors, when the spec is invalid.
+    pub invalid: Option<String>,
+    pub exporter: Exporter,
+}
+
+pub fn plan(p: &GpuTelemetryPolicy, world: &World, operator_namespace: &str) -> Plan {
+    let invalid = crate::crd::validate::validate_policy(p)
+        .err()
+        .map(|inv| inv.to_string());
+    let exporter = if invalid.is_some() {
+        Exporter::Untouched
+    } else {
+        match dcgm_exporter::from_policy(p, operator_namespace) {
+            None => {
+                let spec = p.spec.dcgm_exporter.clone().unwrap_or_default();
+                Exporter::External {
+                    namespace: spec.namespace.unwrap_or_default(),
+                    selector: crate::conventions::selector_string(&spec.pod_selector.unwrap_or_default()),
+                }
+            }
+            Some(x) if !world.exporter_namespace_exists => Exporter::NamespaceMissing(x.namespace),
+            Some(x) => {
+                let (ds, cm, svc) = dcgm_exporter::build(&x, p.controller_owner_ref(&()));
+                match exporter_set(p, vec![Child::ConfigMap(cm), Child::Service(svc), Child::DaemonSet(ds)]) {
+                    Ok(set) => Exporter::Managed(set),
+                    Err(_) => Exporter::Untouched,
+                }
+            }
+        }
+    };
+    Plan { invalid, exporter }
+}
+
+/// The kinds of a policy's children: what a prune lists.
+const CHILD_KINDS: &[Kind] = &[Kind::DaemonSet, Kind::ConfigMap, Kind::Service];
+
+/// The policy's exporter objects as a child set (the owner reference is valid in any namespace:
+/// the policy is cluster-scoped).
+fn exporter_set(p: &GpuTelemetryPolicy, children: Vec<Child>) -> Result<ChildSet> {
+    let name = p.name_any();
+    let owner = SetOwner {
+        name: name.clone(),
+        uid: p.uid().ok_or(Error::MissingField("metadata.uid"))?,
+        reference: p.controller_owner_ref(&()),
+        ref_namespace: None,
+    };
+    Ok(ChildSet::new(
+        crate::conventions::policy_selector(&name),
+        CHILD_KINDS,
+        owner,
+        children,
+    ))
+}
+
+/// Step 3: applies the set and prunes; returns the live exporter DaemonSet.
+async fn apply_children(p: &GpuTelemetryPolicy, ctx: &Ctx, set: ChildSet) -> Result<Option<DaemonSet>> {
+    let report = applier::apply(&ctx.client, &ctx.applied, set).await?;
+    ctx.report_applied(p, &report).await;
+    Ok(report.daemon_set)
+}
 
 /// The DCGM exporter as this reconcile left it, for status.
-struct Source {
-    rollout: ExporterStatus,
-    status: &'static str,
-    reason: &'static str,
-    message: String,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub rollout: ExporterStatus,
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
 }
 
-/// Managed: applies the exporter's ConfigMap, Service and DaemonSet. Both modes: deletes the
-/// exporter objects this policy owns and no longer wants (a switch to External, a new namespace),
-/// and reports how many GPU nodes have an exporter pod.
-async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<String>) -> Result<Source> {
-    let c = ctx.client.clone();
-    let name = p.name_any();
-    let uid = p.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let selector = crate::conventions::policy_selector(&name);
-    let gpu = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
-    let Some(x) = dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) else {
-        // External: mlobs runs no exporter.
-        let pruned = prune_exporter(ctx, &selector, &[], &uid).await?;
-        ctx.pruned(p, &pruned).await;
-        let spec = p.spec.dcgm_exporter.clone().unwrap_or_default();
-        let ns = spec.namespace.unwrap_or_default();
-        let labels = spec.pod_selector.unwrap_or_default();
-        let pod_sel: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let pod_sel = pod_sel.join(",");
-        let pods = Api::<Pod>::namespaced(c, &ns)
-            .list(&ListParams::default().labels(&pod_sel))
-            .await?;
-        let on: BTreeSet<&str> = pods
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()))
-            .filter(|n| nodes.contains(*n))
-            .collect();
-        let ready = i32::try_from(on.len()).unwrap_or(i32::MAX);
-        let rollout = ExporterStatus { desired: gpu, ready };
-        let (status, reason, message) = if gpu == 0 {
-            (
-                st::TRUE,
-                reason::NO_GPU_NODES,
-                "no GPU node yet: nothing to scrape".to_string(),
-            )
-        } else if ready == 0 {
-            (
-                st::FALSE,
-                reason::NO_EXPORTER_PODS,
-                format!(
-                    "no running pod in namespace {ns} matches {pod_sel} on the GPU nodes: collectors have no DCGM exporter to scrape"
-                ),
-            )
-        } else {
-            (
-                st::TRUE,
-                reason::RECONCILED,
-                format!("{ready}/{gpu} GPU nodes run an existing DCGM exporter pod ({pod_sel} in namespace {ns})"),
-            )
-        };
-        return Ok(Source {
-            rollout,
-            status,
-            reason,
-            message,
-        });
-    };
-
-    if Api::<Namespace>::all(c.clone()).get_opt(&x.namespace).await?.is_none() {
-        // What runs elsewhere keeps running until the exporter can move.
-        return Ok(Source {
+/// Step 4: the exporter's rollout (Managed) or the existing exporter's pods on the GPU nodes
+/// (External); `None` for an invalid spec.
+async fn observe(ctx: &Ctx, exporter: &Exporter, world: &World, live: Option<&DaemonSet>) -> Result<Option<Source>> {
+    Ok(match exporter {
+        Exporter::Untouched => None,
+        Exporter::NamespaceMissing(ns) => Some(Source {
             rollout: ExporterStatus::default(),
             status: st::FALSE,
             reason: reason::NAMESPACE_NOT_FOUND,
-            message: format!("dcgmExporter.namespace {:?} does not exist", x.namespace),
-        });
-    }
-    let oref = p.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
-    let (ds, cm, svc) = dcgm_exporter::build(&x, Some(oref));
-    let ns = x.namespace.clone();
-    let keep = [
-        children::describe(&ds),
-        children::describe(&cm),
-        children::describe(&svc),
-    ];
-    let what = children::describe(&ds);
-    let (a1, _) = children::apply(&Api::<ConfigMap>::namespaced(c.clone(), &ns), cm, &ctx.applied).await?;
-    let (a2, _) = children::apply(&Api::<Service>::namespaced(c.clone(), &ns), svc, &ctx.applied).await?;
-    let (a3, live) = children::apply(&Api::<DaemonSet>::namespaced(c, &ns), ds, &ctx.applied).await?;
-    for a in [a1, a2, a3] {
-        if let Applied::Corrected { field, .. } = &a {
-            ctx.metrics.drift("kubernetes", "corrected", 1);
-            ctx.event(
-                p,
-                EventType::Normal,
-                Reason::DriftCorrected,
-                "ApplyChild",
-                format!("{what}: {field} was edited by hand; put back"),
-            )
-            .await;
+            message: format!("dcgmExporter.namespace {ns:?} does not exist"),
+        }),
+        Exporter::Managed(_) => live.map(managed_source),
+        Exporter::External { namespace, selector } => {
+            let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+                .list(&ListParams::default().labels(selector))
+                .await?;
+            let nodes: BTreeSet<&str> = world.nodes.iter().map(String::as_str).collect();
+            let ready = nodes_running(&pods.items, &nodes);
+            Some(external_source(namespace, selector, world.nodes.len(), ready))
         }
-    }
-    let pruned = prune_exporter(ctx, &selector, &keep, &uid).await?;
-    ctx.pruned(p, &pruned).await;
-    let ds_status = live.status.clone().unwrap_or_default();
+    })
+}
+
+fn managed_source(live: &DaemonSet) -> Source {
+    let s = live.status.clone().unwrap_or_default();
     let rollout = ExporterStatus {
-        desired: ds_status.desired_number_scheduled,
-        ready: ds_status.number_ready,
+        desired: s.desired_number_scheduled,
+        ready: s.number_ready,
     };
-    let observed = ds_status.observed_generation >= live.metadata.generation;
-    let msg = format!("{}/{} DCGM exporter pods ready", rollout.ready, rollout.desired);
+    let observed = s.observed_generation >= live.metadata.generation;
+    let message = format!("{}/{} DCGM exporter pods ready", rollout.ready, rollout.desired);
     let (status, reason) = if rollout.desired == 0 && observed {
         (st::TRUE, reason::NO_GPU_NODES)
     } else if observed && rollout.ready == rollout.desired {
@@ -306,27 +297,107 @@ async fn metrics_source(p: &GpuTelemetryPolicy, ctx: &Ctx, nodes: &BTreeSet<Stri
     } else {
         (st::FALSE, reason::ROLLING_OUT)
     };
-    Ok(Source {
+    Source {
         rollout,
         status,
         reason,
-        message: msg,
-    })
+        message,
+    }
 }
 
-/// Deletes the policy's exporter objects (DaemonSet, ConfigMap, Service, in any namespace) that
-/// are not in `keep`.
-async fn prune_exporter(ctx: &Ctx, selector: &str, keep: &[String], uid: &str) -> Result<Vec<String>> {
-    let c = &ctx.client;
-    let owner = children::Owner {
-        uid,
-        only_unowned: false,
+fn external_source(ns: &str, selector: &str, gpu: usize, ready: usize) -> Source {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let rollout = ExporterStatus {
+        desired: count(gpu),
+        ready: count(ready),
     };
-    let mut pruned = children::prune_everywhere::<DaemonSet>(c, selector, keep, &owner).await?;
-    pruned.extend(children::prune_everywhere::<ConfigMap>(c, selector, keep, &owner).await?);
-    pruned.extend(children::prune_everywhere::<Service>(c, selector, keep, &owner).await?);
-    for key in &pruned {
-        ctx.applied.forget(key);
+    let (status, reason, message) = if gpu == 0 {
+        (
+            st::TRUE,
+            reason::NO_GPU_NODES,
+            "no GPU node yet: nothing to scrape".to_string(),
+        )
+    } else if ready == 0 {
+        (
+            st::FALSE,
+            reason::NO_EXPORTER_PODS,
+            format!(
+                "no running pod in namespace {ns} matches {selector} on the GPU nodes: collectors have no DCGM exporter to scrape"
+            ),
+        )
+    } else {
+        (
+            st::TRUE,
+            reason::RECONCILED,
+            format!("{ready}/{gpu} GPU nodes run an existing DCGM exporter pod ({selector} in namespace {ns})"),
+        )
+    };
+    Source {
+        rollout,
+        status,
+        reason,
+        message,
     }
-    Ok(pruned)
 }
+
+/// Step 5 (pure, clock passed in): the new status, and the terminal reason when the policy
+/// cannot be used as it is.
+pub fn status(
+    p: &GpuTelemetryPolicy,
+    world: &World,
+    plan: &Plan,
+    source: Option<&Source>,
+    t: Time,
+) -> (GpuTelemetryPolicyStatus, Option<(Reason, String)>) {
+    let old = p.status.clone().unwrap_or_default();
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let mut s = GpuTelemetryPolicyStatus {
+        observed_generation: p.meta().generation,
+        conditions: old.conditions.clone(),
+        gpu_nodes: count(world.nodes.len()),
+        exporter: source.map(|x| x.rollout.clone()),
+        pipelines: Some(PipelineCounts {
+            total: count(world.governed),
+            non_compliant: count(world.non_compliant),
+        }),
+    };
+    let g = p.meta().generation;
+    let conflict = p.spec.default == Some(true) && !world.other_defaults.is_empty();
+    let (valid, vr, vm) = if let Some(inv) = &plan.invalid {
+        (st::FALSE, reason::INVALID_SPEC, format!("invalid spec:{inv}"))
+    } else if conflict {
+        let others = world.other_defaults.join(", ");
+        (
+            st::FALSE,
+            reason::DEFAULT_CONFLICT,
+            format!("another policy also says default: true: {others}"),
+        )
+    } else {
+        (st::TRUE, reason::VALID, "policy is valid".to_string())
+    };
+    let set = |s: &mut GpuTelemetryPolicyStatus, ty: &str, status, r, m| {
+        conditions::upsert(&mut s.conditions, conditions::condition(ty, status, r, m, g, t.clone()));
+    };
+    set(&mut s, ty::VALID, valid, vr, vm);
+    if let Some(x) = source {
+        set(&mut s, ty::METRICS_SOURCE_READY, x.status, x.reason, x.message.clone());
+    }
+    let (ready, rr, rm) = match source {
+        _ if valid == st::FALSE => (
+            st::FALSE,
+            vr,
+            "policy is not valid (see the Valid condition)".to_string(),
+        ),
+        Some(x) if x.status != st::TRUE => (st::FALSE, x.reason, x.message.clone()),
+        Some(x) => (st::TRUE, reason::RECONCILED, x.message.clone()),
+        None => (st::TRUE, reason::RECONCILED, "policy is valid".to_string()),
+    };
+    set(&mut s, ty::READY, ready, rr, rm.clone());
+    conditions::set_kstatus(&mut s.conditions, g, t.clone());
+    let stop = Reason::parse(rr).filter(|r| ready == st::FALSE && r.is_terminal());
+    (s, stop.map(|r| (r, rm)))
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -63,6 +63,24 @@ impl<'a> Merger<'a> {
     }
 }
 
+/// Where a pipeline's collector runs, as [`merge`] decides it (the same placement section): the
+/// GPU node selector and the collector's namespace. The controller's dereference step reads the
+/// matching nodes and the namespace with it before the plan merges the whole spec.
+pub fn placement_of(
+    p: &MLObservabilityPipeline,
+    policy: Option<&GpuTelemetryPolicy>,
+    ctx: &Context,
+) -> (std::collections::BTreeMap<String, String>, String) {
+    let mut m = Merger {
+        policy,
+        policy_name: String::new(),
+        violations: vec![],
+        errors: vec![],
+    };
+    let at = placement::placement(&mut m, p, ctx);
+    (at.node_selector.value, at.collector_namespace.value)
+}
+
 /// Merges a pipeline with its policy (if any) and the operator's context.
 pub fn merge(
     p: &MLObservabilityPipeline,

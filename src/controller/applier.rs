@@ -1,0 +1,275 @@
+//! One child applier for both controllers, modelled on stackable operator-rs `ClusterResources`:
+//! the desired children of one owner are a [`ChildSet`]; [`apply`] server-side applies each (in
+//! order, only when the API server would store something else: see [`super::children`]), then
+//! deletes every object of the set's kinds that carries the set's labels, is owned by the same
+//! owner and is not in the set — on every reconcile, not gated on a generation change.
+//!
+//! Ownership is an owner reference or, where none is possible (cluster-scoped kinds, children in
+//! another namespace), the `mlobs.io/owner-uid` annotation: never a guessed name. Nothing mlobs
+//! did not create, or that another owner owns, is deleted.
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ObjectMeta};
+use kube::{Client, Resource};
+
+use super::children::{self, Applied, AppliedCache, Owner};
+use super::error::Result;
+
+/// Annotation on every child naming its owner (`<namespace>/<name>`, or `<name>` for a
+/// cluster-scoped owner): how a child that cannot carry an owner reference finds its owner.
+pub const OWNER_ANNOTATION: &str = crate::conventions::OWNER_ANNOTATION;
+/// Annotation with the owner's uid: pruning and cleanup delete only what it names.
+pub const OWNER_UID_ANNOTATION: &str = crate::conventions::OWNER_UID_ANNOTATION;
+
+/// The kinds of child mlobs creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ServiceAccount,
+    ClusterRole,
+    ClusterRoleBinding,
+    ConfigMap,
+    Service,
+    DaemonSet,
+}
+
+/// One desired child. (A set holds at most five, built once per reconcile: boxing the larger
+/// variants would buy nothing.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Child {
+    ServiceAccount(ServiceAccount),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+    ConfigMap(ConfigMap),
+    Service(Service),
+    DaemonSet(DaemonSet),
+}
+
+impl Child {
+    /// `Kind/namespace/name` (or `Kind/name`).
+    pub fn key(&self) -> String {
+        match self {
+            Child::ServiceAccount(o) => children::describe(o),
+            Child::ClusterRole(o) => children::describe(o),
+            Child::ClusterRoleBinding(o) => children::describe(o),
+            Child::ConfigMap(o) => children::describe(o),
+            Child::Service(o) => children::describe(o),
+            Child::DaemonSet(o) => children::describe(o),
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Child::ServiceAccount(o) => &mut o.metadata,
+            Child::ClusterRole(o) => &mut o.metadata,
+            Child::ClusterRoleBinding(o) => &mut o.metadata,
+            Child::ConfigMap(o) => &mut o.metadata,
+            Child::Service(o) => &mut o.metadata,
+            Child::DaemonSet(o) => &mut o.metadata,
+        }
+    }
+
+    fn namespaced(&self) -> bool {
+        !matches!(self, Child::ClusterRole(_) | Child::ClusterRoleBinding(_))
+    }
+}
+
+/// Who owns a child set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetOwner {
+    /// `<namespace>/<name>` or `<name>`.
+    pub name: String,
+    pub uid: String,
+    /// The owner reference namespaced children in `ref_namespace` carry (the garbage collector
+    /// removes them with the owner). `None`: the children live where no reference is possible.
+    pub reference: Option<OwnerReference>,
+    /// Where an owner reference is valid: the owner's namespace; `None` for a cluster-scoped owner
+    /// (valid everywhere).
+    pub ref_namespace: Option<String>,
+}
+
+/// The desired children of one owner, in apply order, and what a prune looks at.
+#[derive(Debug, Clone)]
+pub struct ChildSet {
+    /// Label selector every child carries (and that a prune lists with).
+    pub selector: String,
+    /// The kinds this owner ever creates: what a prune lists.
+    pub kinds: &'static [Kind],
+    pub owner: SetOwner,
+    pub children: Vec<Child>,
+}
+
+impl ChildSet {
+    /// A set whose children get the owner's annotations, and its owner reference where valid.
+    pub fn new(selector: String, kinds: &'static [Kind], owner: SetOwner, children: Vec<Child>) -> ChildSet {
+        let mut set = ChildSet {
+            selector,
+            kinds,
+            owner,
+            children,
+        };
+        for c in &mut set.children {
+            let namespaced = c.namespaced();
+            let meta = c.meta_mut();
+            let ref_ok = namespaced
+                && set
+                    .owner
+                    .ref_namespace
+                    .as_ref()
+                    .is_none_or(|ns| meta.namespace.as_ref() == Some(ns));
+            if ref_ok && let Some(r) = &set.owner.reference {
+                meta.owner_references = Some(vec![r.clone()]);
+            }
+            let ann = meta.annotations.get_or_insert_with(Default::default);
+            ann.insert(OWNER_ANNOTATION.into(), set.owner.name.clone());
+            ann.insert(OWNER_UID_ANNOTATION.into(), set.owner.uid.clone());
+        }
+        set
+    }
+
+    /// The keys of the children: what a prune keeps.
+    pub fn keys(&self) -> Vec<String> {
+        self.children.iter().map(Child::key).collect()
+    }
+}
+
+/// What applying a set did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Each child's key and outcome, in apply order.
+    pub applied: Vec<(String, Applied)>,
+    /// The live DaemonSet of the set (the last one applied), with its status.
+    pub daemon_set: Option<DaemonSet>,
+    /// The objects deleted by the prune (keys).
+    pub pruned: Vec<String>,
+}
+
+/// Applies every child of `set` in order, then prunes (see the module comment).
+pub async fn apply(client: &Client, cache: &AppliedCache, set: ChildSet) -> Result<Report> {
+    let keep = set.keys();
+    let mut report = Report::default();
+    for child in set.children {
+        let key = child.key();
+        let outcome = match child {
+            Child::ServiceAccount(o) => apply_namespaced(client, cache, o).await?.0,
+            Child::ClusterRole(o) => children::apply(&Api::all(client.clone()), o, cache).await?.0,
+            Child::ClusterRoleBinding(o) => children::apply(&Api::all(client.clone()), o, cache).await?.0,
+            Child::ConfigMap(o) => apply_namespaced(client, cache, o).await?.0,
+            Child::Service(o) => apply_namespaced(client, cache, o).await?.0,
+            Child::DaemonSet(o) => {
+                let (a, live) = apply_namespaced(client, cache, o).await?;
+                report.daemon_set = Some(live);
+                a
+            }
+        };
+        report.applied.push((key, outcome));
+    }
+    let owner = Owner {
+        uid: &set.owner.uid,
+        only_unowned: false,
+    };
+    report.pruned = prune(client, cache, &set.selector, set.kinds, &keep, &owner).await?;
+    Ok(report)
+}
+
+async fn apply_namespaced<K>(client: &Client, cache: &AppliedCache, o: K) -> Result<(Applied, K)>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let ns = o.meta().namespace.clone().unwrap_or_default();
+    children::apply(&Api::namespaced(client.clone(), &ns), o, cache).await
+}
+
+/// Deletes the objects of `kinds` carrying `selector` that `owner` may delete and whose key is
+/// not in `keep`, in every namespace; forgets them in `cache`. Returns their keys.
+pub async fn prune(
+    client: &Client,
+    cache: &AppliedCache,
+    selector: &str,
+    kinds: &[Kind],
+    keep: &[String],
+    owner: &Owner<'_>,
+) -> Result<Vec<String>> {
+    let mut pruned = Vec::new();
+    for kind in kinds {
+        let (c, s) = (client, selector);
+        pruned.extend(match kind {
+            Kind::DaemonSet => children::prune_everywhere::<DaemonSet>(c, s, keep, owner).await?,
+            Kind::ConfigMap => children::prune_everywhere::<ConfigMap>(c, s, keep, owner).await?,
+            Kind::Service => children::prune_everywhere::<Service>(c, s, keep, owner).await?,
+            Kind::ServiceAccount => children::prune_everywhere::<ServiceAccount>(c, s, keep, owner).await?,
+            Kind::ClusterRoleBinding => children::prune_cluster::<ClusterRoleBinding>(c, s, keep, owner).await?,
+            Kind::ClusterRole => children::prune_cluster::<ClusterRole>(c, s, keep, owner).await?,
+        });
+    }
+    for key in &pruned {
+        cache.forget(key);
+    }
+    Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(reference: bool) -> SetOwner {
+        SetOwner {
+            name: "team/train".into(),
+            uid: "u-1".into(),
+            reference: reference.then(|| OwnerReference {
+                uid: "u-1".into(),
+                ..Default::default()
+            }),
+            ref_namespace: Some("team".into()),
+        }
+    }
+
+    fn cm(ns: &str) -> Child {
+        let mut o = ConfigMap::default();
+        o.metadata.name = Some("c".into());
+        o.metadata.namespace = Some(ns.into());
+        Child::ConfigMap(o)
+    }
+
+    fn meta(c: &mut Child) -> ObjectMeta {
+        c.meta_mut().clone()
+    }
+
+    #[test]
+    fn children_carry_the_owner_annotations_and_a_reference_only_where_valid() {
+        let cr = Child::ClusterRole(ClusterRole {
+            metadata: ObjectMeta {
+                name: Some("r".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let set = ChildSet::new(
+            "a=b".into(),
+            &[Kind::ConfigMap],
+            owner(true),
+            vec![cm("team"), cm("elsewhere"), cr],
+        );
+        let mut cs = set.children.clone();
+        let (same, other, cluster) = (meta(&mut cs[0]), meta(&mut cs[1]), meta(&mut cs[2]));
+        assert_eq!(same.owner_references.map(|r| r.len()), Some(1));
+        assert_eq!(other.owner_references, None, "no reference across namespaces");
+        assert_eq!(cluster.owner_references, None, "no reference on cluster-scoped kinds");
+        for m in [other, cluster] {
+            let ann = m.annotations.unwrap_or_default();
+            assert_eq!(ann.get(OWNER_UID_ANNOTATION).map(String::as_str), Some("u-1"));
+            assert_eq!(ann.get(OWNER_ANNOTATION).map(String::as_str), Some("team/train"));
+        }
+        assert_eq!(
+            set.keys(),
+            ["ConfigMap/team/c", "ConfigMap/elsewhere/c", "ClusterRole/r"]
+        );
+    }
+}

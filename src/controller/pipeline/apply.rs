@@ -1,0 +1,231 @@
+//! Steps 3–5 of a pipeline reconcile, the ones that write or read what no watch reports:
+//! [`aws`] (the AWS side in dependency order), [`children`] (the child set through the one
+//! applier) and [`observe`] (exporter pods, Pod Security admission, data flow).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::super::Ctx;
+use super::super::applier::{self, ChildSet};
+use super::super::dataflow::{self, DataFlowObs, GroupReading};
+use super::super::error::{Error, Result};
+use super::super::lookup::{self, key_id_of};
+use super::super::status::{AwsResult, MetricsSource, Observed};
+use super::plan::{World, plan_fingerprint};
+use super::{ADOPT_ANNOTATION, owner};
+use crate::aws::Drift;
+use crate::aws::apply::{ApplyOptions, StepError, ensure_all};
+use crate::crd::MLObservabilityPipeline;
+use crate::crd::conditions::{self, pipeline as pty, reason};
+use crate::crd::reason::Reason;
+use crate::desired::Desired;
+use crate::desired::aws_plan::KmsKeyPlan;
+
+/// Step 3: ensures the AWS side (KMS key, log groups, IAM role, identity association) and records
+/// the outcome in `obs`. A failure is recorded and returned: the caller writes status first.
+pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut Observed) -> Result<(), Error> {
+    let recorded = p.status.as_ref().and_then(|s| s.aws.clone()).unwrap_or_default();
+    let known_key_id = recorded.kms_key_arn.as_deref().and_then(key_id_of);
+    let scan_for_key = recorded.kms_key_create_started.is_some();
+    if matches!(d.aws.kms, Some(KmsKeyPlan::Create { .. })) && known_key_id.is_none() && !scan_for_key {
+        // Recorded before CreateKey: after a crash between CreateKey and the status write, the
+        // next reconcile knows to look for the key by its tags instead of creating another.
+        let patch = json!({"status": {"aws": {"kmsKeyCreateStarted": super::super::now().0.to_string()}}});
+        let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &d.effective.namespace);
+        api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let was_ready = Observed::new(p).aws_ready(p);
+    // A resync (AWS already ready) reads the cluster's log groups from a shared snapshot.
+    let prefix = format!("/aws/eks/{}/", d.effective.cluster_name);
+    let snapshot = if was_ready && d.aws.log_groups.iter().all(|g| g.name.starts_with(&prefix)) {
+        ctx.log_group_snapshot(&prefix).await
+    } else {
+        None
+    };
+    let opts = ApplyOptions {
+        owner: owner(d),
+        adopt: d.effective.adopt || p.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true"),
+        drift: d.effective.drift_policy,
+        known_key_id,
+        scan_for_key,
+        log_group_snapshot: snapshot,
+    };
+    let out = match ensure_all(&ctx.aws, &d.aws, &opts).await {
+        Ok(out) => out,
+        Err(e) => return Err(aws_failed(p, ctx, obs, e).await),
+    };
+    if out.drift.iter().any(|x| x.corrected) || !was_ready {
+        ctx.invalidate_log_groups().await;
+    }
+    let ready = out.ready(&d.aws);
+    let corrected = out.drift.iter().filter(|x| x.corrected).count() as u64;
+    ctx.metrics.drift("aws", "found", out.drift.len() as u64);
+    ctx.metrics.drift("aws", "corrected", corrected);
+    for x in &out.drift {
+        drift_event(ctx, p, x).await;
+    }
+    obs.aws = Some(AwsResult::Ok {
+        out: Box::new(out),
+        ready,
+    });
+    if ready {
+        ctx.mark_aws_synced(p, plan_fingerprint(p, d));
+    }
+    Ok(())
+}
+
+async fn aws_failed(p: &MLObservabilityPipeline, ctx: &Ctx, obs: &mut Observed, e: StepError) -> Error {
+    ctx.event(p, EventType::Warning, e.error.reason(), "EnsureAws", e.to_string())
+        .await;
+    obs.aws = Some(AwsResult::Failed(Box::new(e.clone())));
+    Error::Aws(e)
+}
+
+async fn drift_event(ctx: &Ctx, p: &MLObservabilityPipeline, x: &Drift) {
+    let (r, verb) = if x.corrected {
+        (Reason::DriftCorrected, "corrected")
+    } else {
+        (Reason::DriftDetected, "found (driftPolicy Report)")
+    };
+    let note = format!(
+        "{} {}: {verb}; desired {}, actual {}",
+        x.resource, x.field, x.desired, x.actual
+    );
+    ctx.event(p, EventType::Warning, r, "ObserveAws", note).await;
+}
+
+/// Step 4: applies the child set (ServiceAccount, RBAC, ConfigMap, the DaemonSet last) and prunes
+/// what is no longer in it; returns the live DaemonSet.
+pub async fn children(p: &MLObservabilityPipeline, ctx: &Ctx, set: ChildSet, obs: &mut Observed) -> Result<DaemonSet> {
+    let report = applier::apply(&ctx.client, &ctx.applied, set).await?;
+    obs.k8s_drift.extend(ctx.report_applied(p, &report).await);
+    report.daemon_set.ok_or(Error::MissingField("the collector DaemonSet"))
+}
+
+/// Step 5: what no watch reports — whether Pod Security admission rejects the collector's pods,
+/// the DCGM exporter pods the collectors scrape, and (when due) whether data reaches CloudWatch.
+pub async fn observe(
+    p: &MLObservabilityPipeline,
+    ctx: &Ctx,
+    d: &Desired,
+    world: &World,
+    ds: &DaemonSet,
+    obs: &mut Observed,
+    aws_step_ran: bool,
+) -> Result<()> {
+    obs.collector(ds);
+    if let Some(ns) = &world.collector_namespace {
+        obs.collector_blocked = collector_forbidden(ctx, ns, ds)
+            .await?
+            .map(|m| (reason::POD_SECURITY_FORBIDDEN, m));
+    }
+    obs.metrics_source = Some(metrics_source(ctx, d, world).await?);
+    check_data_flow(p, ctx, d, obs, aws_step_ran).await;
+    Ok(())
+}
+
+/// The DCGM exporter pods the collectors will scrape: running pods matching the exporter's
+/// selector, on the pipeline's GPU nodes.
+async fn metrics_source(ctx: &Ctx, d: &Desired, world: &World) -> Result<MetricsSource> {
+    let x = &d.effective.exporter;
+    let selector = crate::conventions::selector_string(&x.pod_selector);
+    let gpu: BTreeSet<&str> = world.nodes.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &x.namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    Ok(MetricsSource {
+        namespace: x.namespace.clone(),
+        selector,
+        nodes_with_exporter: lookup::nodes_running(&pods.items, &gpu),
+    })
+}
+
+/// Reads when each log group last received an event, when a read is due (`dataflow::read_due`:
+/// at the AWS step, or a re-check while data is not flowing). A failed read becomes
+/// `DataFlowing=Unknown` (`DataCheckFailed`), never a failed reconcile: the next look is the
+/// scheduled re-check, not a hot retry.
+async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut Observed, aws_step_ran: bool) {
+    let Some(uid) = p.uid() else { return };
+    let groups = dataflow::groups(&d.effective);
+    if groups.is_empty() {
+        return;
+    }
+    let prev = p
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING));
+    let recheck = ctx.recheck(&uid);
+    let Some(read) = dataflow::read_due(aws_step_ran, &obs.serving(), prev, recheck.as_ref(), Instant::now()) else {
+        return;
+    };
+    let mut readings = Vec::with_capacity(groups.len());
+    let mut failed = None;
+    for (signal, group) in groups {
+        match crate::aws::logs::newest_event_ms(&ctx.aws, &group).await {
+            Ok(newest_ms) => readings.push(GroupReading {
+                signal,
+                group,
+                newest_ms,
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "data-flow check failed");
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    obs.data_flow = Some(DataFlowObs {
+        read,
+        grace_ms: d.effective.data_flow_grace_ms,
+        result: failed.map_or(Ok(readings), Err),
+    });
+}
+
+/// Label that sets the Pod Security level a namespace enforces.
+const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// Why Pod Security admission rejects the collector's pods, if it does: the namespace enforces
+/// `baseline` or `restricted` (both forbid hostPath volumes), or — for a cluster-wide default the
+/// labels do not show — the DaemonSet controller's FailedCreate event says so. The event's
+/// admission message is quoted when there is one.
+async fn collector_forbidden(ctx: &Ctx, namespace: &Namespace, ds: &DaemonSet) -> Result<Option<String>> {
+    let ns = namespace.name_any();
+    let level = namespace
+        .labels()
+        .get(PSA_ENFORCE)
+        .cloned()
+        .filter(|l| l == "baseline" || l == "restricted");
+    let s = ds.status.clone().unwrap_or_default();
+    let none_created = s.desired_number_scheduled > 0 && s.current_number_scheduled == 0;
+    if level.is_none() && !none_created {
+        return Ok(None);
+    }
+    let admission = match ds.uid() {
+        Some(uid) => Api::<CoreEvent>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default().fields(&format!("involvedObject.uid={uid},reason=FailedCreate")))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| e.message)
+            .find(|m| m.contains("violates PodSecurity")),
+        None => None,
+    };
+    let hint = "; run collectors where hostPath is allowed (GpuTelemetryPolicy spec.collectorNamespace) or allow it in this namespace";
+    Ok(match (level, admission) {
+        (_, Some(m)) => Some(format!(
+            "Pod Security admission rejects the collector's pods in namespace {ns}: {m}{hint}"
+        )),
+        (Some(l), None) => Some(format!(
+            "namespace {ns} enforces Pod Security {l:?} ({PSA_ENFORCE}), which forbids the collector's hostPath volumes (/var/log/pods, its queue){hint}"
+        )),
+        (None, None) => None,
+    })
+}

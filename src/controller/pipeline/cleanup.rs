@@ -1,0 +1,97 @@
+//! Deletion of a pipeline: the AWS side per `deletionPolicy`, then the children the garbage
+//! collector cannot remove (cluster-scoped RBAC, children in another namespace: by label and the
+//! owner annotation, never by a guessed name), then the finalizer.
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::super::Ctx;
+use super::super::applier;
+use super::super::children::Owner;
+use super::super::error::{Error, Result};
+use super::super::lookup::{Governing, governing, key_id_of};
+use super::super::status::Observed;
+use super::plan::CHILD_KINDS;
+use super::{FINALIZER, owner, write_status};
+use crate::aws::apply::delete_all;
+use crate::crd::MLObservabilityPipeline;
+use crate::crd::conditions::reason;
+use crate::crd::reason::Reason;
+use crate::desired;
+
+/// Runs the deletion; the finalizer stays until the AWS side is handled.
+pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
+    if !p.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let policies = ctx.policies.state();
+    let gov = governing(p, &policies);
+    let policy = match &gov {
+        Governing::One(x) => Some(x.as_ref()),
+        _ => None,
+    };
+    match desired::build(p, policy, &ctx.desired) {
+        Ok(d) => {
+            let known = p
+                .status
+                .as_ref()
+                .and_then(|s| s.aws.as_ref())
+                .and_then(|a| a.kms_key_arn.as_deref())
+                .and_then(key_id_of);
+            let policy = d.effective.deletion_policy;
+            if let Err(e) = delete_all(&ctx.aws, &d.aws, &owner(&d), known.as_deref(), policy).await {
+                let msg = format!("cleanup of AWS resources failed, finalizer kept: {e}");
+                ctx.event(p, EventType::Warning, e.error.reason(), "DeleteAws", msg.clone())
+                    .await;
+                let mut obs = Observed::new(p);
+                obs.blocked(reason::CLEANUP_FAILED, msg);
+                let _ = write_status(p, ctx, obs, Some(d.effective.resync_interval_ms)).await;
+                return Err(Error::Aws(e));
+            }
+            // The garbage collector removes the owned children: forget what was verified of them.
+            for key in super::plan::child_set(p, &d, p.uid().unwrap_or_default()).keys() {
+                ctx.applied.forget(&key);
+            }
+            ctx.event(
+                p,
+                EventType::Normal,
+                Reason::AwsCleanedUp,
+                "DeleteAws",
+                format!("AWS resources handled per deletionPolicy {policy:?}"),
+            )
+            .await;
+        }
+        Err(e) => {
+            // Without a plan nothing can be matched safely: keep every AWS resource (never lose data).
+            ctx.event(
+                p,
+                EventType::Warning,
+                e.reason(),
+                "DeleteAws",
+                format!("spec cannot be built ({e}); AWS resources are retained"),
+            )
+            .await;
+        }
+    }
+    // Children without an owner reference to the pipeline (cluster-scoped RBAC, a collector in
+    // the policy's collectorNamespace): by label and owner annotation, whatever spec made them.
+    if let Some(uid) = p.uid() {
+        let ns = p.namespace().unwrap_or_default();
+        let sel = crate::conventions::pipeline_selector(&ns, &p.name_any());
+        let owner = Owner {
+            uid: &uid,
+            only_unowned: true,
+        };
+        applier::prune(&ctx.client, &ctx.applied, &sel, CHILD_KINDS, &[], &owner).await?;
+    }
+    let finalizers: Vec<&String> = p.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": p.resource_version()}});
+    let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.forget(p);
+    Ok(Action::await_change())
+}

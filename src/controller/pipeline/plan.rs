@@ -1,0 +1,247 @@
+//! Step 2 of a pipeline reconcile, pure: from what the dereference step read, decide everything
+//! before any write — the governing policy's verdict, validation, the merge and build, the live
+//! estimate and budget, whether AWS is due, and the desired child set. Every early exit is a
+//! typed [`Stop`] with its reason. No I/O and no clock: each decision has a unit test
+//! (plan_tests.rs).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::{Resource, ResourceExt};
+
+use super::super::applier::{Child, ChildSet, Kind, SetOwner};
+use super::super::lookup::{self, Governing};
+use super::super::status::Observed;
+use super::{ADOPT_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION};
+use crate::crd::conditions::reason;
+use crate::crd::reason::Reason;
+use crate::crd::{BudgetAction, MLObservabilityPipeline};
+use crate::desired::cost::Prices;
+use crate::desired::{self, Desired};
+
+/// The kinds of a pipeline's children: what a prune lists.
+pub const CHILD_KINDS: &[Kind] = &[
+    Kind::DaemonSet,
+    Kind::ConfigMap,
+    Kind::ServiceAccount,
+    Kind::ClusterRoleBinding,
+    Kind::ClusterRole,
+];
+
+/// What the dereference step read: everything [`plan`] decides from.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub gov: Governing,
+    /// The GPU nodes matching the pipeline's node selector (metadata only).
+    pub nodes: Vec<Node>,
+    /// The collector's namespace; `None` when it does not exist.
+    pub collector_namespace: Option<Namespace>,
+    /// When this process last ensured the AWS side ready: (plan fingerprint, how long ago).
+    pub aws_memory: Option<(String, Duration)>,
+}
+
+/// Why a reconcile stops before it changes anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// `spec.policyRef` names a policy that does not exist.
+    PolicyNotFound(String),
+    /// No `spec.policyRef`, and several policies say `default: true`.
+    DefaultConflict(Vec<String>),
+    /// The pipeline's spec breaks a rule (the shared validation, or the merge and build).
+    InvalidSpec(Reason, String),
+    /// The governing policy's spec breaks a rule.
+    InvalidPolicy(String),
+    /// The policy's guardrails (or a budget with action Deny) refuse the spec: nothing new is
+    /// created or changed; what runs keeps running.
+    Violations(Vec<String>),
+}
+
+impl Stop {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Stop::PolicyNotFound(_) => Reason::PolicyNotFound,
+            Stop::DefaultConflict(_) => Reason::DefaultConflict,
+            Stop::InvalidSpec(r, _) => *r,
+            Stop::InvalidPolicy(_) => Reason::InvalidSpec,
+            Stop::Violations(_) => Reason::PolicyViolation,
+        }
+    }
+
+    /// Records the stop where the status step reads it.
+    pub fn record(self, obs: &mut Observed) {
+        match self {
+            Stop::PolicyNotFound(name) => obs.blocked(
+                reason::POLICY_NOT_FOUND,
+                format!("spec.policyRef: GpuTelemetryPolicy {name:?} does not exist"),
+            ),
+            Stop::DefaultConflict(names) => obs.blocked(
+                reason::DEFAULT_CONFLICT,
+                format!(
+                    "spec.policyRef is absent and several policies say default: true: {}",
+                    names.join(", ")
+                ),
+            ),
+            Stop::InvalidSpec(r, message) => obs.invalid(r.as_str(), message),
+            Stop::InvalidPolicy(message) => obs.blocked(reason::INVALID_SPEC, message),
+            Stop::Violations(v) => obs.violations = v,
+        }
+    }
+}
+
+/// What the plan decided.
+#[derive(Debug)]
+pub struct Plan {
+    /// What the status step will report so far (policy, config hash, estimate, budget warning).
+    pub obs: Observed,
+    /// The resync interval, once the spec is built.
+    pub resync_ms: Option<u64>,
+    /// `Err`: stop here and write status.
+    pub next: Result<Go, Stop>,
+}
+
+/// The writes the plan calls for.
+#[derive(Debug)]
+pub struct Go {
+    pub desired: Box<Desired>,
+    /// Ensure the AWS side now (never ensured for this plan, recorded status not ready, or the
+    /// resync is due).
+    pub aws_due: bool,
+    /// The Kubernetes children, collector last; `Err((reason, message))` when they cannot be
+    /// placed (the collector's namespace is missing). Applied after the AWS side is ready.
+    pub children: Result<ChildSet, (&'static str, String)>,
+}
+
+/// The operator-level inputs of a plan.
+pub struct Inputs<'a> {
+    pub desired: &'a desired::Context,
+    pub prices: &'a Prices,
+}
+
+/// Step 2: decides from `p` and `world` (see the module comment).
+pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> Plan {
+    let mut obs = Observed::new(p);
+    let stop = |obs, stop, d: Option<&Desired>| Plan {
+        obs,
+        resync_ms: d.map(|d| d.effective.resync_interval_ms),
+        next: Err(stop),
+    };
+    let policy = match &world.gov {
+        Governing::None => None,
+        Governing::One(x) => Some(x.as_ref()),
+        Governing::NotFound(name) => return stop(obs, Stop::PolicyNotFound(name.clone()), None),
+        Governing::DefaultConflict(names) => return stop(obs, Stop::DefaultConflict(names.clone()), None),
+    };
+    obs.policy = policy.map(|x| (x.name_any(), x.meta().generation));
+    // The same rules as admission and the CLI.
+    if let Err(inv) = crate::crd::validate::validate_pipeline(p) {
+        return stop(
+            obs,
+            Stop::InvalidSpec(Reason::InvalidSpec, format!("invalid spec:{inv}")),
+            None,
+        );
+    }
+    if let Some(pol) = policy
+        && let Err(inv) = crate::crd::validate::validate_policy(pol)
+    {
+        let msg = format!("GpuTelemetryPolicy {} is invalid:{inv}", pol.name_any());
+        return stop(obs, Stop::InvalidPolicy(msg), None);
+    }
+    let d = match desired::build(p, policy, inputs.desired) {
+        Ok(d) => Box::new(d),
+        Err(e) => return stop(obs, Stop::InvalidSpec(e.reason(), e.to_string()), None),
+    };
+    obs.config_hash = Some(d.config_hash.clone());
+    // The fleet the collector runs on, for the live estimate and the budget.
+    obs.telemetry(&d, &world.nodes, inputs.prices);
+    let mut violations: Vec<String> = d.violations.iter().map(ToString::to_string).collect();
+    if let Some(e) = &obs.estimate
+        && let Some((action, msg)) = lookup::budget_exceeded(&d, e, world.nodes.len())
+    {
+        match action {
+            BudgetAction::Deny => violations.push(msg),
+            BudgetAction::Warn => obs.budget_warning = Some(msg),
+        }
+    }
+    if !violations.is_empty() {
+        return stop(obs, Stop::Violations(violations), Some(&d));
+    }
+    let aws_due = aws_due(p, &d, world.aws_memory.as_ref());
+    let children = match (&world.collector_namespace, p.uid()) {
+        (Some(_), Some(uid)) => Ok(child_set(p, &d, uid)),
+        _ => Err((
+            reason::NAMESPACE_NOT_FOUND,
+            format!(
+                "the collector's namespace {:?} (GpuTelemetryPolicy spec.collectorNamespace) does not exist",
+                d.effective.collector_namespace
+            ),
+        )),
+    };
+    Plan {
+        obs,
+        resync_ms: Some(d.effective.resync_interval_ms),
+        next: Ok(Go {
+            desired: d,
+            aws_due,
+            children,
+        }),
+    }
+}
+
+/// Fingerprint of what AWS should look like: the plan, the spec generation (drift policy and
+/// adoption are not in the plan) and a requested reconcile. A change means ensure AWS now.
+pub fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
+    let requested = p
+        .annotations()
+        .get(RECONCILE_REQUESTED_ANNOTATION)
+        .map_or("", String::as_str);
+    let adopt = p.annotations().get(ADOPT_ANNOTATION).map_or("", String::as_str);
+    format!(
+        "{}|{requested}|{adopt}|{}",
+        p.meta().generation.unwrap_or_default(),
+        serde_json::to_string(&d.aws).unwrap_or_default()
+    )
+}
+
+/// Whether the AWS side must be ensured now: the recorded status does not say it is ready (a
+/// status write that failed after the last ensure would otherwise leave the pipeline waiting
+/// until the resync), this process never ensured this plan, or the resync interval is over.
+pub fn aws_due(p: &MLObservabilityPipeline, d: &Desired, memory: Option<&(String, Duration)>) -> bool {
+    if !Observed::new(p).aws_ready(p) {
+        return true;
+    }
+    let interval = Duration::from_millis(d.effective.resync_interval_ms);
+    match memory {
+        Some((fp, age)) => *fp != plan_fingerprint(p, d) || *age >= interval,
+        None => true,
+    }
+}
+
+/// The pipeline's children in apply order (ServiceAccount, RBAC, ConfigMap, the DaemonSet last),
+/// owned by the pipeline: an owner reference in the pipeline's namespace, the owner annotations
+/// everywhere.
+pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String) -> ChildSet {
+    let e = &d.effective;
+    let o = &d.objects;
+    let owner = SetOwner {
+        name: format!("{}/{}", e.namespace, e.name),
+        uid,
+        reference: p.controller_owner_ref(&()),
+        ref_namespace: Some(e.namespace.clone()),
+    };
+    ChildSet::new(
+        crate::conventions::pipeline_selector(&e.namespace, &e.name),
+        CHILD_KINDS,
+        owner,
+        vec![
+            Child::ServiceAccount(o.service_account.clone()),
+            Child::ClusterRole(o.cluster_role.clone()),
+            Child::ClusterRoleBinding(o.cluster_role_binding.clone()),
+            Child::ConfigMap(o.config_map.clone()),
+            Child::DaemonSet(o.daemon_set.clone()),
+        ],
+    )
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
