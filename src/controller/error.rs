@@ -56,4 +56,16 @@ impl Error {
     }
 }
 
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as F;
+        match e {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
+            F::UnnamedObject => Error::MissingField("metadata.name"),
+            F::InvalidFinalizer => Error::MissingField("a valid finalizer path"),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,5 +1,14 @@
 //! Lease-based leader election on a `coordination.k8s.io/v1` Lease, as client-go does it: only the
 //! holder reconciles, and a holder that cannot renew in time exits so its replacement never races it.
+//!
+//! Hand-written, after checking the crates (2026-12): `kube-leader-election` 0.44 (the newest)
+//! needs kube 4 and acquires and renews with a merge patch without a resourceVersion
+//! precondition, so two candidates that read an expired Lease can both believe they lead;
+//! `kubert`'s lease manager (0.25) needs kube-client 1.1. kube-runtime 5 has no leader election.
+//! This module is ~230 lines besides its tests: a pure [`decide`] (holder, expiry, transitions,
+//! unit-tested), acquire/renew by PUT with the read resourceVersion (a 409 is a lost race, as in
+//! client-go), release on shutdown, and exit when renewal fails past the lease duration; the e2e
+//! failover scenario proves it on the real API server.
 
 use std::time::Duration;
 

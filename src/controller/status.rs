@@ -129,6 +129,8 @@ impl Observed {
         }
     }
 
+    /// The new status: one function per condition, in the order Ready reads them. Pure: the
+    /// clock comes in, and an unchanged observation gives an identical status.
     pub fn into_status(
         self,
         p: &MLObservabilityPipeline,
@@ -136,59 +138,70 @@ impl Observed {
         now: Time,
     ) -> MLObservabilityPipelineStatus {
         let mut s = old.clone();
-        let g = self.generation;
-        let set = |s: &mut MLObservabilityPipelineStatus, t: &str, status: &str, r: &str, m: String| {
-            conditions::upsert(
-                &mut s.conditions,
-                conditions::condition(t, status, r, m, g, now.clone()),
-            );
-        };
-        s.observed_generation = g;
+        s.observed_generation = self.generation;
         s.policy = self.policy.as_ref().map(|(name, generation)| PolicyRefStatus {
             name: name.clone(),
             generation: *generation,
         });
+        let mut c = Conds {
+            s: &mut s,
+            g: self.generation,
+            now: &now,
+        };
+        let (st_, r, m) = self.policy_compliant();
+        c.set(ty::POLICY_COMPLIANT, st_, &r, m);
+        self.aws_steps(&mut c, old);
+        self.collector_ready(&mut c, p);
+        self.metrics_source_ready(&mut c);
+        // DataFlowing: informative, not part of Ready.
+        dataflow::update(c.s, &self.serving(), self.data_flow.as_ref(), self.generation, &now);
+        drifted(&mut c);
+        self.telemetry_status(c.s);
+        ready(&mut c);
+        conditions::set_kstatus(&mut s.conditions, self.generation, now.clone());
+        s.conditions
+            .sort_by_key(|c| ty::ALL.iter().position(|t| *t == c.type_).unwrap_or(usize::MAX));
+        s
+    }
 
-        // PolicyCompliant
-        match (&self.blocked, &self.invalid) {
-            (Some((r, m)), _) => set(&mut s, ty::POLICY_COMPLIANT, st::FALSE, r, m.clone()),
-            (None, Some((r, m))) => set(&mut s, ty::POLICY_COMPLIANT, st::UNKNOWN, r, m.clone()),
-            (None, None) if !self.violations.is_empty() => set(
-                &mut s,
-                ty::POLICY_COMPLIANT,
-                st::FALSE,
-                reason::POLICY_VIOLATION,
-                format!(
-                    "nothing is created or changed until fixed: {}",
-                    self.violations.join("; ")
-                ),
-            ),
-            (None, None) => {
-                let (r, m) = match (&self.budget_warning, &self.policy) {
-                    (Some(w), _) => (
-                        reason::BUDGET_EXCEEDED,
-                        format!("applied with a warning (budget action Warn): {w}"),
-                    ),
-                    (None, Some((name, _))) => (reason::COMPLIANT, format!("complies with GpuTelemetryPolicy {name}")),
-                    (None, None) => (
-                        reason::COMPLIANT,
-                        "no GpuTelemetryPolicy governs this pipeline".to_string(),
-                    ),
-                };
-                set(&mut s, ty::POLICY_COMPLIANT, st::TRUE, r, m);
-            }
+    /// PolicyCompliant: blocked (False), invalid (Unknown), violations (False), else True.
+    fn policy_compliant(&self) -> (&'static str, String, String) {
+        if let Some((r, m)) = &self.blocked {
+            return (st::FALSE, r.clone(), m.clone());
         }
+        if let Some((r, m)) = &self.invalid {
+            return (st::UNKNOWN, r.clone(), m.clone());
+        }
+        if !self.violations.is_empty() {
+            let m = format!(
+                "nothing is created or changed until fixed: {}",
+                self.violations.join("; ")
+            );
+            return (st::FALSE, reason::POLICY_VIOLATION.into(), m);
+        }
+        let (r, m) = match (&self.budget_warning, &self.policy) {
+            (Some(w), _) => (
+                reason::BUDGET_EXCEEDED,
+                format!("applied with a warning (budget action Warn): {w}"),
+            ),
+            (None, Some((name, _))) => (reason::COMPLIANT, format!("complies with GpuTelemetryPolicy {name}")),
+            (None, None) => (reason::COMPLIANT, "no GpuTelemetryPolicy governs this pipeline".into()),
+        };
+        (st::TRUE, r.into(), m)
+    }
 
-        // AWS steps
+    /// KmsKeyReady, LogGroupsReady, IamRoleReady, the AWS ARNs and the drift records.
+    fn aws_steps(&self, c: &mut Conds<'_>, old: &MLObservabilityPipelineStatus) {
         let steps = [
             (Step::KmsKey, ty::KMS_KEY_READY),
             (Step::LogGroups, ty::LOG_GROUPS_READY),
             (Step::IamRole, ty::IAM_ROLE_READY),
         ];
+        let now = c.now.clone();
         match &self.aws {
             Some(AwsResult::Ok { out, .. }) => {
-                let started = s.aws.as_ref().and_then(|a| a.kms_key_create_started.clone());
-                s.aws = Some(AwsStatus {
+                let started = c.s.aws.as_ref().and_then(|a| a.kms_key_create_started.clone());
+                c.s.aws = Some(AwsStatus {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
                     role_arn: out.role_arn.clone(),
@@ -197,20 +210,15 @@ impl Observed {
                     kms_key_create_started: started,
                 });
                 let key = out.kms_key_arn.as_deref().unwrap_or("CloudWatch default encryption");
-                set(&mut s, ty::KMS_KEY_READY, st::TRUE, reason::RECONCILED, key.to_string());
-                set(
-                    &mut s,
-                    ty::LOG_GROUPS_READY,
-                    st::TRUE,
-                    reason::RECONCILED,
-                    format!(
-                        "{} log groups exist with their key, retention and tags",
-                        out.log_group_arns.len()
-                    ),
+                c.set(ty::KMS_KEY_READY, st::TRUE, reason::RECONCILED, key.to_string());
+                let groups = format!(
+                    "{} log groups exist with their key, retention and tags",
+                    out.log_group_arns.len()
                 );
+                c.set(ty::LOG_GROUPS_READY, st::TRUE, reason::RECONCILED, groups);
                 let role = out.role_arn.clone().unwrap_or_default();
-                set(&mut s, ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
-                s.drift = merge_drift(&old.drift, Some(&out.drift), &self.k8s_drift, &now);
+                c.set(ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
+                c.s.drift = merge_drift(&old.drift, Some(&out.drift), &self.k8s_drift, &now);
             }
             Some(AwsResult::Failed(e)) => {
                 let failed = if e.step == Step::PodIdentity {
@@ -222,12 +230,11 @@ impl Observed {
                 for (step, t) in steps {
                     if step == failed {
                         before = false;
-                        set(&mut s, t, st::FALSE, e.error.reason().as_str(), e.to_string());
+                        c.set(t, st::FALSE, e.error.reason().as_str(), e.to_string());
                     } else if before {
-                        set(&mut s, t, st::TRUE, reason::RECONCILED, "ready".into());
+                        c.set(t, st::TRUE, reason::RECONCILED, "ready".into());
                     } else {
-                        set(
-                            &mut s,
+                        c.set(
                             t,
                             st::FALSE,
                             reason::WAITING_FOR_AWS,
@@ -236,182 +243,164 @@ impl Observed {
                     }
                 }
                 if let Some(arn) = &e.partial.kms_key_arn {
-                    s.aws.get_or_insert_with(Default::default).kms_key_arn = Some(arn.clone());
+                    c.s.aws.get_or_insert_with(Default::default).kms_key_arn = Some(arn.clone());
                 }
-                s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
+                c.s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
             }
             None => {
                 for (_, t) in steps {
-                    if conditions::find(&s.conditions, t).is_none() {
-                        set(&mut s, t, st::UNKNOWN, reason::RECONCILING, "not ensured yet".into());
+                    if conditions::find(&c.s.conditions, t).is_none() {
+                        c.set(t, st::UNKNOWN, reason::RECONCILING, "not ensured yet".into());
                     }
                 }
-                s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
+                c.s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
             }
         }
+    }
 
-        // Collector
-        let aws_ready = self.aws_ready(p);
-        match (&self.collector, aws_ready) {
-            _ if self.collector_blocked.is_some() => {
-                if let Some((r, m)) = &self.collector_blocked {
-                    set(&mut s, ty::COLLECTOR_READY, st::FALSE, r, m.clone());
-                }
-                if let Some(c) = &self.collector {
-                    s.collector = Some(c.clone());
-                }
-            }
-            (Some(c), _) => {
-                let ready = self.collector_up_to_date && c.ready_nodes == c.desired_nodes;
-                let (status, r, msg) = if self.no_gpu_nodes {
-                    (
-                        st::TRUE,
-                        reason::NO_GPU_NODES,
-                        "no node matches the GPU node selector, so nothing runs yet; the collector starts on each matching node as it joins".to_string(),
-                    )
-                } else if ready {
-                    (
-                        st::TRUE,
-                        reason::RECONCILED,
-                        format!("{}/{} GPU nodes run a ready collector", c.ready_nodes, c.desired_nodes),
-                    )
-                } else {
-                    (
-                        st::FALSE,
-                        reason::ROLLING_OUT,
-                        format!("{}/{} GPU nodes run a ready collector", c.ready_nodes, c.desired_nodes),
-                    )
-                };
-                set(&mut s, ty::COLLECTOR_READY, status, r, msg);
-                s.collector = Some(c.clone());
-            }
-            (None, false) if self.blocked.is_none() && self.invalid.is_none() && self.violations.is_empty() => set(
-                &mut s,
-                ty::COLLECTOR_READY,
-                st::FALSE,
-                reason::WAITING_FOR_AWS,
-                "the collector starts once the KMS key, log groups and IAM role are ready".into(),
-            ),
-            (None, _) => {
-                if conditions::find(&s.conditions, ty::COLLECTOR_READY).is_none() {
-                    set(
-                        &mut s,
-                        ty::COLLECTOR_READY,
-                        st::UNKNOWN,
-                        reason::RECONCILING,
-                        "not applied".into(),
-                    );
-                }
-            }
+    /// CollectorReady and the collector's rollout.
+    fn collector_ready(&self, c: &mut Conds<'_>, p: &MLObservabilityPipeline) {
+        if let Some(col) = &self.collector {
+            c.s.collector = Some(col.clone());
         }
-
-        // MetricsSourceReady: only known once the collector was applied.
-        if let (Some(m), Some(_)) = (&self.metrics_source, &self.collector) {
-            let (status, r, msg) = if self.no_gpu_nodes {
-                (
-                    st::TRUE,
-                    reason::NO_GPU_NODES,
-                    "no GPU node yet: nothing to scrape".to_string(),
-                )
-            } else if m.nodes_with_exporter == 0 {
-                (
-                    st::FALSE,
-                    reason::NO_EXPORTER_PODS,
-                    format!(
-                        "no running pod in namespace {} matches {} on the pipeline's GPU nodes: the collectors have no DCGM exporter to scrape",
-                        m.namespace, m.selector
-                    ),
-                )
-            } else {
-                (
-                    st::TRUE,
-                    reason::RECONCILED,
-                    format!(
-                        "{}/{} GPU nodes run a DCGM exporter pod ({} in namespace {})",
-                        m.nodes_with_exporter, self.gpu_nodes, m.selector, m.namespace
-                    ),
-                )
-            };
-            set(&mut s, ty::METRICS_SOURCE_READY, status, r, msg);
+        if let Some((r, m)) = &self.collector_blocked {
+            c.set(ty::COLLECTOR_READY, st::FALSE, r, m.clone());
+            return;
         }
-
-        // DataFlowing: informative, not part of Ready.
-        dataflow::update(&mut s, &self.serving(), self.data_flow.as_ref(), g, &now);
-
-        // Drifted
-        let open: Vec<String> = s
-            .drift
-            .iter()
-            .filter(|d| d.action.as_deref() == Some(ACTION_REPORTED))
-            .map(|d| format!("{} {}", d.resource, d.field))
-            .collect();
-        if open.is_empty() {
-            set(
-                &mut s,
-                ty::DRIFTED,
-                st::FALSE,
-                reason::NO_DRIFT,
-                "AWS and Kubernetes match the spec".into(),
-            );
+        let stopped = self.blocked.is_some() || self.invalid.is_some() || !self.violations.is_empty();
+        let Some(col) = &self.collector else {
+            if !self.aws_ready(p) && !stopped {
+                let m = "the collector starts once the KMS key, log groups and IAM role are ready";
+                c.set(ty::COLLECTOR_READY, st::FALSE, reason::WAITING_FOR_AWS, m.into());
+            } else if conditions::find(&c.s.conditions, ty::COLLECTOR_READY).is_none() {
+                c.set(
+                    ty::COLLECTOR_READY,
+                    st::UNKNOWN,
+                    reason::RECONCILING,
+                    "not applied".into(),
+                );
+            }
+            return;
+        };
+        let counts = format!(
+            "{}/{} GPU nodes run a ready collector",
+            col.ready_nodes, col.desired_nodes
+        );
+        if self.no_gpu_nodes {
+            let m = "no node matches the GPU node selector, so nothing runs yet; the collector starts on each matching node as it joins";
+            c.set(ty::COLLECTOR_READY, st::TRUE, reason::NO_GPU_NODES, m.into());
+        } else if self.collector_up_to_date && col.ready_nodes == col.desired_nodes {
+            c.set(ty::COLLECTOR_READY, st::TRUE, reason::RECONCILED, counts);
         } else {
-            set(
-                &mut s,
-                ty::DRIFTED,
+            c.set(ty::COLLECTOR_READY, st::FALSE, reason::ROLLING_OUT, counts);
+        }
+    }
+
+    /// MetricsSourceReady: only known once the collector was applied.
+    fn metrics_source_ready(&self, c: &mut Conds<'_>) {
+        let (Some(m), Some(_)) = (&self.metrics_source, &self.collector) else {
+            return;
+        };
+        let (status, r, msg) = if self.no_gpu_nodes {
+            (
                 st::TRUE,
-                reason::DRIFT_DETECTED,
-                format!("{} open (driftPolicy Report): {}", open.len(), open.join(", ")),
-            );
-        }
-
-        // Telemetry
-        if let Some(e) = &self.estimate {
-            let t = s.telemetry.get_or_insert_with(Default::default);
-            *t = TelemetryStatus {
-                gpu_nodes: self.gpu_nodes,
-                series_per_node: i64::try_from(e.series_per_node).unwrap_or(i64::MAX),
-                total_series: i64::try_from(e.total_series).unwrap_or(i64::MAX),
-                estimated_monthly_cost_usd: e.total_usd,
-                // Recorded by the DataFlowing step.
-                last_log_event_time: t.last_log_event_time.take(),
-                last_metric_event_time: t.last_metric_event_time.take(),
-            };
-        }
-
-        // Ready: every other condition says so.
-        let not_ready = [
-            ty::POLICY_COMPLIANT,
-            ty::KMS_KEY_READY,
-            ty::LOG_GROUPS_READY,
-            ty::IAM_ROLE_READY,
-            ty::COLLECTOR_READY,
-            ty::METRICS_SOURCE_READY,
-        ]
-        .iter()
-        .find_map(|t| {
-            conditions::find(&s.conditions, t)
-                .filter(|c| c.status != st::TRUE)
-                .cloned()
-        });
-        match not_ready {
-            None => {
-                let idle = conditions::find(&s.conditions, ty::COLLECTOR_READY)
-                    .filter(|c| c.reason == reason::NO_GPU_NODES)
-                    .map(|c| c.message.clone());
-                let msg = idle.unwrap_or_else(|| "pipeline is running".into());
-                set(&mut s, ty::READY, st::TRUE, reason::RECONCILED, msg)
-            }
-            Some(c) => set(
-                &mut s,
-                ty::READY,
+                reason::NO_GPU_NODES,
+                "no GPU node yet: nothing to scrape".to_string(),
+            )
+        } else if m.nodes_with_exporter == 0 {
+            (
                 st::FALSE,
-                &c.reason,
-                format!("{}: {}", c.type_, c.message),
-            ),
+                reason::NO_EXPORTER_PODS,
+                format!(
+                    "no running pod in namespace {} matches {} on the pipeline's GPU nodes: the collectors have no DCGM exporter to scrape",
+                    m.namespace, m.selector
+                ),
+            )
+        } else {
+            (
+                st::TRUE,
+                reason::RECONCILED,
+                format!(
+                    "{}/{} GPU nodes run a DCGM exporter pod ({} in namespace {})",
+                    m.nodes_with_exporter, self.gpu_nodes, m.selector, m.namespace
+                ),
+            )
+        };
+        c.set(ty::METRICS_SOURCE_READY, status, r, msg);
+    }
+
+    /// The live estimate; the last event times are the DataFlowing step's.
+    fn telemetry_status(&self, s: &mut MLObservabilityPipelineStatus) {
+        let Some(e) = &self.estimate else { return };
+        let t = s.telemetry.get_or_insert_with(Default::default);
+        *t = TelemetryStatus {
+            gpu_nodes: self.gpu_nodes,
+            series_per_node: i64::try_from(e.series_per_node).unwrap_or(i64::MAX),
+            total_series: i64::try_from(e.total_series).unwrap_or(i64::MAX),
+            estimated_monthly_cost_usd: e.total_usd,
+            last_log_event_time: t.last_log_event_time.take(),
+            last_metric_event_time: t.last_metric_event_time.take(),
+        };
+    }
+}
+
+/// The conditions being written: the status, the generation they describe, the clock.
+struct Conds<'a> {
+    s: &'a mut MLObservabilityPipelineStatus,
+    g: Option<i64>,
+    now: &'a Time,
+}
+
+impl Conds<'_> {
+    fn set(&mut self, t: &str, status: &str, r: &str, m: String) {
+        let c = conditions::condition(t, status, r, m, self.g, self.now.clone());
+        conditions::upsert(&mut self.s.conditions, c);
+    }
+}
+
+/// Drifted: True while a drift record is open (driftPolicy Report).
+fn drifted(c: &mut Conds<'_>) {
+    let open: Vec<String> = (c.s.drift.iter())
+        .filter(|d| d.action.as_deref() == Some(ACTION_REPORTED))
+        .map(|d| format!("{} {}", d.resource, d.field))
+        .collect();
+    if open.is_empty() {
+        c.set(
+            ty::DRIFTED,
+            st::FALSE,
+            reason::NO_DRIFT,
+            "AWS and Kubernetes match the spec".into(),
+        );
+    } else {
+        let m = format!("{} open (driftPolicy Report): {}", open.len(), open.join(", "));
+        c.set(ty::DRIFTED, st::TRUE, reason::DRIFT_DETECTED, m);
+    }
+}
+
+/// Ready: every other condition says so; else the first that does not, with its reason.
+fn ready(c: &mut Conds<'_>) {
+    let parts = [
+        ty::POLICY_COMPLIANT,
+        ty::KMS_KEY_READY,
+        ty::LOG_GROUPS_READY,
+        ty::IAM_ROLE_READY,
+        ty::COLLECTOR_READY,
+        ty::METRICS_SOURCE_READY,
+    ];
+    let not_ready = (parts.iter()).find_map(|t| {
+        conditions::find(&c.s.conditions, t)
+            .filter(|x| x.status != st::TRUE)
+            .cloned()
+    });
+    match not_ready {
+        None => {
+            let idle = conditions::find(&c.s.conditions, ty::COLLECTOR_READY)
+                .filter(|x| x.reason == reason::NO_GPU_NODES)
+                .map(|x| x.message.clone());
+            let msg = idle.unwrap_or_else(|| "pipeline is running".into());
+            c.set(ty::READY, st::TRUE, reason::RECONCILED, msg);
         }
-        conditions::set_kstatus(&mut s.conditions, g, now.clone());
-        s.conditions
-            .sort_by_key(|c| ty::ALL.iter().position(|t| *t == c.type_).unwrap_or(usize::MAX));
-        s
+        Some(x) => c.set(ty::READY, st::FALSE, &x.reason, format!("{}: {}", x.type_, x.message)),
     }
 }
 

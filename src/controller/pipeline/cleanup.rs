@@ -3,10 +3,8 @@
 //! owner annotation, never by a guessed name), then the finalizer.
 
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use serde_json::json;
 
 use super::super::Ctx;
 use super::super::applier;
@@ -15,18 +13,16 @@ use super::super::error::{Error, Result};
 use super::super::lookup::{Governing, governing, key_id_of};
 use super::super::status::Observed;
 use super::plan::CHILD_KINDS;
-use super::{FINALIZER, owner, write_status};
+use super::{owner, write_status};
 use crate::aws::apply::delete_all;
 use crate::crd::MLObservabilityPipeline;
 use crate::crd::conditions::reason;
 use crate::crd::reason::Reason;
 use crate::desired;
 
-/// Runs the deletion; the finalizer stays until the AWS side is handled.
+/// Runs the deletion. An `Err` keeps the finalizer (kube-runtime's finalizer helper removes it
+/// only after an `Ok`).
 pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
-    if !p.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let policies = ctx.policies.state();
     let gov = governing(p, &policies);
     let policy = match &gov {
@@ -87,11 +83,6 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
         };
         applier::prune(&ctx.client, &ctx.applied, &sel, CHILD_KINDS, &[], &owner).await?;
     }
-    let finalizers: Vec<&String> = p.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": p.resource_version()}});
-    let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
     ctx.forget(p);
     Ok(Action::await_change())
 }

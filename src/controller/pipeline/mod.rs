@@ -22,7 +22,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::ResourceExt;
 use serde_json::json;
 
 use super::dataflow;
@@ -62,7 +63,7 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
     if let Some(wait) = ctx.backoffs.waiting(p.as_ref(), started) {
         return Ok(Action::requeue(wait));
     }
-    let result = reconcile_inner(&p, &ctx).await;
+    let result = reconcile_inner(p.clone(), &ctx).await;
     ctx.metrics.reconcile_done(
         "pipeline",
         started.elapsed(),
@@ -85,16 +86,27 @@ pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, ctx: Arc<Ctx>) -
     }
 }
 
-async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
+/// The finalizer is kube-runtime's helper (`kube::runtime::finalizer`): it adds [`FINALIZER`]
+/// before the first apply, runs the cleanup on deletion, and removes the finalizer (a JSON patch
+/// that tests its index) only once the cleanup succeeded.
+async fn reconcile_inner(p: Arc<MLObservabilityPipeline>, ctx: &Ctx) -> Result<Action> {
     if !ctx.caches_synced().await {
         return Ok(Action::await_change());
     }
-    if p.meta().deletion_timestamp.is_some() {
-        return cleanup::run(p, ctx).await;
-    }
-    if !p.finalizers().iter().any(|f| f == FINALIZER) {
-        return add_finalizer(p, ctx).await;
-    }
+    let ns = p.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, p, |event| async move {
+        match event {
+            FinalizerEvent::Apply(p) => apply(&p, ctx).await,
+            FinalizerEvent::Cleanup(p) => cleanup::run(&p, ctx).await,
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+/// Steps 1–6 for a pipeline that carries the finalizer and is not being deleted.
+async fn apply(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
     // 1. dereference (reads only)
     let world = dereference(p, ctx).await?;
     // 2. plan (pure)
@@ -151,17 +163,6 @@ async fn reconcile_inner(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Actio
     }
     // 6. status
     write_status(p, ctx, obs, resync_ms).await
-}
-
-async fn add_finalizer(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
-    let mut finalizers = p.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_string());
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": p.resource_version()}});
-    let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    // The patch triggers a new reconcile with the finalizer in place.
-    Ok(Action::await_change())
 }
 
 /// Step 1: what the plan decides from, read from the stores and the API server: the governing

@@ -198,7 +198,8 @@ pub(super) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
                 }
             }
             "test" => {
-                if doc.pointer(path) != Some(&value()?) {
+                // As the API server's json-patch: an absent member tests equal to null.
+                if doc.pointer(path).unwrap_or(&Value::Null) != &value()? {
                     return Err(format!("test failed at {path}"));
                 }
             }
