@@ -423,18 +423,18 @@ fn inline_policy(e: &Effective, group_arns: &[String]) -> Value {
     if let Some(vpc) = &e.identity.source_vpc {
         string_equals.insert("aws:SourceVpc".into(), vpc.clone());
     }
+    let condition = json!({ "StringEquals": string_equals });
     // Streams live under the group: `<group ARN>:*` is the narrowest resource the three actions take.
     let resources: Vec<String> = group_arns.iter().map(|a| format!("{a}:*")).collect();
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "WriteOwnLogGroups",
-            "Effect": "Allow",
-            "Action": COLLECTOR_ACTIONS,
-            "Resource": resources,
-            "Condition": { "StringEquals": string_equals },
-        }],
-    })
+    let mut statements = vec![json!({
+        "Sid": "WriteOwnLogGroups",
+        "Effect": "Allow",
+        "Action": COLLECTOR_ACTIONS,
+        "Resource": resources,
+        "Condition": condition,
+    })];
+    statements.extend(super::destinations::iam::statements(e, &condition));
+    json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
 fn create_role(e: &Effective, name: &str, group_arns: &[String]) -> Result<RolePlan, PlanError> {

@@ -9,6 +9,7 @@ use crate::collector_version::{Feature, PER_POD_LOG_STREAMS};
 use crate::conventions;
 use crate::crd::{BudgetAction, DeletionPolicy, DriftPolicy, ExporterMode, IdentityMode, LogGroupClass, Redaction};
 
+pub use super::destinations::EffDestinations;
 pub use super::sources::{Source, Sources};
 
 /// Inputs that come from the operator or CLI, not from either resource.
@@ -178,6 +179,8 @@ pub struct Effective {
     pub identity: EffIdentity,
     pub collector: EffCollector,
     pub exporter: EffExporter,
+    /// Destinations beyond CloudWatch: traces, AMP, Datadog.
+    pub destinations: EffDestinations,
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
     pub resync_interval_ms: u64,
@@ -369,6 +372,7 @@ pub(crate) fn test_fixture() -> Effective {
             image: super::dcgm_exporter::DEFAULT_EXPORTER_IMAGE.into(),
             collect_interval_ms: 30_000,
         },
+        destinations: EffDestinations::default(),
         drift_policy: DriftPolicy::Correct,
         deletion_policy: DeletionPolicy::Retain,
         resync_interval_ms: 600_000,
