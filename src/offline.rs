@@ -288,8 +288,23 @@ fn print_or_fail(text: &str) -> Result<(), ExitCode> {
     })
 }
 
+/// The destinations' rate and traffic flags are amounts: finite and not negative.
+fn check_amounts(args: &PlanArgs) -> Result<(), String> {
+    let flags = [
+        ("--spans-per-second", args.spans_per_second),
+        ("--xray-usd-per-million-spans", args.xray_usd_per_million_spans),
+        ("--amp-usd-per-10m-samples", args.amp_usd_per_10m_samples),
+        ("--datadog-usd-per-host-month", args.datadog_usd_per_host_month),
+    ];
+    match flags.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+        Some((flag, v)) => Err(format!("{flag}: {v} is not an amount (a finite number, at least 0)")),
+        None => Ok(()),
+    }
+}
+
 /// The plan reports of every pipeline.
 pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport>, String> {
+    check_amounts(args)?;
     let fleet = Fleet {
         nodes: args.nodes,
         instance_type: args.instance_type.clone(),

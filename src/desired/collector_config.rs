@@ -455,6 +455,14 @@ mod tests {
                 tweak(|e| (e.collector.otlp_enabled, e.metrics.dcgm_enabled) = (true, false)),
             ),
             ("no_redaction", tweak(|e| e.logs.redactions.clear())),
+            ("every_destination", crate::desired::destinations::test_all_destinations()),
+            (
+                "destinations_without_otlp_or_metrics",
+                tweak(|e| {
+                    *e = crate::desired::destinations::test_all_destinations();
+                    (e.collector.otlp_enabled, e.metrics.dcgm_enabled) = (false, false);
+                }),
+            ),
             (
                 "nothing",
                 tweak(|e| (e.logs.enabled, e.metrics.dcgm_enabled, e.collector.otlp_enabled) = (false, false, true)),
@@ -547,14 +555,8 @@ mod tests {
             strings(&c, "", &mut all);
             let refs: Vec<&String> = all.iter().filter(|(k, _)| k == "storage").map(|(_, s)| s).collect();
             assert!(refs.iter().all(|r| extensions.contains(*r)), "{name}: storage {refs:?}");
-            assert!(
-                !keys(&c["service"]["pipelines"]).iter().any(|p| p.starts_with("traces")),
-                "{name}"
-            );
-            assert!(
-                !keys(&c["exporters"]).iter().any(|x| x.starts_with("awsxray")),
-                "{name}"
-            );
+            let traces = e.collector.otlp_enabled && e.destinations.traces.is_some();
+            assert_eq!(c["service"]["pipelines"].get("traces").is_some(), traces, "{name}");
         }
     }
 

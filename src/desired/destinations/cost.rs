@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::iam::{AMP_SID, XRAY_SID};
 use super::{EffTraces, config};
-use crate::desired::Desired;
-use crate::desired::aws_plan::RolePlan;
+use crate::desired::aws_plan::{AwsPlan, RolePlan};
+use crate::desired::effective::Effective;
 use crate::desired::cost::{Prices, cents, tiered_usd};
 
 /// Traffic assumptions of the destinations.
@@ -49,8 +49,8 @@ pub struct FleetSize {
     pub gpus_per_node: u32,
 }
 
-fn statement(d: &Desired, sid: &str) -> Vec<Value> {
-    let RolePlan::Create { inline_policy, .. } = &d.aws.role else {
+fn statement(aws: &AwsPlan, sid: &str) -> Vec<Value> {
+    let RolePlan::Create { inline_policy, .. } = &aws.role else {
         return vec![];
     };
     let all = inline_policy["Statement"].as_array().cloned().unwrap_or_default();
@@ -69,9 +69,9 @@ fn amp_rates(p: &Prices) -> String {
     )
 }
 
-/// Every enabled destination of `d`, in the order the collector config lists them.
-pub fn lines(d: &Desired, fleet: FleetSize, p: &Prices, t: &Traffic) -> Vec<DestinationLine> {
-    let e = &d.effective;
+/// Every enabled destination, in the order the collector config lists them; the IAM statements
+/// are those of `aws`'s role (none for an existing role: its policy is the user's).
+pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Traffic) -> Vec<DestinationLine> {
     let mut out = vec![];
     match &e.destinations.traces {
         Some(EffTraces::XRay) => {
@@ -80,7 +80,7 @@ pub fn lines(d: &Desired, fleet: FleetSize, p: &Prices, t: &Traffic) -> Vec<Dest
                 destination: "traces → AWS X-Ray".into(),
                 target: format!("https://xray.{}.{}/v1/traces", e.region, super::dns_suffix(&e.partition)),
                 exporter: config::XRAY_EXPORTER,
-                iam_statements: statement(d, XRAY_SID),
+                iam_statements: statement(aws, XRAY_SID),
                 monthly_usd: Some(cents(spans / 1e6 * p.xray_usd_per_million_spans)),
                 assumptions: vec![
                     format!(
@@ -119,7 +119,7 @@ pub fn lines(d: &Desired, fleet: FleetSize, p: &Prices, t: &Traffic) -> Vec<Dest
             destination: "metrics → Amazon Managed Service for Prometheus".into(),
             target: amp.workspace_arn.clone(),
             exporter: config::AMP_EXPORTER,
-            iam_statements: statement(d, AMP_SID),
+            iam_statements: statement(aws, AMP_SID),
             monthly_usd: Some(tiered_usd(samples.round() as u64, &p.amp_sample_tier_limits, &prices)),
             assumptions: vec![
                 format!(
@@ -145,4 +145,64 @@ pub fn lines(d: &Desired, fleet: FleetSize, p: &Prices, t: &Traffic) -> Vec<Dest
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::aws_plan;
+    use crate::desired::destinations::test_all_destinations;
+
+    fn priced(e: &Effective, nodes: u32, p: &Prices) -> Vec<DestinationLine> {
+        let aws = aws_plan::build(e).expect("plan");
+        let fleet = FleetSize { nodes, gpus_per_node: 8 };
+        lines(e, &aws, fleet, p, &Traffic::default())
+    }
+
+    #[test]
+    fn each_destination_costs_what_the_hand_calculation_says() {
+        let e = test_all_destinations();
+        let got = priced(&e, 20, &Prices::default());
+        let names: Vec<&str> = got.iter().map(|l| l.exporter).collect();
+        assert_eq!(names, [config::XRAY_EXPORTER, config::AMP_EXPORTER, config::DATADOG_EXPORTER]);
+        // X-Ray: 100 spans/s × 730 h × 3600 s = 262.8 million spans × $5.00 = $1,314.00.
+        assert_eq!(got[0].monthly_usd, Some(1_314.00));
+        // AMP: 10 fields × 160 GPUs × 2,628,000 s / 30 s = 140.16 million samples, all in the
+        // first tier: 14.016 × $0.90 = $12.61.
+        assert_eq!(got[1].monthly_usd, Some(12.61));
+        assert!(got[1].assumptions[0].contains("140.2 million samples"), "{:?}", got[1].assumptions);
+        // Datadog: 20 hosts × $15.00.
+        assert_eq!(got[2].monthly_usd, Some(300.00));
+        assert_eq!(got[0].iam_statements.len(), 1);
+        assert_eq!(got[0].iam_statements[0]["Resource"], "*");
+        assert_eq!(got[1].iam_statements[0]["Action"], serde_json::json!(["aps:RemoteWrite"]));
+        assert!(got[2].iam_statements.is_empty());
+        assert!(got.iter().all(|l| !l.assumptions.is_empty()));
+    }
+
+    #[test]
+    fn amp_samples_beyond_the_first_tier_are_cheaper_and_rates_follow_the_flags() {
+        let e = test_all_destinations();
+        // 1,000 nodes: 10 × 8,000 GPUs × 87,600 scrapes = 7,008 million samples: 2,000 million at
+        // $0.09/M and 5,008 million at $0.035/M = $180 + $175.28.
+        let amp = priced(&e, 1_000, &Prices::default())[1].monthly_usd;
+        assert_eq!(amp, Some(355.28));
+        let p = Prices {
+            xray_usd_per_million_spans: 1.0,
+            datadog_usd_per_host_month: 18.0,
+            ..Prices::default()
+        };
+        let got = priced(&e, 20, &p);
+        assert_eq!((got[0].monthly_usd, got[2].monthly_usd), (Some(262.80), Some(360.00)));
+    }
+
+    #[test]
+    fn metrics_destinations_cost_nothing_without_metrics_and_no_destination_no_line() {
+        let mut e = test_all_destinations();
+        e.metrics.dcgm_enabled = false;
+        e.logs.enabled = true;
+        let got = priced(&e, 20, &Prices::default());
+        assert_eq!(got.iter().map(|l| l.exporter).collect::<Vec<_>>(), [config::XRAY_EXPORTER]);
+        assert!(priced(&crate::desired::effective::test_fixture(), 20, &Prices::default()).is_empty());
+    }
 }

@@ -106,6 +106,32 @@ pub fn dns_suffix(partition: &str) -> &'static str {
     }
 }
 
+/// The effective-spec fixture with every destination on: X-Ray, AMP and Datadog.
+#[cfg(test)]
+pub(crate) fn test_all_destinations() -> crate::desired::effective::Effective {
+    let mut e = crate::desired::effective::test_fixture();
+    e.collector.otlp_enabled = true;
+    e.destinations = EffDestinations {
+        traces: Some(EffTraces::XRay),
+        prometheus: Some(EffPrometheus {
+            workspace_arn: "arn:aws:aps:us-east-1:123456789012:workspace/ws-abc".into(),
+            region: "us-east-1".into(),
+            workspace_id: "ws-abc".into(),
+        }),
+        datadog: Some(EffDatadog {
+            site: "datadoghq.eu".into(),
+            api_key: KeyRef {
+                name: "dd".into(),
+                key: "api-key".into(),
+            },
+        }),
+    };
+    e
+}
+
+#[cfg(test)]
+mod render_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
