@@ -38,6 +38,10 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         (
+            "destinations",
+            vec!["-f", "config/samples/pipeline-destinations.yaml"],
+        ),
+        (
             "minimal-gpu-operator-policy",
             vec![
                 "-f",
