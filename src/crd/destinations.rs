@@ -66,8 +66,9 @@ pub struct TracesDestinationSpec {
 }
 
 /// AWS X-Ray: everything follows from `spec.region` and the collector's role.
+// No deny_unknown_fields: on a struct without fields schemars would emit
+// `additionalProperties: false`, which a structural CRD schema must not carry.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct XRaySpec {}
 
 /// An OTLP/HTTP backend. Spans are posted to `<endpoint>/v1/traces`, gzip-compressed.
