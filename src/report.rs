@@ -288,10 +288,15 @@ impl PlanReport {
         if self.destinations.is_empty() {
             return Ok(());
         }
-        writeln!(s, "\nDestinations beyond CloudWatch (not in the CloudWatch total or budget)")?;
+        writeln!(
+            s,
+            "\nDestinations beyond CloudWatch (not in the CloudWatch total or budget)"
+        )?;
         let mut total = 0.0;
         for d in &self.destinations {
-            let usd = d.monthly_usd.map_or("not estimated".into(), |u| format!("${u:.2}/month"));
+            let usd = d
+                .monthly_usd
+                .map_or("not estimated".into(), |u| format!("${u:.2}/month"));
             total += d.monthly_usd.unwrap_or(0.0);
             writeln!(s, "  {}: {} (exporter {}): {usd}", d.destination, d.target, d.exporter)?;
             for st in &d.iam_statements {

@@ -23,8 +23,10 @@ fn pipeline(spec: Value) -> MLObservabilityPipeline {
     for (k, v) in spec.as_object().cloned().unwrap_or_default() {
         base[k] = v;
     }
-    serde_json::from_value(json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"}, "spec": base}))
+    serde_json::from_value(
+        json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+        "metadata": {"name": "train", "namespace": "team-a"}, "spec": base}),
+    )
     .expect("test pipeline deserializes")
 }
 
@@ -67,7 +69,11 @@ fn datadog() -> Value {
 #[test]
 fn xray_is_allowed_by_default_and_a_violation_where_the_policy_forbids_it() {
     let p = pipeline(xray());
-    for pol in [None, Some(policy(json!({}))), Some(policy(json!({"traces": {"allowXRay": true}})))] {
+    for pol in [
+        None,
+        Some(policy(json!({}))),
+        Some(policy(json!({"traces": {"allowXRay": true}}))),
+    ] {
         let m = merged(&p, pol.as_ref());
         assert!(m.violations.is_empty(), "{:?}", m.violations);
         assert_eq!(m.effective.destinations.traces, Some(EffTraces::XRay));
@@ -76,11 +82,20 @@ fn xray_is_allowed_by_default_and_a_violation_where_the_policy_forbids_it() {
     let m = merged(&p, Some(&policy(json!({"traces": {"allowXRay": false}}))));
     assert_eq!(
         violations(&m),
-        [("spec.traces.destination.xray".into(), "traces.allowXRay".into(), "guard".into())]
+        [(
+            "spec.traces.destination.xray".into(),
+            "traces.allowXRay".into(),
+            "guard".into()
+        )]
     );
     // An OTLP backend needs no X-Ray permission: the same policy lets it through.
-    let tempo = pipeline(json!({"traces": {"otlp": {"enabled": true}, "destination": {"otlp": {"endpoint": "tempo:4318"}}}}));
-    assert!(merged(&tempo, Some(&policy(json!({"traces": {"allowXRay": false}})))).violations.is_empty());
+    let tempo =
+        pipeline(json!({"traces": {"otlp": {"enabled": true}, "destination": {"otlp": {"endpoint": "tempo:4318"}}}}));
+    assert!(
+        merged(&tempo, Some(&policy(json!({"traces": {"allowXRay": false}}))))
+            .violations
+            .is_empty()
+    );
 }
 
 #[test]
@@ -89,9 +104,17 @@ fn saas_is_refused_unless_a_policy_allows_it_even_with_no_policy() {
     let m = merged(&p, None);
     assert_eq!(
         violations(&m),
-        [("spec.datadog".into(), "destinations.allowSaaS".into(), "(none: built-in default)".into())]
+        [(
+            "spec.datadog".into(),
+            "destinations.allowSaaS".into(),
+            "(none: built-in default)".into()
+        )]
     );
-    assert!(m.violations[0].message.contains("destinations.allowSaaS: true"), "{}", m.violations[0]);
+    assert!(
+        m.violations[0].message.contains("destinations.allowSaaS: true"),
+        "{}",
+        m.violations[0]
+    );
     for pol in [json!({}), json!({"destinations": {"allowSaaS": false}})] {
         let m = merged(&p, Some(&policy(pol)));
         assert_eq!(
@@ -188,17 +211,37 @@ fn plan_lists_every_destination_with_its_iam_statement_and_cost_assumptions() {
     assert_eq!(exporters, ["otlphttp/xray", "prometheusremotewrite/aps", "datadog"]);
     assert_eq!(lines[0]["iamStatements"][0]["Action"], json!(["xray:PutTraceSegments"]));
     assert_eq!(lines[1]["iamStatements"][0]["Action"], json!(["aps:RemoteWrite"]));
-    assert!(lines.iter().all(|l| !l["assumptions"].as_array().is_none_or(Vec::is_empty)));
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l["assumptions"].as_array().is_none_or(Vec::is_empty))
+    );
     assert_eq!(reports[1]["destinations"][0]["exporter"], "otlphttp/traces");
     // Rates and traffic are flags, and every one shows up in the text.
     let (code, text, err) = mlobs(&[
-        "plan", "-f", sample, "--nodes", "2", "--spans-per-second", "10",
-        "--xray-usd-per-million-spans", "1", "--amp-usd-per-10m-samples", "2", "--datadog-usd-per-host-month", "20",
+        "plan",
+        "-f",
+        sample,
+        "--nodes",
+        "2",
+        "--spans-per-second",
+        "10",
+        "--xray-usd-per-million-spans",
+        "1",
+        "--amp-usd-per-10m-samples",
+        "2",
+        "--datadog-usd-per-host-month",
+        "20",
     ]);
     assert_eq!(code, 0, "{err}");
     // 10 spans/s × 2,628,000 s = 26.28 million × $1; 4 fields × 16 GPUs × 87,600 = 5.6064 million
     // samples × $0.20/M = $1.12; 2 hosts × $20.
-    for want in ["$26.28/month", "$1.12/month", "$40.00/month", "IAM: {\"Action\":[\"xray:PutTraceSegments\"]"] {
+    for want in [
+        "$26.28/month",
+        "$1.12/month",
+        "$40.00/month",
+        "IAM: {\"Action\":[\"xray:PutTraceSegments\"]",
+    ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
     let (code, _, err) = mlobs(&["plan", "-f", sample, "--spans-per-second=-1"]);
@@ -213,7 +256,9 @@ fn refused(spec: &str) -> Vec<(String, String)> {
     );
     match mlobs::input::parse_documents("t.yaml", &text) {
         Ok(_) => panic!("accepted:\n{text}"),
-        Err(e) => (e.field_errors().iter()).map(|f| (f.path.clone(), f.rule.clone())).collect(),
+        Err(e) => (e.field_errors().iter())
+            .map(|f| (f.path.clone(), f.rule.clone()))
+            .collect(),
     }
 }
 
@@ -223,7 +268,14 @@ fn bad_destination_values_are_refused_at_input_naming_the_field_and_the_rule() {
         format!("  traces: {{otlp: {{enabled: true}}, destination: {{otlp: {{endpoint: '{endpoint}'}}}}}}\n")
     };
     let endpoint = "spec.traces.destination.otlp.endpoint";
-    for bad in ["https://tempo:4318", "tempo", "tempo:65536", "tempo:0", "-tempo:4318", "fd00::1:4318"] {
+    for bad in [
+        "https://tempo:4318",
+        "tempo",
+        "tempo:65536",
+        "tempo:0",
+        "-tempo:4318",
+        "fd00::1:4318",
+    ] {
         assert_eq!(refused(&otlp(bad)), one(endpoint, "pattern"), "{bad}");
     }
     let arn = |a: &str| format!("  metrics: {{prometheus: {{workspaceArn: '{a}'}}}}\n");

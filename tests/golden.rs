@@ -37,10 +37,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
                 "config/samples/policy-default.yaml",
             ],
         ),
-        (
-            "destinations",
-            vec!["-f", "config/samples/pipeline-destinations.yaml"],
-        ),
+        ("destinations", vec!["-f", "config/samples/pipeline-destinations.yaml"]),
         (
             "minimal-gpu-operator-policy",
             vec![

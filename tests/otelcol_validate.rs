@@ -445,7 +445,12 @@ fn every_collector_config_mlobs_renders_passes_otelcol_validate() {
     jobs.extend(variant_jobs());
     let (fuzz, stats) = fuzz_jobs();
     // The generator reaches every destination shape (support/fuzzgen.rs `destination`).
-    for exporter in ["otlphttp/xray:", "otlphttp/traces:", "prometheusremotewrite/aps:", "\n  datadog:"] {
+    for exporter in [
+        "otlphttp/xray:",
+        "otlphttp/traces:",
+        "prometheusremotewrite/aps:",
+        "\n  datadog:",
+    ] {
         let n = fuzz.iter().filter(|j| j.config.contains(exporter)).count();
         assert!(n > 0, "no fuzz configuration renders {exporter:?}");
     }
@@ -594,7 +599,10 @@ fn a_datadog_exporter_is_validated_without_itself_and_checked_against_its_docume
         "datadog",
         &{
             let mut doc = minimal_pipeline();
-            merge_json(&mut doc["spec"], &json!({"datadog": {"apiKeySecretRef": {"name": "dd", "key": "k"}}}));
+            merge_json(
+                &mut doc["spec"],
+                &json!({"datadog": {"apiKeySecretRef": {"name": "dd", "key": "k"}}}),
+            );
             doc
         },
         |d| match d {
@@ -612,7 +620,10 @@ fn a_datadog_exporter_is_validated_without_itself_and_checked_against_its_docume
     let as_is = otelcol::validate_as_is(&collector, &d.config_yaml).expect_err("no datadog component");
     assert!(as_is.contains("datadog"), "{as_is}");
     // The key check fails on an undocumented key, a literal API key and a foreign site.
-    for (key, value) in [("apikey", json!("x")), ("api", json!({"key": "abc123", "site": "datadoghq.com"}))] {
+    for (key, value) in [
+        ("apikey", json!("x")),
+        ("api", json!({"key": "abc123", "site": "datadoghq.com"})),
+    ] {
         let mut bad = block.clone();
         bad[key] = value;
         assert!(otelcol::datadog::check(&bad).is_err(), "{bad}");

@@ -200,7 +200,10 @@ fn collector_inline_policies_are_three_log_actions_on_own_groups_in_one_region()
                 "WriteOwnLogGroups" => {
                     assert_eq!(list(&s["Action"]), COLLECTOR_ACTIONS, "{v:?}");
                     assert_eq!(resources, groups, "{v:?}: exactly this pipeline's groups");
-                    let prefix = format!("arn:aws:logs:{}:{ACCOUNT}:log-group:/aws/eks/prod-gpu/team-a/train/", v.region);
+                    let prefix = format!(
+                        "arn:aws:logs:{}:{ACCOUNT}:log-group:/aws/eks/prod-gpu/team-a/train/",
+                        v.region
+                    );
                     assert!(resources.iter().all(|r| r.starts_with(&prefix)), "{resources:?}");
                 }
                 // The documented exception: X-Ray has no resource types, so "*" and only its action.

@@ -175,7 +175,11 @@ fn cases() -> Vec<(String, Value, Option<Value>)> {
     }
     // Every destination (the sample's pipeline is its second document).
     let destinations = load_all("config/samples/pipeline-destinations.yaml");
-    out.push(("destinations pipeline, its policy".into(), destinations[1].clone(), Some(destinations[0].clone())));
+    out.push((
+        "destinations pipeline, its policy".into(),
+        destinations[1].clone(),
+        Some(destinations[0].clone()),
+    ));
     // The operator's flags, an existing role and key, a shared collector namespace, a slow
     // scrape default raised by the policy.
     let mut flags = pipelines[0].1.clone();

@@ -7,20 +7,23 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Pattern of an AMP workspace ARN: `arn:<partition>:aps:<region>:<account>:workspace/<id>`.
-pub const WORKSPACE_ARN_PATTERN: &str = r"^arn:aws[a-z-]*:aps:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:workspace/ws-[A-Za-z0-9-]{1,64}$";
+pub const WORKSPACE_ARN_PATTERN: &str =
+    r"^arn:aws[a-z-]*:aps:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:workspace/ws-[A-Za-z0-9-]{1,64}$";
 
 /// CEL (at `spec`, reported at `spec.metrics.prometheus.workspaceArn`): the workspace is in the
 /// pipeline's region when the pipeline names one. The operator's own region and account are
 /// compared by the merge, which knows them.
 pub const WORKSPACE_REGION_RULE: &str = "!has(self.region) || !has(self.metrics) || !has(self.metrics.prometheus) || self.metrics.prometheus.workspaceArn.contains(':aps:' + self.region + ':')";
 /// The message of [`WORKSPACE_REGION_RULE`].
-pub const WORKSPACE_REGION_MESSAGE: &str = "the AMP workspace must be in spec.region: the collector signs remote writes for that region";
+pub const WORKSPACE_REGION_MESSAGE: &str =
+    "the AMP workspace must be in spec.region: the collector signs remote writes for that region";
 
 /// CEL (at `spec`, reported at `spec.traces.destination`): spans reach a destination only through
 /// the OTLP receiver.
 pub const TRACES_NEED_OTLP_RULE: &str = "!has(self.traces) || !has(self.traces.destination) || (has(self.traces.otlp) && has(self.traces.otlp.enabled) && self.traces.otlp.enabled)";
 /// The message of [`TRACES_NEED_OTLP_RULE`].
-pub const TRACES_NEED_OTLP_MESSAGE: &str = "traces.destination needs traces.otlp.enabled: true (spans arrive through the OTLP receiver)";
+pub const TRACES_NEED_OTLP_MESSAGE: &str =
+    "traces.destination needs traces.otlp.enabled: true (spans arrive through the OTLP receiver)";
 
 /// OTLP intake, and where the spans it receives go.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]

@@ -118,7 +118,10 @@ pub fn build(e: &Effective) -> Value {
         STORAGE.into(),
         json!({"directory": lit(&e.collector.queue_host_path), "create_directory": true}),
     );
-    extensions.insert("health_check".into(), json!({"endpoint": format!("0.0.0.0:{HEALTH_PORT}")}));
+    extensions.insert(
+        "health_check".into(),
+        json!({"endpoint": format!("0.0.0.0:{HEALTH_PORT}")}),
+    );
     for (name, x) in destinations::extensions(e, shape.metrics, shape.traces) {
         extensions.insert(name.into(), x);
     }
@@ -455,7 +458,10 @@ mod tests {
                 tweak(|e| (e.collector.otlp_enabled, e.metrics.dcgm_enabled) = (true, false)),
             ),
             ("no_redaction", tweak(|e| e.logs.redactions.clear())),
-            ("every_destination", crate::desired::destinations::test_all_destinations()),
+            (
+                "every_destination",
+                crate::desired::destinations::test_all_destinations(),
+            ),
             (
                 "destinations_without_otlp_or_metrics",
                 tweak(|e| {

@@ -162,7 +162,10 @@ fn destinations(e: &Effective) -> Vec<Setting> {
     };
     let amp = d.prometheus.as_ref().map_or("none".into(), |p| p.workspace_arn.clone());
     let datadog = (d.datadog.as_ref()).map_or("none".into(), |x| {
-        format!("{} (API key from secretKeyRef {}/{})", x.site, x.api_key.name, x.api_key.key)
+        format!(
+            "{} (API key from secretKeyRef {}/{})",
+            x.site, x.api_key.name, x.api_key.key
+        )
     });
     vec![
         row("traces.destination", traces, s.traces),

@@ -308,7 +308,13 @@ pub fn plausible() -> impl Strategy<Value = (&'static str, Value)> {
 /// regions and accounts, Datadog with a site and a Secret reference.
 pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
     const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "x"];
-    const ENDPOINTS: [&str; 5] = ["tempo:4318", "[fd00::1]:4318", "jaeger.obs.svc:65535", "a:0", "http://x:1"];
+    const ENDPOINTS: [&str; 5] = [
+        "tempo:4318",
+        "[fd00::1]:4318",
+        "jaeger.obs.svc:65535",
+        "a:0",
+        "http://x:1",
+    ];
     let tls = prop_oneof![
         Just(json!(null)),
         Just(json!({"insecure": true})),
@@ -317,12 +323,28 @@ pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
     ];
     let otlp = (proptest::sample::select(&ENDPOINTS[..]), tls)
         .prop_map(|(e, tls)| json!({"otlp": {"endpoint": e, "tls": tls}}));
-    let traces = (prop::bool::weighted(0.8), prop_oneof![3 => Just(json!({"xray": {}})), 3 => otlp, 1 => Just(json!({}))])
+    let traces = (
+        prop::bool::weighted(0.8),
+        prop_oneof![3 => Just(json!({"xray": {}})), 3 => otlp, 1 => Just(json!({}))],
+    )
         .prop_map(|(on, d)| ("/spec/traces", json!({"otlp": {"enabled": on}, "destination": d})));
-    let amp = (proptest::sample::select(&REGIONS[..]), prop_oneof![Just("123456789012"), Just("210987654321")])
-        .prop_map(|(r, a)| ("/spec/metrics/prometheus", json!({"workspaceArn": format!("arn:aws:aps:{r}:{a}:workspace/ws-a1")})));
+    let amp = (
+        proptest::sample::select(&REGIONS[..]),
+        prop_oneof![Just("123456789012"), Just("210987654321")],
+    )
+        .prop_map(|(r, a)| {
+            (
+                "/spec/metrics/prometheus",
+                json!({"workspaceArn": format!("arn:aws:aps:{r}:{a}:workspace/ws-a1")}),
+            )
+        });
     let datadog = proptest::sample::select(&["datadoghq.com", "datadoghq.eu", "us5.datadoghq.com", "example.com"][..])
-        .prop_map(|site| ("/spec/datadog", json!({"site": site, "apiKeySecretRef": {"name": "dd", "key": "api-key"}})));
+        .prop_map(|site| {
+            (
+                "/spec/datadog",
+                json!({"site": site, "apiKeySecretRef": {"name": "dd", "key": "api-key"}}),
+            )
+        });
     prop_oneof![traces, amp, datadog]
 }
 

@@ -254,7 +254,11 @@ pub mod datadog {
             return Ok((config_yaml.to_string(), None));
         };
         let mut needs_debug = false;
-        for p in c["service"]["pipelines"].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+        for p in c["service"]["pipelines"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
             if let Some(list) = p["exporters"].as_array_mut() {
                 list.retain(|x| x != EXPORTER);
                 if list.is_empty() {
@@ -284,7 +288,9 @@ pub mod datadog {
             return Err(format!("datadog exporter: undocumented keys {bad:?} in {block}"));
         }
         if block["api"]["key"] != "${env:DD_API_KEY}" {
-            return Err(format!("datadog exporter: api.key must be ${{env:DD_API_KEY}}: {block}"));
+            return Err(format!(
+                "datadog exporter: api.key must be ${{env:DD_API_KEY}}: {block}"
+            ));
         }
         let site = block["api"]["site"].as_str().unwrap_or_default();
         let known_site = ["datadoghq.com", "datadoghq.eu", "ddog-gov.com"]

@@ -4,9 +4,9 @@
 use serde_json::{Map, Value, json};
 
 use super::{DD_API_KEY_ENV, EffDatadog, EffOtlpBackend, EffPrometheus, EffTraces, dns_suffix};
+use crate::crd::format_duration_ms;
 use crate::desired::collector_config::{STORAGE, lit, node_env};
 use crate::desired::effective::Effective;
-use crate::crd::format_duration_ms;
 
 pub const XRAY_EXPORTER: &str = "otlphttp/xray";
 pub const XRAY_AUTH: &str = "sigv4auth/xray";

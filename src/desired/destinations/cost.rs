@@ -8,8 +8,8 @@ use serde_json::Value;
 use super::iam::{AMP_SID, XRAY_SID};
 use super::{EffTraces, config};
 use crate::desired::aws_plan::{AwsPlan, RolePlan};
-use crate::desired::effective::Effective;
 use crate::desired::cost::{Prices, cents, tiered_usd};
+use crate::desired::effective::Effective;
 
 /// Traffic assumptions of the destinations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,7 +21,9 @@ pub struct Traffic {
 
 impl Default for Traffic {
     fn default() -> Self {
-        Traffic { spans_per_second: 100.0 }
+        Traffic {
+            spans_per_second: 100.0,
+        }
     }
 }
 
@@ -155,7 +157,10 @@ mod tests {
 
     fn priced(e: &Effective, nodes: u32, p: &Prices) -> Vec<DestinationLine> {
         let aws = aws_plan::build(e).expect("plan");
-        let fleet = FleetSize { nodes, gpus_per_node: 8 };
+        let fleet = FleetSize {
+            nodes,
+            gpus_per_node: 8,
+        };
         lines(e, &aws, fleet, p, &Traffic::default())
     }
 
@@ -164,18 +169,28 @@ mod tests {
         let e = test_all_destinations();
         let got = priced(&e, 20, &Prices::default());
         let names: Vec<&str> = got.iter().map(|l| l.exporter).collect();
-        assert_eq!(names, [config::XRAY_EXPORTER, config::AMP_EXPORTER, config::DATADOG_EXPORTER]);
+        assert_eq!(
+            names,
+            [config::XRAY_EXPORTER, config::AMP_EXPORTER, config::DATADOG_EXPORTER]
+        );
         // X-Ray: 100 spans/s × 730 h × 3600 s = 262.8 million spans × $5.00 = $1,314.00.
         assert_eq!(got[0].monthly_usd, Some(1_314.00));
         // AMP: 10 fields × 160 GPUs × 2,628,000 s / 30 s = 140.16 million samples, all in the
         // first tier: 14.016 × $0.90 = $12.61.
         assert_eq!(got[1].monthly_usd, Some(12.61));
-        assert!(got[1].assumptions[0].contains("140.2 million samples"), "{:?}", got[1].assumptions);
+        assert!(
+            got[1].assumptions[0].contains("140.2 million samples"),
+            "{:?}",
+            got[1].assumptions
+        );
         // Datadog: 20 hosts × $15.00.
         assert_eq!(got[2].monthly_usd, Some(300.00));
         assert_eq!(got[0].iam_statements.len(), 1);
         assert_eq!(got[0].iam_statements[0]["Resource"], "*");
-        assert_eq!(got[1].iam_statements[0]["Action"], serde_json::json!(["aps:RemoteWrite"]));
+        assert_eq!(
+            got[1].iam_statements[0]["Action"],
+            serde_json::json!(["aps:RemoteWrite"])
+        );
         assert!(got[2].iam_statements.is_empty());
         assert!(got.iter().all(|l| !l.assumptions.is_empty()));
     }
@@ -202,7 +217,10 @@ mod tests {
         e.metrics.dcgm_enabled = false;
         e.logs.enabled = true;
         let got = priced(&e, 20, &Prices::default());
-        assert_eq!(got.iter().map(|l| l.exporter).collect::<Vec<_>>(), [config::XRAY_EXPORTER]);
+        assert_eq!(
+            got.iter().map(|l| l.exporter).collect::<Vec<_>>(),
+            [config::XRAY_EXPORTER]
+        );
         assert!(priced(&crate::desired::effective::test_fixture(), 20, &Prices::default()).is_empty());
     }
 }

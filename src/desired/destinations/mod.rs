@@ -143,7 +143,10 @@ mod tests {
             (a.partition, a.service, a.region, a.account, a.resource),
             ("aws", "aps", "eu-west-1", "123456789012", "workspace/ws-1")
         );
-        assert_eq!(parse_arn("arn:aws:logs:r:1:log-group:a:b").map(|a| a.resource), Some("log-group:a:b"));
+        assert_eq!(
+            parse_arn("arn:aws:logs:r:1:log-group:a:b").map(|a| a.resource),
+            Some("log-group:a:b")
+        );
         assert!(parse_arn("aws:aps:r:1:w").is_none() && parse_arn("arn:aws:aps").is_none());
     }
 

@@ -38,7 +38,10 @@ fn xray_gets_a_traces_pipeline_from_otlp_through_memory_limiter_to_batch_then_si
     assert_eq!(x["compression"], "gzip");
     assert_eq!(x["auth"]["authenticator"], XRAY_AUTH);
     assert_eq!(x["sending_queue"]["storage"], "file_storage");
-    assert_eq!(c["extensions"][XRAY_AUTH], json!({"region": "us-east-1", "service": "xray"}));
+    assert_eq!(
+        c["extensions"][XRAY_AUTH],
+        json!({"region": "us-east-1", "service": "xray"})
+    );
     assert!(strs(&c["service"]["extensions"]).contains(&XRAY_AUTH.to_string()));
 }
 
@@ -58,7 +61,10 @@ fn the_metrics_pipeline_fans_the_filtered_fields_out_to_emf_amp_and_datadog() {
     );
     assert_eq!(amp["auth"]["authenticator"], AMP_AUTH);
     assert_eq!(amp["add_metric_suffixes"], false);
-    assert_eq!(c["extensions"][AMP_AUTH], json!({"region": "us-east-1", "service": "aps"}));
+    assert_eq!(
+        c["extensions"][AMP_AUTH],
+        json!({"region": "us-east-1", "service": "aps"})
+    );
     let dd = &c["exporters"][DATADOG_EXPORTER];
     assert_eq!(dd["api"]["key"], "${env:DD_API_KEY}");
     assert_eq!(dd["api"]["site"], "datadoghq.eu");
@@ -74,7 +80,11 @@ fn the_datadog_key_comes_from_its_secret_and_never_reaches_the_config_map() {
     let dd: Vec<_> = env.iter().filter(|v| v.name == DD_API_KEY_ENV).collect();
     assert_eq!(dd.len(), 1);
     assert_eq!(dd[0].value, None);
-    let secret = dd[0].value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secretKeyRef");
+    let secret = dd[0]
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("secretKeyRef");
     assert_eq!((secret.name.as_str(), secret.key.as_str()), ("dd", "api-key"));
     assert!(!to_yaml(&e).contains("api-key") && to_yaml(&e).contains("${env:DD_API_KEY}"));
     let mut e = test_fixture();
@@ -103,9 +113,15 @@ fn an_otlp_backend_is_https_with_its_mounted_ca_or_plaintext_when_insecure() {
     assert!(c["extensions"].get(XRAY_AUTH).is_none());
     let pod = daemon_set(&e, "h").spec.and_then(|s| s.template.spec).expect("pod");
     let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
-    assert!(mounts.iter().any(|m| m.mount_path == "/etc/mlobs/traces-ca" && m.read_only == Some(true)));
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == "/etc/mlobs/traces-ca" && m.read_only == Some(true))
+    );
     let volumes = pod.volumes.unwrap_or_default();
-    let cm = volumes.iter().find_map(|v| v.config_map.as_ref().filter(|c| c.name == "tempo-ca"));
+    let cm = volumes
+        .iter()
+        .find_map(|v| v.config_map.as_ref().filter(|c| c.name == "tempo-ca"));
     assert!(cm.is_some(), "{volumes:?}");
     e.destinations.traces = Some(EffTraces::Otlp(EffOtlpBackend {
         endpoint: "[fd00::1]:4318".into(),
@@ -132,7 +148,10 @@ fn the_role_gets_exactly_one_star_statement_for_xray_and_amp_on_its_workspace_on
     assert_eq!(star[0]["Action"], json!(XRAY_ACTIONS));
     let amp = &statements[2];
     assert_eq!(amp["Action"], json!(["aps:RemoteWrite"]));
-    assert_eq!(amp["Resource"], json!(["arn:aws:aps:us-east-1:123456789012:workspace/ws-abc"]));
+    assert_eq!(
+        amp["Resource"],
+        json!(["arn:aws:aps:us-east-1:123456789012:workspace/ws-abc"])
+    );
     for s in &statements {
         let cond = &s["Condition"]["StringEquals"];
         assert_eq!(cond["aws:RequestedRegion"], "us-east-1", "{s}");

@@ -53,12 +53,19 @@ fn traces(m: &mut Merger<'_>, d: &TracesDestinationSpec, otlp_enabled: bool) -> 
 fn prometheus(m: &mut Merger<'_>, p: &PrometheusSpec, at: &Placement, ctx: &Context) -> Option<EffPrometheus> {
     let arn = &p.workspace_arn;
     let Some(parts) = parse_arn(arn).filter(|a| a.service == "aps") else {
-        m.error(WORKSPACE_PATH, "arnService", format!("{arn:?} is not an AMP workspace ARN (arn:aws:aps:<region>:<account>:workspace/<id>)"));
+        m.error(
+            WORKSPACE_PATH,
+            "arnService",
+            format!("{arn:?} is not an AMP workspace ARN (arn:aws:aps:<region>:<account>:workspace/<id>)"),
+        );
         return None;
     };
     let region = &at.region.value;
     if !region.is_empty() && parts.region != region {
-        let message = format!("the workspace is in {}, the pipeline in {region}: remote write is signed for the pipeline's region", parts.region);
+        let message = format!(
+            "the workspace is in {}, the pipeline in {region}: remote write is signed for the pipeline's region",
+            parts.region
+        );
         m.error(WORKSPACE_PATH, "workspaceRegion", message);
     }
     if parts.account != ctx.account_id || parts.partition != ctx.partition {
@@ -82,7 +89,8 @@ fn check_saas(m: &mut Merger<'_>) {
     if allowed == Some(true) {
         return;
     }
-    let message = "Datadog is a SaaS destination outside AWS; the governing policy must set destinations.allowSaaS: true";
+    let message =
+        "Datadog is a SaaS destination outside AWS; the governing policy must set destinations.allowSaaS: true";
     m.violate("spec.datadog", "destinations.allowSaaS", message);
     if m.policy.is_none()
         && let Some(v) = m.violations.last_mut()
@@ -94,7 +102,11 @@ fn check_saas(m: &mut Merger<'_>) {
 /// A metrics destination receives the selected DCGM fields: without them it would get nothing.
 fn needs_metrics(m: &mut Merger<'_>, metrics: &EffMetrics, path: &str) {
     if !metrics.ships() {
-        m.error(path, "metricsRequired", "receives the selected DCGM fields: enable metrics.dcgm with at least one field");
+        m.error(
+            path,
+            "metricsRequired",
+            "receives the selected DCGM fields: enable metrics.dcgm with at least one field",
+        );
     }
 }
 
