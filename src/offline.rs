@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use crate::aws::operator_policy::{OperatorPolicyOptions, operator_policy};
 use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use crate::desired::cost::destinations::Traffic;
 use crate::desired::cost::{self, Fleet, Prices};
-use crate::desired::destinations::cost::Traffic;
 use crate::desired::{self, Context, Desired};
 use crate::input::{self, Document, InputError};
 use crate::report::PlanReport;

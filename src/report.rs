@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::desired::Desired;
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan, KmsRef, RolePlan};
+use crate::desired::cost::destinations::{DestinationLine, FleetSize, Traffic, lines};
 use crate::desired::cost::{Estimate, Prices};
-use crate::desired::destinations::cost::{DestinationLine, FleetSize, Traffic, lines};
 use crate::desired::effective::{EffBudget, Violation};
 use crate::desired::settings::{Setting, settings};
 

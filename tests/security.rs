@@ -22,8 +22,8 @@ use mlobs::aws::operator_policy::{OperatorPolicyOptions, RESOURCE_STAR_ACTIONS, 
 use mlobs::aws::{AwsError, Drift};
 use mlobs::controller::status::{AwsResult, Observed};
 use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use mlobs::desired::aws_plan::destinations::{AMP_ACTIONS, AMP_SID, XRAY_ACTIONS, XRAY_SID};
 use mlobs::desired::aws_plan::{COLLECTOR_ACTIONS, KmsKeyPlan, RolePlan};
-use mlobs::desired::destinations::iam::{AMP_ACTIONS, AMP_SID, XRAY_ACTIONS, XRAY_SID};
 use mlobs::desired::{Context, Desired, build, dcgm_exporter};
 use regex::Regex;
 use serde_json::{Value, json};

@@ -383,6 +383,30 @@ pub(crate) fn test_fixture() -> Effective {
     }
 }
 
+/// The effective-spec fixture with every destination on: X-Ray, AMP and Datadog.
+#[cfg(test)]
+pub(crate) fn test_all_destinations() -> Effective {
+    use super::destinations::*;
+    let mut e = test_fixture();
+    e.collector.otlp_enabled = true;
+    e.destinations = EffDestinations {
+        traces: Some(EffTraces::XRay),
+        prometheus: Some(EffPrometheus {
+            workspace_arn: "arn:aws:aps:us-east-1:123456789012:workspace/ws-abc".into(),
+            region: "us-east-1".into(),
+            workspace_id: "ws-abc".into(),
+        }),
+        datadog: Some(EffDatadog {
+            site: "datadoghq.eu".into(),
+            api_key: crate::crd::KeyRef {
+                name: "dd".into(),
+                key: "api-key".into(),
+            },
+        }),
+    };
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,12 @@
-//! The collector components of the destinations: one exporter each, a SigV4 extension for each
-//! AWS one, and the traces pipeline. Called by `collector_config::build`, which owns the layout.
+//! The collector components of the destinations beyond CloudWatch: one exporter each, a SigV4
+//! extension for each AWS one, and the traces pipeline. Called by [`super::build`], which owns
+//! the layout.
 
 use serde_json::{Map, Value, json};
 
-use super::{DD_API_KEY_ENV, EffDatadog, EffOtlpBackend, EffPrometheus, EffTraces, dns_suffix};
+use super::{STORAGE, lit, node_env};
 use crate::crd::format_duration_ms;
-use crate::desired::collector_config::{STORAGE, lit, node_env};
+use crate::desired::destinations::{DD_API_KEY_ENV, EffDatadog, EffOtlpBackend, EffPrometheus, EffTraces, dns_suffix};
 use crate::desired::effective::Effective;
 
 pub const XRAY_EXPORTER: &str = "otlphttp/xray";

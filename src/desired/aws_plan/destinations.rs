@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use super::EffTraces;
+use crate::desired::destinations::EffTraces;
 use crate::desired::effective::Effective;
 
 /// Sid of the X-Ray statement, the only one with `"Resource": "*"`.

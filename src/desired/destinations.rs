@@ -1,16 +1,9 @@
-//! Destinations beyond CloudWatch, as effective values and what each one adds to the build: spans
-//! to AWS X-Ray or an OTLP backend, the selected GPU metrics to Amazon Managed Service for
-//! Prometheus (AMP) and to Datadog. Pure, like every builder.
-//!
-//! - [`config`]: the collector components (exporters, SigV4 extensions, the traces pipeline);
-//! - [`pod`]: what the collector pod needs (the Datadog API key from its Secret, a CA bundle);
-//! - [`iam`]: the statements of the collector's role;
-//! - [`cost`]: one monthly cost line per destination, with its assumptions.
-
-pub mod config;
-pub mod cost;
-pub mod iam;
-pub mod pod;
+//! Destinations beyond CloudWatch as effective values: spans to AWS X-Ray or an OTLP backend, the
+//! selected GPU metrics to Amazon Managed Service for Prometheus (AMP) and to Datadog. A leaf of
+//! `desired`: each builder renders its own part next to the rest of what it builds —
+//! `collector_config::destinations` (exporters, SigV4 extensions, the traces pipeline),
+//! `collector_daemonset::destinations` (the Datadog key from its Secret, a CA bundle),
+//! `aws_plan::destinations` (the role's statements), `cost::destinations` (a monthly line each).
 
 use crate::crd::KeyRef;
 
@@ -105,32 +98,6 @@ pub fn dns_suffix(partition: &str) -> &'static str {
         _ => "amazonaws.com",
     }
 }
-
-/// The effective-spec fixture with every destination on: X-Ray, AMP and Datadog.
-#[cfg(test)]
-pub(crate) fn test_all_destinations() -> crate::desired::effective::Effective {
-    let mut e = crate::desired::effective::test_fixture();
-    e.collector.otlp_enabled = true;
-    e.destinations = EffDestinations {
-        traces: Some(EffTraces::XRay),
-        prometheus: Some(EffPrometheus {
-            workspace_arn: "arn:aws:aps:us-east-1:123456789012:workspace/ws-abc".into(),
-            region: "us-east-1".into(),
-            workspace_id: "ws-abc".into(),
-        }),
-        datadog: Some(EffDatadog {
-            site: "datadoghq.eu".into(),
-            api_key: KeyRef {
-                name: "dd".into(),
-                key: "api-key".into(),
-            },
-        }),
-    };
-    e
-}
-
-#[cfg(test)]
-mod render_tests;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@ use serde::Serialize;
 use super::effective::Effective;
 use crate::crd::LogGroupClass;
 
+pub mod destinations;
+
 /// A GPU instance type's shape (REFERENCE.md, "GPU nodes on EKS").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceType {

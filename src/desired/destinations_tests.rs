@@ -2,13 +2,16 @@
 
 use serde_json::{Value, json};
 
-use super::config::{AMP_AUTH, AMP_EXPORTER, DATADOG_EXPORTER, OTLP_TRACES_EXPORTER, XRAY_AUTH, XRAY_EXPORTER};
-use super::iam::{AMP_SID, XRAY_ACTIONS, XRAY_SID};
-use super::*;
-use crate::desired::aws_plan::{self, RolePlan};
-use crate::desired::collector_config::{build, to_yaml};
-use crate::desired::collector_daemonset::daemon_set;
-use crate::desired::effective::{Effective, test_fixture};
+use super::aws_plan::destinations::{AMP_SID, XRAY_ACTIONS, XRAY_SID};
+use super::aws_plan::{self, RolePlan};
+use super::collector_config::destinations::{
+    AMP_AUTH, AMP_EXPORTER, DATADOG_EXPORTER, OTLP_TRACES_EXPORTER, XRAY_AUTH, XRAY_EXPORTER,
+};
+use super::collector_config::{build, to_yaml};
+use super::collector_daemonset::daemon_set;
+use super::destinations::*;
+use super::effective::{Effective, test_all_destinations, test_fixture};
+use crate::crd::KeyRef;
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()

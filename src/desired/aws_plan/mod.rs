@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use super::effective::{EffKms, EffLogGroup, EffRole, Effective};
 use crate::crd::{IdentityMode, LogGroupClass};
 
+pub mod destinations;
+
 pub const LOG_GROUP_NAME_MAX: usize = 512;
 pub const ROLE_NAME_MAX: usize = 64;
 pub const TAGS_MAX: usize = 50;
@@ -433,7 +435,7 @@ fn inline_policy(e: &Effective, group_arns: &[String]) -> Value {
         "Resource": resources,
         "Condition": condition,
     })];
-    statements.extend(super::destinations::iam::statements(e, &condition));
+    statements.extend(destinations::statements(e, &condition));
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 

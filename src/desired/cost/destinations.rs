@@ -5,10 +5,11 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::iam::{AMP_SID, XRAY_SID};
-use super::{EffTraces, config};
+use super::{Prices, cents, tiered_usd};
+use crate::desired::aws_plan::destinations::{AMP_SID, XRAY_SID};
 use crate::desired::aws_plan::{AwsPlan, RolePlan};
-use crate::desired::cost::{Prices, cents, tiered_usd};
+use crate::desired::collector_config::destinations as config;
+use crate::desired::destinations::{EffTraces, dns_suffix};
 use crate::desired::effective::Effective;
 
 /// Traffic assumptions of the destinations.
@@ -80,7 +81,7 @@ pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Tra
             let spans = t.spans_per_second * seconds_per_month(p);
             out.push(DestinationLine {
                 destination: "traces → AWS X-Ray".into(),
-                target: format!("https://xray.{}.{}/v1/traces", e.region, super::dns_suffix(&e.partition)),
+                target: format!("https://xray.{}.{}/v1/traces", e.region, dns_suffix(&e.partition)),
                 exporter: config::XRAY_EXPORTER,
                 iam_statements: statement(aws, XRAY_SID),
                 monthly_usd: Some(cents(spans / 1e6 * p.xray_usd_per_million_spans)),
@@ -153,7 +154,7 @@ pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Tra
 mod tests {
     use super::*;
     use crate::desired::aws_plan;
-    use crate::desired::destinations::test_all_destinations;
+    use crate::desired::effective::test_all_destinations;
 
     fn priced(e: &Effective, nodes: u32, p: &Prices) -> Vec<DestinationLine> {
         let aws = aws_plan::build(e).expect("plan");

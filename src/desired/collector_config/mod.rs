@@ -7,9 +7,10 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::destinations::config as destinations;
 use super::effective::Effective;
 use crate::crd::format_duration_ms;
+
+pub mod destinations;
 
 /// health_check extension port; the DaemonSet probes it.
 pub const HEALTH_PORT: u16 = 13133;
@@ -458,14 +459,11 @@ mod tests {
                 tweak(|e| (e.collector.otlp_enabled, e.metrics.dcgm_enabled) = (true, false)),
             ),
             ("no_redaction", tweak(|e| e.logs.redactions.clear())),
-            (
-                "every_destination",
-                crate::desired::destinations::test_all_destinations(),
-            ),
+            ("every_destination", crate::desired::effective::test_all_destinations()),
             (
                 "destinations_without_otlp_or_metrics",
                 tweak(|e| {
-                    *e = crate::desired::destinations::test_all_destinations();
+                    *e = crate::desired::effective::test_all_destinations();
                     (e.collector.otlp_enabled, e.metrics.dcgm_enabled) = (false, false);
                 }),
             ),

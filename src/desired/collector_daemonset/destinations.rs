@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
 };
 
-use super::config::TRACES_CA_DIR;
-use super::{DD_API_KEY_ENV, EffTraces};
+use crate::desired::collector_config::destinations::TRACES_CA_DIR;
+use crate::desired::destinations::{DD_API_KEY_ENV, EffTraces};
 use crate::desired::effective::Effective;
 
 const TRACES_CA_VOLUME: &str = "traces-ca";

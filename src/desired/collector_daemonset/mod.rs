@@ -15,8 +15,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::collector_config::{
     CONTAINER_NAME, HEALTH_PORT, NODE_NAME_ENV, OTLP_GRPC_PORT, OTLP_HTTP_PORT, otlp_active,
 };
-use super::destinations;
 use super::effective::{Effective, common_labels};
+
+pub mod destinations;
 
 /// ConfigMap key of the collector configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -150,7 +151,7 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
     };
     let mut envs = vec![node_name, env("AWS_REGION", e.region.clone())];
     envs.extend(gomemlimit(e.collector.memory_limit_mib).map(|v| env("GOMEMLIMIT", v)));
-    envs.extend(destinations::pod::env(e));
+    envs.extend(destinations::env(e));
 
     let mut ports = vec![port("health", HEALTH_PORT)];
     if otlp_active(e) {
@@ -178,7 +179,7 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
         volumes.push(host_path("pod-logs", POD_LOGS, "Directory"));
         mounts.push(mount("pod-logs", POD_LOGS, true));
     }
-    for (volume, m) in destinations::pod::volumes(e) {
+    for (volume, m) in destinations::volumes(e) {
         volumes.push(volume);
         mounts.push(m);
     }
