@@ -3,10 +3,7 @@
 //! account, a destination with nothing to send), each naming the field and the rule; the sample
 //! renders every destination; `mlobs plan` lists each with its IAM statement and cost.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use mlobs::crd::MLObservabilityPipeline;
 use mlobs::desired::destinations::{EffTraces, parse_arn};
 use mlobs::desired::effective::{Context, Source};
 use mlobs::desired::merge::{Merged, merge};
@@ -14,31 +11,9 @@ use serde_json::{Value, json};
 
 const WS: &str = "arn:aws:aps:us-east-1:123456789012:workspace/ws-abc";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pipeline(spec: Value) -> MLObservabilityPipeline {
-    let mut base = json!({"clusterName": "prod-gpu", "region": "us-east-1", "identity": {"mode": "PodIdentity"}});
-    for (k, v) in spec.as_object().cloned().unwrap_or_default() {
-        base[k] = v;
-    }
-    serde_json::from_value(
-        json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"}, "spec": base}),
-    )
-    .expect("test pipeline deserializes")
-}
-
-fn policy(spec: Value) -> GpuTelemetryPolicy {
-    serde_json::from_value(json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
-        "metadata": {"name": "guard"}, "spec": spec}))
-    .expect("test policy deserializes")
-}
-
-fn merged(p: &MLObservabilityPipeline, pol: Option<&GpuTelemetryPolicy>) -> Merged {
-    merge(p, pol, &Context::default()).unwrap_or_else(|e| panic!("merge failed: {e}"))
-}
+#[path = "support/specs.rs"]
+mod specs;
+use specs::{merged, pipeline, policy};
 
 fn violations(m: &Merged) -> Vec<(String, String, String)> {
     (m.violations.iter())
@@ -187,18 +162,9 @@ fn a_destination_with_nothing_to_send_is_an_error_naming_it() {
     );
 }
 
-fn mlobs(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mlobs"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("mlobs runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::mlobs;
 
 #[test]
 fn plan_lists_every_destination_with_its_iam_statement_and_cost_assumptions() {
