@@ -854,7 +854,7 @@ fn no_source_file_uses_the_secret_api() {
     // `SecretKeySelector`, which the kubelet resolves when the pod starts. The operator writes
     // only that reference (name and key from the spec) and never reads the Secret.
     let reference_only = |f: &Path, line: &str| {
-        f.ends_with("src/desired/destinations/pod.rs")
+        f.ends_with("src/desired/collector_daemonset/destinations.rs")
             && secret_api.find_iter(line).all(|m| m.as_str() == "SecretKeySelector")
     };
     let mut files = Vec::new();
