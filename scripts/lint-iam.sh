@@ -3,8 +3,11 @@
 #   - the operator's own policy (`mlobs plan --operator-policy`), without and with a permissions
 #     boundary; each statement goes into a file of its own, named after its Sid, so that an
 #     allowed finding below names exactly one statement;
-#   - for the full sample pipeline (IRSA, and the same pipeline in EKS Pod Identity mode): the
-#     collector role's trust policy and inline policy.
+#   - for the full sample pipeline (IRSA, and the same pipeline in EKS Pod Identity mode) and the
+#     destinations sample (X-Ray, AMP): the collector role's trust policy and inline policy;
+#   - no collector inline policy has `"Resource": "*"` except the one documented X-Ray statement
+#     (Sid XRayPutTraceSegments, exactly xray:PutTraceSegments, region-conditioned): X-Ray has no
+#     resource types, so it cannot be granted on anything narrower.
 # Not linted: the KMS key policy (`mlobs plan` prints it too). It is a KMS resource policy, where
 # "Resource": "*" means the key itself; parliament checks identity-policy rules against it.
 # Needs target/debug/mlobs (`cargo build --bins`) and .venv with requirements-dev.txt installed.
@@ -64,6 +67,32 @@ grep -q 'mode: IRSA' config/samples/pipeline-full.yaml || { echo "lint-iam: the 
 sed 's/mode: IRSA/mode: PodIdentity/' config/samples/pipeline-full.yaml >"$out/pipeline-pod-identity.yaml"
 pipeline_policies "$out/pipeline-pod-identity.yaml" "$out/pod-identity"
 rm "$out/pipeline-pod-identity.yaml"
+pipeline_policies config/samples/pipeline-destinations.yaml "$out/destinations"
+
+# "Resource": "*" in a collector policy: only the X-Ray statement, exactly as documented.
+"$PY" - "$out" <<'PY'
+import glob, json, os, sys
+xray_seen = 0
+bad = []
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.inline.json"))):
+    for s in json.load(open(path))["Statement"]:
+        resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+        if "*" not in resources:
+            continue
+        cond = s.get("Condition", {}).get("StringEquals", {})
+        ok = (s.get("Sid") == "XRayPutTraceSegments" and resources == ["*"]
+              and s.get("Action") == ["xray:PutTraceSegments"] and s.get("Effect") == "Allow"
+              and "aws:RequestedRegion" in cond and set(s["Condition"]) == {"StringEquals"})
+        if ok:
+            xray_seen += 1
+        else:
+            bad.append(f"{os.path.basename(path)}: {json.dumps(s)}")
+for b in bad:
+    print(f'lint-iam: "Resource": "*" outside the documented X-Ray statement: {b}')
+if xray_seen == 0:
+    print("lint-iam: the destinations sample no longer renders the X-Ray statement: the check above checked nothing")
+sys.exit(1 if bad or xray_seen == 0 else 0)
+PY
 
 files=$(ls "$out"/*.json | paste -sd, -)
 echo "lint-iam: parliament on $(ls "$out"/*.json | wc -l) policy documents"

@@ -26,7 +26,8 @@ pub enum Command {
     /// Print every Kubernetes object a pipeline creates, as YAML `kubectl apply -f -` accepts.
     Render(InputArgs),
     /// Print what a pipeline will create in AWS and Kubernetes, and what it will cost.
-    Plan(PlanArgs),
+    // Boxed: the plan flags make it far larger than the other variants.
+    Plan(Box<PlanArgs>),
     /// Run the operator (reconciles both custom resources in the cluster of the kubeconfig or
     /// the in-cluster service account).
     Run(crate::controller::run::RunArgs),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::aws::operator_policy::{OperatorPolicyOptions, operator_policy};
 use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+use crate::desired::cost::destinations::Traffic;
 use crate::desired::cost::{self, Fleet, Prices};
 use crate::desired::{self, Context, Desired};
 use crate::input::{self, Document, InputError};
@@ -73,6 +74,19 @@ pub struct PlanArgs {
     /// Container Insights Enhanced price per GiB-hour of node memory used for the comparison.
     #[arg(long, default_value_t = 0.0003)]
     pub enhanced_usd_per_gib_hour: f64,
+    /// Spans per second the pipeline's applications send (all nodes), to estimate X-Ray.
+    #[arg(long, default_value_t = 100.0)]
+    pub spans_per_second: f64,
+    /// AWS X-Ray price per million spans (list: $5.00 per million traces recorded).
+    #[arg(long, default_value_t = 5.00)]
+    pub xray_usd_per_million_spans: f64,
+    /// Amazon Managed Service for Prometheus price per 10 million samples ingested, first tier
+    /// (up to 2 billion samples a month; the next tiers keep their list prices).
+    #[arg(long, default_value_t = 0.90)]
+    pub amp_usd_per_10m_samples: f64,
+    /// Datadog price per host-month (Infrastructure Pro, billed annually).
+    #[arg(long, default_value_t = 15.00)]
+    pub datadog_usd_per_host_month: f64,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -274,24 +288,47 @@ fn print_or_fail(text: &str) -> Result<(), ExitCode> {
     })
 }
 
+/// The destinations' rate and traffic flags are amounts: finite and not negative.
+fn check_amounts(args: &PlanArgs) -> Result<(), String> {
+    let flags = [
+        ("--spans-per-second", args.spans_per_second),
+        ("--xray-usd-per-million-spans", args.xray_usd_per_million_spans),
+        ("--amp-usd-per-10m-samples", args.amp_usd_per_10m_samples),
+        ("--datadog-usd-per-host-month", args.datadog_usd_per_host_month),
+    ];
+    match flags.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+        Some((flag, v)) => Err(format!("{flag}: {v} is not an amount (a finite number, at least 0)")),
+        None => Ok(()),
+    }
+}
+
 /// The plan reports of every pipeline.
 pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport>, String> {
+    check_amounts(args)?;
     let fleet = Fleet {
         nodes: args.nodes,
         instance_type: args.instance_type.clone(),
         gpus_per_node: args.gpus_per_node,
     };
+    let list = Prices::default();
+    let [_, amp_tier2, amp_tier3] = list.amp_usd_per_10m_samples;
     let prices = Prices {
         enhanced_usd_per_vcpu_hour: args.enhanced_usd_per_vcpu_hour,
         enhanced_usd_per_gib_hour: args.enhanced_usd_per_gib_hour,
-        ..Prices::default()
+        xray_usd_per_million_spans: args.xray_usd_per_million_spans,
+        amp_usd_per_10m_samples: [args.amp_usd_per_10m_samples, amp_tier2, amp_tier3],
+        datadog_usd_per_host_month: args.datadog_usd_per_host_month,
+        ..list
+    };
+    let traffic = Traffic {
+        spans_per_second: args.spans_per_second,
     };
     built
         .iter()
         .map(|d| {
             let estimate =
                 cost::estimate(&d.effective, &fleet, &prices, args.log_gb_per_day).map_err(|e| e.to_string())?;
-            Ok(PlanReport::new(d, estimate))
+            Ok(PlanReport::priced(d, estimate, &prices, &traffic))
         })
         .collect()
 }

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::desired::Desired;
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan, KmsRef, RolePlan};
-use crate::desired::cost::Estimate;
+use crate::desired::cost::destinations::{DestinationLine, FleetSize, Traffic, lines};
+use crate::desired::cost::{Estimate, Prices};
 use crate::desired::effective::{EffBudget, Violation};
 use crate::desired::settings::{Setting, settings};
 
@@ -40,13 +41,26 @@ pub struct PlanReport {
     pub kubernetes: Vec<ObjectRef>,
     pub config_hash: String,
     pub estimate: Estimate,
+    /// Destinations beyond CloudWatch: target, IAM statements and monthly cost of each.
+    pub destinations: Vec<DestinationLine>,
     pub budget: Option<BudgetCheck>,
     pub violations: Vec<Violation>,
 }
 
 impl PlanReport {
+    /// The report with list prices and the default traffic assumptions.
     pub fn new(d: &Desired, estimate: Estimate) -> PlanReport {
+        PlanReport::priced(d, estimate, &Prices::default(), &Traffic::default())
+    }
+
+    /// The report, with the destinations costed at `prices` for `traffic`.
+    pub fn priced(d: &Desired, estimate: Estimate, prices: &Prices, traffic: &Traffic) -> PlanReport {
         let e = &d.effective;
+        let fleet = FleetSize {
+            nodes: estimate.nodes,
+            gpus_per_node: estimate.gpus_per_node,
+        };
+        let destinations = lines(e, &d.aws, fleet, prices, traffic);
         let o = &d.objects;
         let r = |kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
             kind,
@@ -89,6 +103,7 @@ impl PlanReport {
             kubernetes,
             config_hash: d.config_hash.clone(),
             estimate,
+            destinations,
             budget,
             violations,
         }
@@ -256,6 +271,7 @@ impl PlanReport {
                 if b.exceeded { " (EXCEEDED)" } else { "" }
             )?;
         }
+        self.write_destinations(s)?;
         writeln!(s, "\nPolicy violations")?;
         if self.violations.is_empty() {
             writeln!(s, "  none")?;
@@ -264,6 +280,33 @@ impl PlanReport {
             writeln!(s, "  - {v}")?;
         }
         Ok(())
+    }
+}
+
+impl PlanReport {
+    fn write_destinations(&self, s: &mut String) -> std::fmt::Result {
+        if self.destinations.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            s,
+            "\nDestinations beyond CloudWatch (not in the CloudWatch total or budget)"
+        )?;
+        let mut total = 0.0;
+        for d in &self.destinations {
+            let usd = d
+                .monthly_usd
+                .map_or("not estimated".into(), |u| format!("${u:.2}/month"));
+            total += d.monthly_usd.unwrap_or(0.0);
+            writeln!(s, "  {}: {} (exporter {}): {usd}", d.destination, d.target, d.exporter)?;
+            for st in &d.iam_statements {
+                writeln!(s, "     IAM: {}", json(st))?;
+            }
+            for a in &d.assumptions {
+                writeln!(s, "     assumption: {a}")?;
+            }
+        }
+        writeln!(s, "  destinations total: ${:.2}/month", (total * 100.0).round() / 100.0)
     }
 }
 

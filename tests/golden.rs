@@ -4,7 +4,6 @@
 //! Regenerate with `MLOBS_UPDATE_GOLDEN=1 cargo test --test golden` and review the diff like code.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -37,6 +36,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
                 "config/samples/policy-default.yaml",
             ],
         ),
+        ("destinations", vec!["-f", "config/samples/pipeline-destinations.yaml"]),
         (
             "minimal-gpu-operator-policy",
             vec![
@@ -49,18 +49,9 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
     ]
 }
 
-fn mlobs(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mlobs"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("mlobs runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::mlobs;
 
 fn check_golden(name: &str, actual: &str) {
     let path = root().join("tests/golden").join(name);

@@ -31,30 +31,9 @@ fn sample_policy(name: &str) -> GpuTelemetryPolicy {
     }
 }
 
-fn pipeline(spec: Value) -> MLObservabilityPipeline {
-    let mut base = json!({"clusterName": "prod-gpu", "region": "us-east-1",
-        "identity": {"mode": "PodIdentity"}});
-    if let (Some(b), Some(s)) = (base.as_object_mut(), spec.as_object()) {
-        for (k, v) in s {
-            b.insert(k.clone(), v.clone());
-        }
-    }
-    serde_json::from_value(
-        json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"}, "spec": base}),
-    )
-    .expect("test pipeline deserializes")
-}
-
-fn policy(spec: Value) -> GpuTelemetryPolicy {
-    serde_json::from_value(json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
-        "metadata": {"name": "guard", "generation": 3}, "spec": spec}))
-    .expect("test policy deserializes")
-}
-
-fn merged(p: &MLObservabilityPipeline, pol: Option<&GpuTelemetryPolicy>) -> Merged {
-    merge(p, pol, &Context::default()).unwrap_or_else(|e| panic!("merge failed: {e}"))
-}
+#[path = "support/specs.rs"]
+mod specs;
+use specs::{merged, pipeline, policy};
 
 fn violation_rules(m: &Merged) -> Vec<(String, String)> {
     m.violations.iter().map(|v| (v.path.clone(), v.rule.clone())).collect()

@@ -6,6 +6,11 @@
 //!
 //! A rejected configuration is a bug in the builder (or a value validation should refuse with its
 //! field): never a case to leave out.
+//!
+//! The test collector has no `datadog` exporter: a config with one is validated with only that
+//! exporter removed (the rest of it, Datadog's pipeline included, goes through the real
+//! collector), and the removed block is checked against the exporter's documented keys
+//! (support/otelcol.rs, `datadog`). The SigV4 extensions get dummy static credentials.
 
 mod support;
 
@@ -176,6 +181,34 @@ fn variant_specs() -> Vec<(&'static str, Value, Option<PolicyPatch>)> {
             None,
         ),
         ("no redactions", json!({"logs": {"redaction": []}}), None),
+        (
+            "spans to X-Ray, metrics to AMP and Datadog",
+            json!({"traces": {"otlp": {"enabled": true}, "destination": {"xray": {}}},
+                   "identity": {"mode": "PodIdentity", "sourceVpc": "vpc-0a1b2c3d4e5f60718"},
+                   "metrics": {"prometheus": {"workspaceArn": "arn:aws:aps:us-east-1:123456789012:workspace/ws-0a1b2c3d"}},
+                   "datadog": {"site": "us5.datadoghq.com", "apiKeySecretRef": {"name": "dd", "key": "api-key"}}}),
+            Some((DEFAULT_POLICY, json!({"destinations": {"allowSaaS": true}}))),
+        ),
+        (
+            "spans to an OTLP backend, plaintext, logs and DCGM off",
+            json!({"traces": {"otlp": {"enabled": true}, "destination": {"otlp": {"endpoint": "[fd00::1]:4318", "tls": {"insecure": true}}}},
+                   "logs": {"enabled": false}}),
+            None,
+        ),
+        (
+            "spans to an OTLP backend with a CA bundle, AMP in another region",
+            json!({"region": "eu-west-1",
+                   "traces": {"otlp": {"enabled": true}, "destination": {"otlp": {"endpoint": "tempo.observability.svc:4318",
+                              "tls": {"caConfigMap": {"name": "tempo-ca", "key": "ca.crt"}}}}},
+                   "metrics": {"prometheus": {"workspaceArn": "arn:aws:aps:eu-west-1:123456789012:workspace/ws-a"}}}),
+            None,
+        ),
+        (
+            "Datadog only, with DCGM metrics only",
+            json!({"logs": {"enabled": false},
+                   "datadog": {"apiKeySecretRef": {"name": "dd", "key": "k"}}}),
+            None,
+        ),
         (
             "PodIdentity, existing role",
             json!({"identity": {"mode": "PodIdentity", "existingRoleArn": "arn:aws:iam::123456789012:role/x"}}),
@@ -411,6 +444,16 @@ fn every_collector_config_mlobs_renders_passes_otelcol_validate() {
     jobs.extend(sample_jobs());
     jobs.extend(variant_jobs());
     let (fuzz, stats) = fuzz_jobs();
+    // The generator reaches every destination shape (support/fuzzgen.rs `destination`).
+    for exporter in [
+        "otlphttp/xray:",
+        "otlphttp/traces:",
+        "prometheusremotewrite/aps:",
+        "\n  datadog:",
+    ] {
+        let n = fuzz.iter().filter(|j| j.config.contains(exporter)).count();
+        assert!(n > 0, "no fuzz configuration renders {exporter:?}");
+    }
     jobs.extend(fuzz);
     let generated = started.elapsed();
 
@@ -547,6 +590,48 @@ fn the_validate_helper_rejects_a_config_with_an_unknown_key() {
         "the collector's stderr is reported: {}",
         failures[0].error
     );
+}
+
+#[test]
+fn a_datadog_exporter_is_validated_without_itself_and_checked_against_its_documented_keys() {
+    let collector = otelcol::binary();
+    let p = accepted(
+        "datadog",
+        &{
+            let mut doc = minimal_pipeline();
+            merge_json(
+                &mut doc["spec"],
+                &json!({"datadog": {"apiKeySecretRef": {"name": "dd", "key": "k"}}}),
+            );
+            doc
+        },
+        |d| match d {
+            Document::Pipeline(p) => Some(*p),
+            Document::Policy(_) => None,
+        },
+    );
+    let d = build(&p, None, &Context::default()).expect("builds (the SaaS violation does not stop the build)");
+    let (rest, block) = otelcol::datadog::split(&d.config_yaml).expect("splits");
+    let block = block.expect("a datadog exporter was rendered");
+    assert!(!rest.contains("datadog"), "{rest}");
+    assert_eq!(otelcol::validate_as_is(&collector, &rest), Ok(()));
+    assert_eq!(otelcol::datadog::check(&block), Ok(()));
+    // As is, the test collector refuses it: the split is what makes it checkable at all.
+    let as_is = otelcol::validate_as_is(&collector, &d.config_yaml).expect_err("no datadog component");
+    assert!(as_is.contains("datadog"), "{as_is}");
+    // The key check fails on an undocumented key, a literal API key and a foreign site.
+    for (key, value) in [
+        ("apikey", json!("x")),
+        ("api", json!({"key": "abc123", "site": "datadoghq.com"})),
+    ] {
+        let mut bad = block.clone();
+        bad[key] = value;
+        assert!(otelcol::datadog::check(&bad).is_err(), "{bad}");
+    }
+    let mut bad = block.clone();
+    bad["api"]["site"] = json!("evil.example.com");
+    assert!(otelcol::datadog::check(&bad).is_err());
+    assert!(otelcol::validate(&collector, &d.config_yaml).is_ok());
 }
 
 #[test]

@@ -34,6 +34,17 @@ fn policy(path: &str) -> Value {
     }
 }
 
+/// Every document of a file, as JSON.
+fn load_all(path: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    (load_file(&path).expect("sample is valid").into_iter())
+        .map(|d| match d {
+            Document::Pipeline(p) => serde_json::to_value(*p).expect("serializes"),
+            Document::Policy(p) => serde_json::to_value(*p).expect("serializes"),
+        })
+        .collect()
+}
+
 fn set(doc: &Value, pointer: &str) -> bool {
     doc.pointer(pointer).is_some_and(|v| !v.is_null())
 }
@@ -84,6 +95,9 @@ const RULES: &[Rule] = &[
     ("collector.queueHostPath", &["/spec/collector/queueHostPath"], &[], BuiltIn),
     ("collector.retryMaxElapsed", &["/spec/collector/retryMaxElapsed"], &[], BuiltIn),
     ("exporter", &[], &[], BuiltIn),
+    ("traces.destination", &["/spec/traces/destination"], &[], BuiltIn),
+    ("metrics.prometheus.workspaceArn", &["/spec/metrics/prometheus"], &[], BuiltIn),
+    ("datadog", &["/spec/datadog"], &[], BuiltIn),
     ("driftPolicy", &["/spec/driftPolicy"], &[], BuiltIn),
     ("deletionPolicy", &["/spec/deletionPolicy"], &[], BuiltIn),
     ("resyncInterval", &["/spec/resyncInterval"], &[], BuiltIn),
@@ -159,6 +173,13 @@ fn cases() -> Vec<(String, Value, Option<Value>)> {
             out.push((format!("{p_name} pipeline, {pol_name}"), p.clone(), pol.clone()));
         }
     }
+    // Every destination (the sample's pipeline is its second document).
+    let destinations = load_all("config/samples/pipeline-destinations.yaml");
+    out.push((
+        "destinations pipeline, its policy".into(),
+        destinations[1].clone(),
+        Some(destinations[0].clone()),
+    ));
     // The operator's flags, an existing role and key, a shared collector namespace, a slow
     // scrape default raised by the policy.
     let mut flags = pipelines[0].1.clone();

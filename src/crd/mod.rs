@@ -3,6 +3,7 @@
 pub mod common;
 pub mod conditions;
 pub mod dcgm_fields;
+pub mod destinations;
 pub mod dialect;
 pub mod pipeline;
 pub mod policy;
@@ -10,6 +11,7 @@ pub mod reason;
 pub mod validate;
 
 pub use common::*;
+pub use destinations::*;
 pub use pipeline::*;
 pub use policy::*;
 

@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
+use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
 
 /// A team's ML observability pipeline: pre-created, KMS-encrypted CloudWatch log groups, a
 /// least-privilege IAM role, and an OpenTelemetry collector DaemonSet on the GPU nodes that ships
@@ -62,6 +63,8 @@ use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Re
     "!(has(self.logs) && has(self.logs.logGroup) && has(self.logs.logGroup.name) && has(self.metrics) && has(self.metrics.cloudwatch) && has(self.metrics.cloudwatch.logGroup) && has(self.metrics.cloudwatch.logGroup.name)) || self.logs.logGroup.name != self.metrics.cloudwatch.logGroup.name"
 ).message("spec.logs.logGroup.name and spec.metrics.cloudwatch.logGroup.name must differ").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::validate::known_dimensions_rule()).message(super::validate::KNOWN_DIMENSIONS_MESSAGE).field_path(".metrics.cloudwatch.dimensions").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new(super::destinations::WORKSPACE_REGION_RULE).message(super::destinations::WORKSPACE_REGION_MESSAGE).field_path(".metrics.prometheus.workspaceArn").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new(super::destinations::TRACES_NEED_OTLP_RULE).message(super::destinations::TRACES_NEED_OTLP_MESSAGE).field_path(".traces.destination").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MLObservabilityPipelineSpec {
     /// Name of the EKS cluster. Used in default log group names, the `k8s.cluster.name` resource
@@ -93,9 +96,15 @@ pub struct MLObservabilityPipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSpec>,
 
-    /// OTLP intake for applications that emit their own telemetry.
+    /// OTLP intake for applications that emit their own telemetry, and where their spans go
+    /// (AWS X-Ray or an OTLP backend such as Tempo or Jaeger).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traces: Option<TracesSpec>,
+
+    /// Datadog (SaaS) as a further destination of the selected GPU metrics. Refused unless the
+    /// governing policy sets `destinations.allowSaaS: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datadog: Option<DatadogSpec>,
 
     /// Encryption at rest of the log groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +277,11 @@ pub struct MetricsSpec {
     /// CloudWatch metrics through the embedded metric format (EMF).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloudwatch: Option<CloudWatchMetricsSpec>,
+
+    /// Amazon Managed Service for Prometheus: the same selected fields, remote-written to a
+    /// workspace as well as to CloudWatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
 }
 
 /// Which DCGM fields are scraped, and how often.
@@ -333,27 +347,6 @@ pub struct CloudWatchMetricsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("!has(self.class) || self.class == 'STANDARD'").message("the EMF log group must be STANDARD: CloudWatch does not extract metrics from INFREQUENT_ACCESS log groups"))]
     pub log_group: Option<LogGroupSpec>,
-}
-
-/// OTLP intake.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TracesSpec {
-    /// OTLP receiver on the collector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub otlp: Option<OtlpSpec>,
-}
-
-/// OTLP receiver settings.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OtlpSpec {
-    /// Open the OTLP gRPC (4317) and HTTP (4318) ports on each collector pod (default false).
-    /// OTLP logs and metrics join the logs and metrics pipelines (metrics pass the DCGM filter).
-    /// Spans are not exported yet: AWS X-Ray accepts no resource-level IAM permission, and
-    /// mlobs grants the collector no `"Resource": "*"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
 }
 
 /// Encryption at rest.

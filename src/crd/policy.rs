@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{IdentityMode, Redaction};
+use super::destinations::{PolicyDestinationsSpec, PolicyTracesSpec};
 
 /// Cluster-wide defaults and guardrails for MLObservabilityPipelines: GPU node selection, the DCGM
 /// exporter, which metrics may be shipped and how often, encryption and retention minimums,
@@ -88,6 +89,14 @@ pub struct GpuTelemetryPolicySpec {
     /// Monthly CloudWatch budget per pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSpec>,
+
+    /// Which traces backends pipelines may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<PolicyTracesSpec>,
+
+    /// Where telemetry may leave AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<PolicyDestinationsSpec>,
 }
 
 /// Who runs the DCGM exporter.

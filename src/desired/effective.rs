@@ -9,6 +9,7 @@ use crate::collector_version::{Feature, PER_POD_LOG_STREAMS};
 use crate::conventions;
 use crate::crd::{BudgetAction, DeletionPolicy, DriftPolicy, ExporterMode, IdentityMode, LogGroupClass, Redaction};
 
+pub use super::destinations::EffDestinations;
 pub use super::sources::{Source, Sources};
 
 /// Inputs that come from the operator or CLI, not from either resource.
@@ -178,6 +179,8 @@ pub struct Effective {
     pub identity: EffIdentity,
     pub collector: EffCollector,
     pub exporter: EffExporter,
+    /// Destinations beyond CloudWatch: traces, AMP, Datadog.
+    pub destinations: EffDestinations,
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
     pub resync_interval_ms: u64,
@@ -369,6 +372,7 @@ pub(crate) fn test_fixture() -> Effective {
             image: super::dcgm_exporter::DEFAULT_EXPORTER_IMAGE.into(),
             collect_interval_ms: 30_000,
         },
+        destinations: EffDestinations::default(),
         drift_policy: DriftPolicy::Correct,
         deletion_policy: DeletionPolicy::Retain,
         resync_interval_ms: 600_000,
@@ -377,6 +381,30 @@ pub(crate) fn test_fixture() -> Effective {
         budget: None,
         sources: Sources::default(),
     }
+}
+
+/// The effective-spec fixture with every destination on: X-Ray, AMP and Datadog.
+#[cfg(test)]
+pub(crate) fn test_all_destinations() -> Effective {
+    use super::destinations::*;
+    let mut e = test_fixture();
+    e.collector.otlp_enabled = true;
+    e.destinations = EffDestinations {
+        traces: Some(EffTraces::XRay),
+        prometheus: Some(EffPrometheus {
+            workspace_arn: "arn:aws:aps:us-east-1:123456789012:workspace/ws-abc".into(),
+            region: "us-east-1".into(),
+            workspace_id: "ws-abc".into(),
+        }),
+        datadog: Some(EffDatadog {
+            site: "datadoghq.eu".into(),
+            api_key: crate::crd::KeyRef {
+                name: "dd".into(),
+                key: "api-key".into(),
+            },
+        }),
+    };
+    e
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ pub mod collector_config;
 pub mod collector_daemonset;
 pub mod cost;
 pub mod dcgm_exporter;
+pub mod destinations;
+#[cfg(test)]
+mod destinations_tests;
 pub mod effective;
 pub mod merge;
 pub mod rbac;

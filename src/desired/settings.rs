@@ -1,6 +1,7 @@
 //! The effective settings as a printable table: field path, value, and where the value came from.
 //! Each row's source is a field of [`Effective::sources`], next to the value it describes.
 
+use super::destinations::EffTraces;
 use super::effective::{EffKms, EffRole, Effective};
 use super::sources::Source;
 use crate::crd::format_duration_ms;
@@ -33,6 +34,7 @@ pub fn settings(e: &Effective) -> Vec<Setting> {
         metrics(e),
         security(e),
         collector(e),
+        destinations(e),
         lifecycle(e),
     ]
     .concat()
@@ -147,6 +149,28 @@ fn collector(e: &Effective) -> Vec<Setting> {
             s.retry_max_elapsed,
         ),
         row("exporter", exporter, e.sources.exporter),
+    ]
+}
+
+/// Destinations beyond CloudWatch.
+fn destinations(e: &Effective) -> Vec<Setting> {
+    let (d, s) = (&e.destinations, &e.sources.destinations);
+    let traces = match &d.traces {
+        Some(EffTraces::XRay) => format!("AWS X-Ray in {}", e.region),
+        Some(EffTraces::Otlp(b)) => format!("OTLP {}{}", b.endpoint, if b.insecure { " (plaintext)" } else { "" }),
+        None => "none".into(),
+    };
+    let amp = d.prometheus.as_ref().map_or("none".into(), |p| p.workspace_arn.clone());
+    let datadog = (d.datadog.as_ref()).map_or("none".into(), |x| {
+        format!(
+            "{} (API key from secretKeyRef {}/{})",
+            x.site, x.api_key.name, x.api_key.key
+        )
+    });
+    vec![
+        row("traces.destination", traces, s.traces),
+        row("metrics.prometheus.workspaceArn", amp, s.prometheus),
+        row("datadog", datadog, s.datadog),
     ]
 }
 

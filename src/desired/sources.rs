@@ -67,7 +67,16 @@ pub struct Sources {
     pub identity: IdentitySources,
     pub collector: CollectorSources,
     pub exporter: Source,
+    pub destinations: DestinationsSources,
     pub lifecycle: LifecycleSources,
+}
+
+/// `spec.traces.destination`, `spec.metrics.prometheus`, `spec.datadog`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestinationsSources {
+    pub traces: Source,
+    pub prometheus: Source,
+    pub datadog: Source,
 }
 
 /// `spec.sources`: what the collector reads and where it runs.

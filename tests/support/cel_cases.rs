@@ -233,5 +233,38 @@ pub fn cases() -> Vec<Case> {
             bad: json!({"metrics": {"cloudwatch": {"dimensions": [["gpu", "team"]]}}}),
             message: "every dimension name must be an attribute the collector sets",
         },
+        Case {
+            rule: "has(self.xray) != has(self.otlp)",
+            kind: Pipeline,
+            ok: json!({"traces": {"otlp": {"enabled": true}, "destination": {"xray": {}}}}),
+            bad: json!({"traces": {"otlp": {"enabled": true},
+                        "destination": {"xray": {}, "otlp": {"endpoint": "tempo:4318"}}}}),
+            message: "exactly one of xray or otlp",
+        },
+        Case {
+            rule: "!(has(self.insecure) && self.insecure && has(self.caConfigMap))",
+            kind: Pipeline,
+            ok: json!({"traces": {"otlp": {"enabled": true}, "destination": {"otlp": {"endpoint": "tempo:4318",
+                       "tls": {"insecure": false, "caConfigMap": {"name": "ca", "key": "ca.crt"}}}}}}),
+            bad: json!({"traces": {"otlp": {"enabled": true}, "destination": {"otlp": {"endpoint": "tempo:4318",
+                        "tls": {"insecure": true, "caConfigMap": {"name": "ca", "key": "ca.crt"}}}}}}),
+            message: "cannot be combined with tls.caConfigMap",
+        },
+        Case {
+            rule: mlobs::crd::TRACES_NEED_OTLP_RULE,
+            kind: Pipeline,
+            ok: json!({"traces": {"otlp": {"enabled": true}, "destination": {"xray": {}}}}),
+            bad: json!({"traces": {"otlp": {"enabled": false}, "destination": {"xray": {}}}}),
+            message: "needs traces.otlp.enabled: true",
+        },
+        Case {
+            rule: mlobs::crd::WORKSPACE_REGION_RULE,
+            kind: Pipeline,
+            ok: json!({"region": "eu-west-1",
+                       "metrics": {"prometheus": {"workspaceArn": "arn:aws:aps:eu-west-1:123456789012:workspace/ws-a1"}}}),
+            bad: json!({"region": "eu-west-1",
+                        "metrics": {"prometheus": {"workspaceArn": "arn:aws:aps:us-east-1:123456789012:workspace/ws-a1"}}}),
+            message: "the AMP workspace must be in spec.region",
+        },
     ]
 }

@@ -148,6 +148,16 @@ pub const KEYS: &[&str] = &[
     "port",
     "budget",
     "monthlyUSD",
+    "destination",
+    "xray",
+    "otlp",
+    "endpoint",
+    "prometheus",
+    "workspaceArn",
+    "datadog",
+    "apiKeySecretRef",
+    "allowSaaS",
+    "allowXRay",
     "x-unknown",
     "",
     "🚀",
@@ -285,11 +295,57 @@ pub fn plausible() -> impl Strategy<Value = (&'static str, Value)> {
             .prop_map(|r| ("/spec/region", json!(r))),
         // policy fields
         (0i64..300).prop_map(|n| ("/spec/metrics/maxMetricsPerGpu", json!(n))),
+        any::<bool>().prop_map(|b| ("/spec/destinations/allowSaaS", json!(b))),
         proptest::sample::select(&[-1.0, 0.0, 1e308, 2500.0][..]).prop_map(|u| ("/spec/budget/monthlyUSD", json!(u))),
         from_set(GROUP, 1..=300).prop_map(|s| ("/spec/logs/logGroupPrefix", json!(s))),
         (0i64..70_000).prop_map(|p| ("/spec/dcgmExporter/port", json!(p))),
         from_set(DNS, 1..=70).prop_map(|s| ("/spec/dcgmExporter/namespace", json!(s))),
     ]
+}
+
+/// The destinations beyond CloudWatch, plausible enough to pass validation often: traces to
+/// X-Ray or an OTLP backend (with and without TLS settings), an AMP workspace in one of a few
+/// regions and accounts, Datadog with a site and a Secret reference.
+pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
+    const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "x"];
+    const ENDPOINTS: [&str; 5] = [
+        "tempo:4318",
+        "[fd00::1]:4318",
+        "jaeger.obs.svc:65535",
+        "a:0",
+        "http://x:1",
+    ];
+    let tls = prop_oneof![
+        Just(json!(null)),
+        Just(json!({"insecure": true})),
+        Just(json!({"insecure": false, "caConfigMap": {"name": "ca", "key": "ca.crt"}})),
+        Just(json!({"insecure": true, "caConfigMap": {"name": "ca", "key": "ca.crt"}})),
+    ];
+    let otlp = (proptest::sample::select(&ENDPOINTS[..]), tls)
+        .prop_map(|(e, tls)| json!({"otlp": {"endpoint": e, "tls": tls}}));
+    let traces = (
+        prop::bool::weighted(0.8),
+        prop_oneof![3 => Just(json!({"xray": {}})), 3 => otlp, 1 => Just(json!({}))],
+    )
+        .prop_map(|(on, d)| ("/spec/traces", json!({"otlp": {"enabled": on}, "destination": d})));
+    let amp = (
+        proptest::sample::select(&REGIONS[..]),
+        prop_oneof![Just("123456789012"), Just("210987654321")],
+    )
+        .prop_map(|(r, a)| {
+            (
+                "/spec/metrics/prometheus",
+                json!({"workspaceArn": format!("arn:aws:aps:{r}:{a}:workspace/ws-a1")}),
+            )
+        });
+    let datadog = proptest::sample::select(&["datadoghq.com", "datadoghq.eu", "us5.datadoghq.com", "example.com"][..])
+        .prop_map(|site| {
+            (
+                "/spec/datadog",
+                json!({"site": site, "apiKeySecretRef": {"name": "dd", "key": "api-key"}}),
+            )
+        });
+    prop_oneof![traces, amp, datadog]
 }
 
 /// A path into the document, resolved by index modulo the number of children at each level;
@@ -325,6 +381,7 @@ pub fn mutation() -> impl Strategy<Value = Mutation> {
         1 => walk().prop_map(Mutation::Duplicate),
         1 => walk().prop_map(Mutation::EmptyArray),
         5 => plausible().prop_map(|(p, v)| Mutation::Plausible(p, v)),
+        2 => destination().prop_map(|(p, v)| Mutation::Plausible(p, v)),
     ]
 }
 

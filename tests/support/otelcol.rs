@@ -71,6 +71,11 @@ impl Drop for TempDir {
 fn command(collector: &Path) -> Command {
     let mut c = Command::new(collector);
     c.env_clear().env("KUBE_NODE_NAME", NODE_NAME);
+    // sigv4auth resolves its credentials when the collector starts (in a pod: IRSA or EKS Pod
+    // Identity). Static dummy ones keep it off the network; nothing is signed by `validate`.
+    c.env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
     for keep in ["PATH", "HOME", "MLOBS_OTELCOL_HOME", "TMPDIR"] {
         if let Some(v) = std::env::var_os(keep) {
             c.env(keep, v);
@@ -105,8 +110,19 @@ fn warm_up(collector: &Path) {
 }
 
 /// `otelcol validate` of one configuration: `Err` carries the exit status and what the collector
-/// printed.
+/// printed. The test collector has no `datadog` exporter: a config with one is validated without
+/// it (see [`datadog::split`]), and the removed block is checked against the exporter's
+/// documented keys instead.
 pub fn validate(collector: &Path, config_yaml: &str) -> Result<(), String> {
+    let (config, block) = datadog::split(config_yaml)?;
+    if let Some(block) = block {
+        datadog::check(&block)?;
+    }
+    validate_as_is(collector, &config)
+}
+
+/// `otelcol validate` of exactly `config_yaml`.
+pub fn validate_as_is(collector: &Path, config_yaml: &str) -> Result<(), String> {
     warm_up(collector);
     let dir = TempDir::new();
     let file = dir.0.join("config.yaml");
@@ -203,4 +219,86 @@ pub fn validate_all(collector: &Path, jobs: &[Job], threads: usize) -> Vec<Failu
             error,
         })
         .collect()
+}
+
+/// The `datadog` exporter, which the test collector (and so `otelcol validate`) lacks.
+pub mod datadog {
+    use serde_json::Value;
+
+    /// The exporter's name in mlobs' configs.
+    pub const EXPORTER: &str = "datadog";
+    /// Top-level keys the datadog exporter documents (contrib exporter/datadogexporter README and
+    /// example config: api, hostname, only_metadata, host_metadata, metrics, traces, logs, and
+    /// the exporterhelper's timeout, sending_queue, retry_on_failure).
+    pub const KEYS: [&str; 10] = [
+        "api",
+        "hostname",
+        "only_metadata",
+        "host_metadata",
+        "metrics",
+        "traces",
+        "logs",
+        "timeout",
+        "sending_queue",
+        "retry_on_failure",
+    ];
+    /// Keys of its `api` section.
+    pub const API_KEYS: [&str; 3] = ["key", "site", "fail_on_invalid_key"];
+
+    /// The config without the datadog exporter (removed from `exporters` and from every pipeline;
+    /// a pipeline left with no exporter gets `debug`, so the rest still validates) and the
+    /// removed block. A config without one is returned unchanged.
+    pub fn split(config_yaml: &str) -> Result<(String, Option<Value>), String> {
+        let mut c: Value = serde_saphyr::from_str(config_yaml).map_err(|e| format!("config is not YAML: {e}"))?;
+        let Some(block) = c["exporters"].as_object_mut().and_then(|x| x.remove(EXPORTER)) else {
+            return Ok((config_yaml.to_string(), None));
+        };
+        let mut needs_debug = false;
+        for p in c["service"]["pipelines"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            if let Some(list) = p["exporters"].as_array_mut() {
+                list.retain(|x| x != EXPORTER);
+                if list.is_empty() {
+                    list.push(Value::from("debug"));
+                    needs_debug = true;
+                }
+            }
+        }
+        if needs_debug {
+            c["exporters"]["debug"] = serde_json::json!({});
+        }
+        let text = serde_saphyr::to_string(&c).map_err(|e| e.to_string())?;
+        Ok((text, Some(block)))
+    }
+
+    /// The datadog block uses documented keys only, reads its API key from the environment (never
+    /// a literal) and names a Datadog site.
+    pub fn check(block: &Value) -> Result<(), String> {
+        let unknown = |v: &Value, known: &[&str]| -> Vec<String> {
+            (v.as_object().into_iter().flat_map(|m| m.keys()))
+                .filter(|k| !known.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        };
+        let bad = [unknown(block, &KEYS), unknown(&block["api"], &API_KEYS)].concat();
+        if !bad.is_empty() {
+            return Err(format!("datadog exporter: undocumented keys {bad:?} in {block}"));
+        }
+        if block["api"]["key"] != "${env:DD_API_KEY}" {
+            return Err(format!(
+                "datadog exporter: api.key must be ${{env:DD_API_KEY}}: {block}"
+            ));
+        }
+        let site = block["api"]["site"].as_str().unwrap_or_default();
+        let known_site = ["datadoghq.com", "datadoghq.eu", "ddog-gov.com"]
+            .iter()
+            .any(|d| site == *d || site.strip_suffix(d).is_some_and(|p| p.ends_with('.') && p.len() > 1));
+        if !known_site {
+            return Err(format!("datadog exporter: {site:?} is not a Datadog site"));
+        }
+        Ok(())
+    }
 }

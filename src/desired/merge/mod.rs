@@ -2,7 +2,7 @@
 //! then the policy's guardrails. Pure.
 //!
 //! One function per section of the spec (placement, logs, metrics, kms, identity, collector,
-//! exporter, lifecycle), each returning its part of the effective spec and the [`Sources`] of that
+//! exporter, destinations, lifecycle), each returning its part of the effective spec and the [`Sources`] of that
 //! part; [`merge`] puts them together.
 //!
 //! Two kinds of failure: an [`Invalid`] when a value cannot be resolved at all (no region, IRSA
@@ -10,6 +10,7 @@
 //! do not stop the merge, so `mlobs plan` can show the whole picture next to them.
 
 mod collector;
+mod destinations;
 mod identity;
 mod lifecycle;
 mod logs;
@@ -101,6 +102,8 @@ pub fn merge(
     let (identity, identity_src) = identity::identity(&mut m, spec, &at);
     let (collector, collector_src) = collector::collector(&mut m, spec, &at);
     let exporter = collector::exporter(&m, ctx);
+    let (destinations, destinations_src) =
+        destinations::destinations(&mut m, spec, &at, ctx, &metrics, collector.otlp_enabled);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {
@@ -125,6 +128,7 @@ pub fn merge(
         identity: identity_src,
         collector: collector_src,
         exporter: exporter.source,
+        destinations: destinations_src,
         lifecycle: life.sources(),
     };
     let effective = Effective {
@@ -146,6 +150,7 @@ pub fn merge(
         identity,
         collector,
         exporter: exporter.value,
+        destinations,
         drift_policy: life.drift_policy.value,
         deletion_policy: life.deletion_policy.value,
         resync_interval_ms: life.resync_interval_ms.value,

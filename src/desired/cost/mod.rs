@@ -6,6 +6,8 @@ use serde::Serialize;
 use super::effective::Effective;
 use crate::crd::LogGroupClass;
 
+pub mod destinations;
+
 /// A GPU instance type's shape (REFERENCE.md, "GPU nodes on EKS").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceType {
@@ -75,6 +77,17 @@ pub struct Prices {
     pub enhanced_usd_per_gib_hour: f64,
     /// AWS bills 730 hours per month.
     pub hours_per_month: f64,
+    /// AWS X-Ray, https://aws.amazon.com/xray/pricing/ (us-east-1): $5.00 per million traces
+    /// recorded, applied here per span (an upper bound: a trace has at least one span).
+    pub xray_usd_per_million_spans: f64,
+    /// Amazon Managed Service for Prometheus, https://aws.amazon.com/prometheus/pricing/
+    /// (us-east-1): upper bounds (in samples) of the first two ingestion tiers; the third is unbounded.
+    pub amp_sample_tier_limits: [u64; 2],
+    /// USD per 10 million samples ingested in each AMP tier ($0.90, $0.35, $0.16).
+    pub amp_usd_per_10m_samples: [f64; 3],
+    /// Datadog Infrastructure Pro, https://www.datadoghq.com/pricing/: $15 per host per month
+    /// billed annually ($18 on demand).
+    pub datadog_usd_per_host_month: f64,
 }
 
 impl Default for Prices {
@@ -88,6 +101,10 @@ impl Default for Prices {
             enhanced_usd_per_vcpu_hour: 0.009,
             enhanced_usd_per_gib_hour: 0.0003,
             hours_per_month: 730.0,
+            xray_usd_per_million_spans: 5.00,
+            amp_sample_tier_limits: [2_000_000_000, 252_000_000_000],
+            amp_usd_per_10m_samples: [0.90, 0.35, 0.16],
+            datadog_usd_per_host_month: 15.00,
         }
     }
 }
@@ -209,17 +226,22 @@ fn level(dimension: &str, e: &Effective) -> Level {
 
 /// CloudWatch bills each custom metric (name + namespace + dimension values) per month, in tiers.
 pub fn tiered_metrics_usd(series: u64, p: &Prices) -> f64 {
+    tiered_usd(series, &p.metric_tier_limits, &p.metric_tier_usd)
+}
+
+/// `units` priced in tiers: `prices[i]` per unit up to `limits[i]`, the last price beyond.
+pub fn tiered_usd(units: u64, limits: &[u64], prices: &[f64]) -> f64 {
     let mut usd = 0.0;
     let mut lower = 0;
-    for (i, price) in p.metric_tier_usd.iter().enumerate() {
-        let upper = p.metric_tier_limits.get(i).copied().unwrap_or(u64::MAX);
-        usd += series.min(upper).saturating_sub(lower) as f64 * price;
+    for (i, price) in prices.iter().enumerate() {
+        let upper = limits.get(i).copied().unwrap_or(u64::MAX);
+        usd += units.min(upper).saturating_sub(lower) as f64 * price;
         lower = upper;
     }
     cents(usd)
 }
 
-fn cents(usd: f64) -> f64 {
+pub(crate) fn cents(usd: f64) -> f64 {
     (usd * 100.0).round() / 100.0
 }
 

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use super::effective::{EffKms, EffLogGroup, EffRole, Effective};
 use crate::crd::{IdentityMode, LogGroupClass};
 
+pub mod destinations;
+
 pub const LOG_GROUP_NAME_MAX: usize = 512;
 pub const ROLE_NAME_MAX: usize = 64;
 pub const TAGS_MAX: usize = 50;
@@ -423,18 +425,18 @@ fn inline_policy(e: &Effective, group_arns: &[String]) -> Value {
     if let Some(vpc) = &e.identity.source_vpc {
         string_equals.insert("aws:SourceVpc".into(), vpc.clone());
     }
+    let condition = json!({ "StringEquals": string_equals });
     // Streams live under the group: `<group ARN>:*` is the narrowest resource the three actions take.
     let resources: Vec<String> = group_arns.iter().map(|a| format!("{a}:*")).collect();
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "WriteOwnLogGroups",
-            "Effect": "Allow",
-            "Action": COLLECTOR_ACTIONS,
-            "Resource": resources,
-            "Condition": { "StringEquals": string_equals },
-        }],
-    })
+    let mut statements = vec![json!({
+        "Sid": "WriteOwnLogGroups",
+        "Effect": "Allow",
+        "Action": COLLECTOR_ACTIONS,
+        "Resource": resources,
+        "Condition": condition,
+    })];
+    statements.extend(destinations::statements(e, &condition));
+    json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
 fn create_role(e: &Effective, name: &str, group_arns: &[String]) -> Result<RolePlan, PlanError> {

@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use super::effective::Effective;
 use crate::crd::format_duration_ms;
 
+pub mod destinations;
+
 /// health_check extension port; the DaemonSet probes it.
 pub const HEALTH_PORT: u16 = 13133;
 pub const OTLP_GRPC_PORT: u16 = 4317;
@@ -20,12 +22,15 @@ pub const NODE_NAME_ENV: &str = "KUBE_NODE_NAME";
 pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
 /// Name of the collector container; the filelog receiver excludes its own logs by it.
 pub const CONTAINER_NAME: &str = "otel-collector";
-const STORAGE: &str = "file_storage";
+/// The file_storage extension: persistent queues and log offsets.
+pub(crate) const STORAGE: &str = "file_storage";
 
-/// Which pipelines run. Metrics need at least one selected metric; OTLP only joins a running pipeline.
+/// Which pipelines run. Metrics need at least one selected metric; OTLP only joins a running
+/// pipeline; traces need OTLP and a destination.
 struct Shape {
     logs: bool,
     metrics: bool,
+    traces: bool,
     otlp: bool,
 }
 
@@ -33,10 +38,12 @@ impl Shape {
     fn of(e: &Effective) -> Self {
         let logs = e.logs.enabled;
         let metrics = e.metrics.dcgm_enabled && !e.metrics.metrics.is_empty();
+        let traces = e.collector.otlp_enabled && e.destinations.traces.is_some();
         Shape {
             logs,
             metrics,
-            otlp: e.collector.otlp_enabled && (logs || metrics),
+            traces,
+            otlp: e.collector.otlp_enabled && (logs || metrics || traces),
         }
     }
 }
@@ -51,7 +58,7 @@ pub fn build(e: &Effective) -> Value {
     let shape = Shape::of(e);
     let (mut receivers, mut processors, mut exporters, mut pipelines) =
         (Map::new(), Map::new(), Map::new(), Map::new());
-    if shape.logs || shape.metrics {
+    if shape.logs || shape.metrics || shape.traces {
         let memory_limiter = json!({"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 15});
         processors.insert("memory_limiter".into(), memory_limiter);
         processors.insert("k8sattributes".into(), k8sattributes(e));
@@ -79,7 +86,7 @@ pub fn build(e: &Effective) -> Value {
         chain.push("batch");
         pipelines.insert(
             "logs".into(),
-            pipeline("filelog", shape.otlp, &chain, "awscloudwatchlogs"),
+            pipeline("filelog", shape.otlp, &chain, &["awscloudwatchlogs"]),
         );
     }
     if shape.metrics {
@@ -98,19 +105,35 @@ pub fn build(e: &Effective) -> Value {
             GPU_POD_PROCESSOR,
             "batch",
         ];
-        pipelines.insert("metrics".into(), pipeline("prometheus", shape.otlp, &chain, "awsemf"));
+        let mut to = vec!["awsemf"];
+        to.extend(destinations::metrics_exporters(e, &mut exporters));
+        pipelines.insert("metrics".into(), pipeline("prometheus", shape.otlp, &chain, &to));
     }
-    // No traces pipeline: an X-Ray exporter would need `Resource: "*"` in the collector's IAM policy.
+    if shape.traces
+        && let Some(traces) = destinations::traces_pipeline(e, &mut exporters)
+    {
+        pipelines.insert("traces".into(), traces);
+    }
+    let mut extensions = Map::new();
+    extensions.insert(
+        STORAGE.into(),
+        json!({"directory": lit(&e.collector.queue_host_path), "create_directory": true}),
+    );
+    extensions.insert(
+        "health_check".into(),
+        json!({"endpoint": format!("0.0.0.0:{HEALTH_PORT}")}),
+    );
+    for (name, x) in destinations::extensions(e, shape.metrics, shape.traces) {
+        extensions.insert(name.into(), x);
+    }
+    let extension_names: Vec<String> = extensions.keys().cloned().collect();
     json!({
         "receivers": receivers,
         "processors": processors,
         "exporters": exporters,
-        "extensions": {
-            STORAGE: {"directory": lit(&e.collector.queue_host_path), "create_directory": true},
-            "health_check": {"endpoint": format!("0.0.0.0:{HEALTH_PORT}")},
-        },
+        "extensions": extensions,
         "service": {
-            "extensions": [STORAGE, "health_check"],
+            "extensions": extension_names,
             "pipelines": pipelines,
             "telemetry": {"metrics": {"level": "basic"}},
         },
@@ -138,20 +161,20 @@ pub fn escape_dollar(s: &str) -> String {
     s.replace('$', "$$")
 }
 
-fn lit(s: &str) -> Value {
+pub(crate) fn lit(s: &str) -> Value {
     Value::String(escape_dollar(s))
 }
 
-fn node_env() -> String {
+pub(crate) fn node_env() -> String {
     format!("${{env:{NODE_NAME_ENV}}}")
 }
 
-fn pipeline(receiver: &str, otlp: bool, processors: &[&str], exporter: &str) -> Value {
+fn pipeline(receiver: &str, otlp: bool, processors: &[&str], exporters: &[&str]) -> Value {
     let mut receivers = vec![receiver];
     if otlp {
         receivers.push("otlp");
     }
-    json!({"receivers": receivers, "processors": processors, "exporters": [exporter]})
+    json!({"receivers": receivers, "processors": processors, "exporters": exporters})
 }
 
 fn filelog(e: &Effective) -> Value {
@@ -436,6 +459,14 @@ mod tests {
                 tweak(|e| (e.collector.otlp_enabled, e.metrics.dcgm_enabled) = (true, false)),
             ),
             ("no_redaction", tweak(|e| e.logs.redactions.clear())),
+            ("every_destination", crate::desired::effective::test_all_destinations()),
+            (
+                "destinations_without_otlp_or_metrics",
+                tweak(|e| {
+                    *e = crate::desired::effective::test_all_destinations();
+                    (e.collector.otlp_enabled, e.metrics.dcgm_enabled) = (false, false);
+                }),
+            ),
             (
                 "nothing",
                 tweak(|e| (e.logs.enabled, e.metrics.dcgm_enabled, e.collector.otlp_enabled) = (false, false, true)),
@@ -528,14 +559,8 @@ mod tests {
             strings(&c, "", &mut all);
             let refs: Vec<&String> = all.iter().filter(|(k, _)| k == "storage").map(|(_, s)| s).collect();
             assert!(refs.iter().all(|r| extensions.contains(*r)), "{name}: storage {refs:?}");
-            assert!(
-                !keys(&c["service"]["pipelines"]).iter().any(|p| p.starts_with("traces")),
-                "{name}"
-            );
-            assert!(
-                !keys(&c["exporters"]).iter().any(|x| x.starts_with("awsxray")),
-                "{name}"
-            );
+            let traces = e.collector.otlp_enabled && e.destinations.traces.is_some();
+            assert_eq!(c["service"]["pipelines"].get("traces").is_some(), traces, "{name}");
         }
     }
 

@@ -17,6 +17,8 @@ use super::collector_config::{
 };
 use super::effective::{Effective, common_labels};
 
+pub mod destinations;
+
 /// ConfigMap key of the collector configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Pod template annotation with [`super::collector_config::config_hash`].
@@ -149,6 +151,7 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
     };
     let mut envs = vec![node_name, env("AWS_REGION", e.region.clone())];
     envs.extend(gomemlimit(e.collector.memory_limit_mib).map(|v| env("GOMEMLIMIT", v)));
+    envs.extend(destinations::env(e));
 
     let mut ports = vec![port("health", HEALTH_PORT)];
     if otlp_active(e) {
@@ -175,6 +178,10 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
     if e.logs.enabled {
         volumes.push(host_path("pod-logs", POD_LOGS, "Directory"));
         mounts.push(mount("pod-logs", POD_LOGS, true));
+    }
+    for (volume, m) in destinations::volumes(e) {
+        volumes.push(volume);
+        mounts.push(m);
     }
 
     let container = Container {

@@ -1,0 +1,132 @@
+//! Destinations beyond CloudWatch as effective values: spans to AWS X-Ray or an OTLP backend, the
+//! selected GPU metrics to Amazon Managed Service for Prometheus (AMP) and to Datadog. A leaf of
+//! `desired`: each builder renders its own part next to the rest of what it builds —
+//! `collector_config::destinations` (exporters, SigV4 extensions, the traces pipeline),
+//! `collector_daemonset::destinations` (the Datadog key from its Secret, a CA bundle),
+//! `aws_plan::destinations` (the role's statements), `cost::destinations` (a monthly line each).
+
+use crate::crd::KeyRef;
+
+/// Environment variable of the collector that holds the Datadog API key (from its Secret).
+pub const DD_API_KEY_ENV: &str = "DD_API_KEY";
+/// Datadog's default site.
+pub const DEFAULT_DATADOG_SITE: &str = "datadoghq.com";
+
+/// Where spans go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EffTraces {
+    /// AWS X-Ray's OTLP endpoint in the pipeline's region.
+    XRay,
+    /// An OTLP/HTTP backend.
+    Otlp(EffOtlpBackend),
+}
+
+/// An OTLP/HTTP backend (Tempo, Jaeger).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffOtlpBackend {
+    /// `host:port`.
+    pub endpoint: String,
+    /// Plaintext HTTP.
+    pub insecure: bool,
+    /// ConfigMap key with the CA bundle, mounted into the collector.
+    pub ca: Option<KeyRef>,
+}
+
+/// An AMP workspace, from its ARN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffPrometheus {
+    pub workspace_arn: String,
+    pub region: String,
+    pub workspace_id: String,
+}
+
+impl EffPrometheus {
+    /// The workspace's remote write URL.
+    pub fn remote_write_url(&self, partition: &str) -> String {
+        format!(
+            "https://aps-workspaces.{}.{}/workspaces/{}/api/v1/remote_write",
+            self.region,
+            dns_suffix(partition),
+            self.workspace_id
+        )
+    }
+}
+
+/// Datadog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffDatadog {
+    pub site: String,
+    pub api_key: KeyRef,
+}
+
+/// Every destination beyond CloudWatch; `None` is off.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EffDestinations {
+    pub traces: Option<EffTraces>,
+    pub prometheus: Option<EffPrometheus>,
+    pub datadog: Option<EffDatadog>,
+}
+
+/// The parts of an ARN: partition, service, region, account, resource.
+pub struct ArnParts<'a> {
+    pub partition: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub resource: &'a str,
+}
+
+/// Splits `arn:<partition>:<service>:<region>:<account>:<resource>`; None for anything else.
+pub fn parse_arn(arn: &str) -> Option<ArnParts<'_>> {
+    let mut it = arn.splitn(6, ':');
+    if it.next()? != "arn" {
+        return None;
+    }
+    Some(ArnParts {
+        partition: it.next()?,
+        service: it.next()?,
+        region: it.next()?,
+        account: it.next()?,
+        resource: it.next()?,
+    })
+}
+
+/// DNS suffix of AWS service endpoints in a partition.
+pub fn dns_suffix(partition: &str) -> &'static str {
+    match partition {
+        "aws-cn" => "amazonaws.com.cn",
+        _ => "amazonaws.com",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_split_into_their_six_parts_and_the_resource_keeps_its_colons() {
+        let a = parse_arn("arn:aws:aps:eu-west-1:123456789012:workspace/ws-1").expect("an ARN");
+        assert_eq!(
+            (a.partition, a.service, a.region, a.account, a.resource),
+            ("aws", "aps", "eu-west-1", "123456789012", "workspace/ws-1")
+        );
+        assert_eq!(
+            parse_arn("arn:aws:logs:r:1:log-group:a:b").map(|a| a.resource),
+            Some("log-group:a:b")
+        );
+        assert!(parse_arn("aws:aps:r:1:w").is_none() && parse_arn("arn:aws:aps").is_none());
+    }
+
+    #[test]
+    fn remote_write_url_follows_region_partition_and_workspace() {
+        let p = EffPrometheus {
+            workspace_arn: "arn:aws-cn:aps:cn-north-1:123456789012:workspace/ws-a1".into(),
+            region: "cn-north-1".into(),
+            workspace_id: "ws-a1".into(),
+        };
+        assert_eq!(
+            p.remote_write_url("aws-cn"),
+            "https://aps-workspaces.cn-north-1.amazonaws.com.cn/workspaces/ws-a1/api/v1/remote_write"
+        );
+    }
+}
