@@ -184,13 +184,16 @@ fn with_ready(observed: i64, status: &str, reason: &str) -> Value {
 /// Ready reasons the controller writes, with the health each must map to. Ready=False reasons
 /// come from the first of PolicyCompliant, KmsKeyReady, LogGroupsReady, IamRoleReady and
 /// CollectorReady that is not True.
-const PROGRESSING_REASONS: [&str; 6] = [
+const PROGRESSING_REASONS: [&str; 9] = [
     "Reconciling",
     "RollingOut",
     "WaitingForAws",
     "AwsRetryable",
     "NoExporterPods",
     "NamespaceNotFound",
+    "WorkspaceNotFound",
+    "WorkspaceNotActive",
+    "TransactionSearchDisabled",
 ];
 const DEGRADED_REASONS: [&str; 15] = [
     "InvalidSpec",

@@ -10,12 +10,15 @@ use mlobs::aws::operator_policy::{IMPLIED_ACTIONS, OperatorPolicyOptions, RESOUR
 use serde_json::Value;
 
 /// SDK clients of `AwsClients` and the IAM service prefix of each.
-const CLIENTS: [(&str, &str); 5] = [
+const CLIENTS: [(&str, &str); 8] = [
     ("kms", "kms"),
     ("logs", "logs"),
     ("iam", "iam"),
     ("eks", "eks"),
     ("sts", "sts"),
+    ("amp", "aps"),
+    ("xray", "xray"),
+    ("s3", "s3"),
 ];
 
 /// Operations AWS allows every caller, so no policy names them: `mlobs run` asks STS for its
@@ -60,7 +63,8 @@ fn called_actions() -> BTreeSet<String> {
             >= 4,
         "src/aws has kms.rs, logs.rs, iam.rs and eks.rs"
     );
-    let call = regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
+    let call =
+        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
     let mut out = BTreeSet::new();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -162,7 +166,12 @@ fn resource_star_only_for_actions_that_have_no_resource_type() {
     // The Service Authorization Reference lists no resource type for exactly these.
     assert_eq!(
         star,
-        BTreeSet::from(["kms:CreateKey", "kms:ListKeys", "logs:DescribeLogGroups"])
+        BTreeSet::from([
+            "kms:CreateKey",
+            "kms:ListKeys",
+            "logs:DescribeLogGroups",
+            "xray:GetTraceSegmentDestination"
+        ])
     );
     for s in statements(&operator_policy(&opts())) {
         let resources = list(&s["Resource"]);

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod calls;
+pub mod destinations;
 pub mod eks;
 pub mod error;
 pub mod iam;
@@ -71,6 +72,8 @@ pub struct AwsClients {
     pub iam: aws_sdk_iam::Client,
     pub eks: aws_sdk_eks::Client,
     pub sts: aws_sdk_sts::Client,
+    pub amp: aws_sdk_amp::Client,
+    pub xray: aws_sdk_xray::Client,
     pub calls: CallCounter,
 }
 
@@ -115,6 +118,8 @@ impl AwsClients {
             iam: client!(aws_sdk_iam),
             eks: client!(aws_sdk_eks),
             sts: client!(aws_sdk_sts),
+            amp: client!(aws_sdk_amp),
+            xray: client!(aws_sdk_xray),
             calls,
         }
     }

@@ -20,7 +20,12 @@ use super::{TAG_CLUSTER, TAG_PIPELINE, TAG_UID};
 
 /// Actions whose Service Authorization Reference entry has no resource type: a policy can name
 /// them only with `"Resource": "*"` (each statement is still limited by `aws:RequestedRegion`).
-pub const RESOURCE_STAR_ACTIONS: [&str; 3] = ["kms:CreateKey", "kms:ListKeys", "logs:DescribeLogGroups"];
+pub const RESOURCE_STAR_ACTIONS: [&str; 4] = [
+    "kms:CreateKey",
+    "kms:ListKeys",
+    "logs:DescribeLogGroups",
+    "xray:GetTraceSegmentDestination",
+];
 
 /// Actions in the policy that no SDK call names: AWS authorizes them as part of another call.
 /// `iam:PassRole` is checked by EKS on CreatePodIdentityAssociation and on an
@@ -387,6 +392,21 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             &["iam:PassRole"],
             json!(roles),
             Some(json!({ "StringEquals": { "iam:PassedToService": POD_IDENTITY_SERVICE } })),
+        ),
+        // Destinations mlobs reads but does not create: the AMP workspaces pipelines write to
+        // (any workspace of the account in the region: their ids are the users'), and whether
+        // X-Ray's OTLP endpoint accepts spans (Transaction Search; an account setting).
+        statement(
+            "ApsReadWorkspaces",
+            &["aps:DescribeWorkspace"],
+            json!(opts.regional("aps", "workspace/*")),
+            Some(json!({ "StringEquals": region })),
+        ),
+        statement(
+            "XRayReadTraceDestination",
+            &["xray:GetTraceSegmentDestination"],
+            json!("*"),
+            Some(json!({ "StringEquals": region })),
         ),
         // EKS pod identity associations of the collector's service account.
         statement(

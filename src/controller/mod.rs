@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod children;
 pub mod client;
 pub mod dataflow;
+pub mod destinations;
 pub mod error;
 pub mod leader;
 pub mod lookup;

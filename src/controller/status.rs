@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::dataflow::{self, DataFlowObs, Serving};
+use super::destinations::DestinationsObs;
 use crate::aws::Drift;
 use crate::aws::apply::{AwsOutcome, Step, StepError};
 use crate::crd::conditions::{self, pipeline as ty, reason, status as st};
@@ -56,6 +57,8 @@ pub struct Observed {
     pub collector_blocked: Option<(&'static str, String)>,
     /// The read of the log groups' newest events, when this reconcile made one.
     pub data_flow: Option<DataFlowObs>,
+    /// The destinations beyond CloudWatch, when the AWS step read them.
+    pub destinations: Option<DestinationsObs>,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -153,6 +156,7 @@ impl Observed {
         self.aws_steps(&mut c, old);
         self.collector_ready(&mut c, p);
         self.metrics_source_ready(&mut c);
+        self.destinations_ready(&mut c);
         // DataFlowing: informative, not part of Ready.
         dataflow::update(c.s, &self.serving(), self.data_flow.as_ref(), self.generation, &now);
         drifted(&mut c);
@@ -329,6 +333,19 @@ impl Observed {
         c.set(ty::METRICS_SOURCE_READY, status, r, msg);
     }
 
+    /// TracesReady and PrometheusReady (each only with its destination), and where data goes.
+    /// Kept as they were when the AWS step did not run.
+    fn destinations_ready(&self, c: &mut Conds<'_>) {
+        let Some(d) = &self.destinations else { return };
+        c.s.destinations = (d.status != Default::default()).then(|| d.status.clone());
+        for (t, verdict) in [(ty::TRACES_READY, &d.traces), (ty::PROMETHEUS_READY, &d.prometheus)] {
+            match verdict {
+                Some((status, r, m)) => c.set(t, status, r.as_str(), m.clone()),
+                None => c.s.conditions.retain(|x| x.type_ != t),
+            }
+        }
+    }
+
     /// The live estimate; the last event times are the DataFlowing step's.
     fn telemetry_status(&self, s: &mut MLObservabilityPipelineStatus) {
         let Some(e) = &self.estimate else { return };
@@ -386,6 +403,8 @@ fn ready(c: &mut Conds<'_>) {
         ty::IAM_ROLE_READY,
         ty::COLLECTOR_READY,
         ty::METRICS_SOURCE_READY,
+        ty::TRACES_READY,
+        ty::PROMETHEUS_READY,
     ];
     let not_ready = (parts.iter()).find_map(|t| {
         conditions::find(&c.s.conditions, t)

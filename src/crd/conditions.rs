@@ -18,14 +18,22 @@ pub mod pipeline {
     /// Telemetry reaches CloudWatch: the newest event of each log group is younger than the grace
     /// period. Informative: never part of `Ready`, so health checks (Argo CD, kstatus) ignore it.
     pub const DATA_FLOWING: &str = "DataFlowing";
+    /// Spans can reach the traces destination (X-Ray: Transaction Search is on). Only with
+    /// `spec.traces.destination`; part of Ready.
+    pub const TRACES_READY: &str = "TracesReady";
+    /// The AMP workspace the metrics are remote-written to exists and is ACTIVE. Only with
+    /// `spec.metrics.prometheus`; part of Ready.
+    pub const PROMETHEUS_READY: &str = "PrometheusReady";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
         IAM_ROLE_READY,
         COLLECTOR_READY,
         METRICS_SOURCE_READY,
+        TRACES_READY,
+        PROMETHEUS_READY,
         POLICY_COMPLIANT,
         DRIFTED,
         DATA_FLOWING,

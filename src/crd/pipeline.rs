@@ -513,7 +513,8 @@ pub struct MLObservabilityPipelineStatus {
     pub observed_generation: Option<i64>,
 
     /// Ready, KmsKeyReady, LogGroupsReady, IamRoleReady, CollectorReady, MetricsSourceReady,
-    /// PolicyCompliant, Drifted, DataFlowing (informative: not part of Ready), Reconciling, Stalled.
+    /// TracesReady and PrometheusReady (with those destinations), PolicyCompliant, Drifted,
+    /// DataFlowing (informative: not part of Ready), Reconciling, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -537,6 +538,28 @@ pub struct MLObservabilityPipelineStatus {
     /// The policy that governed the last reconcile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRefStatus>,
+
+    /// Where telemetry goes besides CloudWatch (traces, Prometheus remote write, Datadog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<DestinationsStatus>,
+}
+
+/// Destinations beyond CloudWatch in use, as the last AWS step saw them.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationsStatus {
+    /// Where spans are exported (the X-Ray OTLP endpoint or the OTLP backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces_endpoint: Option<String>,
+    /// The AMP workspace the selected GPU metrics are remote-written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_workspace_arn: Option<String>,
+    /// Its remote write URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_write_url: Option<String>,
+    /// The Datadog site metrics are sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datadog_site: Option<String>,
 }
 
 /// AWS resources in use.

@@ -119,6 +119,13 @@ reasons! {
     AwsError = terminal,
     /// Something the plan names does not exist and mlobs may not create it.
     AwsResourceMissing = terminal,
+    /// The AMP workspace the pipeline writes to does not exist (looked for again at each resync).
+    WorkspaceNotFound,
+    /// The AMP workspace exists but is not ACTIVE yet.
+    WorkspaceNotActive,
+    /// X-Ray stores segments in X-Ray, not CloudWatch Logs: its OTLP endpoint refuses spans
+    /// until Transaction Search is enabled in the account (looked for again at each resync).
+    TransactionSearchDisabled,
     /// Deleting AWS resources failed; the finalizer stays.
     CleanupFailed = terminal,
     // Kubernetes and the operator.

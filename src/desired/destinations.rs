@@ -91,6 +91,19 @@ pub fn parse_arn(arn: &str) -> Option<ArnParts<'_>> {
     })
 }
 
+/// X-Ray's OTLP traces endpoint in a region.
+pub fn xray_traces_endpoint(region: &str, partition: &str) -> String {
+    format!("https://xray.{region}.{}/v1/traces", dns_suffix(partition))
+}
+
+impl EffOtlpBackend {
+    /// The backend's OTLP/HTTP traces URL: plaintext `http://` when insecure, else `https://`.
+    pub fn traces_endpoint(&self) -> String {
+        let scheme = if self.insecure { "http" } else { "https" };
+        format!("{scheme}://{}/v1/traces", self.endpoint)
+    }
+}
+
 /// DNS suffix of AWS service endpoints in a partition.
 pub fn dns_suffix(partition: &str) -> &'static str {
     match partition {

@@ -470,6 +470,8 @@ pub async fn faulty_clients(faults: &Faults, retry: RetryConfig) -> AwsClients {
         iam: client!(aws_sdk_iam),
         eks: client!(aws_sdk_eks),
         sts: client!(aws_sdk_sts),
+        amp: client!(aws_sdk_amp),
+        xray: client!(aws_sdk_xray),
         calls,
     }
 }

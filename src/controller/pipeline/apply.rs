@@ -76,6 +76,7 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         out: Box::new(out),
         ready,
     });
+    obs.destinations = Some(super::super::destinations::observe(&ctx.aws, &d.effective).await);
     if ready {
         ctx.mark_aws_synced(p, plan_fingerprint(p, d));
     }

@@ -6,7 +6,9 @@ use serde_json::{Map, Value, json};
 
 use super::{STORAGE, lit, node_env};
 use crate::crd::format_duration_ms;
-use crate::desired::destinations::{DD_API_KEY_ENV, EffDatadog, EffOtlpBackend, EffPrometheus, EffTraces, dns_suffix};
+use crate::desired::destinations::{
+    DD_API_KEY_ENV, EffDatadog, EffOtlpBackend, EffPrometheus, EffTraces, xray_traces_endpoint,
+};
 use crate::desired::effective::Effective;
 
 pub const XRAY_EXPORTER: &str = "otlphttp/xray";
@@ -38,7 +40,7 @@ fn sigv4(region: &str, service: &str) -> Value {
 
 /// X-Ray's OTLP endpoint: HTTP only, gzip or none, SigV4 with service `xray`.
 fn xray(e: &Effective) -> Value {
-    let endpoint = format!("https://xray.{}.{}/v1/traces", e.region, dns_suffix(&e.partition));
+    let endpoint = xray_traces_endpoint(&e.region, &e.partition);
     let mut x = json!({
         "traces_endpoint": lit(&endpoint),
         "compression": "gzip",
@@ -51,13 +53,12 @@ fn xray(e: &Effective) -> Value {
 /// OTLP over HTTP (Tempo and Jaeger serve it on 4318): plaintext `http://` when insecure, else
 /// `https://` verified against the mounted CA bundle or the image's system roots.
 fn otlp_backend(e: &Effective, b: &EffOtlpBackend) -> Value {
-    let (scheme, tls) = match (&b.ca, b.insecure) {
-        (_, true) => ("http", json!({"insecure": true})),
-        (Some(ca), false) => ("https", json!({"ca_file": lit(&format!("{TRACES_CA_DIR}/{}", ca.key))})),
-        (None, false) => ("https", json!({"insecure": false})),
+    let tls = match (&b.ca, b.insecure) {
+        (_, true) => json!({"insecure": true}),
+        (Some(ca), false) => json!({"ca_file": lit(&format!("{TRACES_CA_DIR}/{}", ca.key))}),
+        (None, false) => json!({"insecure": false}),
     };
-    let endpoint = format!("{scheme}://{}", b.endpoint);
-    let mut x = json!({"traces_endpoint": lit(&format!("{endpoint}/v1/traces")), "compression": "gzip", "tls": tls});
+    let mut x = json!({"traces_endpoint": lit(&b.traces_endpoint()), "compression": "gzip", "tls": tls});
     queue_and_retry(e, &mut x);
     x
 }

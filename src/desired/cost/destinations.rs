@@ -9,7 +9,7 @@ use super::{Prices, cents, tiered_usd};
 use crate::desired::aws_plan::destinations::{AMP_SID, XRAY_SID};
 use crate::desired::aws_plan::{AwsPlan, RolePlan};
 use crate::desired::collector_config::destinations as config;
-use crate::desired::destinations::{EffTraces, dns_suffix};
+use crate::desired::destinations::{EffTraces, xray_traces_endpoint};
 use crate::desired::effective::Effective;
 
 /// Traffic assumptions of the destinations.
@@ -81,7 +81,7 @@ pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Tra
             let spans = t.spans_per_second * seconds_per_month(p);
             out.push(DestinationLine {
                 destination: "traces → AWS X-Ray".into(),
-                target: format!("https://xray.{}.{}/v1/traces", e.region, dns_suffix(&e.partition)),
+                target: xray_traces_endpoint(&e.region, &e.partition),
                 exporter: config::XRAY_EXPORTER,
                 iam_statements: statement(aws, XRAY_SID),
                 monthly_usd: Some(cents(spans / 1e6 * p.xray_usd_per_million_spans)),
