@@ -793,3 +793,40 @@ async fn data_flowing_waits_for_the_collector_turns_true_with_events_and_false_a
     );
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_ready_follows_the_amp_workspace_and_ready_waits_for_it() {
+    let op = Operator::start().await;
+    let amp = moto::clients().await.amp;
+    let ws = amp
+        .create_workspace()
+        .alias(moto::unique("ws"))
+        .send()
+        .await
+        .expect("moto creates a workspace");
+    op.create("amp", json!({"metrics": {"prometheus": {"workspaceArn": ws.arn()}}}))
+        .await;
+    op.wait_reason("amp", "PrometheusReady", "True", "Reconciled").await;
+    let status = op.pipeline("amp").and_then(|p| p.status).expect("status");
+    let d = status.destinations.expect("status.destinations");
+    assert_eq!(d.prometheus_workspace_arn.as_deref(), Some(ws.arn()));
+    let url = d.remote_write_url.unwrap_or_default();
+    assert!(
+        url.ends_with(&format!("/workspaces/{}/api/v1/remote_write", ws.workspace_id())),
+        "{url}"
+    );
+
+    let missing = "arn:aws:aps:us-east-1:123456789012:workspace/ws-00000000-0000-0000-0000-000000000000";
+    op.create("gone", json!({"metrics": {"prometheus": {"workspaceArn": missing}}}))
+        .await;
+    let msg = op
+        .wait_reason("gone", "PrometheusReady", "False", "WorkspaceNotFound")
+        .await;
+    assert!(msg.contains(missing), "{msg}");
+    assert_eq!(op.condition("gone", "Ready").map(|c| c.0).as_deref(), Some("False"));
+    // A pipeline without the destination has no such condition.
+    op.create("plain", json!({})).await;
+    op.wait_condition("plain", "LogGroupsReady", "True").await;
+    assert_eq!(op.condition("plain", "PrometheusReady"), None);
+    op.stop().await;
+}
