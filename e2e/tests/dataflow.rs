@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use mlobs::crd::GpuTelemetryPolicy;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ use crate::support::*;
 const JOB: &str = "llm-e2e";
 const CONTAINER: &str = "trainer";
 /// Selected DCGM fields (of the 46 the fake exporter serves).
-const SELECTED: [&str; 5] = [
+pub const SELECTED: [&str; 5] = [
     "DCGM_FI_DEV_GPU_UTIL",
     "DCGM_FI_DEV_FB_USED",
     "DCGM_FI_DEV_GPU_TEMP",
@@ -295,17 +295,7 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
         "the operator created {logs_group}"
     );
 
-    // The operator's rendered configuration.
-    let cms = Api::<ConfigMap>::namespaced(c.clone(), ns)
-        .list(&ListParams::default().labels(&child_selector(ns, name)))
-        .await?;
-    let cm = cms.items.first().context("the collector ConfigMap")?;
-    let text = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get("config.yaml"))
-        .context("config.yaml")?;
-    let rendered: Value = serde_saphyr::from_str(text).context("the ConfigMap holds YAML")?;
+    let rendered = rendered_config(&c, ns, name).await?;
 
     // Real Pods on one GPU node: their uids name the log directories and k8sattributes finds them.
     let node = gpu_nodes(&c).await?.into_iter().next().context("a GPU node")?;

@@ -331,6 +331,20 @@ pub fn loopback_config(rendered: &Value, lb: &Loopback) -> Result<Value> {
     Ok(c)
 }
 
+/// The collector configuration the operator rendered into the pipeline's ConfigMap.
+pub async fn rendered_config(c: &kube::Client, ns: &str, name: &str) -> Result<Value> {
+    let cms = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(c.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&child_selector(ns, name)))
+        .await?;
+    let cm = cms.items.first().context("the collector ConfigMap")?;
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("config.yaml"))
+        .context("config.yaml")?;
+    serde_saphyr::from_str(text).context("the ConfigMap holds YAML")
+}
+
 /// A kubeconfig for the collector's own ServiceAccount (a TokenRequest token), so the test also
 /// proves the collector's RBAC: k8sattributes and pod discovery fail without it.
 pub fn service_account_kubeconfig(ns: &str, sa: &str, path: &Path) -> Result<()> {

@@ -9,9 +9,11 @@
 
 mod admission;
 mod dataflow;
+mod destinations;
 mod loopback;
 mod operator;
 mod pipeline;
 mod placement;
 mod serial;
+mod sinks;
 mod support;

@@ -75,7 +75,7 @@ pub struct MLObservabilityPipelineSpec {
 
     /// AWS region of the log groups, key and collector endpoint. Default: the operator's `--region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
     pub region: Option<String>,
 
     /// Name of the GpuTelemetryPolicy that governs this pipeline. Absent: the policy with

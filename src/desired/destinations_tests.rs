@@ -65,6 +65,10 @@ fn the_metrics_pipeline_fans_the_filtered_fields_out_to_emf_amp_and_datadog() {
     assert_eq!(amp["auth"]["authenticator"], AMP_AUTH);
     assert_eq!(amp["add_metric_suffixes"], false);
     assert_eq!(
+        amp["target_info"]["enabled"], false,
+        "no target_info series nobody selected"
+    );
+    assert_eq!(
         c["extensions"][AMP_AUTH],
         json!({"region": "us-east-1", "service": "aps"})
     );

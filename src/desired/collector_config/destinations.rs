@@ -71,6 +71,9 @@ fn amp(e: &Effective, p: &EffPrometheus) -> Value {
         "auth": {"authenticator": AMP_AUTH},
         "add_metric_suffixes": false,
         "resource_to_telemetry_conversion": {"enabled": true},
+        // Off: the exporter would add a `target_info` series per resource (the e2e remote-write
+        // sink saw it), a series nobody selected; resource attributes are labels already.
+        "target_info": {"enabled": false},
         "retry_on_failure": retry(e),
     })
 }
