@@ -119,6 +119,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
         READY_TIMEOUT,
         async || {
             let p = pipes.get(name).await?;
+            heal_node_flap(&c, &p).await?;
             ensure!(
                 condition_status(&p, "DataFlowing") == "False",
                 "not yet: {}",
@@ -136,6 +137,9 @@ async fn steady_state_makes_no_writes() -> Result<()> {
         let list = ds_api.list(&ListParams::default().labels(sel)).await?;
         let ds = list.items.first().context("DaemonSet")?;
         let s = ds.status.clone().unwrap_or_default();
+        if s.number_ready < s.desired_number_scheduled {
+            restart_pods_stuck_by_node_flap(&c, ns).await?;
+        }
         ensure!(
             s.observed_generation == ds.metadata.generation
                 && s.number_ready == s.desired_number_scheduled

@@ -266,18 +266,26 @@ pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Result<MLObser
     let start = Instant::now();
     let p = wait_for(&format!("pipeline {ns}/{name} Ready=True"), READY_TIMEOUT, async || {
         let p = api.get(name).await?;
-        if !is_ready(&p) && condition(&p, "CollectorReady").is_some_and(|c| c.reason == "RollingOut") {
-            let restarted = restart_pods_stuck_by_node_flap(client, ns).await?;
-            if !restarted.is_empty() {
-                println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
-            }
-        }
+        heal_node_flap(client, &p).await?;
         ensure!(is_ready(&p), "{}", conditions_summary(&p));
         Ok(p)
     })
     .await?;
     println!("{ns}/{name} Ready after {:.1} s", start.elapsed().as_secs_f64());
     Ok(p)
+}
+
+/// While the pipeline's collector rolls out, restarts its pods a kwok node flap left NotReady
+/// (see [`restart_pods_stuck_by_node_flap`]).
+pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Result<()> {
+    if condition(p, "CollectorReady").is_some_and(|c| c.reason == "RollingOut") {
+        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+        let restarted = restart_pods_stuck_by_node_flap(client, ns).await?;
+        if !restarted.is_empty() {
+            println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
+        }
+    }
+    Ok(())
 }
 
 /// kwok on this machine sometimes misses a node's Lease renewal: the node goes NotReady, the node
