@@ -1,7 +1,8 @@
 //! AWS provisioning: one module per service, each with idempotent `ensure`, `observe` and `delete`.
 //!
-//! Order is KMS → log groups → IAM (→ EKS pod identity association): log groups are created with
-//! their key, and the collector only starts once all of them exist. Every resource carries the
+//! Order is KMS → log groups → archive bucket → IAM (→ EKS pod identity association): log groups
+//! and the bucket are created with their key, the role's policy names the bucket, and the
+//! collector only starts once all of them exist. Every resource carries the
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
 //! nothing without our tags is changed or deleted unless adoption is opted in.
 
@@ -13,6 +14,8 @@ pub mod iam;
 pub mod kms;
 pub mod logs;
 pub mod operator_policy;
+pub mod s3;
+pub mod s3_settings;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -71,6 +74,7 @@ pub struct AwsClients {
     pub iam: aws_sdk_iam::Client,
     pub eks: aws_sdk_eks::Client,
     pub sts: aws_sdk_sts::Client,
+    pub s3: aws_sdk_s3::Client,
     pub calls: CallCounter,
 }
 
@@ -109,7 +113,20 @@ impl AwsClients {
                 $krate::Client::from_conf(b.build())
             }};
         }
+        // With an endpoint override (VPC endpoint, moto) buckets are addressed by path: a
+        // virtual-hosted name would need DNS for `<bucket>.<endpoint host>`.
+        let path_style = conf.endpoint_url().is_some();
+        let s3 = {
+            let mut b = aws_sdk_s3::config::Builder::from(conf)
+                .interceptor(calls.clone())
+                .force_path_style(path_style);
+            if let Some(i) = &extra {
+                b = b.interceptor(i.clone());
+            }
+            aws_sdk_s3::Client::from_conf(b.build())
+        };
         AwsClients {
+            s3,
             kms: client!(aws_sdk_kms),
             logs: client!(aws_sdk_cloudwatchlogs),
             iam: client!(aws_sdk_iam),

@@ -18,11 +18,15 @@ pub mod pipeline {
     /// Telemetry reaches CloudWatch: the newest event of each log group is younger than the grace
     /// period. Informative: never part of `Ready`, so health checks (Argo CD, kstatus) ignore it.
     pub const DATA_FLOWING: &str = "DataFlowing";
+    /// The S3 archive bucket exists with Object Lock, encryption, public access block, TLS-only
+    /// policy, lifecycle and tags. Only while `spec.archive` is enabled; then part of `Ready`.
+    pub const ARCHIVE_READY: &str = "ArchiveReady";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
+        ARCHIVE_READY,
         IAM_ROLE_READY,
         COLLECTOR_READY,
         METRICS_SOURCE_READY,
