@@ -18,12 +18,15 @@ use crate::desired::effective::Effective;
 pub struct Traffic {
     /// Spans per second the pipeline's applications send, all nodes together.
     pub spans_per_second: f64,
+    /// Pod log volume, all nodes together (the archive's storage); None: not estimated.
+    pub log_gb_per_day: Option<f64>,
 }
 
 impl Default for Traffic {
     fn default() -> Self {
         Traffic {
             spans_per_second: 100.0,
+            log_gb_per_day: None,
         }
     }
 }
@@ -52,7 +55,7 @@ pub struct FleetSize {
     pub gpus_per_node: u32,
 }
 
-fn statement(aws: &AwsPlan, sid: &str) -> Vec<Value> {
+pub(super) fn statement(aws: &AwsPlan, sid: &str) -> Vec<Value> {
     let RolePlan::Create { inline_policy, .. } = &aws.role else {
         return vec![];
     };
@@ -109,6 +112,7 @@ pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Tra
         }),
         None => {}
     }
+    out.extend(super::archive::line(e, aws, fleet, p, t));
     if !e.ships_metrics() {
         return out;
     }
