@@ -11,6 +11,8 @@ pub mod dcgm_exporter;
 pub mod destinations;
 #[cfg(test)]
 mod destinations_tests;
+#[cfg(test)]
+mod archive_tests;
 pub mod effective;
 pub mod merge;
 pub mod rbac;

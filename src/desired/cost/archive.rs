@@ -191,19 +191,21 @@ mod tests {
 
     #[test]
     fn storage_bills_small_objects_at_the_class_minimum() {
-        // 50 GB/day / 10 = 5 GB/day in 262,800 objects a day → ~18.6 KB each, billed as 128 KB in
-        // GLACIER_IR. STANDARD: 5 × 90 = 450 GB × $0.023 = $10.35. GLACIER_IR: 262,800 × 2,465
-        // days × 128 KiB = 84,932 GB × $0.004 = $339.73. With PUTs and transitions: $481.48.
+        // 50 GB/day / 10 = 5 GB/day in 172,800 objects a day (20 nodes × 8,640 batches) → ~28 KB
+        // each, billed as 128 KiB in GLACIER_IR. STANDARD: 5 × 90 = 450 GB × $0.023 = $10.35.
+        // GLACIER_IR: 172,800 × 2,465 days × 128 KiB = 55,831 GB × $0.004 = $223.32. With PUTs
+        // ($26.28) and transitions ($105.12): $365.07.
         let got = priced(Some(50.0), &Prices::default());
-        assert_eq!(got.monthly_usd, Some(481.48));
+        assert_eq!(got.monthly_usd, Some(365.07));
+        assert!(got.assumptions.iter().any(|a| a.contains("at least 128 KB billed each")), "{:?}", got.assumptions);
         let p = Prices {
             s3_cold_usd_per_gb_month: Some(0.001),
             s3_transition_usd_per_1000: Some(0.0),
             ..Prices::default()
         };
         // The same objects at $0.001/GB-month and free transitions: PUTs $26.28 + STANDARD
-        // $10.35 + 84,932 GB × $0.001 = $84.93.
-        assert_eq!(priced(Some(50.0), &p).monthly_usd, Some(121.56));
+        // $10.35 + 55,831 GB × $0.001 = $55.83.
+        assert_eq!(priced(Some(50.0), &p).monthly_usd, Some(92.46));
     }
 
     #[test]
