@@ -313,19 +313,22 @@ pub async fn ensure(
     }
     let adopting = !ours && !created && !interrupted;
     let correct = drift == DriftPolicy::Correct;
+    // A bucket of ours without a default retention is an unfinished create: every setting (tags
+    // too) is put in every drift mode, and it is not drift. Object Lock needs versioning first
+    // (an adopted bucket may lack both).
+    let finishing = created || adopting || interrupted || o.retention.is_none();
     let mut drifts = Vec::new();
     let missing: BTreeMap<String, String> = (plan.tags.iter())
         .filter(|(k, v)| o.tags.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if !missing.is_empty() {
-        let fix = adopting || correct || created || interrupted;
-        if fix {
+        if finishing || correct {
             let mut all = o.tags.clone();
             all.extend(missing.clone());
             put_tags(c, &plan.name, &all).await?;
         }
-        if !(adopting || created || interrupted) {
+        if !finishing {
             let keys: Vec<String> = missing.keys().cloned().collect();
             drifts.push(Drift {
                 resource: resource(&plan.name),
@@ -336,10 +339,6 @@ pub async fn ensure(
             });
         }
     }
-    // A bucket of ours without a default retention is an unfinished create: every setting is put
-    // in every drift mode, and it is not drift. Object Lock needs versioning first (an adopted
-    // bucket may lack both).
-    let finishing = created || adopting || interrupted || o.retention.is_none();
     let found = settings::diff(plan, &o, key);
     let mut order: Vec<&Drift> = found.iter().collect();
     order.sort_by_key(|d| match d.field.as_str() {

@@ -470,6 +470,15 @@ pub async fn faulty_clients(faults: &Faults, retry: RetryConfig) -> AwsClients {
         iam: client!(aws_sdk_iam),
         eks: client!(aws_sdk_eks),
         sts: client!(aws_sdk_sts),
+        // Path-style against moto, as `AwsClients::new` sets with an endpoint override.
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&conf)
+                .interceptor(calls.clone())
+                .interceptor(faults.clone())
+                .retry_partition(partition.clone())
+                .force_path_style(true)
+                .build(),
+        ),
         calls,
     }
 }
