@@ -60,7 +60,8 @@ impl PlanReport {
             nodes: estimate.nodes,
             gpus_per_node: estimate.gpus_per_node,
         };
-        let destinations = lines(e, &d.aws, fleet, prices, traffic);
+        let mut destinations = lines(e, &d.aws, fleet, prices, traffic);
+        destinations.extend(crate::desired::cost::archive::line(e, &d.aws, fleet, prices, traffic));
         let o = &d.objects;
         let r = |kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
             kind,

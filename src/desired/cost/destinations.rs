@@ -75,7 +75,8 @@ fn amp_rates(p: &Prices) -> String {
     )
 }
 
-/// Every enabled destination, in the order the collector config lists them; the IAM statements
+/// Every enabled traces and metrics destination, in the order the collector config lists them
+/// (the archive's line is `cost::archive::line`, which builds on this module); the IAM statements
 /// are those of `aws`'s role (none for an existing role: its policy is the user's).
 pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Traffic) -> Vec<DestinationLine> {
     let mut out = vec![];
@@ -112,7 +113,6 @@ pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Tra
         }),
         None => {}
     }
-    out.extend(super::archive::line(e, aws, fleet, p, t));
     if !e.ships_metrics() {
         return out;
     }
