@@ -31,7 +31,9 @@ pub const ARCHIVE_NEEDS_LOGS_RULE: &str = "!has(self.archive) || (has(self.archi
 pub const ARCHIVE_NEEDS_LOGS_MESSAGE: &str =
     "the archive stores pod logs: it needs spec.logs.enabled (default true), not false";
 
-/// The colder storage class objects move to after `transitionAfterDays`.
+/// The colder storage class objects move to after `transitionAfterDays`: `STANDARD_IA`,
+/// `GLACIER_IR` (default), `GLACIER` or `DEEP_ARCHIVE`. Objects smaller than 128 KB are billed as
+/// 128 KB in the first two, and carry 40 KB of index in the Glacier ones (`mlobs plan` shows it).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ArchiveStorageClass {
     /// S3 Standard-Infrequent Access (millisecond reads; at least 30 days in STANDARD first).
