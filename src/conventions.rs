@@ -115,7 +115,10 @@ pub const ARCHIVE_BUCKET_PREFIX: &str = "mlobs-";
 /// AWS account, so the hash (not the readable part) is what keeps it unique.
 pub fn archive_bucket_name(account: &str, region: &str, cluster: &str, namespace: &str, name: &str) -> String {
     let raw = format!("{ARCHIVE_BUCKET_PREFIX}{cluster}-{namespace}-{name}").to_ascii_lowercase();
-    let clean: String = raw.chars().map(|c| if is_dns_label_char(c) { c } else { '-' }).collect();
+    let clean: String = raw
+        .chars()
+        .map(|c| if is_dns_label_char(c) { c } else { '-' })
+        .collect();
     let identity = format!("{account}/{region}/{cluster}/{namespace}/{name}");
     cut_with_hash(&clean, 63, &['-'], &identity, 12)
 }
@@ -279,12 +282,22 @@ mod tests {
         let b = archive_bucket_name("123456789012", "us-east-1", "prod", "team-a", &long);
         assert_eq!(b.len(), 63);
         for n in [&a, &b] {
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
             assert!(!n.ends_with('-') && !n.contains("--"), "{n}");
         }
         // The same pipeline in another account or region gets another global name.
-        assert_ne!(a, archive_bucket_name("210987654321", "us-east-1", "Prod_GPU", "team-a", "train"));
-        assert_ne!(a, archive_bucket_name("123456789012", "eu-west-1", "Prod_GPU", "team-a", "train"));
+        assert_ne!(
+            a,
+            archive_bucket_name("210987654321", "us-east-1", "Prod_GPU", "team-a", "train")
+        );
+        assert_ne!(
+            a,
+            archive_bucket_name("123456789012", "eu-west-1", "Prod_GPU", "team-a", "train")
+        );
         assert_eq!(archive_prefix("team-a", "train"), "logs/team-a/train/");
     }
 }

@@ -38,7 +38,10 @@ const S3_ACTIONS: [(&str, &str); 10] = [
 fn action(prefix: &str, operation: &str) -> String {
     let op = camel(operation);
     let name = match prefix {
-        "s3" => S3_ACTIONS.iter().find(|(o, _)| *o == op).map_or(op.clone(), |(_, a)| a.to_string()),
+        "s3" => S3_ACTIONS
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map_or(op.clone(), |(_, a)| a.to_string()),
         _ => op,
     };
     format!("{prefix}:{name}")
@@ -175,7 +178,9 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
     // bucket is ever deleted.
     let objects: Vec<&String> = granted
         .iter()
-        .filter(|a| a.starts_with("s3:") && (a.contains("Object") && !a.contains("ObjectLock") || a.starts_with("s3:Delete")))
+        .filter(|a| {
+            a.starts_with("s3:") && (a.contains("Object") && !a.contains("ObjectLock") || a.starts_with("s3:Delete"))
+        })
         .collect();
     assert!(objects.is_empty(), "{objects:?}");
 }
@@ -223,7 +228,10 @@ fn resource_star_only_for_actions_that_have_no_resource_type() {
                 let bucket = r.starts_with("arn:aws:s3:::");
                 let account = s["Condition"]["StringEquals"]["aws:ResourceAccount"] == "123456789012"
                     || list(&s["Action"]).contains(&"s3:CreateBucket".to_string());
-                assert!(r.starts_with("arn:aws:") && (r.contains(":123456789012:") || bucket && account), "{r} in {s}");
+                assert!(
+                    r.starts_with("arn:aws:") && (r.contains(":123456789012:") || bucket && account),
+                    "{r} in {s}"
+                );
                 // The only wildcards are name prefixes or ids that are unknown in advance.
                 assert!(r.ends_with('*') || !r.contains('*'), "a wildcard before the end of {r}");
             }
@@ -247,7 +255,10 @@ fn every_regional_statement_is_limited_to_the_region_and_iam_to_nothing_regional
         } else {
             assert_eq!(list(region), ["us-east-1", "eu-west-1"], "{s}");
             // Bucket ARNs name no region: the condition above limits those statements.
-            for r in list(&s["Resource"]).iter().filter(|r| *r != "*" && !r.starts_with("arn:aws:s3:::")) {
+            for r in list(&s["Resource"])
+                .iter()
+                .filter(|r| *r != "*" && !r.starts_with("arn:aws:s3:::"))
+            {
                 assert!(r.contains(":us-east-1:") || r.contains(":eu-west-1:"), "{r}");
             }
         }

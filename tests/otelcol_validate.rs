@@ -207,7 +207,10 @@ fn variant_specs() -> Vec<(&'static str, Value, Option<PolicyPatch>)> {
             "logs archived to S3 with Object Lock, the policy requiring it",
             json!({"archive": {"retentionYears": 10, "transitionAfterDays": 30, "storageClass": "STANDARD_IA",
                                "bucket": "acme-gpu-logs-archive", "prefix": "audit/gpu/"}}),
-            Some((DEFAULT_POLICY, json!({"archive": {"required": true, "minRetentionYears": 7}}))),
+            Some((
+                DEFAULT_POLICY,
+                json!({"archive": {"required": true, "minRetentionYears": 7}}),
+            )),
         ),
         (
             "archive required by the policy, OTLP logs, no DCGM, another region",

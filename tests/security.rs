@@ -22,7 +22,9 @@ use mlobs::aws::operator_policy::{OperatorPolicyOptions, RESOURCE_STAR_ACTIONS, 
 use mlobs::aws::{AwsError, Drift};
 use mlobs::controller::status::{AwsResult, Observed};
 use mlobs::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
-use mlobs::desired::aws_plan::archive::{ARCHIVE_ACTIONS, ARCHIVE_KMS_ACTIONS, ARCHIVE_KMS_SID, ARCHIVE_SID, KEY_POLICY_SID};
+use mlobs::desired::aws_plan::archive::{
+    ARCHIVE_ACTIONS, ARCHIVE_KMS_ACTIONS, ARCHIVE_KMS_SID, ARCHIVE_SID, KEY_POLICY_SID,
+};
 use mlobs::desired::aws_plan::destinations::{AMP_ACTIONS, AMP_SID, XRAY_ACTIONS, XRAY_SID};
 use mlobs::desired::aws_plan::{COLLECTOR_ACTIONS, KmsKeyPlan, RolePlan};
 use mlobs::desired::{Context, Desired, build, dcgm_exporter};
@@ -223,7 +225,11 @@ fn collector_inline_policies_are_three_log_actions_on_own_groups_in_one_region()
                 ARCHIVE_SID => {
                     assert_eq!(list(&s["Action"]), ARCHIVE_ACTIONS, "{v:?}");
                     let bucket = d.aws.archive.as_ref().map(|a| a.arn.clone()).unwrap_or_default();
-                    assert_eq!(resources, BTreeSet::from([format!("{bucket}/logs/team-a/train/*")]), "{v:?}");
+                    assert_eq!(
+                        resources,
+                        BTreeSet::from([format!("{bucket}/logs/team-a/train/*")]),
+                        "{v:?}"
+                    );
                 }
                 // The key, used by S3 on the collector's behalf: from AWS's network, so with no
                 // aws:SourceVpc, but only through S3 in the region (and, for a created key whose id
@@ -231,7 +237,10 @@ fn collector_inline_policies_are_three_log_actions_on_own_groups_in_one_region()
                 ARCHIVE_KMS_SID => {
                     assert_eq!(list(&s["Action"]), ARCHIVE_KMS_ACTIONS, "{v:?}");
                     let eq = s["Condition"]["StringEquals"].as_object().cloned().unwrap_or_default();
-                    assert_eq!(eq.get("kms:ViaService"), Some(&json!(format!("s3.{}.amazonaws.com", v.region))));
+                    assert_eq!(
+                        eq.get("kms:ViaService"),
+                        Some(&json!(format!("s3.{}.amazonaws.com", v.region)))
+                    );
                     assert_eq!(eq.get("aws:RequestedRegion"), Some(&json!(v.region)), "{v:?}");
                     assert_eq!(eq.len(), 2, "{v:?}: {s}");
                     let key_resource = format!("arn:aws:kms:{}:{ACCOUNT}:key/", v.region);

@@ -34,7 +34,9 @@ pub struct CallCounter(Arc<Mutex<Counts>>);
 
 /// Operations that change AWS state (everything not named Describe/Get/List/Head).
 pub fn is_mutating(operation: &str) -> bool {
-    !["Describe", "Get", "List", "Head"].iter().any(|p| operation.starts_with(p))
+    !["Describe", "Get", "List", "Head"]
+        .iter()
+        .any(|p| operation.starts_with(p))
 }
 
 impl CallCounter {

@@ -99,7 +99,12 @@ async fn tags(c: &AwsClients, name: &str) -> Result<BTreeMap<String, String>, Aw
         &resource(name),
     )?;
     Ok(out
-        .map(|o| o.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+        .map(|o| {
+            o.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -116,15 +121,27 @@ pub async fn observe(c: &AwsClients, name: &str) -> Result<ObservedBucket, AwsEr
         years: d.years(),
         days: d.days(),
     });
-    let enc = optional(c.s3.get_bucket_encryption().bucket(name).send().await, "GetBucketEncryption", &res)?;
+    let enc = optional(
+        c.s3.get_bucket_encryption().bucket(name).send().await,
+        "GetBucketEncryption",
+        &res,
+    )?;
     let encryption = (enc.as_ref().and_then(|e| e.server_side_encryption_configuration()))
         .and_then(|c| c.rules().first())
         .and_then(|r| {
             let d = r.apply_server_side_encryption_by_default()?;
             let key = d.kms_master_key_id().map(String::from);
-            Some((d.sse_algorithm().as_str().to_string(), key, r.bucket_key_enabled() == Some(true)))
+            Some((
+                d.sse_algorithm().as_str().to_string(),
+                key,
+                r.bucket_key_enabled() == Some(true),
+            ))
         });
-    let pab = optional(c.s3.get_public_access_block().bucket(name).send().await, "GetPublicAccessBlock", &res)?;
+    let pab = optional(
+        c.s3.get_public_access_block().bucket(name).send().await,
+        "GetPublicAccessBlock",
+        &res,
+    )?;
     let public_access_block = (pab.as_ref().and_then(|p| p.public_access_block_configuration())).map(|p| {
         [
             p.block_public_acls() == Some(true),
@@ -133,7 +150,11 @@ pub async fn observe(c: &AwsClients, name: &str) -> Result<ObservedBucket, AwsEr
             p.restrict_public_buckets() == Some(true),
         ]
     });
-    let policy = optional(c.s3.get_bucket_policy().bucket(name).send().await, "GetBucketPolicy", &res)?;
+    let policy = optional(
+        c.s3.get_bucket_policy().bucket(name).send().await,
+        "GetBucketPolicy",
+        &res,
+    )?;
     let policy = policy.and_then(|p| p.policy().and_then(|t| serde_json::from_str(t).ok()));
     let lc = c.s3.get_bucket_lifecycle_configuration().bucket(name).send().await;
     let lc = optional(lc, "GetBucketLifecycleConfiguration", &res)?;
@@ -151,7 +172,9 @@ pub async fn observe(c: &AwsClients, name: &str) -> Result<ObservedBucket, AwsEr
     Ok(ObservedBucket {
         tags: tags(c, name).await?,
         versioning: versioning.status().map(|s| s.as_str().to_string()),
-        lock_enabled: lock.and_then(|l| l.object_lock_enabled()).is_some_and(|e| e.as_str() == "Enabled"),
+        lock_enabled: lock
+            .and_then(|l| l.object_lock_enabled())
+            .is_some_and(|e| e.as_str() == "Enabled"),
         retention,
         encryption,
         public_access_block,
@@ -213,14 +236,13 @@ async fn create(c: &AwsClients, plan: &ArchiveBucketPlan) -> Result<(), AwsError
     if plan.region != DEFAULT_REGION {
         conf = conf.location_constraint(BucketLocationConstraint::from(plan.region.as_str()));
     }
-    let sent = c
-        .s3
-        .create_bucket()
-        .bucket(&plan.name)
-        .object_lock_enabled_for_bucket(true)
-        .create_bucket_configuration(conf.build())
-        .send()
-        .await;
+    let sent =
+        c.s3.create_bucket()
+            .bucket(&plan.name)
+            .object_lock_enabled_for_bucket(true)
+            .create_bucket_configuration(conf.build())
+            .send()
+            .await;
     match sent {
         Ok(_) => Ok(()),
         Err(e) if code(&e) == Some("BucketAlreadyOwnedByYou") => Err(AwsError::Retryable {
@@ -240,39 +262,91 @@ async fn create(c: &AwsClients, plan: &ArchiveBucketPlan) -> Result<(), AwsError
 }
 
 /// Puts one setting back (`field` as in [`settings::FIELDS`]).
-async fn put(c: &AwsClients, plan: &ArchiveBucketPlan, o: &ObservedBucket, field: &str, key: Option<&str>) -> Result<(), AwsError> {
+async fn put(
+    c: &AwsClients,
+    plan: &ArchiveBucketPlan,
+    o: &ObservedBucket,
+    field: &str,
+    key: Option<&str>,
+) -> Result<(), AwsError> {
     let (name, res) = (&plan.name, resource(&plan.name));
     let bad = |op: &'static str| move |m: String| invalid(op, &resource(name), m);
     let (op, sent) = match field {
         "versioning" => {
-            let v = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
-            let r = c.s3.put_bucket_versioning().bucket(name).versioning_configuration(v).send().await;
-            ("PutBucketVersioning", r.map(drop).map_err(|e| classify("PutBucketVersioning", &res, e)))
+            let v = VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build();
+            let r =
+                c.s3.put_bucket_versioning()
+                    .bucket(name)
+                    .versioning_configuration(v)
+                    .send()
+                    .await;
+            (
+                "PutBucketVersioning",
+                r.map(drop).map_err(|e| classify("PutBucketVersioning", &res, e)),
+            )
         }
         "encryption" => {
             let conf = settings::encryption(key).map_err(bad("PutBucketEncryption"))?;
-            let r = c.s3.put_bucket_encryption().bucket(name).server_side_encryption_configuration(conf).send().await;
-            ("PutBucketEncryption", r.map(drop).map_err(|e| classify("PutBucketEncryption", &res, e)))
+            let r =
+                c.s3.put_bucket_encryption()
+                    .bucket(name)
+                    .server_side_encryption_configuration(conf)
+                    .send()
+                    .await;
+            (
+                "PutBucketEncryption",
+                r.map(drop).map_err(|e| classify("PutBucketEncryption", &res, e)),
+            )
         }
         "publicAccessBlock" => {
             let conf = settings::public_access_block();
-            let r = c.s3.put_public_access_block().bucket(name).public_access_block_configuration(conf).send().await;
-            ("PutPublicAccessBlock", r.map(drop).map_err(|e| classify("PutPublicAccessBlock", &res, e)))
+            let r =
+                c.s3.put_public_access_block()
+                    .bucket(name)
+                    .public_access_block_configuration(conf)
+                    .send()
+                    .await;
+            (
+                "PutPublicAccessBlock",
+                r.map(drop).map_err(|e| classify("PutPublicAccessBlock", &res, e)),
+            )
         }
         "bucketPolicy" => {
             let policy = settings::merged_policy(o.policy.as_ref(), &plan.bucket_policy);
-            let r = c.s3.put_bucket_policy().bucket(name).policy(policy.to_string()).send().await;
-            ("PutBucketPolicy", r.map(drop).map_err(|e| classify("PutBucketPolicy", &res, e)))
+            let r =
+                c.s3.put_bucket_policy()
+                    .bucket(name)
+                    .policy(policy.to_string())
+                    .send()
+                    .await;
+            (
+                "PutBucketPolicy",
+                r.map(drop).map_err(|e| classify("PutBucketPolicy", &res, e)),
+            )
         }
         "lifecycle" => {
             let conf = settings::lifecycle(plan, &o.lifecycle).map_err(bad("PutBucketLifecycleConfiguration"))?;
-            let r = c.s3.put_bucket_lifecycle_configuration().bucket(name).lifecycle_configuration(conf).send().await;
-            let r = r.map(drop).map_err(|e| classify("PutBucketLifecycleConfiguration", &res, e));
+            let r =
+                c.s3.put_bucket_lifecycle_configuration()
+                    .bucket(name)
+                    .lifecycle_configuration(conf)
+                    .send()
+                    .await;
+            let r = r
+                .map(drop)
+                .map_err(|e| classify("PutBucketLifecycleConfiguration", &res, e));
             ("PutBucketLifecycleConfiguration", r)
         }
         "objectLock" => {
             let conf = settings::lock_configuration(plan);
-            let r = c.s3.put_object_lock_configuration().bucket(name).object_lock_configuration(conf).send().await;
+            let r =
+                c.s3.put_object_lock_configuration()
+                    .bucket(name)
+                    .object_lock_configuration(conf)
+                    .send()
+                    .await;
             let r = r.map(drop).map_err(|e| classify("PutObjectLockConfiguration", &res, e));
             ("PutObjectLockConfiguration", r)
         }

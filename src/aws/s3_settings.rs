@@ -171,7 +171,10 @@ pub fn merged_policy(actual: Option<&Value>, desired: &Value) -> Value {
 
 /// The encryption the bucket should have, as text: `aws:kms <key>` or `AES256`.
 fn encryption_text(key: Option<&str>) -> String {
-    key.map_or_else(|| "AES256".into(), |k| format!("aws:kms {} (bucket key)", key_id_part(k)))
+    key.map_or_else(
+        || "AES256".into(),
+        |k| format!("aws:kms {} (bucket key)", key_id_part(k)),
+    )
 }
 
 /// Where the bucket differs from the plan (all `corrected: false`). `key` is the KMS key the
@@ -199,30 +202,50 @@ pub fn diff(plan: &ArchiveBucketPlan, o: &ObservedBucket, key: Option<&str>) -> 
     if !enc_ok {
         let actual = o.encryption.as_ref().map_or_else(
             || "none".into(),
-            |(alg, k, bk)| format!("{alg} {}{}", k.as_deref().map(key_id_part).unwrap_or("-"), if *bk { " (bucket key)" } else { "" }),
+            |(alg, k, bk)| {
+                format!(
+                    "{alg} {}{}",
+                    k.as_deref().map(key_id_part).unwrap_or("-"),
+                    if *bk { " (bucket key)" } else { "" }
+                )
+            },
         );
         out.push(drift("encryption", encryption_text(key), actual));
     }
     if o.public_access_block != Some([true; 4]) {
-        let actual = o.public_access_block.map_or_else(|| "none".into(), |b| format!("{b:?}"));
+        let actual = o
+            .public_access_block
+            .map_or_else(|| "none".into(), |b| format!("{b:?}"));
         out.push(drift("publicAccessBlock", "all four true".into(), actual));
     }
     if !(o.policy.as_ref()).is_some_and(|p| super::kms::missing_statements(p, &plan.bucket_policy).is_empty()) {
         out.push(drift(
             "bucketPolicy",
             "DenyInsecureTransport statement".into(),
-            if o.policy.is_some() { "without it".into() } else { "no policy".into() },
+            if o.policy.is_some() {
+                "without it".into()
+            } else {
+                "no policy".into()
+            },
         ));
     }
     let ours = o.lifecycle.iter().find(|r| r.id.as_deref() == Some(LIFECYCLE_RULE_ID));
-    let want_transition = (Some(plan.transition_after_days), Some(plan.storage_class.as_str().to_string()));
+    let want_transition = (
+        Some(plan.transition_after_days),
+        Some(plan.storage_class.as_str().to_string()),
+    );
     let lifecycle_ok = ours.is_some_and(|r| {
         r.enabled && r.prefix.as_deref() == Some(plan.prefix.as_str()) && r.transitions == [want_transition.clone()]
     });
     if !lifecycle_ok {
         let actual = ours.map_or_else(
             || "no such rule".into(),
-            |r| format!("enabled {}, prefix {:?}, transitions {:?}", r.enabled, r.prefix, r.transitions),
+            |r| {
+                format!(
+                    "enabled {}, prefix {:?}, transitions {:?}",
+                    r.enabled, r.prefix, r.transitions
+                )
+            },
         );
         let desired = format!(
             "{} days → {} under {}",

@@ -91,7 +91,11 @@ impl Observed {
         self.gpu_nodes = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
         self.no_gpu_nodes = nodes.is_empty();
         self.estimate = cost::estimate(&d.effective, &fleet, prices, None).ok();
-        self.archive = d.aws.archive.as_ref().map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
+        self.archive = d
+            .aws
+            .archive
+            .as_ref()
+            .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
     }
 
     pub fn collector(&mut self, ds: &DaemonSet) {
@@ -202,7 +206,9 @@ impl Observed {
             (Step::ArchiveBucket, ty::ARCHIVE_READY),
             (Step::IamRole, ty::IAM_ROLE_READY),
         ];
-        let steps = steps.into_iter().filter(|(s, _)| *s != Step::ArchiveBucket || self.archive.is_some());
+        let steps = steps
+            .into_iter()
+            .filter(|(s, _)| *s != Step::ArchiveBucket || self.archive.is_some());
         if self.archive.is_none() {
             c.s.conditions.retain(|x| x.type_ != ty::ARCHIVE_READY);
         }

@@ -20,10 +20,10 @@ pub const BUCKET_RESERVED_MESSAGE: &str = "bucket must not start with xn--, sthr
 pub const PREFIX_PATTERN: &str = r"^([A-Za-z0-9!_.'()-]+/)+$";
 
 /// CEL (at `spec.archive`): S3 refuses a transition to STANDARD_IA sooner than 30 days.
-pub const STANDARD_IA_RULE: &str =
-    "!has(self.storageClass) || self.storageClass != 'STANDARD_IA' || !has(self.transitionAfterDays) || self.transitionAfterDays >= 30";
+pub const STANDARD_IA_RULE: &str = "!has(self.storageClass) || self.storageClass != 'STANDARD_IA' || !has(self.transitionAfterDays) || self.transitionAfterDays >= 30";
 /// The message of [`STANDARD_IA_RULE`].
-pub const STANDARD_IA_MESSAGE: &str = "a transition to STANDARD_IA needs transitionAfterDays of at least 30 (an S3 lifecycle rule)";
+pub const STANDARD_IA_MESSAGE: &str =
+    "a transition to STANDARD_IA needs transitionAfterDays of at least 30 (an S3 lifecycle rule)";
 
 /// CEL (at `spec`, reported at `spec.archive`): the archive stores pod logs.
 pub const ARCHIVE_NEEDS_LOGS_RULE: &str = "!has(self.archive) || (has(self.archive.enabled) && !self.archive.enabled) || !has(self.logs) || !has(self.logs.enabled) || self.logs.enabled";

@@ -14,8 +14,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::archive::ArchiveSpec;
+use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
 
 /// A team's ML observability pipeline: pre-created, KMS-encrypted CloudWatch log groups, a

@@ -39,8 +39,14 @@ fn the_logs_pipeline_fans_out_to_the_archive_after_cloudwatch_with_hourly_partit
     let x = &c["exporters"][ARCHIVE_EXPORTER];
     let up = &x["s3uploader"];
     assert_eq!(up["region"], "us-east-1");
-    assert_eq!(up["s3_bucket"], json!(e.destinations.archive.as_ref().map(|a| a.bucket.clone())));
-    assert_eq!(up["s3_prefix"], "logs/team-a/train", "the exporter adds the separating /");
+    assert_eq!(
+        up["s3_bucket"],
+        json!(e.destinations.archive.as_ref().map(|a| a.bucket.clone()))
+    );
+    assert_eq!(
+        up["s3_prefix"], "logs/team-a/train",
+        "the exporter adds the separating /"
+    );
     assert_eq!(up["s3_partition_format"], ARCHIVE_PARTITION_FORMAT);
     assert_eq!(ARCHIVE_PARTITION_FORMAT, "year=%Y/month=%m/day=%d/hour=%H");
     assert_eq!(up["compression"], "gzip");
@@ -52,7 +58,10 @@ fn the_logs_pipeline_fans_out_to_the_archive_after_cloudwatch_with_hourly_partit
     assert!(!strs(&c["service"]["pipelines"]["metrics"]["exporters"]).contains(&ARCHIVE_EXPORTER.to_string()));
     let plain = build(&test_fixture());
     assert!(plain["exporters"].get(ARCHIVE_EXPORTER).is_none());
-    assert_eq!(strs(&plain["service"]["pipelines"]["logs"]["exporters"]), ["awscloudwatchlogs"]);
+    assert_eq!(
+        strs(&plain["service"]["pipelines"]["logs"]["exporters"]),
+        ["awscloudwatchlogs"]
+    );
 }
 
 #[test]
@@ -74,10 +83,18 @@ fn the_role_may_put_objects_under_the_prefix_only_and_use_the_key_only_through_s
     let mut e = test_archive();
     e.identity.source_vpc = Some("vpc-0abc1234".into());
     let all = statements(&e);
-    let bucket = e.destinations.archive.as_ref().map(|a| a.bucket.clone()).unwrap_or_default();
+    let bucket = e
+        .destinations
+        .archive
+        .as_ref()
+        .map(|a| a.bucket.clone())
+        .unwrap_or_default();
     let put = sid(&all, ARCHIVE_SID).expect("put statement");
     assert_eq!(put["Action"], json!(ARCHIVE_ACTIONS));
-    assert_eq!(put["Resource"], json!([format!("arn:aws:s3:::{bucket}/logs/team-a/train/*")]));
+    assert_eq!(
+        put["Resource"],
+        json!([format!("arn:aws:s3:::{bucket}/logs/team-a/train/*")])
+    );
     assert_eq!(put["Condition"]["StringEquals"]["aws:SourceVpc"], "vpc-0abc1234");
     let key = sid(&all, ARCHIVE_KMS_SID).expect("key statement");
     assert_eq!(key["Action"], json!(ARCHIVE_KMS_ACTIONS));
@@ -119,7 +136,10 @@ fn the_key_policy_lets_the_collector_role_use_the_key_through_s3_only_with_an_ar
         s["Condition"]["ArnEquals"]["aws:PrincipalArn"],
         "arn:aws:iam::123456789012:role/mlobs-prod-gpu-team-a-train"
     );
-    assert_eq!(s["Condition"]["StringEquals"]["kms:ViaService"], "s3.us-east-1.amazonaws.com");
+    assert_eq!(
+        s["Condition"]["StringEquals"]["kms:ViaService"],
+        "s3.us-east-1.amazonaws.com"
+    );
     assert_eq!(s["Action"], json!(ARCHIVE_KMS_ACTIONS));
     assert!(sid(&key_policy(&test_fixture()), KEY_POLICY_SID).is_none());
 }
@@ -133,18 +153,30 @@ fn the_bucket_comes_after_the_log_groups_and_before_the_role_with_a_tls_only_pol
     assert_eq!((a.retention_years, a.transition_after_days), (7, 90));
     assert_eq!(a.tags["mlobs.io/pipeline"], "team-a/train");
     let deny = &a.bucket_policy["Statement"][0];
-    assert_eq!((deny["Effect"].as_str(), deny["Principal"].as_str()), (Some("Deny"), Some("*")));
+    assert_eq!(
+        (deny["Effect"].as_str(), deny["Principal"].as_str()),
+        (Some("Deny"), Some("*"))
+    );
     assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
     assert_eq!(deny["Resource"], json!([a.arn.clone(), format!("{}/*", a.arn)]));
     // Serialized in apply order (the JSON plan lists fields as declared).
     let text = serde_json::to_string(&plan).unwrap_or_default();
     let at = |k: &str| text.find(&format!("\"{k}\":"));
-    assert!(at("logGroups").is_some() && at("logGroups") < at("archive") && at("archive") < at("role"), "{text}");
+    assert!(
+        at("logGroups").is_some() && at("logGroups") < at("archive") && at("archive") < at("role"),
+        "{text}"
+    );
     let none = serde_json::to_value(aws_plan::build(&test_fixture()).expect("plan")).unwrap_or_default();
-    assert!(none.get("archive").is_none(), "absent, not null: plans without an archive are unchanged");
+    assert!(
+        none.get("archive").is_none(),
+        "absent, not null: plans without an archive are unchanged"
+    );
     let mut long = test_archive();
     if let Some(x) = long.destinations.archive.as_mut() {
         x.bucket = "a".repeat(64);
     }
-    assert!(matches!(aws_plan::build(&long), Err(aws_plan::PlanError::TooLong { .. })));
+    assert!(matches!(
+        aws_plan::build(&long),
+        Err(aws_plan::PlanError::TooLong { .. })
+    ));
 }

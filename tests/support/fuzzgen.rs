@@ -354,15 +354,31 @@ pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
             )
         });
     let archive = (
-        proptest::sample::select(vec![json!(null), json!("acme-gpu-logs"), json!("Bad_Bucket"), json!("x--ol-s3")]),
+        proptest::sample::select(vec![
+            json!(null),
+            json!("acme-gpu-logs"),
+            json!("Bad_Bucket"),
+            json!("x--ol-s3"),
+        ]),
         proptest::sample::select(vec![json!(null), json!(1), json!(7), json!(100), json!(0)]),
         proptest::sample::select(vec![json!(null), json!(7), json!(30), json!(365), json!(5000)]),
         proptest::sample::select(&["GLACIER_IR", "DEEP_ARCHIVE", "STANDARD_IA", "GLACIER", "STANDARD"][..]),
-        proptest::sample::select(vec![json!(null), json!("audit/"), json!("a/b/"), json!("no-slash"), json!("*/")]),
+        proptest::sample::select(vec![
+            json!(null),
+            json!("audit/"),
+            json!("a/b/"),
+            json!("no-slash"),
+            json!("*/"),
+        ]),
     )
         .prop_map(|(bucket, years, days, class, prefix)| {
             let mut a = json!({"storageClass": class});
-            for (k, v) in [("bucket", bucket), ("retentionYears", years), ("transitionAfterDays", days), ("prefix", prefix)] {
+            for (k, v) in [
+                ("bucket", bucket),
+                ("retentionYears", years),
+                ("transitionAfterDays", days),
+                ("prefix", prefix),
+            ] {
                 if !v.is_null() {
                     a[k] = v;
                 }

@@ -51,7 +51,11 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
                 }
             };
             if let Some(r) = &deleted.retained {
-                let kind = if policy == crate::crd::DeletionPolicy::Delete { EventType::Warning } else { EventType::Normal };
+                let kind = if policy == crate::crd::DeletionPolicy::Delete {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
                 let msg = super::super::archive_status::retained_message(&r.message, d.aws.kms.is_some());
                 ctx.event(p, kind, Reason::ArchiveRetained, "DeleteAws", msg).await;
             }

@@ -92,11 +92,13 @@ fn datadog(e: &Effective, d: &EffDatadog) -> Value {
 
 /// The S3 archive: gzip'd OTLP JSON objects under `<prefix>year=/month=/day=/hour=/`, one per
 /// batch, named after the node. The bucket's default encryption (SSE-KMS) and Object Lock apply
-/// to every object without a header here. PUTs into an Object Lock bucket must carry a checksum:
-/// the exporter's S3 client (aws-sdk-go-v2, s3 v1.79 in contrib 0.124) sends a CRC32 checksum by
-/// default, which the DaemonSet pins with `AWS_REQUEST_CHECKSUM_CALCULATION=when_supported`.
-/// This exporter version has no `retry_on_failure`: its S3 client retries (3 attempts), then the
-/// batch is dropped; the file-backed queue keeps what is not yet sent across restarts.
+/// to every object without a header here. The exporter's S3 client (aws-sdk-go-v2 s3 v1.79 in
+/// contrib 0.124.1) sends `x-amz-checksum-crc32` (pinned by the DaemonSet's
+/// `AWS_REQUEST_CHECKSUM_CALCULATION`) but neither `Content-MD5` nor
+/// `x-amz-sdk-checksum-algorithm`, which the S3 API reference names for PUTs into a bucket with a
+/// default retention, and which moto requires (tests/archive_dataflow.rs records the headers;
+/// README "S3 archive"). No exporter option of this version adds them. It has no
+/// `retry_on_failure` either: its S3 client retries (3 attempts), then the batch is dropped.
 fn archive(e: &Effective, a: &EffArchive) -> Value {
     json!({
         "s3uploader": {

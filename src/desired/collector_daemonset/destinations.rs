@@ -1,7 +1,7 @@
 //! What the collector pod needs for the destinations: the Datadog API key as an environment
 //! variable from its Secret (never in the ConfigMap), a traces backend's CA bundle mounted
 //! from its ConfigMap (the collector's namespace holds both), and for the S3 archive the SDK
-//! setting that puts a checksum on every PUT (Object Lock refuses PUTs without one).
+//! setting that puts a CRC32 checksum on every PUT.
 
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
@@ -13,8 +13,9 @@ use crate::desired::effective::Effective;
 
 const TRACES_CA_VOLUME: &str = "traces-ca";
 /// aws-sdk-go-v2's switch for request checksums: `when_supported` (its default since s3 v1.73)
-/// sends a CRC32 checksum with every PutObject/UploadPart. Pinned, so that a node or image
-/// default of `when_required` cannot make the archive's PUTs fail against Object Lock.
+/// sends `x-amz-checksum-crc32` with every PutObject/UploadPart. Pinned, so that a node or image
+/// default of `when_required` cannot drop the only checksum the archive's PUTs carry (see
+/// `collector_config::destinations` for what Object Lock may still ask).
 pub const CHECKSUM_ENV: (&str, &str) = ("AWS_REQUEST_CHECKSUM_CALCULATION", "when_supported");
 
 /// Environment variables of the destinations: the Datadog key from its Secret, the archive's

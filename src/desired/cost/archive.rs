@@ -139,7 +139,11 @@ fn storage(a: &EffArchive, gb_day: f64, objects_per_day: f64, p: &Prices, class:
         a.retention_years,
         stored_gb_day,
         hot_gb + extra_hot_gb,
-        if standard_kb > 0.0 { ", plus 8 KB per archived object" } else { "" },
+        if standard_kb > 0.0 {
+            ", plus 8 KB per archived object"
+        } else {
+            ""
+        },
         p.s3_standard_usd_per_gb_month,
         cold_gb,
         a.storage_class.as_str(),
@@ -183,7 +187,11 @@ mod tests {
         let got = priced(None, &Prices::default());
         assert_eq!(got.monthly_usd, Some(131.40));
         assert_eq!(got.exporter, ARCHIVE_EXPORTER);
-        assert!(got.assumptions.iter().any(|a| a.contains("5.26 million PUTs")), "{:?}", got.assumptions);
+        assert!(
+            got.assumptions.iter().any(|a| a.contains("5.26 million PUTs")),
+            "{:?}",
+            got.assumptions
+        );
         assert!(got.assumptions.iter().any(|a| a.starts_with("storage not estimated")));
         let sids: Vec<&str> = got.iam_statements.iter().filter_map(|s| s["Sid"].as_str()).collect();
         assert_eq!(sids, [ARCHIVE_SID, ARCHIVE_KMS_SID]);
@@ -197,7 +205,13 @@ mod tests {
         // ($26.28) and transitions ($105.12): $365.07.
         let got = priced(Some(50.0), &Prices::default());
         assert_eq!(got.monthly_usd, Some(365.07));
-        assert!(got.assumptions.iter().any(|a| a.contains("at least 128 KB billed each")), "{:?}", got.assumptions);
+        assert!(
+            got.assumptions
+                .iter()
+                .any(|a| a.contains("at least 128 KB billed each")),
+            "{:?}",
+            got.assumptions
+        );
         let p = Prices {
             s3_cold_usd_per_gb_month: Some(0.001),
             s3_transition_usd_per_1000: Some(0.0),

@@ -89,14 +89,22 @@ pub(super) fn archive(
     );
     sources = ArchiveSources {
         enabled: enabled.source,
-        bucket: if bucket.source == Source::BuiltIn { Source::Derived } else { bucket.source },
+        bucket: if bucket.source == Source::BuiltIn {
+            Source::Derived
+        } else {
+            bucket.source
+        },
         retention_years: years.source,
         transition: if days.source == Source::Pipeline || class.source == Source::Pipeline {
             Source::Pipeline
         } else {
             Source::BuiltIn
         },
-        prefix: if prefix.source == Source::BuiltIn { Source::Derived } else { prefix.source },
+        prefix: if prefix.source == Source::BuiltIn {
+            Source::Derived
+        } else {
+            prefix.source
+        },
     };
     let eff = EffArchive {
         derived_name: bucket.source == Source::BuiltIn,
