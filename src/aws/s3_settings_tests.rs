@@ -61,10 +61,13 @@ fn a_bucket_as_planned_has_no_drift_and_a_key_id_matches_its_arn() {
     assert!(diff(&p, &o, Some(KEY)).is_empty());
 }
 
+/// A change someone makes to the bucket.
+type Change = fn(&mut ObservedBucket);
+
 #[test]
 fn each_changed_setting_is_one_drift_record() {
     let p = plan();
-    let cases: Vec<(&str, fn(&mut ObservedBucket))> = vec![
+    let cases: Vec<(&str, Change)> = vec![
         ("objectLock", |o| {
             o.retention = Some(Retention {
                 mode: "GOVERNANCE".into(),
