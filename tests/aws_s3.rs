@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{
     DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
     PublicAccessBlockConfiguration, Tag, Tagging,
 };
-use mlobs::aws::apply::{ApplyOptions, Step, delete_all, ensure_all};
+use mlobs::aws::apply::{ApplyOptions, AwsOutcome, DeleteOutcome, Step, delete_all, ensure_all};
 use mlobs::aws::s3_settings::ObservedBucket;
 use mlobs::aws::{AwsClients, AwsError, Owner, s3};
 use mlobs::crd::{DeletionPolicy, DriftPolicy, MLObservabilityPipeline};
@@ -58,6 +58,28 @@ fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
 
 fn bucket_plan(plan: &AwsPlan) -> ArchiveBucketPlan {
     plan.archive.clone().expect("the plan has an archive bucket")
+}
+
+/// A pipeline without a KMS key (the bucket alone can be ensured), its bucket, clients and owner.
+async fn keyless(prefix: &str) -> (Effective, ArchiveBucketPlan, AwsClients, Owner) {
+    let e = effective(
+        &moto::unique(prefix),
+        "us-east-1",
+        json!({"encryption": {"kms": {"disabled": true}}}),
+    );
+    let b = bucket_plan(&aws_plan::build(&e).expect("plan"));
+    let me = owner(&e);
+    (e, b, moto::clients().await, me)
+}
+
+/// `delete_all` under `deletionPolicy: Delete`, with the key an ensure created.
+async fn delete(
+    c: &AwsClients,
+    plan: &AwsPlan,
+    opts: &ApplyOptions,
+    out: &AwsOutcome,
+) -> Result<DeleteOutcome, mlobs::aws::apply::StepError> {
+    delete_all(c, plan, &opts.owner, out.kms_key_id.as_deref(), DeletionPolicy::Delete).await
 }
 
 async fn observe(c: &AwsClients, name: &str) -> ObservedBucket {
@@ -245,14 +267,7 @@ async fn outside_us_east_1_the_bucket_is_created_in_the_pipelines_region() {
 
 #[tokio::test]
 async fn a_bucket_tagged_for_this_pipeline_is_adopted_and_finished_and_a_foreign_one_is_refused() {
-    let e = effective(
-        &moto::unique("s3adopt"),
-        "us-east-1",
-        json!({"encryption": {"kms": {"disabled": true}}}),
-    );
-    let b = bucket_plan(&aws_plan::build(&e).expect("plan"));
-    let c = moto::clients().await;
-    let me = owner(&e);
+    let (e, b, c, me) = keyless("s3adopt").await;
     foreign_bucket(
         &c,
         &b.name,
@@ -308,14 +323,7 @@ async fn a_bucket_tagged_for_this_pipeline_is_adopted_and_finished_and_a_foreign
 
 #[tokio::test]
 async fn drift_is_reported_under_report_corrected_under_correct_and_a_retention_never_lowered() {
-    let e = effective(
-        &moto::unique("s3drift"),
-        "us-east-1",
-        json!({"encryption": {"kms": {"disabled": true}}}),
-    );
-    let b = bucket_plan(&aws_plan::build(&e).expect("plan"));
-    let c = moto::clients().await;
-    let me = owner(&e);
+    let (_, b, c, me) = keyless("s3drift").await;
     s3::ensure(&c, &b, None, &me, false, DriftPolicy::Correct)
         .await
         .expect("create");
@@ -418,15 +426,7 @@ async fn deletion_keeps_a_locked_bucket_and_its_key_and_says_why() {
     put_object(&c, &b.name, "logs/team-a/train/x.json.gz")
         .await
         .expect("an archived object");
-    let gone = delete_all(
-        &c,
-        &plan,
-        &opts.owner,
-        out.kms_key_id.as_deref(),
-        DeletionPolicy::Delete,
-    )
-    .await
-    .expect("delete");
+    let gone = delete(&c, &plan, &opts, &out).await.expect("delete");
     let retained = gone.retained.expect("the bucket is retained");
     assert_eq!(retained.bucket, b.name);
     assert!(
@@ -459,15 +459,7 @@ async fn deletion_keeps_a_locked_bucket_and_its_key_and_says_why() {
         "the role is deleted"
     );
     // Again: the bucket is no longer ours, nothing more happens.
-    let again = delete_all(
-        &c,
-        &plan,
-        &opts.owner,
-        out.kms_key_id.as_deref(),
-        DeletionPolicy::Delete,
-    )
-    .await
-    .expect("idempotent");
+    let again = delete(&c, &plan, &opts, &out).await.expect("idempotent");
     assert!(again.retained.is_none());
     c.s3.head_bucket().bucket(&b.name).send().await.expect("still there");
 }

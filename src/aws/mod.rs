@@ -39,6 +39,19 @@ pub struct Drift {
     pub corrected: bool,
 }
 
+impl Drift {
+    /// A difference as found, before any correction.
+    pub fn found(resource: &str, field: &str, desired: String, actual: String) -> Drift {
+        Drift {
+            resource: resource.into(),
+            field: field.into(),
+            desired,
+            actual,
+            corrected: false,
+        }
+    }
+}
+
 /// Who owns a resource: the pipeline id (`<ns>/<name>`) its tags must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {

@@ -181,13 +181,7 @@ fn encryption_text(key: Option<&str>) -> String {
 /// bucket should be encrypted with (None: SSE-S3).
 pub fn diff(plan: &ArchiveBucketPlan, o: &ObservedBucket, key: Option<&str>) -> Vec<Drift> {
     let res = resource(&plan.name);
-    let drift = |field: &str, desired: String, actual: String| Drift {
-        resource: res.clone(),
-        field: field.into(),
-        desired,
-        actual,
-        corrected: false,
-    };
+    let drift = |field: &str, desired: String, actual: String| Drift::found(&res, field, desired, actual);
     let mut out = Vec::new();
     let want = desired_retention(plan);
     match &o.retention {

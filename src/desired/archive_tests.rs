@@ -4,25 +4,13 @@
 use serde_json::{Value, json};
 
 use super::aws_plan::archive::{ARCHIVE_ACTIONS, ARCHIVE_KMS_ACTIONS, ARCHIVE_KMS_SID, ARCHIVE_SID, KEY_POLICY_SID};
-use super::aws_plan::{self, KmsKeyPlan, RolePlan};
+use super::aws_plan::{self, KmsKeyPlan};
 use super::collector_config::build;
 use super::collector_config::destinations::{ARCHIVE_EXPORTER, ARCHIVE_PARTITION_FORMAT};
 use super::collector_daemonset::daemon_set;
 use super::collector_daemonset::destinations::CHECKSUM_ENV;
+use super::destinations_tests::{inline_statements as statements, strs};
 use super::effective::{EffKms, Effective, test_archive, test_fixture};
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-        .unwrap_or_default()
-}
-
-fn statements(e: &Effective) -> Vec<Value> {
-    match aws_plan::build(e).expect("plan").role {
-        RolePlan::Create { inline_policy, .. } => inline_policy["Statement"].as_array().cloned().unwrap_or_default(),
-        RolePlan::Existing { .. } => panic!("the fixture creates its role"),
-    }
-}
 
 fn sid<'a>(all: &'a [Value], sid: &str) -> Option<&'a Value> {
     all.iter().find(|s| s["Sid"] == sid)
