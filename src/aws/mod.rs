@@ -15,6 +15,7 @@ pub mod kms;
 pub mod logs;
 pub mod operator_policy;
 pub mod s3;
+pub mod s3_observe;
 pub mod s3_settings;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
