@@ -4,7 +4,8 @@
 #     boundary; each statement goes into a file of its own, named after its Sid, so that an
 #     allowed finding below names exactly one statement;
 #   - for the full sample pipeline (IRSA, and the same pipeline in EKS Pod Identity mode) and the
-#     destinations sample (X-Ray, AMP): the collector role's trust policy and inline policy;
+#     destinations sample (X-Ray, AMP) and the archive sample (S3 with Object Lock): the collector
+#     role's trust policy and inline policy;
 #   - no collector inline policy has `"Resource": "*"` except the one documented X-Ray statement
 #     (Sid XRayPutTraceSegments, exactly xray:PutTraceSegments, region-conditioned): X-Ray has no
 #     resource types, so it cannot be granted on anything narrower.
@@ -68,6 +69,7 @@ sed 's/mode: IRSA/mode: PodIdentity/' config/samples/pipeline-full.yaml >"$out/p
 pipeline_policies "$out/pipeline-pod-identity.yaml" "$out/pod-identity"
 rm "$out/pipeline-pod-identity.yaml"
 pipeline_policies config/samples/pipeline-destinations.yaml "$out/destinations"
+pipeline_policies config/samples/pipeline-archive.yaml "$out/archive"
 
 # "Resource": "*" in a collector policy: only the X-Ray statement, exactly as documented.
 "$PY" - "$out" <<'PY'
@@ -137,6 +139,25 @@ ALLOWED = [
         and re.fullmatch(r"operator(-boundary)?\.KmsOwnAliases\.json", os.path.basename(f["location"]["filepath"]))
         and actions(f) == ["kms:CreateAlias", "kms:DeleteAlias"]
         and all(d["required_format"].endswith(":key/*") for d in f["detail"]),
+    ),
+    (
+        # The operator writes the archive bucket's TLS-only policy and its lifecycle transition;
+        # parliament warns that either could open or expire objects the operator may not touch
+        # itself. Object Lock in COMPLIANCE mode keeps every version until its retention ends,
+        # whatever a bucket policy or lifecycle rule says; the statement holds only these two.
+        "archive bucket policy and lifecycle",
+        lambda f: f["issue"] == "RESOURCE_POLICY_PRIVILEGE_ESCALATION"
+        and re.fullmatch(r"operator(-boundary)?\.S3ArchivePolicyAndLifecycle\.json", os.path.basename(f["location"]["filepath"])),
+    ),
+    (
+        # kms:ResourceAliases narrows the archive's key statement to the pipeline's key (its id is
+        # unknown before it is created). The KMS developer guide documents the key for every
+        # operation authorized on a key; parliament 1.6.4's table predates it.
+        "archive key statement: kms:ResourceAliases",
+        lambda f: f["issue"] == "UNKNOWN_CONDITION_FOR_ACTION"
+        and f["location"]["filepath"].endswith(".inline.json")
+        and f["detail"] in ("Unknown condition kms:ResourceAliases for action kms:Decrypt",
+                            "Unknown condition kms:ResourceAliases for action kms:GenerateDataKey"),
     ),
     (
         # A role's trust policy is a resource policy (it is attached to the role): it has a

@@ -106,6 +106,28 @@ pub fn exporter_object_name(policy_name: &str) -> String {
     cut_with_hash(&full, 63, &['-'], policy_name, 8)
 }
 
+/// Prefix of every derived archive bucket name; the operator's IAM policy is scoped to it.
+pub const ARCHIVE_BUCKET_PREFIX: &str = "mlobs-";
+
+/// The archive bucket of a pipeline when the spec names none: `mlobs-<cluster>-<namespace>-<name>`
+/// lowercased to S3's charset (no dots), cut to fit 63 characters and always ending in a 12-hex
+/// hash of account, region, cluster, namespace and name. Bucket names are global across every
+/// AWS account, so the hash (not the readable part) is what keeps it unique.
+pub fn archive_bucket_name(account: &str, region: &str, cluster: &str, namespace: &str, name: &str) -> String {
+    let raw = format!("{ARCHIVE_BUCKET_PREFIX}{cluster}-{namespace}-{name}").to_ascii_lowercase();
+    let clean: String = raw
+        .chars()
+        .map(|c| if is_dns_label_char(c) { c } else { '-' })
+        .collect();
+    let identity = format!("{account}/{region}/{cluster}/{namespace}/{name}");
+    cut_with_hash(&clean, 63, &['-'], &identity, 12)
+}
+
+/// The key prefix of a pipeline's archived logs when the spec names none.
+pub fn archive_prefix(namespace: &str, name: &str) -> String {
+    format!("logs/{namespace}/{name}/")
+}
+
 // ---- Labels and annotations ----
 
 /// Every child carries it; prune and watch select on it.
@@ -249,5 +271,33 @@ mod tests {
         assert_eq!(exporter_object_name("a.b"), "mlobs-dcgm-exporter-a-b");
         assert_eq!(child_name("ns", "x", false), "mlobs-x");
         assert_eq!(child_name(&long, "x", true).len(), 63);
+    }
+
+    #[test]
+    fn archive_bucket_names_are_valid_bounded_and_unique_per_account_and_pipeline() {
+        let a = archive_bucket_name("123456789012", "us-east-1", "Prod_GPU", "team-a", "train");
+        assert!(a.starts_with("mlobs-prod-gpu-team-a-train-"), "{a}");
+        assert_eq!(a.rsplit('-').next().map(str::len), Some(12));
+        let long = "n".repeat(253);
+        let b = archive_bucket_name("123456789012", "us-east-1", "prod", "team-a", &long);
+        assert_eq!(b.len(), 63);
+        for n in [&a, &b] {
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
+            assert!(!n.ends_with('-') && !n.contains("--"), "{n}");
+        }
+        // The same pipeline in another account or region gets another global name.
+        assert_ne!(
+            a,
+            archive_bucket_name("210987654321", "us-east-1", "Prod_GPU", "team-a", "train")
+        );
+        assert_ne!(
+            a,
+            archive_bucket_name("123456789012", "eu-west-1", "Prod_GPU", "team-a", "train")
+        );
+        assert_eq!(archive_prefix("team-a", "train"), "logs/team-a/train/");
     }
 }

@@ -87,6 +87,23 @@ pub struct PlanArgs {
     /// Datadog price per host-month (Infrastructure Pro, billed annually).
     #[arg(long, default_value_t = 15.00)]
     pub datadog_usd_per_host_month: f64,
+    /// S3 Standard storage price per GB-month (the archive's objects before their transition).
+    #[arg(long, default_value_t = 0.023)]
+    pub s3_standard_usd_per_gb_month: f64,
+    /// S3 PUT price per 1,000 requests (the archive writes one object per batch per node).
+    #[arg(long, default_value_t = 0.005)]
+    pub s3_put_usd_per_1000: f64,
+    /// Price per GB-month of the archive's colder class. Default: that class's list price
+    /// (STANDARD_IA $0.0125, GLACIER_IR $0.004, GLACIER $0.0036, DEEP_ARCHIVE $0.00099).
+    #[arg(long)]
+    pub s3_cold_usd_per_gb_month: Option<f64>,
+    /// Price per 1,000 lifecycle transitions into the colder class. Default: that class's list
+    /// price (STANDARD_IA $0.01, GLACIER_IR $0.02, GLACIER $0.03, DEEP_ARCHIVE $0.05).
+    #[arg(long)]
+    pub s3_transition_usd_per_1000: Option<f64>,
+    /// Raw log bytes per archived byte: OTLP JSON wraps each record, gzip shrinks it.
+    #[arg(long, default_value_t = 10.0)]
+    pub archive_compression_ratio: f64,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -104,6 +121,10 @@ pub struct PlanArgs {
     /// With --operator-policy: IAM path of the collector roles (mlobs creates them at /).
     #[arg(long, default_value = "/", requires = "operator_policy")]
     pub role_path: String,
+    /// With --operator-policy: archive bucket names the operator may create and manage start with
+    /// this (mlobs derives `mlobs-<cluster>-<namespace>-<pipeline>-<hash>`).
+    #[arg(long, default_value = "mlobs-", requires = "operator_policy")]
+    pub archive_bucket_prefix: String,
     /// With --operator-policy: KMS aliases of created keys start with this.
     #[arg(long, default_value = "alias/mlobs/", requires = "operator_policy")]
     pub kms_alias_prefix: String,
@@ -295,6 +316,17 @@ fn check_amounts(args: &PlanArgs) -> Result<(), String> {
         ("--xray-usd-per-million-spans", args.xray_usd_per_million_spans),
         ("--amp-usd-per-10m-samples", args.amp_usd_per_10m_samples),
         ("--datadog-usd-per-host-month", args.datadog_usd_per_host_month),
+        ("--s3-standard-usd-per-gb-month", args.s3_standard_usd_per_gb_month),
+        ("--s3-put-usd-per-1000", args.s3_put_usd_per_1000),
+        (
+            "--s3-cold-usd-per-gb-month",
+            args.s3_cold_usd_per_gb_month.unwrap_or(0.0),
+        ),
+        (
+            "--s3-transition-usd-per-1000",
+            args.s3_transition_usd_per_1000.unwrap_or(0.0),
+        ),
+        ("--archive-compression-ratio", args.archive_compression_ratio),
     ];
     match flags.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
         Some((flag, v)) => Err(format!("{flag}: {v} is not an amount (a finite number, at least 0)")),
@@ -318,10 +350,16 @@ pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport
         xray_usd_per_million_spans: args.xray_usd_per_million_spans,
         amp_usd_per_10m_samples: [args.amp_usd_per_10m_samples, amp_tier2, amp_tier3],
         datadog_usd_per_host_month: args.datadog_usd_per_host_month,
+        s3_standard_usd_per_gb_month: args.s3_standard_usd_per_gb_month,
+        s3_put_usd_per_1000: args.s3_put_usd_per_1000,
+        s3_cold_usd_per_gb_month: args.s3_cold_usd_per_gb_month,
+        s3_transition_usd_per_1000: args.s3_transition_usd_per_1000,
+        archive_compression_ratio: args.archive_compression_ratio,
         ..list
     };
     let traffic = Traffic {
         spans_per_second: args.spans_per_second,
+        log_gb_per_day: args.log_gb_per_day,
     };
     built
         .iter()
@@ -350,6 +388,7 @@ pub fn operator_policy_options(args: &PlanArgs) -> Result<OperatorPolicyOptions,
         role_name_prefix: args.role_name_prefix.clone(),
         role_path: args.role_path.clone(),
         kms_alias_prefix: args.kms_alias_prefix.clone(),
+        archive_bucket_prefix: args.archive_bucket_prefix.clone(),
         permissions_boundary_arn: args.permissions_boundary_arn.clone(),
         cluster_name: i.cluster_name.clone(),
         ..OperatorPolicyOptions::new(account, region)

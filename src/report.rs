@@ -60,7 +60,8 @@ impl PlanReport {
             nodes: estimate.nodes,
             gpus_per_node: estimate.gpus_per_node,
         };
-        let destinations = lines(e, &d.aws, fleet, prices, traffic);
+        let mut destinations = lines(e, &d.aws, fleet, prices, traffic);
+        destinations.extend(crate::desired::cost::archive::line(e, &d.aws, fleet, prices, traffic));
         let o = &d.objects;
         let r = |kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
             kind,
@@ -173,6 +174,27 @@ impl PlanReport {
                     g.tags.len()
                 ),
             )?;
+        }
+        if let Some(a) = &self.aws.archive {
+            let key = match &a.kms_key {
+                Some(KmsRef::Created { alias }) => format!("SSE-KMS {alias} with a bucket key"),
+                Some(KmsRef::Existing { arn }) => format!("SSE-KMS {arn} with a bucket key"),
+                None => "SSE-S3".into(),
+            };
+            step(
+                s,
+                format!(
+                    "S3 bucket {} in {} (Object Lock COMPLIANCE {} years, versioning, {key}, public access blocked, {} after {} days under {}, {} tags; never deleted by mlobs)",
+                    a.name,
+                    a.region,
+                    a.retention_years,
+                    a.storage_class.as_str(),
+                    a.transition_after_days,
+                    a.prefix,
+                    a.tags.len()
+                ),
+            )?;
+            writeln!(s, "     bucket policy: {}", json(&a.bucket_policy))?;
         }
         match &self.aws.role {
             RolePlan::Create {

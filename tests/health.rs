@@ -230,9 +230,10 @@ const NEVER_ON_READY_FALSE: [&str; 13] = [
     "DataCheckFailed",
 ];
 /// Reasons of events and metric labels only: never a condition reason.
-const NEVER_A_CONDITION: [&str; 11] = [
+const NEVER_A_CONDITION: [&str; 12] = [
     "AwsReady",
     "AwsCleanedUp",
+    "ArchiveRetained",
     "Created",
     "Updated",
     "Deleted",
@@ -700,6 +701,7 @@ fn aws_ok() -> AwsResult {
             kms_key_id: Some("k1".into()),
             kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
             log_group_arns: vec!["a".into(), "b".into()],
+            archive_bucket_arn: None,
             role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
             pod_identity_association_id: None,
             drift: vec![],

@@ -21,6 +21,34 @@ const CLIENTS: [(&str, &str); 8] = [
     ("s3", "s3"),
 ];
 
+/// S3 operations authorized under an IAM action of another name (Service Authorization
+/// Reference for Amazon S3); every other operation's action has its own name.
+const S3_ACTIONS: [(&str, &str); 10] = [
+    ("HeadBucket", "ListBucket"),
+    ("GetObjectLockConfiguration", "GetBucketObjectLockConfiguration"),
+    ("PutObjectLockConfiguration", "PutBucketObjectLockConfiguration"),
+    ("GetBucketEncryption", "GetEncryptionConfiguration"),
+    ("PutBucketEncryption", "PutEncryptionConfiguration"),
+    ("GetPublicAccessBlock", "GetBucketPublicAccessBlock"),
+    ("PutPublicAccessBlock", "PutBucketPublicAccessBlock"),
+    ("GetBucketLifecycleConfiguration", "GetLifecycleConfiguration"),
+    ("PutBucketLifecycleConfiguration", "PutLifecycleConfiguration"),
+    ("DeleteBucketTagging", "PutBucketTagging"),
+];
+
+/// The IAM action of an SDK operation.
+fn action(prefix: &str, operation: &str) -> String {
+    let op = camel(operation);
+    let name = match prefix {
+        "s3" => S3_ACTIONS
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map_or(op.clone(), |(_, a)| a.to_string()),
+        _ => op,
+    };
+    format!("{prefix}:{name}")
+}
+
 /// Operations AWS allows every caller, so no policy names them: `mlobs run` asks STS for its
 /// account (controller/run.rs) unless `--account-id` is given.
 const NEEDS_NO_PERMISSION: [&str; 1] = ["sts:GetCallerIdentity"];
@@ -75,7 +103,7 @@ fn called_actions() -> BTreeSet<String> {
                 continue;
             }
             if let Some((_, prefix)) = CLIENTS.iter().find(|(client, _)| *client == &c[1]) {
-                out.insert(format!("{prefix}:{}", camel(&c[2])));
+                out.insert(action(prefix, &c[2]));
             }
         }
     }
@@ -113,6 +141,9 @@ fn the_call_scan_sees_the_aws_layer() {
         "logs:DescribeLogGroups",
         "iam:PutRolePermissionsBoundary",
         "eks:CreatePodIdentityAssociation",
+        "s3:CreateBucket",
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:ListBucket",
     ] {
         assert!(called.contains(a), "{a} not found in src/aws: {called:?}");
     }
@@ -135,8 +166,9 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
         extra.is_empty(),
         "allowed but never called (remove from operator_policy.rs): {extra:?}"
     );
-    // The documented exceptions are real: PassRole (pod identity) is granted and never called.
-    assert_eq!(IMPLIED_ACTIONS, ["iam:PassRole"]);
+    // The documented exceptions are real: PassRole (pod identity) and TagResource (the tags
+    // given to CreateBucket) are granted and never called.
+    assert_eq!(IMPLIED_ACTIONS, ["iam:PassRole", "s3:TagResource"]);
     for a in &implied {
         assert!(granted.contains(a) && !called.contains(a), "{a}");
     }
@@ -144,6 +176,16 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
         called.contains("eks:CreatePodIdentityAssociation"),
         "PassRole exists for this call"
     );
+    assert!(called.contains("s3:CreateBucket"), "TagResource exists for this call");
+    // No object action: the operator never reads, writes or deletes archived logs, and no
+    // bucket is ever deleted.
+    let objects: Vec<&String> = granted
+        .iter()
+        .filter(|a| {
+            a.starts_with("s3:") && (a.contains("Object") && !a.contains("ObjectLock") || a.starts_with("s3:Delete"))
+        })
+        .collect();
+    assert!(objects.is_empty(), "{objects:?}");
 }
 
 #[test]
@@ -189,7 +231,15 @@ fn resource_star_only_for_actions_that_have_no_resource_type() {
                 "an ARN for an action AWS authorizes only on \"*\": {s}"
             );
             for r in &resources {
-                assert!(r.starts_with("arn:aws:") && r.contains(":123456789012:"), "{r}");
+                // Bucket ARNs name no account: those statements are limited by aws:ResourceAccount
+                // (or create the bucket in the caller's account).
+                let bucket = r.starts_with("arn:aws:s3:::");
+                let account = s["Condition"]["StringEquals"]["aws:ResourceAccount"] == "123456789012"
+                    || list(&s["Action"]).contains(&"s3:CreateBucket".to_string());
+                assert!(
+                    r.starts_with("arn:aws:") && (r.contains(":123456789012:") || bucket && account),
+                    "{r} in {s}"
+                );
                 // The only wildcards are name prefixes or ids that are unknown in advance.
                 assert!(r.ends_with('*') || !r.contains('*'), "a wildcard before the end of {r}");
             }
@@ -212,7 +262,11 @@ fn every_regional_statement_is_limited_to_the_region_and_iam_to_nothing_regional
             }
         } else {
             assert_eq!(list(region), ["us-east-1", "eu-west-1"], "{s}");
-            for r in list(&s["Resource"]).iter().filter(|r| *r != "*") {
+            // Bucket ARNs name no region: the condition above limits those statements.
+            for r in list(&s["Resource"])
+                .iter()
+                .filter(|r| *r != "*" && !r.starts_with("arn:aws:s3:::"))
+            {
                 assert!(r.contains(":us-east-1:") || r.contains(":eu-west-1:"), "{r}");
             }
         }
@@ -389,4 +443,31 @@ fn log_streams_are_read_only_on_the_pipeline_log_groups_in_the_region() {
         s["Condition"]["StringEquals"]["aws:RequestedRegion"],
         serde_json::json!(["us-east-1"])
     );
+}
+
+#[test]
+fn archive_buckets_are_scoped_to_the_prefix_and_the_account_and_never_deleted() {
+    let mut o = opts();
+    o.archive_bucket_prefix = "acme-archive-".into();
+    let p = operator_policy(&o);
+    let s3: Vec<Value> = statements(&p)
+        .into_iter()
+        .filter(|s| list(&s["Action"]).iter().any(|a| a.starts_with("s3:")))
+        .collect();
+    assert_eq!(s3.len(), 4, "{s3:?}");
+    for s in &s3 {
+        assert_eq!(list(&s["Resource"]), ["arn:aws:s3:::acme-archive-*"], "{s}");
+        assert!(list(&s["Action"]).iter().all(|a| a.starts_with("s3:")), "{s}");
+    }
+    // PutBucketPolicy and PutLifecycleConfiguration sit alone (lint-iam.sh allows exactly their
+    // RESOURCE_POLICY_PRIVILEGE_ESCALATION finding, by statement).
+    assert_eq!(
+        list(&statement(&p, "S3ArchivePolicyAndLifecycle")["Action"]),
+        ["s3:PutBucketPolicy", "s3:PutLifecycleConfiguration"]
+    );
+    let mut bad = opts();
+    bad.archive_bucket_prefix = "".into();
+    assert!(bad.problems().iter().any(|m| m.contains("archive bucket prefix")));
+    bad.archive_bucket_prefix = "Mlobs_*".into();
+    assert!(bad.problems().len() >= 2, "{:?}", bad.problems());
 }

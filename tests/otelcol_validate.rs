@@ -204,6 +204,21 @@ fn variant_specs() -> Vec<(&'static str, Value, Option<PolicyPatch>)> {
             None,
         ),
         (
+            "logs archived to S3 with Object Lock, the policy requiring it",
+            json!({"archive": {"retentionYears": 10, "transitionAfterDays": 30, "storageClass": "STANDARD_IA",
+                               "bucket": "acme-gpu-logs-archive", "prefix": "audit/gpu/"}}),
+            Some((
+                DEFAULT_POLICY,
+                json!({"archive": {"required": true, "minRetentionYears": 7}}),
+            )),
+        ),
+        (
+            "archive required by the policy, OTLP logs, no DCGM, another region",
+            json!({"region": "eu-central-1", "traces": {"otlp": {"enabled": true}}, "metrics": {"dcgm": {"enabled": false}},
+                   "encryption": {"kms": {"disabled": true}}}),
+            Some((DEFAULT_POLICY, json!({"archive": {"required": true}}))),
+        ),
+        (
             "Datadog only, with DCGM metrics only",
             json!({"logs": {"enabled": false},
                    "datadog": {"apiKeySecretRef": {"name": "dd", "key": "k"}}}),
@@ -450,6 +465,7 @@ fn every_collector_config_mlobs_renders_passes_otelcol_validate() {
         "otlphttp/traces:",
         "prometheusremotewrite/aps:",
         "\n  datadog:",
+        "awss3/archive:",
     ] {
         let n = fuzz.iter().filter(|j| j.config.contains(exporter)).count();
         assert!(n > 0, "no fuzz configuration renders {exporter:?}");

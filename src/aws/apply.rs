@@ -1,11 +1,12 @@
 //! The ordered apply of a pipeline's AWS plan: KMS key → log groups (created with that key) →
-//! IAM role → EKS pod identity association. Each step is idempotent, so a crash at any point is
+//! archive bucket (encrypted with that key) → IAM role (its policy names the bucket) → EKS pod
+//! identity association. Each step is idempotent, so a crash at any point is
 //! healed by running it again. The collector may start only when [`AwsOutcome::ready`] is true.
 
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, eks, iam, kms, logs};
+use super::{AwsClients, AwsError, Drift, Owner, eks, iam, kms, logs, s3};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,7 @@ pub struct AwsOutcome {
     pub kms_key_id: Option<String>,
     pub kms_key_arn: Option<String>,
     pub log_group_arns: Vec<String>,
+    pub archive_bucket_arn: Option<String>,
     pub role_arn: Option<String>,
     pub pod_identity_association_id: Option<String>,
     pub drift: Vec<Drift>,
@@ -39,6 +41,7 @@ impl AwsOutcome {
     pub fn ready(&self, plan: &AwsPlan) -> bool {
         (plan.kms.is_none() || self.kms_key_arn.is_some())
             && self.log_group_arns.len() == plan.log_groups.len()
+            && (plan.archive.is_none() || self.archive_bucket_arn.is_some())
             && self.role_arn.is_some()
             && (plan.pod_identity.is_none() || self.pod_identity_association_id.is_some())
     }
@@ -59,6 +62,7 @@ pub struct StepError {
 pub enum Step {
     KmsKey,
     LogGroups,
+    ArchiveBucket,
     IamRole,
     PodIdentity,
 }
@@ -68,6 +72,7 @@ impl std::fmt::Display for Step {
         f.write_str(match self {
             Step::KmsKey => "KMS key",
             Step::LogGroups => "log groups",
+            Step::ArchiveBucket => "archive bucket",
             Step::IamRole => "IAM role",
             Step::PodIdentity => "pod identity association",
         })
@@ -119,6 +124,16 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
         }
         Err(e) => return Err(fail(Step::LogGroups, e, &out)),
     }
+    if let Some(b) = &plan.archive {
+        let key = out.kms_key_arn.as_deref();
+        match s3::ensure(c, b, key, &opts.owner, opts.adopt, opts.drift).await {
+            Ok((arn, drift)) => {
+                out.archive_bucket_arn = Some(arn);
+                out.drift.extend(drift);
+            }
+            Err(e) => return Err(fail(Step::ArchiveBucket, e, &out)),
+        }
+    }
     match iam::ensure(c, &plan.role, &opts.owner, opts.adopt, opts.drift).await {
         Ok((arn, drift)) => {
             out.role_arn = Some(arn);
@@ -135,15 +150,24 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
     Ok(out)
 }
 
+/// What a deletion kept against `deletionPolicy: Delete`, for the event and status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteOutcome {
+    /// The archive bucket (Object Lock forbids deleting it), and with it the KMS key that
+    /// encrypts it.
+    pub retained: Option<s3::Retained>,
+}
+
 /// Applies the deletion policy in reverse order. NotFound is success everywhere; nothing
-/// without our ownership tags is deleted.
+/// without our ownership tags is deleted; an archive bucket is never deleted (it is untagged and
+/// reported in the outcome under `Delete`).
 pub async fn delete_all(
     c: &AwsClients,
     plan: &AwsPlan,
     owner: &Owner,
     known_key_id: Option<&str>,
     policy: DeletionPolicy,
-) -> Result<(), StepError> {
+) -> Result<DeleteOutcome, StepError> {
     let fail = |step, error| StepError {
         step,
         error,
@@ -158,15 +182,28 @@ pub async fn delete_all(
     iam::delete(c, &plan.role, owner, policy)
         .await
         .map_err(|e| fail(Step::IamRole, e))?;
+    let mut out = DeleteOutcome::default();
+    if let Some(b) = &plan.archive {
+        out.retained = s3::delete(c, b, owner, policy)
+            .await
+            .map_err(|e| fail(Step::ArchiveBucket, e))?;
+    }
     logs::delete(c, &plan.log_groups, owner, policy)
         .await
         .map_err(|e| fail(Step::LogGroups, e))?;
     if let Some(k) = &plan.kms
         && matches!(k, KmsKeyPlan::Create { .. })
     {
-        kms::delete(c, k, owner, known_key_id, policy)
+        // A retained archive stays encrypted with this key: deleting the key would make the
+        // archive unreadable, so the key is retained with it (untagged, as under Retain).
+        let key_policy = if out.retained.is_some() {
+            DeletionPolicy::Retain
+        } else {
+            policy
+        };
+        kms::delete(c, k, owner, known_key_id, key_policy)
             .await
             .map_err(|e| fail(Step::KmsKey, e))?;
     }
-    Ok(())
+    Ok(out)
 }

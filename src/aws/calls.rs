@@ -32,9 +32,11 @@ struct Counts {
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter(Arc<Mutex<Counts>>);
 
-/// Operations that change AWS state (everything not named Describe/Get/List).
+/// Operations that change AWS state (everything not named Describe/Get/List/Head).
 pub fn is_mutating(operation: &str) -> bool {
-    !(operation.starts_with("Describe") || operation.starts_with("Get") || operation.starts_with("List"))
+    !["Describe", "Get", "List", "Head"]
+        .iter()
+        .any(|p| operation.starts_with(p))
 }
 
 impl CallCounter {

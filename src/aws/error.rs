@@ -61,7 +61,10 @@ impl AwsError {
     }
 }
 
-const RETRYABLE_CODES: [&str; 12] = [
+const RETRYABLE_CODES: [&str; 14] = [
+    // S3's throttling, and its answer to a conflicting operation on one bucket in progress.
+    "SlowDown",
+    "OperationAborted",
     "ThrottlingException",
     "Throttling",
     "TooManyRequestsException",

@@ -565,7 +565,7 @@ fn actual_list(items: Vec<String>) -> String {
 
 /// Policy JSON may come back reformatted (moto, and IAM-style normalisation in AWS): one-element
 /// arrays as scalars, lists reordered, keys reordered. Compare the normal form.
-fn normalize(v: &Value) -> Value {
+pub(super) fn normalize(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
@@ -596,8 +596,9 @@ fn statements(policy: &Value) -> Vec<Value> {
     }
 }
 
-/// The desired statements that the actual policy lacks (or has changed).
-fn missing_statements(actual: &Value, desired: &Value) -> Vec<Value> {
+/// The desired statements that the actual policy lacks (or has changed). Shared with the
+/// archive bucket's policy (`s3_settings`).
+pub(super) fn missing_statements(actual: &Value, desired: &Value) -> Vec<Value> {
     let have: Vec<Value> = statements(actual).iter().map(normalize).collect();
     statements(desired)
         .into_iter()
@@ -606,7 +607,7 @@ fn missing_statements(actual: &Value, desired: &Value) -> Vec<Value> {
 }
 
 /// Our statements put back, replacing any with the same Sid; statements a user added are kept.
-fn merged_policy(actual: &Value, desired: &Value) -> Value {
+pub(super) fn merged_policy(actual: &Value, desired: &Value) -> Value {
     let ours = statements(desired);
     let sids: BTreeSet<&str> = ours.iter().filter_map(|s| s.get("Sid")?.as_str()).collect();
     let mut kept: Vec<Value> = statements(actual)

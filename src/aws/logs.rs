@@ -125,13 +125,7 @@ fn key_id_part(k: &str) -> &str {
 /// plan has none is not drift: mlobs never removes encryption.
 pub fn diff(plan: &LogGroupPlan, observed: &ObservedGroup, key_arn: Option<&str>) -> Vec<Drift> {
     let res = resource(&plan.name);
-    let drift = |field: &str, desired: String, actual: String| Drift {
-        resource: res.clone(),
-        field: field.into(),
-        desired,
-        actual,
-        corrected: false,
-    };
+    let drift = |field: &str, desired: String, actual: String| Drift::found(&res, field, desired, actual);
     let mut out = Vec::new();
     if let Some(want) = desired_key(plan, key_arn)
         && observed.kms_key_id.as_deref().map(key_id_part) != Some(key_id_part(want))

@@ -1,7 +1,8 @@
 //! AWS provisioning: one module per service, each with idempotent `ensure`, `observe` and `delete`.
 //!
-//! Order is KMS → log groups → IAM (→ EKS pod identity association): log groups are created with
-//! their key, and the collector only starts once all of them exist. Every resource carries the
+//! Order is KMS → log groups → archive bucket → IAM (→ EKS pod identity association): log groups
+//! and the bucket are created with their key, the role's policy names the bucket, and the
+//! collector only starts once all of them exist. Every resource carries the
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
 //! nothing without our tags is changed or deleted unless adoption is opted in.
 
@@ -14,6 +15,9 @@ pub mod iam;
 pub mod kms;
 pub mod logs;
 pub mod operator_policy;
+pub mod s3;
+pub mod s3_observe;
+pub mod s3_settings;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -35,6 +39,19 @@ pub struct Drift {
     pub actual: String,
     /// Whether this ensure put it back (`Correct`) or only recorded it (`Report`).
     pub corrected: bool,
+}
+
+impl Drift {
+    /// A difference as found, before any correction.
+    pub fn found(resource: &str, field: &str, desired: String, actual: String) -> Drift {
+        Drift {
+            resource: resource.into(),
+            field: field.into(),
+            desired,
+            actual,
+            corrected: false,
+        }
+    }
 }
 
 /// Who owns a resource: the pipeline id (`<ns>/<name>`) its tags must carry.
@@ -74,6 +91,7 @@ pub struct AwsClients {
     pub sts: aws_sdk_sts::Client,
     pub amp: aws_sdk_amp::Client,
     pub xray: aws_sdk_xray::Client,
+    pub s3: aws_sdk_s3::Client,
     pub calls: CallCounter,
 }
 
@@ -112,7 +130,20 @@ impl AwsClients {
                 $krate::Client::from_conf(b.build())
             }};
         }
+        // With an endpoint override (VPC endpoint, moto) buckets are addressed by path: a
+        // virtual-hosted name would need DNS for `<bucket>.<endpoint host>`.
+        let path_style = conf.endpoint_url().is_some();
+        let s3 = {
+            let mut b = aws_sdk_s3::config::Builder::from(conf)
+                .interceptor(calls.clone())
+                .force_path_style(path_style);
+            if let Some(i) = &extra {
+                b = b.interceptor(i.clone());
+            }
+            aws_sdk_s3::Client::from_conf(b.build())
+        };
         AwsClients {
+            s3,
             kms: client!(aws_sdk_kms),
             logs: client!(aws_sdk_cloudwatchlogs),
             iam: client!(aws_sdk_iam),

@@ -10,6 +10,10 @@
 //!   our tag, so other groups under the prefix (EKS control-plane logs live under `/aws/eks/`
 //!   too) cannot be changed or deleted even by mistake.
 //! - EKS pod identity associations are scoped to the cluster.
+//! - Archive buckets are scoped by name prefix (`mlobs-` by default) and to the account
+//!   (`aws:ResourceAccount`): S3 evaluates tag conditions on a bucket only once ABAC is enabled on
+//!   it, so tags cannot scope them. No object action is granted: the operator never reads,
+//!   writes or deletes archived logs, and no bucket is ever deleted.
 //!
 //! Not in the policy, on purpose: `sts:GetCallerIdentity` (`mlobs run` calls it to learn the
 //! account unless `--account-id` is given) needs no permission, AWS allows it to every caller.
@@ -32,7 +36,10 @@ pub const RESOURCE_STAR_ACTIONS: [&str; 4] = [
 /// UpdatePodIdentityAssociation that changes the role: the association hands the role to
 /// `pods.eks.amazonaws.com`. (IRSA needs no PassRole: the role trusts the cluster's OIDC
 /// provider and nothing is passed.)
-pub const IMPLIED_ACTIONS: [&str; 1] = ["iam:PassRole"];
+///
+/// `s3:TagResource` authorizes the tags given to CreateBucket (S3 API reference,
+/// CreateBucketConfiguration.Tags), which makes a new bucket ours in the same call.
+pub const IMPLIED_ACTIONS: [&str; 2] = ["iam:PassRole", "s3:TagResource"];
 
 /// The service principal a pod identity association passes the collector role to.
 const POD_IDENTITY_SERVICE: &str = "pods.eks.amazonaws.com";
@@ -58,6 +65,10 @@ pub struct OperatorPolicyOptions {
     /// KMS aliases start with this (default `alias/mlobs/`, as in the derived
     /// `alias/mlobs/<cluster>/<namespace>/<pipeline>`).
     pub kms_alias_prefix: String,
+    /// Archive bucket names start with this (default `mlobs-`, as in the derived
+    /// `mlobs-<cluster>-<namespace>-<pipeline>-<hash>`); a `spec.archive.bucket` outside it is
+    /// refused by AWS with AccessDenied.
+    pub archive_bucket_prefix: String,
     /// When set, the operator may create a role, or write a role's inline policy or boundary, only
     /// with exactly this boundary: what the operator can grant stays inside it.
     pub permissions_boundary_arn: Option<String>,
@@ -77,6 +88,7 @@ impl OperatorPolicyOptions {
             role_name_prefix: "mlobs-".into(),
             role_path: "/".into(),
             kms_alias_prefix: "alias/mlobs/".into(),
+            archive_bucket_prefix: crate::conventions::ARCHIVE_BUCKET_PREFIX.into(),
             permissions_boundary_arn: None,
             cluster_name: None,
         }
@@ -97,6 +109,7 @@ impl OperatorPolicyOptions {
         wild("role name prefix", &self.role_name_prefix);
         wild("role path", &self.role_path);
         wild("KMS alias prefix", &self.kms_alias_prefix);
+        wild("archive bucket prefix", &self.archive_bucket_prefix);
         for r in &self.regions {
             wild("region", r);
         }
@@ -131,6 +144,15 @@ impl OperatorPolicyOptions {
             out.push(format!(
                 "log group prefix {:?} must start with / and name at least one level, e.g. /aws/eks/",
                 self.log_group_prefix
+            ));
+        }
+        // Empty would mean every bucket of the account; S3 names are [a-z0-9.-].
+        let bucket_ok = (self.archive_bucket_prefix.bytes())
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if self.archive_bucket_prefix.len() < 3 || !bucket_ok {
+            out.push(format!(
+                "archive bucket prefix {:?} must be at least 3 characters of a bucket name ([a-z0-9.-]), e.g. mlobs-",
+                self.archive_bucket_prefix
             ));
         }
         if self.role_name_prefix.is_empty() {
@@ -172,6 +194,16 @@ impl OperatorPolicyOptions {
 
     fn region_condition(&self) -> Value {
         json!({ "aws:RequestedRegion": self.regions })
+    }
+
+    /// Bucket ARNs name neither region nor account: `arn:<partition>:s3:::<prefix>*`.
+    fn buckets(&self) -> String {
+        format!("arn:{}:s3:::{}*", self.partition, self.archive_bucket_prefix)
+    }
+
+    /// The region, and buckets of this account only (a bucket name is global).
+    fn own_bucket_condition(&self) -> Value {
+        json!({ "aws:RequestedRegion": self.regions, "aws:ResourceAccount": self.account_id })
     }
 }
 
@@ -343,6 +375,53 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
                 "Null": own_resource,
                 "ForAllValues:StringLike": { "aws:TagKeys": "mlobs.io/*" },
             })),
+        ),
+        // S3 archive buckets. CreateBucket with ObjectLockEnabledForBucket is also authorized as
+        // s3:PutBucketObjectLockConfiguration and s3:PutBucketVersioning (granted below, both
+        // called too); its tags as s3:TagResource.
+        statement(
+            "S3CreateArchiveBuckets",
+            &["s3:CreateBucket", "s3:TagResource"],
+            json!(opts.buckets()),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // HeadBucket is authorized as s3:ListBucket (existence and region of the bucket).
+        statement(
+            "S3ReadArchiveBuckets",
+            &[
+                "s3:GetBucketObjectLockConfiguration",
+                "s3:GetBucketPolicy",
+                "s3:GetBucketPublicAccessBlock",
+                "s3:GetBucketTagging",
+                "s3:GetBucketVersioning",
+                "s3:GetEncryptionConfiguration",
+                "s3:GetLifecycleConfiguration",
+                "s3:ListBucket",
+            ],
+            json!(opts.buckets()),
+            Some(json!({ "StringEquals": opts.own_bucket_condition() })),
+        ),
+        // DeleteBucketTagging is authorized as s3:PutBucketTagging.
+        statement(
+            "S3ConfigureArchiveBuckets",
+            &[
+                "s3:PutBucketObjectLockConfiguration",
+                "s3:PutBucketPublicAccessBlock",
+                "s3:PutBucketTagging",
+                "s3:PutBucketVersioning",
+                "s3:PutEncryptionConfiguration",
+            ],
+            json!(opts.buckets()),
+            Some(json!({ "StringEquals": opts.own_bucket_condition() })),
+        ),
+        // The TLS-only bucket policy and the transition rule. Both could loosen access to the
+        // objects; Object Lock in COMPLIANCE mode still keeps every version until its retention
+        // ends, whatever a bucket policy or lifecycle rule says.
+        statement(
+            "S3ArchivePolicyAndLifecycle",
+            &["s3:PutBucketPolicy", "s3:PutLifecycleConfiguration"],
+            json!(opts.buckets()),
+            Some(json!({ "StringEquals": opts.own_bucket_condition() })),
         ),
         // IAM is a global service: every IAM request is made to one endpoint whatever region
         // the operator runs in, so aws:RequestedRegion would not limit anything (or would

@@ -2,6 +2,7 @@
 //! Lease-based leader election, with `/metrics`, `/healthz` and `/readyz`.
 
 pub mod applier;
+pub mod archive_status;
 pub mod backoff;
 pub mod children;
 pub mod client;

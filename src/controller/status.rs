@@ -59,6 +59,8 @@ pub struct Observed {
     pub data_flow: Option<DataFlowObs>,
     /// The destinations beyond CloudWatch, when the AWS step read them.
     pub destinations: Option<DestinationsObs>,
+    /// The archive bucket's ArchiveReady message, when the plan has one.
+    archive: Option<String>,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -92,6 +94,11 @@ impl Observed {
         self.gpu_nodes = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
         self.no_gpu_nodes = nodes.is_empty();
         self.estimate = cost::estimate(&d.effective, &fleet, prices, None).ok();
+        self.archive = d
+            .aws
+            .archive
+            .as_ref()
+            .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
     }
 
     pub fn collector(&mut self, ds: &DaemonSet) {
@@ -128,6 +135,7 @@ impl Observed {
                 [ty::KMS_KEY_READY, ty::LOG_GROUPS_READY, ty::IAM_ROLE_READY]
                     .iter()
                     .all(|t| conditions::find(c, t).is_some_and(|c| c.status == st::TRUE))
+                    && conditions::find(c, ty::ARCHIVE_READY).is_none_or(|c| c.status == st::TRUE)
             }
         }
     }
@@ -199,8 +207,15 @@ impl Observed {
         let steps = [
             (Step::KmsKey, ty::KMS_KEY_READY),
             (Step::LogGroups, ty::LOG_GROUPS_READY),
+            (Step::ArchiveBucket, ty::ARCHIVE_READY),
             (Step::IamRole, ty::IAM_ROLE_READY),
         ];
+        let steps = steps
+            .into_iter()
+            .filter(|(s, _)| *s != Step::ArchiveBucket || self.archive.is_some());
+        if self.archive.is_none() {
+            c.s.conditions.retain(|x| x.type_ != ty::ARCHIVE_READY);
+        }
         let now = c.now.clone();
         match &self.aws {
             Some(AwsResult::Ok { out, .. }) => {
@@ -208,6 +223,7 @@ impl Observed {
                 c.s.aws = Some(AwsStatus {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
+                    archive_bucket_arn: out.archive_bucket_arn.clone(),
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
                     // Kept as written: the API server keeps it too (status is merge-patched).
@@ -220,6 +236,9 @@ impl Observed {
                     out.log_group_arns.len()
                 );
                 c.set(ty::LOG_GROUPS_READY, st::TRUE, reason::RECONCILED, groups);
+                if let (Some(m), Some(arn)) = (&self.archive, &out.archive_bucket_arn) {
+                    c.set(ty::ARCHIVE_READY, st::TRUE, reason::RECONCILED, format!("{arn}: {m}"));
+                }
                 let role = out.role_arn.clone().unwrap_or_default();
                 c.set(ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
                 c.s.drift = merge_drift(&old.drift, Some(&out.drift), &self.k8s_drift, &now);
@@ -406,7 +425,10 @@ fn ready(c: &mut Conds<'_>) {
         ty::TRACES_READY,
         ty::PROMETHEUS_READY,
     ];
-    let not_ready = (parts.iter()).find_map(|t| {
+    // Present only while an archive is enabled (aws_steps removes it otherwise).
+    let archive = conditions::find(&c.s.conditions, ty::ARCHIVE_READY).map(|_| ty::ARCHIVE_READY);
+    let parts = parts.into_iter().chain(archive);
+    let not_ready = parts.into_iter().find_map(|t| {
         conditions::find(&c.s.conditions, t)
             .filter(|x| x.status != st::TRUE)
             .cloned()

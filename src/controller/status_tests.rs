@@ -26,6 +26,7 @@ fn outcome(drift: Vec<Drift>) -> AwsResult {
             kms_key_id: Some("k1".into()),
             kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
             log_group_arns: vec!["a".into(), "b".into()],
+            archive_bucket_arn: None,
             role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
             pod_identity_association_id: None,
             drift,

@@ -24,11 +24,15 @@ pub mod pipeline {
     /// The AMP workspace the metrics are remote-written to exists and is ACTIVE. Only with
     /// `spec.metrics.prometheus`; part of Ready.
     pub const PROMETHEUS_READY: &str = "PrometheusReady";
+    /// The S3 archive bucket exists with Object Lock, encryption, public access block, TLS-only
+    /// policy, lifecycle and tags. Only while `spec.archive` is enabled; then part of `Ready`.
+    pub const ARCHIVE_READY: &str = "ArchiveReady";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
+        ARCHIVE_READY,
         IAM_ROLE_READY,
         COLLECTOR_READY,
         METRICS_SOURCE_READY,

@@ -1,5 +1,6 @@
 //! API types of `mlobs.io/v1alpha1`.
 
+pub mod archive;
 pub mod common;
 pub mod conditions;
 pub mod dcgm_fields;
@@ -10,6 +11,7 @@ pub mod policy;
 pub mod reason;
 pub mod validate;
 
+pub use archive::*;
 pub use common::*;
 pub use destinations::*;
 pub use pipeline::*;

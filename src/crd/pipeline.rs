@@ -14,6 +14,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::archive::ArchiveSpec;
 use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
 
@@ -65,6 +66,7 @@ use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
 #[x_kube(validation = Rule::new(super::validate::known_dimensions_rule()).message(super::validate::KNOWN_DIMENSIONS_MESSAGE).field_path(".metrics.cloudwatch.dimensions").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::destinations::WORKSPACE_REGION_RULE).message(super::destinations::WORKSPACE_REGION_MESSAGE).field_path(".metrics.prometheus.workspaceArn").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::destinations::TRACES_NEED_OTLP_RULE).message(super::destinations::TRACES_NEED_OTLP_MESSAGE).field_path(".traces.destination").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(super::archive::ARCHIVE_NEEDS_LOGS_RULE).message(super::archive::ARCHIVE_NEEDS_LOGS_MESSAGE).field_path(".archive").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MLObservabilityPipelineSpec {
     /// Name of the EKS cluster. Used in default log group names, the `k8s.cluster.name` resource
@@ -106,7 +108,14 @@ pub struct MLObservabilityPipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datadog: Option<DatadogSpec>,
 
-    /// Encryption at rest of the log groups.
+    /// Long-term archive of every pod log record in an S3 bucket with Object Lock (COMPLIANCE
+    /// mode, default 7 years), SSE-KMS with the pipeline's key, public access blocked, TLS only,
+    /// moved to a colder storage class after a number of days. The bucket is created before the
+    /// collector starts and is never deleted by mlobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSpec>,
+
+    /// Encryption at rest of the log groups (and of the archive bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionSpec>,
 
@@ -124,6 +133,7 @@ pub struct MLObservabilityPipelineSpec {
 
     /// `Retain` (default) keeps the key, log groups and role when the pipeline is deleted and only
     /// removes mlobs ownership tags; `Delete` removes them (the key is scheduled for deletion).
+    /// An archive bucket is retained under both: Object Lock forbids deleting its objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
@@ -139,7 +149,7 @@ pub struct MLObservabilityPipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_flow: Option<DataFlowSpec>,
 
-    /// Take over an existing log group or IAM role that has the desired name but no mlobs ownership
+    /// Take over an existing log group, archive bucket or IAM role that has the desired name but no mlobs ownership
     /// tags (it is tagged and reconciled). Without it such a name is a `NameConflict` and nothing is
     /// touched. The annotation `mlobs.io/adopt: "true"` has the same effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -513,8 +523,8 @@ pub struct MLObservabilityPipelineStatus {
     pub observed_generation: Option<i64>,
 
     /// Ready, KmsKeyReady, LogGroupsReady, IamRoleReady, CollectorReady, MetricsSourceReady,
-    /// TracesReady and PrometheusReady (with those destinations), PolicyCompliant, Drifted,
-    /// DataFlowing (informative: not part of Ready), Reconciling, Stalled.
+    /// TracesReady and PrometheusReady (with those destinations), ArchiveReady (with an archive),
+    /// PolicyCompliant, Drifted, DataFlowing (informative: not part of Ready), Reconciling, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -575,6 +585,9 @@ pub struct AwsStatus {
     /// The collector's role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
+    /// The archive bucket (`arn:aws:s3:::<bucket>`), when an archive is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_bucket_arn: Option<String>,
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association_id: Option<String>,

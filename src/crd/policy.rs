@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::archive::PolicyArchiveSpec;
 use super::common::{IdentityMode, Redaction};
 use super::destinations::{PolicyDestinationsSpec, PolicyTracesSpec};
 
@@ -97,6 +98,10 @@ pub struct GpuTelemetryPolicySpec {
     /// Where telemetry may leave AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destinations: Option<PolicyDestinationsSpec>,
+
+    /// Whether pipelines must archive their logs to S3 with Object Lock, and for how long at least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<PolicyArchiveSpec>,
 }
 
 /// Who runs the DCGM exporter.

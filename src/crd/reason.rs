@@ -59,6 +59,9 @@ reasons! {
     AwsReady,
     /// The AWS resources were handled per deletionPolicy (event).
     AwsCleanedUp,
+    /// The archive bucket (and its KMS key) outlive the pipeline: Object Lock forbids deleting
+    /// it, also under deletionPolicy Delete (event).
+    ArchiveRetained,
     /// A child object was created (event).
     Created,
     /// A child object was updated (event).

@@ -5,7 +5,7 @@
 //! `collector_daemonset::destinations` (the Datadog key from its Secret, a CA bundle),
 //! `aws_plan::destinations` (the role's statements), `cost::destinations` (a monthly line each).
 
-use crate::crd::KeyRef;
+use crate::crd::{ArchiveStorageClass, KeyRef};
 
 /// Environment variable of the collector that holds the Datadog API key (from its Secret).
 pub const DD_API_KEY_ENV: &str = "DD_API_KEY";
@@ -59,12 +59,34 @@ pub struct EffDatadog {
     pub api_key: KeyRef,
 }
 
+/// The S3 archive of pod logs, with Object Lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffArchive {
+    pub bucket: String,
+    /// Whether `bucket` is mlobs' derived name (not the spec's).
+    pub derived_name: bool,
+    /// COMPLIANCE default retention.
+    pub retention_years: i32,
+    pub transition_after_days: i32,
+    pub storage_class: ArchiveStorageClass,
+    /// Ends in `/`.
+    pub prefix: String,
+}
+
+impl EffArchive {
+    /// `arn:<partition>:s3:::<bucket>`: bucket ARNs name neither region nor account.
+    pub fn bucket_arn(&self, partition: &str) -> String {
+        format!("arn:{partition}:s3:::{}", self.bucket)
+    }
+}
+
 /// Every destination beyond CloudWatch; `None` is off.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EffDestinations {
     pub traces: Option<EffTraces>,
     pub prometheus: Option<EffPrometheus>,
     pub datadog: Option<EffDatadog>,
+    pub archive: Option<EffArchive>,
 }
 
 /// The parts of an ARN: partition, service, region, account, resource.

@@ -13,13 +13,13 @@ use super::destinations::*;
 use super::effective::{Effective, test_all_destinations, test_fixture};
 use crate::crd::KeyRef;
 
-fn strs(v: &Value) -> Vec<String> {
+pub(super) fn strs(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
-fn inline_statements(e: &Effective) -> Vec<Value> {
+pub(super) fn inline_statements(e: &Effective) -> Vec<Value> {
     match aws_plan::build(e).expect("plan").role {
         RolePlan::Create { inline_policy, .. } => inline_policy["Statement"].as_array().cloned().unwrap_or_default(),
         RolePlan::Existing { .. } => panic!("the fixture creates its role"),

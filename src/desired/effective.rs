@@ -179,7 +179,7 @@ pub struct Effective {
     pub identity: EffIdentity,
     pub collector: EffCollector,
     pub exporter: EffExporter,
-    /// Destinations beyond CloudWatch: traces, AMP, Datadog.
+    /// Destinations beyond CloudWatch: traces, AMP, Datadog, the S3 archive.
     pub destinations: EffDestinations,
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
@@ -403,7 +403,24 @@ pub(crate) fn test_all_destinations() -> Effective {
                 key: "api-key".into(),
             },
         }),
+        archive: None,
     };
+    e
+}
+
+/// The effective-spec fixture with the S3 archive on (derived bucket name, 7 years, GLACIER_IR
+/// after 90 days).
+#[cfg(test)]
+pub(crate) fn test_archive() -> Effective {
+    let mut e = test_fixture();
+    e.destinations.archive = Some(super::destinations::EffArchive {
+        bucket: conventions::archive_bucket_name(&e.account_id, &e.region, &e.cluster_name, &e.namespace, &e.name),
+        derived_name: true,
+        retention_years: 7,
+        transition_after_days: 90,
+        storage_class: crate::crd::ArchiveStorageClass::GlacierIr,
+        prefix: conventions::archive_prefix(&e.namespace, &e.name),
+    });
     e
 }
 

@@ -3,6 +3,8 @@
 //! No I/O, no clock, no randomness: the same input gives byte-identical output. The CLI's
 //! `render`/`plan` and the controller both call into here, so they cannot disagree.
 
+#[cfg(test)]
+mod archive_tests;
 pub mod aws_plan;
 pub mod collector_config;
 pub mod collector_daemonset;

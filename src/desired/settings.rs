@@ -167,11 +167,31 @@ fn destinations(e: &Effective) -> Vec<Setting> {
             x.site, x.api_key.name, x.api_key.key
         )
     });
-    vec![
+    let mut rows = vec![
         row("traces.destination", traces, s.traces),
         row("metrics.prometheus.workspaceArn", amp, s.prometheus),
         row("datadog", datadog, s.datadog),
-    ]
+    ];
+    let a = &s.archive;
+    match &d.archive {
+        None => rows.push(row("archive.enabled", on(false).into(), a.enabled)),
+        Some(x) => rows.extend([
+            row("archive.enabled", on(true).into(), a.enabled),
+            row("archive.bucket", x.bucket.clone(), a.bucket),
+            row(
+                "archive.retentionYears",
+                format!("{} (Object Lock COMPLIANCE)", x.retention_years),
+                a.retention_years,
+            ),
+            row(
+                "archive.transition",
+                format!("{} after {} days", x.storage_class.as_str(), x.transition_after_days),
+                a.transition,
+            ),
+            row("archive.prefix", x.prefix.clone(), a.prefix),
+        ]),
+    }
+    rows
 }
 
 fn lifecycle(e: &Effective) -> Vec<Setting> {

@@ -77,6 +77,17 @@ pub struct DestinationsSources {
     pub traces: Source,
     pub prometheus: Source,
     pub datadog: Source,
+    pub archive: ArchiveSources,
+}
+
+/// `spec.archive`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchiveSources {
+    pub enabled: Source,
+    pub bucket: Source,
+    pub retention_years: Source,
+    pub transition: Source,
+    pub prefix: Source,
 }
 
 /// `spec.sources`: what the collector reads and where it runs.

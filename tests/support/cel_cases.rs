@@ -266,5 +266,26 @@ pub fn cases() -> Vec<Case> {
                         "metrics": {"prometheus": {"workspaceArn": "arn:aws:aps:us-east-1:123456789012:workspace/ws-a1"}}}),
             message: "the AMP workspace must be in spec.region",
         },
+        Case {
+            rule: mlobs::crd::ARCHIVE_NEEDS_LOGS_RULE,
+            kind: Pipeline,
+            ok: json!({"archive": {"enabled": false}, "logs": {"enabled": false}}),
+            bad: json!({"archive": {"retentionYears": 7}, "logs": {"enabled": false}}),
+            message: "the archive stores pod logs",
+        },
+        Case {
+            rule: mlobs::crd::STANDARD_IA_RULE,
+            kind: Pipeline,
+            ok: json!({"archive": {"storageClass": "STANDARD_IA", "transitionAfterDays": 30}}),
+            bad: json!({"archive": {"storageClass": "STANDARD_IA", "transitionAfterDays": 7}}),
+            message: "at least 30",
+        },
+        Case {
+            rule: mlobs::crd::BUCKET_RESERVED_RULE,
+            kind: Pipeline,
+            ok: json!({"archive": {"bucket": "acme-gpu-logs"}}),
+            bad: json!({"archive": {"bucket": "acme-gpu-logs--ol-s3"}}),
+            message: "reserved by S3",
+        },
     ]
 }

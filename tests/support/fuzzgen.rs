@@ -158,6 +158,13 @@ pub const KEYS: &[&str] = &[
     "apiKeySecretRef",
     "allowSaaS",
     "allowXRay",
+    "archive",
+    "retentionYears",
+    "transitionAfterDays",
+    "storageClass",
+    "bucket",
+    "minRetentionYears",
+    "required",
     "x-unknown",
     "",
     "🚀",
@@ -305,7 +312,8 @@ pub fn plausible() -> impl Strategy<Value = (&'static str, Value)> {
 
 /// The destinations beyond CloudWatch, plausible enough to pass validation often: traces to
 /// X-Ray or an OTLP backend (with and without TLS settings), an AMP workspace in one of a few
-/// regions and accounts, Datadog with a site and a Secret reference.
+/// regions and accounts, Datadog with a site and a Secret reference, the S3 archive (bucket,
+/// retention, transition and prefix, some of them out of range).
 pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
     const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "x"];
     const ENDPOINTS: [&str; 5] = [
@@ -345,7 +353,39 @@ pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
                 json!({"site": site, "apiKeySecretRef": {"name": "dd", "key": "api-key"}}),
             )
         });
-    prop_oneof![traces, amp, datadog]
+    let archive = (
+        proptest::sample::select(vec![
+            json!(null),
+            json!("acme-gpu-logs"),
+            json!("Bad_Bucket"),
+            json!("x--ol-s3"),
+        ]),
+        proptest::sample::select(vec![json!(null), json!(1), json!(7), json!(100), json!(0)]),
+        proptest::sample::select(vec![json!(null), json!(7), json!(30), json!(365), json!(5000)]),
+        proptest::sample::select(&["GLACIER_IR", "DEEP_ARCHIVE", "STANDARD_IA", "GLACIER", "STANDARD"][..]),
+        proptest::sample::select(vec![
+            json!(null),
+            json!("audit/"),
+            json!("a/b/"),
+            json!("no-slash"),
+            json!("*/"),
+        ]),
+    )
+        .prop_map(|(bucket, years, days, class, prefix)| {
+            let mut a = json!({"storageClass": class});
+            for (k, v) in [
+                ("bucket", bucket),
+                ("retentionYears", years),
+                ("transitionAfterDays", days),
+                ("prefix", prefix),
+            ] {
+                if !v.is_null() {
+                    a[k] = v;
+                }
+            }
+            ("/spec/archive", a)
+        });
+    prop_oneof![traces, amp, datadog, archive]
 }
 
 /// A path into the document, resolved by index modulo the number of children at each level;

@@ -38,14 +38,26 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
                 .and_then(|a| a.kms_key_arn.as_deref())
                 .and_then(key_id_of);
             let policy = d.effective.deletion_policy;
-            if let Err(e) = delete_all(&ctx.aws, &d.aws, &owner(&d), known.as_deref(), policy).await {
-                let msg = format!("cleanup of AWS resources failed, finalizer kept: {e}");
-                ctx.event(p, EventType::Warning, e.error.reason(), "DeleteAws", msg.clone())
-                    .await;
-                let mut obs = Observed::new(p);
-                obs.blocked(reason::CLEANUP_FAILED, msg);
-                let _ = write_status(p, ctx, obs, Some(d.effective.resync_interval_ms)).await;
-                return Err(Error::Aws(e));
+            let deleted = match delete_all(&ctx.aws, &d.aws, &owner(&d), known.as_deref(), policy).await {
+                Ok(out) => out,
+                Err(e) => {
+                    let msg = format!("cleanup of AWS resources failed, finalizer kept: {e}");
+                    ctx.event(p, EventType::Warning, e.error.reason(), "DeleteAws", msg.clone())
+                        .await;
+                    let mut obs = Observed::new(p);
+                    obs.blocked(reason::CLEANUP_FAILED, msg);
+                    let _ = write_status(p, ctx, obs, Some(d.effective.resync_interval_ms)).await;
+                    return Err(Error::Aws(e));
+                }
+            };
+            if let Some(r) = &deleted.retained {
+                let kind = if policy == crate::crd::DeletionPolicy::Delete {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                let msg = super::super::archive_status::retained_message(&r.message, d.aws.kms.is_some());
+                ctx.event(p, kind, Reason::ArchiveRetained, "DeleteAws", msg).await;
             }
             // The garbage collector removes the owned children: forget what was verified of them.
             for key in super::plan::child_set(p, &d, p.uid().unwrap_or_default()).keys() {

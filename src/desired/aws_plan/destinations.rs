@@ -35,6 +35,9 @@ pub fn statements(e: &Effective, condition: &Value) -> Vec<Value> {
             "Condition": condition,
         }));
     }
+    if let Some(a) = &d.archive {
+        out.extend(super::archive::statements(e, a, condition));
+    }
     if let Some(p) = &d.prometheus {
         out.push(json!({
             "Sid": AMP_SID,

@@ -1,5 +1,5 @@
-//! The AWS side of a pipeline as a typed, printable plan: KMS key, log groups, the collector's role
-//! and (Pod Identity) association. Pure: `mlobs plan` prints it and the controller applies it.
+//! The AWS side of a pipeline as a typed, printable plan: KMS key, log groups, the archive bucket,
+//! the collector's role and (Pod Identity) association. Pure: `mlobs plan` prints it and the controller applies it.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::effective::{EffKms, EffLogGroup, EffRole, Effective};
 use crate::crd::{IdentityMode, LogGroupClass};
 
+pub mod archive;
 pub mod destinations;
 
 pub const LOG_GROUP_NAME_MAX: usize = 512;
@@ -130,12 +131,15 @@ pub struct PodIdentityPlan {
     pub role_arn: String,
 }
 
-/// Everything AWS-side, in apply order: KMS → log groups → IAM → pod identity association.
+/// Everything AWS-side, in apply order: KMS → log groups → archive bucket → IAM (the role's
+/// policy names the bucket) → pod identity association.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsPlan {
     pub kms: Option<KmsKeyPlan>,
     pub log_groups: Vec<LogGroupPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<archive::ArchiveBucketPlan>,
     pub role: RolePlan,
     pub pod_identity: Option<PodIdentityPlan>,
 }
@@ -175,6 +179,9 @@ fn canonicalize(plan: &mut AwsPlan) {
         *trust_policy = c(std::mem::take(trust_policy));
         *inline_policy = c(std::mem::take(inline_policy));
     }
+    if let Some(a) = &mut plan.archive {
+        a.bucket_policy = c(std::mem::take(&mut a.bucket_policy));
+    }
 }
 
 pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
@@ -212,6 +219,10 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         ));
     }
     let group_arns: Vec<String> = log_groups.iter().map(|g| g.arn.clone()).collect();
+    let archive = match &e.destinations.archive {
+        Some(a) => Some(archive::bucket(e, a, &kms_ref)?),
+        None => None,
+    };
     let kms = match &e.kms {
         EffKms::Disabled => None,
         EffKms::Existing { key_arn } => Some(KmsKeyPlan::Existing {
@@ -253,6 +264,7 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
     let mut plan = AwsPlan {
         kms,
         log_groups,
+        archive,
         role,
         pod_identity,
     };
@@ -361,7 +373,7 @@ fn logs_key_statement(e: &Effective, group_arns: &[String]) -> Value {
 }
 
 fn key_policy(e: &Effective, group_arns: &[String]) -> Value {
-    json!({
+    let mut policy = json!({
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -375,7 +387,17 @@ fn key_policy(e: &Effective, group_arns: &[String]) -> Value {
             },
             logs_key_statement(e, group_arns),
         ],
-    })
+    });
+    if e.destinations.archive.is_some()
+        && let Some(statements) = policy["Statement"].as_array_mut()
+    {
+        let role = match &e.identity.role {
+            EffRole::Create { name } => role_arn(&e.partition, &e.account_id, name),
+            EffRole::Existing { arn } => arn.clone(),
+        };
+        statements.push(archive::key_statement(e, &role));
+    }
+    policy
 }
 
 fn trust_policy(e: &Effective) -> Result<Value, PlanError> {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{STORAGE, lit, node_env};
 use crate::crd::format_duration_ms;
 use crate::desired::destinations::{
-    DD_API_KEY_ENV, EffDatadog, EffOtlpBackend, EffPrometheus, EffTraces, xray_traces_endpoint,
+    DD_API_KEY_ENV, EffArchive, EffDatadog, EffOtlpBackend, EffPrometheus, EffTraces, xray_traces_endpoint,
 };
 use crate::desired::effective::Effective;
 
@@ -17,6 +17,9 @@ pub const OTLP_TRACES_EXPORTER: &str = "otlphttp/traces";
 pub const AMP_EXPORTER: &str = "prometheusremotewrite/aps";
 pub const AMP_AUTH: &str = "sigv4auth/aps";
 pub const DATADOG_EXPORTER: &str = "datadog";
+pub const ARCHIVE_EXPORTER: &str = "awss3/archive";
+/// Hourly partitions under the archive prefix (the exporter's default adds minutes).
+pub const ARCHIVE_PARTITION_FORMAT: &str = "year=%Y/month=%m/day=%d/hour=%H";
 /// Where a traces backend's CA bundle is mounted in the collector.
 pub const TRACES_CA_DIR: &str = "/etc/mlobs/traces-ca";
 
@@ -87,6 +90,41 @@ fn datadog(e: &Effective, d: &EffDatadog) -> Value {
     });
     queue_and_retry(e, &mut x);
     x
+}
+
+/// The S3 archive: gzip'd OTLP JSON objects under `<prefix>year=/month=/day=/hour=/`, one per
+/// batch, named after the node. The bucket's default encryption (SSE-KMS) and Object Lock apply
+/// to every object without a header here. The exporter's S3 client (aws-sdk-go-v2 s3 v1.79 in
+/// contrib 0.124.1) sends `x-amz-checksum-crc32` (pinned by the DaemonSet's
+/// `AWS_REQUEST_CHECKSUM_CALCULATION`) but neither `Content-MD5` nor
+/// `x-amz-sdk-checksum-algorithm`, which the S3 API reference names for PUTs into a bucket with a
+/// default retention, and which moto requires (tests/archive_dataflow.rs records the headers;
+/// README "S3 archive"). No exporter option of this version adds them. It has no
+/// `retry_on_failure` either: its S3 client retries (3 attempts), then the batch is dropped.
+fn archive(e: &Effective, a: &EffArchive) -> Value {
+    json!({
+        "s3uploader": {
+            "region": lit(&e.region),
+            "s3_bucket": lit(&a.bucket),
+            // The exporter joins prefix and partition with a `/` of its own.
+            "s3_prefix": lit(a.prefix.trim_end_matches('/')),
+            "s3_partition_format": ARCHIVE_PARTITION_FORMAT,
+            "file_prefix": format!("{}_", node_env()),
+            "compression": "gzip",
+        },
+        "marshaler": "otlp_json",
+        "sending_queue": {"enabled": true, "storage": STORAGE},
+    })
+}
+
+/// Adds the logs destinations' exporters (the archive) and returns their names, after
+/// `awscloudwatchlogs`: the logs pipeline fans out, so the archive gets every redacted record.
+pub fn logs_exporters(e: &Effective, exporters: &mut Map<String, Value>) -> Vec<&'static str> {
+    let Some(a) = &e.destinations.archive else {
+        return vec![];
+    };
+    exporters.insert(ARCHIVE_EXPORTER.into(), archive(e, a));
+    vec![ARCHIVE_EXPORTER]
 }
 
 /// The destinations' extensions (SigV4 signers), by name.

@@ -84,10 +84,9 @@ pub fn build(e: &Effective) -> Value {
             chain.push("transform/redact");
         }
         chain.push("batch");
-        pipelines.insert(
-            "logs".into(),
-            pipeline("filelog", shape.otlp, &chain, &["awscloudwatchlogs"]),
-        );
+        let mut to = vec!["awscloudwatchlogs"];
+        to.extend(destinations::logs_exporters(e, &mut exporters));
+        pipelines.insert("logs".into(), pipeline("filelog", shape.otlp, &chain, &to));
     }
     if shape.metrics {
         receivers.insert("prometheus".into(), prometheus(e));
@@ -460,6 +459,7 @@ mod tests {
             ),
             ("no_redaction", tweak(|e| e.logs.redactions.clear())),
             ("every_destination", crate::desired::effective::test_all_destinations()),
+            ("archive", crate::desired::effective::test_archive()),
             (
                 "destinations_without_otlp_or_metrics",
                 tweak(|e| {

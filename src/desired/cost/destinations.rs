@@ -18,12 +18,15 @@ use crate::desired::effective::Effective;
 pub struct Traffic {
     /// Spans per second the pipeline's applications send, all nodes together.
     pub spans_per_second: f64,
+    /// Pod log volume, all nodes together (the archive's storage); None: not estimated.
+    pub log_gb_per_day: Option<f64>,
 }
 
 impl Default for Traffic {
     fn default() -> Self {
         Traffic {
             spans_per_second: 100.0,
+            log_gb_per_day: None,
         }
     }
 }
@@ -52,7 +55,7 @@ pub struct FleetSize {
     pub gpus_per_node: u32,
 }
 
-fn statement(aws: &AwsPlan, sid: &str) -> Vec<Value> {
+pub(super) fn statement(aws: &AwsPlan, sid: &str) -> Vec<Value> {
     let RolePlan::Create { inline_policy, .. } = &aws.role else {
         return vec![];
     };
@@ -72,7 +75,8 @@ fn amp_rates(p: &Prices) -> String {
     )
 }
 
-/// Every enabled destination, in the order the collector config lists them; the IAM statements
+/// Every enabled traces and metrics destination, in the order the collector config lists them
+/// (the archive's line is `cost::archive::line`, which builds on this module); the IAM statements
 /// are those of `aws`'s role (none for an existing role: its policy is the user's).
 pub fn lines(e: &Effective, aws: &AwsPlan, fleet: FleetSize, p: &Prices, t: &Traffic) -> Vec<DestinationLine> {
     let mut out = vec![];

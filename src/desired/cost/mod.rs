@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::effective::Effective;
 use crate::crd::LogGroupClass;
 
+pub mod archive;
 pub mod destinations;
 
 /// A GPU instance type's shape (REFERENCE.md, "GPU nodes on EKS").
@@ -88,6 +89,16 @@ pub struct Prices {
     /// Datadog Infrastructure Pro, https://www.datadoghq.com/pricing/: $15 per host per month
     /// billed annually ($18 on demand).
     pub datadog_usd_per_host_month: f64,
+    /// S3 Standard storage, https://aws.amazon.com/s3/pricing/ (us-east-1, first 50 TB).
+    pub s3_standard_usd_per_gb_month: f64,
+    /// S3 PUT, COPY, POST, LIST requests, per 1,000.
+    pub s3_put_usd_per_1000: f64,
+    /// The archive's colder class per GB-month; None: the class's list price.
+    pub s3_cold_usd_per_gb_month: Option<f64>,
+    /// Lifecycle transitions into the colder class per 1,000; None: the class's list price.
+    pub s3_transition_usd_per_1000: Option<f64>,
+    /// Raw log bytes per archived byte (OTLP JSON wraps each record, gzip shrinks it).
+    pub archive_compression_ratio: f64,
 }
 
 impl Default for Prices {
@@ -105,6 +116,11 @@ impl Default for Prices {
             amp_sample_tier_limits: [2_000_000_000, 252_000_000_000],
             amp_usd_per_10m_samples: [0.90, 0.35, 0.16],
             datadog_usd_per_host_month: 15.00,
+            s3_standard_usd_per_gb_month: 0.023,
+            s3_put_usd_per_1000: 0.005,
+            s3_cold_usd_per_gb_month: None,
+            s3_transition_usd_per_1000: None,
+            archive_compression_ratio: 10.0,
         }
     }
 }

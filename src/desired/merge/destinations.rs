@@ -137,11 +137,14 @@ pub(super) fn destinations(
         traces: source(traces_spec.is_some()),
         prometheus: source(amp_spec.is_some()),
         datadog: source(spec.datadog.is_some()),
+        // Merged by `archive::archive`, which knows whether logs are shipped.
+        archive: Default::default(),
     };
     let effective = EffDestinations {
         traces,
         prometheus,
         datadog,
+        archive: None,
     };
     (effective, sources)
 }

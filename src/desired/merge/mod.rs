@@ -2,13 +2,14 @@
 //! then the policy's guardrails. Pure.
 //!
 //! One function per section of the spec (placement, logs, metrics, kms, identity, collector,
-//! exporter, destinations, lifecycle), each returning its part of the effective spec and the [`Sources`] of that
+//! exporter, destinations, archive, lifecycle), each returning its part of the effective spec and the [`Sources`] of that
 //! part; [`merge`] puts them together.
 //!
 //! Two kinds of failure: an [`Invalid`] when a value cannot be resolved at all (no region, IRSA
 //! without an OIDC provider), and [`Violation`]s when the pipeline breaks a guardrail. Violations
 //! do not stop the merge, so `mlobs plan` can show the whole picture next to them.
 
+mod archive;
 mod collector;
 mod destinations;
 mod identity;
@@ -23,6 +24,7 @@ use crate::crd::validate::{FieldError, Invalid};
 use crate::crd::{GpuTelemetryPolicy, GpuTelemetryPolicySpec, MLObservabilityPipeline};
 
 pub use crate::collector_version::DEFAULT_COLLECTOR_IMAGE;
+pub use archive::{DEFAULT_RETENTION_YEARS, DEFAULT_TRANSITION_DAYS};
 pub use collector::quantity_mib;
 pub use lifecycle::DEFAULT_DATA_FLOW_GRACE_MS;
 
@@ -102,8 +104,9 @@ pub fn merge(
     let (identity, identity_src) = identity::identity(&mut m, spec, &at);
     let (collector, collector_src) = collector::collector(&mut m, spec, &at);
     let exporter = collector::exporter(&m, ctx);
-    let (destinations, destinations_src) =
+    let (mut destinations, mut destinations_src) =
         destinations::destinations(&mut m, spec, &at, ctx, &metrics, collector.otlp_enabled);
+    (destinations.archive, destinations_src.archive) = archive::archive(&mut m, spec, &at, ctx, logs.enabled);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {
