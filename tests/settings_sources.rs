@@ -98,6 +98,7 @@ const RULES: &[Rule] = &[
     ("traces.destination", &["/spec/traces/destination"], &[], BuiltIn),
     ("metrics.prometheus.workspaceArn", &["/spec/metrics/prometheus"], &[], BuiltIn),
     ("datadog", &["/spec/datadog"], &[], BuiltIn),
+    ("archive.enabled", &["/spec/archive"], &["/spec/archive/required"], BuiltIn),
     ("driftPolicy", &["/spec/driftPolicy"], &[], BuiltIn),
     ("deletionPolicy", &["/spec/deletionPolicy"], &[], BuiltIn),
     ("resyncInterval", &["/spec/resyncInterval"], &[], BuiltIn),
