@@ -165,7 +165,11 @@ async fn admission_returns_every_cel_rule_message() -> Result<()> {
     }
 
     // The transition rule (log group class is immutable): an update of a real pipeline.
-    if let Some((_, _, message)) = served.iter().find(|(_, r, _)| r == TRANSITION_RULE) {
+    // Two rules share the text `self == oldSelf` (the class here, archive.bucket): the class's.
+    if let Some((_, _, message)) = served
+        .iter()
+        .find(|(_, r, m)| r == TRANSITION_RULE && m.contains("class"))
+    {
         let p = pipeline(ns, "immutable", json!({"logs": {"logGroup": {"class": "STANDARD"}}}))?;
         create_pipeline(&c, &p).await?;
         let patch = Patch::Merge(json!({"spec": {"logs": {"logGroup": {"class": "INFREQUENT_ACCESS"}}}}));
