@@ -702,6 +702,7 @@ fn aws_ok() -> AwsResult {
             kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
             log_group_arns: vec!["a".into(), "b".into()],
             archive_bucket_arn: None,
+            amp_workspace: None,
             role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
             pod_identity_association_id: None,
             drift: vec![],

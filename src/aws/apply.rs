@@ -1,12 +1,12 @@
 //! The ordered apply of a pipeline's AWS plan: KMS key → log groups (created with that key) →
-//! archive bucket (encrypted with that key) → IAM role (its policy names the bucket) → EKS pod
-//! identity association. Each step is idempotent, so a crash at any point is
+//! archive bucket (encrypted with that key) → AMP workspace by alias (with that key) → IAM role
+//! (its policy names the bucket and the workspace) → EKS pod identity association. Each step is idempotent, so a crash at any point is
 //! healed by running it again. The collector may start only when [`AwsOutcome::ready`] is true.
 
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, eks, iam, kms, logs, s3};
+use super::{AwsClients, AwsError, Drift, Owner, amp, eks, iam, kms, logs, s3};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct AwsOutcome {
     pub kms_key_arn: Option<String>,
     pub log_group_arns: Vec<String>,
     pub archive_bucket_arn: Option<String>,
+    /// The AMP workspace mlobs manages, with the alias it was ensured for.
+    pub amp_workspace: Option<(String, amp::Workspace)>,
     pub role_arn: Option<String>,
     pub pod_identity_association_id: Option<String>,
     pub drift: Vec<Drift>,
@@ -42,6 +44,7 @@ impl AwsOutcome {
         (plan.kms.is_none() || self.kms_key_arn.is_some())
             && self.log_group_arns.len() == plan.log_groups.len()
             && (plan.archive.is_none() || self.archive_bucket_arn.is_some())
+            && (plan.amp_workspace.is_none() || self.amp_workspace.is_some())
             && self.role_arn.is_some()
             && (plan.pod_identity.is_none() || self.pod_identity_association_id.is_some())
     }
@@ -63,6 +66,7 @@ pub enum Step {
     KmsKey,
     LogGroups,
     ArchiveBucket,
+    AmpWorkspace,
     IamRole,
     PodIdentity,
 }
@@ -73,6 +77,7 @@ impl std::fmt::Display for Step {
             Step::KmsKey => "KMS key",
             Step::LogGroups => "log groups",
             Step::ArchiveBucket => "archive bucket",
+            Step::AmpWorkspace => "AMP workspace",
             Step::IamRole => "IAM role",
             Step::PodIdentity => "pod identity association",
         })
@@ -134,6 +139,13 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => return Err(fail(Step::ArchiveBucket, e, &out)),
         }
     }
+    if let Some(w) = &plan.amp_workspace {
+        let key = out.kms_key_arn.as_deref();
+        match amp::ensure(c, w, key, &opts.owner, opts.adopt).await {
+            Ok(ws) => out.amp_workspace = Some((w.alias.clone(), ws)),
+            Err(e) => return Err(fail(Step::AmpWorkspace, e, &out)),
+        }
+    }
     match iam::ensure(c, &plan.role, &opts.owner, opts.adopt, opts.drift).await {
         Ok((arn, drift)) => {
             out.role_arn = Some(arn);
@@ -182,6 +194,11 @@ pub async fn delete_all(
     iam::delete(c, &plan.role, owner, policy)
         .await
         .map_err(|e| fail(Step::IamRole, e))?;
+    if let Some(w) = &plan.amp_workspace {
+        amp::delete(c, w, owner, policy)
+            .await
+            .map_err(|e| fail(Step::AmpWorkspace, e))?;
+    }
     let mut out = DeleteOutcome::default();
     if let Some(b) = &plan.archive {
         out.retained = s3::delete(c, b, owner, policy)

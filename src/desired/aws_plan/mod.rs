@@ -140,6 +140,8 @@ pub struct AwsPlan {
     pub log_groups: Vec<LogGroupPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<archive::ArchiveBucketPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amp_workspace: Option<destinations::AmpWorkspacePlan>,
     pub role: RolePlan,
     pub pod_identity: Option<PodIdentityPlan>,
 }
@@ -261,10 +263,12 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         service_account: e.identity.service_account.clone(),
         role_arn: role.arn().to_string(),
     });
+    let amp_workspace = destinations::amp_workspace(e, &kms_ref);
     let mut plan = AwsPlan {
         kms,
         log_groups,
         archive,
+        amp_workspace,
         role,
         pod_identity,
     };
