@@ -196,6 +196,22 @@ impl PlanReport {
             )?;
             writeln!(s, "     bucket policy: {}", json(&a.bucket_policy))?;
         }
+        if let Some(w) = &self.aws.amp_workspace {
+            let key = match &w.kms_key {
+                Some(KmsRef::Created { alias }) => format!("KMS {alias}"),
+                Some(KmsRef::Existing { arn }) => format!("KMS {arn}"),
+                None => "an AWS owned key".into(),
+            };
+            step(
+                s,
+                format!(
+                    "AMP workspace alias {:?} in {} (created unless one of this alias carries the pipeline's tags; encrypted with {key}, {} tags; its id is recorded in status.aws.ampWorkspaceArn and named by the role and the remote write endpoint)",
+                    w.alias,
+                    w.region,
+                    w.tags.len()
+                ),
+            )?;
+        }
         match &self.aws.role {
             RolePlan::Create {
                 name,

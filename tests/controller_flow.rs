@@ -795,6 +795,46 @@ async fn data_flowing_waits_for_the_collector_turns_true_with_events_and_false_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_by_alias_is_created_once_recorded_and_named_by_the_collector_config() {
+    let op = Operator::start().await;
+    let alias = moto::unique("gpu");
+    op.create("byalias", json!({"metrics": {"prometheus": {"workspaceAlias": alias}}}))
+        .await;
+    op.wait_reason("byalias", "PrometheusReady", "True", "Reconciled").await;
+    op.daemon_set_ready("byalias");
+    op.ready("byalias").await;
+    let aws = op
+        .pipeline("byalias")
+        .and_then(|p| p.status)
+        .and_then(|s| s.aws)
+        .expect("status.aws");
+    assert_eq!(aws.amp_workspace_alias.as_deref(), Some(alias.as_str()));
+    let arn = aws.amp_workspace_arn.expect("status.aws.ampWorkspaceArn");
+    let listed = moto::clients()
+        .await
+        .amp
+        .list_workspaces()
+        .alias(&alias)
+        .send()
+        .await
+        .expect("list");
+    let arns: Vec<&str> = listed.workspaces().iter().map(|w| w.arn()).collect();
+    assert_eq!(arns, vec![arn.as_str()], "exactly one workspace of the alias");
+    let id = arn.rsplit('/').next().unwrap_or_default();
+    let cm = op
+        .fake
+        .object("v1", "configmaps", Some(NS), "mlobs-byalias")
+        .expect("the collector config");
+    let config = cm["data"]["config.yaml"].as_str().unwrap_or_default().to_string();
+    assert!(
+        config.contains(&format!("/workspaces/{id}/api/v1/remote_write")),
+        "{config}"
+    );
+    assert!(!config.contains("once created"), "{config}");
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_ready_follows_the_amp_workspace_and_ready_waits_for_it() {
     let op = Operator::start().await;
     let amp = moto::clients().await.amp;
