@@ -61,6 +61,9 @@ pub struct Observed {
     pub destinations: Option<DestinationsObs>,
     /// The archive bucket's ArchiveReady message, when the plan has one.
     archive: Option<String>,
+    /// The resourceVersion this reconcile's status is computed against: the object's, or the one
+    /// a status patch of this reconcile returned (see `write_status`).
+    pub resource_version: Option<String>,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.

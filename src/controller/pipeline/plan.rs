@@ -200,6 +200,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
 
 /// Fingerprint of what AWS should look like: the plan, the spec generation (drift policy and
 /// adoption are not in the plan) and a requested reconcile. A change means ensure AWS now.
+/// Ends with the AWS plan's JSON (`apply::aws` compares that part alone).
 pub fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
     let requested = p
         .annotations()
