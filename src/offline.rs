@@ -133,6 +133,15 @@ pub struct PlanArgs {
     /// whoever controls the operator can grant a collector role any permission.
     #[arg(long, requires = "operator_policy")]
     pub permissions_boundary_arn: Option<String>,
+    /// With --operator-policy: the SQS queue of `mlobs run --drift-events-queue`; the policy may
+    /// receive and delete its messages.
+    #[arg(long, requires = "operator_policy")]
+    pub drift_events_queue_arn: Option<String>,
+    /// With --drift-events-queue-arn: print one JSON object with the operator policy, the
+    /// EventBridge rule to create (name and event pattern) and the queue's resource policy,
+    /// instead of the policy alone.
+    #[arg(long, requires = "drift_events_queue_arn")]
+    pub drift_events: bool,
 }
 
 /// `plan` output formats.
@@ -391,12 +400,41 @@ pub fn operator_policy_options(args: &PlanArgs) -> Result<OperatorPolicyOptions,
         archive_bucket_prefix: args.archive_bucket_prefix.clone(),
         permissions_boundary_arn: args.permissions_boundary_arn.clone(),
         cluster_name: i.cluster_name.clone(),
+        drift_events_queue_arn: args.drift_events_queue_arn.clone(),
         ..OperatorPolicyOptions::new(account, region)
     };
     match opts.problems().as_slice() {
         [] => Ok(opts),
         problems => Err(problems.join("; ")),
     }
+}
+
+/// The rule name `--drift-events` prints.
+pub const DRIFT_EVENTS_RULE: &str = "mlobs-drift-events";
+
+/// `--drift-events`: the operator policy, the EventBridge rule and the queue policy, together.
+fn drift_events_documents(
+    opts: &OperatorPolicyOptions,
+    queue_arn: &str,
+    policy: serde_json::Value,
+) -> serde_json::Value {
+    use crate::aws::drift_events::{event_pattern, queue_policy};
+    let region = queue_arn.split(':').nth(3).unwrap_or_default();
+    let rule_arn = format!(
+        "arn:{}:events:{region}:{}:rule/{DRIFT_EVENTS_RULE}",
+        opts.partition, opts.account_id
+    );
+    serde_json::json!({
+        "operatorPolicy": policy,
+        "eventRule": {
+            "name": DRIFT_EVENTS_RULE,
+            "region": region,
+            "eventPattern": event_pattern(),
+            "target": queue_arn,
+            "note": "IAM events reach EventBridge in us-east-1 only: create this rule (and its queue) there too, or forward us-east-1 events to this region's bus",
+        },
+        "queuePolicy": queue_policy(queue_arn, &rule_arn),
+    })
 }
 
 /// `mlobs plan --operator-policy`: the policy JSON on stdout.
@@ -408,7 +446,12 @@ fn print_operator_policy(args: &PlanArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
-    match serde_json::to_string_pretty(&operator_policy(&opts)) {
+    let policy = operator_policy(&opts);
+    let doc = match (&opts.drift_events_queue_arn, args.drift_events) {
+        (Some(queue), true) => drift_events_documents(&opts, queue, policy),
+        _ => policy,
+    };
+    match serde_json::to_string_pretty(&doc) {
         Ok(s) => print_or_fail(&format!("{s}\n")).map_or_else(|code| code, |()| ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e}");

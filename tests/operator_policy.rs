@@ -10,7 +10,7 @@ use mlobs::aws::operator_policy::{IMPLIED_ACTIONS, OperatorPolicyOptions, RESOUR
 use serde_json::Value;
 
 /// SDK clients of `AwsClients` and the IAM service prefix of each.
-const CLIENTS: [(&str, &str); 8] = [
+const CLIENTS: [(&str, &str); 9] = [
     ("kms", "kms"),
     ("logs", "logs"),
     ("iam", "iam"),
@@ -19,6 +19,7 @@ const CLIENTS: [(&str, &str); 8] = [
     ("amp", "aps"),
     ("xray", "xray"),
     ("s3", "s3"),
+    ("sqs", "sqs"),
 ];
 
 /// S3 operations authorized under an IAM action of another name (Service Authorization
@@ -92,7 +93,7 @@ fn called_actions() -> BTreeSet<String> {
         "src/aws has kms.rs, logs.rs, iam.rs and eks.rs"
     );
     let call =
-        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
+        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|sqs)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
     let mut out = BTreeSet::new();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -111,7 +112,10 @@ fn called_actions() -> BTreeSet<String> {
 }
 
 fn opts() -> OperatorPolicyOptions {
-    OperatorPolicyOptions::new("123456789012", "us-east-1")
+    OperatorPolicyOptions {
+        drift_events_queue_arn: Some("arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events".into()),
+        ..OperatorPolicyOptions::new("123456789012", "us-east-1")
+    }
 }
 
 fn statements(policy: &Value) -> Vec<Value> {
@@ -397,6 +401,8 @@ fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
             "123456789012",
             "--region",
             "us-east-1",
+            "--drift-events-queue-arn",
+            "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events",
         ])
         .env_remove("AWS_REGION")
         .env_remove("MLOBS_CLUSTER_NAME")
@@ -405,6 +411,50 @@ fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed, operator_policy(&opts()));
+
+    // --drift-events: the policy, the EventBridge rule and the queue policy in one document.
+    let all = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+        .args([
+            "plan",
+            "--operator-policy",
+            "--account-id",
+            "123456789012",
+            "--region",
+            "us-east-1",
+            "--drift-events-queue-arn",
+            "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events",
+            "--drift-events",
+        ])
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(doc["operatorPolicy"], operator_policy(&opts()));
+    assert_eq!(
+        doc["eventRule"]["eventPattern"],
+        mlobs::aws::drift_events::event_pattern()
+    );
+    assert_eq!(
+        doc["queuePolicy"]["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+        "arn:aws:events:us-east-1:123456789012:rule/mlobs-drift-events"
+    );
+    // A queue outside the operator's regions is refused with the flag's meaning.
+    let elsewhere = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+        .args([
+            "plan",
+            "--operator-policy",
+            "--account-id",
+            "123456789012",
+            "--region",
+            "eu-west-1",
+            "--drift-events-queue-arn",
+            "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events",
+        ])
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    assert!(!elsewhere.status.success());
+    assert!(String::from_utf8_lossy(&elsewhere.stderr).contains("not one of the operator's regions"));
 
     // Without --operator-policy, -f is still required; the account is never guessed.
     let no_file = Command::new(env!("CARGO_BIN_EXE_mlobs")).arg("plan").output().unwrap();

@@ -10,6 +10,7 @@ pub mod amp;
 pub mod apply;
 pub mod calls;
 pub mod destinations;
+pub mod drift_events;
 pub mod eks;
 pub mod error;
 pub mod iam;
@@ -93,6 +94,8 @@ pub struct AwsClients {
     pub amp: aws_sdk_amp::Client,
     pub xray: aws_sdk_xray::Client,
     pub s3: aws_sdk_s3::Client,
+    /// Reads the drift events queue (`--drift-events-queue`).
+    pub sqs: aws_sdk_sqs::Client,
     pub calls: CallCounter,
 }
 
@@ -152,6 +155,7 @@ impl AwsClients {
             sts: client!(aws_sdk_sts),
             amp: client!(aws_sdk_amp),
             xray: client!(aws_sdk_xray),
+            sqs: client!(aws_sdk_sqs),
             calls,
         }
     }

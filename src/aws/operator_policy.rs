@@ -87,6 +87,9 @@ pub struct OperatorPolicyOptions {
     /// The EKS cluster of the pod identity associations; `None` allows every cluster of the
     /// account in the regions.
     pub cluster_name: Option<String>,
+    /// The drift events queue (`mlobs run --drift-events-queue`): the operator may receive and
+    /// delete its messages, nothing else. `None`: no SQS permission.
+    pub drift_events_queue_arn: Option<String>,
 }
 
 impl OperatorPolicyOptions {
@@ -103,6 +106,7 @@ impl OperatorPolicyOptions {
             archive_bucket_prefix: crate::conventions::ARCHIVE_BUCKET_PREFIX.into(),
             permissions_boundary_arn: None,
             cluster_name: None,
+            drift_events_queue_arn: None,
         }
     }
 
@@ -122,6 +126,9 @@ impl OperatorPolicyOptions {
         wild("role path", &self.role_path);
         wild("KMS alias prefix", &self.kms_alias_prefix);
         wild("archive bucket prefix", &self.archive_bucket_prefix);
+        if let Some(q) = &self.drift_events_queue_arn {
+            wild("drift events queue ARN", q);
+        }
         for r in &self.regions {
             wild("region", r);
         }
@@ -184,6 +191,19 @@ impl OperatorPolicyOptions {
             && !b.starts_with(&format!("arn:{}:iam::", self.partition))
         {
             out.push(format!("permissions boundary {b:?} is not an IAM policy ARN"));
+        }
+        if let Some(q) = &self.drift_events_queue_arn {
+            let parts: Vec<&str> = q.split(':').collect();
+            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sqs" || parts[5].is_empty() {
+                out.push(format!(
+                    "drift events queue ARN {q:?} is not an SQS queue ARN (arn:aws:sqs:<region>:<account>:<name>)"
+                ));
+            } else if !self.regions.iter().any(|r| r == parts[3]) {
+                out.push(format!(
+                    "drift events queue {q:?} is in {}, not one of the operator's regions: add it with --region",
+                    parts[3]
+                ));
+            }
         }
         out
     }
@@ -564,6 +584,16 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             Some(json!({ "StringEquals": region })),
         ),
     ];
+    let mut statements = statements;
+    if let Some(q) = &opts.drift_events_queue_arn {
+        // CloudTrail events of the calls that change what mlobs owns (drift events).
+        statements.push(statement(
+            "SqsReadDriftEvents",
+            &["sqs:DeleteMessage", "sqs:ReceiveMessage"],
+            json!(q),
+            Some(json!({ "StringEquals": opts.region_condition() })),
+        ));
+    }
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 

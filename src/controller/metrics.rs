@@ -82,6 +82,12 @@ struct Inner {
     drift: Family<DriftLabels, Counter>,
     kube_writes: Family<WriteLabels, Counter>,
     status_conflicts: Family<ControllerLabels, Counter>,
+    drift_events: Family<EventLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    result: String,
 }
 
 /// All operator metrics; cheap to clone, every clone updates the same registry.
@@ -107,6 +113,12 @@ impl Metrics {
         let drift = Family::<DriftLabels, Counter>::default();
         let kube_writes = Family::<WriteLabels, Counter>::default();
         let status_conflicts = Family::<ControllerLabels, Counter>::default();
+        let drift_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "mlobs_drift_events",
+            "Messages read from the drift events queue, by result: matched (pipelines reconciled now), unmatched, irrelevant (a failed or unwatched call), malformed, error (a queue call failed)",
+            drift_events.clone(),
+        );
         registry.register(
             "mlobs_status_conflicts",
             "Status writes refused because the object changed after the reconcile read it (a stale cache); the object is reconciled again from the newer copy",
@@ -152,6 +164,7 @@ impl Metrics {
             drift,
             kube_writes,
             status_conflicts,
+            drift_events,
         }))
     }
 
@@ -195,6 +208,16 @@ impl Metrics {
                 controller: controller.to_owned(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Counts one drift events queue message (or failed queue call) by its result.
+    pub fn drift_event(&self, result: &str) {
+        self.0
+            .drift_events
+            .get_or_create(&EventLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one status write refused for a stale copy.

@@ -8,6 +8,7 @@ pub mod children;
 pub mod client;
 pub mod dataflow;
 pub mod destinations;
+pub mod drift_events;
 pub mod error;
 pub mod leader;
 pub mod lookup;
@@ -212,6 +213,14 @@ impl Ctx {
         *self.log_groups.lock().await = None;
     }
 
+    /// Makes the next reconcile of `p` ensure its AWS side (a drift event says it changed).
+    fn forget_aws_sync(&self, p: &MLObservabilityPipeline) {
+        if let Some(uid) = p.uid() {
+            let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
+            m.remove(&uid);
+        }
+    }
+
     fn forget(&self, p: &MLObservabilityPipeline) {
         if let Some(uid) = p.uid() {
             let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
@@ -377,6 +386,8 @@ pub struct Settings {
     pub desired: desired::Context,
     pub metrics: Metrics,
     pub reporter: Reporter,
+    /// SQS queue URL of CloudTrail events (`--drift-events-queue`); None: drift is found at resyncs.
+    pub drift_events_queue: Option<String>,
 }
 
 /// Runs both controllers until `shutdown` resolves (then drains in-flight reconciles).
@@ -387,14 +398,18 @@ pub async fn run_controllers(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let managed = watcher::Config::default().labels(MANAGED_BY);
+    // Drift events name pipelines to reconcile now (see `drift_events`).
+    let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
     let pc = Controller::new(
         Api::<MLObservabilityPipeline>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .reconcile_on(drift_rx);
     let gc = Controller::new(
         Api::<GpuTelemetryPolicy>::all(client.clone()),
         watcher::Config::default(),
     );
+    let drift_queue = settings.drift_events_queue.clone();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -495,12 +510,21 @@ pub async fn run_controllers(
     // After SIGTERM, running reconciles get DRAIN_TIMEOUT to finish; then the process stops
     // anyway (the lease is released by the caller), so a hung AWS or API call cannot keep a
     // terminating leader alive.
+    let events_ctx = ctx.clone();
+    let events_stop = shutdown.clone();
+    let drift_events = async move {
+        let Some(url) = drift_queue else { return };
+        tokio::select! {
+            () = drift_events::run(events_ctx, url, drift_tx) => {}
+            () = events_stop => {}
+        }
+    };
     let drained = async move {
         shutdown.await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        _ = async { futures::join!(pipeline_ctl, policy_ctl, synced) } => {}
+        _ = async { futures::join!(pipeline_ctl, policy_ctl, synced, drift_events) } => {}
         () = drained => tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "reconciles still running at shutdown; stopping them"),
     }
     ready.store(false, Ordering::SeqCst);

@@ -42,6 +42,13 @@ pub struct RunArgs {
     /// Endpoint for every AWS service (VPC endpoints, or an emulator in tests).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
+    /// SQS queue URL that an EventBridge rule fills with CloudTrail events of the calls that can
+    /// change what mlobs owns (`mlobs plan --operator-policy --drift-events-queue-arn ARN` prints the
+    /// rule pattern and queue policy). The leader reads it and reconciles the touched pipelines at
+    /// once, instead of finding the change at the next resync. Needs `sqs:ReceiveMessage` and
+    /// `sqs:DeleteMessage` on the queue.
+    #[arg(long, env = "MLOBS_DRIFT_EVENTS_QUEUE")]
+    pub drift_events_queue: Option<String>,
 }
 
 fn init_logging() {
@@ -134,6 +141,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             controller: "mlobs".into(),
             instance: Some(identity.clone()),
         },
+        drift_events_queue: args.drift_events_queue.clone(),
     };
     tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, "starting mlobs operator");
     let work = run_controllers(client.clone(), settings, ready, shutdown.clone());

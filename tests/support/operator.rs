@@ -41,8 +41,30 @@ impl Operator {
         Operator::start_on(ApiFake::new(), aws, moto::unique("flow"), 2).await
     }
 
+    /// An operator that reads CloudTrail events from `queue_url` (`--drift-events-queue`).
+    pub async fn start_with_drift_events(queue_url: String) -> Operator {
+        Operator::start_full(
+            ApiFake::new(),
+            moto::clients().await,
+            moto::unique("flow"),
+            2,
+            Some(queue_url),
+        )
+        .await
+    }
+
     /// An operator on an existing API server and cluster name (a restart), with `nodes` GPU nodes.
     pub async fn start_on(fake: ApiFake, aws: AwsClients, cluster: String, nodes: usize) -> Operator {
+        Operator::start_full(fake, aws, cluster, nodes, None).await
+    }
+
+    async fn start_full(
+        fake: ApiFake,
+        aws: AwsClients,
+        cluster: String,
+        nodes: usize,
+        queue: Option<String>,
+    ) -> Operator {
         for ns in [NS, "mlobs-system", "gpu-operator"] {
             fake.put_object(
                 "v1",
@@ -79,6 +101,7 @@ impl Operator {
                 controller: "mlobs".into(),
                 instance: None,
             },
+            drift_events_queue: queue,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).shared();

@@ -1,0 +1,169 @@
+//! Event-driven drift: reads the drift events queue (`mlobs run --drift-events-queue`), maps each
+//! CloudTrail event to the pipelines whose resources it touched, forgets that their AWS side was
+//! just ensured, and asks their controller to reconcile them now. The resync interval stays the
+//! fallback for events that never arrive (no trail, no rule, a lost message).
+//!
+//! Runs on the leader only (inside the controllers' future). A message is deleted once handled,
+//! matched or not; one that cannot be read is deleted too (logged and counted): a poison message
+//! must not come back forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use super::Ctx;
+use super::lookup::{Governing, governing};
+use crate::aws::drift_events::{self, Skip, Touched};
+use crate::crd::MLObservabilityPipeline;
+use crate::desired::effective::EffKms;
+
+/// Long polling: how long one ReceiveMessage waits for a first message.
+const WAIT_S: i32 = 20;
+
+fn ends_with_segment(arn: &str, sep: &str, name: &str) -> bool {
+    arn.strip_suffix(name).is_some_and(|head| head.ends_with(sep))
+}
+
+/// Whether the pipeline's recorded AWS resources include what the event touched. Aliases are not
+/// recorded: `alias_of` gives the pipeline's created key's alias.
+pub fn touches(
+    p: &MLObservabilityPipeline,
+    t: &Touched,
+    alias_of: impl Fn(&MLObservabilityPipeline) -> Option<String>,
+) -> bool {
+    let Some(aws) = p.status.as_ref().and_then(|s| s.aws.as_ref()) else {
+        return false;
+    };
+    match t {
+        Touched::LogGroup(name) => (aws.log_group_arns.iter()).any(|a| ends_with_segment(a, ":log-group:", name)),
+        Touched::Key(k) => aws
+            .kms_key_arn
+            .as_deref()
+            .is_some_and(|arn| arn == k || ends_with_segment(arn, ":key/", k)),
+        Touched::Role(name) => aws
+            .role_arn
+            .as_deref()
+            .is_some_and(|arn| ends_with_segment(arn, "/", name)),
+        Touched::Alias(a) => alias_of(p).is_some_and(|mine| &mine == a),
+    }
+}
+
+/// The alias of the key mlobs creates for `p` (none for a given or disabled key).
+fn created_key_alias(ctx: &Ctx, p: &MLObservabilityPipeline) -> Option<String> {
+    let policies = ctx.policies.state();
+    let policy = match governing(p, &policies) {
+        Governing::One(x) => Some(x),
+        Governing::None => None,
+        Governing::NotFound(_) | Governing::DefaultConflict(_) => return None,
+    };
+    let merged = crate::desired::merge::merge(p, policy.as_deref(), &ctx.desired).ok()?;
+    match merged.effective.kms {
+        EffKms::Create { alias, .. } => Some(alias),
+        _ => None,
+    }
+}
+
+/// Handles one message body; returns its outcome label for the metric.
+async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObservabilityPipeline>>) -> &'static str {
+    let event = match drift_events::parse(body) {
+        Ok(e) => e,
+        Err(Skip::Irrelevant) => return "irrelevant",
+        Err(Skip::Malformed(why)) => {
+            tracing::warn!(%why, "drift events queue: a message that is not a CloudTrail event; deleted");
+            return "malformed";
+        }
+    };
+    let pipes = ctx.pipelines.state();
+    let hit: Vec<&Arc<MLObservabilityPipeline>> = pipes
+        .iter()
+        .filter(|p| touches(p, &event.touched, |x| created_key_alias(ctx, x)))
+        .collect();
+    if hit.is_empty() {
+        return "unmatched";
+    }
+    // The shared snapshot of the cluster's log groups predates the change: read them afresh.
+    if matches!(event.touched, Touched::LogGroup(_)) {
+        ctx.invalidate_log_groups().await;
+    }
+    for p in hit {
+        tracing::info!(event = %event.event_name, pipeline = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), "drift event: reconciling now");
+        ctx.forget_aws_sync(p);
+        let _ = trigger.unbounded_send(ObjectRef::from_obj(p.as_ref()));
+    }
+    "matched"
+}
+
+/// Reads the queue until the process stops. Errors back off (5 s doubling to 60 s) and are
+/// counted; they never stop the controllers.
+pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<ObjectRef<MLObservabilityPipeline>>) {
+    let mut backoff = Duration::from_secs(5);
+    loop {
+        if !ctx.caches_synced().await {
+            return;
+        }
+        match drift_events::receive(&ctx.aws, &queue_url, WAIT_S).await {
+            Ok(messages) => {
+                backoff = Duration::from_secs(5);
+                for m in &messages {
+                    let outcome = handle(&ctx, &m.body, &trigger).await;
+                    ctx.metrics.drift_event(outcome);
+                }
+                if let Err(e) = drift_events::delete(&ctx.aws, &queue_url, &messages).await {
+                    tracing::warn!(error = %e, "drift events queue: DeleteMessage failed; the messages come back and are handled again");
+                    ctx.metrics.drift_event("error");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "drift events queue: ReceiveMessage failed");
+                ctx.metrics.drift_event("error");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pipeline() -> MLObservabilityPipeline {
+        serde_json::from_value(json!({
+            "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+            "metadata": {"name": "train", "namespace": "team-a"},
+            "spec": {"clusterName": "prod"},
+            "status": {"aws": {
+                "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1234abcd",
+                "logGroupArns": ["arn:aws:logs:us-east-1:123456789012:log-group:/aws/eks/prod/team-a/train/logs"],
+                "roleArn": "arn:aws:iam::123456789012:role/mlobs-prod-team-a-train"}}}))
+        .expect("pipeline")
+    }
+
+    #[test]
+    fn an_event_reaches_the_pipeline_whose_recorded_resource_it_names() {
+        let p = pipeline();
+        let alias = |_: &MLObservabilityPipeline| Some("alias/mlobs/prod/team-a/train".to_string());
+        for t in [
+            Touched::LogGroup("/aws/eks/prod/team-a/train/logs".into()),
+            Touched::Key("1234abcd".into()),
+            Touched::Key("arn:aws:kms:us-east-1:123456789012:key/1234abcd".into()),
+            Touched::Role("mlobs-prod-team-a-train".into()),
+            Touched::Alias("alias/mlobs/prod/team-a/train".into()),
+        ] {
+            assert!(touches(&p, &t, alias), "{t:?}");
+        }
+        for t in [
+            Touched::LogGroup("/aws/eks/prod/team-a/train/logs-old".into()),
+            Touched::LogGroup("eks/prod/team-a/train/logs".into()),
+            Touched::Key("234abcd".into()),
+            Touched::Role("prod-team-a-train".into()),
+            Touched::Alias("alias/mlobs/prod/team-a/other".into()),
+        ] {
+            assert!(!touches(&p, &t, alias), "{t:?}");
+        }
+    }
+}

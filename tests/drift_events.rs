@@ -1,0 +1,161 @@
+//! Event-driven drift against moto's SQS: the operator reads the CloudTrail events an EventBridge
+//! rule delivers, reconciles the pipeline whose resource an event names at once (its resync is an
+//! hour away), and deletes every message it read, matched or not.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::moto;
+use support::operator::Operator;
+
+/// The EventBridge envelope of a CloudTrail record, as the rule delivers it to SQS.
+fn cloudtrail(source: &str, name: &str, params: serde_json::Value) -> String {
+    json!({"version": "0", "id": moto::unique("ev"), "detail-type": "AWS API Call via CloudTrail",
+           "source": format!("aws.{}", source.trim_end_matches(".amazonaws.com")),
+           "account": "123456789012", "region": "us-east-1", "resources": [],
+           "detail": {"eventVersion": "1.09", "eventSource": source, "eventName": name,
+                      "awsRegion": "us-east-1", "requestParameters": params, "responseElements": null,
+                      "eventType": "AwsApiCall", "readOnly": false, "managementEvent": true}})
+    .to_string()
+}
+
+async fn put_one_event(aws: &mlobs::aws::AwsClients, group: &str) {
+    let _ = aws
+        .logs
+        .create_log_stream()
+        .log_group_name(group)
+        .log_stream_name("gpu-0")
+        .send()
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let event = aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+        .timestamp(now)
+        .message("step 1")
+        .build()
+        .expect("event");
+    aws.logs
+        .put_log_events()
+        .log_group_name(group)
+        .log_stream_name("gpu-0")
+        .log_events(event)
+        .send()
+        .await
+        .expect("put log events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_changed_outside_mlobs_is_put_back_when_its_event_arrives() {
+    let aws = moto::clients().await;
+    let queue = aws
+        .sqs
+        .create_queue()
+        .queue_name(moto::unique("drift"))
+        .send()
+        .await
+        .expect("queue");
+    let url = queue.queue_url().expect("queue url").to_string();
+    let op = Operator::start_with_drift_events(url.clone()).await;
+    op.create("ev", json!({"resyncInterval": "1h", "dataFlow": {"gracePeriod": "2h"}}))
+        .await;
+    op.ready("ev").await;
+    // Data flows: the pipeline has nothing to look at again before its resync, an hour away, so
+    // only the event can bring the next reconcile.
+    let groups: Vec<String> = (op.log_groups().await.into_iter())
+        .filter(|g| g.name.contains("/ev/"))
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    for g in &groups {
+        put_one_event(&aws, g).await;
+    }
+    op.request_reconcile("ev", 1).await;
+    op.wait_reason("ev", "DataFlowing", "True", "DataFlowing").await;
+    let group = (op.log_groups().await.into_iter())
+        .find(|g| g.name.ends_with("/ev/logs"))
+        .expect("logs group");
+    let desired = group.retention_days;
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(&group.name)
+        .retention_in_days(1)
+        .send()
+        .await
+        .expect("tamper");
+
+    // Noise first: a failed call, an unwatched one, another account's group, and garbage.
+    let mut failed: serde_json::Value = serde_json::from_str(&cloudtrail(
+        "logs.amazonaws.com",
+        "PutRetentionPolicy",
+        json!({"logGroupName": group.name}),
+    ))
+    .expect("json");
+    failed["detail"]["errorCode"] = json!("AccessDeniedException");
+    for body in [
+        failed.to_string(),
+        cloudtrail("logs.amazonaws.com", "DescribeLogGroups", json!({})),
+        cloudtrail(
+            "logs.amazonaws.com",
+            "PutRetentionPolicy",
+            json!({"logGroupName": "/aws/eks/other/x/y/logs"}),
+        ),
+        "not json".to_string(),
+        cloudtrail(
+            "logs.amazonaws.com",
+            "PutRetentionPolicy",
+            json!({"logGroupName": group.name, "retentionInDays": 1}),
+        ),
+    ] {
+        aws.sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
+
+    // No timing claim here (that is the bench's): the correction must come from the event, long
+    // before the hour-long resync.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = (op.log_groups().await.into_iter()).find(|g| g.name == group.name);
+        if now.is_some_and(|g| g.retention_days == desired) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the retention was not put back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    op.wait("the correction recorded", |_| {
+        op.pipeline("ev").and_then(|p| p.status).is_some_and(|s| {
+            s.drift
+                .iter()
+                .any(|d| d.action.as_deref() == Some("Corrected") && d.field.contains("etention"))
+        })
+    })
+    .await;
+    let text = op.metrics.encode();
+    for (result, n) in [("matched", 1), ("irrelevant", 2), ("unmatched", 1), ("malformed", 1)] {
+        let line = format!("mlobs_drift_events_total{{result=\"{result}\"}} {n}");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    let left = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .expect("attributes");
+    let n = (left
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)))
+    .cloned()
+    .unwrap_or_default();
+    assert_eq!(n, "0", "every message read is deleted");
+    op.stop().await;
+}
