@@ -263,6 +263,11 @@ pub fn render_yaml(inputs_policies: &[GpuTelemetryPolicy], built: &[Desired], op
         push(serde_saphyr::to_string(&o.cluster_role));
         push(serde_saphyr::to_string(&o.cluster_role_binding));
         push(serde_saphyr::to_string(&o.config_map));
+        if let Some(h) = &o.hot_path {
+            push(serde_saphyr::to_string(&h.service_account));
+            push(serde_saphyr::to_string(&h.config_map));
+            push(serde_saphyr::to_string(&h.daemon_set));
+        }
         push(serde_saphyr::to_string(&o.daemon_set));
     }
     for pol in inputs_policies {

@@ -1026,6 +1026,9 @@ fn no_credentials_in_config_maps_rendered_objects_or_status() {
         )),
         log_group_arns: d.aws.log_groups.iter().map(|g| g.arn.clone()).collect(),
         archive_bucket_arn: None,
+        hot_path_stream_arn: None,
+        hot_path_role_arn: None,
+        hot_path_association_id: None,
         role_arn: Some(d.aws.role.arn().to_string()),
         pod_identity_association_id: None,
         drift: vec![Drift {

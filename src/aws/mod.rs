@@ -1,6 +1,6 @@
 //! AWS provisioning: one module per service, each with idempotent `ensure`, `observe` and `delete`.
 //!
-//! Order is KMS → log groups → archive bucket → IAM (→ EKS pod identity association): log groups
+//! Order is KMS → log groups → archive bucket → hot path stream → IAM (→ EKS pod identity association): log groups
 //! and the bucket are created with their key, the role's policy names the bucket, and the
 //! collector only starts once all of them exist. Every resource carries the
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
@@ -12,6 +12,8 @@ pub mod destinations;
 pub mod eks;
 pub mod error;
 pub mod iam;
+pub mod hot_path;
+pub mod kinesis;
 pub mod kms;
 pub mod logs;
 pub mod operator_policy;
@@ -92,6 +94,7 @@ pub struct AwsClients {
     pub amp: aws_sdk_amp::Client,
     pub xray: aws_sdk_xray::Client,
     pub s3: aws_sdk_s3::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
     pub calls: CallCounter,
 }
 
@@ -151,6 +154,7 @@ impl AwsClients {
             sts: client!(aws_sdk_sts),
             amp: client!(aws_sdk_amp),
             xray: client!(aws_sdk_xray),
+            kinesis: client!(aws_sdk_kinesis),
             calls,
         }
     }

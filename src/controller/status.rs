@@ -61,6 +61,8 @@ pub struct Observed {
     pub destinations: Option<DestinationsObs>,
     /// The archive bucket's ArchiveReady message, when the plan has one.
     archive: Option<String>,
+    /// The hot path's HotPathReady message, when the plan has one.
+    hot_path: Option<String>,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -99,6 +101,7 @@ impl Observed {
             .archive
             .as_ref()
             .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
+        self.hot_path = (d.aws.hot_path.as_ref()).map(|h| super::hot_path_status::summary(h, d.effective.deletion_policy));
     }
 
     pub fn collector(&mut self, ds: &DaemonSet) {
@@ -208,13 +211,19 @@ impl Observed {
             (Step::KmsKey, ty::KMS_KEY_READY),
             (Step::LogGroups, ty::LOG_GROUPS_READY),
             (Step::ArchiveBucket, ty::ARCHIVE_READY),
+            (Step::HotPath, ty::HOT_PATH_READY),
             (Step::IamRole, ty::IAM_ROLE_READY),
         ];
-        let steps = steps
-            .into_iter()
-            .filter(|(s, _)| *s != Step::ArchiveBucket || self.archive.is_some());
+        let steps = steps.into_iter().filter(|(s, _)| match s {
+            Step::ArchiveBucket => self.archive.is_some(),
+            Step::HotPath => self.hot_path.is_some(),
+            _ => true,
+        });
         if self.archive.is_none() {
             c.s.conditions.retain(|x| x.type_ != ty::ARCHIVE_READY);
+        }
+        if self.hot_path.is_none() {
+            c.s.conditions.retain(|x| x.type_ != ty::HOT_PATH_READY);
         }
         let now = c.now.clone();
         match &self.aws {
@@ -224,6 +233,7 @@ impl Observed {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
                     archive_bucket_arn: out.archive_bucket_arn.clone(),
+                    hot_path_stream_arn: out.hot_path_stream_arn.clone(),
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
                     // Kept as written: the API server keeps it too (status is merge-patched).
@@ -238,6 +248,9 @@ impl Observed {
                 c.set(ty::LOG_GROUPS_READY, st::TRUE, reason::RECONCILED, groups);
                 if let (Some(m), Some(arn)) = (&self.archive, &out.archive_bucket_arn) {
                     c.set(ty::ARCHIVE_READY, st::TRUE, reason::RECONCILED, format!("{arn}: {m}"));
+                }
+                if let (Some(m), Some(arn)) = (&self.hot_path, &out.hot_path_stream_arn) {
+                    c.set(ty::HOT_PATH_READY, st::TRUE, reason::RECONCILED, format!("{arn}: {m}"));
                 }
                 let role = out.role_arn.clone().unwrap_or_default();
                 c.set(ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
@@ -427,7 +440,8 @@ fn ready(c: &mut Conds<'_>) {
     ];
     // Present only while an archive is enabled (aws_steps removes it otherwise).
     let archive = conditions::find(&c.s.conditions, ty::ARCHIVE_READY).map(|_| ty::ARCHIVE_READY);
-    let parts = parts.into_iter().chain(archive);
+    let hot_path = conditions::find(&c.s.conditions, ty::HOT_PATH_READY).map(|_| ty::HOT_PATH_READY);
+    let parts = parts.into_iter().chain(archive).chain(hot_path);
     let not_ready = parts.into_iter().find_map(|t| {
         conditions::find(&c.s.conditions, t)
             .filter(|x| x.status != st::TRUE)

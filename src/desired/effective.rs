@@ -404,6 +404,7 @@ pub(crate) fn test_all_destinations() -> Effective {
             },
         }),
         archive: None,
+        hot_path: None,
     };
     e
 }

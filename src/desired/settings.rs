@@ -191,6 +191,7 @@ fn destinations(e: &Effective) -> Vec<Setting> {
             row("archive.prefix", x.prefix.clone(), a.prefix),
         ]),
     }
+    rows.extend(hot_path_rows(e));
     rows
 }
 
@@ -209,5 +210,27 @@ fn lifecycle(e: &Effective) -> Vec<Setting> {
             format_duration_ms(e.data_flow_grace_ms),
             s.data_flow_grace,
         ),
+    ]
+}
+
+/// `spec.hotPath`.
+fn hot_path_rows(e: &Effective) -> Vec<Setting> {
+    use crate::desired::hot_path::Capacity;
+    let s = &e.sources.destinations.hot_path;
+    let Some(h) = &e.destinations.hot_path else {
+        return vec![row("hotPath.enabled", on(false).into(), s.enabled)];
+    };
+    let capacity = match h.capacity {
+        Capacity::OnDemand => "ON_DEMAND".to_string(),
+        Capacity::Provisioned { shards } => format!("PROVISIONED, {shards} shards"),
+    };
+    vec![
+        row("hotPath.enabled", on(true).into(), s.enabled),
+        row("hotPath.stream", h.stream.clone(), s.stream),
+        row("hotPath.capacity", capacity, s.capacity),
+        row("hotPath.retentionHours", h.retention_hours.to_string(), s.retention_hours),
+        row("hotPath.patterns", h.patterns.join(" | "), s.patterns),
+        row("hotPath.memBufLimitMB", format!("{}MB", h.mem_buf_limit_mb), s.mem_buf_limit),
+        row("hotPath.image", h.image.clone(), s.image),
     ]
 }

@@ -70,7 +70,7 @@ fn port(name: &str, port: u16) -> ContainerPort {
     }
 }
 
-fn host_path(name: &str, path: &str, type_: &str) -> Volume {
+pub(crate) fn host_path(name: &str, path: &str, type_: &str) -> Volume {
     Volume {
         name: name.into(),
         host_path: Some(HostPathVolumeSource {
@@ -81,7 +81,7 @@ fn host_path(name: &str, path: &str, type_: &str) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(crate) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -107,7 +107,7 @@ fn health_probe() -> Probe {
 /// CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, uid 0 is held to the mode bits like any user: as the
 /// files' owner it gets exactly the owner bits (read the logs, write its queue directory) and
 /// cannot bypass permissions anywhere else; the log mount is read-only besides.
-fn security_context() -> SecurityContext {
+pub(crate) fn security_context() -> SecurityContext {
     SecurityContext {
         run_as_user: Some(0),
         run_as_group: Some(0),
@@ -123,7 +123,7 @@ fn security_context() -> SecurityContext {
     }
 }
 
-fn runtime_default() -> SeccompProfile {
+pub(crate) fn runtime_default() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,

@@ -10,6 +10,7 @@
 //! do not stop the merge, so `mlobs plan` can show the whole picture next to them.
 
 mod archive;
+mod hot_path;
 mod collector;
 mod destinations;
 mod identity;
@@ -107,6 +108,7 @@ pub fn merge(
     let (mut destinations, mut destinations_src) =
         destinations::destinations(&mut m, spec, &at, ctx, &metrics, collector.otlp_enabled);
     (destinations.archive, destinations_src.archive) = archive::archive(&mut m, spec, &at, ctx, logs.enabled);
+    (destinations.hot_path, destinations_src.hot_path) = hot_path::hot_path(&mut m, spec, &at);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {

@@ -1,0 +1,150 @@
+//! The hot path in the AWS plan: the Kinesis data stream (KMS-encrypted with the pipeline's key,
+//! capacity, retention, ownership tags) and Fluent Bit's own role, allowed `kinesis:PutRecords`
+//! on that stream only (the `kinesis_streams` output calls nothing else) and the key's data key
+//! through Kinesis only. Pure.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{
+    INLINE_POLICY_MAX_CHARS, KmsRef, PlanError, PodIdentityPlan, ROLE_NAME_MAX, RolePlan, check_name, check_tags,
+    ownership_tags, role_arn, trust_policy_for,
+};
+use crate::crd::IdentityMode;
+use crate::desired::destinations::dns_suffix;
+use crate::desired::effective::{EffKms, Effective};
+use crate::desired::hot_path::{Capacity, EffHotPath, STREAM_NAME_MAX, child_name};
+
+/// Sid of Fluent Bit's statement on the stream.
+pub const PUT_SID: &str = "HotPathPutRecords";
+/// What the `kinesis_streams` output calls (PutRecords only, per Fluent Bit's documentation).
+pub const PUT_ACTIONS: [&str; 1] = ["kinesis:PutRecords"];
+/// Sid of Fluent Bit's statement on the pipeline's key.
+pub const KMS_SID: &str = "HotPathStreamKeyViaKinesis";
+/// SSE-KMS on a stream: Kinesis asks KMS for a data key on the producer's behalf.
+pub const KMS_ACTIONS: [&str; 1] = ["kms:GenerateDataKey"];
+/// The Fluent Bit role's inline policy.
+pub const INLINE_POLICY_NAME: &str = "mlobs-hotpath";
+
+/// The stream as mlobs creates (or adopts) it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamPlan {
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    /// Whether the name is mlobs' derived one.
+    pub derived_name: bool,
+    pub capacity: Capacity,
+    pub retention_hours: i32,
+    /// SSE-KMS key; None: unencrypted (`encryption.kms.disabled`).
+    pub kms_key: Option<KmsRef>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The hot path's AWS side, in apply order: stream → role → (Pod Identity) association.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HotPathPlan {
+    pub stream: StreamPlan,
+    pub role: RolePlan,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_identity: Option<PodIdentityPlan>,
+}
+
+/// Fluent Bit's statements: PutRecords on the stream, and the key's data key through Kinesis.
+pub fn statements(e: &Effective, h: &EffHotPath) -> Vec<Value> {
+    let region = json!({"StringEquals": {"aws:RequestedRegion": e.region}});
+    let mut out = vec![json!({
+        "Sid": PUT_SID,
+        "Effect": "Allow",
+        "Action": PUT_ACTIONS,
+        "Resource": [h.stream_arn(e)],
+        "Condition": region,
+    })];
+    let via = json!({
+        "aws:RequestedRegion": e.region,
+        "kms:ViaService": format!("kinesis.{}.{}", e.region, dns_suffix(&e.partition)),
+    });
+    let key = match &e.kms {
+        EffKms::Disabled => None,
+        EffKms::Existing { key_arn } => Some((key_arn.clone(), json!({"StringEquals": via}))),
+        // The created key's id is unknown here: the account's keys, narrowed to the pipeline's alias.
+        EffKms::Create { alias, .. } => Some((
+            format!("arn:{}:kms:{}:{}:key/*", e.partition, e.region, e.account_id),
+            json!({"StringEquals": via, "ForAnyValue:StringEquals": {"kms:ResourceAliases": [alias]}}),
+        )),
+    };
+    if let Some((resource, condition)) = key {
+        out.push(json!({
+            "Sid": KMS_SID,
+            "Effect": "Allow",
+            "Action": KMS_ACTIONS,
+            "Resource": [resource],
+            "Condition": condition,
+        }));
+    }
+    out
+}
+
+pub(super) fn plan(e: &Effective, h: &EffHotPath, kms: &Option<KmsRef>) -> Result<HotPathPlan, PlanError> {
+    check_name(
+        "spec.hotPath.stream",
+        &h.stream,
+        STREAM_NAME_MAX,
+        |c| c.is_ascii_alphanumeric() || "_.-".contains(c),
+        "[a-zA-Z0-9_.-]",
+    )?;
+    check_name(
+        "spec.hotPath (Fluent Bit role name)",
+        &h.role_name,
+        ROLE_NAME_MAX,
+        |c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c),
+        "[A-Za-z0-9+=,.@_-]",
+    )?;
+    let tags = ownership_tags(e);
+    check_tags("spec.hotPath (stream tags)", &tags)?;
+    let inline = super::super::canonical_json(json!({"Version": "2012-10-17", "Statement": statements(e, h)}));
+    let len = inline.to_string().chars().count();
+    if len > INLINE_POLICY_MAX_CHARS {
+        return Err(PlanError::TooLong {
+            field: "spec.hotPath: inline policy mlobs-hotpath".into(),
+            len,
+            max: INLINE_POLICY_MAX_CHARS,
+        });
+    }
+    let sa = child_name(e);
+    let arn = role_arn(&e.partition, &e.account_id, &h.role_name);
+    let role = RolePlan::Create {
+        name: h.role_name.clone(),
+        arn: arn.clone(),
+        path: "/".into(),
+        trust_policy: super::super::canonical_json(trust_policy_for(e, &sa, "HotPathServiceAccount")?),
+        inline_policy_name: INLINE_POLICY_NAME.into(),
+        inline_policy: inline,
+        permissions_boundary: e.identity.permissions_boundary_arn.clone(),
+        tags: tags.clone(),
+    };
+    let pod_identity = (e.identity.mode == IdentityMode::PodIdentity).then(|| PodIdentityPlan {
+        cluster_name: e.cluster_name.clone(),
+        namespace: e.collector_namespace.clone(),
+        service_account: sa,
+        role_arn: arn,
+    });
+    Ok(HotPathPlan {
+        stream: StreamPlan {
+            name: h.stream.clone(),
+            arn: h.stream_arn(e),
+            region: e.region.clone(),
+            derived_name: h.derived_name,
+            capacity: h.capacity,
+            retention_hours: h.retention_hours,
+            kms_key: kms.clone(),
+            tags,
+        },
+        role,
+        pod_identity,
+    })
+}
