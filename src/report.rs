@@ -62,6 +62,7 @@ impl PlanReport {
         };
         let mut destinations = lines(e, &d.aws, fleet, prices, traffic);
         destinations.extend(crate::desired::cost::archive::line(e, &d.aws, fleet, prices, traffic));
+        destinations.extend(crate::desired::cost::hot_path::line(e, &d.aws, fleet, prices));
         let o = &d.objects;
         let r = |kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
             kind,

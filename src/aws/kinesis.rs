@@ -102,11 +102,9 @@ pub async fn observe(c: &AwsClients, name: &str) -> Result<Option<ObservedStream
 async fn tags(c: &AwsClients, name: &str) -> Result<BTreeMap<String, String>, AwsError> {
     let mut out = BTreeMap::new();
     loop {
-        let mut req = c.kinesis.list_tags_for_stream().stream_name(name);
-        if let Some(last) = out.keys().next_back() {
-            req = req.exclusive_start_tag_key(String::clone(last));
-        }
-        let page = req
+        let start = out.keys().next_back().cloned();
+        let page = (c.kinesis.list_tags_for_stream().stream_name(name))
+            .set_exclusive_start_tag_key(start)
             .send()
             .await
             .map_err(|e| classify_stream("ListTagsForStream", &resource(name), e))?;
@@ -116,6 +114,10 @@ async fn tags(c: &AwsClients, name: &str) -> Result<BTreeMap<String, String>, Aw
             return Ok(out);
         }
     }
+}
+
+fn hash_map(tags: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn mode(m: StreamMode, res: &str) -> Result<StreamModeDetails, AwsError> {
@@ -129,17 +131,18 @@ fn mode(m: StreamMode, res: &str) -> Result<StreamModeDetails, AwsError> {
 
 async fn create(c: &AwsClients, plan: &StreamPlan) -> Result<(), AwsError> {
     let res = resource(&plan.name);
-    let mut req = c.kinesis.create_stream().stream_name(&plan.name);
-    req = match plan.capacity {
-        Capacity::OnDemand => req.stream_mode_details(mode(StreamMode::OnDemand, &res)?),
-        Capacity::Provisioned { shards } => req
-            .stream_mode_details(mode(StreamMode::Provisioned, &res)?)
-            .shard_count(shards),
+    let (m, shards) = match plan.capacity {
+        Capacity::OnDemand => (StreamMode::OnDemand, None),
+        Capacity::Provisioned { shards } => (StreamMode::Provisioned, Some(shards)),
     };
-    for (k, v) in &plan.tags {
-        req = req.tags(k, v);
-    }
-    match req.send().await {
+    // The ownership tags in the same call: a crash cannot leave an untagged stream of ours.
+    let sent = (c.kinesis.create_stream().stream_name(&plan.name))
+        .stream_mode_details(mode(m, &res)?)
+        .set_shard_count(shards)
+        .set_tags(Some(hash_map(&plan.tags)))
+        .send()
+        .await;
+    match sent {
         Ok(_) => Ok(()),
         // Created concurrently (or by a crashed attempt): observed again by the caller.
         Err(e) if code(&e) == Some("ResourceInUseException") => Ok(()),
@@ -210,19 +213,20 @@ pub fn diff(plan: &StreamPlan, o: &ObservedStream, key: Option<&str>) -> Vec<Dri
 
 /// Puts one field back.
 async fn put(c: &AwsClients, plan: &StreamPlan, o: &ObservedStream, field: &str, key: Option<&str>) -> Result<(), AwsError> {
-    let (k, name, res) = (&c.kinesis, plan.name.as_str(), resource(&plan.name));
+    let (name, res) = (plan.name.as_str(), resource(&plan.name));
     match field {
         "tags" => {
-            let mut req = k.add_tags_to_stream().stream_name(name);
-            for (key, v) in &plan.tags {
-                req = req.tags(key, v);
-            }
-            req.send().await.map(drop).map_err(|e| classify_stream("AddTagsToStream", &res, e))
+            (c.kinesis.add_tags_to_stream().stream_name(name))
+                .set_tags(Some(hash_map(&plan.tags)))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| classify_stream("AddTagsToStream", &res, e))
         }
         "kmsKey" => {
             let Some(key) = key else { return Ok(()) };
             // A stream encrypted with another key is re-keyed by starting encryption again.
-            (k.start_stream_encryption().stream_name(name))
+            (c.kinesis.start_stream_encryption().stream_name(name))
                 .encryption_type(EncryptionType::Kms)
                 .key_id(key)
                 .send()
@@ -230,14 +234,14 @@ async fn put(c: &AwsClients, plan: &StreamPlan, o: &ObservedStream, field: &str,
                 .map(drop)
                 .map_err(|e| classify_stream("StartStreamEncryption", &res, e))
         }
-        "retentionHours" if plan.retention_hours > o.retention_hours => (k.increase_stream_retention_period())
+        "retentionHours" if plan.retention_hours > o.retention_hours => (c.kinesis.increase_stream_retention_period())
             .stream_name(name)
             .retention_period_hours(plan.retention_hours)
             .send()
             .await
             .map(drop)
             .map_err(|e| classify_stream("IncreaseStreamRetentionPeriod", &res, e)),
-        "retentionHours" => (k.decrease_stream_retention_period())
+        "retentionHours" => (c.kinesis.decrease_stream_retention_period())
             .stream_name(name)
             .retention_period_hours(plan.retention_hours)
             .send()
@@ -245,7 +249,7 @@ async fn put(c: &AwsClients, plan: &StreamPlan, o: &ObservedStream, field: &str,
             .map(drop)
             .map_err(|e| classify_stream("DecreaseStreamRetentionPeriod", &res, e)),
         "capacity" => match (plan.capacity, o.capacity) {
-            (Capacity::Provisioned { shards }, Capacity::Provisioned { .. }) => (k.update_shard_count())
+            (Capacity::Provisioned { shards }, Capacity::Provisioned { .. }) => (c.kinesis.update_shard_count())
                 .stream_name(name)
                 .target_shard_count(shards)
                 .scaling_type(ScalingType::UniformScaling)
@@ -259,7 +263,7 @@ async fn put(c: &AwsClients, plan: &StreamPlan, o: &ObservedStream, field: &str,
                     Capacity::OnDemand => StreamMode::OnDemand,
                     Capacity::Provisioned { .. } => StreamMode::Provisioned,
                 };
-                (k.update_stream_mode().stream_arn(&o.arn))
+                (c.kinesis.update_stream_mode().stream_arn(&o.arn))
                     .stream_mode_details(mode(m, &res)?)
                     .send()
                     .await
@@ -341,11 +345,15 @@ pub async fn delete(c: &AwsClients, plan: &StreamPlan, owner: &Owner, policy: De
             .map(drop)
             .map_err(|e| (e, "DeleteStream")),
         DeletionPolicy::Retain => {
-            let mut req = c.kinesis.remove_tags_from_stream().stream_name(&plan.name);
-            for k in o.tags.keys().filter(|k| k.starts_with(OWN_TAG_PREFIX)) {
-                req = req.tag_keys(k);
-            }
-            match req.send().await {
+            let ours: Vec<String> = (o.tags.keys())
+                .filter(|k| k.starts_with(OWN_TAG_PREFIX))
+                .cloned()
+                .collect();
+            let sent = (c.kinesis.remove_tags_from_stream().stream_name(&plan.name))
+                .set_tag_keys(Some(ours))
+                .send()
+                .await;
+            match sent {
                 Ok(_) => Ok(()),
                 Err(e) if is_absent(&e) => Ok(()),
                 Err(e) => return Err(classify_stream("RemoveTagsFromStream", &res, e)),

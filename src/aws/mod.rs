@@ -14,6 +14,7 @@ pub mod error;
 pub mod iam;
 pub mod hot_path;
 pub mod kinesis;
+pub mod kinesis_policy;
 pub mod kms;
 pub mod logs;
 pub mod operator_policy;
