@@ -296,7 +296,10 @@ pub async fn ensure(
         }
     };
     let ours = owner.owns_tags(&o.tags);
-    if !(ours || adopt || created) {
+    // A derived name embeds the cluster and pipeline: an untagged, unencrypted stream of that
+    // name is our create that stopped before its tags stuck (moto drops CreateStream's tags).
+    let interrupted = plan.derived_name && o.tags.is_empty() && o.kms_key.is_none();
+    if !(ours || adopt || created || interrupted) {
         return Err(AwsError::NameConflict {
             resource: resource(&plan.name),
         });
