@@ -64,9 +64,12 @@ pub struct HotPathSpec {
     #[schemars(range(min = 1, max = 1024))]
     pub mem_buf_limit_mb: Option<i32>,
 
-    /// Fluent Bit image, pinned by tag or digest (default `cr.fluentbit.io/fluent/fluent-bit:4.0.3`).
+    /// Fluent Bit image, pinned by tag or digest (`:latest` is refused; default
+    /// `cr.fluentbit.io/fluent/fluent-bit:4.0.3`). It must have the `kinesis_streams` output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(super::common::PINNED_IMAGE_RULE).message(super::common::PINNED_IMAGE_MESSAGE).reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new(super::common::NOT_LATEST_RULE).message(super::common::NOT_LATEST_MESSAGE).reason(Reason::FieldValueInvalid))]
     pub image: Option<String>,
 }
 
