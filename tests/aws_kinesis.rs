@@ -263,3 +263,31 @@ async fn delete_never_touches_a_stream_without_our_tags() {
     assert_eq!(c.calls.mutating(), 0, "{:?}", c.calls.snapshot());
     assert!(kinesis::observe(&c, &name).await.expect("observe").is_some());
 }
+
+#[tokio::test]
+async fn a_hot_path_turned_off_retires_its_stream_and_role_by_the_recorded_arn() {
+    let cluster = moto::unique("kretire");
+    let e = effective(&cluster, json!({}));
+    let (plan, opts) = plan_and_opts(&e);
+    let c = moto::clients().await;
+    let out = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    let arn = out.hot_path_stream_arn.clone().expect("the stream's ARN, as status records it");
+    let role = plan.hot_path.clone().expect("hot path").role;
+
+    // The same pipeline with the hot path off: only status remembers the stream.
+    let mut off = e.clone();
+    off.destinations.hot_path = None;
+    assert!(aws_plan::build(&off).expect("plan").hot_path.is_none());
+    let retired = aws_plan::hot_path::retired(&off, &arn).expect("a retire plan");
+    assert_eq!(retired.stream.name, stream(&plan).name);
+    assert_eq!(retired.role.arn(), role.arn(), "the derived Fluent Bit role");
+    mlobs::aws::hot_path::delete(&c, &retired, &opts.owner, DeletionPolicy::Delete)
+        .await
+        .expect("retire");
+    assert!(kinesis::observe(&c, &retired.stream.name).await.expect("observe").is_none());
+    let RolePlan::Create { name, .. } = &role else {
+        panic!("a created role")
+    };
+    let gone = c.iam.get_role().role_name(name).send().await;
+    assert!(gone.is_err(), "the Fluent Bit role is deleted too: {gone:?}");
+}

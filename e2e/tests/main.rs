@@ -9,6 +9,7 @@
 
 mod admission;
 mod dataflow;
+mod hot_path;
 mod destinations;
 mod loopback;
 mod operator;

@@ -3,7 +3,7 @@
 
 pub mod applier;
 pub mod archive_status;
-pub mod hot_path_status;
+pub mod hot_path;
 pub mod backoff;
 pub mod children;
 pub mod client;

@@ -101,7 +101,7 @@ impl Observed {
             .archive
             .as_ref()
             .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
-        self.hot_path = (d.aws.hot_path.as_ref()).map(|h| super::hot_path_status::summary(h, d.effective.deletion_policy));
+        self.hot_path = (d.aws.hot_path.as_ref()).map(|h| super::hot_path::summary(h, d.effective.deletion_policy));
     }
 
     pub fn collector(&mut self, ds: &DaemonSet) {

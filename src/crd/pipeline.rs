@@ -596,8 +596,9 @@ pub struct AwsStatus {
     /// The archive bucket (`arn:aws:s3:::<bucket>`), when an archive is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_bucket_arn: Option<String>,
-    /// The hot path's Kinesis data stream, when the hot path is enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The hot path's Kinesis data stream, when the hot path is enabled. Written as null when
+    /// it is not (status is merge-patched: null removes it once the stream is retired).
+    #[serde(default)]
     pub hot_path_stream_arn: Option<String>,
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,7 +15,10 @@ use super::{
 use crate::crd::IdentityMode;
 use crate::desired::destinations::dns_suffix;
 use crate::desired::effective::{EffKms, Effective};
-use crate::desired::hot_path::{Capacity, EffHotPath, STREAM_NAME_MAX, child_name};
+use crate::desired::hot_path::{
+    Capacity, DEFAULT_FLUENT_BIT_IMAGE, DEFAULT_MEM_BUF_LIMIT_MB, DEFAULT_RETENTION_HOURS, EffHotPath, STREAM_NAME_MAX,
+    child_name, derived_role_name,
+};
 
 /// Sid of Fluent Bit's statement on the stream.
 pub const PUT_SID: &str = "HotPathPutRecords";
@@ -147,4 +150,21 @@ pub(super) fn plan(e: &Effective, h: &EffHotPath, kms: &Option<KmsRef>) -> Resul
         role,
         pod_identity,
     })
+}
+
+/// The plan of a hot path that was turned off, for its deletion: the recorded stream (by the
+/// name in its ARN) and the derived Fluent Bit role. None for an ARN without a stream name.
+pub fn retired(e: &Effective, stream_arn: &str) -> Option<HotPathPlan> {
+    let name = stream_arn.split_once(":stream/")?.1;
+    let h = EffHotPath {
+        stream: name.to_string(),
+        derived_name: false,
+        capacity: Capacity::OnDemand,
+        retention_hours: DEFAULT_RETENTION_HOURS,
+        patterns: vec![],
+        mem_buf_limit_mb: DEFAULT_MEM_BUF_LIMIT_MB,
+        image: DEFAULT_FLUENT_BIT_IMAGE.into(),
+        role_name: derived_role_name(&e.cluster_name, &e.namespace, &e.name),
+    };
+    plan(e, &h, &None).ok()
 }

@@ -1,6 +1,8 @@
-//! What the status says about the hot path: its stream's settings for `HotPathReady`.
+//! The controller's side of the hot path: the `HotPathReady` message, and retiring the stream
+//! and Fluent Bit's role when the hot path is turned off (per `deletionPolicy`, as at deletion).
 
-use crate::crd::DeletionPolicy;
+use crate::crd::{DeletionPolicy, MLObservabilityPipeline};
+use crate::desired::Desired;
 use crate::desired::aws_plan::hot_path::HotPathPlan;
 use crate::desired::hot_path::Capacity;
 
@@ -25,4 +27,14 @@ pub fn summary(h: &HotPathPlan, deletion: DeletionPolicy) -> String {
         x.retention_hours,
         h.role.arn()
     )
+}
+
+/// The stream (and Fluent Bit's role) to retire: status records a stream but the plan has no hot
+/// path any more. Only resources carrying the pipeline's tags are touched by the delete.
+pub fn retired(p: &MLObservabilityPipeline, d: &Desired) -> Option<HotPathPlan> {
+    if d.aws.hot_path.is_some() {
+        return None;
+    }
+    let arn = p.status.as_ref()?.aws.as_ref()?.hot_path_stream_arn.as_deref()?;
+    crate::desired::aws_plan::hot_path::retired(&d.effective, arn)
 }
