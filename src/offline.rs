@@ -341,8 +341,7 @@ fn check_amounts(args: &PlanArgs) -> Result<(), String> {
         ("--archive-compression-ratio", args.archive_compression_ratio),
     ];
     let flags = flags.into_iter().chain(args.kinesis.flags());
-    match flags
-        .into_iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+    match flags.into_iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
         Some((flag, v)) => Err(format!("{flag}: {v} is not an amount (a finite number, at least 0)")),
         None => Ok(()),
     }

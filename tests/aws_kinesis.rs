@@ -61,7 +61,10 @@ fn keyless(s: &StreamPlan) -> StreamPlan {
 }
 
 async fn observed(c: &AwsClients, name: &str) -> kinesis::ObservedStream {
-    kinesis::observe(c, name).await.expect("observe").expect("the stream exists")
+    kinesis::observe(c, name)
+        .await
+        .expect("observe")
+        .expect("the stream exists")
 }
 
 #[tokio::test]
@@ -80,7 +83,10 @@ async fn the_stream_is_created_encrypted_with_the_pipeline_key_retention_and_tag
     assert_eq!(o.kms_key.as_deref(), Some(key.as_str()));
     assert_eq!(o.retention_hours, 48);
     assert_eq!(o.capacity, Capacity::Provisioned { shards: 2 });
-    assert_eq!(o.tags.get("mlobs.io/pipeline").map(String::as_str), Some("team-a/train"));
+    assert_eq!(
+        o.tags.get("mlobs.io/pipeline").map(String::as_str),
+        Some("team-a/train")
+    );
     assert!(o.active());
 
     // Fluent Bit's role exists, and its only permissions are the stream and the key.
@@ -145,7 +151,11 @@ async fn retention_changed_outside_is_put_back_under_correct_and_only_reported_u
     assert_eq!(drift.len(), 1, "{drift:?}");
     assert_eq!((drift[0].field.as_str(), drift[0].corrected), ("retentionHours", false));
     assert_eq!((drift[0].desired.as_str(), drift[0].actual.as_str()), ("48", "96"));
-    assert_eq!(observed(&c, &s.name).await.retention_hours, 96, "Report changes nothing");
+    assert_eq!(
+        observed(&c, &s.name).await.retention_hours,
+        96,
+        "Report changes nothing"
+    );
 
     let (_, drift) = kinesis::ensure(&c, &s, None, &opts.owner, false, DriftPolicy::Correct)
         .await
@@ -216,7 +226,10 @@ async fn a_stream_we_do_not_own_is_a_name_conflict_until_adoption_is_opted_in() 
         .expect("adopted");
     assert!(drift.is_empty(), "adoption is not drift: {drift:?}");
     let o = observed(&c, &name).await;
-    assert_eq!(o.tags.get("mlobs.io/pipeline").map(String::as_str), Some("team-a/train"));
+    assert_eq!(
+        o.tags.get("mlobs.io/pipeline").map(String::as_str),
+        Some("team-a/train")
+    );
     assert_eq!(o.capacity, Capacity::OnDemand);
     // Once tagged it is ours: no adopt flag needed any more.
     kinesis::ensure(&c, &s, None, &opts.owner, false, DriftPolicy::Correct)
@@ -245,7 +258,9 @@ async fn delete_removes_our_stream_and_retain_only_removes_our_tags() {
             assert_eq!(o.tags.get("team").map(String::as_str), Some("a"), "user tags stay");
         }
         // Idempotent: a second delete finds nothing of ours and succeeds.
-        delete_all(&c, &plan, &opts.owner, None, policy).await.expect("second delete");
+        delete_all(&c, &plan, &opts.owner, None, policy)
+            .await
+            .expect("second delete");
     }
 }
 
@@ -271,7 +286,10 @@ async fn a_hot_path_turned_off_retires_its_stream_and_role_by_the_recorded_arn()
     let (plan, opts) = plan_and_opts(&e);
     let c = moto::clients().await;
     let out = ensure_all(&c, &plan, &opts).await.expect("ensure");
-    let arn = out.hot_path_stream_arn.clone().expect("the stream's ARN, as status records it");
+    let arn = out
+        .hot_path_stream_arn
+        .clone()
+        .expect("the stream's ARN, as status records it");
     let role = plan.hot_path.clone().expect("hot path").role;
 
     // The same pipeline with the hot path off: only status remembers the stream.
@@ -284,7 +302,12 @@ async fn a_hot_path_turned_off_retires_its_stream_and_role_by_the_recorded_arn()
     mlobs::aws::hot_path::delete(&c, &retired, &opts.owner, DeletionPolicy::Delete)
         .await
         .expect("retire");
-    assert!(kinesis::observe(&c, &retired.stream.name).await.expect("observe").is_none());
+    assert!(
+        kinesis::observe(&c, &retired.stream.name)
+            .await
+            .expect("observe")
+            .is_none()
+    );
     let RolePlan::Create { name, .. } = &role else {
         panic!("a created role")
     };

@@ -15,25 +15,93 @@ use mlobs::desired::{Context, Desired, build};
 use serde_json::{Value, json};
 
 const SERVICE_KEYS: &[&str] = &[
-    "flush", "grace", "daemon", "dns.mode", "log_file", "log_level", "parsers_file", "plugins_file",
-    "streams_file", "http_server", "http_listen", "http_port", "health_check", "hc_errors_count",
-    "hc_retry_failure_count", "hc_period", "coro_stack_size", "scheduler.cap", "scheduler.base",
-    "storage.path", "storage.sync", "storage.checksum", "storage.backlog.mem_limit",
-    "storage.max_chunks_up", "storage.metrics", "storage.delete_irrecoverable_chunks",
+    "flush",
+    "grace",
+    "daemon",
+    "dns.mode",
+    "log_file",
+    "log_level",
+    "parsers_file",
+    "plugins_file",
+    "streams_file",
+    "http_server",
+    "http_listen",
+    "http_port",
+    "health_check",
+    "hc_errors_count",
+    "hc_retry_failure_count",
+    "hc_period",
+    "coro_stack_size",
+    "scheduler.cap",
+    "scheduler.base",
+    "storage.path",
+    "storage.sync",
+    "storage.checksum",
+    "storage.backlog.mem_limit",
+    "storage.max_chunks_up",
+    "storage.metrics",
+    "storage.delete_irrecoverable_chunks",
 ];
 const TAIL_KEYS: &[&str] = &[
-    "name", "tag", "alias", "path", "path_key", "exclude_path", "offset_key", "read_from_head",
-    "refresh_interval", "rotate_wait", "ignore_older", "skip_long_lines", "skip_empty_lines",
-    "buffer_chunk_size", "buffer_max_size", "db", "db.sync", "db.locking", "db.journal_mode",
-    "mem_buf_limit", "exit_on_eof", "parser", "key", "inotify_watcher", "tag_regex",
-    "multiline.parser", "multiline.key_content", "docker_mode", "storage.type",
-    "storage.pause_on_chunks_overlimit", "threaded",
+    "name",
+    "tag",
+    "alias",
+    "path",
+    "path_key",
+    "exclude_path",
+    "offset_key",
+    "read_from_head",
+    "refresh_interval",
+    "rotate_wait",
+    "ignore_older",
+    "skip_long_lines",
+    "skip_empty_lines",
+    "buffer_chunk_size",
+    "buffer_max_size",
+    "db",
+    "db.sync",
+    "db.locking",
+    "db.journal_mode",
+    "mem_buf_limit",
+    "exit_on_eof",
+    "parser",
+    "key",
+    "inotify_watcher",
+    "tag_regex",
+    "multiline.parser",
+    "multiline.key_content",
+    "docker_mode",
+    "storage.type",
+    "storage.pause_on_chunks_overlimit",
+    "threaded",
 ];
-const GREP_KEYS: &[&str] = &["name", "match", "match_regex", "alias", "regex", "exclude", "logical_op"];
+const GREP_KEYS: &[&str] = &[
+    "name",
+    "match",
+    "match_regex",
+    "alias",
+    "regex",
+    "exclude",
+    "logical_op",
+];
 const KINESIS_KEYS: &[&str] = &[
-    "name", "match", "match_regex", "alias", "region", "stream", "role_arn", "time_key",
-    "time_key_format", "log_key", "endpoint", "sts_endpoint", "auto_retry_requests", "external_id",
-    "profile", "retry_limit", "workers",
+    "name",
+    "match",
+    "match_regex",
+    "alias",
+    "region",
+    "stream",
+    "role_arn",
+    "time_key",
+    "time_key_format",
+    "log_key",
+    "endpoint",
+    "sts_endpoint",
+    "auto_retry_requests",
+    "external_id",
+    "profile",
+    "retry_limit",
+    "workers",
 ];
 const MULTILINE_BUILT_INS: &[&str] = &["docker", "cri", "go", "python", "java", "ruby"];
 
@@ -69,7 +137,11 @@ fn parse(text: &str) -> Result<Vec<Section>, String> {
 }
 
 fn get<'a>(entries: &'a [(String, String)], key: &str) -> Vec<&'a str> {
-    entries.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    entries
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// Whether a Fluent Bit `Match` pattern (`*` wildcards) matches a tag.
@@ -91,6 +163,7 @@ fn problems(text: &str) -> Vec<String> {
     }
     let storage_path = services.iter().any(|s| !get(&s.1, "storage.path").is_empty());
     let mut tags = vec![];
+    let size = regex::Regex::new(r"(?i)^[0-9]+(\.[0-9]+)?[KMG]?B?$").expect("compiles");
     for (name, entries) in &sections {
         let plugin = get(entries, "name").first().copied().unwrap_or_default();
         let known: &[&str] = match (name.as_str(), plugin) {
@@ -112,7 +185,9 @@ fn problems(text: &str) -> Vec<String> {
                 out.push(format!("[{name}] {plugin}: {k} repeated"));
             }
             if k == "storage.type" && v == "filesystem" && !storage_path {
-                out.push(format!("[{name}] storage.type filesystem without [SERVICE] storage.path"));
+                out.push(format!(
+                    "[{name}] storage.type filesystem without [SERVICE] storage.path"
+                ));
             }
         }
         match plugin {
@@ -124,8 +199,7 @@ fn problems(text: &str) -> Vec<String> {
                     }
                 }
                 for m in get(entries, "mem_buf_limit") {
-                    let ok = regex::Regex::new(r"(?i)^[0-9]+(\.[0-9]+)?[KMG]?B?$").is_ok_and(|r| r.is_match(m));
-                    if !ok {
+                    if !size.is_match(m) {
                         out.push(format!("Mem_Buf_Limit {m:?} is not a size"));
                     }
                 }
@@ -175,9 +249,14 @@ fn problems(text: &str) -> Vec<String> {
                 out.push(format!("[{name}] {plugin}: {} Match keys", matched.len()));
             }
             // A record of the tail input is tagged `<tag with * expanded by the file path>`.
-            let sample: Vec<String> = tags.iter().map(|t| t.replace('*', "var.log.containers.x.log")).collect();
+            let sample: Vec<String> = tags
+                .iter()
+                .map(|t| t.replace('*', "var.log.containers.x.log"))
+                .collect();
             if !matched.iter().all(|m| sample.iter().any(|t| tag_matches(m, t))) {
-                out.push(format!("[{name}] {plugin}: Match {matched:?} matches no input tag {tags:?}"));
+                out.push(format!(
+                    "[{name}] {plugin}: Match {matched:?} matches no input tag {tags:?}"
+                ));
             }
         }
     }
@@ -207,7 +286,12 @@ fn built(spec: Value, policy: Option<&GpuTelemetryPolicy>) -> Desired {
 
 fn config(d: &Desired) -> String {
     let h = d.objects.hot_path.as_ref().expect("hot path objects");
-    h.config_map.data.as_ref().and_then(|m| m.get("fluent-bit.conf")).cloned().expect("config")
+    h.config_map
+        .data
+        .as_ref()
+        .and_then(|m| m.get("fluent-bit.conf"))
+        .cloned()
+        .expect("config")
 }
 
 fn sample() -> Desired {
@@ -231,7 +315,10 @@ fn every_rendered_config_follows_the_documented_grammar_and_keys() {
     .expect("policy");
     let configs = [
         ("sample", config(&sample())),
-        ("defaults (policy-required)", config(&built(base(json!({})), Some(&policy)))),
+        (
+            "defaults (policy-required)",
+            config(&built(base(json!({})), Some(&policy))),
+        ),
         (
             "three namespaces, provisioned, one pattern",
             config(&built(
@@ -255,7 +342,10 @@ fn every_rendered_config_follows_the_documented_grammar_and_keys() {
     assert_eq!(get(&three[1].1, "mem_buf_limit"), ["1MB"]);
     assert_eq!(get(&three[2].1, "regex"), ["log panic: .*"]);
     let defaults = parse(&configs[1].1).expect("parses");
-    assert_eq!(get(&defaults[2].1, "regex").len(), mlobs::crd::DEFAULT_HOT_PATH_PATTERNS.len());
+    assert_eq!(
+        get(&defaults[2].1, "regex").len(),
+        mlobs::crd::DEFAULT_HOT_PATH_PATTERNS.len()
+    );
     assert_eq!(get(&defaults[3].1, "stream"), ["mlobs-prod-gpu-team-a-train-hot"]);
 }
 
@@ -264,13 +354,33 @@ fn the_checker_refuses_what_fluent_bit_documents_as_wrong() {
     let good = config(&sample());
     assert!(problems(&good).is_empty());
     let cases = [
-        ("    Logical_Op or\n", "    Logical_Op or\n    Exclude log debug\n", "both Regex and Exclude"),
+        (
+            "    Logical_Op or\n",
+            "    Logical_Op or\n    Exclude log debug\n",
+            "both Regex and Exclude",
+        ),
         ("    Mem_Buf_Limit 64MB\n", "    Mem_Buf_Limit lots\n", "not a size"),
-        ("    storage.path /var/fluent-bit/state/storage\n", "", "without [SERVICE] storage.path"),
-        ("    Name kinesis_streams\n", "    Name kinesis_streams\n    delivery_stream x\n", "unknown key delivery_stream"),
+        (
+            "    storage.path /var/fluent-bit/state/storage\n",
+            "",
+            "without [SERVICE] storage.path",
+        ),
+        (
+            "    Name kinesis_streams\n",
+            "    Name kinesis_streams\n    delivery_stream x\n",
+            "unknown key delivery_stream",
+        ),
         ("    region us-east-1\n", "", "without region"),
-        ("    Match hot.*\n    Logical_Op", "    Match other.*\n    Logical_Op", "matches no input tag"),
-        ("multiline.parser docker, cri", "multiline.parser docker, crio", "not built in"),
+        (
+            "    Match hot.*\n    Logical_Op",
+            "    Match other.*\n    Logical_Op",
+            "matches no input tag",
+        ),
+        (
+            "multiline.parser docker, cri",
+            "multiline.parser docker, crio",
+            "not built in",
+        ),
         ("    Regex log NCCL", "    Regex log (NCCL", "does not compile"),
     ];
     for (from, to, want) in cases {
@@ -288,9 +398,11 @@ fn pod_spec(ds: &DaemonSet) -> k8s_openapi::api::core::v1::PodSpec {
 #[test]
 fn fluent_bit_runs_on_the_collector_s_gpu_nodes_with_read_only_logs_and_its_own_account() {
     let d = built(
-        base(json!({"sources": {"nodeSelector": {"node.kubernetes.io/instance-type": "p5.48xlarge"},
+        base(
+            json!({"sources": {"nodeSelector": {"node.kubernetes.io/instance-type": "p5.48xlarge"},
             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]},
-            "hotPath": {}})),
+            "hotPath": {}}),
+        ),
         None,
     );
     let h = d.objects.hot_path.as_ref().expect("hot path");
@@ -298,11 +410,17 @@ fn fluent_bit_runs_on_the_collector_s_gpu_nodes_with_read_only_logs_and_its_own_
     assert_eq!(fb.node_selector, col.node_selector);
     assert_eq!(fb.tolerations, col.tolerations);
     assert_eq!(
-        fb.node_selector.as_ref().and_then(|s| s.get("node.kubernetes.io/instance-type")).map(String::as_str),
+        fb.node_selector
+            .as_ref()
+            .and_then(|s| s.get("node.kubernetes.io/instance-type"))
+            .map(String::as_str),
         Some("p5.48xlarge")
     );
     let c = &fb.containers[0];
-    assert_eq!(c.security_context, col.containers[0].security_context, "as restricted as the collector");
+    assert_eq!(
+        c.security_context, col.containers[0].security_context,
+        "as restricted as the collector"
+    );
     let mounts: BTreeMap<String, (String, Option<bool>)> = (c.volume_mounts.iter().flatten())
         .map(|m| (m.name.clone(), (m.mount_path.clone(), m.read_only)))
         .collect();
@@ -318,12 +436,35 @@ fn fluent_bit_runs_on_the_collector_s_gpu_nodes_with_read_only_logs_and_its_own_
     assert_eq!(fb.service_account_name, sa.metadata.name);
     assert_ne!(sa.metadata.name, d.objects.service_account.metadata.name);
     let hot = d.aws.hot_path.as_ref().expect("hot path plan");
-    let annotated = sa.metadata.annotations.as_ref().and_then(|a| a.get("eks.amazonaws.com/role-arn"));
+    let annotated = sa
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("eks.amazonaws.com/role-arn"));
     assert_eq!(annotated.map(String::as_str), Some(hot.role.arn()));
-    let selector = d.objects.daemon_set.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).expect("selector");
-    let labels = h.daemon_set.spec.as_ref().and_then(|s| s.template.metadata.clone()).and_then(|m| m.labels).expect("labels");
-    assert!(selector.iter().any(|(k, v)| labels.get(k) != Some(v)), "the collector selects Fluent Bit pods");
-    assert_eq!(labels.get("mlobs.io/pipeline").map(String::as_str), Some("team-a.train"), "pruned with the pipeline");
+    let selector = d
+        .objects
+        .daemon_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .expect("selector");
+    let labels = h
+        .daemon_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.clone())
+        .and_then(|m| m.labels)
+        .expect("labels");
+    assert!(
+        selector.iter().any(|(k, v)| labels.get(k) != Some(v)),
+        "the collector selects Fluent Bit pods"
+    );
+    assert_eq!(
+        labels.get("mlobs.io/pipeline").map(String::as_str),
+        Some("team-a.train"),
+        "pruned with the pipeline"
+    );
 }
 
 #[test]
@@ -331,7 +472,10 @@ fn a_pattern_change_rolls_the_fluent_bit_pods() {
     let hash = |patterns: Value| {
         let d = built(base(json!({"hotPath": {"patterns": patterns}})), None);
         let ds = d.objects.hot_path.expect("hot path").daemon_set;
-        ds.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).and_then(|a| a.get("mlobs.io/config-hash").cloned())
+        ds.spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get("mlobs.io/config-hash").cloned())
     };
     let (a, b) = (hash(json!(["ERROR"])), hash(json!(["ERROR", "FATAL"])));
     assert!(a.is_some());
@@ -346,14 +490,21 @@ fn fluent_bit_may_only_put_records_on_its_stream_and_use_the_key_through_kinesis
         panic!("a created role")
     };
     let statements = inline_policy["Statement"].as_array().expect("statements");
-    let mut actions: Vec<&str> = statements.iter().flat_map(|s| s["Action"].as_array().into_iter().flatten()).filter_map(Value::as_str).collect();
+    let mut actions: Vec<&str> = statements
+        .iter()
+        .flat_map(|s| s["Action"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
     actions.sort();
     assert_eq!(actions, ["kinesis:PutRecords", "kms:GenerateDataKey"]);
     let put = &statements[0];
     assert_eq!(put["Resource"], json!([hot.stream.arn]));
     assert_eq!(put["Condition"]["StringEquals"]["aws:RequestedRegion"], "us-east-1");
     let key = &statements[1];
-    assert_eq!(key["Condition"]["StringEquals"]["kms:ViaService"], "kinesis.us-east-1.amazonaws.com");
+    assert_eq!(
+        key["Condition"]["StringEquals"]["kms:ViaService"],
+        "kinesis.us-east-1.amazonaws.com"
+    );
     for s in statements {
         for r in s["Resource"].as_array().expect("a list") {
             assert!(r.as_str().is_some_and(|r| r.starts_with("arn:aws:") && r != "*"), "{s}");

@@ -92,8 +92,8 @@ fn called_actions() -> BTreeSet<String> {
             >= 4,
         "src/aws has kms.rs, logs.rs, iam.rs and eks.rs"
     );
-    let call =
-        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|kinesis)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
+    let call = regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|kinesis)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
+        .unwrap();
     let mut out = BTreeSet::new();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();

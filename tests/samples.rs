@@ -367,6 +367,9 @@ fn hot_path_bad_input_is_refused_field_by_field_with_the_pattern_and_its_positio
     assert_eq!(paths, ["spec.hotPath.patterns[1]", "spec.hotPath.patterns[2]"]);
     assert!(errors.iter().all(|(_, rule, _)| rule == "regex"), "{errors:?}");
     let message = &errors[0].2;
-    assert!(message.contains("\"NCCL (WARN\"") && message.contains("position 5"), "{message}");
+    assert!(
+        message.contains("\"NCCL (WARN\"") && message.contains("position 5"),
+        "{message}"
+    );
     assert!(errors[1].2.contains("position"), "{errors:?}");
 }

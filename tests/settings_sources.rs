@@ -207,7 +207,11 @@ fn cases() -> Vec<(String, Value, Option<Value>)> {
     ));
     // The hot path: set by the pipeline (its sample), and turned on by a policy alone.
     let hot = load_all("config/samples/pipeline-hotpath.yaml");
-    out.push(("hot path pipeline, its policy".into(), hot[1].clone(), Some(hot[0].clone())));
+    out.push((
+        "hot path pipeline, its policy".into(),
+        hot[1].clone(),
+        Some(hot[0].clone()),
+    ));
     out.push((
         "minimal pipeline, hot path required by the policy".into(),
         pipelines[0].1.clone(),
@@ -245,8 +249,16 @@ fn every_settings_row_names_where_its_value_came_from() {
         let table = settings(&merged.effective);
         let shown: BTreeSet<&str> = table.iter().map(|s| s.path).collect();
         let required: BTreeSet<&str> = rows.iter().copied().filter(|r| !optional(r)).collect();
-        assert!(shown.is_subset(&rows), "{case}: a row without a rule: {:?}", shown.difference(&rows));
-        assert!(required.is_subset(&shown), "{case}: a rule without its row: {:?}", required.difference(&shown));
+        assert!(
+            shown.is_subset(&rows),
+            "{case}: a row without a rule: {:?}",
+            shown.difference(&rows)
+        );
+        assert!(
+            required.is_subset(&shown),
+            "{case}: a rule without its row: {:?}",
+            required.difference(&shown)
+        );
         for s in &table {
             let rule = RULES.iter().find(|r| r.0 == s.path).expect("checked above");
             let want = expected(rule, &p, pol.as_ref());
@@ -257,7 +269,10 @@ fn every_settings_row_names_where_its_value_came_from() {
     }
     assert!(checked >= 12 * RULES.len(), "{checked} rows checked");
     let shown_somewhere: BTreeSet<&str> = seen.iter().map(|(r, _)| *r).collect();
-    assert_eq!(shown_somewhere, rows, "every rule is checked against a row in some case");
+    assert_eq!(
+        shown_somewhere, rows,
+        "every rule is checked against a row in some case"
+    );
     // The cases reach every kind of source, so none of the branches above goes untested.
     let kinds: BTreeSet<Source> = seen.iter().map(|(_, s)| *s).collect();
     assert_eq!(kinds.len(), 6, "{kinds:?}");

@@ -24,9 +24,21 @@ fn hot_selector(ns: &str, name: &str) -> String {
 async fn hot_children(c: &Client, ns: &str, name: &str) -> Result<[usize; 3]> {
     let lp = ListParams::default().labels(&hot_selector(ns, name));
     Ok([
-        Api::<DaemonSet>::namespaced(c.clone(), ns).list_metadata(&lp).await?.items.len(),
-        Api::<ConfigMap>::namespaced(c.clone(), ns).list_metadata(&lp).await?.items.len(),
-        Api::<ServiceAccount>::namespaced(c.clone(), ns).list_metadata(&lp).await?.items.len(),
+        Api::<DaemonSet>::namespaced(c.clone(), ns)
+            .list_metadata(&lp)
+            .await?
+            .items
+            .len(),
+        Api::<ConfigMap>::namespaced(c.clone(), ns)
+            .list_metadata(&lp)
+            .await?
+            .items
+            .len(),
+        Api::<ServiceAccount>::namespaced(c.clone(), ns)
+            .list_metadata(&lp)
+            .await?
+            .items
+            .len(),
     ])
 }
 
@@ -37,14 +49,25 @@ async fn the_stream_exists_before_fluent_bit_runs_on_the_gpu_nodes_only_and_both
     let ns = guard.name.as_str();
     let aws = aws().await?;
     let name = "hot";
-    let p = pipeline(ns, name, json!({"hotPath": {"retentionHours": 48, "patterns": ["ERROR", "OOMKilled"]}}))?;
+    let p = pipeline(
+        ns,
+        name,
+        json!({"hotPath": {"retentionHours": 48, "patterns": ["ERROR", "OOMKilled"]}}),
+    )?;
     create_pipeline(&c, &p).await?;
     let p = wait_ready(&c, ns, name).await?;
-    ensure!(condition_status(&p, "HotPathReady") == "True", "{}", conditions_summary(&p));
+    ensure!(
+        condition_status(&p, "HotPathReady") == "True",
+        "{}",
+        conditions_summary(&p)
+    );
 
     // The stream, as the operator recorded it, exists in moto with the pipeline's key.
     let recorded = p.status.as_ref().and_then(|s| s.aws.clone()).context("status.aws")?;
-    let arn = recorded.hot_path_stream_arn.clone().context("status.aws.hotPathStreamArn")?;
+    let arn = recorded
+        .hot_path_stream_arn
+        .clone()
+        .context("status.aws.hotPathStreamArn")?;
     let stream = arn.rsplit('/').next().context("a stream ARN")?.to_string();
     let o = mlobs::aws::kinesis::observe(&aws, &stream)
         .await?
@@ -67,7 +90,11 @@ async fn the_stream_exists_before_fluent_bit_runs_on_the_gpu_nodes_only_and_both
 
     // Off: its DaemonSet, ConfigMap and ServiceAccount are pruned and HotPathReady is gone.
     pipelines(&c, ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"hotPath": {"enabled": false}}})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hotPath": {"enabled": false}}})),
+        )
         .await?;
     wait_for("hot path children pruned", READY_TIMEOUT, async || {
         let n = hot_children(&c, ns, name).await?;

@@ -9,8 +9,8 @@
 
 mod admission;
 mod dataflow;
-mod hot_path;
 mod destinations;
+mod hot_path;
 mod loopback;
 mod operator;
 mod pipeline;

@@ -109,7 +109,11 @@ async fn tags(c: &AwsClients, name: &str) -> Result<BTreeMap<String, String>, Aw
             .await
             .map_err(|e| classify_stream("ListTagsForStream", &resource(name), e))?;
         let before = out.len();
-        out.extend(page.tags().iter().map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string())));
+        out.extend(
+            page.tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string())),
+        );
         if !page.has_more_tags() || out.len() == before {
             return Ok(out);
         }
@@ -121,12 +125,15 @@ fn hash_map(tags: &BTreeMap<String, String>) -> std::collections::HashMap<String
 }
 
 fn mode(m: StreamMode, res: &str) -> Result<StreamModeDetails, AwsError> {
-    StreamModeDetails::builder().stream_mode(m).build().map_err(|e| AwsError::Terminal {
-        operation: "CreateStream".into(),
-        resource: res.into(),
-        code: "InvalidRequest".into(),
-        message: e.to_string(),
-    })
+    StreamModeDetails::builder()
+        .stream_mode(m)
+        .build()
+        .map_err(|e| AwsError::Terminal {
+            operation: "CreateStream".into(),
+            resource: res.into(),
+            code: "InvalidRequest".into(),
+            message: e.to_string(),
+        })
 }
 
 async fn create(c: &AwsClients, plan: &StreamPlan) -> Result<(), AwsError> {
@@ -184,7 +191,12 @@ pub fn diff(plan: &StreamPlan, o: &ObservedStream, key: Option<&str>) -> Vec<Dri
         .collect();
     if !missing.is_empty() {
         let keys: Vec<&str> = missing.iter().map(|k| k.as_str()).collect();
-        out.push(Drift::found(&res, "tags", keys.join(", "), "absent or different".into()));
+        out.push(Drift::found(
+            &res,
+            "tags",
+            keys.join(", "),
+            "absent or different".into(),
+        ));
     }
     // mlobs never turns encryption off: a stream without a desired key keeps what it has.
     if let Some(k) = key
@@ -212,17 +224,21 @@ pub fn diff(plan: &StreamPlan, o: &ObservedStream, key: Option<&str>) -> Vec<Dri
 }
 
 /// Puts one field back.
-async fn put(c: &AwsClients, plan: &StreamPlan, o: &ObservedStream, field: &str, key: Option<&str>) -> Result<(), AwsError> {
+async fn put(
+    c: &AwsClients,
+    plan: &StreamPlan,
+    o: &ObservedStream,
+    field: &str,
+    key: Option<&str>,
+) -> Result<(), AwsError> {
     let (name, res) = (plan.name.as_str(), resource(&plan.name));
     match field {
-        "tags" => {
-            (c.kinesis.add_tags_to_stream().stream_name(name))
-                .set_tags(Some(hash_map(&plan.tags)))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| classify_stream("AddTagsToStream", &res, e))
-        }
+        "tags" => (c.kinesis.add_tags_to_stream().stream_name(name))
+            .set_tags(Some(hash_map(&plan.tags)))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify_stream("AddTagsToStream", &res, e)),
         "kmsKey" => {
             let Some(key) = key else { return Ok(()) };
             // A stream encrypted with another key is re-keyed by starting encryption again.
@@ -291,7 +307,9 @@ pub async fn ensure(
         Some(o) => (o, false),
         None => {
             create(c, plan).await?;
-            let o = observe(c, &plan.name).await?.ok_or_else(|| not_active(&plan.name, "not visible yet"))?;
+            let o = observe(c, &plan.name)
+                .await?
+                .ok_or_else(|| not_active(&plan.name, "not visible yet"))?;
             (o, true)
         }
     };

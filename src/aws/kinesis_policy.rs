@@ -33,7 +33,10 @@ pub fn statements(opts: &OperatorPolicyOptions) -> Vec<Value> {
     };
     vec![
         // CreateStream with tags is also authorized as AddTagsToStream (granted here too).
-        statement("KinesisCreateStreams", &["kinesis:AddTagsToStream", "kinesis:CreateStream"]),
+        statement(
+            "KinesisCreateStreams",
+            &["kinesis:AddTagsToStream", "kinesis:CreateStream"],
+        ),
         statement(
             "KinesisReadStreams",
             &["kinesis:DescribeStreamSummary", "kinesis:ListTagsForStream"],

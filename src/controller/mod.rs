@@ -3,13 +3,13 @@
 
 pub mod applier;
 pub mod archive_status;
-pub mod hot_path;
 pub mod backoff;
 pub mod children;
 pub mod client;
 pub mod dataflow;
 pub mod destinations;
 pub mod error;
+pub mod hot_path;
 pub mod leader;
 pub mod lookup;
 pub mod metrics;

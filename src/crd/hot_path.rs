@@ -89,7 +89,9 @@ pub struct PolicyHotPathSpec {
 /// whitespace, so newlines and leading/trailing blanks are refused too.
 pub fn pattern_error(pattern: &str) -> Option<String> {
     if let Some(at) = pattern.find(['\n', '\r']) {
-        return Some(format!("{pattern:?}: line break at position {at}: a Fluent Bit config value is one line"));
+        return Some(format!(
+            "{pattern:?}: line break at position {at}: a Fluent Bit config value is one line"
+        ));
     }
     if pattern.trim() != pattern {
         return Some(format!(
@@ -131,7 +133,12 @@ mod tests {
         ] {
             assert!(hit(line), "{line:?} should be sent");
         }
-        for line in ["step 100 loss 0.12", "saved checkpoint step-100", "errorless run", "NCCL INFO Bootstrap"] {
+        for line in [
+            "step 100 loss 0.12",
+            "saved checkpoint step-100",
+            "errorless run",
+            "NCCL INFO Bootstrap",
+        ] {
             assert!(!hit(line), "{line:?} should not be sent");
         }
     }

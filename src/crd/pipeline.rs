@@ -15,9 +15,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::archive::ArchiveSpec;
-use super::hot_path::HotPathSpec;
 use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
+use super::hot_path::HotPathSpec;
 
 /// A team's ML observability pipeline: pre-created, KMS-encrypted CloudWatch log groups, a
 /// least-privilege IAM role, and an OpenTelemetry collector DaemonSet on the GPU nodes that ships

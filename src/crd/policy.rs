@@ -12,9 +12,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::archive::PolicyArchiveSpec;
-use super::hot_path::PolicyHotPathSpec;
 use super::common::{IdentityMode, Redaction};
 use super::destinations::{PolicyDestinationsSpec, PolicyTracesSpec};
+use super::hot_path::PolicyHotPathSpec;
 
 /// Cluster-wide defaults and guardrails for MLObservabilityPipelines: GPU node selection, the DCGM
 /// exporter, which metrics may be shipped and how often, encryption and retention minimums,

@@ -436,7 +436,10 @@ pub(crate) fn test_hot_path() -> Effective {
         derived_name: true,
         capacity: Capacity::OnDemand,
         retention_hours: DEFAULT_RETENTION_HOURS,
-        patterns: crate::crd::DEFAULT_HOT_PATH_PATTERNS.iter().map(|p| p.to_string()).collect(),
+        patterns: crate::crd::DEFAULT_HOT_PATH_PATTERNS
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         mem_buf_limit_mb: DEFAULT_MEM_BUF_LIMIT_MB,
         image: DEFAULT_FLUENT_BIT_IMAGE.into(),
         role_name: derived_role_name(&e.cluster_name, &e.namespace, &e.name),

@@ -135,7 +135,11 @@ pub fn config(e: &Effective, h: &EffHotPath) -> String {
             ],
         ),
     ];
-    let mut grep = vec![("Name", "grep".to_string()), ("Match", TAG.into()), ("Logical_Op", "or".into())];
+    let mut grep = vec![
+        ("Name", "grep".to_string()),
+        ("Match", TAG.into()),
+        ("Logical_Op", "or".into()),
+    ];
     grep.extend(h.patterns.iter().map(|p| ("Regex", format!("log {p}"))));
     sections.push(("FILTER", grep));
     sections.push((

@@ -228,9 +228,17 @@ fn hot_path_rows(e: &Effective) -> Vec<Setting> {
         row("hotPath.enabled", on(true).into(), s.enabled),
         row("hotPath.stream", h.stream.clone(), s.stream),
         row("hotPath.capacity", capacity, s.capacity),
-        row("hotPath.retentionHours", h.retention_hours.to_string(), s.retention_hours),
+        row(
+            "hotPath.retentionHours",
+            h.retention_hours.to_string(),
+            s.retention_hours,
+        ),
         row("hotPath.patterns", h.patterns.join(" | "), s.patterns),
-        row("hotPath.memBufLimitMB", format!("{}MB", h.mem_buf_limit_mb), s.mem_buf_limit),
+        row(
+            "hotPath.memBufLimitMB",
+            format!("{}MB", h.mem_buf_limit_mb),
+            s.mem_buf_limit,
+        ),
         row("hotPath.image", h.image.clone(), s.image),
     ]
 }

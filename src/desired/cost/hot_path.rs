@@ -71,7 +71,10 @@ impl KinesisRates {
             ("--kinesis-usd-per-gb", self.usd_per_gb),
             ("--kinesis-usd-per-shard-hour", self.usd_per_shard_hour),
             ("--kinesis-usd-per-million-put-units", self.usd_per_million_put_units),
-            ("--kinesis-extended-usd-per-shard-hour", self.extended_usd_per_shard_hour),
+            (
+                "--kinesis-extended-usd-per-shard-hour",
+                self.extended_usd_per_shard_hour,
+            ),
             ("--kinesis-extended-usd-per-gb-month", self.extended_usd_per_gb_month),
             ("--kinesis-long-term-usd-per-gb-month", self.long_term_usd_per_gb_month),
         ]
@@ -173,7 +176,9 @@ mod tests {
             nodes: 4,
             gpus_per_node: 8,
         };
-        line(&e, &aws, fleet, p).and_then(|l| l.monthly_usd).expect("a priced line")
+        line(&e, &aws, fleet, p)
+            .and_then(|l| l.monthly_usd)
+            .expect("a priced line")
     }
 
     #[test]

@@ -7,8 +7,8 @@ use super::effective::Effective;
 use crate::crd::LogGroupClass;
 
 pub mod archive;
-pub mod hot_path;
 pub mod destinations;
+pub mod hot_path;
 
 /// A GPU instance type's shape (REFERENCE.md, "GPU nodes on EKS").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -16,7 +16,11 @@ pub(super) fn hot_path(
     at: &Placement,
 ) -> (Option<EffHotPath>, HotPathSources) {
     let h = spec.hot_path.as_ref();
-    let required = m.policy_spec().and_then(|p| p.hot_path.as_ref()).and_then(|p| p.required) == Some(true);
+    let required = m
+        .policy_spec()
+        .and_then(|p| p.hot_path.as_ref())
+        .and_then(|p| p.required)
+        == Some(true);
     let enabled = match (h.and_then(|h| h.enabled), h.is_some(), required) {
         (Some(on), _, _) => Sourced::new(on, Source::Pipeline),
         (None, true, _) => Sourced::new(true, Source::Pipeline),

@@ -10,9 +10,9 @@
 //! do not stop the merge, so `mlobs plan` can show the whole picture next to them.
 
 mod archive;
-mod hot_path;
 mod collector;
 mod destinations;
+mod hot_path;
 mod identity;
 mod lifecycle;
 mod logs;
