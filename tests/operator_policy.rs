@@ -483,10 +483,30 @@ fn hot_path_streams_are_scoped_to_the_prefix_and_region() {
         .into_iter()
         .filter(|s| list(&s["Action"]).iter().any(|a| a.starts_with("kinesis:")))
         .collect();
-    assert_eq!(kinesis.len(), 4, "{kinesis:?}");
+    assert_eq!(kinesis.len(), 6, "{kinesis:?}");
     for s in &kinesis {
+        let resources = list(&s["Resource"]);
+        let streams: Vec<&str> = (resources.iter().map(String::as_str))
+            .filter(|r| r.contains(":kinesis:"))
+            .collect();
+        let keys: Vec<&str> = (resources.iter().map(String::as_str))
+            .filter(|r| !r.contains(":kinesis:"))
+            .collect();
+        // Only StartStreamEncryption also names the keys it encrypts with.
+        if s["Sid"] == "KinesisEncryptStreams" {
+            assert_eq!(
+                keys,
+                [
+                    "arn:aws:kms:us-east-1:123456789012:key/*",
+                    "arn:aws:kms:eu-west-1:123456789012:key/*"
+                ]
+            );
+            assert_eq!(list(&s["Action"]), ["kinesis:StartStreamEncryption"]);
+        } else {
+            assert!(keys.is_empty(), "{s}");
+        }
         assert_eq!(
-            list(&s["Resource"]),
+            streams,
             [
                 "arn:aws:kinesis:us-east-1:123456789012:stream/acme-hot-*",
                 "arn:aws:kinesis:eu-west-1:123456789012:stream/acme-hot-*"

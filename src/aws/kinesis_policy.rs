@@ -22,15 +22,22 @@ fn streams(opts: &OperatorPolicyOptions) -> Vec<String> {
 
 pub fn statements(opts: &OperatorPolicyOptions) -> Vec<Value> {
     let condition = json!({ "StringEquals": { "aws:RequestedRegion": opts.regions } });
-    let statement = |sid: &str, actions: &[&str]| {
+    let on = |sid: &str, actions: &[&str], resources: Vec<String>| {
         json!({
             "Sid": sid,
             "Effect": "Allow",
             "Action": actions,
-            "Resource": streams(opts),
+            "Resource": resources,
             "Condition": condition,
         })
     };
+    let statement = |sid: &str, actions: &[&str]| on(sid, actions, streams(opts));
+    // StartStreamEncryption is authorized on the stream and on the key it names (a created key's
+    // id is random, a user's key any): the keys of the account in the regions. It grants no use
+    // of a key: Kinesis uses it on the producers' behalf, with their permissions.
+    let mut with_keys = streams(opts);
+    with_keys
+        .extend((opts.regions.iter()).map(|r| format!("arn:{}:kms:{r}:{}:key/*", opts.partition, opts.account_id)));
     vec![
         // CreateStream with tags is also authorized as AddTagsToStream (granted here too).
         statement(
@@ -46,10 +53,12 @@ pub fn statements(opts: &OperatorPolicyOptions) -> Vec<Value> {
             &[
                 "kinesis:DecreaseStreamRetentionPeriod",
                 "kinesis:IncreaseStreamRetentionPeriod",
-                "kinesis:StartStreamEncryption",
-                "kinesis:UpdateShardCount",
-                "kinesis:UpdateStreamMode",
             ],
+        ),
+        on("KinesisEncryptStreams", &["kinesis:StartStreamEncryption"], with_keys),
+        statement(
+            "KinesisScaleStreams",
+            &["kinesis:UpdateShardCount", "kinesis:UpdateStreamMode"],
         ),
         statement(
             "KinesisRetireStreams",
