@@ -349,21 +349,16 @@ fn write_hot_path(
     h: &crate::desired::aws_plan::hot_path::HotPathPlan,
     step: &mut impl FnMut(&mut String, String) -> std::fmt::Result,
 ) -> std::fmt::Result {
-    use crate::desired::hot_path::Capacity;
     let x = &h.stream;
     let key = match &x.kms_key {
         Some(KmsRef::Created { alias }) => format!("SSE-KMS {alias}"),
         Some(KmsRef::Existing { arn }) => format!("SSE-KMS {arn}"),
         None => "unencrypted".into(),
     };
-    let capacity = match x.capacity {
-        Capacity::OnDemand => "ON_DEMAND".to_string(),
-        Capacity::Provisioned { shards } => format!("PROVISIONED {shards} shards"),
-    };
     let tags = x.tags.len();
     let text = format!(
-        "Kinesis data stream {} in {} ({capacity}, retention {} hours, {key}, {tags} tags)",
-        x.name, x.region, x.retention_hours
+        "Kinesis data stream {} in {} ({}, retention {} hours, {key}, {tags} tags)",
+        x.name, x.region, x.capacity, x.retention_hours
     );
     step(s, text)?;
     if let RolePlan::Create {

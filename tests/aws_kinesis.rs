@@ -3,11 +3,14 @@
 //! retention and key changed outside are put back (or only reported); adopted by tag or opt-in,
 //! refused otherwise; deleted or untagged per deletionPolicy, never when not ours.
 
+#[path = "support/archive.rs"]
+mod archive;
 mod support;
 
+use archive::plan_and_opts;
 use aws_sdk_kinesis::types::{StreamMode, StreamModeDetails};
-use mlobs::aws::apply::{ApplyOptions, delete_all, ensure_all};
-use mlobs::aws::{AwsClients, AwsError, Owner, kinesis};
+use mlobs::aws::apply::{delete_all, ensure_all};
+use mlobs::aws::{AwsClients, AwsError, kinesis};
 use mlobs::crd::{DeletionPolicy, DriftPolicy, MLObservabilityPipeline};
 use mlobs::desired::aws_plan::hot_path::StreamPlan;
 use mlobs::desired::aws_plan::{self, AwsPlan, KmsRef, RolePlan};
@@ -26,26 +29,6 @@ fn effective(cluster: &str, hot_path: Value) -> Effective {
             "hotPath": hot_path}}))
     .expect("pipeline");
     merge(&p, None, &Context::default()).expect("merge").effective
-}
-
-fn owner(e: &Effective) -> Owner {
-    Owner {
-        cluster: e.cluster_name.clone(),
-        pipeline: e.pipeline_id(),
-    }
-}
-
-fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
-    let plan = aws_plan::build(e).expect("plan");
-    let opts = ApplyOptions {
-        owner: owner(e),
-        adopt: false,
-        drift: DriftPolicy::Correct,
-        known_key_id: None,
-        scan_for_key: false,
-        log_group_snapshot: None,
-    };
-    (plan, opts)
 }
 
 fn stream(plan: &AwsPlan) -> StreamPlan {

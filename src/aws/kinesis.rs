@@ -17,7 +17,6 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::error::{classify, code, is_absent};
 use super::{AwsClients, AwsError, Drift, Owner};
 use crate::crd::{DeletionPolicy, DriftPolicy};
-use crate::desired::aws_plan::KmsRef;
 use crate::desired::aws_plan::hot_path::StreamPlan;
 use crate::desired::hot_path::Capacity;
 
@@ -159,16 +158,7 @@ async fn create(c: &AwsClients, plan: &StreamPlan) -> Result<(), AwsError> {
 
 /// The key the stream is encrypted with: the applied key, else the plan's existing key ARN.
 fn desired_key<'a>(plan: &'a StreamPlan, key_arn: Option<&'a str>) -> Result<Option<&'a str>, AwsError> {
-    match &plan.kms_key {
-        None => Ok(None),
-        Some(KmsRef::Existing { arn }) => Ok(Some(key_arn.unwrap_or(arn))),
-        Some(KmsRef::Created { .. }) => key_arn.map(Some).ok_or_else(|| AwsError::Terminal {
-            operation: "StartStreamEncryption".into(),
-            resource: resource(&plan.name),
-            code: "KmsKeyNotReady".into(),
-            message: "the pipeline's KMS key is not known yet".into(),
-        }),
-    }
+    super::planned_key(&plan.kms_key, key_arn, "StartStreamEncryption", &resource(&plan.name))
 }
 
 fn not_active(name: &str, status: &str) -> AwsError {
@@ -214,11 +204,12 @@ pub fn diff(plan: &StreamPlan, o: &ObservedStream, key: Option<&str>) -> Vec<Dri
         ));
     }
     if o.capacity != plan.capacity {
-        let show = |c: Capacity| match c {
-            Capacity::OnDemand => "ON_DEMAND".to_string(),
-            Capacity::Provisioned { shards } => format!("PROVISIONED/{shards}"),
-        };
-        out.push(Drift::found(&res, "capacity", show(plan.capacity), show(o.capacity)));
+        out.push(Drift::found(
+            &res,
+            "capacity",
+            plan.capacity.to_string(),
+            o.capacity.to_string(),
+        ));
     }
     out
 }

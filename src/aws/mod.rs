@@ -84,6 +84,28 @@ impl Owner {
     }
 }
 
+/// The key a resource is encrypted with: the key applied in this ensure (`key_arn`), else the
+/// plan's existing key ARN; `None` without encryption. A created key not applied yet is a
+/// terminal error of `operation` on `resource` (the step order makes it unreachable).
+pub fn planned_key<'a>(
+    kms: &'a Option<crate::desired::aws_plan::KmsRef>,
+    key_arn: Option<&'a str>,
+    operation: &str,
+    resource: &str,
+) -> Result<Option<&'a str>, AwsError> {
+    use crate::desired::aws_plan::KmsRef;
+    match kms {
+        None => Ok(None),
+        Some(KmsRef::Existing { arn }) => Ok(Some(key_arn.unwrap_or(arn))),
+        Some(KmsRef::Created { .. }) => key_arn.map(Some).ok_or_else(|| AwsError::Terminal {
+            operation: operation.into(),
+            resource: resource.into(),
+            code: "KmsKeyNotReady".into(),
+            message: "the pipeline's KMS key is not known yet".into(),
+        }),
+    }
+}
+
 /// SDK clients sharing one configuration and one call counter.
 #[derive(Debug, Clone)]
 pub struct AwsClients {

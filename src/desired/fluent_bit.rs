@@ -7,20 +7,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, ServiceAccount, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, ServiceAccount, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::collector_daemonset::{host_path, mount, runtime_default, security_context};
+use super::collector_daemonset::{host_path, mount, rolling_daemon_set, runtime_default, security_context};
 use super::effective::{Effective, common_labels};
 use super::hot_path::{self, CONFIG_DIR, CONFIG_FILE, EffHotPath, HTTP_PORT, STATE_DIR};
 use super::service_account::ROLE_ARN_ANNOTATION;
-use crate::conventions::{CONFIG_HASH_ANNOTATION, NAME_LABEL, PIPELINE_LABEL};
+use crate::conventions::NAME_LABEL;
 use crate::crd::IdentityMode;
 
 /// `app.kubernetes.io/name` of the Fluent Bit pods.
@@ -115,11 +115,6 @@ fn probe(path: &str) -> Probe {
 
 fn daemon_set(e: &Effective, h: &EffHotPath, config_hash: &str) -> DaemonSet {
     let labels = labels(e);
-    let selector: BTreeMap<String, String> = labels
-        .iter()
-        .filter(|(k, _)| [NAME_LABEL, PIPELINE_LABEL].contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let volumes = vec![
         Volume {
             name: "config".into(),
@@ -166,33 +161,5 @@ fn daemon_set(e: &Effective, h: &EffHotPath, config_hash: &str) -> DaemonSet {
         volumes: Some(volumes),
         ..Default::default()
     };
-    DaemonSet {
-        metadata: metadata(e),
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        config_hash.to_string(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDaemonSet {
-                    max_unavailable: Some(IntOrString::Int(1)),
-                    max_surge: None,
-                }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    rolling_daemon_set(metadata(e), labels, config_hash, pod)
 }

@@ -38,6 +38,16 @@ pub enum Capacity {
     Provisioned { shards: i32 },
 }
 
+impl std::fmt::Display for Capacity {
+    /// `ON_DEMAND`, or `PROVISIONED, <n> shards`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capacity::OnDemand => f.write_str("ON_DEMAND"),
+            Capacity::Provisioned { shards } => write!(f, "PROVISIONED, {shards} shards"),
+        }
+    }
+}
+
 /// The hot path, when enabled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EffHotPath {

@@ -215,19 +215,14 @@ fn lifecycle(e: &Effective) -> Vec<Setting> {
 
 /// `spec.hotPath`.
 fn hot_path_rows(e: &Effective) -> Vec<Setting> {
-    use crate::desired::hot_path::Capacity;
     let s = &e.sources.destinations.hot_path;
     let Some(h) = &e.destinations.hot_path else {
         return vec![row("hotPath.enabled", on(false).into(), s.enabled)];
     };
-    let capacity = match h.capacity {
-        Capacity::OnDemand => "ON_DEMAND".to_string(),
-        Capacity::Provisioned { shards } => format!("PROVISIONED, {shards} shards"),
-    };
     vec![
         row("hotPath.enabled", on(true).into(), s.enabled),
         row("hotPath.stream", h.stream.clone(), s.stream),
-        row("hotPath.capacity", capacity, s.capacity),
+        row("hotPath.capacity", h.capacity.to_string(), s.capacity),
         row(
             "hotPath.retentionHours",
             h.retention_hours.to_string(),

@@ -133,11 +133,6 @@ pub(crate) fn runtime_default() -> SeccompProfile {
 /// The collector DaemonSet. `config_hash` is the hash of the ConfigMap's configuration.
 pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
     let labels = common_labels(e);
-    let selector: BTreeMap<String, String> = labels
-        .iter()
-        .filter(|(k, _)| SELECTOR_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let node_name = EnvVar {
         name: NODE_NAME_ENV.into(),
         value_from: Some(EnvVarSource {
@@ -209,8 +204,25 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
         volumes: Some(volumes),
         ..Default::default()
     };
+    rolling_daemon_set(metadata(e), labels, config_hash, pod)
+}
+
+/// A DaemonSet of `pod` that rolls one node at a time, selecting its pods by the stable keys of
+/// `labels` (name and pipeline: a selector is immutable) and carrying `config_hash` on the pod
+/// template (a config change rolls the pods). The collector's and the hot path's.
+pub(crate) fn rolling_daemon_set(
+    metadata: ObjectMeta,
+    labels: BTreeMap<String, String>,
+    config_hash: &str,
+    pod: PodSpec,
+) -> DaemonSet {
+    let selector: BTreeMap<String, String> = labels
+        .iter()
+        .filter(|(k, _)| SELECTOR_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     DaemonSet {
-        metadata: metadata(e),
+        metadata,
         spec: Some(DaemonSetSpec {
             selector: LabelSelector {
                 match_labels: Some(selector),

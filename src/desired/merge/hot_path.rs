@@ -21,12 +21,7 @@ pub(super) fn hot_path(
         .and_then(|p| p.hot_path.as_ref())
         .and_then(|p| p.required)
         == Some(true);
-    let enabled = match (h.and_then(|h| h.enabled), h.is_some(), required) {
-        (Some(on), _, _) => Sourced::new(on, Source::Pipeline),
-        (None, true, _) => Sourced::new(true, Source::Pipeline),
-        (None, false, true) => Sourced::new(true, Source::PolicyDefault),
-        (None, false, false) => Sourced::new(false, Source::BuiltIn),
-    };
+    let enabled = super::section_enabled(h.and_then(|h| h.enabled), h.is_some(), required);
     if required && !enabled.value {
         m.violate(
             "spec.hotPath.enabled",

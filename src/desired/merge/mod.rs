@@ -170,3 +170,15 @@ pub fn merge(
         violations: m.violations,
     })
 }
+
+/// Whether an optional section (archive, hot path) is on, and why: its own `enabled`, else on
+/// because it is present, else the policy's `required`, else off.
+fn section_enabled(own: Option<bool>, present: bool, required: bool) -> super::sources::Sourced<bool> {
+    use super::sources::{Source, Sourced};
+    match (own, present, required) {
+        (Some(on), _, _) => Sourced::new(on, Source::Pipeline),
+        (None, true, _) => Sourced::new(true, Source::Pipeline),
+        (None, false, true) => Sourced::new(true, Source::PolicyDefault),
+        (None, false, false) => Sourced::new(false, Source::BuiltIn),
+    }
+}
