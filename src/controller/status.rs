@@ -530,8 +530,12 @@ pub fn aws_arns_new(old: &MLObservabilityPipelineStatus, new: &MLObservabilityPi
 
 pub fn aws_summary(s: &MLObservabilityPipelineStatus) -> String {
     let a = s.aws.clone().unwrap_or_default();
+    let hot = a
+        .hot_path_stream_arn
+        .map(|x| format!(", hot path stream {x}"))
+        .unwrap_or_default();
     format!(
-        "AWS side ready: key {}, log groups {}, role {}",
+        "AWS side ready: key {}, log groups {}, role {}{hot}",
         a.kms_key_arn.as_deref().unwrap_or("(CloudWatch default)"),
         a.log_group_arns.join(", "),
         a.role_arn.as_deref().unwrap_or("")
