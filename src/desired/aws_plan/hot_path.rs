@@ -168,3 +168,64 @@ pub fn retired(e: &Effective, stream_arn: &str) -> Option<HotPathPlan> {
     };
     plan(e, &h, &None).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::aws_plan::build;
+    use crate::desired::effective::test_hot_path;
+
+    fn trust_sub(plan: &HotPathPlan) -> String {
+        let RolePlan::Create { trust_policy, .. } = &plan.role else {
+            panic!("a created role")
+        };
+        trust_policy.to_string()
+    }
+
+    #[test]
+    fn fluent_bit_s_role_trusts_only_its_own_service_account() {
+        let e = test_hot_path();
+        let plan = build(&e).expect("plan").hot_path.expect("hot path");
+        let trust = trust_sub(&plan);
+        assert!(
+            trust.contains("system:serviceaccount:team-a:mlobs-train-hotpath"),
+            "{trust}"
+        );
+        assert!(!trust.contains("system:serviceaccount:team-a:mlobs-train\""), "{trust}");
+        assert!(plan.pod_identity.is_none(), "IRSA needs no association");
+        assert_eq!(
+            plan.role.arn(),
+            "arn:aws:iam::123456789012:role/mlobs-prod-gpu-team-a-train-hotpath"
+        );
+    }
+
+    #[test]
+    fn with_pod_identity_fluent_bit_gets_its_own_association() {
+        let mut e = test_hot_path();
+        e.identity.mode = IdentityMode::PodIdentity;
+        e.identity.oidc_provider_arn = None;
+        let plan = build(&e).expect("plan");
+        let hot = plan.hot_path.expect("hot path");
+        let pi = hot.pod_identity.clone().expect("an association");
+        assert_eq!(
+            (pi.namespace.as_str(), pi.service_account.as_str()),
+            ("team-a", "mlobs-train-hotpath")
+        );
+        assert_eq!(pi.role_arn, hot.role.arn());
+        assert_ne!(Some(&pi), plan.pod_identity.as_ref(), "not the collector's association");
+        assert!(trust_sub(&hot).contains("\"aws:RequestTag/kubernetes-service-account\":\"mlobs-train-hotpath\""));
+    }
+
+    #[test]
+    fn a_retired_stream_is_found_by_the_name_in_its_arn() {
+        let mut e = test_hot_path();
+        e.destinations.hot_path = None;
+        let r = retired(&e, "arn:aws:kinesis:us-east-1:123456789012:stream/custom.name_1").expect("a plan");
+        assert_eq!(r.stream.name, "custom.name_1");
+        assert_eq!(
+            r.role.arn(),
+            "arn:aws:iam::123456789012:role/mlobs-prod-gpu-team-a-train-hotpath"
+        );
+        assert!(retired(&e, "arn:aws:s3:::bucket").is_none());
+    }
+}
