@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec, Probe,
-    ResourceRequirements, ServiceAccount, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Probe, ResourceRequirements,
+    ServiceAccount, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::collector_daemonset::{host_path, mount, rolling_daemon_set, runtime_default, security_context};
+use super::collector_daemonset::{gpu_node_pod, host_path, mount, rolling_daemon_set, security_context};
 use super::effective::{Effective, common_labels};
 use super::hot_path::{self, CONFIG_DIR, CONFIG_FILE, EffHotPath, HTTP_PORT, STATE_DIR};
 use super::service_account::ROLE_ARN_ANNOTATION;
@@ -149,17 +149,7 @@ fn daemon_set(e: &Effective, h: &EffHotPath, config_hash: &str) -> DaemonSet {
         ]),
         ..Default::default()
     };
-    let pod = PodSpec {
-        service_account_name: Some(hot_path::child_name(e)),
-        node_selector: Some(e.node_selector.clone()).filter(|s| !s.is_empty()),
-        tolerations: Some(e.tolerations.clone()).filter(|t| !t.is_empty()),
-        security_context: Some(PodSecurityContext {
-            seccomp_profile: Some(runtime_default()),
-            ..Default::default()
-        }),
-        containers: vec![container],
-        volumes: Some(volumes),
-        ..Default::default()
-    };
+    // Same nodes, tolerations and seccomp profile as the collector.
+    let pod = gpu_node_pod(e, &hot_path::child_name(e), container, volumes);
     rolling_daemon_set(metadata(e), labels, config_hash, pod)
 }

@@ -192,8 +192,20 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    let pod = PodSpec {
-        service_account_name: Some(e.identity.service_account.clone()),
+    let pod = gpu_node_pod(e, &e.identity.service_account, container, volumes);
+    rolling_daemon_set(metadata(e), labels, config_hash, pod)
+}
+
+/// A pod of one container on the pipeline's GPU nodes (its node selector and tolerations), as
+/// `service_account`, with the RuntimeDefault seccomp profile. The collector's and the hot path's.
+pub(crate) fn gpu_node_pod(
+    e: &Effective,
+    service_account: &str,
+    container: Container,
+    volumes: Vec<Volume>,
+) -> PodSpec {
+    PodSpec {
+        service_account_name: Some(service_account.to_string()),
         node_selector: Some(e.node_selector.clone()).filter(|s| !s.is_empty()),
         tolerations: Some(e.tolerations.clone()).filter(|t| !t.is_empty()),
         security_context: Some(PodSecurityContext {
@@ -203,8 +215,7 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
         containers: vec![container],
         volumes: Some(volumes),
         ..Default::default()
-    };
-    rolling_daemon_set(metadata(e), labels, config_hash, pod)
+    }
 }
 
 /// A DaemonSet of `pod` that rolls one node at a time, selecting its pods by the stable keys of
