@@ -207,6 +207,22 @@ impl PlanReport {
         if let Some(h) = &self.aws.hot_path {
             write_hot_path(s, h, &mut step)?;
         }
+        if let Some(w) = &self.aws.amp_workspace {
+            let key = match &w.kms_key {
+                Some(KmsRef::Created { alias }) => format!("KMS {alias}"),
+                Some(KmsRef::Existing { arn }) => format!("KMS {arn}"),
+                None => "an AWS owned key".into(),
+            };
+            step(
+                s,
+                format!(
+                    "AMP workspace alias {:?} in {} (created unless one of this alias carries the pipeline's tags; encrypted with {key}, {} tags; its id is recorded in status.aws.ampWorkspaceArn and named by the role and the remote write endpoint)",
+                    w.alias,
+                    w.region,
+                    w.tags.len()
+                ),
+            )?;
+        }
         match &self.aws.role {
             RolePlan::Create {
                 name,

@@ -1,30 +1,39 @@
 //! The rendered `awss3/archive` exporter, run in the real collector (../shared/otelcol): OTLP log
 //! records sent to it on 127.0.0.1 become gzip'd PUTs under the pipeline's prefix and hourly
-//! partitions, named after the node. The S3 endpoint is a recorder on 127.0.0.1 that keeps each
-//! request's line and headers, so the test sees exactly what S3 would get.
+//! partitions, named after the node.
+//!
+//! Two S3 ends on 127.0.0.1: a recorder that keeps each request's line and headers (exactly what
+//! S3 would get), and moto holding the bucket mlobs ensures, reached through a stand-in that
+//! applies S3's documented checksum rule for Object Lock.
 //!
 //! What it pins about Object Lock: the exporter (contrib 0.124.1, aws-sdk-go-v2 s3 v1.79) sends a
 //! CRC32 checksum (`x-amz-checksum-crc32`) but neither `Content-MD5` nor
-//! `x-amz-sdk-checksum-algorithm`, the two headers the S3 API reference names for a PUT into a
-//! bucket with a default retention; moto refuses such a PUT
-//! (`MissingUploadObjectWithObjectLockHeaders`). Whether S3 itself accepts the CRC32 header alone
-//! is not provable here: README "S3 archive" says what to check. Should a collector upgrade send
-//! either header, the last assertion fails and the README can drop the caveat.
+//! `x-amz-sdk-checksum-algorithm`. S3 answers a PUT into a bucket with a default retention that
+//! lacks all of them with "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object
+//! requests with Object Lock parameters", so the CRC32 header satisfies it; moto 5.1 accepts only
+//! the first two (`MissingUploadObjectWithObjectLockHeaders`), hence the stand-in. Should a
+//! collector upgrade send either header, the recorder's last assertion fails and the stand-in's
+//! rewrite becomes a no-op.
 
+#[path = "support/s3_stand_in.rs"]
+mod s3_stand_in;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use s3_stand_in::s3_stand_in;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mlobs::aws::s3;
+use mlobs::crd::DriftPolicy;
 use mlobs::crd::MLObservabilityPipeline;
 use mlobs::desired::collector_config::destinations::ARCHIVE_EXPORTER;
 use mlobs::desired::effective::Context;
 use mlobs::desired::{aws_plan, build};
 use serde_json::{Value, json};
-use support::otelcol;
+use support::{moto, otelcol};
 
 /// Stops the collector however the test ends.
 struct Running(Child);
@@ -36,55 +45,11 @@ impl Drop for Running {
     }
 }
 
-/// One recorded request: the request line and the headers, names lowercased.
-type Recorded = (String, Vec<(String, String)>);
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
-}
-
-/// An S3 stand-in on 127.0.0.1 that answers 200 to every request and records it.
-fn recorder() -> (u16, Arc<Mutex<Vec<Recorded>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().map(|a| a.port()).expect("port");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let out = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let mut headers = vec![];
-            let mut length = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.trim().split_once(':') {
-                    let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-                    if k == "content-length" {
-                        length = v.parse().unwrap_or(0);
-                    }
-                    headers.push((k, v));
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            if let Ok(mut all) = out.lock() {
-                all.push((line.trim().to_string(), headers));
-            }
-            let mut stream = reader.into_inner();
-            let _ =
-                stream.write_all(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (port, seen)
 }
 
 /// One OTLP/HTTP JSON request; the status code.
@@ -100,106 +65,148 @@ fn post_logs(port: u16, body: &str) -> Option<u16> {
     answer.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A pipeline with an archive under `audit/training/`; `extra` is merged into its spec.
+fn pipeline(extra: Value) -> MLObservabilityPipeline {
+    let mut spec = json!({"clusterName": "prod-gpu", "region": "us-east-1", "identity": {"mode": "PodIdentity"},
+                          "archive": {"prefix": "audit/training/"}});
+    if let (Some(s), Some(x)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(x.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+        "metadata": {"name": "training", "namespace": "research"}, "spec": spec}))
+    .expect("pipeline")
+}
+
+/// The real collector running the rendered `awss3/archive` exporter, pointed at `s3_port`, with
+/// the AWS_ settings exactly as the DaemonSet sets them; its OTLP/HTTP port; stops on drop.
+struct ArchiveCollector {
+    _process: Running,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl ArchiveCollector {
+    fn start(d: &mlobs::desired::Desired, s3_port: u16, run: &str) -> ArchiveCollector {
+        let rendered: Value =
+            serde_saphyr::from_str(&mlobs::desired::collector_config::to_yaml(&d.effective)).expect("config");
+        let mut exporter = rendered["exporters"][ARCHIVE_EXPORTER].clone();
+        exporter["s3uploader"]["endpoint"] = json!(format!("http://127.0.0.1:{s3_port}"));
+        exporter["s3uploader"]["s3_force_path_style"] = json!(true);
+        let pod = d
+            .objects
+            .daemon_set
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod");
+        let env: Vec<(String, String)> = (pod.containers[0].env.clone().unwrap_or_default().into_iter())
+            .filter_map(|e| Some((e.name, e.value?)))
+            .filter(|(n, _)| n.starts_with("AWS_"))
+            .collect();
+        let pinned = (
+            "AWS_REQUEST_CHECKSUM_CALCULATION".to_string(),
+            "when_supported".to_string(),
+        );
+        assert!(env.contains(&pinned), "{env:?}");
+        let dir = std::env::temp_dir().join(format!("mlobs-archive-{run}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let port = free_port();
+        let config = json!({
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": format!("127.0.0.1:{port}")}}}},
+            "processors": {"batch": {"timeout": "1s"}},
+            "exporters": {ARCHIVE_EXPORTER: exporter},
+            "extensions": {"file_storage": {"directory": dir.join("queue").display().to_string(), "create_directory": true}},
+            "service": {
+                "extensions": ["file_storage"],
+                "pipelines": {"logs": {"receivers": ["otlp"], "processors": ["batch"], "exporters": [ARCHIVE_EXPORTER]}},
+                "telemetry": {"metrics": {"level": "none"}},
+            },
+        });
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, serde_saphyr::to_string(&config).expect("yaml")).expect("write config");
+        let mut cmd = Command::new(otelcol::binary());
+        cmd.arg(format!("--config={}", path.display()))
+            .env_clear()
+            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            .env("KUBE_NODE_NAME", "gpu-node-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("collector.log")).map_or_else(|_| Stdio::null(), Stdio::from));
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let process = Running(cmd.spawn().expect("start the collector"));
+        ArchiveCollector {
+            _process: process,
+            port,
+            dir,
+        }
+    }
+
+    /// Posts one log record of pod `trainer-0`, retrying until the receiver is up.
+    fn send_log(&self, text: &str) {
+        let body = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "k8s.pod.name", "value": {"stringValue": "trainer-0"}}]},
+            "scopeLogs": [{"logRecords": [{"body": {"stringValue": text}}]}]}]})
+        .to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while post_logs(self.port, &body) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "the collector did not accept OTLP logs on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ArchiveCollector {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The object key the exporter writes: `<prefix>year=YYYY/month=MM/day=DD/hour=HH/<node>_<id>.json.gz`.
+fn partitioned_key(prefix: &str) -> String {
+    format!(r"{prefix}year=\d{{4}}/month=\d{{2}}/day=\d{{2}}/hour=\d{{2}}/gpu-node-1_[A-Za-z0-9_-]+\.json\.gz")
+}
+
 #[test]
 fn logs_become_gzipped_puts_under_the_partitioned_prefix_with_a_crc32_checksum() {
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "training", "namespace": "research"},
-        "spec": {"clusterName": "prod-gpu", "region": "us-east-1", "identity": {"mode": "PodIdentity"},
-                 "archive": {"prefix": "audit/training/"}}}))
-    .expect("pipeline");
-    let d = build(&p, None, &Context::default()).expect("build");
+    let d = build(&pipeline(json!({})), None, &Context::default()).expect("build");
     let bucket = aws_plan::build(&d.effective)
         .expect("plan")
         .archive
         .expect("bucket")
         .name;
-    let (s3_port, seen) = recorder();
-
-    // The exporter exactly as rendered, pointed at the recorder; the AWS_ settings exactly as
-    // the DaemonSet sets them.
-    let rendered: Value =
-        serde_saphyr::from_str(&mlobs::desired::collector_config::to_yaml(&d.effective)).expect("config");
-    let mut exporter = rendered["exporters"][ARCHIVE_EXPORTER].clone();
-    exporter["s3uploader"]["endpoint"] = json!(format!("http://127.0.0.1:{s3_port}"));
-    exporter["s3uploader"]["s3_force_path_style"] = json!(true);
-    let pod = d
-        .objects
-        .daemon_set
-        .spec
-        .clone()
-        .and_then(|s| s.template.spec)
-        .expect("pod");
-    let env: Vec<(String, String)> = (pod.containers[0].env.clone().unwrap_or_default().into_iter())
-        .filter_map(|e| Some((e.name, e.value?)))
-        .filter(|(n, _)| n.starts_with("AWS_"))
-        .collect();
-    let pinned = (
-        "AWS_REQUEST_CHECKSUM_CALCULATION".to_string(),
-        "when_supported".to_string(),
-    );
-    assert!(env.contains(&pinned), "{env:?}");
-    let dir = std::env::temp_dir().join(format!("mlobs-archive-flow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = free_port();
-    let config = json!({
-        "receivers": {"otlp": {"protocols": {"http": {"endpoint": format!("127.0.0.1:{port}")}}}},
-        "processors": {"batch": {"timeout": "1s"}},
-        "exporters": {ARCHIVE_EXPORTER: exporter},
-        "extensions": {"file_storage": {"directory": dir.join("queue").display().to_string(), "create_directory": true}},
-        "service": {
-            "extensions": ["file_storage"],
-            "pipelines": {"logs": {"receivers": ["otlp"], "processors": ["batch"], "exporters": [ARCHIVE_EXPORTER]}},
-            "telemetry": {"metrics": {"level": "none"}},
-        },
-    });
-    let path = dir.join("config.yaml");
-    std::fs::write(&path, serde_saphyr::to_string(&config).expect("yaml")).expect("write config");
-    let mut cmd = Command::new(otelcol::binary());
-    cmd.arg(format!("--config={}", path.display()))
-        .env_clear()
-        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-        .env("KUBE_NODE_NAME", "gpu-node-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("collector.log")).map_or_else(|_| Stdio::null(), Stdio::from));
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
-    let _collector = Running(cmd.spawn().expect("start the collector"));
-
-    let body = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "k8s.pod.name", "value": {"stringValue": "trainer-0"}}]},
-        "scopeLogs": [{"logRecords": [{"body": {"stringValue": "epoch 1 loss 0.42"}}]}]}]})
-    .to_string();
+    let (s3_port, seen) = s3_stand_in(None);
+    let collector = ArchiveCollector::start(&d, s3_port, "recorded");
+    collector.send_log("epoch 1 loss 0.42");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while post_logs(port, &body) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "the collector did not accept OTLP logs on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let put = loop {
         let first = seen.lock().ok().and_then(|s| s.first().cloned());
         if let Some(r) = first {
             break r;
         }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("collector.log")).unwrap_or_default();
-            panic!("no PUT within 60 s; the collector said:\n{log}");
-        }
+        assert!(
+            Instant::now() < deadline,
+            "no PUT within 60 s; the collector said:\n{}",
+            collector.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let _ = std::fs::remove_dir_all(&dir);
     let (line, headers) = put;
     let header = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     // Path style: /<bucket>/<key>?x-id=PutObject, `=` percent-encoded in the key.
-    let shape = regex::Regex::new(&format!(
-        r"^PUT /{bucket}/audit/training/year%3D\d{{4}}/month%3D\d{{2}}/day%3D\d{{2}}/hour%3D\d{{2}}/gpu-node-1_[A-Za-z0-9_-]+\.json\.gz\?x-id=PutObject HTTP/1\.1$"
-    ))
-    .expect("regex");
+    let key = partitioned_key("audit/training/").replace('=', "%3D");
+    let shape = regex::Regex::new(&format!(r"^PUT /{bucket}/{key}\?x-id=PutObject HTTP/1\.1$")).expect("regex");
     assert!(shape.is_match(&line), "{line}");
     assert_eq!(header("content-encoding"), Some("gzip"));
     assert!(
@@ -212,5 +219,102 @@ fn logs_become_gzipped_puts_under_the_partitioned_prefix_with_a_crc32_checksum()
         (header("content-md5"), header("x-amz-sdk-checksum-algorithm")),
         (None, None),
         "{headers:?}"
+    );
+}
+
+/// The whole archive path against moto: the bucket mlobs ensures (Object Lock COMPLIANCE 7 years,
+/// versioning, public access blocked, lifecycle, tags) receives the collector's objects under the
+/// partitioned prefix; each object version is locked in COMPLIANCE mode until 7 years from now
+/// and cannot be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_objects_land_in_the_locked_bucket_under_the_partitioned_prefix_and_cannot_be_deleted() {
+    let cluster = moto::unique("flow");
+    let p = pipeline(json!({"clusterName": cluster, "encryption": {"kms": {"disabled": true}}}));
+    let d = build(&p, None, &Context::default()).expect("build");
+    let plan = aws_plan::build(&d.effective).expect("plan").archive.expect("bucket");
+    let c = moto::clients().await;
+    let me = mlobs::aws::Owner {
+        cluster: d.effective.cluster_name.clone(),
+        pipeline: d.effective.pipeline_id(),
+    };
+    s3::ensure(&c, &plan, None, &me, false, DriftPolicy::Correct)
+        .await
+        .expect("ensure the archive bucket");
+    // moto applies the TLS-only policy's Deny without its aws:SecureTransport condition, and
+    // this path is plain HTTP on loopback.
+    c.s3.delete_bucket_policy()
+        .bucket(&plan.name)
+        .send()
+        .await
+        .expect("delete policy");
+
+    let upstream = moto::endpoint().trim_start_matches("http://").to_string();
+    let (s3_port, _seen) = s3_stand_in(Some(upstream));
+    let collector = ArchiveCollector::start(&d, s3_port, "locked");
+    tokio::task::block_in_place(|| collector.send_log("checkpoint 12 written"));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let object = loop {
+        let listed =
+            c.s3.list_object_versions()
+                .bucket(&plan.name)
+                .send()
+                .await
+                .expect("list");
+        if let Some(v) = listed.versions().first() {
+            break (
+                v.key().unwrap_or_default().to_string(),
+                v.version_id().unwrap_or_default().to_string(),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no object in {} within 60 s; the collector said:\n{}",
+            plan.name,
+            collector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (key, version) = object;
+    let shape = regex::Regex::new(&format!("^{}$", partitioned_key("audit/training/"))).expect("regex");
+    assert!(shape.is_match(&key), "{key}");
+
+    // HeadObject: moto answers GetObjectRetention with the object itself.
+    let head =
+        c.s3.head_object()
+            .bucket(&plan.name)
+            .key(&key)
+            .version_id(&version)
+            .send()
+            .await
+            .expect("head the object");
+    assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
+    let until = head.object_lock_retain_until_date().map(|t| t.secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let years = (until - now) as f64 / (365.25 * 86_400.0);
+    assert!((6.9..7.1).contains(&years), "retained for {years:.2} years");
+
+    let delete =
+        c.s3.delete_object()
+            .bucket(&plan.name)
+            .key(&key)
+            .version_id(&version)
+            .send()
+            .await;
+    assert!(delete.is_err(), "a COMPLIANCE-locked object version was deleted");
+    let still =
+        c.s3.list_object_versions()
+            .bucket(&plan.name)
+            .send()
+            .await
+            .expect("list");
+    assert!(
+        still
+            .versions()
+            .iter()
+            .any(|v| v.version_id() == Some(version.as_str()))
     );
 }

@@ -32,6 +32,7 @@ async fn a_workspace_is_read_as_active_and_an_unknown_one_as_absent() {
         workspace_arn: created.arn().to_string(),
         region: "us-east-1".into(),
         workspace_id: id,
+        managed: None,
     };
     let (s, r, _) = workspace_verdict(&ws, "url", Ok(status));
     assert_eq!((s, r), (st::TRUE, Reason::Reconciled));

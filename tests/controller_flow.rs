@@ -773,6 +773,54 @@ async fn data_flowing_waits_for_the_collector_turns_true_with_events_and_false_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_by_alias_is_created_once_recorded_and_named_by_the_collector_config() {
+    let op = Operator::start().await;
+    let alias = moto::unique("gpu");
+    op.create("byalias", json!({"metrics": {"prometheus": {"workspaceAlias": alias}}}))
+        .await;
+    op.wait_reason("byalias", "PrometheusReady", "True", "Reconciled").await;
+    op.daemon_set_ready("byalias");
+    op.ready("byalias").await;
+    let aws = op
+        .pipeline("byalias")
+        .and_then(|p| p.status)
+        .and_then(|s| s.aws)
+        .expect("status.aws");
+    assert_eq!(aws.amp_workspace_alias.as_deref(), Some(alias.as_str()));
+    let arn = aws.amp_workspace_arn.expect("status.aws.ampWorkspaceArn");
+    let listed = moto::clients()
+        .await
+        .amp
+        .list_workspaces()
+        .alias(&alias)
+        .send()
+        .await
+        .expect("list");
+    let arns: Vec<&str> = listed.workspaces().iter().map(|w| w.arn()).collect();
+    assert_eq!(arns, vec![arn.as_str()], "exactly one workspace of the alias");
+    let id = arn.rsplit('/').next().unwrap_or_default();
+    let cm = op
+        .fake
+        .object("v1", "configmaps", Some(NS), "mlobs-byalias")
+        .expect("the collector config");
+    let config = cm["data"]["config.yaml"].as_str().unwrap_or_default().to_string();
+    assert!(
+        config.contains(&format!("/workspaces/{id}/api/v1/remote_write")),
+        "{config}"
+    );
+    assert!(!config.contains("once created"), "{config}");
+    // The role gained aps:RemoteWrite because the plan changed (the id became known): an update,
+    // not drift.
+    let drift = op
+        .pipeline("byalias")
+        .and_then(|p| p.status)
+        .map(|s| s.drift)
+        .unwrap_or_default();
+    assert!(drift.is_empty(), "{drift:?}");
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_ready_follows_the_amp_workspace_and_ready_waits_for_it() {
     let op = Operator::start().await;
     let amp = moto::clients().await.amp;
@@ -806,5 +854,36 @@ async fn prometheus_ready_follows_the_amp_workspace_and_ready_waits_for_it() {
     op.create("plain", json!({})).await;
     op.wait_condition("plain", "LogGroupsReady", "True").await;
     assert_eq!(op.condition("plain", "PrometheusReady"), None);
+    op.stop().await;
+}
+
+/// Status is written with the resourceVersion it was computed against: a reconcile handed an
+/// older copy by the cache (the real server showed one writing back a PrometheusReady observed
+/// two reconciles earlier) is refused with 409 and reconciles again from the newer copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_writes_are_conditional_on_the_copy_they_were_computed_from() {
+    let op = Operator::start().await;
+    // The first status write is refused as if the object had changed meanwhile.
+    op.fake
+        .fail_next("PATCH", "/mlobservabilitypipelines/rv/status", 409, 1);
+    op.create("rv", json!({})).await;
+    op.ready("rv").await;
+    // The computed status; not the kmsKeyCreateStarted marker, written unconditionally before
+    // CreateKey on purpose.
+    let patches: Vec<_> = (op.fake.requests().into_iter())
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/mlobservabilitypipelines/rv/status"))
+        .filter(|r| r.body.pointer("/status/conditions").is_some())
+        .collect();
+    assert!(patches.len() >= 2, "{patches:?}");
+    for r in &patches {
+        assert!(
+            r.body
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| !v.is_empty()),
+            "a status write without its base version: {}",
+            r.body
+        );
+    }
     op.stop().await;
 }

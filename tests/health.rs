@@ -705,6 +705,7 @@ fn aws_ok() -> AwsResult {
             hot_path_stream_arn: None,
             hot_path_role_arn: None,
             hot_path_association_id: None,
+            amp_workspace: None,
             role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
             pod_identity_association_id: None,
             drift: vec![],

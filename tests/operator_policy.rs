@@ -169,7 +169,16 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
     );
     // The documented exceptions are real: PassRole (pod identity) and TagResource (the tags
     // given to CreateBucket) are granted and never called.
-    assert_eq!(IMPLIED_ACTIONS, ["iam:PassRole", "s3:TagResource"]);
+    assert_eq!(
+        IMPLIED_ACTIONS,
+        [
+            "iam:PassRole",
+            "kms:CreateGrant",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "s3:TagResource"
+        ]
+    );
     for a in &implied {
         assert!(granted.contains(a) && !called.contains(a), "{a}");
     }
@@ -178,6 +187,10 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
         "PassRole exists for this call"
     );
     assert!(called.contains("s3:CreateBucket"), "TagResource exists for this call");
+    assert!(
+        called.contains("aps:CreateWorkspace"),
+        "the KMS grants exist for this call"
+    );
     // No object action: the operator never reads, writes or deletes archived logs, and no
     // bucket is ever deleted.
     let objects: Vec<&String> = granted
@@ -210,6 +223,8 @@ fn resource_star_only_for_actions_that_have_no_resource_type() {
     assert_eq!(
         star,
         BTreeSet::from([
+            "aps:CreateWorkspace",
+            "aps:ListWorkspaces",
             "kms:CreateKey",
             "kms:ListKeys",
             "logs:DescribeLogGroups",

@@ -1031,6 +1031,7 @@ fn no_credentials_in_config_maps_rendered_objects_or_status() {
         hot_path_stream_arn: None,
         hot_path_role_arn: None,
         hot_path_association_id: None,
+        amp_workspace: None,
         role_arn: Some(d.aws.role.arn().to_string()),
         pod_identity_association_id: None,
         drift: vec![Drift {

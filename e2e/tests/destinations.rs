@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use kube::api::DeleteParams;
 use serde_json::json;
 
 use crate::dataflow::SELECTED;
@@ -160,5 +161,76 @@ async fn check_delivery(sink: &Sink, otlp_http: &str, rw_path: &str) -> Result<(
         "only the selected fields are remote-written: {names:?}"
     );
     println!("remote write: {} requests, fields {names:?}", requests.len());
+    Ok(())
+}
+
+/// `metrics.prometheus.workspaceAlias`: the operator (its own process, least-privilege token)
+/// creates the workspace in moto before the collector, records it in status, and the collector's
+/// ConfigMap on the API server names its id; deleting the pipeline under `deletionPolicy: Delete`
+/// deletes it.
+#[tokio::test]
+async fn a_workspace_by_alias_is_created_before_the_collector_and_deleted_with_the_pipeline() -> Result<()> {
+    let c = client().await?;
+    let guard = TestNs::create(&c, "ampalias").await?;
+    let ns = guard.name.as_str();
+    let aws = aws().await?;
+    let alias = format!("e2e-{ns}");
+    let name = "byalias";
+    let p = pipeline(
+        ns,
+        name,
+        json!({
+            "metrics": {"dcgm": {"metrics": SELECTED}, "prometheus": {"workspaceAlias": alias}},
+            "deletionPolicy": "Delete",
+        }),
+    )?;
+    create_pipeline(&c, &p).await?;
+    let p = wait_ready(&c, ns, name).await?;
+    ensure!(
+        condition_status(&p, "PrometheusReady") == "True",
+        "{}",
+        conditions_summary(&p)
+    );
+    let recorded = p.status.and_then(|s| s.aws).context("status.aws")?;
+    ensure!(
+        recorded.amp_workspace_alias.as_deref() == Some(alias.as_str()),
+        "{recorded:?}"
+    );
+    let arn = recorded.amp_workspace_arn.context("status.aws.ampWorkspaceArn")?;
+    let listed = aws.amp.list_workspaces().alias(&alias).send().await?;
+    let arns: Vec<&str> = listed.workspaces().iter().map(|w| w.arn()).collect();
+    ensure!(arns == vec![arn.as_str()], "one workspace of the alias: {arns:?}");
+    let id = arn.rsplit('/').next().unwrap_or_default().to_string();
+    let rendered = rendered_config(&c, ns, name).await?;
+    let endpoint = rendered["exporters"]
+        .as_object()
+        .and_then(|x| x.iter().find(|(k, _)| k.starts_with("prometheusremotewrite")))
+        .and_then(|(_, v)| v["endpoint"].as_str())
+        .context("the remote write endpoint")?
+        .to_string();
+    ensure!(
+        endpoint.ends_with(&format!("/workspaces/{id}/api/v1/remote_write")),
+        "{endpoint}"
+    );
+    println!("workspace {arn} created for alias {alias}; the collector writes to {endpoint}");
+
+    pipelines(&c, ns).delete(name, &DeleteParams::default()).await?;
+    wait_for(
+        "the workspace deleted with the pipeline",
+        Duration::from_secs(120),
+        async || {
+            let left = aws.amp.list_workspaces().alias(&alias).send().await?;
+            let live: Vec<String> = (left.workspaces().iter())
+                .filter(|w| w.status().is_some_and(|s| s.status_code().as_str() != "DELETING"))
+                .map(|w| w.arn().to_string())
+                .collect();
+            if live.is_empty() {
+                Ok(())
+            } else {
+                not_yet(format!("still there: {live:?}"))
+            }
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -1,12 +1,13 @@
 //! The ordered apply of a pipeline's AWS plan: KMS key → log groups (created with that key) →
-//! archive bucket (encrypted with that key) → hot path stream and Fluent Bit role → IAM role (its policy names the bucket) → EKS pod
+//! archive bucket (encrypted with that key) → hot path stream and Fluent Bit role → AMP workspace
+//! by alias (with that key) → IAM role (its policy names the bucket and the workspace) → EKS pod
 //! identity association. Each step is idempotent, so a crash at any point is
 //! healed by running it again. The collector may start only when [`AwsOutcome::ready`] is true.
 
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, eks, hot_path, iam, kms, logs, s3};
+use super::{AwsClients, AwsError, Drift, Owner, amp, eks, hot_path, iam, kms, logs, s3};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct AwsOutcome {
     /// Fluent Bit's role and (Pod Identity) association.
     pub hot_path_role_arn: Option<String>,
     pub hot_path_association_id: Option<String>,
+    /// The AMP workspace mlobs manages, with the alias it was ensured for.
+    pub amp_workspace: Option<(String, amp::Workspace)>,
     pub role_arn: Option<String>,
     pub pod_identity_association_id: Option<String>,
     pub drift: Vec<Drift>,
@@ -52,6 +55,7 @@ impl AwsOutcome {
                     && self.hot_path_role_arn.is_some()
                     && (h.pod_identity.is_none() || self.hot_path_association_id.is_some())
             })
+            && (plan.amp_workspace.is_none() || self.amp_workspace.is_some())
             && self.role_arn.is_some()
             && (plan.pod_identity.is_none() || self.pod_identity_association_id.is_some())
     }
@@ -74,6 +78,7 @@ pub enum Step {
     LogGroups,
     ArchiveBucket,
     HotPath,
+    AmpWorkspace,
     IamRole,
     PodIdentity,
 }
@@ -84,6 +89,7 @@ impl std::fmt::Display for Step {
             Step::KmsKey => "KMS key",
             Step::LogGroups => "log groups",
             Step::ArchiveBucket => "archive bucket",
+            Step::AmpWorkspace => "AMP workspace",
             Step::HotPath => "hot path stream and role",
             Step::IamRole => "IAM role",
             Step::PodIdentity => "pod identity association",
@@ -154,6 +160,13 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => return Err(fail(Step::HotPath, e, &out)),
         }
     }
+    if let Some(w) = &plan.amp_workspace {
+        let key = out.kms_key_arn.as_deref();
+        match amp::ensure(c, w, key, &opts.owner, opts.adopt).await {
+            Ok(ws) => out.amp_workspace = Some((w.alias.clone(), ws)),
+            Err(e) => return Err(fail(Step::AmpWorkspace, e, &out)),
+        }
+    }
     match iam::ensure(c, &plan.role, &opts.owner, opts.adopt, opts.drift).await {
         Ok((arn, drift)) => {
             out.role_arn = Some(arn);
@@ -206,6 +219,11 @@ pub async fn delete_all(
         hot_path::delete(c, h, owner, policy)
             .await
             .map_err(|e| fail(Step::HotPath, e))?;
+    }
+    if let Some(w) = &plan.amp_workspace {
+        amp::delete(c, w, owner, policy)
+            .await
+            .map_err(|e| fail(Step::AmpWorkspace, e))?;
     }
     let mut out = DeleteOutcome::default();
     if let Some(b) = &plan.archive {

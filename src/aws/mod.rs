@@ -6,6 +6,7 @@
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
 //! nothing without our tags is changed or deleted unless adoption is opted in.
 
+pub mod amp;
 pub mod apply;
 pub mod calls;
 pub mod destinations;

@@ -25,7 +25,9 @@ use super::{TAG_CLUSTER, TAG_PIPELINE, TAG_UID};
 
 /// Actions whose Service Authorization Reference entry has no resource type: a policy can name
 /// them only with `"Resource": "*"` (each statement is still limited by `aws:RequestedRegion`).
-pub const RESOURCE_STAR_ACTIONS: [&str; 4] = [
+pub const RESOURCE_STAR_ACTIONS: [&str; 6] = [
+    "aps:CreateWorkspace",
+    "aps:ListWorkspaces",
     "kms:CreateKey",
     "kms:ListKeys",
     "logs:DescribeLogGroups",
@@ -40,7 +42,17 @@ pub const RESOURCE_STAR_ACTIONS: [&str; 4] = [
 ///
 /// `s3:TagResource` authorizes the tags given to CreateBucket (S3 API reference,
 /// CreateBucketConfiguration.Tags), which makes a new bucket ours in the same call.
-pub const IMPLIED_ACTIONS: [&str; 2] = ["iam:PassRole", "s3:TagResource"];
+///
+/// The `kms:` grant actions are
+/// what AMP calls with the caller's permissions, through `aps`, when it creates a workspace
+/// encrypted with a customer managed key (AMP user guide, "Encryption at rest").
+pub const IMPLIED_ACTIONS: [&str; 5] = [
+    "iam:PassRole",
+    "kms:CreateGrant",
+    "kms:Decrypt",
+    "kms:GenerateDataKey",
+    "s3:TagResource",
+];
 
 /// The service principal a pod identity association passes the collector role to.
 const POD_IDENTITY_SERVICE: &str = "pods.eks.amazonaws.com";
@@ -489,6 +501,53 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             &["aps:DescribeWorkspace"],
             json!(opts.regional("aps", "workspace/*")),
             Some(json!({ "StringEquals": region })),
+        ),
+        // AMP workspaces mlobs manages (spec.metrics.prometheus.workspaceAlias). CreateWorkspace
+        // and ListWorkspaces have no resource type; a create must carry our tags, and only a
+        // workspace with our tag may be deleted.
+        statement(
+            "ApsCreateTaggedWorkspaces",
+            &["aps:CreateWorkspace"],
+            json!("*"),
+            Some(json!({
+                "StringEquals": region,
+                "Null": tags_required("aws:RequestTag", &[TAG_CLUSTER, TAG_PIPELINE]),
+                "ForAllValues:StringEquals": { "aws:TagKeys": tag_keys },
+            })),
+        ),
+        statement(
+            "ApsTagWorkspaces",
+            &["aps:TagResource"],
+            json!(opts.regional("aps", "workspace/*")),
+            Some(json!({
+                "StringEquals": region,
+                "ForAllValues:StringEquals": { "aws:TagKeys": tag_keys },
+            })),
+        ),
+        statement(
+            "ApsListWorkspaces",
+            &["aps:ListWorkspaces"],
+            json!("*"),
+            Some(json!({ "StringEquals": region })),
+        ),
+        statement(
+            "ApsDeleteOwnWorkspaces",
+            &["aps:DeleteWorkspace"],
+            json!(opts.regional("aps", "workspace/*")),
+            Some(json!({ "StringEquals": region, "Null": own_resource })),
+        ),
+        // A workspace encrypted with the pipeline's key: AMP creates grants on it with the
+        // caller's permissions, only through AMP.
+        statement(
+            "KmsGrantsToAmp",
+            &["kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKey"],
+            json!(keys),
+            Some(json!({
+                "StringEquals": {
+                    "aws:RequestedRegion": opts.regions,
+                    "kms:ViaService": opts.regions.iter().map(|r| format!("aps.{r}.{}", crate::desired::destinations::dns_suffix(&opts.partition))).collect::<Vec<_>>(),
+                },
+            })),
         ),
         statement(
             "XRayReadTraceDestination",

@@ -50,6 +50,15 @@ pub async fn observe(c: &AwsClients, e: &Effective) -> DestinationsObs {
     };
     let prometheus = match &d.prometheus {
         None => None,
+        // Just created: its id reaches the configuration through status at the next reconcile.
+        Some(p) if p.pending() => Some((
+            st::FALSE,
+            Reason::WorkspaceNotActive,
+            format!(
+                "the workspace of alias {:?} is being created; the collector starts once its id is recorded",
+                p.managed.as_ref().map_or("", |m| m.alias.as_str())
+            ),
+        )),
         Some(p) => {
             let url = p.remote_write_url(&e.partition);
             status.prometheus_workspace_arn = Some(p.workspace_arn.clone());
@@ -130,6 +139,7 @@ mod tests {
             workspace_arn: "arn:aws:aps:us-east-1:123456789012:workspace/ws-1".into(),
             region: "us-east-1".into(),
             workspace_id: "ws-1".into(),
+            managed: None,
         }
     }
 

@@ -81,6 +81,7 @@ struct Inner {
     durations: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     drift: Family<DriftLabels, Counter>,
     kube_writes: Family<WriteLabels, Counter>,
+    status_conflicts: Family<ControllerLabels, Counter>,
 }
 
 /// All operator metrics; cheap to clone, every clone updates the same registry.
@@ -105,6 +106,12 @@ impl Metrics {
             Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let drift = Family::<DriftLabels, Counter>::default();
         let kube_writes = Family::<WriteLabels, Counter>::default();
+        let status_conflicts = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "mlobs_status_conflicts",
+            "Status writes refused because the object changed after the reconcile read it (a stale cache); the object is reconciled again from the newer copy",
+            status_conflicts.clone(),
+        );
         registry.register(
             "mlobs_kube_writes",
             "Write requests sent to the Kubernetes API server, by resource (plural[/subresource]) and verb; dry runs are not writes",
@@ -144,6 +151,7 @@ impl Metrics {
             durations,
             drift,
             kube_writes,
+            status_conflicts,
         }))
     }
 
@@ -187,6 +195,16 @@ impl Metrics {
                 controller: controller.to_owned(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Counts one status write refused for a stale copy.
+    pub fn status_conflict(&self, controller: &str) {
+        self.0
+            .status_conflicts
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts `n` drifts of `kind` (`aws`, `kubernetes`) that were `action` (`found`, `corrected`).

@@ -63,6 +63,9 @@ pub struct Observed {
     archive: Option<String>,
     /// The hot path's HotPathReady message, when the plan has one.
     hot_path: Option<String>,
+    /// The resourceVersion this reconcile's status is computed against: the object's, or the one
+    /// a status patch of this reconcile returned (see `write_status`).
+    pub resource_version: Option<String>,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -236,6 +239,8 @@ impl Observed {
                     hot_path_stream_arn: out.hot_path_stream_arn.clone(),
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
+                    amp_workspace_arn: out.amp_workspace.as_ref().map(|(_, w)| w.arn.clone()),
+                    amp_workspace_alias: out.amp_workspace.as_ref().map(|(a, _)| a.clone()),
                     // Kept as written: the API server keeps it too (status is merge-patched).
                     kms_key_create_started: started,
                 });
@@ -262,9 +267,26 @@ impl Observed {
                 } else {
                     e.step
                 };
+                // The workspace has a condition of its own; the role, which names it, waits.
+                if failed == Step::AmpWorkspace {
+                    c.set(
+                        ty::PROMETHEUS_READY,
+                        st::FALSE,
+                        e.error.reason().as_str(),
+                        e.to_string(),
+                    );
+                }
                 let mut before = true;
                 for (step, t) in steps {
-                    if step == failed {
+                    if failed == Step::AmpWorkspace && step == Step::IamRole {
+                        before = false;
+                        c.set(
+                            t,
+                            st::FALSE,
+                            reason::WAITING_FOR_AWS,
+                            format!("waiting for the {failed}"),
+                        );
+                    } else if step == failed {
                         before = false;
                         c.set(t, st::FALSE, e.error.reason().as_str(), e.to_string());
                     } else if before {

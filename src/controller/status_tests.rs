@@ -23,6 +23,7 @@ fn pipeline(status: Option<MLObservabilityPipelineStatus>) -> MLObservabilityPip
 fn outcome(drift: Vec<Drift>) -> AwsResult {
     AwsResult::Ok {
         out: Box::new(AwsOutcome {
+            amp_workspace: None,
             kms_key_id: Some("k1".into()),
             kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
             log_group_arns: vec!["a".into(), "b".into()],

@@ -13,7 +13,7 @@ pub const WORKSPACE_ARN_PATTERN: &str =
 /// CEL (at `spec`, reported at `spec.metrics.prometheus.workspaceArn`): the workspace is in the
 /// pipeline's region when the pipeline names one. The operator's own region and account are
 /// compared by the merge, which knows them.
-pub const WORKSPACE_REGION_RULE: &str = "!has(self.region) || !has(self.metrics) || !has(self.metrics.prometheus) || self.metrics.prometheus.workspaceArn.contains(':aps:' + self.region + ':')";
+pub const WORKSPACE_REGION_RULE: &str = "!has(self.region) || !has(self.metrics) || !has(self.metrics.prometheus) || !has(self.metrics.prometheus.workspaceArn) || self.metrics.prometheus.workspaceArn.contains(':aps:' + self.region + ':')";
 /// The message of [`WORKSPACE_REGION_RULE`].
 pub const WORKSPACE_REGION_MESSAGE: &str =
     "the AMP workspace must be in spec.region: the collector signs remote writes for that region";
@@ -124,16 +124,37 @@ pub struct KeyRef {
     pub key: String,
 }
 
-/// Amazon Managed Service for Prometheus: the selected DCGM fields, remote-written.
+/// CEL (at `spec.metrics.prometheus`): one workspace, named one way.
+pub const ONE_WORKSPACE_RULE: &str = "has(self.workspaceArn) != has(self.workspaceAlias)";
+/// The message of [`ONE_WORKSPACE_RULE`].
+pub const ONE_WORKSPACE_MESSAGE: &str =
+    "set exactly one of workspaceArn (an existing workspace) and workspaceAlias (a workspace mlobs creates)";
+
+/// Amazon Managed Service for Prometheus: the selected DCGM fields, remote-written. Name the
+/// workspace by ARN (one that exists) or by alias (one mlobs creates).
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(ONE_WORKSPACE_RULE).message(ONE_WORKSPACE_MESSAGE).reason(Reason::FieldValueInvalid))]
 pub struct PrometheusSpec {
     /// ARN of an existing AMP workspace, `arn:aws:aps:<region>:<account>:workspace/ws-<id>`, in
     /// the pipeline's region and the operator's account. The collector remote-writes the same
     /// selected DCGM fields as CloudWatch (never the unfiltered set), signed with SigV4 (service
-    /// `aps`); its role gets `aps:RemoteWrite` on this workspace only.
+    /// `aps`); its role gets `aps:RemoteWrite` on this workspace only. mlobs never changes or
+    /// deletes this workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256), regex(pattern = WORKSPACE_ARN_PATTERN))]
-    pub workspace_arn: String,
+    pub workspace_arn: Option<String>,
+
+    /// Alias of a workspace mlobs manages, in the pipeline's region: created when none of this
+    /// alias carries the pipeline's ownership tags, encrypted with the pipeline's KMS key
+    /// (`spec.encryption`; AWS-owned key when KMS is disabled), tagged like every resource of the
+    /// pipeline. A workspace of this alias that mlobs does not own is a NameConflict unless the
+    /// pipeline opts into adoption. Its ARN is recorded in `status.aws.ampWorkspaceArn`; the
+    /// collector starts once it exists. Deleted with the pipeline under `deletionPolicy: Delete`
+    /// (its samples with it), kept under `Retain`. 1–100 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[A-Za-z0-9][-._/A-Za-z0-9]*$"))]
+    pub workspace_alias: Option<String>,
 }
 
 /// Datadog (SaaS): the selected DCGM fields, one Datadog host per GPU node.

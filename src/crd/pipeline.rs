@@ -603,6 +603,14 @@ pub struct AwsStatus {
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association_id: Option<String>,
+    /// The AMP workspace mlobs created (or adopted) for `spec.metrics.prometheus.workspaceAlias`.
+    /// The collector's remote write endpoint and role are built from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amp_workspace_arn: Option<String>,
+    /// The alias `ampWorkspaceArn` was created for; another alias in the spec means another
+    /// workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amp_workspace_alias: Option<String>,
     /// When mlobs started creating the KMS key (written before CreateKey). While no kmsKeyArn is
     /// recorded, it tells mlobs that a key may exist from an interrupted create, to be found by its
     /// ownership tags instead of created twice.

@@ -32,15 +32,36 @@ pub struct EffOtlpBackend {
     pub ca: Option<KeyRef>,
 }
 
-/// An AMP workspace, from its ARN.
+/// Stands for the id of a workspace mlobs has yet to create, in what `mlobs render` prints; the
+/// operator applies no collector while it stands in the configuration.
+pub const PENDING_WORKSPACE_ID: &str = "<workspace id once created>";
+
+/// An AMP workspace: one given by ARN, or one mlobs manages by alias.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EffPrometheus {
+    /// The workspace's ARN; ends in [`PENDING_WORKSPACE_ID`] while a managed one is pending.
     pub workspace_arn: String,
     pub region: String,
     pub workspace_id: String,
+    /// Some: mlobs creates (or adopts) the workspace of this alias.
+    pub managed: Option<ManagedWorkspace>,
+}
+
+/// A workspace mlobs manages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedWorkspace {
+    pub alias: String,
+    /// Not created yet (no ARN recorded in status for this alias): the role gets no
+    /// `aps:RemoteWrite` and no collector is applied until it is.
+    pub pending: bool,
 }
 
 impl EffPrometheus {
+    /// A managed workspace whose id is not known yet.
+    pub fn pending(&self) -> bool {
+        self.managed.as_ref().is_some_and(|m| m.pending)
+    }
+
     /// The workspace's remote write URL.
     pub fn remote_write_url(&self, partition: &str) -> String {
         format!(
@@ -160,6 +181,7 @@ mod tests {
             workspace_arn: "arn:aws-cn:aps:cn-north-1:123456789012:workspace/ws-a1".into(),
             region: "cn-north-1".into(),
             workspace_id: "ws-a1".into(),
+            managed: None,
         };
         assert_eq!(
             p.remote_write_url("aws-cn"),

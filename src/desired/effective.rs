@@ -395,6 +395,7 @@ pub(crate) fn test_all_destinations() -> Effective {
             workspace_arn: "arn:aws:aps:us-east-1:123456789012:workspace/ws-abc".into(),
             region: "us-east-1".into(),
             workspace_id: "ws-abc".into(),
+            managed: None,
         }),
         datadog: Some(EffDatadog {
             site: "datadoghq.eu".into(),

@@ -160,7 +160,11 @@ fn destinations(e: &Effective) -> Vec<Setting> {
         Some(EffTraces::Otlp(b)) => format!("OTLP {}{}", b.endpoint, if b.insecure { " (plaintext)" } else { "" }),
         None => "none".into(),
     };
-    let amp = d.prometheus.as_ref().map_or("none".into(), |p| p.workspace_arn.clone());
+    let amp = d.prometheus.as_ref().map_or("none".into(), |p| match &p.managed {
+        Some(m) if m.pending => format!("alias {:?} (created by mlobs)", m.alias),
+        Some(m) => format!("{} (alias {:?}, managed by mlobs)", p.workspace_arn, m.alias),
+        None => p.workspace_arn.clone(),
+    });
     let datadog = (d.datadog.as_ref()).map_or("none".into(), |x| {
         format!(
             "{} (API key from secretKeyRef {}/{})",

@@ -267,6 +267,14 @@ pub fn cases() -> Vec<Case> {
             message: "the AMP workspace must be in spec.region",
         },
         Case {
+            rule: mlobs::crd::ONE_WORKSPACE_RULE,
+            kind: Pipeline,
+            ok: json!({"metrics": {"prometheus": {"workspaceAlias": "gpu-metrics"}}}),
+            bad: json!({"metrics": {"prometheus": {"workspaceAlias": "gpu-metrics",
+                        "workspaceArn": "arn:aws:aps:us-east-1:123456789012:workspace/ws-a1"}}}),
+            message: "set exactly one of workspaceArn",
+        },
+        Case {
             rule: mlobs::crd::ARCHIVE_NEEDS_LOGS_RULE,
             kind: Pipeline,
             ok: json!({"archive": {"enabled": false}, "logs": {"enabled": false}}),

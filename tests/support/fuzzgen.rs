@@ -154,6 +154,7 @@ pub const KEYS: &[&str] = &[
     "endpoint",
     "prometheus",
     "workspaceArn",
+    "workspaceAlias",
     "datadog",
     "apiKeySecretRef",
     "allowSaaS",
@@ -346,12 +347,15 @@ pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
     let amp = (
         proptest::sample::select(&REGIONS[..]),
         prop_oneof![Just("123456789012"), Just("210987654321")],
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|(r, a)| {
-            (
-                "/spec/metrics/prometheus",
-                json!({"workspaceArn": format!("arn:aws:aps:{r}:{a}:workspace/ws-a1")}),
-            )
+        .prop_map(|(r, a, by_alias)| {
+            let ws = if by_alias {
+                json!({"workspaceAlias": "gpu-metrics"})
+            } else {
+                json!({"workspaceArn": format!("arn:aws:aps:{r}:{a}:workspace/ws-a1")})
+            };
+            ("/spec/metrics/prometheus", ws)
         });
     let datadog = proptest::sample::select(&["datadoghq.com", "datadoghq.eu", "us5.datadoghq.com", "example.com"][..])
         .prop_map(|site| {

@@ -39,8 +39,10 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         // next reconcile knows to look for the key by its tags instead of creating another.
         let patch = json!({"status": {"aws": {"kmsKeyCreateStarted": super::super::now().0.to_string()}}});
         let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &d.effective.namespace);
-        api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        let written = api
+            .patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        obs.resource_version = written.resource_version();
     }
     let was_ready = Observed::new(p).aws_ready(p);
     // A resync (AWS already ready) reads the cluster's log groups from a shared snapshot.
@@ -58,7 +60,7 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         scan_for_key,
         log_group_snapshot: snapshot,
     };
-    let out = match ensure_all(&ctx.aws, &d.aws, &opts).await {
+    let mut out = match ensure_all(&ctx.aws, &d.aws, &opts).await {
         Ok(out) => out,
         Err(e) => return Err(aws_failed(p, ctx, obs, e).await),
     };
@@ -76,6 +78,19 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
     }
     if out.drift.iter().any(|x| x.corrected) || !was_ready {
         ctx.invalidate_log_groups().await;
+    }
+    // When the AWS plan itself changed since this process last ensured it (a spec edit, a
+    // workspace id now known), the differences are that change, applied as an update: not drift.
+    // A forced reconcile or a drift policy switch leaves the plan as it was: differences are drift.
+    let plan_json = serde_json::to_string(&d.aws).unwrap_or_default();
+    let plan_changed = ctx.aws_memory(p).is_some_and(|(fp, _)| !fp.ends_with(&plan_json));
+    if plan_changed {
+        for x in out.drift.iter().filter(|x| x.corrected) {
+            let note = format!("{} {}: updated to the changed plan", x.resource, x.field);
+            ctx.event(p, EventType::Normal, Reason::Updated, "EnsureAws", note)
+                .await;
+        }
+        out.drift.retain(|x| !x.corrected);
     }
     let ready = out.ready(&d.aws);
     let corrected = out.drift.iter().filter(|x| x.corrected).count() as u64;

@@ -203,6 +203,7 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
 async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, resync_ms: Option<u64>) -> Result<Action> {
     let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let old = p.status.clone().unwrap_or_default();
+    let base = obs.resource_version.clone().or_else(|| p.resource_version());
     let read = obs.data_flow.is_some();
     let new = obs.into_status(p, &old, super::now());
     let stop = conditions::find(&new.conditions, pty::READY)
@@ -216,9 +217,26 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
         ctx.metrics.data_flowing(&uid, state);
     }
     if new != old {
-        let patch = json!({"status": new});
-        api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        // Optimistic concurrency: `new` was computed from `old`. When the object changed since
+        // (the store handed this reconcile a copy older than a status this process already
+        // wrote), the server refuses, and the next reconcile starts from the newer copy instead
+        // of writing back conditions that were observed only once (the AWS step's).
+        let mut patch = json!({"status": new});
+        if let Some(rv) = &base {
+            patch["metadata"] = json!({"resourceVersion": rv});
+        }
+        match api
+            .patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tracing::debug!("status computed from an older copy; reconciling again from the newer one");
+                ctx.metrics.status_conflict("pipeline");
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            Err(e) => return Err(e.into()),
+        }
         if status::aws_arns_new(&old, &new) {
             ctx.event(
                 p,

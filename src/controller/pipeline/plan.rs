@@ -166,7 +166,18 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
         return stop(obs, Stop::Violations(violations), Some(&d));
     }
     let aws_due = aws_due(p, &d, world.aws_memory.as_ref());
+    let pending_workspace = (d.effective.destinations.prometheus.as_ref())
+        .filter(|w| w.pending())
+        .and_then(|w| w.managed.as_ref());
     let children = match (&world.collector_namespace, p.uid()) {
+        // The remote write endpoint names the workspace's id, known once the AWS step created it.
+        _ if pending_workspace.is_some() => Err((
+            reason::WAITING_FOR_AWS,
+            format!(
+                "waiting for the AMP workspace of alias {:?} (spec.metrics.prometheus.workspaceAlias) to be created",
+                pending_workspace.map_or("", |m| m.alias.as_str())
+            ),
+        )),
         (Some(_), Some(uid)) => Ok(child_set(p, &d, uid)),
         _ => Err((
             reason::NAMESPACE_NOT_FOUND,
@@ -189,6 +200,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
 
 /// Fingerprint of what AWS should look like: the plan, the spec generation (drift policy and
 /// adoption are not in the plan) and a requested reconcile. A change means ensure AWS now.
+/// Ends with the AWS plan's JSON (`apply::aws` compares that part alone).
 pub fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
     let requested = p
         .annotations()

@@ -228,3 +228,20 @@ fn a_missing_collector_namespace_blocks_the_children_after_aws() {
     assert_eq!(r, "NamespaceNotFound");
     assert!(msg.contains("team-a"), "{msg}");
 }
+
+#[test]
+fn a_workspace_by_alias_blocks_the_children_until_its_arn_is_recorded() {
+    let spec = json!({"metrics": {"prometheus": {"workspaceAlias": "gpu"}}});
+    let go = go_of(run(&pipeline(spec.clone()), &world(Governing::None)));
+    assert!(go.aws_due, "the AWS step creates it");
+    let (r, msg) = go.children.expect_err("no collector while pending");
+    assert_eq!(r, "WaitingForAws");
+    assert!(msg.contains("\"gpu\""), "{msg}");
+
+    let mut p = pipeline(spec);
+    p.status = serde_json::from_value(json!({"aws": {
+        "ampWorkspaceArn": "arn:aws:aps:us-east-1:123456789012:workspace/ws-1", "ampWorkspaceAlias": "gpu"}}))
+    .ok();
+    let go = go_of(run(&p, &world(Governing::None)));
+    assert!(go.children.is_ok());
+}

@@ -7,10 +7,39 @@
 //! `xray:PutTraceSegments`; `xray:PutTelemetryRecords` serves the X-Ray daemon and the `awsxray`
 //! exporter's telemetry, which mlobs does not render, so it is not granted.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::{KmsRef, ownership_tags};
 use crate::desired::destinations::EffTraces;
 use crate::desired::effective::Effective;
+
+/// An AMP workspace mlobs manages (`spec.metrics.prometheus.workspaceAlias`): found by alias and
+/// ownership tags, else created with the pipeline's key and tags. Before the role, whose
+/// `aps:RemoteWrite` names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AmpWorkspacePlan {
+    pub alias: String,
+    pub region: String,
+    /// Customer managed key of the workspace; None: AWS owned key (`encryption.kms.disabled`).
+    pub kms_key: Option<KmsRef>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The workspace to ensure, when the pipeline names one by alias.
+pub fn amp_workspace(e: &Effective, kms: &Option<KmsRef>) -> Option<AmpWorkspacePlan> {
+    let p = e.destinations.prometheus.as_ref()?;
+    let m = p.managed.as_ref()?;
+    Some(AmpWorkspacePlan {
+        alias: m.alias.clone(),
+        region: p.region.clone(),
+        kms_key: kms.clone(),
+        tags: ownership_tags(e),
+    })
+}
 
 /// Sid of the X-Ray statement, the only one with `"Resource": "*"`.
 pub const XRAY_SID: &str = "XRayPutTraceSegments";
@@ -38,7 +67,8 @@ pub fn statements(e: &Effective, condition: &Value) -> Vec<Value> {
     if let Some(a) = &d.archive {
         out.extend(super::archive::statements(e, a, condition));
     }
-    if let Some(p) = &d.prometheus {
+    // A workspace mlobs has yet to create has no ARN to name: the statement comes once it exists.
+    if let Some(p) = d.prometheus.as_ref().filter(|p| !p.pending()) {
         out.push(json!({
             "Sid": AMP_SID,
             "Effect": "Allow",

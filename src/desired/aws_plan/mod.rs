@@ -144,6 +144,8 @@ pub struct AwsPlan {
     /// The hot path's stream and Fluent Bit role (created after the archive, before the collector's role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_path: Option<hot_path::HotPathPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amp_workspace: Option<destinations::AmpWorkspacePlan>,
     pub role: RolePlan,
     pub pod_identity: Option<PodIdentityPlan>,
 }
@@ -269,11 +271,13 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         service_account: e.identity.service_account.clone(),
         role_arn: role.arn().to_string(),
     });
+    let amp_workspace = destinations::amp_workspace(e, &kms_ref);
     let mut plan = AwsPlan {
         kms,
         log_groups,
         archive,
         hot_path,
+        amp_workspace,
         role,
         pod_identity,
     };

@@ -4,9 +4,10 @@
 
 use super::Merger;
 use super::placement::Placement;
-use crate::crd::{MLObservabilityPipelineSpec, PrometheusSpec, TracesDestinationSpec};
+use crate::crd::{AwsStatus, MLObservabilityPipelineSpec, PrometheusSpec, TracesDestinationSpec};
 use crate::desired::destinations::{
-    DEFAULT_DATADOG_SITE, EffDatadog, EffDestinations, EffOtlpBackend, EffPrometheus, EffTraces, parse_arn,
+    DEFAULT_DATADOG_SITE, EffDatadog, EffDestinations, EffOtlpBackend, EffPrometheus, EffTraces, ManagedWorkspace,
+    PENDING_WORKSPACE_ID, parse_arn,
 };
 use crate::desired::effective::{Context, EffMetrics};
 use crate::desired::sources::{DestinationsSources, Source};
@@ -50,8 +51,49 @@ fn traces(m: &mut Merger<'_>, d: &TracesDestinationSpec, otlp_enabled: bool) -> 
 
 /// The workspace must be where the collector signs for (the pipeline's region) and in the
 /// operator's account and partition: the role's statement and the endpoint are built from it.
-fn prometheus(m: &mut Merger<'_>, p: &PrometheusSpec, at: &Placement, ctx: &Context) -> Option<EffPrometheus> {
-    let arn = &p.workspace_arn;
+/// A workspace by alias is in both by construction; its ARN comes from status once created.
+fn prometheus(
+    m: &mut Merger<'_>,
+    p: &PrometheusSpec,
+    at: &Placement,
+    ctx: &Context,
+    recorded: Option<&AwsStatus>,
+) -> Option<EffPrometheus> {
+    if p.workspace_arn.is_some() == p.workspace_alias.is_some() {
+        m.error(
+            "spec.metrics.prometheus",
+            "oneWorkspace",
+            crate::crd::destinations::ONE_WORKSPACE_MESSAGE,
+        );
+        return None;
+    }
+    if let Some(alias) = &p.workspace_alias {
+        let region = at.region.value.clone();
+        let arn = recorded
+            .filter(|a| a.amp_workspace_alias.as_ref() == Some(alias))
+            .and_then(|a| a.amp_workspace_arn.clone())
+            .filter(|arn| parse_arn(arn).is_some_and(|x| x.service == "aps" && x.region == region));
+        let pending = arn.is_none();
+        let arn = arn.unwrap_or_else(|| {
+            format!(
+                "arn:{}:aps:{region}:{}:workspace/{PENDING_WORKSPACE_ID}",
+                ctx.partition, ctx.account_id
+            )
+        });
+        let id = parse_arn(&arn)
+            .and_then(|x| x.resource.strip_prefix("workspace/").map(String::from))
+            .unwrap_or_else(|| PENDING_WORKSPACE_ID.to_string());
+        return Some(EffPrometheus {
+            workspace_arn: arn,
+            region,
+            workspace_id: id,
+            managed: Some(ManagedWorkspace {
+                alias: alias.clone(),
+                pending,
+            }),
+        });
+    }
+    let arn = p.workspace_arn.as_deref().unwrap_or_default();
     let Some(parts) = parse_arn(arn).filter(|a| a.service == "aps") else {
         m.error(
             WORKSPACE_PATH,
@@ -77,9 +119,10 @@ fn prometheus(m: &mut Merger<'_>, p: &PrometheusSpec, at: &Placement, ctx: &Cont
     }
     let workspace_id = parts.resource.strip_prefix("workspace/").unwrap_or(parts.resource);
     Some(EffPrometheus {
-        workspace_arn: arn.clone(),
+        workspace_arn: arn.to_string(),
         region: parts.region.to_string(),
         workspace_id: workspace_id.to_string(),
+        managed: None,
     })
 }
 
@@ -117,13 +160,14 @@ pub(super) fn destinations(
     ctx: &Context,
     metrics: &EffMetrics,
     otlp_enabled: bool,
+    recorded: Option<&AwsStatus>,
 ) -> (EffDestinations, DestinationsSources) {
     let traces_spec = spec.traces.as_ref().and_then(|t| t.destination.as_ref());
     let amp_spec = spec.metrics.as_ref().and_then(|x| x.prometheus.as_ref());
     let traces = traces_spec.and_then(|d| traces(m, d, otlp_enabled));
     let prometheus = amp_spec.and_then(|p| {
         needs_metrics(m, metrics, "spec.metrics.prometheus");
-        prometheus(m, p, at, ctx)
+        prometheus(m, p, at, ctx, recorded)
     });
     let datadog = spec.datadog.as_ref().map(|d| {
         needs_metrics(m, metrics, "spec.datadog");

@@ -85,6 +85,12 @@ pub fn placement_of(
     (at.node_selector.value, at.collector_namespace.value)
 }
 
+/// What the last AWS step recorded in the pipeline's status: the ids AWS assigned to resources
+/// mlobs created (an AMP workspace by alias), which the configuration must name.
+fn recorded_aws(p: &MLObservabilityPipeline) -> Option<&crate::crd::AwsStatus> {
+    p.status.as_ref().and_then(|s| s.aws.as_ref())
+}
+
 /// Merges a pipeline with its policy (if any) and the operator's context.
 pub fn merge(
     p: &MLObservabilityPipeline,
@@ -105,8 +111,15 @@ pub fn merge(
     let (identity, identity_src) = identity::identity(&mut m, spec, &at);
     let (collector, collector_src) = collector::collector(&mut m, spec, &at);
     let exporter = collector::exporter(&m, ctx);
-    let (mut destinations, mut destinations_src) =
-        destinations::destinations(&mut m, spec, &at, ctx, &metrics, collector.otlp_enabled);
+    let (mut destinations, mut destinations_src) = destinations::destinations(
+        &mut m,
+        spec,
+        &at,
+        ctx,
+        &metrics,
+        collector.otlp_enabled,
+        recorded_aws(p),
+    );
     (destinations.archive, destinations_src.archive) = archive::archive(&mut m, spec, &at, ctx, logs.enabled);
     (destinations.hot_path, destinations_src.hot_path) = hot_path::hot_path(&mut m, spec, &at);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
