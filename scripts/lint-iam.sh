@@ -4,8 +4,8 @@
 #     boundary; each statement goes into a file of its own, named after its Sid, so that an
 #     allowed finding below names exactly one statement;
 #   - for the full sample pipeline (IRSA, and the same pipeline in EKS Pod Identity mode) and the
-#     destinations sample (X-Ray, AMP) and the archive sample (S3 with Object Lock): the collector
-#     role's trust policy and inline policy;
+#     destinations sample (X-Ray, AMP), the archive sample (S3 with Object Lock) and the hot path
+#     sample (Kinesis): the collector role's trust policy and inline policy, and Fluent Bit's;
 #   - no collector inline policy has `"Resource": "*"` except the one documented X-Ray statement
 #     (Sid XRayPutTraceSegments, exactly xray:PutTraceSegments, region-conditioned): X-Ray has no
 #     resource types, so it cannot be granted on anything narrower.
@@ -56,6 +56,10 @@ reports = json.load(open(sys.argv[1]))
 assert reports, "no pipeline in the plan"
 for i, r in enumerate(reports):
     docs = {"trust": r["aws"]["role"].get("trustPolicy"), "inline": r["aws"]["role"].get("inlinePolicy")}
+    # The hot path's Fluent Bit role, when the pipeline has one.
+    hot = (r["aws"].get("hotPath") or {}).get("role")
+    if hot:
+        docs.update({"hotpath.trust": hot.get("trustPolicy"), "hotpath.inline": hot.get("inlinePolicy")})
     for name, doc in docs.items():
         assert doc, f"{r['pipeline']}: no {name} policy in the plan"
         with open(f"{sys.argv[2]}-{i}.{name}.json", "w") as f:
@@ -70,6 +74,8 @@ pipeline_policies "$out/pipeline-pod-identity.yaml" "$out/pod-identity"
 rm "$out/pipeline-pod-identity.yaml"
 pipeline_policies config/samples/pipeline-destinations.yaml "$out/destinations"
 pipeline_policies config/samples/pipeline-archive.yaml "$out/archive"
+pipeline_policies config/samples/pipeline-hotpath.yaml "$out/hotpath"
+ls "$out"/hotpath-0.hotpath.inline.json >/dev/null || { echo "lint-iam: the hot path sample rendered no Fluent Bit role" >&2; exit 1; }
 
 # "Resource": "*" in a collector policy: only the X-Ray statement, exactly as documented.
 "$PY" - "$out" <<'PY'
@@ -158,6 +164,16 @@ ALLOWED = [
         and f["location"]["filepath"].endswith(".inline.json")
         and f["detail"] in ("Unknown condition kms:ResourceAliases for action kms:Decrypt",
                             "Unknown condition kms:ResourceAliases for action kms:GenerateDataKey"),
+    ),
+    (
+        # The Service Authorization Reference lists the stream as the resource type of both
+        # (resource-level permissions); parliament 1.6.4's table predates that and wants "*".
+        # The statement holds only these two, on the operator's stream prefix.
+        "Kinesis scaling: stream resource",
+        lambda f: f["issue"] == "RESOURCE_MISMATCH"
+        and re.fullmatch(r"operator(-boundary)?\.KinesisScaleStreams\.json", os.path.basename(f["location"]["filepath"]))
+        and actions(f) == ["kinesis:UpdateShardCount", "kinesis:UpdateStreamMode"]
+        and all(d["required_format"] == "*" for d in f["detail"]),
     ),
     (
         # A role's trust policy is a resource policy (it is attached to the role): it has a

@@ -104,6 +104,9 @@ pub struct PlanArgs {
     /// Raw log bytes per archived byte: OTLP JSON wraps each record, gzip shrinks it.
     #[arg(long, default_value_t = 10.0)]
     pub archive_compression_ratio: f64,
+    /// The hot path's Kinesis rates and traffic.
+    #[command(flatten)]
+    pub kinesis: cost::hot_path::KinesisRates,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -125,6 +128,10 @@ pub struct PlanArgs {
     /// this (mlobs derives `mlobs-<cluster>-<namespace>-<pipeline>-<hash>`).
     #[arg(long, default_value = "mlobs-", requires = "operator_policy")]
     pub archive_bucket_prefix: String,
+    /// With --operator-policy: hot path Kinesis stream names the operator may create and manage
+    /// start with this (mlobs derives `mlobs-<cluster>-<namespace>-<pipeline>-hot`).
+    #[arg(long, default_value = "mlobs-", requires = "operator_policy")]
+    pub hot_path_stream_prefix: String,
     /// With --operator-policy: KMS aliases of created keys start with this.
     #[arg(long, default_value = "alias/mlobs/", requires = "operator_policy")]
     pub kms_alias_prefix: String,
@@ -272,6 +279,11 @@ pub fn render_yaml(inputs_policies: &[GpuTelemetryPolicy], built: &[Desired], op
         push(serde_saphyr::to_string(&o.cluster_role));
         push(serde_saphyr::to_string(&o.cluster_role_binding));
         push(serde_saphyr::to_string(&o.config_map));
+        if let Some(h) = &o.hot_path {
+            push(serde_saphyr::to_string(&h.service_account));
+            push(serde_saphyr::to_string(&h.config_map));
+            push(serde_saphyr::to_string(&h.daemon_set));
+        }
         push(serde_saphyr::to_string(&o.daemon_set));
     }
     for pol in inputs_policies {
@@ -337,7 +349,8 @@ fn check_amounts(args: &PlanArgs) -> Result<(), String> {
         ),
         ("--archive-compression-ratio", args.archive_compression_ratio),
     ];
-    match flags.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+    let flags = flags.into_iter().chain(args.kinesis.flags());
+    match flags.into_iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
         Some((flag, v)) => Err(format!("{flag}: {v} is not an amount (a finite number, at least 0)")),
         None => Ok(()),
     }
@@ -364,6 +377,7 @@ pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport
         s3_cold_usd_per_gb_month: args.s3_cold_usd_per_gb_month,
         s3_transition_usd_per_1000: args.s3_transition_usd_per_1000,
         archive_compression_ratio: args.archive_compression_ratio,
+        kinesis: args.kinesis.clone(),
         ..list
     };
     let traffic = Traffic {
@@ -398,6 +412,7 @@ pub fn operator_policy_options(args: &PlanArgs) -> Result<OperatorPolicyOptions,
         role_path: args.role_path.clone(),
         kms_alias_prefix: args.kms_alias_prefix.clone(),
         archive_bucket_prefix: args.archive_bucket_prefix.clone(),
+        hot_path_stream_prefix: args.hot_path_stream_prefix.clone(),
         permissions_boundary_arn: args.permissions_boundary_arn.clone(),
         cluster_name: i.cluster_name.clone(),
         drift_events_queue_arn: args.drift_events_queue_arn.clone(),

@@ -62,19 +62,27 @@ impl PlanReport {
         };
         let mut destinations = lines(e, &d.aws, fleet, prices, traffic);
         destinations.extend(crate::desired::cost::archive::line(e, &d.aws, fleet, prices, traffic));
+        destinations.extend(crate::desired::cost::hot_path::line(e, &d.aws, fleet, prices));
         let o = &d.objects;
         let r = |kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
             kind,
             namespace: meta.namespace.clone(),
             name: meta.name.clone().unwrap_or_default(),
         };
-        let kubernetes = vec![
+        let mut kubernetes = vec![
             r("ServiceAccount", &o.service_account.metadata),
             r("ClusterRole", &o.cluster_role.metadata),
             r("ClusterRoleBinding", &o.cluster_role_binding.metadata),
             r("ConfigMap", &o.config_map.metadata),
-            r("DaemonSet", &o.daemon_set.metadata),
         ];
+        if let Some(h) = &o.hot_path {
+            kubernetes.extend([
+                r("ServiceAccount", &h.service_account.metadata),
+                r("ConfigMap", &h.config_map.metadata),
+                r("DaemonSet", &h.daemon_set.metadata),
+            ]);
+        }
+        kubernetes.push(r("DaemonSet", &o.daemon_set.metadata));
         let budget = e.budget.as_ref().map(|b: &EffBudget| BudgetCheck {
             monthly_usd: b.monthly_usd,
             estimated_usd: estimate.total_usd,
@@ -195,6 +203,9 @@ impl PlanReport {
                 ),
             )?;
             writeln!(s, "     bucket policy: {}", json(&a.bucket_policy))?;
+        }
+        if let Some(h) = &self.aws.hot_path {
+            write_hot_path(s, h, &mut step)?;
         }
         if let Some(w) = &self.aws.amp_workspace {
             let key = match &w.kms_key {
@@ -346,6 +357,45 @@ impl PlanReport {
         }
         writeln!(s, "  destinations total: ${:.2}/month", (total * 100.0).round() / 100.0)
     }
+}
+
+/// The hot path's stream, Fluent Bit role and association, as apply steps.
+fn write_hot_path(
+    s: &mut String,
+    h: &crate::desired::aws_plan::hot_path::HotPathPlan,
+    step: &mut impl FnMut(&mut String, String) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let x = &h.stream;
+    let key = match &x.kms_key {
+        Some(KmsRef::Created { alias }) => format!("SSE-KMS {alias}"),
+        Some(KmsRef::Existing { arn }) => format!("SSE-KMS {arn}"),
+        None => "unencrypted".into(),
+    };
+    let tags = x.tags.len();
+    let text = format!(
+        "Kinesis data stream {} in {} ({}, retention {} hours, {key}, {tags} tags)",
+        x.name, x.region, x.capacity, x.retention_hours
+    );
+    step(s, text)?;
+    if let RolePlan::Create {
+        name,
+        trust_policy,
+        inline_policy,
+        ..
+    } = &h.role
+    {
+        step(s, format!("IAM role {name} (Fluent Bit, hot path)"))?;
+        writeln!(s, "     trust policy: {}", json(trust_policy))?;
+        writeln!(s, "     inline policy: {}", json(inline_policy))?;
+    }
+    if let Some(pi) = &h.pod_identity {
+        let text = format!(
+            "EKS pod identity association {}/{} in cluster {} -> {}",
+            pi.namespace, pi.service_account, pi.cluster_name, pi.role_arn
+        );
+        step(s, text)?;
+    }
+    Ok(())
 }
 
 fn json(v: &serde_json::Value) -> String {

@@ -106,6 +106,19 @@ fn every_cel_rule_in_the_crds_has_a_case() {
 }
 
 #[test]
+fn the_hot_path_stream_cannot_be_renamed_once_set() {
+    let old = pipeline(json!({"hotPath": {"stream": "team-a-hot"}}));
+    let same = pipeline(json!({"hotPath": {"stream": "team-a-hot", "retentionHours": 48}}));
+    let renamed = pipeline(json!({"hotPath": {"stream": "team-a-hot-2"}}));
+    same.validate_cel_update(&old).expect("unchanged stream is accepted");
+    let err = renamed
+        .validate_cel_update(&old)
+        .expect_err("a rename is rejected")
+        .to_string();
+    assert!(err.contains("hotPath.stream is fixed once set"), "{err}");
+}
+
+#[test]
 fn log_group_class_cannot_change_after_creation() {
     let old = pipeline(json!({"logs": {"logGroup": {"class": "STANDARD"}}}));
     let same = pipeline(json!({"logs": {"logGroup": {"class": "STANDARD", "retentionInDays": 30}}}));
@@ -279,6 +292,12 @@ fn operator_rules() -> Vec<OperatorRule> {
             "spec.dcgmExporter.image",
             "pinnedImage",
         ),
+        r(
+            Pipeline,
+            json!({"hotPath": {"image": "cr.fluentbit.io/fluent/fluent-bit"}}),
+            "spec.hotPath.image",
+            "pinnedImage",
+        ),
     ]
 }
 
@@ -307,6 +326,15 @@ fn not_expressible() -> Vec<(OperatorRule, &'static str)> {
                 "regex",
             ),
             REGEX,
+        ),
+        (
+            r(
+                Pipeline,
+                json!({"hotPath": {"patterns": ["ok", "NCCL (WARN"]}}),
+                "spec.hotPath.patterns[1]",
+                "regex",
+            ),
+            "Fluent Bit's grep filter (Onigmo): CEL has no 'is this a valid regex' function, and its matches() would compile with another engine at admission than in `mlobs plan`",
         ),
         (
             r(

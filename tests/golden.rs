@@ -38,6 +38,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
         ("destinations", vec!["-f", "config/samples/pipeline-destinations.yaml"]),
         ("archive", vec!["-f", "config/samples/pipeline-archive.yaml"]),
+        ("hotpath", vec!["-f", "config/samples/pipeline-hotpath.yaml"]),
         (
             "minimal-gpu-operator-policy",
             vec![

@@ -10,7 +10,7 @@ use mlobs::aws::operator_policy::{IMPLIED_ACTIONS, OperatorPolicyOptions, RESOUR
 use serde_json::Value;
 
 /// SDK clients of `AwsClients` and the IAM service prefix of each.
-const CLIENTS: [(&str, &str); 9] = [
+const CLIENTS: [(&str, &str); 10] = [
     ("kms", "kms"),
     ("logs", "logs"),
     ("iam", "iam"),
@@ -20,6 +20,7 @@ const CLIENTS: [(&str, &str); 9] = [
     ("xray", "xray"),
     ("s3", "s3"),
     ("sqs", "sqs"),
+    ("kinesis", "kinesis"),
 ];
 
 /// S3 operations authorized under an IAM action of another name (Service Authorization
@@ -93,7 +94,8 @@ fn called_actions() -> BTreeSet<String> {
         "src/aws has kms.rs, logs.rs, iam.rs and eks.rs"
     );
     let call =
-        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|sqs)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
+        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|sqs|kinesis)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
+            .unwrap();
     let mut out = BTreeSet::new();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -535,4 +537,57 @@ fn archive_buckets_are_scoped_to_the_prefix_and_the_account_and_never_deleted() 
     assert!(bad.problems().iter().any(|m| m.contains("archive bucket prefix")));
     bad.archive_bucket_prefix = "Mlobs_*".into();
     assert!(bad.problems().len() >= 2, "{:?}", bad.problems());
+}
+
+#[test]
+fn hot_path_streams_are_scoped_to_the_prefix_and_region() {
+    let mut o = opts();
+    o.hot_path_stream_prefix = "acme-hot-".into();
+    o.regions = vec!["us-east-1".into(), "eu-west-1".into()];
+    let p = operator_policy(&o);
+    let kinesis: Vec<Value> = statements(&p)
+        .into_iter()
+        .filter(|s| list(&s["Action"]).iter().any(|a| a.starts_with("kinesis:")))
+        .collect();
+    assert_eq!(kinesis.len(), 6, "{kinesis:?}");
+    for s in &kinesis {
+        let resources = list(&s["Resource"]);
+        let streams: Vec<&str> = (resources.iter().map(String::as_str))
+            .filter(|r| r.contains(":kinesis:"))
+            .collect();
+        let keys: Vec<&str> = (resources.iter().map(String::as_str))
+            .filter(|r| !r.contains(":kinesis:"))
+            .collect();
+        // Only StartStreamEncryption also names the keys it encrypts with.
+        if s["Sid"] == "KinesisEncryptStreams" {
+            assert_eq!(
+                keys,
+                [
+                    "arn:aws:kms:us-east-1:123456789012:key/*",
+                    "arn:aws:kms:eu-west-1:123456789012:key/*"
+                ]
+            );
+            assert_eq!(list(&s["Action"]), ["kinesis:StartStreamEncryption"]);
+        } else {
+            assert!(keys.is_empty(), "{s}");
+        }
+        assert_eq!(
+            streams,
+            [
+                "arn:aws:kinesis:us-east-1:123456789012:stream/acme-hot-*",
+                "arn:aws:kinesis:eu-west-1:123456789012:stream/acme-hot-*"
+            ],
+            "{s}"
+        );
+        assert!(list(&s["Action"]).iter().all(|a| a.starts_with("kinesis:")), "{s}");
+        assert_eq!(
+            s["Condition"]["StringEquals"]["aws:RequestedRegion"],
+            serde_json::json!(["us-east-1", "eu-west-1"])
+        );
+    }
+    let mut bad = opts();
+    bad.hot_path_stream_prefix = "".into();
+    assert!(bad.problems().iter().any(|m| m.contains("hot path stream prefix")));
+    bad.hot_path_stream_prefix = "mlobs-*".into();
+    assert!(bad.problems().iter().any(|m| m.contains("must not contain *")));
 }

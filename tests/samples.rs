@@ -346,3 +346,30 @@ fn a_misspelled_dcgm_field_is_refused_with_the_closest_known_names() {
         "{stderr}"
     );
 }
+
+#[test]
+fn hot_path_bad_input_is_refused_field_by_field_with_the_pattern_and_its_position() {
+    assert_eq!(
+        rejected("  hotPath: {shards: 0, retentionHours: 8761}\n"),
+        vec![
+            ("spec.hotPath.shards".into(), "minimum".into()),
+            ("spec.hotPath.retentionHours".into(), "maximum".into()),
+        ]
+    );
+    let text = format!("{HEADER}spec:\n  hotPath: {{patterns: ['ok', 'NCCL (WARN', 'x{{2,1}}']}}\n");
+    let Err(e) = parse_documents("t.yaml", &text) else {
+        panic!("accepted:\n{text}")
+    };
+    let errors: Vec<(String, String, String)> = (e.field_errors().iter())
+        .map(|f| (f.path.clone(), f.rule.clone(), f.message.clone()))
+        .collect();
+    let paths: Vec<&str> = errors.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(paths, ["spec.hotPath.patterns[1]", "spec.hotPath.patterns[2]"]);
+    assert!(errors.iter().all(|(_, rule, _)| rule == "regex"), "{errors:?}");
+    let message = &errors[0].2;
+    assert!(
+        message.contains("\"NCCL (WARN\"") && message.contains("position 5"),
+        "{message}"
+    );
+    assert!(errors[1].2.contains("position"), "{errors:?}");
+}

@@ -99,6 +99,13 @@ const RULES: &[Rule] = &[
     ("metrics.prometheus.workspaceArn", &["/spec/metrics/prometheus"], &[], BuiltIn),
     ("datadog", &["/spec/datadog"], &[], BuiltIn),
     ("archive.enabled", &["/spec/archive"], &["/spec/archive/required"], BuiltIn),
+    ("hotPath.enabled", &["/spec/hotPath"], &["/spec/hotPath/required"], BuiltIn),
+    ("hotPath.stream", &["/spec/hotPath/stream"], &[], Derived),
+    ("hotPath.capacity", &["/spec/hotPath/shards"], &[], BuiltIn),
+    ("hotPath.retentionHours", &["/spec/hotPath/retentionHours"], &[], BuiltIn),
+    ("hotPath.patterns", &["/spec/hotPath/patterns"], &[], BuiltIn),
+    ("hotPath.memBufLimitMB", &["/spec/hotPath/memBufLimitMB"], &[], BuiltIn),
+    ("hotPath.image", &["/spec/hotPath/image"], &[], BuiltIn),
     ("driftPolicy", &["/spec/driftPolicy"], &[], BuiltIn),
     ("deletionPolicy", &["/spec/deletionPolicy"], &[], BuiltIn),
     ("resyncInterval", &["/spec/resyncInterval"], &[], BuiltIn),
@@ -198,6 +205,18 @@ fn cases() -> Vec<(String, Value, Option<Value>)> {
         existing,
         policies[1].1.clone(),
     ));
+    // The hot path: set by the pipeline (its sample), and turned on by a policy alone.
+    let hot = load_all("config/samples/pipeline-hotpath.yaml");
+    out.push((
+        "hot path pipeline, its policy".into(),
+        hot[1].clone(),
+        Some(hot[0].clone()),
+    ));
+    out.push((
+        "minimal pipeline, hot path required by the policy".into(),
+        pipelines[0].1.clone(),
+        Some(hot[0].clone()),
+    ));
     if let Some(mut shared) = policies[2].1.clone() {
         shared["spec"]["collectorNamespace"] = json!("observability");
         shared["spec"]["metrics"]["minScrapeInterval"] = json!("1m");
@@ -221,13 +240,25 @@ fn every_settings_row_names_where_its_value_came_from() {
     assert_eq!(rows.len(), RULES.len(), "one rule per row");
     let mut checked = 0;
     let mut seen: BTreeSet<(&str, Source)> = BTreeSet::new();
+    // Rows of a section that is off (the hot path's stream, ...) are not shown.
+    let optional = |row: &str| row.starts_with("hotPath.") && row != "hotPath.enabled";
     for (case, p, pol) in cases() {
         let typed_pol = pol.as_ref().map(typed_policy);
         let merged = merge(&typed_pipeline(&p), typed_pol.as_ref(), &ctx)
             .unwrap_or_else(|e| panic!("{case}: merge failed: {e}"));
         let table = settings(&merged.effective);
         let shown: BTreeSet<&str> = table.iter().map(|s| s.path).collect();
-        assert_eq!(shown, rows, "{case}: every row has a rule here, and every rule a row");
+        let required: BTreeSet<&str> = rows.iter().copied().filter(|r| !optional(r)).collect();
+        assert!(
+            shown.is_subset(&rows),
+            "{case}: a row without a rule: {:?}",
+            shown.difference(&rows)
+        );
+        assert!(
+            required.is_subset(&shown),
+            "{case}: a rule without its row: {:?}",
+            required.difference(&shown)
+        );
         for s in &table {
             let rule = RULES.iter().find(|r| r.0 == s.path).expect("checked above");
             let want = expected(rule, &p, pol.as_ref());
@@ -237,6 +268,11 @@ fn every_settings_row_names_where_its_value_came_from() {
         }
     }
     assert!(checked >= 12 * RULES.len(), "{checked} rows checked");
+    let shown_somewhere: BTreeSet<&str> = seen.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        shown_somewhere, rows,
+        "every rule is checked against a row in some case"
+    );
     // The cases reach every kind of source, so none of the branches above goes untested.
     let kinds: BTreeSet<Source> = seen.iter().map(|(_, s)| *s).collect();
     assert_eq!(kinds.len(), 6, "{kinds:?}");

@@ -10,6 +10,7 @@
 mod admission;
 mod dataflow;
 mod destinations;
+mod hot_path;
 mod loopback;
 mod operator;
 mod pipeline;

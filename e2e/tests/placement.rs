@@ -59,7 +59,7 @@ async fn wait_pipeline(
 }
 
 /// Running pods with `selector` in `ns`, by node.
-async fn running_pods_by_node(c: &Client, ns: &str, selector: &str) -> Result<Vec<String>> {
+pub(crate) async fn running_pods_by_node(c: &Client, ns: &str, selector: &str) -> Result<Vec<String>> {
     let pods = Api::<Pod>::namespaced(c.clone(), ns)
         .list(&ListParams::default().labels(selector))
         .await?;

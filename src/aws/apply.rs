@@ -1,12 +1,13 @@
 //! The ordered apply of a pipeline's AWS plan: KMS key → log groups (created with that key) →
-//! archive bucket (encrypted with that key) → AMP workspace by alias (with that key) → IAM role
-//! (its policy names the bucket and the workspace) → EKS pod identity association. Each step is idempotent, so a crash at any point is
+//! archive bucket (encrypted with that key) → hot path stream and Fluent Bit role → AMP workspace
+//! by alias (with that key) → IAM role (its policy names the bucket and the workspace) → EKS pod
+//! identity association. Each step is idempotent, so a crash at any point is
 //! healed by running it again. The collector may start only when [`AwsOutcome::ready`] is true.
 
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, amp, eks, iam, kms, logs, s3};
+use super::{AwsClients, AwsError, Drift, Owner, amp, eks, hot_path, iam, kms, logs, s3};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,11 @@ pub struct AwsOutcome {
     pub kms_key_arn: Option<String>,
     pub log_group_arns: Vec<String>,
     pub archive_bucket_arn: Option<String>,
+    /// The hot path's stream, once ACTIVE.
+    pub hot_path_stream_arn: Option<String>,
+    /// Fluent Bit's role and (Pod Identity) association.
+    pub hot_path_role_arn: Option<String>,
+    pub hot_path_association_id: Option<String>,
     /// The AMP workspace mlobs manages, with the alias it was ensured for.
     pub amp_workspace: Option<(String, amp::Workspace)>,
     pub role_arn: Option<String>,
@@ -44,6 +50,11 @@ impl AwsOutcome {
         (plan.kms.is_none() || self.kms_key_arn.is_some())
             && self.log_group_arns.len() == plan.log_groups.len()
             && (plan.archive.is_none() || self.archive_bucket_arn.is_some())
+            && plan.hot_path.as_ref().is_none_or(|h| {
+                self.hot_path_stream_arn.is_some()
+                    && self.hot_path_role_arn.is_some()
+                    && (h.pod_identity.is_none() || self.hot_path_association_id.is_some())
+            })
             && (plan.amp_workspace.is_none() || self.amp_workspace.is_some())
             && self.role_arn.is_some()
             && (plan.pod_identity.is_none() || self.pod_identity_association_id.is_some())
@@ -66,6 +77,7 @@ pub enum Step {
     KmsKey,
     LogGroups,
     ArchiveBucket,
+    HotPath,
     AmpWorkspace,
     IamRole,
     PodIdentity,
@@ -78,6 +90,7 @@ impl std::fmt::Display for Step {
             Step::LogGroups => "log groups",
             Step::ArchiveBucket => "archive bucket",
             Step::AmpWorkspace => "AMP workspace",
+            Step::HotPath => "hot path stream and role",
             Step::IamRole => "IAM role",
             Step::PodIdentity => "pod identity association",
         })
@@ -139,6 +152,14 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => return Err(fail(Step::ArchiveBucket, e, &out)),
         }
     }
+    if let Some(h) = &plan.hot_path {
+        // Before the collector's role and any DaemonSet: Fluent Bit starts only with its stream.
+        let key = out.kms_key_arn.clone();
+        match hot_path::ensure(c, h, key.as_deref(), opts, &mut out).await {
+            Ok(drift) => out.drift.extend(drift),
+            Err(e) => return Err(fail(Step::HotPath, e, &out)),
+        }
+    }
     if let Some(w) = &plan.amp_workspace {
         let key = out.kms_key_arn.as_deref();
         match amp::ensure(c, w, key, &opts.owner, opts.adopt).await {
@@ -194,6 +215,11 @@ pub async fn delete_all(
     iam::delete(c, &plan.role, owner, policy)
         .await
         .map_err(|e| fail(Step::IamRole, e))?;
+    if let Some(h) = &plan.hot_path {
+        hot_path::delete(c, h, owner, policy)
+            .await
+            .map_err(|e| fail(Step::HotPath, e))?;
+    }
     if let Some(w) = &plan.amp_workspace {
         amp::delete(c, w, owner, policy)
             .await

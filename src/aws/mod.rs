@@ -1,6 +1,6 @@
 //! AWS provisioning: one module per service, each with idempotent `ensure`, `observe` and `delete`.
 //!
-//! Order is KMS → log groups → archive bucket → IAM (→ EKS pod identity association): log groups
+//! Order is KMS → log groups → archive bucket → hot path stream → IAM (→ EKS pod identity association): log groups
 //! and the bucket are created with their key, the role's policy names the bucket, and the
 //! collector only starts once all of them exist. Every resource carries the
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
@@ -13,7 +13,10 @@ pub mod destinations;
 pub mod drift_events;
 pub mod eks;
 pub mod error;
+pub mod hot_path;
 pub mod iam;
+pub mod kinesis;
+pub mod kinesis_policy;
 pub mod kms;
 pub mod logs;
 pub mod operator_policy;
@@ -83,6 +86,28 @@ impl Owner {
     }
 }
 
+/// The key a resource is encrypted with: the key applied in this ensure (`key_arn`), else the
+/// plan's existing key ARN; `None` without encryption. A created key not applied yet is a
+/// terminal error of `operation` on `resource` (the step order makes it unreachable).
+pub fn planned_key<'a>(
+    kms: &'a Option<crate::desired::aws_plan::KmsRef>,
+    key_arn: Option<&'a str>,
+    operation: &str,
+    resource: &str,
+) -> Result<Option<&'a str>, AwsError> {
+    use crate::desired::aws_plan::KmsRef;
+    match kms {
+        None => Ok(None),
+        Some(KmsRef::Existing { arn }) => Ok(Some(key_arn.unwrap_or(arn))),
+        Some(KmsRef::Created { .. }) => key_arn.map(Some).ok_or_else(|| AwsError::Terminal {
+            operation: operation.into(),
+            resource: resource.into(),
+            code: "KmsKeyNotReady".into(),
+            message: "the pipeline's KMS key is not known yet".into(),
+        }),
+    }
+}
+
 /// SDK clients sharing one configuration and one call counter.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
@@ -96,6 +121,7 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     /// Reads the drift events queue (`--drift-events-queue`).
     pub sqs: aws_sdk_sqs::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
     pub calls: CallCounter,
 }
 
@@ -156,6 +182,7 @@ impl AwsClients {
             amp: client!(aws_sdk_amp),
             xray: client!(aws_sdk_xray),
             sqs: client!(aws_sdk_sqs),
+            kinesis: client!(aws_sdk_kinesis),
             calls,
         }
     }

@@ -10,6 +10,7 @@
 //!   our tag, so other groups under the prefix (EKS control-plane logs live under `/aws/eks/`
 //!   too) cannot be changed or deleted even by mistake.
 //! - EKS pod identity associations are scoped to the cluster.
+//! - Hot path Kinesis streams are scoped by name prefix (`mlobs-` by default) and region.
 //! - Archive buckets are scoped by name prefix (`mlobs-` by default) and to the account
 //!   (`aws:ResourceAccount`): S3 evaluates tag conditions on a bucket only once ABAC is enabled on
 //!   it, so tags cannot scope them. No object action is granted: the operator never reads,
@@ -81,6 +82,9 @@ pub struct OperatorPolicyOptions {
     /// `mlobs-<cluster>-<namespace>-<pipeline>-<hash>`); a `spec.archive.bucket` outside it is
     /// refused by AWS with AccessDenied.
     pub archive_bucket_prefix: String,
+    /// Hot path stream names start with this (default `mlobs-`, as in the derived
+    /// `mlobs-<cluster>-<namespace>-<pipeline>-hot`).
+    pub hot_path_stream_prefix: String,
     /// When set, the operator may create a role, or write a role's inline policy or boundary, only
     /// with exactly this boundary: what the operator can grant stays inside it.
     pub permissions_boundary_arn: Option<String>,
@@ -104,6 +108,7 @@ impl OperatorPolicyOptions {
             role_path: "/".into(),
             kms_alias_prefix: "alias/mlobs/".into(),
             archive_bucket_prefix: crate::conventions::ARCHIVE_BUCKET_PREFIX.into(),
+            hot_path_stream_prefix: crate::desired::hot_path::STREAM_PREFIX.into(),
             permissions_boundary_arn: None,
             cluster_name: None,
             drift_events_queue_arn: None,
@@ -129,6 +134,7 @@ impl OperatorPolicyOptions {
         if let Some(q) = &self.drift_events_queue_arn {
             wild("drift events queue ARN", q);
         }
+        wild("hot path stream prefix", &self.hot_path_stream_prefix);
         for r in &self.regions {
             wild("region", r);
         }
@@ -173,6 +179,9 @@ impl OperatorPolicyOptions {
                 "archive bucket prefix {:?} must be at least 3 characters of a bucket name ([a-z0-9.-]), e.g. mlobs-",
                 self.archive_bucket_prefix
             ));
+        }
+        if self.hot_path_stream_prefix.is_empty() {
+            out.push("hot path stream prefix must not be empty".into());
         }
         if self.role_name_prefix.is_empty() {
             out.push("role name prefix must not be empty".into());
@@ -594,6 +603,7 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             Some(json!({ "StringEquals": opts.region_condition() })),
         ));
     }
+    statements.extend(super::kinesis_policy::statements(opts));
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 

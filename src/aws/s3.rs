@@ -21,7 +21,6 @@ use super::s3_observe::{exists, tags};
 use super::s3_settings::{self as settings, ObservedBucket, resource};
 use super::{AwsClients, AwsError, Drift, Owner};
 use crate::crd::{DeletionPolicy, DriftPolicy};
-use crate::desired::aws_plan::KmsRef;
 use crate::desired::aws_plan::archive::ArchiveBucketPlan;
 
 const OWN_TAG_PREFIX: &str = "mlobs.io/";
@@ -38,16 +37,7 @@ pub struct Retained {
 
 /// The key the bucket is encrypted with: the applied key, else the plan's existing key ARN.
 fn desired_key<'a>(plan: &'a ArchiveBucketPlan, key_arn: Option<&'a str>) -> Result<Option<&'a str>, AwsError> {
-    match &plan.kms_key {
-        None => Ok(None),
-        Some(KmsRef::Existing { arn }) => Ok(Some(key_arn.unwrap_or(arn))),
-        Some(KmsRef::Created { .. }) => key_arn.map(Some).ok_or_else(|| AwsError::Terminal {
-            operation: "CreateBucket".into(),
-            resource: resource(&plan.name),
-            code: "KmsKeyNotReady".into(),
-            message: "the pipeline's KMS key is not known yet".into(),
-        }),
-    }
+    super::planned_key(&plan.kms_key, key_arn, "CreateBucket", &resource(&plan.name))
 }
 
 fn sdk_tags(tags: &BTreeMap<String, String>, res: &str) -> Result<Vec<Tag>, AwsError> {

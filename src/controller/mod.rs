@@ -10,6 +10,7 @@ pub mod dataflow;
 pub mod destinations;
 pub mod drift_events;
 pub mod error;
+pub mod hot_path;
 pub mod leader;
 pub mod lookup;
 pub mod metrics;

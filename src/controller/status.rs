@@ -61,6 +61,8 @@ pub struct Observed {
     pub destinations: Option<DestinationsObs>,
     /// The archive bucket's ArchiveReady message, when the plan has one.
     archive: Option<String>,
+    /// The hot path's HotPathReady message, when the plan has one.
+    hot_path: Option<String>,
     /// The resourceVersion this reconcile's status is computed against: the object's, or the one
     /// a status patch of this reconcile returned (see `write_status`).
     pub resource_version: Option<String>,
@@ -102,6 +104,7 @@ impl Observed {
             .archive
             .as_ref()
             .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
+        self.hot_path = (d.aws.hot_path.as_ref()).map(|h| super::hot_path::summary(h, d.effective.deletion_policy));
     }
 
     pub fn collector(&mut self, ds: &DaemonSet) {
@@ -211,13 +214,19 @@ impl Observed {
             (Step::KmsKey, ty::KMS_KEY_READY),
             (Step::LogGroups, ty::LOG_GROUPS_READY),
             (Step::ArchiveBucket, ty::ARCHIVE_READY),
+            (Step::HotPath, ty::HOT_PATH_READY),
             (Step::IamRole, ty::IAM_ROLE_READY),
         ];
-        let steps = steps
-            .into_iter()
-            .filter(|(s, _)| *s != Step::ArchiveBucket || self.archive.is_some());
+        let steps = steps.into_iter().filter(|(s, _)| match s {
+            Step::ArchiveBucket => self.archive.is_some(),
+            Step::HotPath => self.hot_path.is_some(),
+            _ => true,
+        });
         if self.archive.is_none() {
             c.s.conditions.retain(|x| x.type_ != ty::ARCHIVE_READY);
+        }
+        if self.hot_path.is_none() {
+            c.s.conditions.retain(|x| x.type_ != ty::HOT_PATH_READY);
         }
         let now = c.now.clone();
         match &self.aws {
@@ -227,6 +236,7 @@ impl Observed {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
                     archive_bucket_arn: out.archive_bucket_arn.clone(),
+                    hot_path_stream_arn: out.hot_path_stream_arn.clone(),
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
                     amp_workspace_arn: out.amp_workspace.as_ref().map(|(_, w)| w.arn.clone()),
@@ -243,6 +253,9 @@ impl Observed {
                 c.set(ty::LOG_GROUPS_READY, st::TRUE, reason::RECONCILED, groups);
                 if let (Some(m), Some(arn)) = (&self.archive, &out.archive_bucket_arn) {
                     c.set(ty::ARCHIVE_READY, st::TRUE, reason::RECONCILED, format!("{arn}: {m}"));
+                }
+                if let (Some(m), Some(arn)) = (&self.hot_path, &out.hot_path_stream_arn) {
+                    c.set(ty::HOT_PATH_READY, st::TRUE, reason::RECONCILED, format!("{arn}: {m}"));
                 }
                 let role = out.role_arn.clone().unwrap_or_default();
                 c.set(ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
@@ -449,7 +462,8 @@ fn ready(c: &mut Conds<'_>) {
     ];
     // Present only while an archive is enabled (aws_steps removes it otherwise).
     let archive = conditions::find(&c.s.conditions, ty::ARCHIVE_READY).map(|_| ty::ARCHIVE_READY);
-    let parts = parts.into_iter().chain(archive);
+    let hot_path = conditions::find(&c.s.conditions, ty::HOT_PATH_READY).map(|_| ty::HOT_PATH_READY);
+    let parts = parts.into_iter().chain(archive).chain(hot_path);
     let not_ready = parts.into_iter().find_map(|t| {
         conditions::find(&c.s.conditions, t)
             .filter(|x| x.status != st::TRUE)
@@ -538,8 +552,12 @@ pub fn aws_arns_new(old: &MLObservabilityPipelineStatus, new: &MLObservabilityPi
 
 pub fn aws_summary(s: &MLObservabilityPipelineStatus) -> String {
     let a = s.aws.clone().unwrap_or_default();
+    let hot = a
+        .hot_path_stream_arn
+        .map(|x| format!(", hot path stream {x}"))
+        .unwrap_or_default();
     format!(
-        "AWS side ready: key {}, log groups {}, role {}",
+        "AWS side ready: key {}, log groups {}, role {}{hot}",
         a.kms_key_arn.as_deref().unwrap_or("(CloudWatch default)"),
         a.log_group_arns.join(", "),
         a.role_arn.as_deref().unwrap_or("")

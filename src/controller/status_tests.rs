@@ -28,6 +28,9 @@ fn outcome(drift: Vec<Drift>) -> AwsResult {
             kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
             log_group_arns: vec!["a".into(), "b".into()],
             archive_bucket_arn: None,
+            hot_path_stream_arn: None,
+            hot_path_role_arn: None,
+            hot_path_association_id: None,
             role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
             pod_identity_association_id: None,
             drift,
@@ -372,4 +375,50 @@ fn the_cost_estimate_keeps_the_recorded_event_times() {
     let again = o.into_status(&p, &s, at(200));
     assert_eq!(again.telemetry, s.telemetry);
     assert_eq!(again, s, "an unchanged observation changes nothing");
+}
+
+#[test]
+fn hot_path_ready_is_part_of_ready_only_while_the_hot_path_is_on() {
+    let p = pipeline(None);
+    let mut ok = outcome(vec![]);
+    if let AwsResult::Ok { out, .. } = &mut ok {
+        out.hot_path_stream_arn = Some("arn:aws:kinesis:us-east-1:123456789012:stream/s".into());
+    }
+    let mut on = observe(&p, Some(ok), Some(daemon_set(2, 2)));
+    on.hot_path = Some("on-demand".into());
+    on.metrics_source = Some(source(2));
+    let s = on.into_status(&p, &Default::default(), at(1));
+    assert_eq!(cond(&s, ty::HOT_PATH_READY).status, st::TRUE);
+    assert!(cond(&s, ty::HOT_PATH_READY).message.starts_with("arn:aws:kinesis:"));
+    assert_eq!(cond(&s, ty::READY).status, st::TRUE, "{:?}", s.conditions);
+    assert_eq!(
+        s.aws.as_ref().and_then(|a| a.hot_path_stream_arn.as_deref()),
+        Some("arn:aws:kinesis:us-east-1:123456789012:stream/s")
+    );
+
+    // The stream's step fails: HotPathReady and Ready say why, the role after it waits.
+    let e = StepError {
+        step: Step::HotPath,
+        error: AwsError::Retryable {
+            operation: "DescribeStreamSummary".into(),
+            resource: "stream:s".into(),
+            code: "StreamNotActive".into(),
+            message: "the stream is CREATING".into(),
+        },
+        partial: Box::default(),
+    };
+    let mut failed = observe(&p, Some(AwsResult::Failed(Box::new(e))), None);
+    failed.hot_path = Some("on-demand".into());
+    let f = failed.into_status(&p, &s, at(2));
+    assert_eq!(cond(&f, ty::HOT_PATH_READY).reason, "AwsRetryable");
+    assert_eq!(cond(&f, ty::IAM_ROLE_READY).reason, reason::WAITING_FOR_AWS);
+    assert_eq!(cond(&f, ty::READY).status, st::FALSE);
+
+    // Turned off: the condition goes, and Ready no longer waits for it.
+    let mut off = observe(&p, Some(outcome(vec![])), Some(daemon_set(2, 2)));
+    off.metrics_source = Some(source(2));
+    let o = off.into_status(&p, &f, at(3));
+    assert!(conditions::find(&o.conditions, ty::HOT_PATH_READY).is_none());
+    assert_eq!(o.aws.as_ref().and_then(|a| a.hot_path_stream_arn.clone()), None);
+    assert_eq!(cond(&o, ty::READY).status, st::TRUE, "{:?}", o.conditions);
 }

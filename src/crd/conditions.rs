@@ -27,12 +27,16 @@ pub mod pipeline {
     /// The S3 archive bucket exists with Object Lock, encryption, public access block, TLS-only
     /// policy, lifecycle and tags. Only while `spec.archive` is enabled; then part of `Ready`.
     pub const ARCHIVE_READY: &str = "ArchiveReady";
+    /// The hot path's Kinesis data stream is ACTIVE with KMS encryption, retention, capacity and
+    /// tags as specified. Only while `spec.hotPath` is enabled; then part of `Ready`.
+    pub const HOT_PATH_READY: &str = "HotPathReady";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
         ARCHIVE_READY,
+        HOT_PATH_READY,
         IAM_ROLE_READY,
         COLLECTOR_READY,
         METRICS_SOURCE_READY,

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod dcgm_fields;
 pub mod destinations;
 pub mod dialect;
+pub mod hot_path;
 pub mod pipeline;
 pub mod policy;
 pub mod reason;
@@ -14,6 +15,7 @@ pub mod validate;
 pub use archive::*;
 pub use common::*;
 pub use destinations::*;
+pub use hot_path::*;
 pub use pipeline::*;
 pub use policy::*;
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::archive::ArchiveSpec;
 use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
+use super::hot_path::HotPathSpec;
 
 /// A team's ML observability pipeline: pre-created, KMS-encrypted CloudWatch log groups, a
 /// least-privilege IAM role, and an OpenTelemetry collector DaemonSet on the GPU nodes that ships
@@ -114,6 +115,13 @@ pub struct MLObservabilityPipelineSpec {
     /// collector starts and is never deleted by mlobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSpec>,
+
+    /// Critical log lines (errors, OOM kills, checkpoint failures, NCCL errors) to a Kinesis data
+    /// stream within seconds: mlobs creates the stream (KMS-encrypted with the pipeline's key)
+    /// before any collector starts, and runs a Fluent Bit DaemonSet on the pipeline's GPU nodes
+    /// that may only put records on it. Off unless this section is present or the policy requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_path: Option<HotPathSpec>,
 
     /// Encryption at rest of the log groups (and of the archive bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -524,7 +532,7 @@ pub struct MLObservabilityPipelineStatus {
 
     /// Ready, KmsKeyReady, LogGroupsReady, IamRoleReady, CollectorReady, MetricsSourceReady,
     /// TracesReady and PrometheusReady (with those destinations), ArchiveReady (with an archive),
-    /// PolicyCompliant, Drifted, DataFlowing (informative: not part of Ready), Reconciling, Stalled.
+    /// HotPathReady (with the hot path), PolicyCompliant, Drifted, DataFlowing (informative: not part of Ready), Reconciling, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -588,6 +596,10 @@ pub struct AwsStatus {
     /// The archive bucket (`arn:aws:s3:::<bucket>`), when an archive is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_bucket_arn: Option<String>,
+    /// The hot path's Kinesis data stream, when the hot path is enabled. Written as null when
+    /// it is not (status is merge-patched: null removes it once the stream is retired).
+    #[serde(default)]
+    pub hot_path_stream_arn: Option<String>,
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association_id: Option<String>,

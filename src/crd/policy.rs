@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::archive::PolicyArchiveSpec;
 use super::common::{IdentityMode, Redaction};
 use super::destinations::{PolicyDestinationsSpec, PolicyTracesSpec};
+use super::hot_path::PolicyHotPathSpec;
 
 /// Cluster-wide defaults and guardrails for MLObservabilityPipelines: GPU node selection, the DCGM
 /// exporter, which metrics may be shipped and how often, encryption and retention minimums,
@@ -102,6 +103,10 @@ pub struct GpuTelemetryPolicySpec {
     /// Whether pipelines must archive their logs to S3 with Object Lock, and for how long at least.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<PolicyArchiveSpec>,
+
+    /// Whether pipelines must run the hot path (critical log lines to Kinesis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_path: Option<PolicyHotPathSpec>,
 }
 
 /// Who runs the DCGM exporter.

@@ -469,6 +469,16 @@ pub fn validate_pipeline(p: &MLObservabilityPipeline) -> Result<(), Invalid> {
         check_globs("spec.logs.include", logs.include.as_ref(), &mut errors);
         check_globs("spec.logs.exclude", logs.exclude.as_ref(), &mut errors);
     }
+    if let Some(h) = &spec.hot_path {
+        for (i, pattern) in h.patterns.iter().flatten().enumerate() {
+            if let Some(e) = super::hot_path::pattern_error(pattern) {
+                errors.push(field(&format!("spec.hotPath.patterns[{i}]"), "regex", e));
+            }
+        }
+        if let Some(image) = &h.image {
+            check_pinned_image("spec.hotPath.image", image, &mut errors);
+        }
+    }
     if let Some(c) = &spec.collector {
         if let Some(image) = &c.image {
             check_pinned_image("spec.collector.image", image, &mut errors);

@@ -108,6 +108,8 @@ pub struct EffDestinations {
     pub prometheus: Option<EffPrometheus>,
     pub datadog: Option<EffDatadog>,
     pub archive: Option<EffArchive>,
+    /// The hot path (Fluent Bit → Kinesis): a destination of critical log lines.
+    pub hot_path: Option<super::hot_path::EffHotPath>,
 }
 
 /// The parts of an ARN: partition, service, region, account, resource.

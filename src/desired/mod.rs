@@ -14,6 +14,8 @@ pub mod destinations;
 #[cfg(test)]
 mod destinations_tests;
 pub mod effective;
+pub mod fluent_bit;
+pub mod hot_path;
 pub mod merge;
 pub mod rbac;
 pub mod service_account;
@@ -53,6 +55,8 @@ pub struct PipelineObjects {
     pub cluster_role: ClusterRole,
     pub cluster_role_binding: ClusterRoleBinding,
     pub daemon_set: DaemonSet,
+    /// The hot path's Fluent Bit ServiceAccount, ConfigMap and DaemonSet, when enabled.
+    pub hot_path: Option<fluent_bit::HotPathObjects>,
 }
 
 /// Everything one pipeline needs, built from its spec and policy.
@@ -103,6 +107,10 @@ pub fn build(
         cluster_role,
         cluster_role_binding,
         daemon_set: collector_daemonset::daemon_set(&e, &config_hash),
+        hot_path: match (&e.destinations.hot_path, &aws.hot_path) {
+            (Some(h), Some(plan)) => Some(fluent_bit::build(&e, h, plan.role.arn())),
+            _ => None,
+        },
     };
     Ok(Desired {
         effective: e,

@@ -195,6 +195,7 @@ fn destinations(e: &Effective) -> Vec<Setting> {
             row("archive.prefix", x.prefix.clone(), a.prefix),
         ]),
     }
+    rows.extend(hot_path_rows(e));
     rows
 }
 
@@ -213,5 +214,30 @@ fn lifecycle(e: &Effective) -> Vec<Setting> {
             format_duration_ms(e.data_flow_grace_ms),
             s.data_flow_grace,
         ),
+    ]
+}
+
+/// `spec.hotPath`.
+fn hot_path_rows(e: &Effective) -> Vec<Setting> {
+    let s = &e.sources.destinations.hot_path;
+    let Some(h) = &e.destinations.hot_path else {
+        return vec![row("hotPath.enabled", on(false).into(), s.enabled)];
+    };
+    vec![
+        row("hotPath.enabled", on(true).into(), s.enabled),
+        row("hotPath.stream", h.stream.clone(), s.stream),
+        row("hotPath.capacity", h.capacity.to_string(), s.capacity),
+        row(
+            "hotPath.retentionHours",
+            h.retention_hours.to_string(),
+            s.retention_hours,
+        ),
+        row("hotPath.patterns", h.patterns.join(" | "), s.patterns),
+        row(
+            "hotPath.memBufLimitMB",
+            format!("{}MB", h.mem_buf_limit_mb),
+            s.mem_buf_limit,
+        ),
+        row("hotPath.image", h.image.clone(), s.image),
     ]
 }

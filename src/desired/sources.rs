@@ -78,6 +78,19 @@ pub struct DestinationsSources {
     pub prometheus: Source,
     pub datadog: Source,
     pub archive: ArchiveSources,
+    pub hot_path: HotPathSources,
+}
+
+/// `spec.hotPath`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HotPathSources {
+    pub enabled: Source,
+    pub stream: Source,
+    pub capacity: Source,
+    pub retention_hours: Source,
+    pub patterns: Source,
+    pub mem_buf_limit: Source,
+    pub image: Source,
 }
 
 /// `spec.archive`.

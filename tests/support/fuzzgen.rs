@@ -166,6 +166,12 @@ pub const KEYS: &[&str] = &[
     "bucket",
     "minRetentionYears",
     "required",
+    "hotPath",
+    "stream",
+    "shards",
+    "retentionHours",
+    "patterns",
+    "memBufLimitMB",
     "x-unknown",
     "",
     "🚀",
@@ -314,7 +320,8 @@ pub fn plausible() -> impl Strategy<Value = (&'static str, Value)> {
 /// The destinations beyond CloudWatch, plausible enough to pass validation often: traces to
 /// X-Ray or an OTLP backend (with and without TLS settings), an AMP workspace in one of a few
 /// regions and accounts, Datadog with a site and a Secret reference, the S3 archive (bucket,
-/// retention, transition and prefix, some of them out of range).
+/// retention, transition and prefix, some of them out of range), the hot path (stream, shards,
+/// retention, patterns and buffer, some invalid).
 pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
     const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "x"];
     const ENDPOINTS: [&str; 5] = [
@@ -389,7 +396,36 @@ pub fn destination() -> impl Strategy<Value = (&'static str, Value)> {
             }
             ("/spec/archive", a)
         });
-    prop_oneof![traces, amp, datadog, archive]
+    let hot_path = (
+        proptest::sample::select(vec![json!(null), json!("team-a.hot_1"), json!("bad name"), json!("")]),
+        proptest::sample::select(vec![json!(null), json!(1), json!(500), json!(0), json!(501)]),
+        proptest::sample::select(vec![json!(null), json!(24), json!(8760), json!(23), json!(8761)]),
+        proptest::sample::select(vec![
+            json!(null),
+            json!(["ERROR"]),
+            json!(["(?i)oom", "NCCL (WARN"]),
+            json!([" padded"]),
+            json!(["a\nb"]),
+            json!([]),
+        ]),
+        proptest::sample::select(vec![json!(null), json!(1), json!(1024), json!(0)]),
+    )
+        .prop_map(|(stream, shards, hours, patterns, buf)| {
+            let mut h = json!({});
+            for (k, v) in [
+                ("stream", stream),
+                ("shards", shards),
+                ("retentionHours", hours),
+                ("patterns", patterns),
+                ("memBufLimitMB", buf),
+            ] {
+                if !v.is_null() {
+                    h[k] = v;
+                }
+            }
+            ("/spec/hotPath", h)
+        });
+    prop_oneof![traces, amp, datadog, archive, hot_path]
 }
 
 /// A path into the document, resolved by index modulo the number of children at each level;

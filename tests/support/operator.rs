@@ -317,4 +317,28 @@ impl Operator {
             .await
             .expect("annotate");
     }
+
+    /// Makes a reconcile happen without a spec change (a node label changes; nodes are watched)
+    /// and returns the writes it made, events excluded, as `METHOD path`.
+    pub async fn no_op_reconcile_writes(&self) -> Vec<String> {
+        let writes = self.fake.writes_excluding_events();
+        let before = self.reconciles();
+        let mut node = self.fake.object("v1", "nodes", None, "gpu-0").expect("node");
+        node["metadata"]["labels"]["touched"] = json!(before.to_string());
+        self.fake.put_object("v1", "nodes", node);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.reconciles() <= before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reconcile after the node change"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        (self.fake.requests().iter())
+            .filter(|r| r.is_write() && !r.path.contains("/events"))
+            .skip(writes)
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
 }

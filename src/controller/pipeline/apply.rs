@@ -64,6 +64,18 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         Ok(out) => out,
         Err(e) => return Err(aws_failed(p, ctx, obs, e).await),
     };
+    if let Some(h) = super::super::hot_path::retired(p, d) {
+        // Turned off: the stream and Fluent Bit's role go per deletionPolicy, as at deletion.
+        let policy = d.effective.deletion_policy;
+        if let Err(error) = crate::aws::hot_path::delete(&ctx.aws, &h, &opts.owner, policy).await {
+            let e = StepError {
+                step: crate::aws::apply::Step::HotPath,
+                error,
+                partial: Box::new(out),
+            };
+            return Err(aws_failed(p, ctx, obs, e).await);
+        }
+    }
     if out.drift.iter().any(|x| x.corrected) || !was_ready {
         ctx.invalidate_log_groups().await;
     }

@@ -38,7 +38,10 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
                 .and_then(|a| a.kms_key_arn.as_deref())
                 .and_then(key_id_of);
             let policy = d.effective.deletion_policy;
-            let deleted = match delete_all(&ctx.aws, &d.aws, &owner(&d), known.as_deref(), policy).await {
+            // A hot path turned off whose stream was not retired yet (a failed retire).
+            let mut plan = d.aws.clone();
+            plan.hot_path = plan.hot_path.or_else(|| super::super::hot_path::retired(p, &d));
+            let deleted = match delete_all(&ctx.aws, &plan, &owner(&d), known.as_deref(), policy).await {
                 Ok(out) => out,
                 Err(e) => {
                     let msg = format!("cleanup of AWS resources failed, finalizer kept: {e}");

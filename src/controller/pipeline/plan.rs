@@ -228,7 +228,9 @@ pub fn aws_due(p: &MLObservabilityPipeline, d: &Desired, memory: Option<&(String
     }
 }
 
-/// The pipeline's children in apply order (ServiceAccount, RBAC, ConfigMap, the DaemonSet last),
+/// The pipeline's children in apply order (ServiceAccount, RBAC, ConfigMap, the hot path's
+/// ServiceAccount, ConfigMap and DaemonSet when enabled, the collector's DaemonSet last: the
+/// applier reports the last DaemonSet as the collector's),
 /// owned by the pipeline: an owner reference in the pipeline's namespace, the owner annotations
 /// everywhere.
 pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String) -> ChildSet {
@@ -240,17 +242,25 @@ pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String) -> Child
         reference: p.controller_owner_ref(&()),
         ref_namespace: Some(e.namespace.clone()),
     };
+    let mut children = vec![
+        Child::ServiceAccount(o.service_account.clone()),
+        Child::ClusterRole(o.cluster_role.clone()),
+        Child::ClusterRoleBinding(o.cluster_role_binding.clone()),
+        Child::ConfigMap(o.config_map.clone()),
+    ];
+    if let Some(h) = &o.hot_path {
+        children.extend([
+            Child::ServiceAccount(h.service_account.clone()),
+            Child::ConfigMap(h.config_map.clone()),
+            Child::DaemonSet(h.daemon_set.clone()),
+        ]);
+    }
+    children.push(Child::DaemonSet(o.daemon_set.clone()));
     ChildSet::new(
         crate::conventions::pipeline_selector(&e.namespace, &e.name),
         CHILD_KINDS,
         owner,
-        vec![
-            Child::ServiceAccount(o.service_account.clone()),
-            Child::ClusterRole(o.cluster_role.clone()),
-            Child::ClusterRoleBinding(o.cluster_role_binding.clone()),
-            Child::ConfigMap(o.config_map.clone()),
-            Child::DaemonSet(o.daemon_set.clone()),
-        ],
+        children,
     )
 }
 

@@ -11,6 +11,7 @@ use crate::crd::{IdentityMode, LogGroupClass};
 
 pub mod archive;
 pub mod destinations;
+pub mod hot_path;
 
 pub const LOG_GROUP_NAME_MAX: usize = 512;
 pub const ROLE_NAME_MAX: usize = 64;
@@ -140,6 +141,9 @@ pub struct AwsPlan {
     pub log_groups: Vec<LogGroupPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<archive::ArchiveBucketPlan>,
+    /// The hot path's stream and Fluent Bit role (created after the archive, before the collector's role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_path: Option<hot_path::HotPathPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amp_workspace: Option<destinations::AmpWorkspacePlan>,
     pub role: RolePlan,
@@ -225,6 +229,10 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         Some(a) => Some(archive::bucket(e, a, &kms_ref)?),
         None => None,
     };
+    let hot_path = match &e.destinations.hot_path {
+        Some(h) => Some(hot_path::plan(e, h, &kms_ref)?),
+        None => None,
+    };
     let kms = match &e.kms {
         EffKms::Disabled => None,
         EffKms::Existing { key_arn } => Some(KmsKeyPlan::Existing {
@@ -268,6 +276,7 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         kms,
         log_groups,
         archive,
+        hot_path,
         amp_workspace,
         role,
         pod_identity,
@@ -405,7 +414,12 @@ fn key_policy(e: &Effective, group_arns: &[String]) -> Value {
 }
 
 fn trust_policy(e: &Effective) -> Result<Value, PlanError> {
-    let (ns, sa) = (&e.collector_namespace, &e.identity.service_account);
+    trust_policy_for(e, &e.identity.service_account, "CollectorServiceAccount")
+}
+
+/// The trust policy of a role for one ServiceAccount in the collector's namespace (IRSA or Pod Identity).
+pub(crate) fn trust_policy_for(e: &Effective, sa: &str, sid: &str) -> Result<Value, PlanError> {
+    let ns = &e.collector_namespace;
     let statement = match e.identity.mode {
         IdentityMode::Irsa => {
             const FIELD: &str = "spec.identity.oidcProviderArn";
@@ -420,7 +434,7 @@ fn trust_policy(e: &Effective) -> Result<Value, PlanError> {
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| invalid(FIELD, format!("{provider:?} is not an IAM OIDC provider ARN")))?;
             json!({
-                "Sid": "CollectorServiceAccount",
+                "Sid": sid,
                 "Effect": "Allow",
                 "Principal": { "Federated": provider },
                 "Action": "sts:AssumeRoleWithWebIdentity",
@@ -432,7 +446,7 @@ fn trust_policy(e: &Effective) -> Result<Value, PlanError> {
         }
         // EKS Pod Identity passes these session tags; matching them limits the role to one SA of one cluster.
         IdentityMode::PodIdentity => json!({
-            "Sid": "CollectorServiceAccount",
+            "Sid": sid,
             "Effect": "Allow",
             "Principal": { "Service": "pods.eks.amazonaws.com" },
             "Action": ["sts:AssumeRole", "sts:TagSession"],

@@ -70,7 +70,7 @@ fn port(name: &str, port: u16) -> ContainerPort {
     }
 }
 
-fn host_path(name: &str, path: &str, type_: &str) -> Volume {
+pub(crate) fn host_path(name: &str, path: &str, type_: &str) -> Volume {
     Volume {
         name: name.into(),
         host_path: Some(HostPathVolumeSource {
@@ -81,7 +81,7 @@ fn host_path(name: &str, path: &str, type_: &str) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(crate) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -107,7 +107,7 @@ fn health_probe() -> Probe {
 /// CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, uid 0 is held to the mode bits like any user: as the
 /// files' owner it gets exactly the owner bits (read the logs, write its queue directory) and
 /// cannot bypass permissions anywhere else; the log mount is read-only besides.
-fn security_context() -> SecurityContext {
+pub(crate) fn security_context() -> SecurityContext {
     SecurityContext {
         run_as_user: Some(0),
         run_as_group: Some(0),
@@ -123,7 +123,7 @@ fn security_context() -> SecurityContext {
     }
 }
 
-fn runtime_default() -> SeccompProfile {
+pub(crate) fn runtime_default() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,
@@ -133,11 +133,6 @@ fn runtime_default() -> SeccompProfile {
 /// The collector DaemonSet. `config_hash` is the hash of the ConfigMap's configuration.
 pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
     let labels = common_labels(e);
-    let selector: BTreeMap<String, String> = labels
-        .iter()
-        .filter(|(k, _)| SELECTOR_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let node_name = EnvVar {
         name: NODE_NAME_ENV.into(),
         value_from: Some(EnvVarSource {
@@ -197,8 +192,20 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    let pod = PodSpec {
-        service_account_name: Some(e.identity.service_account.clone()),
+    let pod = gpu_node_pod(e, &e.identity.service_account, container, volumes);
+    rolling_daemon_set(metadata(e), labels, config_hash, pod)
+}
+
+/// A pod of one container on the pipeline's GPU nodes (its node selector and tolerations), as
+/// `service_account`, with the RuntimeDefault seccomp profile. The collector's and the hot path's.
+pub(crate) fn gpu_node_pod(
+    e: &Effective,
+    service_account: &str,
+    container: Container,
+    volumes: Vec<Volume>,
+) -> PodSpec {
+    PodSpec {
+        service_account_name: Some(service_account.to_string()),
         node_selector: Some(e.node_selector.clone()).filter(|s| !s.is_empty()),
         tolerations: Some(e.tolerations.clone()).filter(|t| !t.is_empty()),
         security_context: Some(PodSecurityContext {
@@ -208,9 +215,25 @@ pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
         containers: vec![container],
         volumes: Some(volumes),
         ..Default::default()
-    };
+    }
+}
+
+/// A DaemonSet of `pod` that rolls one node at a time, selecting its pods by the stable keys of
+/// `labels` (name and pipeline: a selector is immutable) and carrying `config_hash` on the pod
+/// template (a config change rolls the pods). The collector's and the hot path's.
+pub(crate) fn rolling_daemon_set(
+    metadata: ObjectMeta,
+    labels: BTreeMap<String, String>,
+    config_hash: &str,
+    pod: PodSpec,
+) -> DaemonSet {
+    let selector: BTreeMap<String, String> = labels
+        .iter()
+        .filter(|(k, _)| SELECTOR_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     DaemonSet {
-        metadata: metadata(e),
+        metadata,
         spec: Some(DaemonSetSpec {
             selector: LabelSelector {
                 match_labels: Some(selector),

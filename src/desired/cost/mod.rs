@@ -8,6 +8,7 @@ use crate::crd::LogGroupClass;
 
 pub mod archive;
 pub mod destinations;
+pub mod hot_path;
 
 /// A GPU instance type's shape (REFERENCE.md, "GPU nodes on EKS").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,6 +100,8 @@ pub struct Prices {
     pub s3_transition_usd_per_1000: Option<f64>,
     /// Raw log bytes per archived byte (OTLP JSON wraps each record, gzip shrinks it).
     pub archive_compression_ratio: f64,
+    /// Kinesis Data Streams (the hot path) and its traffic.
+    pub kinesis: hot_path::KinesisRates,
 }
 
 impl Default for Prices {
@@ -121,6 +124,7 @@ impl Default for Prices {
             s3_cold_usd_per_gb_month: None,
             s3_transition_usd_per_1000: None,
             archive_compression_ratio: 10.0,
+            kinesis: hot_path::KinesisRates::default(),
         }
     }
 }

@@ -24,12 +24,7 @@ pub(super) fn archive(
     let a = spec.archive.as_ref();
     let pol = m.policy_spec().and_then(|p| p.archive.as_ref());
     let required = pol.and_then(|p| p.required) == Some(true);
-    let enabled = match (a.and_then(|a| a.enabled), a.is_some(), required) {
-        (Some(on), _, _) => Sourced::new(on, Source::Pipeline),
-        (None, true, _) => Sourced::new(true, Source::Pipeline),
-        (None, false, true) => Sourced::new(true, Source::PolicyDefault),
-        (None, false, false) => Sourced::new(false, Source::BuiltIn),
-    };
+    let enabled = super::section_enabled(a.and_then(|a| a.enabled), a.is_some(), required);
     let mut sources = ArchiveSources {
         enabled: enabled.source,
         ..Default::default()

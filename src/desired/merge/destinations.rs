@@ -183,12 +183,15 @@ pub(super) fn destinations(
         datadog: source(spec.datadog.is_some()),
         // Merged by `archive::archive`, which knows whether logs are shipped.
         archive: Default::default(),
+        // Merged by `hot_path::hot_path`.
+        hot_path: Default::default(),
     };
     let effective = EffDestinations {
         traces,
         prometheus,
         datadog,
         archive: None,
+        hot_path: None,
     };
     (effective, sources)
 }

@@ -12,6 +12,7 @@
 mod archive;
 mod collector;
 mod destinations;
+mod hot_path;
 mod identity;
 mod lifecycle;
 mod logs;
@@ -120,6 +121,7 @@ pub fn merge(
         recorded_aws(p),
     );
     (destinations.archive, destinations_src.archive) = archive::archive(&mut m, spec, &at, ctx, logs.enabled);
+    (destinations.hot_path, destinations_src.hot_path) = hot_path::hot_path(&mut m, spec, &at);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {
@@ -180,4 +182,16 @@ pub fn merge(
         effective,
         violations: m.violations,
     })
+}
+
+/// Whether an optional section (archive, hot path) is on, and why: its own `enabled`, else on
+/// because it is present, else the policy's `required`, else off.
+fn section_enabled(own: Option<bool>, present: bool, required: bool) -> super::sources::Sourced<bool> {
+    use super::sources::{Source, Sourced};
+    match (own, present, required) {
+        (Some(on), _, _) => Sourced::new(on, Source::Pipeline),
+        (None, true, _) => Sourced::new(true, Source::Pipeline),
+        (None, false, true) => Sourced::new(true, Source::PolicyDefault),
+        (None, false, false) => Sourced::new(false, Source::BuiltIn),
+    }
 }
