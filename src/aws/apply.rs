@@ -6,7 +6,7 @@
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, eks, iam, kms, logs, s3};
+use super::{AwsClients, AwsError, Drift, Owner, alarms, eks, iam, kms, logs, s3, sns};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,10 @@ pub struct AwsOutcome {
     pub archive_bucket_arn: Option<String>,
     pub role_arn: Option<String>,
     pub pod_identity_association_id: Option<String>,
+    /// The SNS topic the alarms notify (alerts enabled).
+    pub alerts_topic_arn: Option<String>,
+    /// The alarms that exist as planned (alerts enabled).
+    pub alarm_count: Option<i32>,
     pub drift: Vec<Drift>,
 }
 
@@ -65,6 +69,7 @@ pub enum Step {
     ArchiveBucket,
     IamRole,
     PodIdentity,
+    Alerts,
 }
 
 impl std::fmt::Display for Step {
@@ -75,6 +80,7 @@ impl std::fmt::Display for Step {
             Step::ArchiveBucket => "archive bucket",
             Step::IamRole => "IAM role",
             Step::PodIdentity => "pod identity association",
+            Step::Alerts => "alerts (SNS topic, CloudWatch alarms)",
         })
     }
 }
@@ -147,6 +153,24 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => return Err(fail(Step::PodIdentity, e, &out)),
         }
     }
+    if let Some(a) = &plan.alerts {
+        // Last: alarms watch what the collector ships, and their failure must not hold it back.
+        let key = out.kms_key_arn.as_deref();
+        match sns::ensure(c, &a.topic, key, &opts.owner, opts.adopt, opts.drift).await {
+            Ok((arn, drift)) => {
+                out.alerts_topic_arn = Some(arn);
+                out.drift.extend(drift);
+            }
+            Err(e) => return Err(fail(Step::Alerts, e, &out)),
+        }
+        match alarms::ensure(c, &a.alarm_prefix, &a.alarms, &opts.owner, opts.adopt, opts.drift).await {
+            Ok(drift) => {
+                out.alarm_count = Some(a.alarms.len() as i32);
+                out.drift.extend(drift);
+            }
+            Err(e) => return Err(fail(Step::Alerts, e, &out)),
+        }
+    }
     Ok(out)
 }
 
@@ -173,6 +197,15 @@ pub async fn delete_all(
         error,
         partial: Box::default(),
     };
+    if let Some(a) = &plan.alerts {
+        // Alarms first: they name the topic.
+        alarms::delete(c, &a.alarm_prefix, owner, policy)
+            .await
+            .map_err(|e| fail(Step::Alerts, e))?;
+        sns::delete(c, &a.topic, owner, policy)
+            .await
+            .map_err(|e| fail(Step::Alerts, e))?;
+    }
     if let Some(pi) = &plan.pod_identity {
         // The association is pure wiring, never data: it goes under both policies.
         eks::delete_pod_identity(c, pi)

@@ -1,11 +1,13 @@
 //! AWS provisioning: one module per service, each with idempotent `ensure`, `observe` and `delete`.
 //!
-//! Order is KMS → log groups → archive bucket → IAM (→ EKS pod identity association): log groups
+//! Order is KMS → log groups → archive bucket → IAM (→ EKS pod identity association) → alerts
+//! (SNS topic, CloudWatch alarms; last, so a failing alarm never holds the collector back): log groups
 //! and the bucket are created with their key, the role's policy names the bucket, and the
 //! collector only starts once all of them exist. Every resource carries the
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
 //! nothing without our tags is changed or deleted unless adoption is opted in.
 
+pub mod alarms;
 pub mod apply;
 pub mod calls;
 pub mod destinations;
@@ -18,6 +20,7 @@ pub mod operator_policy;
 pub mod s3;
 pub mod s3_observe;
 pub mod s3_settings;
+pub mod sns;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -92,6 +95,8 @@ pub struct AwsClients {
     pub amp: aws_sdk_amp::Client,
     pub xray: aws_sdk_xray::Client,
     pub s3: aws_sdk_s3::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sns: aws_sdk_sns::Client,
     pub calls: CallCounter,
 }
 
@@ -151,6 +156,8 @@ impl AwsClients {
             sts: client!(aws_sdk_sts),
             amp: client!(aws_sdk_amp),
             xray: client!(aws_sdk_xray),
+            cloudwatch: client!(aws_sdk_cloudwatch),
+            sns: client!(aws_sdk_sns),
             calls,
         }
     }

@@ -224,6 +224,8 @@ impl Observed {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
                     archive_bucket_arn: out.archive_bucket_arn.clone(),
+                    alerts_topic_arn: out.alerts_topic_arn.clone(),
+                    alarm_count: out.alarm_count,
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
                     // Kept as written: the API server keeps it too (status is merge-patched).

@@ -14,6 +14,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::alerts::AlertsSpec;
 use super::archive::ArchiveSpec;
 use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
@@ -66,6 +67,7 @@ use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
 #[x_kube(validation = Rule::new(super::validate::known_dimensions_rule()).message(super::validate::KNOWN_DIMENSIONS_MESSAGE).field_path(".metrics.cloudwatch.dimensions").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::destinations::WORKSPACE_REGION_RULE).message(super::destinations::WORKSPACE_REGION_MESSAGE).field_path(".metrics.prometheus.workspaceArn").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::destinations::TRACES_NEED_OTLP_RULE).message(super::destinations::TRACES_NEED_OTLP_MESSAGE).field_path(".traces.destination").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(super::alerts::TOPIC_REGION_RULE).message(super::alerts::TOPIC_REGION_MESSAGE).field_path(".alerts.sns.topicArn").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::archive::ARCHIVE_NEEDS_LOGS_RULE).message(super::archive::ARCHIVE_NEEDS_LOGS_MESSAGE).field_path(".archive").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MLObservabilityPipelineSpec {
@@ -114,6 +116,14 @@ pub struct MLObservabilityPipelineSpec {
     /// collector starts and is never deleted by mlobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSpec>,
+
+    /// GPU alarms: XID errors, double-bit ECC errors, temperature and idle GPUs as CloudWatch
+    /// alarms on the metrics this pipeline ships (each rule's DCGM field must be selected),
+    /// notifying an SNS topic; the same rules plus pipeline-health burn-rate alerts as a
+    /// PrometheusRule when the Prometheus operator is installed. Off unless present or the
+    /// policy requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsSpec>,
 
     /// Encryption at rest of the log groups (and of the archive bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -588,6 +598,12 @@ pub struct AwsStatus {
     /// The archive bucket (`arn:aws:s3:::<bucket>`), when an archive is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_bucket_arn: Option<String>,
+    /// The SNS topic the alarms notify, when alerts are enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_topic_arn: Option<String>,
+    /// How many CloudWatch alarms mlobs keeps for this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_count: Option<i32>,
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association_id: Option<String>,

@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::alerts::PolicyAlertsSpec;
 use super::archive::PolicyArchiveSpec;
 use super::common::{IdentityMode, Redaction};
 use super::destinations::{PolicyDestinationsSpec, PolicyTracesSpec};
@@ -102,6 +103,11 @@ pub struct GpuTelemetryPolicySpec {
     /// Whether pipelines must archive their logs to S3 with Object Lock, and for how long at least.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<PolicyArchiveSpec>,
+
+    /// Alert defaults (thresholds, rules on or off) and guardrails (alerts required, hottest
+    /// temperature threshold allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<PolicyAlertsSpec>,
 }
 
 /// Who runs the DCGM exporter.

@@ -181,6 +181,8 @@ pub struct Effective {
     pub exporter: EffExporter,
     /// Destinations beyond CloudWatch: traces, AMP, Datadog, the S3 archive.
     pub destinations: EffDestinations,
+    /// GPU alarms, the PrometheusRule and the pipeline-health SLO; `None` is off.
+    pub alerts: Option<super::alerts::EffAlerts>,
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
     pub resync_interval_ms: u64,
@@ -373,6 +375,7 @@ pub(crate) fn test_fixture() -> Effective {
             collect_interval_ms: 30_000,
         },
         destinations: EffDestinations::default(),
+        alerts: None,
         drift_policy: DriftPolicy::Correct,
         deletion_policy: DeletionPolicy::Retain,
         resync_interval_ms: 600_000,

@@ -3,6 +3,7 @@
 //! No I/O, no clock, no randomness: the same input gives byte-identical output. The CLI's
 //! `render`/`plan` and the controller both call into here, so they cannot disagree.
 
+pub mod alerts;
 #[cfg(test)]
 mod archive_tests;
 pub mod aws_plan;

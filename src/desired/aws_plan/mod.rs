@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::effective::{EffKms, EffLogGroup, EffRole, Effective};
 use crate::crd::{IdentityMode, LogGroupClass};
 
+pub mod alerts;
 pub mod archive;
 pub mod destinations;
 
@@ -140,6 +141,9 @@ pub struct AwsPlan {
     pub log_groups: Vec<LogGroupPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<archive::ArchiveBucketPlan>,
+    /// The SNS topic and CloudWatch alarms, when alerts are enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<alerts::AlertsPlan>,
     pub role: RolePlan,
     pub pod_identity: Option<PodIdentityPlan>,
 }
@@ -223,6 +227,7 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         Some(a) => Some(archive::bucket(e, a, &kms_ref)?),
         None => None,
     };
+    let alerts = e.alerts.as_ref().map(|a| alerts::plan(e, a, &kms_ref));
     let kms = match &e.kms {
         EffKms::Disabled => None,
         EffKms::Existing { key_arn } => Some(KmsKeyPlan::Existing {
@@ -265,6 +270,7 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         kms,
         log_groups,
         archive,
+        alerts,
         role,
         pod_identity,
     };
@@ -396,6 +402,13 @@ fn key_policy(e: &Effective, group_arns: &[String]) -> Value {
             EffRole::Existing { arn } => arn.clone(),
         };
         statements.push(archive::key_statement(e, &role));
+    }
+    if e.alerts
+        .as_ref()
+        .is_some_and(|a| matches!(a.topic, crate::desired::alerts::EffTopic::Create { .. }))
+        && let Some(statements) = policy["Statement"].as_array_mut()
+    {
+        statements.push(alerts::key_statement(e));
     }
     policy
 }

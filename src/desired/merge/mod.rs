@@ -9,6 +9,7 @@
 //! without an OIDC provider), and [`Violation`]s when the pipeline breaks a guardrail. Violations
 //! do not stop the merge, so `mlobs plan` can show the whole picture next to them.
 
+mod alerts;
 mod archive;
 mod collector;
 mod destinations;
@@ -107,6 +108,7 @@ pub fn merge(
     let (mut destinations, mut destinations_src) =
         destinations::destinations(&mut m, spec, &at, ctx, &metrics, collector.otlp_enabled);
     (destinations.archive, destinations_src.archive) = archive::archive(&mut m, spec, &at, ctx, logs.enabled);
+    let alerts = alerts::alerts(&mut m, spec, &at, ctx, &metrics);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {
@@ -154,6 +156,7 @@ pub fn merge(
         collector,
         exporter: exporter.value,
         destinations,
+        alerts,
         drift_policy: life.drift_policy.value,
         deletion_policy: life.deletion_policy.value,
         resync_interval_ms: life.resync_interval_ms.value,
