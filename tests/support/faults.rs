@@ -472,6 +472,8 @@ pub async fn faulty_clients(faults: &Faults, retry: RetryConfig) -> AwsClients {
         sts: client!(aws_sdk_sts),
         amp: client!(aws_sdk_amp),
         xray: client!(aws_sdk_xray),
+        cloudwatch: client!(aws_sdk_cloudwatch),
+        sns: client!(aws_sdk_sns),
         // Path-style against moto, as `AwsClients::new` sets with an endpoint override.
         s3: aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&conf)
