@@ -10,7 +10,7 @@ use mlobs::aws::operator_policy::{IMPLIED_ACTIONS, OperatorPolicyOptions, RESOUR
 use serde_json::Value;
 
 /// SDK clients of `AwsClients` and the IAM service prefix of each.
-const CLIENTS: [(&str, &str); 8] = [
+const CLIENTS: [(&str, &str); 10] = [
     ("kms", "kms"),
     ("logs", "logs"),
     ("iam", "iam"),
@@ -19,6 +19,8 @@ const CLIENTS: [(&str, &str); 8] = [
     ("amp", "aps"),
     ("xray", "xray"),
     ("s3", "s3"),
+    ("cloudwatch", "cloudwatch"),
+    ("sns", "sns"),
 ];
 
 /// S3 operations authorized under an IAM action of another name (Service Authorization
@@ -92,7 +94,8 @@ fn called_actions() -> BTreeSet<String> {
         "src/aws has kms.rs, logs.rs, iam.rs and eks.rs"
     );
     let call =
-        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)").unwrap();
+        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|cloudwatch|sns)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
+            .unwrap();
     let mut out = BTreeSet::new();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -168,7 +171,15 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
     );
     // The documented exceptions are real: PassRole (pod identity) and TagResource (the tags
     // given to CreateBucket) are granted and never called.
-    assert_eq!(IMPLIED_ACTIONS, ["iam:PassRole", "s3:TagResource"]);
+    assert_eq!(
+        IMPLIED_ACTIONS,
+        [
+            "cloudwatch:TagResource",
+            "iam:PassRole",
+            "s3:TagResource",
+            "sns:TagResource"
+        ]
+    );
     for a in &implied {
         assert!(granted.contains(a) && !called.contains(a), "{a}");
     }
@@ -177,6 +188,7 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
         "PassRole exists for this call"
     );
     assert!(called.contains("s3:CreateBucket"), "TagResource exists for this call");
+    assert!(called.contains("cloudwatch:PutMetricAlarm") && called.contains("sns:CreateTopic"));
     // No object action: the operator never reads, writes or deletes archived logs, and no
     // bucket is ever deleted.
     let objects: Vec<&String> = granted

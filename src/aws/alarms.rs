@@ -153,7 +153,30 @@ async fn put(c: &AwsClients, p: &AlarmPlan) -> Result<(), AwsError> {
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    let mut req = (c.cloudwatch.put_metric_alarm())
+    // A metric-math alarm names its metric inside `Metrics`; a plain one at the top level.
+    let math = p.expression.as_ref().map(|expr| {
+        let metric = (Metric::builder().namespace(&p.namespace))
+            .metric_name(&p.metric_name)
+            .set_dimensions(Some(dims.clone()))
+            .build();
+        let stat = (MetricStat::builder().metric(metric))
+            .period(p.period_seconds)
+            .stat(p.statistic.as_str())
+            .build();
+        let m1 = MetricDataQuery::builder()
+            .id("m1")
+            .metric_stat(stat)
+            .return_data(false)
+            .build();
+        let e1 = (MetricDataQuery::builder().id("e1"))
+            .expression(expr)
+            .label(&p.metric_name)
+            .return_data(true)
+            .build();
+        vec![m1, e1]
+    });
+    let plain = math.is_none();
+    let sent = (c.cloudwatch.put_metric_alarm())
         .alarm_name(&p.name)
         .alarm_description(&p.description)
         .evaluation_periods(p.evaluation_periods)
@@ -164,42 +187,16 @@ async fn put(c: &AwsClients, p: &AlarmPlan) -> Result<(), AwsError> {
         .actions_enabled(true)
         .set_alarm_actions(Some(p.actions.clone()))
         .set_ok_actions(Some(p.actions.clone()))
-        .set_tags(Some(tags));
-    match &p.expression {
-        Some(expr) => {
-            let metric = Metric::builder()
-                .namespace(&p.namespace)
-                .metric_name(&p.metric_name)
-                .set_dimensions(Some(dims))
-                .build();
-            let stat = MetricStat::builder()
-                .metric(metric)
-                .period(p.period_seconds)
-                .stat(p.statistic.as_str())
-                .build();
-            let m1 = MetricDataQuery::builder()
-                .id("m1")
-                .metric_stat(stat)
-                .return_data(false)
-                .build();
-            let e1 = (MetricDataQuery::builder().id("e1"))
-                .expression(expr)
-                .label(&p.metric_name)
-                .return_data(true)
-                .build();
-            req = req.metrics(m1).metrics(e1);
-        }
-        None => {
-            req = (req.namespace(&p.namespace))
-                .metric_name(&p.metric_name)
-                .set_dimensions(Some(dims))
-                .statistic(Statistic::from(p.statistic.as_str()))
-                .period(p.period_seconds);
-        }
-    }
-    req.send()
-        .await
-        .map(drop)
+        .set_tags(Some(tags))
+        .set_metrics(math)
+        .set_namespace(plain.then(|| p.namespace.clone()))
+        .set_metric_name(plain.then(|| p.metric_name.clone()))
+        .set_dimensions(plain.then_some(dims))
+        .set_statistic(plain.then(|| Statistic::from(p.statistic.as_str())))
+        .set_period(plain.then_some(p.period_seconds))
+        .send()
+        .await;
+    sent.map(drop)
         .map_err(|e| classify("PutMetricAlarm", &resource(&p.name), e))
 }
 

@@ -15,6 +15,11 @@
 //!   it, so tags cannot scope them. No object action is granted: the operator never reads,
 //!   writes or deletes archived logs, and no bucket is ever deleted.
 //!
+//! - Alerts: CloudWatch alarms are scoped by name (`alarm:mlobs/*`: every alarm mlobs names
+//!   `mlobs/<cluster>/<namespace>/<pipeline>/<rule>`), SNS topics mlobs creates by name prefix
+//!   (`mlobs-`); a topic given by ARN is only read (GetTopicAttributes on the account's topics).
+//!   Every one of these actions has a resource type, so none is on `*`.
+//!
 //! Not in the policy, on purpose: `sts:GetCallerIdentity` (`mlobs run` calls it to learn the
 //! account unless `--account-id` is given) needs no permission, AWS allows it to every caller.
 
@@ -38,8 +43,15 @@ pub const RESOURCE_STAR_ACTIONS: [&str; 4] = [
 /// provider and nothing is passed.)
 ///
 /// `s3:TagResource` authorizes the tags given to CreateBucket (S3 API reference,
-/// CreateBucketConfiguration.Tags), which makes a new bucket ours in the same call.
-pub const IMPLIED_ACTIONS: [&str; 2] = ["iam:PassRole", "s3:TagResource"];
+/// CreateBucketConfiguration.Tags), which makes a new bucket ours in the same call;
+/// `cloudwatch:TagResource` and `sns:TagResource` likewise authorize the tags given to
+/// PutMetricAlarm and CreateTopic (their API references require them for tags on create).
+pub const IMPLIED_ACTIONS: [&str; 4] = [
+    "cloudwatch:TagResource",
+    "iam:PassRole",
+    "s3:TagResource",
+    "sns:TagResource",
+];
 
 /// The service principal a pod identity association passes the collector role to.
 const POD_IDENTITY_SERVICE: &str = "pods.eks.amazonaws.com";
@@ -69,6 +81,9 @@ pub struct OperatorPolicyOptions {
     /// `mlobs-<cluster>-<namespace>-<pipeline>-<hash>`); a `spec.archive.bucket` outside it is
     /// refused by AWS with AccessDenied.
     pub archive_bucket_prefix: String,
+    /// SNS topics mlobs creates start with this (default `mlobs-`, as in the derived
+    /// `mlobs-<cluster>-<namespace>-<pipeline>-alerts`).
+    pub topic_prefix: String,
     /// When set, the operator may create a role, or write a role's inline policy or boundary, only
     /// with exactly this boundary: what the operator can grant stays inside it.
     pub permissions_boundary_arn: Option<String>,
@@ -89,6 +104,7 @@ impl OperatorPolicyOptions {
             role_path: "/".into(),
             kms_alias_prefix: "alias/mlobs/".into(),
             archive_bucket_prefix: crate::conventions::ARCHIVE_BUCKET_PREFIX.into(),
+            topic_prefix: "mlobs-".into(),
             permissions_boundary_arn: None,
             cluster_name: None,
         }
@@ -110,6 +126,7 @@ impl OperatorPolicyOptions {
         wild("role path", &self.role_path);
         wild("KMS alias prefix", &self.kms_alias_prefix);
         wild("archive bucket prefix", &self.archive_bucket_prefix);
+        wild("topic prefix", &self.topic_prefix);
         for r in &self.regions {
             wild("region", r);
         }
@@ -157,6 +174,10 @@ impl OperatorPolicyOptions {
         }
         if self.role_name_prefix.is_empty() {
             out.push("role name prefix must not be empty".into());
+        }
+        // Empty would mean every topic of the account.
+        if self.topic_prefix.is_empty() {
+            out.push("topic prefix must not be empty".into());
         }
         if !self.role_path.starts_with('/') || !self.role_path.ends_with('/') {
             out.push(format!("role path {:?} must start and end with /", self.role_path));
@@ -485,6 +506,43 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             "XRayReadTraceDestination",
             &["xray:GetTraceSegmentDestination"],
             json!("*"),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // Alerts: the pipeline's alarms (named mlobs/<cluster>/<ns>/<pipeline>/<rule>); the tags
+        // given to PutMetricAlarm are authorized as cloudwatch:TagResource.
+        statement(
+            "CloudWatchManageAlarms",
+            &[
+                "cloudwatch:DeleteAlarms",
+                "cloudwatch:DescribeAlarms",
+                "cloudwatch:ListTagsForResource",
+                "cloudwatch:PutMetricAlarm",
+                "cloudwatch:TagResource",
+            ],
+            json!(opts.regional(
+                "cloudwatch",
+                &format!("alarm:{}*", crate::desired::alerts::cloudwatch::ALARM_NAME_PREFIX)
+            )),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // The topics mlobs creates (KMS-encrypted, tagged on create: sns:TagResource).
+        statement(
+            "SnsManageAlertTopics",
+            &[
+                "sns:CreateTopic",
+                "sns:DeleteTopic",
+                "sns:ListTagsForResource",
+                "sns:SetTopicAttributes",
+                "sns:TagResource",
+            ],
+            json!(opts.regional("sns", &format!("{}*", opts.topic_prefix))),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // A topic given by ARN is only checked to exist; it may have any name in the account.
+        statement(
+            "SnsReadTopics",
+            &["sns:GetTopicAttributes"],
+            json!(opts.regional("sns", "*")),
             Some(json!({ "StringEquals": region })),
         ),
         // EKS pod identity associations of the collector's service account.

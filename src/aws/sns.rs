@@ -64,14 +64,13 @@ async fn create(c: &AwsClients, plan: &TopicPlan, key: Option<&str>) -> Result<S
             code: "InvalidRequest".into(),
             message: e.to_string(),
         })?;
-    let mut req = c.sns.create_topic().name(&plan.name).set_tags(Some(tags));
-    if let Some(k) = key {
-        req = req.attributes(KMS_ATTRIBUTE, k);
-    }
-    let out = req
+    let attributes = key.map(|k| std::collections::HashMap::from([(KMS_ATTRIBUTE.to_string(), k.to_string())]));
+    let sent = (c.sns.create_topic().name(&plan.name))
+        .set_tags(Some(tags))
+        .set_attributes(attributes)
         .send()
-        .await
-        .map_err(|e| classify("CreateTopic", &resource(&plan.arn), e))?;
+        .await;
+    let out = sent.map_err(|e| classify("CreateTopic", &resource(&plan.arn), e))?;
     Ok(out.topic_arn.unwrap_or_else(|| plan.arn.clone()))
 }
 
