@@ -25,8 +25,9 @@ pub const TOPIC_NOT_FIFO_MESSAGE: &str = "CloudWatch alarm actions need a standa
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultRuleSpec {
-    /// Raise this alarm (default true). Its DCGM field must be among the selected metrics
-    /// (`spec.metrics.dcgm.metrics`); switch the rule off rather than ship a field for nothing.
+    /// Raise this alarm. Default: on when its DCGM field is among the selected metrics
+    /// (`spec.metrics.dcgm.metrics`), else left out; `true` with the field not selected is an
+    /// error (the alarm would watch a metric that is never shipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
@@ -82,7 +83,7 @@ pub struct PipelineHealthSpec {
     pub objective_percent: Option<f64>,
 }
 
-/// The alert rules; every one of them is on by default.
+/// The alert rules; every one of them is on by default when its DCGM field is selected.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlertRulesSpec {

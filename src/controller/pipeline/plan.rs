@@ -28,6 +28,16 @@ pub const CHILD_KINDS: &[Kind] = &[
     Kind::ClusterRole,
 ];
 
+/// [`CHILD_KINDS`] and the PrometheusRule, where its CRD is installed.
+pub const CHILD_KINDS_WITH_RULES: &[Kind] = &[
+    Kind::DaemonSet,
+    Kind::ConfigMap,
+    Kind::ServiceAccount,
+    Kind::ClusterRoleBinding,
+    Kind::ClusterRole,
+    Kind::PrometheusRule,
+];
+
 /// What the dereference step read: everything [`plan`] decides from.
 #[derive(Debug, Clone)]
 pub struct World {
@@ -38,6 +48,9 @@ pub struct World {
     pub collector_namespace: Option<Namespace>,
     /// When this process last ensured the AWS side ready: (plan fingerprint, how long ago).
     pub aws_memory: Option<(String, Duration)>,
+    /// Whether the API server serves monitoring.coreos.com/v1 PrometheusRules (read only when
+    /// the pipeline may have alerts; unknown counts as absent: nothing applied, nothing pruned).
+    pub prometheus_rules: bool,
 }
 
 /// Why a reconcile stops before it changes anything.
@@ -167,7 +180,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
     }
     let aws_due = aws_due(p, &d, world.aws_memory.as_ref());
     let children = match (&world.collector_namespace, p.uid()) {
-        (Some(_), Some(uid)) => Ok(child_set(p, &d, uid)),
+        (Some(_), Some(uid)) => Ok(child_set(p, &d, uid, world.prometheus_rules)),
         _ => Err((
             reason::NAMESPACE_NOT_FOUND,
             format!(
@@ -218,8 +231,8 @@ pub fn aws_due(p: &MLObservabilityPipeline, d: &Desired, memory: Option<&(String
 
 /// The pipeline's children in apply order (ServiceAccount, RBAC, ConfigMap, the DaemonSet last),
 /// owned by the pipeline: an owner reference in the pipeline's namespace, the owner annotations
-/// everywhere.
-pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String) -> ChildSet {
+/// everywhere. With alerts and the PrometheusRule CRD installed, the rule comes before the DaemonSet.
+pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String, prometheus_rules: bool) -> ChildSet {
     let e = &d.effective;
     let o = &d.objects;
     let owner = SetOwner {
@@ -228,17 +241,27 @@ pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String) -> Child
         reference: p.controller_owner_ref(&()),
         ref_namespace: Some(e.namespace.clone()),
     };
+    let mut children = vec![
+        Child::ServiceAccount(o.service_account.clone()),
+        Child::ClusterRole(o.cluster_role.clone()),
+        Child::ClusterRoleBinding(o.cluster_role_binding.clone()),
+        Child::ConfigMap(o.config_map.clone()),
+    ];
+    if let (true, Some(a)) = (prometheus_rules, &e.alerts) {
+        let rule = crate::desired::alerts::prometheus::prometheus_rule(e, a);
+        children.push(Child::PrometheusRule(rule));
+    }
+    children.push(Child::DaemonSet(o.daemon_set.clone()));
+    let kinds = if prometheus_rules {
+        CHILD_KINDS_WITH_RULES
+    } else {
+        CHILD_KINDS
+    };
     ChildSet::new(
         crate::conventions::pipeline_selector(&e.namespace, &e.name),
-        CHILD_KINDS,
+        kinds,
         owner,
-        vec![
-            Child::ServiceAccount(o.service_account.clone()),
-            Child::ClusterRole(o.cluster_role.clone()),
-            Child::ClusterRoleBinding(o.cluster_role_binding.clone()),
-            Child::ConfigMap(o.config_map.clone()),
-            Child::DaemonSet(o.daemon_set.clone()),
-        ],
+        children,
     )
 }
 

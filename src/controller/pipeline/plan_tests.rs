@@ -63,6 +63,7 @@ fn world(gov: Governing) -> World {
         nodes: gpu_nodes(2),
         collector_namespace: Some(ns),
         aws_memory: None,
+        prometheus_rules: false,
     }
 }
 

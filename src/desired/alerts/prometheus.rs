@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{EffAlerts, GpuRule, RuleKind, slo};
@@ -13,6 +15,20 @@ pub const API_VERSION: &str = "monitoring.coreos.com/v1";
 pub const KIND: &str = "PrometheusRule";
 /// The CRD whose presence decides whether the PrometheusRule child is applied.
 pub const CRD_NAME: &str = "prometheusrules.monitoring.coreos.com";
+
+/// The Prometheus operator's rule object, typed for the child applier; the groups stay JSON (mlobs
+/// writes them and never reads them back).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "monitoring.coreos.com",
+    version = "v1",
+    kind = "PrometheusRule",
+    namespaced,
+    schema = "disabled"
+)]
+pub struct PrometheusRuleSpec {
+    pub groups: Vec<Value>,
+}
 
 /// PromQL and `for` of one GPU rule.
 pub fn expression(r: &GpuRule) -> (String, Option<String>) {
@@ -64,16 +80,11 @@ pub fn groups(e: &Effective, a: &EffAlerts) -> Vec<Value> {
 }
 
 /// The PrometheusRule object, in the pipeline's namespace with the common labels.
-pub fn prometheus_rule(e: &Effective, a: &EffAlerts) -> Value {
+pub fn prometheus_rule(e: &Effective, a: &EffAlerts) -> PrometheusRule {
     let labels: BTreeMap<String, String> = common_labels(e);
-    crate::desired::canonical_json(json!({
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": format!("{}-alerts", e.child_name()),
-            "namespace": e.namespace,
-            "labels": labels,
-        },
-        "spec": {"groups": groups(e, a)},
-    }))
+    let groups = groups(e, a).into_iter().map(crate::desired::canonical_json).collect();
+    let mut r = PrometheusRule::new(&format!("{}-alerts", e.child_name()), PrometheusRuleSpec { groups });
+    r.metadata.namespace = Some(e.namespace.clone());
+    r.metadata.labels = Some(labels);
+    r
 }

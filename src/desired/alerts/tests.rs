@@ -232,7 +232,7 @@ fn the_prometheus_rule_is_labelled_for_pruning_and_lists_only_enabled_rules() {
         a.rules.retain(|r| r.kind != RuleKind::IdleGpu);
         a.slo = None;
     }
-    let pr = prometheus_rule(&e, e.alerts.as_ref().expect("alerts"));
+    let pr = serde_json::to_value(prometheus_rule(&e, e.alerts.as_ref().expect("alerts"))).expect("json");
     assert_eq!(pr["kind"], "PrometheusRule");
     assert_eq!(pr["metadata"]["labels"]["app.kubernetes.io/managed-by"], "mlobs");
     let names: Vec<&str> = pr["spec"]["groups"][0]["rules"]
@@ -299,7 +299,7 @@ fn errors(spec: Value, policy: Option<&GpuTelemetryPolicy>) -> Vec<(String, Stri
 
 #[test]
 fn an_alert_on_a_field_that_is_not_selected_names_the_rule_and_the_field() {
-    let spec = json!({"alerts": {}, "metrics": {"dcgm": {"metrics": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS"]}}});
+    let spec = json!({"alerts": {"rules": {"eccDoubleBit": {"enabled": true}}}, "metrics": {"dcgm": {"metrics": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS"]}}});
     let errs = errors(spec, None);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].0, "spec.alerts.rules.eccDoubleBit");
@@ -310,6 +310,34 @@ fn an_alert_on_a_field_that_is_not_selected_names_the_rule_and_the_field() {
     );
     let off = json!({"alerts": {"rules": {"eccDoubleBit": {"enabled": false}}}, "metrics": {"dcgm": {"metrics": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS"]}}});
     assert_eq!(errors(off, None), vec![]);
+    // On only by default: the rule is left out, the others stay.
+    let default =
+        json!({"alerts": {}, "metrics": {"dcgm": {"metrics": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP"]}}});
+    let m = merge(&pipeline(default), None, &ctx()).expect("merged");
+    let kinds: Vec<RuleKind> = m
+        .effective
+        .alerts
+        .map(|a| a.rules.iter().map(|r| r.kind).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds, [RuleKind::Temperature, RuleKind::IdleGpu]);
+}
+
+#[test]
+fn alarms_get_the_cluster_wide_dimension_set_shipped_when_the_pipeline_has_none() {
+    let dims = json!({"metrics": {"cloudwatch": {"dimensions": [["k8s.cluster.name", "k8s.node.name", "gpu"]]}}});
+    let mut with = dims.clone();
+    with["alerts"] = json!({});
+    let shipped = |spec: Value| {
+        merge(&pipeline(spec), None, &ctx())
+            .expect("merged")
+            .effective
+            .metrics
+            .dimensions
+    };
+    assert_eq!(shipped(dims).len(), 1, "no alerts: the sets as given");
+    let sets = shipped(with);
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[1], ["k8s.cluster.name"]);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! `spec.alerts` and the policy's `alerts` defaults and guardrails (`required`, `defaults`,
-//! `maxTemperatureCelsius`). A rule whose DCGM field is not selected is an error naming both: its
-//! alarm would watch a metric that is never shipped.
+//! `maxTemperatureCelsius`). A rule switched on explicitly (by the pipeline or the policy's
+//! defaults) whose DCGM field is not selected is an error naming both: its alarm would watch a
+//! metric that is never shipped. A rule on only by the built-in default is left out instead, so
+//! a policy can require alerts of pipelines that ship fewer fields.
 
 use super::Merger;
 use super::placement::Placement;
@@ -23,8 +25,8 @@ fn pick<T: Copy>(
     Sourced::pick(pipeline.and_then(&get), policy.and_then(&get), builtin).value
 }
 
-/// The enabled rules, each with its settings.
-fn rules(m: &mut Merger<'_>, own: Option<&AlertRulesSpec>, def: Option<&AlertRulesSpec>) -> Vec<GpuRule> {
+/// The enabled rules, each with its settings and whether it was switched on explicitly.
+fn rules(m: &mut Merger<'_>, own: Option<&AlertRulesSpec>, def: Option<&AlertRulesSpec>) -> Vec<(GpuRule, bool)> {
     let on = |kind: RuleKind| {
         let get = move |r: &AlertRulesSpec| match kind {
             RuleKind::Xid => r.xid.as_ref().and_then(|x| x.enabled),
@@ -32,7 +34,7 @@ fn rules(m: &mut Merger<'_>, own: Option<&AlertRulesSpec>, def: Option<&AlertRul
             RuleKind::Temperature => r.temperature.as_ref().and_then(|x| x.enabled),
             RuleKind::IdleGpu => r.idle_gpu.as_ref().and_then(|x| x.enabled),
         };
-        pick(own, def, get, true)
+        Sourced::pick(own.and_then(get), def.and_then(get), true)
     };
     let temp = |r: &AlertRulesSpec| r.temperature.as_ref().and_then(|t| t.threshold_celsius);
     let temp_min = |r: &AlertRulesSpec| r.temperature.as_ref().and_then(|t| t.for_minutes);
@@ -40,7 +42,8 @@ fn rules(m: &mut Merger<'_>, own: Option<&AlertRulesSpec>, def: Option<&AlertRul
     let idle_min = |r: &AlertRulesSpec| r.idle_gpu.as_ref().and_then(|t| t.for_minutes);
     let mut out = Vec::new();
     for kind in RuleKind::ALL {
-        if !on(kind) {
+        let enabled = on(kind);
+        if !enabled.value {
             continue;
         }
         let (threshold, minutes, range, minutes_range) = match kind {
@@ -72,11 +75,12 @@ fn rules(m: &mut Merger<'_>, own: Option<&AlertRulesSpec>, def: Option<&AlertRul
             let (lo, hi) = (minutes_range.start(), minutes_range.end());
             m.error(&path, "range", format!("{minutes} minutes is outside {lo}–{hi}"));
         }
-        out.push(GpuRule {
+        let rule = GpuRule {
             kind,
             threshold: threshold as f64,
             minutes: minutes.max(1) as u32,
-        });
+        };
+        out.push((rule, enabled.source != Source::BuiltIn));
     }
     out
 }
@@ -135,7 +139,7 @@ pub(super) fn alerts(
     spec: &MLObservabilityPipelineSpec,
     at: &Placement,
     ctx: &Context,
-    metrics: &EffMetrics,
+    metrics: &mut EffMetrics,
 ) -> Option<EffAlerts> {
     let a = spec.alerts.as_ref();
     let pol = m.policy_spec().and_then(|p| p.alerts.as_ref());
@@ -157,9 +161,10 @@ pub(super) fn alerts(
     }
     let own = a.and_then(|a| a.rules.as_ref());
     let def = pol.and_then(|p| p.defaults.as_ref());
-    let rules = rules(m, own, def);
-    for r in &rules {
-        if !metrics.ships() || !metrics.metrics.iter().any(|f| f == r.kind.field()) {
+    let mut rules = Vec::new();
+    for (r, explicit) in self::rules(m, own, def) {
+        let selected = metrics.ships() && metrics.metrics.iter().any(|f| f == r.kind.field());
+        if !selected && explicit {
             m.error(
                 r.kind.spec_path(),
                 "fieldNotSelected",
@@ -170,6 +175,9 @@ pub(super) fn alerts(
                     r.kind.spec_path()
                 ),
             );
+        }
+        if selected {
+            rules.push(r);
         }
     }
     if let (Some(max), Some(t)) = (
@@ -185,11 +193,9 @@ pub(super) fn alerts(
     }
     let wanted: Vec<String> = ALARM_DIMENSIONS.iter().map(|d| d.to_string()).collect();
     if !rules.is_empty() && !metrics.dimensions.contains(&wanted) {
-        m.error(
-            "spec.metrics.cloudwatch.dimensions",
-            "alarmDimensions",
-            "CloudWatch alarms read the [k8s.cluster.name] dimension set (the only one whose values are known before metrics arrive): keep it in spec.metrics.cloudwatch.dimensions",
-        );
+        // An alarm names every dimension value, and only the cluster's is known before metrics
+        // arrive: EMF ships the cluster-wide set too (one more metric per selected field).
+        metrics.dimensions.push(wanted.clone());
     }
     let health_on = |r: &AlertRulesSpec| r.pipeline_health.as_ref().and_then(|h| h.enabled);
     let objective = |r: &AlertRulesSpec| r.pipeline_health.as_ref().and_then(|h| h.objective_percent);

@@ -100,7 +100,7 @@ pub fn merge(
     let spec = &p.spec;
     let at = placement::placement(&mut m, p, ctx);
     let (logs, logs_src) = logs::logs(&mut m, spec, &at);
-    let (metrics, metrics_src) = metrics::metrics(&mut m, spec, &at);
+    let (mut metrics, metrics_src) = metrics::metrics(&mut m, spec, &at);
     let kms = identity::kms(&mut m, spec, &at);
     let (identity, identity_src) = identity::identity(&mut m, spec, &at);
     let (collector, collector_src) = collector::collector(&mut m, spec, &at);
@@ -108,7 +108,7 @@ pub fn merge(
     let (mut destinations, mut destinations_src) =
         destinations::destinations(&mut m, spec, &at, ctx, &metrics, collector.otlp_enabled);
     (destinations.archive, destinations_src.archive) = archive::archive(&mut m, spec, &at, ctx, logs.enabled);
-    let alerts = alerts::alerts(&mut m, spec, &at, ctx, &metrics);
+    let alerts = alerts::alerts(&mut m, spec, &at, ctx, &mut metrics);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {
