@@ -37,6 +37,9 @@ pub struct AwsOutcome {
     pub alerts_topic_arn: Option<String>,
     /// The alarms that exist as planned (alerts enabled).
     pub alarm_count: Option<i32>,
+    /// Why the alerts could not be ensured: reported as AlertsReady=False, never a reason to
+    /// hold the collector back.
+    pub alerts_error: Option<AwsError>,
     pub drift: Vec<Drift>,
 }
 
@@ -156,19 +159,21 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
     if let Some(a) = &plan.alerts {
         // Last: alarms watch what the collector ships, and their failure must not hold it back.
         let key = out.kms_key_arn.as_deref();
-        match sns::ensure(c, &a.topic, key, &opts.owner, opts.adopt, opts.drift).await {
+        let topic = sns::ensure(c, &a.topic, key, &opts.owner, opts.adopt, opts.drift).await;
+        let alarms = match topic {
             Ok((arn, drift)) => {
                 out.alerts_topic_arn = Some(arn);
                 out.drift.extend(drift);
+                alarms::ensure(c, &a.alarm_prefix, &a.alarms, &opts.owner, opts.adopt, opts.drift).await
             }
-            Err(e) => return Err(fail(Step::Alerts, e, &out)),
-        }
-        match alarms::ensure(c, &a.alarm_prefix, &a.alarms, &opts.owner, opts.adopt, opts.drift).await {
+            Err(e) => Err(e),
+        };
+        match alarms {
             Ok(drift) => {
                 out.alarm_count = Some(a.alarms.len() as i32);
                 out.drift.extend(drift);
             }
-            Err(e) => return Err(fail(Step::Alerts, e, &out)),
+            Err(e) => out.alerts_error = Some(e),
         }
     }
     Ok(out)

@@ -61,6 +61,10 @@ pub struct Observed {
     pub destinations: Option<DestinationsObs>,
     /// The archive bucket's ArchiveReady message, when the plan has one.
     archive: Option<String>,
+    /// The AlertsReady message, when the plan has alerts.
+    alerts: Option<String>,
+    /// Whether the cluster serves PrometheusRules (the plan applied the rule).
+    pub prometheus_rules: bool,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -99,6 +103,14 @@ impl Observed {
             .archive
             .as_ref()
             .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
+        self.alerts = d.aws.alerts.as_ref().map(|a| {
+            let rule = if self.prometheus_rules {
+                "the PrometheusRule is applied"
+            } else {
+                "no PrometheusRule: this cluster does not serve monitoring.coreos.com/v1"
+            };
+            format!("{} CloudWatch alarms notify {}; {rule}", a.alarms.len(), a.topic.arn)
+        });
     }
 
     pub fn collector(&mut self, ds: &DaemonSet) {
@@ -216,6 +228,9 @@ impl Observed {
         if self.archive.is_none() {
             c.s.conditions.retain(|x| x.type_ != ty::ARCHIVE_READY);
         }
+        if self.alerts.is_none() {
+            c.s.conditions.retain(|x| x.type_ != ty::ALERTS_READY);
+        }
         let now = c.now.clone();
         match &self.aws {
             Some(AwsResult::Ok { out, .. }) => {
@@ -243,6 +258,11 @@ impl Observed {
                 }
                 let role = out.role_arn.clone().unwrap_or_default();
                 c.set(ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
+                match (&self.alerts, &out.alerts_error) {
+                    (Some(_), Some(e)) => c.set(ty::ALERTS_READY, st::FALSE, e.reason().as_str(), e.to_string()),
+                    (Some(m), None) => c.set(ty::ALERTS_READY, st::TRUE, reason::RECONCILED, m.clone()),
+                    (None, _) => {}
+                }
                 c.s.drift = merge_drift(&old.drift, Some(&out.drift), &self.k8s_drift, &now);
             }
             Some(AwsResult::Failed(e)) => {
@@ -267,13 +287,18 @@ impl Observed {
                         );
                     }
                 }
+                if self.alerts.is_some() {
+                    let m = format!("waiting for the {failed}");
+                    c.set(ty::ALERTS_READY, st::FALSE, reason::WAITING_FOR_AWS, m);
+                }
                 if let Some(arn) = &e.partial.kms_key_arn {
                     c.s.aws.get_or_insert_with(Default::default).kms_key_arn = Some(arn.clone());
                 }
                 c.s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
             }
             None => {
-                for (_, t) in steps {
+                let alerts = self.alerts.as_ref().map(|_| (Step::Alerts, ty::ALERTS_READY));
+                for (_, t) in steps.chain(alerts) {
                     if conditions::find(&c.s.conditions, t).is_none() {
                         c.set(t, st::UNKNOWN, reason::RECONCILING, "not ensured yet".into());
                     }
@@ -429,7 +454,9 @@ fn ready(c: &mut Conds<'_>) {
     ];
     // Present only while an archive is enabled (aws_steps removes it otherwise).
     let archive = conditions::find(&c.s.conditions, ty::ARCHIVE_READY).map(|_| ty::ARCHIVE_READY);
-    let parts = parts.into_iter().chain(archive);
+    // Likewise while alerts are enabled.
+    let alerts = conditions::find(&c.s.conditions, ty::ALERTS_READY).map(|_| ty::ALERTS_READY);
+    let parts = parts.into_iter().chain(archive).chain(alerts);
     let not_ready = parts.into_iter().find_map(|t| {
         conditions::find(&c.s.conditions, t)
             .filter(|x| x.status != st::TRUE)
@@ -526,6 +553,9 @@ pub fn aws_summary(s: &MLObservabilityPipelineStatus) -> String {
     )
 }
 
+#[cfg(test)]
+#[path = "alerts_status_tests.rs"]
+mod alerts_tests;
 #[cfg(test)]
 #[path = "status_tests.rs"]
 mod tests;

@@ -27,13 +27,18 @@ pub mod pipeline {
     /// The S3 archive bucket exists with Object Lock, encryption, public access block, TLS-only
     /// policy, lifecycle and tags. Only while `spec.archive` is enabled; then part of `Ready`.
     pub const ARCHIVE_READY: &str = "ArchiveReady";
+    /// The SNS topic and every CloudWatch alarm exist as planned (and the PrometheusRule is
+    /// applied where the cluster serves it). Only while `spec.alerts` is enabled; then part of
+    /// `Ready`. A failure here never holds the collector back.
+    pub const ALERTS_READY: &str = "AlertsReady";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
         ARCHIVE_READY,
         IAM_ROLE_READY,
+        ALERTS_READY,
         COLLECTOR_READY,
         METRICS_SOURCE_READY,
         TRACES_READY,

@@ -164,6 +164,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
         Err(e) => return stop(obs, Stop::InvalidSpec(e.reason(), e.to_string()), None),
     };
     obs.config_hash = Some(d.config_hash.clone());
+    obs.prometheus_rules = world.prometheus_rules;
     // The fleet the collector runs on, for the live estimate and the budget.
     obs.telemetry(&d, &world.nodes, inputs.prices);
     let mut violations: Vec<String> = d.violations.iter().map(ToString::to_string).collect();
