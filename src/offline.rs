@@ -90,6 +90,9 @@ pub struct PlanArgs {
     /// S3 Standard storage price per GB-month (the archive's objects before their transition).
     #[arg(long, default_value_t = 0.023)]
     pub s3_standard_usd_per_gb_month: f64,
+    /// CloudWatch price per alarm metric-month (standard resolution; each mlobs alarm reads one).
+    #[arg(long, default_value_t = 0.10)]
+    pub alarm_usd_per_metric_month: f64,
     /// S3 PUT price per 1,000 requests (the archive writes one object per batch per node).
     #[arg(long, default_value_t = 0.005)]
     pub s3_put_usd_per_1000: f64,
@@ -327,6 +330,7 @@ fn check_amounts(args: &PlanArgs) -> Result<(), String> {
             args.s3_transition_usd_per_1000.unwrap_or(0.0),
         ),
         ("--archive-compression-ratio", args.archive_compression_ratio),
+        ("--alarm-usd-per-metric-month", args.alarm_usd_per_metric_month),
     ];
     match flags.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
         Some((flag, v)) => Err(format!("{flag}: {v} is not an amount (a finite number, at least 0)")),
@@ -355,6 +359,7 @@ pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport
         s3_cold_usd_per_gb_month: args.s3_cold_usd_per_gb_month,
         s3_transition_usd_per_1000: args.s3_transition_usd_per_1000,
         archive_compression_ratio: args.archive_compression_ratio,
+        alarm_usd_per_metric_month: args.alarm_usd_per_metric_month,
         ..list
     };
     let traffic = Traffic {

@@ -62,6 +62,7 @@ impl PlanReport {
         };
         let mut destinations = lines(e, &d.aws, fleet, prices, traffic);
         destinations.extend(crate::desired::cost::archive::line(e, &d.aws, fleet, prices, traffic));
+        destinations.extend(crate::desired::cost::alerts::line(&d.aws, prices));
         let o = &d.objects;
         let r = |kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
             kind,
@@ -224,6 +225,28 @@ impl PlanReport {
                     pi.namespace, pi.service_account, pi.cluster_name, pi.role_arn
                 ),
             )?;
+        }
+        if let Some(a) = &self.aws.alerts {
+            let t = &a.topic;
+            let how = if t.create {
+                "created, KMS-encrypted with the pipeline's key"
+            } else {
+                "existing; verified, not changed"
+            };
+            step(s, format!("SNS topic {} ({how})", t.arn))?;
+            for x in &a.alarms {
+                step(
+                    s,
+                    format!(
+                        "CloudWatch alarm {} ({} {} {} {})",
+                        x.name,
+                        x.metric_name,
+                        x.statistic.as_str(),
+                        x.comparison.as_str(),
+                        x.threshold
+                    ),
+                )?;
+            }
         }
         writeln!(s, "\nKubernetes objects (applied after the AWS resources are ready)")?;
         for o in &self.kubernetes {

@@ -7,51 +7,12 @@ use serde_json::{Value, json};
 use super::cloudwatch::{AlarmPlan, Comparison, Statistic, breaches};
 use super::prometheus::{expression, groups, prometheus_rule};
 use super::slo::{WINDOWS, budget, threshold};
+use super::tests_support::{default_alerts, with_alerts};
 use super::*;
 use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
 use crate::desired::aws_plan;
-use crate::desired::effective::{Context, Effective, test_fixture};
+use crate::desired::effective::{Context, test_fixture};
 use crate::desired::merge::merge;
-
-fn default_alerts() -> EffAlerts {
-    EffAlerts {
-        rules: vec![
-            GpuRule {
-                kind: RuleKind::Xid,
-                threshold: 0.0,
-                minutes: 1,
-            },
-            GpuRule {
-                kind: RuleKind::EccDoubleBit,
-                threshold: 0.0,
-                minutes: 1,
-            },
-            GpuRule {
-                kind: RuleKind::Temperature,
-                threshold: 85.0,
-                minutes: 5,
-            },
-            GpuRule {
-                kind: RuleKind::IdleGpu,
-                threshold: 5.0,
-                minutes: 30,
-            },
-        ],
-        topic: EffTopic::Create {
-            name: topic_name("prod-gpu", "team-a", "train"),
-        },
-        slo: Some(EffSlo {
-            objective_percent: 99.9,
-        }),
-        alarm_dimensions: vec!["k8s.cluster.name".into()],
-    }
-}
-
-fn with_alerts() -> Effective {
-    let mut e = test_fixture();
-    e.alerts = Some(default_alerts());
-    e
-}
 
 fn alarm(kind: RuleKind) -> AlarmPlan {
     let e = with_alerts();

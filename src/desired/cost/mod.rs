@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::effective::Effective;
 use crate::crd::LogGroupClass;
 
+pub mod alerts;
 pub mod archive;
 pub mod destinations;
 
@@ -99,6 +100,9 @@ pub struct Prices {
     pub s3_transition_usd_per_1000: Option<f64>,
     /// Raw log bytes per archived byte (OTLP JSON wraps each record, gzip shrinks it).
     pub archive_compression_ratio: f64,
+    /// CloudWatch standard-resolution alarm, per metric it reads, per month
+    /// (https://aws.amazon.com/cloudwatch/pricing/, us-east-1).
+    pub alarm_usd_per_metric_month: f64,
 }
 
 impl Default for Prices {
@@ -121,6 +125,7 @@ impl Default for Prices {
             s3_cold_usd_per_gb_month: None,
             s3_transition_usd_per_1000: None,
             archive_compression_ratio: 10.0,
+            alarm_usd_per_metric_month: 0.10,
         }
     }
 }
