@@ -93,6 +93,9 @@ pub struct PlanArgs {
     /// CloudWatch price per alarm metric-month (standard resolution; each mlobs alarm reads one).
     #[arg(long, default_value_t = 0.10)]
     pub alarm_usd_per_metric_month: f64,
+    /// CloudWatch price per dashboard-month (beyond the account's first 3, which are free).
+    #[arg(long, default_value_t = 3.00)]
+    pub dashboard_usd_per_month: f64,
     /// S3 PUT price per 1,000 requests (the archive writes one object per batch per node).
     #[arg(long, default_value_t = 0.005)]
     pub s3_put_usd_per_1000: f64,
@@ -266,6 +269,16 @@ pub fn render_yaml(inputs_policies: &[GpuTelemetryPolicy], built: &[Desired], op
         push(serde_saphyr::to_string(&o.cluster_role));
         push(serde_saphyr::to_string(&o.cluster_role_binding));
         push(serde_saphyr::to_string(&o.config_map));
+        let e = &d.effective;
+        if e.dashboards.grafana {
+            push(serde_saphyr::to_string(&desired::dashboards::grafana::config_map(e)));
+        }
+        // Applied by the operator only where the cluster serves monitoring.coreos.com/v1.
+        if let Some(a) = &e.alerts {
+            push(serde_saphyr::to_string(&desired::alerts::prometheus::prometheus_rule(
+                e, a,
+            )));
+        }
         push(serde_saphyr::to_string(&o.daemon_set));
     }
     for pol in inputs_policies {
@@ -331,6 +344,7 @@ fn check_amounts(args: &PlanArgs) -> Result<(), String> {
         ),
         ("--archive-compression-ratio", args.archive_compression_ratio),
         ("--alarm-usd-per-metric-month", args.alarm_usd_per_metric_month),
+        ("--dashboard-usd-per-month", args.dashboard_usd_per_month),
     ];
     match flags.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
         Some((flag, v)) => Err(format!("{flag}: {v} is not an amount (a finite number, at least 0)")),
@@ -360,6 +374,7 @@ pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport
         s3_transition_usd_per_1000: args.s3_transition_usd_per_1000,
         archive_compression_ratio: args.archive_compression_ratio,
         alarm_usd_per_metric_month: args.alarm_usd_per_metric_month,
+        dashboard_usd_per_month: args.dashboard_usd_per_month,
         ..list
     };
     let traffic = Traffic {

@@ -69,13 +69,26 @@ impl PlanReport {
             namespace: meta.namespace.clone(),
             name: meta.name.clone().unwrap_or_default(),
         };
-        let kubernetes = vec![
+        let mut kubernetes = vec![
             r("ServiceAccount", &o.service_account.metadata),
             r("ClusterRole", &o.cluster_role.metadata),
             r("ClusterRoleBinding", &o.cluster_role_binding.metadata),
             r("ConfigMap", &o.config_map.metadata),
-            r("DaemonSet", &o.daemon_set.metadata),
         ];
+        if e.dashboards.grafana {
+            kubernetes.push(r(
+                "ConfigMap",
+                &crate::desired::dashboards::grafana::config_map(e).metadata,
+            ));
+        }
+        if let Some(a) = &e.alerts {
+            // Applied only where the cluster serves monitoring.coreos.com/v1.
+            kubernetes.push(r(
+                "PrometheusRule",
+                &crate::desired::alerts::prometheus::prometheus_rule(e, a).metadata,
+            ));
+        }
+        kubernetes.push(r("DaemonSet", &o.daemon_set.metadata));
         let budget = e.budget.as_ref().map(|b: &EffBudget| BudgetCheck {
             monthly_usd: b.monthly_usd,
             estimated_usd: estimate.total_usd,
@@ -247,6 +260,16 @@ impl PlanReport {
                     ),
                 )?;
             }
+        }
+        if let Some(dash) = &self.aws.dashboard {
+            step(
+                s,
+                format!(
+                    "CloudWatch dashboard {} ({} widgets)",
+                    dash.name,
+                    dash.body["widgets"].as_array().map_or(0, Vec::len)
+                ),
+            )?;
         }
         writeln!(s, "\nKubernetes objects (applied after the AWS resources are ready)")?;
         for o in &self.kubernetes {

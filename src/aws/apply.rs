@@ -6,7 +6,7 @@
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, alarms, eks, iam, kms, logs, s3, sns};
+use super::{AwsClients, AwsError, Drift, Owner, alarms, dashboards, eks, iam, kms, logs, s3, sns};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct AwsOutcome {
     /// Why the alerts could not be ensured: reported as AlertsReady=False, never a reason to
     /// hold the collector back.
     pub alerts_error: Option<AwsError>,
+    /// The CloudWatch dashboard (dashboards enabled).
+    pub dashboard_name: Option<String>,
     pub drift: Vec<Drift>,
 }
 
@@ -176,6 +178,15 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => out.alerts_error = Some(e),
         }
     }
+    if let Some(dash) = &plan.dashboard {
+        match dashboards::ensure(c, dash, opts.drift).await {
+            Ok(drift) => {
+                out.dashboard_name = Some(dash.name.clone());
+                out.drift.extend(drift);
+            }
+            Err(e) => out.alerts_error = Some(e),
+        }
+    }
     Ok(out)
 }
 
@@ -202,6 +213,11 @@ pub async fn delete_all(
         error,
         partial: Box::default(),
     };
+    if let Some(dash) = &plan.dashboard {
+        dashboards::delete(c, dash, policy)
+            .await
+            .map_err(|e| fail(Step::Alerts, e))?;
+    }
     if let Some(a) = &plan.alerts {
         // Alarms first: they name the topic.
         alarms::delete(c, &a.alarm_prefix, owner, policy)

@@ -10,6 +10,7 @@
 pub mod alarms;
 pub mod apply;
 pub mod calls;
+pub mod dashboards;
 pub mod destinations;
 pub mod eks;
 pub mod error;

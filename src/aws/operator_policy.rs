@@ -81,9 +81,9 @@ pub struct OperatorPolicyOptions {
     /// `mlobs-<cluster>-<namespace>-<pipeline>-<hash>`); a `spec.archive.bucket` outside it is
     /// refused by AWS with AccessDenied.
     pub archive_bucket_prefix: String,
-    /// SNS topics mlobs creates start with this (default `mlobs-`, as in the derived
-    /// `mlobs-<cluster>-<namespace>-<pipeline>-alerts`).
-    pub topic_prefix: String,
+    /// SNS topics and CloudWatch dashboards mlobs creates start with this (default `mlobs-`, as
+    /// in the derived `mlobs-<cluster>-<namespace>-<pipeline>[-alerts]`).
+    pub alerts_name_prefix: String,
     /// When set, the operator may create a role, or write a role's inline policy or boundary, only
     /// with exactly this boundary: what the operator can grant stays inside it.
     pub permissions_boundary_arn: Option<String>,
@@ -104,7 +104,7 @@ impl OperatorPolicyOptions {
             role_path: "/".into(),
             kms_alias_prefix: "alias/mlobs/".into(),
             archive_bucket_prefix: crate::conventions::ARCHIVE_BUCKET_PREFIX.into(),
-            topic_prefix: "mlobs-".into(),
+            alerts_name_prefix: "mlobs-".into(),
             permissions_boundary_arn: None,
             cluster_name: None,
         }
@@ -126,7 +126,7 @@ impl OperatorPolicyOptions {
         wild("role path", &self.role_path);
         wild("KMS alias prefix", &self.kms_alias_prefix);
         wild("archive bucket prefix", &self.archive_bucket_prefix);
-        wild("topic prefix", &self.topic_prefix);
+        wild("alerts name prefix", &self.alerts_name_prefix);
         for r in &self.regions {
             wild("region", r);
         }
@@ -176,8 +176,8 @@ impl OperatorPolicyOptions {
             out.push("role name prefix must not be empty".into());
         }
         // Empty would mean every topic of the account.
-        if self.topic_prefix.is_empty() {
-            out.push("topic prefix must not be empty".into());
+        if self.alerts_name_prefix.is_empty() {
+            out.push("alerts name prefix must not be empty".into());
         }
         if !self.role_path.starts_with('/') || !self.role_path.ends_with('/') {
             out.push(format!("role path {:?} must start and end with /", self.role_path));
@@ -525,6 +525,18 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             )),
             Some(json!({ "StringEquals": region })),
         ),
+        // Dashboards are global to the account (their ARN has no region) and carry no tags: the
+        // name prefix is their scope.
+        statement(
+            "CloudWatchManageDashboards",
+            &[
+                "cloudwatch:DeleteDashboards",
+                "cloudwatch:GetDashboard",
+                "cloudwatch:PutDashboard",
+            ],
+            json!(opts.arn("cloudwatch", "", &format!("dashboard/{}*", opts.alerts_name_prefix))),
+            Some(json!({ "StringEquals": region })),
+        ),
         // The topics mlobs creates (KMS-encrypted, tagged on create: sns:TagResource).
         statement(
             "SnsManageAlertTopics",
@@ -535,7 +547,7 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
                 "sns:SetTopicAttributes",
                 "sns:TagResource",
             ],
-            json!(opts.regional("sns", &format!("{}*", opts.topic_prefix))),
+            json!(opts.regional("sns", &format!("{}*", opts.alerts_name_prefix))),
             Some(json!({ "StringEquals": region })),
         ),
         // A topic given by ARN is only checked to exist; it may have any name in the account.

@@ -137,6 +137,23 @@ pub struct AlertsSpec {
     pub sns: Option<AlertsSnsSpec>,
 }
 
+/// Dashboards of GPU and pipeline health, generated from the selected DCGM fields (a panel never
+/// shows a metric the pipeline does not ship).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DashboardsSpec {
+    /// A Grafana dashboard (utilisation, memory, temperature, power, XID/ECC per node and GPU,
+    /// GPU use per pod, pipeline health) in a ConfigMap labelled `grafana_dashboard: "1"`, which
+    /// the Grafana sidecar loads (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<bool>,
+    /// A CloudWatch dashboard `mlobs-<cluster>-<namespace>-<pipeline>` on the EMF metrics
+    /// (default true; $3 per month beyond the account's first 3 dashboards). Deleted with the
+    /// pipeline under `deletionPolicy: Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudwatch: Option<bool>,
+}
+
 /// Policy: alert defaults and guardrails.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -14,7 +14,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::alerts::AlertsSpec;
+use super::alerts::{AlertsSpec, DashboardsSpec};
 use super::archive::ArchiveSpec;
 use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
@@ -124,6 +124,11 @@ pub struct MLObservabilityPipelineSpec {
     /// policy requires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsSpec>,
+
+    /// Dashboards of GPU and pipeline health generated from the selected metrics: a Grafana
+    /// dashboard ConfigMap and a CloudWatch dashboard. Off unless present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboards: Option<DashboardsSpec>,
 
     /// Encryption at rest of the log groups (and of the archive bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -183,6 +183,8 @@ pub struct Effective {
     pub destinations: EffDestinations,
     /// GPU alarms, the PrometheusRule and the pipeline-health SLO; `None` is off.
     pub alerts: Option<super::alerts::EffAlerts>,
+    /// The Grafana and CloudWatch dashboards (both off unless `spec.dashboards` is present).
+    pub dashboards: super::dashboards::EffDashboards,
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
     pub resync_interval_ms: u64,
@@ -376,6 +378,7 @@ pub(crate) fn test_fixture() -> Effective {
         },
         destinations: EffDestinations::default(),
         alerts: None,
+        dashboards: Default::default(),
         drift_policy: DriftPolicy::Correct,
         deletion_policy: DeletionPolicy::Retain,
         resync_interval_ms: 600_000,

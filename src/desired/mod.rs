@@ -10,6 +10,7 @@ pub mod aws_plan;
 pub mod collector_config;
 pub mod collector_daemonset;
 pub mod cost;
+pub mod dashboards;
 pub mod dcgm_exporter;
 pub mod destinations;
 #[cfg(test)]

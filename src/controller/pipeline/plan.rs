@@ -248,6 +248,9 @@ pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String, promethe
         Child::ClusterRoleBinding(o.cluster_role_binding.clone()),
         Child::ConfigMap(o.config_map.clone()),
     ];
+    if e.dashboards.grafana {
+        children.push(Child::ConfigMap(crate::desired::dashboards::grafana::config_map(e)));
+    }
     if let (true, Some(a)) = (prometheus_rules, &e.alerts) {
         let rule = crate::desired::alerts::prometheus::prometheus_rule(e, a);
         children.push(Child::PrometheusRule(rule));

@@ -123,6 +123,16 @@ impl RolePlan {
     }
 }
 
+/// A CloudWatch dashboard as PutDashboard takes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardPlan {
+    pub name: String,
+    pub arn: String,
+    /// Canonical JSON (sorted keys), compared with GetDashboard's body for drift.
+    pub body: Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodIdentityPlan {
@@ -144,6 +154,9 @@ pub struct AwsPlan {
     /// The SNS topic and CloudWatch alarms, when alerts are enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<alerts::AlertsPlan>,
+    /// The CloudWatch dashboard, when `spec.dashboards.cloudwatch` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<DashboardPlan>,
     pub role: RolePlan,
     pub pod_identity: Option<PodIdentityPlan>,
 }
@@ -228,6 +241,14 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         None => None,
     };
     let alerts = e.alerts.as_ref().map(|a| alerts::plan(e, a, &kms_ref));
+    let dashboard = e.dashboards.cloudwatch.then(|| {
+        let name = crate::desired::dashboards::dashboard_name(&e.cluster_name, &e.namespace, &e.name);
+        DashboardPlan {
+            arn: format!("arn:{}:cloudwatch::{}:dashboard/{name}", e.partition, e.account_id),
+            name,
+            body: crate::desired::dashboards::cloudwatch::body(e),
+        }
+    });
     let kms = match &e.kms {
         EffKms::Disabled => None,
         EffKms::Existing { key_arn } => Some(KmsKeyPlan::Existing {
@@ -271,6 +292,7 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         log_groups,
         archive,
         alerts,
+        dashboard,
         role,
         pod_identity,
     };

@@ -103,6 +103,8 @@ pub struct Prices {
     /// CloudWatch standard-resolution alarm, per metric it reads, per month
     /// (https://aws.amazon.com/cloudwatch/pricing/, us-east-1).
     pub alarm_usd_per_metric_month: f64,
+    /// CloudWatch dashboard per month beyond the account's first 3.
+    pub dashboard_usd_per_month: f64,
 }
 
 impl Default for Prices {
@@ -126,6 +128,7 @@ impl Default for Prices {
             s3_transition_usd_per_1000: None,
             archive_compression_ratio: 10.0,
             alarm_usd_per_metric_month: 0.10,
+            dashboard_usd_per_month: 3.00,
         }
     }
 }

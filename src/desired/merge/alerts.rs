@@ -12,6 +12,15 @@ use crate::desired::destinations::parse_arn;
 use crate::desired::effective::{Context, EffMetrics};
 use crate::desired::sources::{Source, Sourced};
 
+/// `spec.dashboards`: both on when the section is present, unless switched off.
+pub(super) fn dashboards(spec: &MLObservabilityPipelineSpec) -> crate::desired::dashboards::EffDashboards {
+    let d = spec.dashboards.as_ref();
+    crate::desired::dashboards::EffDashboards {
+        grafana: d.is_some_and(|d| d.grafana != Some(false)),
+        cloudwatch: d.is_some_and(|d| d.cloudwatch != Some(false)),
+    }
+}
+
 /// The only EMF dimension set whose values are known before metrics arrive.
 const ALARM_DIMENSIONS: [&str; 1] = ["k8s.cluster.name"];
 

@@ -157,6 +157,7 @@ pub fn merge(
         exporter: exporter.value,
         destinations,
         alerts,
+        dashboards: alerts::dashboards(spec),
         drift_policy: life.drift_policy.value,
         deletion_policy: life.deletion_policy.value,
         resync_interval_ms: life.resync_interval_ms.value,
