@@ -293,3 +293,59 @@ async fn a_given_topic_is_used_as_it_is_never_deleted_and_must_exist() {
     assert!(err.to_string().contains("absent"), "{err}");
     assert_eq!(out.alarm_count, None);
 }
+
+#[tokio::test]
+async fn the_cloudwatch_dashboard_is_put_once_put_back_after_an_edit_and_deleted_under_delete() {
+    let p: MLObservabilityPipeline = serde_json::from_value(json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+        "metadata": {"name": "train", "namespace": "team-a"},
+        "spec": {"clusterName": moto::unique("dash"), "region": "us-east-1", "dashboards": {"grafana": false},
+            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}}}))
+    .expect("pipeline");
+    let e = merge(&p, None, &Context::default()).expect("merge").effective;
+    let (plan, opts) = plan_and_opts(&e, DriftPolicy::Correct);
+    let dash = plan.dashboard.clone().expect("a dashboard planned");
+    let c = moto::clients().await;
+    let out = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    assert_eq!(out.dashboard_name.as_deref(), Some(dash.name.as_str()));
+    let body = mlobs::aws::dashboards::observe(&c, &dash.name)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(mlobs::desired::canonical_json(body), dash.body);
+
+    let again = moto::clients().await;
+    ensure_all(&again, &plan, &opts).await.expect("re-run");
+    assert_eq!(again.calls.of("PutDashboard"), 0, "{:?}", again.calls.snapshot());
+    assert_eq!(again.calls.mutating(), 0);
+
+    (c.cloudwatch.put_dashboard().dashboard_name(&dash.name))
+        .dashboard_body(r#"{"widgets":[]}"#)
+        .send()
+        .await
+        .expect("edited outside mlobs");
+    let fix = moto::clients().await;
+    let out = ensure_all(&fix, &plan, &opts).await.expect("correct");
+    assert!(
+        out.drift.iter().any(|d| d.field == "dashboardBody" && d.corrected),
+        "{:?}",
+        out.drift
+    );
+    assert_eq!(fix.calls.of("PutDashboard"), 1);
+
+    delete_all(
+        &c,
+        &plan,
+        &opts.owner,
+        out.kms_key_id.as_deref(),
+        DeletionPolicy::Delete,
+    )
+    .await
+    .expect("delete");
+    assert!(
+        mlobs::aws::dashboards::observe(&c, &dash.name)
+            .await
+            .expect("get")
+            .is_none()
+    );
+}

@@ -274,10 +274,10 @@ fn every_regional_statement_is_limited_to_the_region_and_iam_to_nothing_regional
             }
         } else {
             assert_eq!(list(region), ["us-east-1", "eu-west-1"], "{s}");
-            // Bucket ARNs name no region: the condition above limits those statements.
+            // Bucket and dashboard ARNs name no region: the condition above limits those statements.
             for r in list(&s["Resource"])
                 .iter()
-                .filter(|r| *r != "*" && !r.starts_with("arn:aws:s3:::"))
+                .filter(|r| *r != "*" && !r.starts_with("arn:aws:s3:::") && !r.starts_with("arn:aws:cloudwatch::"))
             {
                 assert!(r.contains(":us-east-1:") || r.contains(":eu-west-1:"), "{r}");
             }
@@ -482,4 +482,30 @@ fn archive_buckets_are_scoped_to_the_prefix_and_the_account_and_never_deleted() 
     assert!(bad.problems().iter().any(|m| m.contains("archive bucket prefix")));
     bad.archive_bucket_prefix = "Mlobs_*".into();
     assert!(bad.problems().len() >= 2, "{:?}", bad.problems());
+}
+
+#[test]
+fn alarms_topics_and_dashboards_are_scoped_to_names_mlobs_derives() {
+    let p = operator_policy(&opts());
+    let alarms = statement(&p, "CloudWatchManageAlarms");
+    assert_eq!(
+        list(&alarms["Resource"]),
+        ["arn:aws:cloudwatch:us-east-1:123456789012:alarm:mlobs/*"]
+    );
+    let topics = statement(&p, "SnsManageAlertTopics");
+    assert_eq!(
+        list(&topics["Resource"]),
+        ["arn:aws:sns:us-east-1:123456789012:mlobs-*"]
+    );
+    assert!(list(&topics["Action"]).contains(&"sns:DeleteTopic".to_string()));
+    // A topic given by ARN is only read: no write reaches a topic outside the prefix.
+    assert_eq!(
+        list(&statement(&p, "SnsReadTopics")["Action"]),
+        ["sns:GetTopicAttributes"]
+    );
+    let dash = statement(&p, "CloudWatchManageDashboards");
+    assert_eq!(
+        list(&dash["Resource"]),
+        ["arn:aws:cloudwatch::123456789012:dashboard/mlobs-*"]
+    );
 }
