@@ -15,14 +15,22 @@ use mlobs::desired::merge::merge;
 use serde_json::{Value, json};
 use support::moto;
 
-fn effective(cluster: &str, alerts: Value) -> Effective {
+/// A pipeline of `cluster` with `extra` (alerts, dashboards) over an IRSA identity.
+fn effective_with(cluster: &str, extra: Value) -> Effective {
+    let mut spec = json!({"clusterName": cluster, "region": "us-east-1",
+        "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}});
+    if let (Some(s), Some(x)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(x.clone());
+    }
     let p: MLObservabilityPipeline = serde_json::from_value(json!({
         "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"},
-        "spec": {"clusterName": cluster, "region": "us-east-1", "alerts": alerts,
-            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}}}))
+        "metadata": {"name": "train", "namespace": "team-a"}, "spec": spec}))
     .expect("pipeline");
     merge(&p, None, &Context::default()).expect("merge").effective
+}
+
+fn effective(cluster: &str, alerts: Value) -> Effective {
+    effective_with(cluster, json!({"alerts": alerts}))
 }
 
 fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
@@ -111,7 +119,7 @@ async fn alarms_and_an_encrypted_topic_are_created_with_the_key_and_a_second_ens
     let xid = xid.metric_alarms().first().cloned().expect("the xid alarm");
     let expr = xid.metrics().iter().find_map(|q| q.expression.clone());
     assert_eq!(expr.as_deref(), Some("ABS(DIFF(m1))"));
-    assert_eq!(xid.alarm_actions(), [a.topic.arn.clone()]);
+    assert_eq!(xid.alarm_actions(), std::slice::from_ref(&a.topic.arn));
     let arn = xid.alarm_arn.clone().expect("arn");
     let t = c
         .cloudwatch
@@ -296,13 +304,7 @@ async fn a_given_topic_is_used_as_it_is_never_deleted_and_must_exist() {
 
 #[tokio::test]
 async fn the_cloudwatch_dashboard_is_put_once_put_back_after_an_edit_and_deleted_under_delete() {
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"},
-        "spec": {"clusterName": moto::unique("dash"), "region": "us-east-1", "dashboards": {"grafana": false},
-            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}}}))
-    .expect("pipeline");
-    let e = merge(&p, None, &Context::default()).expect("merge").effective;
+    let e = effective_with(&moto::unique("dash"), json!({"dashboards": {"grafana": false}}));
     let (plan, opts) = plan_and_opts(&e, DriftPolicy::Correct);
     let dash = plan.dashboard.clone().expect("a dashboard planned");
     let c = moto::clients().await;

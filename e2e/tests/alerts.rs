@@ -97,7 +97,7 @@ async fn a_pipeline_with_alerts_gets_its_prometheus_rule_dashboard_config_map_an
         alarms
             .metric_alarms()
             .iter()
-            .all(|a| a.alarm_actions() == [topic.clone()])
+            .all(|a| a.alarm_actions() == std::slice::from_ref(&topic))
     );
     aws.sns
         .get_topic_attributes()

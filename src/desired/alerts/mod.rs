@@ -200,18 +200,14 @@ pub struct EffAlerts {
     pub alarm_dimensions: Vec<String>,
 }
 
-/// `mlobs-<cluster>-<namespace>-<pipeline>-alerts` with every character SNS refuses (a `.` in a
-/// pipeline name) as `-`, cut to SNS's 256 characters.
+/// `raw` with every character but `[A-Za-z0-9_-]` as `-` (a `.` in a pipeline name), cut to
+/// `max` characters: what SNS topic and CloudWatch dashboard names accept.
+pub fn aws_name(raw: &str, max: usize) -> String {
+    let keep = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    raw.chars().map(|c| if keep(c) { c } else { '-' }).take(max).collect()
+}
+
+/// `mlobs-<cluster>-<namespace>-<pipeline>-alerts`, within SNS's 256 characters.
 pub fn topic_name(cluster: &str, namespace: &str, name: &str) -> String {
-    let n: String = format!("mlobs-{cluster}-{namespace}-{name}-alerts")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    n.chars().take(256).collect()
+    aws_name(&format!("mlobs-{cluster}-{namespace}-{name}-alerts"), 256)
 }

@@ -35,17 +35,7 @@ pub fn panel_of(field: &str) -> (String, &'static str) {
     (format!("{title} ({field})"), unit)
 }
 
-/// `mlobs-<cluster>-<namespace>-<pipeline>` with characters CloudWatch refuses as `-`, ≤ 255.
+/// `mlobs-<cluster>-<namespace>-<pipeline>`, within CloudWatch's 255 characters.
 pub fn dashboard_name(cluster: &str, namespace: &str, name: &str) -> String {
-    let n: String = format!("mlobs-{cluster}-{namespace}-{name}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    n.chars().take(255).collect()
+    crate::desired::alerts::aws_name(&format!("mlobs-{cluster}-{namespace}-{name}"), 255)
 }
