@@ -182,9 +182,9 @@ pub struct Effective {
     /// Destinations beyond CloudWatch: traces, AMP, Datadog, the S3 archive.
     pub destinations: EffDestinations,
     /// GPU alarms, the PrometheusRule and the pipeline-health SLO; `None` is off.
-    pub alerts: Option<super::alerts::EffAlerts>,
+    pub alerts: Option<super::monitoring::EffAlerts>,
     /// The Grafana and CloudWatch dashboards (both off unless `spec.dashboards` is present).
-    pub dashboards: super::dashboards::EffDashboards,
+    pub dashboards: super::monitoring::EffDashboards,
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
     pub resync_interval_ms: u64,

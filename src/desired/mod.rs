@@ -5,18 +5,25 @@
 
 pub mod alerts;
 #[cfg(test)]
+mod alerts_tests;
+#[cfg(test)]
+pub(crate) mod alerts_tests_support;
+#[cfg(test)]
 mod archive_tests;
 pub mod aws_plan;
 pub mod collector_config;
 pub mod collector_daemonset;
 pub mod cost;
 pub mod dashboards;
+#[cfg(test)]
+mod dashboards_tests;
 pub mod dcgm_exporter;
 pub mod destinations;
 #[cfg(test)]
 mod destinations_tests;
 pub mod effective;
 pub mod merge;
+pub mod monitoring;
 pub mod rbac;
 pub mod service_account;
 pub mod settings;

@@ -58,7 +58,7 @@ pub fn line(aws: &AwsPlan, p: &Prices) -> Option<DestinationLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::alerts::tests_support::with_alerts;
+    use crate::desired::alerts_tests_support::with_alerts;
 
     #[test]
     fn four_alarms_cost_forty_cents_at_the_list_price_and_follow_the_flag() {

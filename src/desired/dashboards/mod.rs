@@ -5,15 +5,8 @@
 
 pub mod cloudwatch;
 pub mod grafana;
-#[cfg(test)]
-mod tests;
 
-/// Which dashboards a pipeline has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct EffDashboards {
-    pub grafana: bool,
-    pub cloudwatch: bool,
-}
+pub use super::monitoring::{EffDashboards, dashboard_name};
 
 /// Title and unit (Grafana unit id) of a panel of a DCGM field; fields mlobs knows no better name
 /// for get their own name.
@@ -33,9 +26,4 @@ pub fn panel_of(field: &str) -> (String, &'static str) {
         other => (other, "none"),
     };
     (format!("{title} ({field})"), unit)
-}
-
-/// `mlobs-<cluster>-<namespace>-<pipeline>`, within CloudWatch's 255 characters.
-pub fn dashboard_name(cluster: &str, namespace: &str, name: &str) -> String {
-    crate::desired::alerts::aws_name(&format!("mlobs-{cluster}-{namespace}-{name}"), 255)
 }

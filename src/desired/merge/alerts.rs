@@ -7,15 +7,15 @@
 use super::Merger;
 use super::placement::Placement;
 use crate::crd::{AlertRulesSpec, MLObservabilityPipelineSpec};
-use crate::desired::alerts::*;
 use crate::desired::destinations::parse_arn;
 use crate::desired::effective::{Context, EffMetrics};
+use crate::desired::monitoring::*;
 use crate::desired::sources::{Source, Sourced};
 
 /// `spec.dashboards`: both on when the section is present, unless switched off.
-pub(super) fn dashboards(spec: &MLObservabilityPipelineSpec) -> crate::desired::dashboards::EffDashboards {
+pub(super) fn dashboards(spec: &MLObservabilityPipelineSpec) -> crate::desired::monitoring::EffDashboards {
     let d = spec.dashboards.as_ref();
-    crate::desired::dashboards::EffDashboards {
+    crate::desired::monitoring::EffDashboards {
         grafana: d.is_some_and(|d| d.grafana != Some(false)),
         cloudwatch: d.is_some_and(|d| d.cloudwatch != Some(false)),
     }

@@ -4,11 +4,11 @@
 
 use serde_json::{Value, json};
 
-use super::cloudwatch::{AlarmPlan, Comparison, Statistic, breaches};
-use super::prometheus::{expression, groups, prometheus_rule};
-use super::slo::{WINDOWS, budget, threshold};
-use super::tests_support::{default_alerts, with_alerts};
-use super::*;
+use super::alerts::cloudwatch::{AlarmPlan, Comparison, Statistic, breaches};
+use super::alerts::prometheus::{expression, groups, prometheus_rule};
+use super::alerts::slo::{WINDOWS, budget, threshold};
+use super::alerts_tests_support::{default_alerts, with_alerts};
+use super::monitoring::*;
 use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
 use crate::desired::aws_plan;
 use crate::desired::effective::{Context, test_fixture};

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{cloudwatch, grafana};
+use super::dashboards::{cloudwatch, grafana};
 use crate::desired::effective::{Effective, test_fixture};
 
 /// Every DCGM field named anywhere in a JSON text.
