@@ -44,6 +44,7 @@ fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
         known_key_id: None,
         scan_for_key: false,
         log_group_snapshot: None,
+        alarms_recorded: false,
     };
     (aws_plan::build(e).expect("plan"), opts)
 }
@@ -349,5 +350,44 @@ async fn the_cloudwatch_dashboard_is_put_once_put_back_after_an_edit_and_deleted
             .await
             .expect("get")
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn switching_alerts_off_deletes_the_recorded_alarms_and_keeps_the_topic() {
+    let cluster = moto::unique("alarmsoff");
+    let e = effective(&cluster, json!({}));
+    let (plan, opts) = plan_and_opts(&e, DriftPolicy::Correct);
+    let a = plan.alerts.clone().expect("alerts");
+    let c = moto::clients().await;
+    ensure_all(&c, &plan, &opts).await.expect("ensure");
+    assert_eq!(alarm_names(&c, &a.alarm_prefix).await.len(), 4);
+
+    let off = effective(&cluster, json!({"enabled": false}));
+    let (plan_off, mut opts_off) = plan_and_opts(&off, DriftPolicy::Correct);
+    assert!(plan_off.alerts.is_none());
+    let quiet = moto::clients().await;
+    ensure_all(&quiet, &plan_off, &opts_off)
+        .await
+        .expect("ensure without alerts");
+    assert_eq!(
+        quiet.calls.of("DescribeAlarms"),
+        0,
+        "not read unless status records alarms"
+    );
+    opts_off.alarms_recorded = true;
+    let out = ensure_all(&c, &plan_off, &opts_off)
+        .await
+        .expect("ensure without alerts");
+    assert!(out.alerts_error.is_none(), "{:?}", out.alerts_error);
+    assert!(alarm_names(&c, &a.alarm_prefix).await.is_empty());
+    assert!(
+        c.sns
+            .get_topic_attributes()
+            .topic_arn(&a.topic.arn)
+            .send()
+            .await
+            .is_ok(),
+        "the topic stays"
     );
 }

@@ -22,6 +22,9 @@ pub struct ApplyOptions {
     /// Log groups observed for many pipelines at once (resync), read instead of describing
     /// this pipeline's groups one call at a time.
     pub log_group_snapshot: Option<std::sync::Arc<std::collections::BTreeMap<String, logs::ObservedGroup>>>,
+    /// Status records alarms of this pipeline (`status.aws.alarmCount`): when the plan has no
+    /// alerts any more, ours under the pipeline's prefix are deleted (only then is it read).
+    pub alarms_recorded: bool,
 }
 
 /// What the AWS side looks like after an ensure.
@@ -176,6 +179,16 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
                 out.drift.extend(drift);
             }
             Err(e) => out.alerts_error = Some(e),
+        }
+    }
+    if plan.alerts.is_none() && opts.alarms_recorded {
+        // Alerts switched off: their alarms would go on firing (and costing). The topic stays:
+        // its subscriptions are the user's.
+        let prefix = crate::desired::alerts::cloudwatch::owner_prefix(&opts.owner.cluster, &opts.owner.pipeline);
+        if let Err(e) = alarms::delete(c, &prefix, &opts.owner, crate::crd::DeletionPolicy::Delete).await {
+            // Still recorded, so the next ensure tries again.
+            out.alarm_count = Some(0);
+            out.alerts_error = Some(e);
         }
     }
     if let Some(dash) = &plan.dashboard {

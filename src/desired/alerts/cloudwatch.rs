@@ -88,7 +88,12 @@ pub struct AlarmPlan {
 
 /// `mlobs/<cluster>/<namespace>/<pipeline>/`: the name prefix of one pipeline's alarms.
 pub fn pipeline_prefix(e: &Effective) -> String {
-    format!("{ALARM_NAME_PREFIX}{}/{}/{}/", e.cluster_name, e.namespace, e.name)
+    owner_prefix(&e.cluster_name, &e.pipeline_id())
+}
+
+/// The same prefix from the cluster and the `<namespace>/<pipeline>` id.
+pub fn owner_prefix(cluster: &str, pipeline_id: &str) -> String {
+    format!("{ALARM_NAME_PREFIX}{cluster}/{pipeline_id}/")
 }
 
 /// The ARN of an alarm of this account and region.
