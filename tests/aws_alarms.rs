@@ -49,6 +49,11 @@ fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
     (aws_plan::build(e).expect("plan"), opts)
 }
 
+/// `delete_all` of the plan with the key an ensure returned.
+async fn delete(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions, key: Option<&str>, policy: DeletionPolicy) {
+    delete_all(c, plan, &opts.owner, key, policy).await.expect("delete");
+}
+
 async fn alarm_names(c: &AwsClients, prefix: &str) -> Vec<String> {
     let out = c
         .cloudwatch
@@ -239,9 +244,7 @@ async fn deletion_removes_alarms_and_the_created_topic_under_delete_and_keeps_th
         let (plan, opts) = plan_and_opts(&e, DriftPolicy::Correct);
         let a = plan.alerts.clone().expect("alerts");
         let out = ensure_all(&c, &plan, &opts).await.expect("ensure");
-        delete_all(&c, &plan, &opts.owner, out.kms_key_id.as_deref(), policy)
-            .await
-            .expect("delete");
+        delete(&c, &plan, &opts, out.kms_key_id.as_deref(), policy).await;
         let (alarms, topic) = (
             alarm_names(&c, &a.alarm_prefix).await.len(),
             c.sns
@@ -277,15 +280,7 @@ async fn a_given_topic_is_used_as_it_is_never_deleted_and_must_exist() {
     let (plan, opts) = plan_and_opts(&e, DriftPolicy::Correct);
     let out = ensure_all(&c, &plan, &opts).await.expect("ensure");
     assert_eq!(out.alerts_topic_arn.as_deref(), Some(arn.as_str()));
-    delete_all(
-        &c,
-        &plan,
-        &opts.owner,
-        out.kms_key_id.as_deref(),
-        DeletionPolicy::Delete,
-    )
-    .await
-    .expect("delete");
+    delete(&c, &plan, &opts, out.kms_key_id.as_deref(), DeletionPolicy::Delete).await;
     assert!(
         c.sns.get_topic_attributes().topic_arn(&arn).send().await.is_ok(),
         "a user's topic stays"
@@ -336,15 +331,7 @@ async fn the_cloudwatch_dashboard_is_put_once_put_back_after_an_edit_and_deleted
     );
     assert_eq!(fix.calls.of("PutDashboard"), 1);
 
-    delete_all(
-        &c,
-        &plan,
-        &opts.owner,
-        out.kms_key_id.as_deref(),
-        DeletionPolicy::Delete,
-    )
-    .await
-    .expect("delete");
+    delete(&c, &plan, &opts, out.kms_key_id.as_deref(), DeletionPolicy::Delete).await;
     assert!(
         mlobs::aws::dashboards::observe(&c, &dash.name)
             .await
