@@ -90,6 +90,12 @@ pub struct PlanArgs {
     /// S3 Standard storage price per GB-month (the archive's objects before their transition).
     #[arg(long, default_value_t = 0.023)]
     pub s3_standard_usd_per_gb_month: f64,
+    /// CloudWatch price per alarm metric-month (standard resolution; each mlobs alarm reads one).
+    #[arg(long, default_value_t = 0.10)]
+    pub alarm_usd_per_metric_month: f64,
+    /// CloudWatch price per dashboard-month (beyond the account's first 3, which are free).
+    #[arg(long, default_value_t = 3.00)]
+    pub dashboard_usd_per_month: f64,
     /// S3 PUT price per 1,000 requests (the archive writes one object per batch per node).
     #[arg(long, default_value_t = 0.005)]
     pub s3_put_usd_per_1000: f64,
@@ -284,6 +290,16 @@ pub fn render_yaml(inputs_policies: &[GpuTelemetryPolicy], built: &[Desired], op
             push(serde_saphyr::to_string(&h.config_map));
             push(serde_saphyr::to_string(&h.daemon_set));
         }
+        let e = &d.effective;
+        if e.dashboards.grafana {
+            push(serde_saphyr::to_string(&desired::dashboards::grafana::config_map(e)));
+        }
+        // Applied by the operator only where the cluster serves monitoring.coreos.com/v1.
+        if let Some(a) = &e.alerts {
+            push(serde_saphyr::to_string(&desired::alerts::prometheus::prometheus_rule(
+                e, a,
+            )));
+        }
         push(serde_saphyr::to_string(&o.daemon_set));
     }
     for pol in inputs_policies {
@@ -348,6 +364,8 @@ fn check_amounts(args: &PlanArgs) -> Result<(), String> {
             args.s3_transition_usd_per_1000.unwrap_or(0.0),
         ),
         ("--archive-compression-ratio", args.archive_compression_ratio),
+        ("--alarm-usd-per-metric-month", args.alarm_usd_per_metric_month),
+        ("--dashboard-usd-per-month", args.dashboard_usd_per_month),
     ];
     let flags = flags.into_iter().chain(args.kinesis.flags());
     match flags.into_iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
@@ -378,6 +396,8 @@ pub fn plan_reports(args: &PlanArgs, built: &[Desired]) -> Result<Vec<PlanReport
         s3_transition_usd_per_1000: args.s3_transition_usd_per_1000,
         archive_compression_ratio: args.archive_compression_ratio,
         kinesis: args.kinesis.clone(),
+        alarm_usd_per_metric_month: args.alarm_usd_per_metric_month,
+        dashboard_usd_per_month: args.dashboard_usd_per_month,
         ..list
     };
     let traffic = Traffic {

@@ -63,6 +63,7 @@ impl PlanReport {
         let mut destinations = lines(e, &d.aws, fleet, prices, traffic);
         destinations.extend(crate::desired::cost::archive::line(e, &d.aws, fleet, prices, traffic));
         destinations.extend(crate::desired::cost::hot_path::line(e, &d.aws, fleet, prices));
+        destinations.extend(crate::desired::cost::alerts::line(&d.aws, prices));
         let o = &d.objects;
         let r = |kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
             kind,
@@ -81,6 +82,19 @@ impl PlanReport {
                 r("ConfigMap", &h.config_map.metadata),
                 r("DaemonSet", &h.daemon_set.metadata),
             ]);
+        }
+        if e.dashboards.grafana {
+            kubernetes.push(r(
+                "ConfigMap",
+                &crate::desired::dashboards::grafana::config_map(e).metadata,
+            ));
+        }
+        if let Some(a) = &e.alerts {
+            // Applied only where the cluster serves monitoring.coreos.com/v1.
+            kubernetes.push(r(
+                "PrometheusRule",
+                &crate::desired::alerts::prometheus::prometheus_rule(e, a).metadata,
+            ));
         }
         kubernetes.push(r("DaemonSet", &o.daemon_set.metadata));
         let budget = e.budget.as_ref().map(|b: &EffBudget| BudgetCheck {
@@ -249,6 +263,38 @@ impl PlanReport {
                 format!(
                     "EKS pod identity association {}/{} in cluster {} -> {}",
                     pi.namespace, pi.service_account, pi.cluster_name, pi.role_arn
+                ),
+            )?;
+        }
+        if let Some(a) = &self.aws.alerts {
+            let t = &a.topic;
+            let how = if t.create {
+                "created, KMS-encrypted with the pipeline's key"
+            } else {
+                "existing; verified, not changed"
+            };
+            step(s, format!("SNS topic {} ({how})", t.arn))?;
+            for x in &a.alarms {
+                step(
+                    s,
+                    format!(
+                        "CloudWatch alarm {} ({} {} {} {})",
+                        x.name,
+                        x.metric_name,
+                        x.statistic.as_str(),
+                        x.comparison.as_str(),
+                        x.threshold
+                    ),
+                )?;
+            }
+        }
+        if let Some(dash) = &self.aws.dashboard {
+            step(
+                s,
+                format!(
+                    "CloudWatch dashboard {} ({} widgets)",
+                    dash.name,
+                    dash.body["widgets"].as_array().map_or(0, Vec::len)
                 ),
             )?;
         }

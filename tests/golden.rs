@@ -39,6 +39,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         ("destinations", vec!["-f", "config/samples/pipeline-destinations.yaml"]),
         ("archive", vec!["-f", "config/samples/pipeline-archive.yaml"]),
         ("hotpath", vec!["-f", "config/samples/pipeline-hotpath.yaml"]),
+        ("alerts", vec!["-f", "config/samples/pipeline-alerts.yaml"]),
         (
             "minimal-gpu-operator-policy",
             vec![
@@ -138,6 +139,7 @@ fn every_rendered_object_is_a_valid_kubernetes_object() {
                 "ServiceAccount" => round_trips::<ServiceAccount>(&doc),
                 "ClusterRole" => round_trips::<ClusterRole>(&doc),
                 "ClusterRoleBinding" => round_trips::<ClusterRoleBinding>(&doc),
+                "PrometheusRule" => round_trips::<mlobs::desired::alerts::prometheus::PrometheusRule>(&doc),
                 other => Err(format!("unexpected kind {other:?}")),
             };
             if let Err(e) = res {

@@ -709,6 +709,7 @@ fn aws_ok() -> AwsResult {
             role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
             pod_identity_association_id: None,
             drift: vec![],
+            ..Default::default()
         }),
         ready: true,
     }

@@ -43,6 +43,8 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("apps", "replicasets", READ),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("", "events", &["list"]),
+    // The alert rules (spec.alerts), where the Prometheus operator's CRD is installed: not watched.
+    ("monitoring.coreos.com", "prometheusrules", CLUSTER_CHILD),
 ];
 const READ: &[&str] = &["get", "list", "watch"];
 /// Watched; the finalizer is added and removed by merge patch.

@@ -10,7 +10,7 @@ use mlobs::aws::operator_policy::{IMPLIED_ACTIONS, OperatorPolicyOptions, RESOUR
 use serde_json::Value;
 
 /// SDK clients of `AwsClients` and the IAM service prefix of each.
-const CLIENTS: [(&str, &str); 10] = [
+const CLIENTS: [(&str, &str); 12] = [
     ("kms", "kms"),
     ("logs", "logs"),
     ("iam", "iam"),
@@ -21,6 +21,8 @@ const CLIENTS: [(&str, &str); 10] = [
     ("s3", "s3"),
     ("sqs", "sqs"),
     ("kinesis", "kinesis"),
+    ("cloudwatch", "cloudwatch"),
+    ("sns", "sns"),
 ];
 
 /// S3 operations authorized under an IAM action of another name (Service Authorization
@@ -93,9 +95,10 @@ fn called_actions() -> BTreeSet<String> {
             >= 4,
         "src/aws has kms.rs, logs.rs, iam.rs and eks.rs"
     );
-    let call =
-        regex::Regex::new(r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|sqs|kinesis)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
-            .unwrap();
+    let call = regex::Regex::new(
+        r"\.\s*(kms|logs|iam|eks|sts|amp|xray|s3|sqs|kinesis|cloudwatch|sns)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)",
+    )
+    .unwrap();
     let mut out = BTreeSet::new();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -177,11 +180,13 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
     assert_eq!(
         IMPLIED_ACTIONS,
         [
+            "cloudwatch:TagResource",
             "iam:PassRole",
             "kms:CreateGrant",
             "kms:Decrypt",
             "kms:GenerateDataKey",
-            "s3:TagResource"
+            "s3:TagResource",
+            "sns:TagResource"
         ]
     );
     for a in &implied {
@@ -196,6 +201,7 @@ fn policy_allows_exactly_the_operations_the_aws_layer_calls() {
         called.contains("aps:CreateWorkspace"),
         "the KMS grants exist for this call"
     );
+    assert!(called.contains("cloudwatch:PutMetricAlarm") && called.contains("sns:CreateTopic"));
     // No object action: the operator never reads, writes or deletes archived logs, and no
     // bucket is ever deleted.
     let objects: Vec<&String> = granted
@@ -283,10 +289,10 @@ fn every_regional_statement_is_limited_to_the_region_and_iam_to_nothing_regional
             }
         } else {
             assert_eq!(list(region), ["us-east-1", "eu-west-1"], "{s}");
-            // Bucket ARNs name no region: the condition above limits those statements.
+            // Bucket and dashboard ARNs name no region: the condition above limits those statements.
             for r in list(&s["Resource"])
                 .iter()
-                .filter(|r| *r != "*" && !r.starts_with("arn:aws:s3:::"))
+                .filter(|r| *r != "*" && !r.starts_with("arn:aws:s3:::") && !r.starts_with("arn:aws:cloudwatch::"))
             {
                 assert!(r.contains(":us-east-1:") || r.contains(":eu-west-1:"), "{r}");
             }
@@ -590,4 +596,30 @@ fn hot_path_streams_are_scoped_to_the_prefix_and_region() {
     assert!(bad.problems().iter().any(|m| m.contains("hot path stream prefix")));
     bad.hot_path_stream_prefix = "mlobs-*".into();
     assert!(bad.problems().iter().any(|m| m.contains("must not contain *")));
+}
+
+#[test]
+fn alarms_topics_and_dashboards_are_scoped_to_names_mlobs_derives() {
+    let p = operator_policy(&opts());
+    let alarms = statement(&p, "CloudWatchManageAlarms");
+    assert_eq!(
+        list(&alarms["Resource"]),
+        ["arn:aws:cloudwatch:us-east-1:123456789012:alarm:mlobs/*"]
+    );
+    let topics = statement(&p, "SnsManageAlertTopics");
+    assert_eq!(
+        list(&topics["Resource"]),
+        ["arn:aws:sns:us-east-1:123456789012:mlobs-*"]
+    );
+    assert!(list(&topics["Action"]).contains(&"sns:DeleteTopic".to_string()));
+    // A topic given by ARN is only read: no write reaches a topic outside the prefix.
+    assert_eq!(
+        list(&statement(&p, "SnsReadTopics")["Action"]),
+        ["sns:GetTopicAttributes"]
+    );
+    let dash = statement(&p, "CloudWatchManageDashboards");
+    assert_eq!(
+        list(&dash["Resource"]),
+        ["arn:aws:cloudwatch::123456789012:dashboard/mlobs-*"]
+    );
 }

@@ -1041,6 +1041,7 @@ fn no_credentials_in_config_maps_rendered_objects_or_status() {
             actual: "1".into(),
             corrected: true,
         }],
+        ..Default::default()
     };
     let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
     let mut ok = Observed::new(&p);

@@ -8,6 +8,7 @@
 //! alone, after the others (e2e/run.sh runs them in a second invocation).
 
 mod admission;
+mod alerts;
 mod dataflow;
 mod destinations;
 mod hot_path;

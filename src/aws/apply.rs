@@ -7,7 +7,7 @@
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, amp, eks, hot_path, iam, kms, logs, s3};
+use super::{AwsClients, AwsError, Drift, Owner, alarms, amp, dashboards, eks, hot_path, iam, kms, logs, s3, sns};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct ApplyOptions {
     /// Log groups observed for many pipelines at once (resync), read instead of describing
     /// this pipeline's groups one call at a time.
     pub log_group_snapshot: Option<std::sync::Arc<std::collections::BTreeMap<String, logs::ObservedGroup>>>,
+    /// Status records alarms of this pipeline (`status.aws.alarmCount`): when the plan has no
+    /// alerts any more, ours under the pipeline's prefix are deleted (only then is it read).
+    pub alarms_recorded: bool,
 }
 
 /// What the AWS side looks like after an ensure.
@@ -41,6 +44,15 @@ pub struct AwsOutcome {
     pub amp_workspace: Option<(String, amp::Workspace)>,
     pub role_arn: Option<String>,
     pub pod_identity_association_id: Option<String>,
+    /// The SNS topic the alarms notify (alerts enabled).
+    pub alerts_topic_arn: Option<String>,
+    /// The alarms that exist as planned (alerts enabled).
+    pub alarm_count: Option<i32>,
+    /// Why the alerts could not be ensured: reported as AlertsReady=False, never a reason to
+    /// hold the collector back.
+    pub alerts_error: Option<AwsError>,
+    /// The CloudWatch dashboard (dashboards enabled).
+    pub dashboard_name: Option<String>,
     pub drift: Vec<Drift>,
 }
 
@@ -81,6 +93,7 @@ pub enum Step {
     AmpWorkspace,
     IamRole,
     PodIdentity,
+    Alerts,
 }
 
 impl std::fmt::Display for Step {
@@ -93,6 +106,7 @@ impl std::fmt::Display for Step {
             Step::HotPath => "hot path stream and role",
             Step::IamRole => "IAM role",
             Step::PodIdentity => "pod identity association",
+            Step::Alerts => "alerts (SNS topic, CloudWatch alarms)",
         })
     }
 }
@@ -180,6 +194,45 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => return Err(fail(Step::PodIdentity, e, &out)),
         }
     }
+    if let Some(a) = &plan.alerts {
+        // Last: alarms watch what the collector ships, and their failure must not hold it back.
+        let key = out.kms_key_arn.as_deref();
+        let topic = sns::ensure(c, &a.topic, key, &opts.owner, opts.adopt, opts.drift).await;
+        let alarms = match topic {
+            Ok((arn, drift)) => {
+                out.alerts_topic_arn = Some(arn);
+                out.drift.extend(drift);
+                alarms::ensure(c, &a.alarm_prefix, &a.alarms, &opts.owner, opts.adopt, opts.drift).await
+            }
+            Err(e) => Err(e),
+        };
+        match alarms {
+            Ok(drift) => {
+                out.alarm_count = Some(a.alarms.len() as i32);
+                out.drift.extend(drift);
+            }
+            Err(e) => out.alerts_error = Some(e),
+        }
+    }
+    if plan.alerts.is_none() && opts.alarms_recorded {
+        // Alerts switched off: their alarms would go on firing (and costing). The topic stays:
+        // its subscriptions are the user's.
+        let prefix = crate::desired::alerts::cloudwatch::owner_prefix(&opts.owner.cluster, &opts.owner.pipeline);
+        if let Err(e) = alarms::delete(c, &prefix, &opts.owner, crate::crd::DeletionPolicy::Delete).await {
+            // Still recorded, so the next ensure tries again.
+            out.alarm_count = Some(0);
+            out.alerts_error = Some(e);
+        }
+    }
+    if let Some(dash) = &plan.dashboard {
+        match dashboards::ensure(c, dash, opts.drift).await {
+            Ok(drift) => {
+                out.dashboard_name = Some(dash.name.clone());
+                out.drift.extend(drift);
+            }
+            Err(e) => out.alerts_error = Some(e),
+        }
+    }
     Ok(out)
 }
 
@@ -206,6 +259,20 @@ pub async fn delete_all(
         error,
         partial: Box::default(),
     };
+    if let Some(dash) = &plan.dashboard {
+        dashboards::delete(c, dash, policy)
+            .await
+            .map_err(|e| fail(Step::Alerts, e))?;
+    }
+    if let Some(a) = &plan.alerts {
+        // Alarms first: they name the topic.
+        alarms::delete(c, &a.alarm_prefix, owner, policy)
+            .await
+            .map_err(|e| fail(Step::Alerts, e))?;
+        sns::delete(c, &a.topic, owner, policy)
+            .await
+            .map_err(|e| fail(Step::Alerts, e))?;
+    }
     if let Some(pi) = &plan.pod_identity {
         // The association is pure wiring, never data: it goes under both policies.
         eks::delete_pod_identity(c, pi)

@@ -1,14 +1,18 @@
 //! AWS provisioning: one module per service, each with idempotent `ensure`, `observe` and `delete`.
 //!
-//! Order is KMS → log groups → archive bucket → hot path stream → IAM (→ EKS pod identity association): log groups
+//! Order is KMS → log groups → archive bucket → hot path stream → AMP workspace → IAM (→ EKS pod
+//! identity association) → alerts (SNS topic, CloudWatch alarms; last, so a failing alarm never
+//! holds the collector back): log groups
 //! and the bucket are created with their key, the role's policy names the bucket, and the
 //! collector only starts once all of them exist. Every resource carries the
 //! ownership tags `mlobs.io/cluster`, `mlobs.io/pipeline` and (from the controller) `mlobs.io/uid`;
 //! nothing without our tags is changed or deleted unless adoption is opted in.
 
+pub mod alarms;
 pub mod amp;
 pub mod apply;
 pub mod calls;
+pub mod dashboards;
 pub mod destinations;
 pub mod drift_events;
 pub mod eks;
@@ -23,6 +27,7 @@ pub mod operator_policy;
 pub mod s3;
 pub mod s3_observe;
 pub mod s3_settings;
+pub mod sns;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -122,6 +127,8 @@ pub struct AwsClients {
     /// Reads the drift events queue (`--drift-events-queue`).
     pub sqs: aws_sdk_sqs::Client,
     pub kinesis: aws_sdk_kinesis::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sns: aws_sdk_sns::Client,
     pub calls: CallCounter,
 }
 
@@ -183,6 +190,8 @@ impl AwsClients {
             xray: client!(aws_sdk_xray),
             sqs: client!(aws_sdk_sqs),
             kinesis: client!(aws_sdk_kinesis),
+            cloudwatch: client!(aws_sdk_cloudwatch),
+            sns: client!(aws_sdk_sns),
             calls,
         }
     }

@@ -16,6 +16,11 @@
 //!   it, so tags cannot scope them. No object action is granted: the operator never reads,
 //!   writes or deletes archived logs, and no bucket is ever deleted.
 //!
+//! - Alerts: CloudWatch alarms are scoped by name (`alarm:mlobs/*`: every alarm mlobs names
+//!   `mlobs/<cluster>/<namespace>/<pipeline>/<rule>`), SNS topics mlobs creates by name prefix
+//!   (`mlobs-`); a topic given by ARN is only read (GetTopicAttributes on the account's topics).
+//!   Every one of these actions has a resource type, so none is on `*`.
+//!
 //! Not in the policy, on purpose: `sts:GetCallerIdentity` (`mlobs run` calls it to learn the
 //! account unless `--account-id` is given) needs no permission, AWS allows it to every caller.
 
@@ -41,17 +46,21 @@ pub const RESOURCE_STAR_ACTIONS: [&str; 6] = [
 /// provider and nothing is passed.)
 ///
 /// `s3:TagResource` authorizes the tags given to CreateBucket (S3 API reference,
-/// CreateBucketConfiguration.Tags), which makes a new bucket ours in the same call.
+/// CreateBucketConfiguration.Tags), which makes a new bucket ours in the same call;
+/// `cloudwatch:TagResource` and `sns:TagResource` likewise authorize the tags given to
+/// PutMetricAlarm and CreateTopic (their API references require them for tags on create).
 ///
-/// The `kms:` grant actions are
-/// what AMP calls with the caller's permissions, through `aps`, when it creates a workspace
-/// encrypted with a customer managed key (AMP user guide, "Encryption at rest").
-pub const IMPLIED_ACTIONS: [&str; 5] = [
+/// The `kms:` grant actions are what AMP calls with the caller's permissions, through `aps`,
+/// when it creates a workspace encrypted with a customer managed key (AMP user guide,
+/// "Encryption at rest").
+pub const IMPLIED_ACTIONS: [&str; 7] = [
+    "cloudwatch:TagResource",
     "iam:PassRole",
     "kms:CreateGrant",
     "kms:Decrypt",
     "kms:GenerateDataKey",
     "s3:TagResource",
+    "sns:TagResource",
 ];
 
 /// The service principal a pod identity association passes the collector role to.
@@ -85,6 +94,9 @@ pub struct OperatorPolicyOptions {
     /// Hot path stream names start with this (default `mlobs-`, as in the derived
     /// `mlobs-<cluster>-<namespace>-<pipeline>-hot`).
     pub hot_path_stream_prefix: String,
+    /// SNS topics and CloudWatch dashboards mlobs creates start with this (default `mlobs-`, as
+    /// in the derived `mlobs-<cluster>-<namespace>-<pipeline>[-alerts]`).
+    pub alerts_name_prefix: String,
     /// When set, the operator may create a role, or write a role's inline policy or boundary, only
     /// with exactly this boundary: what the operator can grant stays inside it.
     pub permissions_boundary_arn: Option<String>,
@@ -109,6 +121,7 @@ impl OperatorPolicyOptions {
             kms_alias_prefix: "alias/mlobs/".into(),
             archive_bucket_prefix: crate::conventions::ARCHIVE_BUCKET_PREFIX.into(),
             hot_path_stream_prefix: crate::desired::hot_path::STREAM_PREFIX.into(),
+            alerts_name_prefix: "mlobs-".into(),
             permissions_boundary_arn: None,
             cluster_name: None,
             drift_events_queue_arn: None,
@@ -135,6 +148,7 @@ impl OperatorPolicyOptions {
             wild("drift events queue ARN", q);
         }
         wild("hot path stream prefix", &self.hot_path_stream_prefix);
+        wild("alerts name prefix", &self.alerts_name_prefix);
         for r in &self.regions {
             wild("region", r);
         }
@@ -185,6 +199,10 @@ impl OperatorPolicyOptions {
         }
         if self.role_name_prefix.is_empty() {
             out.push("role name prefix must not be empty".into());
+        }
+        // Empty would mean every topic of the account.
+        if self.alerts_name_prefix.is_empty() {
+            out.push("alerts name prefix must not be empty".into());
         }
         if !self.role_path.starts_with('/') || !self.role_path.ends_with('/') {
             out.push(format!("role path {:?} must start and end with /", self.role_path));
@@ -573,6 +591,55 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             "XRayReadTraceDestination",
             &["xray:GetTraceSegmentDestination"],
             json!("*"),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // Alerts: the pipeline's alarms (named mlobs/<cluster>/<ns>/<pipeline>/<rule>); the tags
+        // given to PutMetricAlarm are authorized as cloudwatch:TagResource.
+        statement(
+            "CloudWatchManageAlarms",
+            &[
+                "cloudwatch:DeleteAlarms",
+                "cloudwatch:DescribeAlarms",
+                "cloudwatch:ListTagsForResource",
+                "cloudwatch:PutMetricAlarm",
+                "cloudwatch:TagResource",
+            ],
+            json!(opts.regional(
+                "cloudwatch",
+                &format!("alarm:{}*", crate::desired::alerts::cloudwatch::ALARM_NAME_PREFIX)
+            )),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // Dashboards are global to the account (their ARN has no region) and carry no tags: the
+        // name prefix is their scope.
+        statement(
+            "CloudWatchManageDashboards",
+            &[
+                "cloudwatch:DeleteDashboards",
+                "cloudwatch:GetDashboard",
+                "cloudwatch:PutDashboard",
+            ],
+            json!(opts.arn("cloudwatch", "", &format!("dashboard/{}*", opts.alerts_name_prefix))),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // The topics mlobs creates (KMS-encrypted, tagged on create: sns:TagResource).
+        statement(
+            "SnsManageAlertTopics",
+            &[
+                "sns:CreateTopic",
+                "sns:DeleteTopic",
+                "sns:ListTagsForResource",
+                "sns:SetTopicAttributes",
+                "sns:TagResource",
+            ],
+            json!(opts.regional("sns", &format!("{}*", opts.alerts_name_prefix))),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // A topic given by ARN is only checked to exist; it may have any name in the account.
+        statement(
+            "SnsReadTopics",
+            &["sns:GetTopicAttributes"],
+            json!(opts.regional("sns", "*")),
             Some(json!({ "StringEquals": region })),
         ),
         // EKS pod identity associations of the collector's service account.

@@ -17,6 +17,7 @@ use kube::{Client, Resource};
 
 use super::children::{self, Applied, AppliedCache, Owner};
 use super::error::Result;
+use crate::desired::alerts::prometheus::PrometheusRule;
 
 /// Annotation on every child naming its owner (`<namespace>/<name>`, or `<name>` for a
 /// cluster-scoped owner): how a child that cannot carry an owner reference finds its owner.
@@ -33,6 +34,8 @@ pub enum Kind {
     ConfigMap,
     Service,
     DaemonSet,
+    /// monitoring.coreos.com/v1: listed and pruned only where its CRD is installed.
+    PrometheusRule,
 }
 
 /// One desired child. (A set holds at most five, built once per reconcile: boxing the larger
@@ -46,6 +49,7 @@ pub enum Child {
     ConfigMap(ConfigMap),
     Service(Service),
     DaemonSet(DaemonSet),
+    PrometheusRule(PrometheusRule),
 }
 
 impl Child {
@@ -58,6 +62,7 @@ impl Child {
             Child::ConfigMap(o) => children::describe(o),
             Child::Service(o) => children::describe(o),
             Child::DaemonSet(o) => children::describe(o),
+            Child::PrometheusRule(o) => children::describe(o),
         }
     }
 
@@ -69,6 +74,7 @@ impl Child {
             Child::ConfigMap(o) => &mut o.metadata,
             Child::Service(o) => &mut o.metadata,
             Child::DaemonSet(o) => &mut o.metadata,
+            Child::PrometheusRule(o) => &mut o.metadata,
         }
     }
 
@@ -159,6 +165,7 @@ pub async fn apply(client: &Client, cache: &AppliedCache, set: ChildSet) -> Resu
             Child::ClusterRoleBinding(o) => children::apply(&Api::all(client.clone()), o, cache).await?.0,
             Child::ConfigMap(o) => apply_namespaced(client, cache, o).await?.0,
             Child::Service(o) => apply_namespaced(client, cache, o).await?.0,
+            Child::PrometheusRule(o) => apply_namespaced(client, cache, o).await?.0,
             Child::DaemonSet(o) => {
                 let (a, live) = apply_namespaced(client, cache, o).await?;
                 report.daemon_set = Some(live);
@@ -204,6 +211,7 @@ pub async fn prune(
             Kind::DaemonSet => children::prune_everywhere::<DaemonSet>(c, s, keep, owner).await?,
             Kind::ConfigMap => children::prune_everywhere::<ConfigMap>(c, s, keep, owner).await?,
             Kind::Service => children::prune_everywhere::<Service>(c, s, keep, owner).await?,
+            Kind::PrometheusRule => children::prune_everywhere::<PrometheusRule>(c, s, keep, owner).await?,
             Kind::ServiceAccount => children::prune_everywhere::<ServiceAccount>(c, s, keep, owner).await?,
             Kind::ClusterRoleBinding => children::prune_cluster::<ClusterRoleBinding>(c, s, keep, owner).await?,
             Kind::ClusterRole => children::prune_cluster::<ClusterRole>(c, s, keep, owner).await?,

@@ -66,6 +66,10 @@ pub struct Observed {
     /// The resourceVersion this reconcile's status is computed against: the object's, or the one
     /// a status patch of this reconcile returned (see `write_status`).
     pub resource_version: Option<String>,
+    /// The AlertsReady message, when the plan has alerts.
+    alerts: Option<String>,
+    /// Whether the cluster serves PrometheusRules (the plan applied the rule).
+    pub prometheus_rules: bool,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -105,6 +109,14 @@ impl Observed {
             .as_ref()
             .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
         self.hot_path = (d.aws.hot_path.as_ref()).map(|h| super::hot_path::summary(h, d.effective.deletion_policy));
+        self.alerts = d.aws.alerts.as_ref().map(|a| {
+            let rule = if self.prometheus_rules {
+                "the PrometheusRule is applied"
+            } else {
+                "no PrometheusRule: this cluster does not serve monitoring.coreos.com/v1"
+            };
+            format!("{} CloudWatch alarms notify {}; {rule}", a.alarms.len(), a.topic.arn)
+        });
     }
 
     pub fn collector(&mut self, ds: &DaemonSet) {
@@ -228,6 +240,9 @@ impl Observed {
         if self.hot_path.is_none() {
             c.s.conditions.retain(|x| x.type_ != ty::HOT_PATH_READY);
         }
+        if self.alerts.is_none() {
+            c.s.conditions.retain(|x| x.type_ != ty::ALERTS_READY);
+        }
         let now = c.now.clone();
         match &self.aws {
             Some(AwsResult::Ok { out, .. }) => {
@@ -237,6 +252,8 @@ impl Observed {
                     log_group_arns: out.log_group_arns.clone(),
                     archive_bucket_arn: out.archive_bucket_arn.clone(),
                     hot_path_stream_arn: out.hot_path_stream_arn.clone(),
+                    alerts_topic_arn: out.alerts_topic_arn.clone(),
+                    alarm_count: out.alarm_count,
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
                     amp_workspace_arn: out.amp_workspace.as_ref().map(|(_, w)| w.arn.clone()),
@@ -259,6 +276,11 @@ impl Observed {
                 }
                 let role = out.role_arn.clone().unwrap_or_default();
                 c.set(ty::IAM_ROLE_READY, st::TRUE, reason::RECONCILED, role);
+                match (&self.alerts, &out.alerts_error) {
+                    (Some(_), Some(e)) => c.set(ty::ALERTS_READY, st::FALSE, e.reason().as_str(), e.to_string()),
+                    (Some(m), None) => c.set(ty::ALERTS_READY, st::TRUE, reason::RECONCILED, m.clone()),
+                    (None, _) => {}
+                }
                 c.s.drift = merge_drift(&old.drift, Some(&out.drift), &self.k8s_drift, &now);
             }
             Some(AwsResult::Failed(e)) => {
@@ -300,13 +322,18 @@ impl Observed {
                         );
                     }
                 }
+                if self.alerts.is_some() {
+                    let m = format!("waiting for the {failed}");
+                    c.set(ty::ALERTS_READY, st::FALSE, reason::WAITING_FOR_AWS, m);
+                }
                 if let Some(arn) = &e.partial.kms_key_arn {
                     c.s.aws.get_or_insert_with(Default::default).kms_key_arn = Some(arn.clone());
                 }
                 c.s.drift = merge_drift(&old.drift, None, &self.k8s_drift, &now);
             }
             None => {
-                for (_, t) in steps {
+                let alerts = self.alerts.as_ref().map(|_| (Step::Alerts, ty::ALERTS_READY));
+                for (_, t) in steps.chain(alerts) {
                     if conditions::find(&c.s.conditions, t).is_none() {
                         c.set(t, st::UNKNOWN, reason::RECONCILING, "not ensured yet".into());
                     }
@@ -463,7 +490,9 @@ fn ready(c: &mut Conds<'_>) {
     // Present only while an archive is enabled (aws_steps removes it otherwise).
     let archive = conditions::find(&c.s.conditions, ty::ARCHIVE_READY).map(|_| ty::ARCHIVE_READY);
     let hot_path = conditions::find(&c.s.conditions, ty::HOT_PATH_READY).map(|_| ty::HOT_PATH_READY);
-    let parts = parts.into_iter().chain(archive).chain(hot_path);
+    // Likewise while alerts are enabled.
+    let alerts = conditions::find(&c.s.conditions, ty::ALERTS_READY).map(|_| ty::ALERTS_READY);
+    let parts = parts.into_iter().chain(archive).chain(hot_path).chain(alerts);
     let not_ready = parts.into_iter().find_map(|t| {
         conditions::find(&c.s.conditions, t)
             .filter(|x| x.status != st::TRUE)
@@ -564,6 +593,9 @@ pub fn aws_summary(s: &MLObservabilityPipelineStatus) -> String {
     )
 }
 
+#[cfg(test)]
+#[path = "alerts_status_tests.rs"]
+mod alerts_tests;
 #[cfg(test)]
 #[path = "status_tests.rs"]
 mod tests;

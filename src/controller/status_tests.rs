@@ -34,6 +34,7 @@ fn outcome(drift: Vec<Drift>) -> AwsResult {
             role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
             pod_identity_association_id: None,
             drift,
+            ..Default::default()
         }),
         ready: true,
     }

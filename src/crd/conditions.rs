@@ -30,14 +30,19 @@ pub mod pipeline {
     /// The hot path's Kinesis data stream is ACTIVE with KMS encryption, retention, capacity and
     /// tags as specified. Only while `spec.hotPath` is enabled; then part of `Ready`.
     pub const HOT_PATH_READY: &str = "HotPathReady";
+    /// The SNS topic and every CloudWatch alarm exist as planned (and the PrometheusRule is
+    /// applied where the cluster serves it). Only while `spec.alerts` is enabled; then part of
+    /// `Ready`. A failure here never holds the collector back.
+    pub const ALERTS_READY: &str = "AlertsReady";
     /// Every pipeline condition type, in the order they are reported.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         READY,
         KMS_KEY_READY,
         LOG_GROUPS_READY,
         ARCHIVE_READY,
         HOT_PATH_READY,
         IAM_ROLE_READY,
+        ALERTS_READY,
         COLLECTOR_READY,
         METRICS_SOURCE_READY,
         TRACES_READY,

@@ -1,5 +1,6 @@
 //! API types of `mlobs.io/v1alpha1`.
 
+pub mod alerts;
 pub mod archive;
 pub mod common;
 pub mod conditions;
@@ -12,6 +13,7 @@ pub mod policy;
 pub mod reason;
 pub mod validate;
 
+pub use alerts::*;
 pub use archive::*;
 pub use common::*;
 pub use destinations::*;

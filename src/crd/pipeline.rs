@@ -14,6 +14,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::alerts::{AlertsSpec, DashboardsSpec};
 use super::archive::ArchiveSpec;
 use super::common::{DeletionPolicy, DriftPolicy, IdentityMode, LogGroupClass, Redaction};
 use super::destinations::{DatadogSpec, PrometheusSpec, TracesSpec};
@@ -67,6 +68,7 @@ use super::hot_path::HotPathSpec;
 #[x_kube(validation = Rule::new(super::validate::known_dimensions_rule()).message(super::validate::KNOWN_DIMENSIONS_MESSAGE).field_path(".metrics.cloudwatch.dimensions").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::destinations::WORKSPACE_REGION_RULE).message(super::destinations::WORKSPACE_REGION_MESSAGE).field_path(".metrics.prometheus.workspaceArn").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::destinations::TRACES_NEED_OTLP_RULE).message(super::destinations::TRACES_NEED_OTLP_MESSAGE).field_path(".traces.destination").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(super::alerts::TOPIC_REGION_RULE).message(super::alerts::TOPIC_REGION_MESSAGE).field_path(".alerts.sns.topicArn").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(super::archive::ARCHIVE_NEEDS_LOGS_RULE).message(super::archive::ARCHIVE_NEEDS_LOGS_MESSAGE).field_path(".archive").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MLObservabilityPipelineSpec {
@@ -122,6 +124,18 @@ pub struct MLObservabilityPipelineSpec {
     /// that may only put records on it. Off unless this section is present or the policy requires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_path: Option<HotPathSpec>,
+    /// GPU alarms: XID errors, double-bit ECC errors, temperature and idle GPUs as CloudWatch
+    /// alarms on the metrics this pipeline ships (each rule's DCGM field must be selected),
+    /// notifying an SNS topic; the same rules plus pipeline-health burn-rate alerts as a
+    /// PrometheusRule when the Prometheus operator is installed. Off unless present or the
+    /// policy requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsSpec>,
+
+    /// Dashboards of GPU and pipeline health generated from the selected metrics: a Grafana
+    /// dashboard ConfigMap and a CloudWatch dashboard. Off unless present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboards: Option<DashboardsSpec>,
 
     /// Encryption at rest of the log groups (and of the archive bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -600,6 +614,12 @@ pub struct AwsStatus {
     /// it is not (status is merge-patched: null removes it once the stream is retired).
     #[serde(default)]
     pub hot_path_stream_arn: Option<String>,
+    /// The SNS topic the alarms notify, when alerts are enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_topic_arn: Option<String>,
+    /// How many CloudWatch alarms mlobs keeps for this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_count: Option<i32>,
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association_id: Option<String>,

@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::alerts::PolicyAlertsSpec;
 use super::archive::PolicyArchiveSpec;
 use super::common::{IdentityMode, Redaction};
 use super::destinations::{PolicyDestinationsSpec, PolicyTracesSpec};
@@ -107,6 +108,10 @@ pub struct GpuTelemetryPolicySpec {
     /// Whether pipelines must run the hot path (critical log lines to Kinesis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_path: Option<PolicyHotPathSpec>,
+    /// Alert defaults (thresholds, rules on or off) and guardrails (alerts required, hottest
+    /// temperature threshold allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<PolicyAlertsSpec>,
 }
 
 /// Who runs the DCGM exporter.

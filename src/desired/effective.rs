@@ -181,6 +181,10 @@ pub struct Effective {
     pub exporter: EffExporter,
     /// Destinations beyond CloudWatch: traces, AMP, Datadog, the S3 archive.
     pub destinations: EffDestinations,
+    /// GPU alarms, the PrometheusRule and the pipeline-health SLO; `None` is off.
+    pub alerts: Option<super::monitoring::EffAlerts>,
+    /// The Grafana and CloudWatch dashboards (both off unless `spec.dashboards` is present).
+    pub dashboards: super::monitoring::EffDashboards,
     pub drift_policy: DriftPolicy,
     pub deletion_policy: DeletionPolicy,
     pub resync_interval_ms: u64,
@@ -373,6 +377,8 @@ pub(crate) fn test_fixture() -> Effective {
             collect_interval_ms: 30_000,
         },
         destinations: EffDestinations::default(),
+        alerts: None,
+        dashboards: Default::default(),
         drift_policy: DriftPolicy::Correct,
         deletion_policy: DeletionPolicy::Retain,
         resync_interval_ms: 600_000,

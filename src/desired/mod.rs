@@ -3,12 +3,20 @@
 //! No I/O, no clock, no randomness: the same input gives byte-identical output. The CLI's
 //! `render`/`plan` and the controller both call into here, so they cannot disagree.
 
+pub mod alerts;
+#[cfg(test)]
+mod alerts_tests;
+#[cfg(test)]
+pub(crate) mod alerts_tests_support;
 #[cfg(test)]
 mod archive_tests;
 pub mod aws_plan;
 pub mod collector_config;
 pub mod collector_daemonset;
 pub mod cost;
+pub mod dashboards;
+#[cfg(test)]
+mod dashboards_tests;
 pub mod dcgm_exporter;
 pub mod destinations;
 #[cfg(test)]
@@ -17,6 +25,7 @@ pub mod effective;
 pub mod fluent_bit;
 pub mod hot_path;
 pub mod merge;
+pub mod monitoring;
 pub mod rbac;
 pub mod service_account;
 pub mod settings;

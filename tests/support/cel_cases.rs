@@ -295,5 +295,19 @@ pub fn cases() -> Vec<Case> {
             bad: json!({"archive": {"bucket": "acme-gpu-logs--ol-s3"}}),
             message: "reserved by S3",
         },
+        Case {
+            rule: mlobs::crd::TOPIC_REGION_RULE,
+            kind: Pipeline,
+            ok: json!({"region": "eu-west-1", "alerts": {"sns": {"topicArn": "arn:aws:sns:eu-west-1:123456789012:ops"}}}),
+            bad: json!({"region": "eu-west-1", "alerts": {"sns": {"topicArn": "arn:aws:sns:us-east-1:123456789012:ops"}}}),
+            message: "the SNS topic must be in spec.region",
+        },
+        Case {
+            rule: mlobs::crd::TOPIC_NOT_FIFO_RULE,
+            kind: Pipeline,
+            ok: json!({"alerts": {"sns": {"topicArn": "arn:aws:sns:us-east-1:123456789012:ops"}}}),
+            bad: json!({"alerts": {"sns": {"topicArn": "arn:aws:sns:us-east-1:123456789012:ops.fifo"}}}),
+            message: "not a FIFO topic",
+        },
     ]
 }

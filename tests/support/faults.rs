@@ -474,6 +474,8 @@ pub async fn faulty_clients(faults: &Faults, retry: RetryConfig) -> AwsClients {
         xray: client!(aws_sdk_xray),
         sqs: client!(aws_sdk_sqs),
         kinesis: client!(aws_sdk_kinesis),
+        cloudwatch: client!(aws_sdk_cloudwatch),
+        sns: client!(aws_sdk_sns),
         // Path-style against moto, as `AwsClients::new` sets with an endpoint override.
         s3: aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&conf)

@@ -59,6 +59,7 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         known_key_id,
         scan_for_key,
         log_group_snapshot: snapshot,
+        alarms_recorded: recorded.alarm_count.is_some(),
     };
     let mut out = match ensure_all(&ctx.aws, &d.aws, &opts).await {
         Ok(out) => out,

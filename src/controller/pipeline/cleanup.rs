@@ -63,7 +63,7 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
                 ctx.event(p, kind, Reason::ArchiveRetained, "DeleteAws", msg).await;
             }
             // The garbage collector removes the owned children: forget what was verified of them.
-            for key in super::plan::child_set(p, &d, p.uid().unwrap_or_default()).keys() {
+            for key in super::plan::child_set(p, &d, p.uid().unwrap_or_default(), true).keys() {
                 ctx.applied.forget(&key);
             }
             ctx.event(

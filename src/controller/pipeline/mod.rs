@@ -176,6 +176,7 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
         nodes: vec![],
         collector_namespace: None,
         aws_memory: ctx.aws_memory(p),
+        prometheus_rules: false,
     };
     let policy = match &world.gov {
         Governing::None => None,
@@ -195,7 +196,32 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
         })
         .collect();
     world.collector_namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&collector_ns).await?;
+    let alerts = p.spec.alerts.is_some()
+        || policy
+            .and_then(|x| x.spec.alerts.as_ref())
+            .is_some_and(|a| a.required == Some(true));
+    if alerts {
+        world.prometheus_rules = prometheus_rules_served(&ctx.client).await;
+    }
     Ok(world)
+}
+
+/// Whether the API server serves PrometheusRules (API discovery, which every authenticated user
+/// may read). An error counts as absent: the rule is then neither applied nor pruned.
+async fn prometheus_rules_served(client: &kube::Client) -> bool {
+    match client
+        .list_api_group_resources(crate::desired::alerts::prometheus::API_VERSION)
+        .await
+    {
+        Ok(list) => list
+            .resources
+            .iter()
+            .any(|r| r.kind == crate::desired::alerts::prometheus::KIND),
+        Err(e) => {
+            tracing::debug!(error = %e, "no PrometheusRule API: the alert rules are not applied");
+            false
+        }
+    }
 }
 
 /// Step 6: computes the status (pure, the clock passed in) and writes it only if it changed;

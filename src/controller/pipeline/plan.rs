@@ -28,6 +28,16 @@ pub const CHILD_KINDS: &[Kind] = &[
     Kind::ClusterRole,
 ];
 
+/// [`CHILD_KINDS`] and the PrometheusRule, where its CRD is installed.
+pub const CHILD_KINDS_WITH_RULES: &[Kind] = &[
+    Kind::DaemonSet,
+    Kind::ConfigMap,
+    Kind::ServiceAccount,
+    Kind::ClusterRoleBinding,
+    Kind::ClusterRole,
+    Kind::PrometheusRule,
+];
+
 /// What the dereference step read: everything [`plan`] decides from.
 #[derive(Debug, Clone)]
 pub struct World {
@@ -38,6 +48,9 @@ pub struct World {
     pub collector_namespace: Option<Namespace>,
     /// When this process last ensured the AWS side ready: (plan fingerprint, how long ago).
     pub aws_memory: Option<(String, Duration)>,
+    /// Whether the API server serves monitoring.coreos.com/v1 PrometheusRules (read only when
+    /// the pipeline may have alerts; unknown counts as absent: nothing applied, nothing pruned).
+    pub prometheus_rules: bool,
 }
 
 /// Why a reconcile stops before it changes anything.
@@ -151,6 +164,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
         Err(e) => return stop(obs, Stop::InvalidSpec(e.reason(), e.to_string()), None),
     };
     obs.config_hash = Some(d.config_hash.clone());
+    obs.prometheus_rules = world.prometheus_rules;
     // The fleet the collector runs on, for the live estimate and the budget.
     obs.telemetry(&d, &world.nodes, inputs.prices);
     let mut violations: Vec<String> = d.violations.iter().map(ToString::to_string).collect();
@@ -178,7 +192,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
                 pending_workspace.map_or("", |m| m.alias.as_str())
             ),
         )),
-        (Some(_), Some(uid)) => Ok(child_set(p, &d, uid)),
+        (Some(_), Some(uid)) => Ok(child_set(p, &d, uid, world.prometheus_rules)),
         _ => Err((
             reason::NAMESPACE_NOT_FOUND,
             format!(
@@ -232,8 +246,8 @@ pub fn aws_due(p: &MLObservabilityPipeline, d: &Desired, memory: Option<&(String
 /// ServiceAccount, ConfigMap and DaemonSet when enabled, the collector's DaemonSet last: the
 /// applier reports the last DaemonSet as the collector's),
 /// owned by the pipeline: an owner reference in the pipeline's namespace, the owner annotations
-/// everywhere.
-pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String) -> ChildSet {
+/// everywhere. With alerts and the PrometheusRule CRD installed, the rule comes before the DaemonSet.
+pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String, prometheus_rules: bool) -> ChildSet {
     let e = &d.effective;
     let o = &d.objects;
     let owner = SetOwner {
@@ -255,10 +269,22 @@ pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String) -> Child
             Child::DaemonSet(h.daemon_set.clone()),
         ]);
     }
+    if e.dashboards.grafana {
+        children.push(Child::ConfigMap(crate::desired::dashboards::grafana::config_map(e)));
+    }
+    if let (true, Some(a)) = (prometheus_rules, &e.alerts) {
+        let rule = crate::desired::alerts::prometheus::prometheus_rule(e, a);
+        children.push(Child::PrometheusRule(rule));
+    }
     children.push(Child::DaemonSet(o.daemon_set.clone()));
+    let kinds = if prometheus_rules {
+        CHILD_KINDS_WITH_RULES
+    } else {
+        CHILD_KINDS
+    };
     ChildSet::new(
         crate::conventions::pipeline_selector(&e.namespace, &e.name),
-        CHILD_KINDS,
+        kinds,
         owner,
         children,
     )

@@ -63,6 +63,7 @@ fn world(gov: Governing) -> World {
         nodes: gpu_nodes(2),
         collector_namespace: Some(ns),
         aws_memory: None,
+        prometheus_rules: false,
     }
 }
 
@@ -244,4 +245,32 @@ fn a_workspace_by_alias_blocks_the_children_until_its_arn_is_recorded() {
     .ok();
     let go = go_of(run(&p, &world(Governing::None)));
     assert!(go.children.is_ok());
+}
+
+#[test]
+fn the_prometheus_rule_is_a_child_before_the_collector_only_where_the_cluster_serves_it() {
+    let p = pipeline(json!({"alerts": {}}));
+    let keys_and_kinds = |served: bool| {
+        let mut w = world(Governing::None);
+        w.prometheus_rules = served;
+        let set = go_of(run(&p, &w)).children.expect("children");
+        (set.keys(), set.kinds.contains(&Kind::PrometheusRule))
+    };
+    let (keys, pruned) = keys_and_kinds(true);
+    let rule = keys.iter().position(|k| k.starts_with("PrometheusRule/team-a/"));
+    assert_eq!(rule, Some(keys.len() - 2), "{keys:?}: the rule, then the DaemonSet");
+    assert!(pruned, "listed for pruning where served");
+    let (keys, pruned) = keys_and_kinds(false);
+    assert!(!keys.iter().any(|k| k.starts_with("PrometheusRule/")), "{keys:?}");
+    assert!(!pruned, "never listed where the API is not served");
+    let plain = go_of(run(&pipeline(json!({})), &{
+        let mut w = world(Governing::None);
+        w.prometheus_rules = true;
+        w
+    }));
+    let keys = plain.children.expect("children").keys();
+    assert!(
+        !keys.iter().any(|k| k.starts_with("PrometheusRule/")),
+        "no alerts, no rule"
+    );
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::effective::{EffKms, EffLogGroup, EffRole, Effective};
 use crate::crd::{IdentityMode, LogGroupClass};
 
+pub mod alerts;
 pub mod archive;
 pub mod destinations;
 pub mod hot_path;
@@ -123,6 +124,16 @@ impl RolePlan {
     }
 }
 
+/// A CloudWatch dashboard as PutDashboard takes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardPlan {
+    pub name: String,
+    pub arn: String,
+    /// Canonical JSON (sorted keys), compared with GetDashboard's body for drift.
+    pub body: Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodIdentityPlan {
@@ -146,6 +157,12 @@ pub struct AwsPlan {
     pub hot_path: Option<hot_path::HotPathPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amp_workspace: Option<destinations::AmpWorkspacePlan>,
+    /// The SNS topic and CloudWatch alarms, when alerts are enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<alerts::AlertsPlan>,
+    /// The CloudWatch dashboard, when `spec.dashboards.cloudwatch` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<DashboardPlan>,
     pub role: RolePlan,
     pub pod_identity: Option<PodIdentityPlan>,
 }
@@ -233,6 +250,15 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         Some(h) => Some(hot_path::plan(e, h, &kms_ref)?),
         None => None,
     };
+    let alerts = e.alerts.as_ref().map(|a| alerts::plan(e, a, &kms_ref));
+    let dashboard = e.dashboards.cloudwatch.then(|| {
+        let name = crate::desired::dashboards::dashboard_name(&e.cluster_name, &e.namespace, &e.name);
+        DashboardPlan {
+            arn: format!("arn:{}:cloudwatch::{}:dashboard/{name}", e.partition, e.account_id),
+            name,
+            body: crate::desired::dashboards::cloudwatch::body(e),
+        }
+    });
     let kms = match &e.kms {
         EffKms::Disabled => None,
         EffKms::Existing { key_arn } => Some(KmsKeyPlan::Existing {
@@ -278,6 +304,8 @@ pub fn build(e: &Effective) -> Result<AwsPlan, PlanError> {
         archive,
         hot_path,
         amp_workspace,
+        alerts,
+        dashboard,
         role,
         pod_identity,
     };
@@ -409,6 +437,13 @@ fn key_policy(e: &Effective, group_arns: &[String]) -> Value {
             EffRole::Existing { arn } => arn.clone(),
         };
         statements.push(archive::key_statement(e, &role));
+    }
+    if e.alerts
+        .as_ref()
+        .is_some_and(|a| matches!(a.topic, crate::desired::alerts::EffTopic::Create { .. }))
+        && let Some(statements) = policy["Statement"].as_array_mut()
+    {
+        statements.push(alerts::key_statement(e));
     }
     policy
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::effective::Effective;
 use crate::crd::LogGroupClass;
 
+pub mod alerts;
 pub mod archive;
 pub mod destinations;
 pub mod hot_path;
@@ -102,6 +103,11 @@ pub struct Prices {
     pub archive_compression_ratio: f64,
     /// Kinesis Data Streams (the hot path) and its traffic.
     pub kinesis: hot_path::KinesisRates,
+    /// CloudWatch standard-resolution alarm, per metric it reads, per month
+    /// (https://aws.amazon.com/cloudwatch/pricing/, us-east-1).
+    pub alarm_usd_per_metric_month: f64,
+    /// CloudWatch dashboard per month beyond the account's first 3.
+    pub dashboard_usd_per_month: f64,
 }
 
 impl Default for Prices {
@@ -125,6 +131,8 @@ impl Default for Prices {
             s3_transition_usd_per_1000: None,
             archive_compression_ratio: 10.0,
             kinesis: hot_path::KinesisRates::default(),
+            alarm_usd_per_metric_month: 0.10,
+            dashboard_usd_per_month: 3.00,
         }
     }
 }

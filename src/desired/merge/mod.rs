@@ -9,6 +9,7 @@
 //! without an OIDC provider), and [`Violation`]s when the pipeline breaks a guardrail. Violations
 //! do not stop the merge, so `mlobs plan` can show the whole picture next to them.
 
+mod alerts;
 mod archive;
 mod collector;
 mod destinations;
@@ -106,7 +107,7 @@ pub fn merge(
     let spec = &p.spec;
     let at = placement::placement(&mut m, p, ctx);
     let (logs, logs_src) = logs::logs(&mut m, spec, &at);
-    let (metrics, metrics_src) = metrics::metrics(&mut m, spec, &at);
+    let (mut metrics, metrics_src) = metrics::metrics(&mut m, spec, &at);
     let kms = identity::kms(&mut m, spec, &at);
     let (identity, identity_src) = identity::identity(&mut m, spec, &at);
     let (collector, collector_src) = collector::collector(&mut m, spec, &at);
@@ -122,6 +123,7 @@ pub fn merge(
     );
     (destinations.archive, destinations_src.archive) = archive::archive(&mut m, spec, &at, ctx, logs.enabled);
     (destinations.hot_path, destinations_src.hot_path) = hot_path::hot_path(&mut m, spec, &at);
+    let alerts = alerts::alerts(&mut m, spec, &at, ctx, &mut metrics);
     let life = lifecycle::lifecycle(&mut m, p, &metrics, &collector);
 
     if !(logs.enabled || metrics.ships() || collector.otlp_enabled) {
@@ -169,6 +171,8 @@ pub fn merge(
         collector,
         exporter: exporter.value,
         destinations,
+        alerts,
+        dashboards: alerts::dashboards(spec),
         drift_policy: life.drift_policy.value,
         deletion_policy: life.deletion_policy.value,
         resync_interval_ms: life.resync_interval_ms.value,
