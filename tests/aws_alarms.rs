@@ -45,6 +45,7 @@ fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
         scan_for_key: false,
         log_group_snapshot: None,
         alarms_recorded: false,
+        dashboard_recorded: None,
     };
     (aws_plan::build(e).expect("plan"), opts)
 }
@@ -338,6 +339,31 @@ async fn the_cloudwatch_dashboard_is_put_once_put_back_after_an_edit_and_deleted
             .expect("get")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn switching_the_cloudwatch_dashboard_off_deletes_the_recorded_one() {
+    let cluster = moto::unique("dashoff");
+    let on = effective_with(&cluster, json!({"dashboards": {"grafana": false}}));
+    let (plan, opts) = plan_and_opts(&on, DriftPolicy::Correct);
+    let c = moto::clients().await;
+    let out = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    let name = out.dashboard_name.clone().expect("recorded");
+
+    let off = effective_with(&cluster, json!({"dashboards": {"grafana": false, "cloudwatch": false}}));
+    let (plan_off, mut opts_off) = plan_and_opts(&off, DriftPolicy::Correct);
+    assert!(plan_off.dashboard.is_none());
+    // Without a record nothing is read or deleted (a dashboard mlobs never made is not its own).
+    let quiet = moto::clients().await;
+    ensure_all(&quiet, &plan_off, &opts_off).await.expect("ensure off");
+    assert_eq!(quiet.calls.of("GetDashboard") + quiet.calls.of("DeleteDashboards"), 0);
+    assert!(mlobs::aws::dashboards::observe(&c, &name).await.expect("get").is_some());
+
+    opts_off.dashboard_recorded = Some(name.clone());
+    let out = ensure_all(&c, &plan_off, &opts_off).await.expect("ensure off");
+    assert!(out.alerts_error.is_none(), "{:?}", out.alerts_error);
+    assert_eq!(out.dashboard_name, None, "forgotten once deleted");
+    assert!(mlobs::aws::dashboards::observe(&c, &name).await.expect("get").is_none());
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
         scan_for_key: true,
         log_group_snapshot: None,
         alarms_recorded: false,
+        dashboard_recorded: None,
     };
     (plan, opts)
 }

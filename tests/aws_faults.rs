@@ -50,6 +50,7 @@ fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
         scan_for_key: false,
         log_group_snapshot: None,
         alarms_recorded: false,
+        dashboard_recorded: None,
     };
     (plan, opts)
 }

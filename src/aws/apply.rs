@@ -5,9 +5,12 @@
 //! healed by running it again. The collector may start only when [`AwsOutcome::ready`] is true.
 
 use crate::crd::{DeletionPolicy, DriftPolicy};
+use crate::desired::aws_plan::hot_path::HotPathPlan;
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
 
-use super::{AwsClients, AwsError, Drift, Owner, alarms, amp, dashboards, eks, hot_path, iam, kms, logs, s3, sns};
+use super::{
+    AwsClients, AwsError, Drift, Owner, alarms, amp, dashboards, eks, hot_path, iam, kinesis, kms, logs, s3, sns,
+};
 
 /// Options that come from the pipeline rather than the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +29,9 @@ pub struct ApplyOptions {
     /// Status records alarms of this pipeline (`status.aws.alarmCount`): when the plan has no
     /// alerts any more, ours under the pipeline's prefix are deleted (only then is it read).
     pub alarms_recorded: bool,
+    /// The CloudWatch dashboard status records (mlobs created it): deleted once
+    /// `spec.dashboards.cloudwatch` is off.
+    pub dashboard_recorded: Option<String>,
 }
 
 /// What the AWS side looks like after an ensure.
@@ -169,7 +175,7 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
     if let Some(h) = &plan.hot_path {
         // Before the collector's role and any DaemonSet: Fluent Bit starts only with its stream.
         let key = out.kms_key_arn.clone();
-        match hot_path::ensure(c, h, key.as_deref(), opts, &mut out).await {
+        match ensure_hot_path(c, h, key.as_deref(), opts, &mut out).await {
             Ok(drift) => out.drift.extend(drift),
             Err(e) => return Err(fail(Step::HotPath, e, &out)),
         }
@@ -224,6 +230,14 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             out.alerts_error = Some(e);
         }
     }
+    if let (None, Some(name)) = (&plan.dashboard, &opts.dashboard_recorded) {
+        // Switched off: the dashboard would stay (and cost $3 a month) with nothing to show.
+        if let Err(e) = dashboards::delete_named(c, name).await {
+            // Still recorded, so the next ensure tries again.
+            out.dashboard_name = Some(name.clone());
+            out.alerts_error = Some(e);
+        }
+    }
     if let Some(dash) = &plan.dashboard {
         match dashboards::ensure(c, dash, opts.drift).await {
             Ok(drift) => {
@@ -234,6 +248,26 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
         }
     }
     Ok(out)
+}
+
+/// The hot path: stream (SSE-KMS with the pipeline's key) → Fluent Bit's role (its policy
+/// names the stream) → its pod identity association; records each in `out` as it exists.
+async fn ensure_hot_path(
+    c: &AwsClients,
+    plan: &HotPathPlan,
+    key_arn: Option<&str>,
+    opts: &ApplyOptions,
+    out: &mut AwsOutcome,
+) -> Result<Vec<Drift>, AwsError> {
+    let (arn, mut drift) = kinesis::ensure(c, &plan.stream, key_arn, &opts.owner, opts.adopt, opts.drift).await?;
+    out.hot_path_stream_arn = Some(arn);
+    let (role, role_drift) = iam::ensure(c, &plan.role, &opts.owner, opts.adopt, opts.drift).await?;
+    out.hot_path_role_arn = Some(role);
+    drift.extend(role_drift);
+    if let Some(pi) = &plan.pod_identity {
+        out.hot_path_association_id = Some(eks::ensure_pod_identity(c, pi).await?);
+    }
+    Ok(drift)
 }
 
 /// What a deletion kept against `deletionPolicy: Delete`, for the event and status.

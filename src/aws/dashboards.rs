@@ -72,18 +72,22 @@ pub async fn ensure(c: &AwsClients, plan: &DashboardPlan, drift: DriftPolicy) ->
 
 /// Deletes the dashboard under `Delete`; NotFound is success.
 pub async fn delete(c: &AwsClients, plan: &DashboardPlan, policy: DeletionPolicy) -> Result<(), AwsError> {
-    if policy == DeletionPolicy::Retain || observe(c, &plan.name).await?.is_none() {
+    if policy == DeletionPolicy::Retain {
         return Ok(());
     }
-    let sent = c
-        .cloudwatch
-        .delete_dashboards()
-        .dashboard_names(&plan.name)
-        .send()
-        .await;
+    delete_named(c, &plan.name).await
+}
+
+/// Deletes the dashboard of this name, one mlobs created (its name is recorded in status);
+/// NotFound is success.
+pub async fn delete_named(c: &AwsClients, name: &str) -> Result<(), AwsError> {
+    if observe(c, name).await?.is_none() {
+        return Ok(());
+    }
+    let sent = c.cloudwatch.delete_dashboards().dashboard_names(name).send().await;
     match sent {
         Ok(_) => Ok(()),
         Err(e) if absent(&e) => Ok(()),
-        Err(e) => Err(classify("DeleteDashboards", &resource(&plan.name), e)),
+        Err(e) => Err(classify("DeleteDashboards", &resource(name), e)),
     }
 }

@@ -20,7 +20,6 @@ pub mod error;
 pub mod hot_path;
 pub mod iam;
 pub mod kinesis;
-pub mod kinesis_policy;
 pub mod kms;
 pub mod logs;
 pub mod operator_policy;

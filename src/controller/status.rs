@@ -254,6 +254,7 @@ impl Observed {
                     hot_path_stream_arn: out.hot_path_stream_arn.clone(),
                     alerts_topic_arn: out.alerts_topic_arn.clone(),
                     alarm_count: out.alarm_count,
+                    dashboard_name: out.dashboard_name.clone(),
                     role_arn: out.role_arn.clone(),
                     pod_identity_association_id: out.pod_identity_association_id.clone(),
                     amp_workspace_arn: out.amp_workspace.as_ref().map(|(_, w)| w.arn.clone()),

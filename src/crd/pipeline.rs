@@ -620,6 +620,10 @@ pub struct AwsStatus {
     /// How many CloudWatch alarms mlobs keeps for this pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_count: Option<i32>,
+    /// The CloudWatch dashboard mlobs created (`spec.dashboards.cloudwatch`). Written as null
+    /// when there is none, so that turning dashboards off forgets it once it is deleted.
+    #[serde(default)]
+    pub dashboard_name: Option<String>,
     /// EKS pod identity association id (PodIdentity mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association_id: Option<String>,

@@ -101,6 +101,40 @@ impl EffArchive {
     }
 }
 
+/// Kinesis capacity: on-demand, or a fixed number of shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Capacity {
+    OnDemand,
+    Provisioned { shards: i32 },
+}
+
+impl std::fmt::Display for Capacity {
+    /// `ON_DEMAND`, or `PROVISIONED, <n> shards`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capacity::OnDemand => f.write_str("ON_DEMAND"),
+            Capacity::Provisioned { shards } => write!(f, "PROVISIONED, {shards} shards"),
+        }
+    }
+}
+
+/// The hot path, when enabled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffHotPath {
+    pub stream: String,
+    /// Whether `stream` is mlobs' derived name (not the spec's).
+    pub derived_name: bool,
+    pub capacity: Capacity,
+    pub retention_hours: i32,
+    /// Regexes on the `log` key, OR'ed.
+    pub patterns: Vec<String>,
+    pub mem_buf_limit_mb: i32,
+    pub image: String,
+    /// Fluent Bit's own IAM role (created): `mlobs-<cluster>-<namespace>-<pipeline>-hotpath`.
+    pub role_name: String,
+}
+
 /// Every destination beyond CloudWatch; `None` is off.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EffDestinations {
@@ -109,7 +143,7 @@ pub struct EffDestinations {
     pub datadog: Option<EffDatadog>,
     pub archive: Option<EffArchive>,
     /// The hot path (Fluent Bit → Kinesis): a destination of critical log lines.
-    pub hot_path: Option<super::hot_path::EffHotPath>,
+    pub hot_path: Option<EffHotPath>,
 }
 
 /// The parts of an ARN: partition, service, region, account, resource.

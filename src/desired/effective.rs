@@ -432,28 +432,6 @@ pub(crate) fn test_archive() -> Effective {
     e
 }
 
-/// The effective-spec fixture with the hot path on (derived stream, on-demand, 24 hours, the
-/// default patterns).
-#[cfg(test)]
-pub(crate) fn test_hot_path() -> Effective {
-    use crate::desired::hot_path::*;
-    let mut e = test_fixture();
-    e.destinations.hot_path = Some(EffHotPath {
-        stream: derived_stream_name(&e.cluster_name, &e.namespace, &e.name),
-        derived_name: true,
-        capacity: Capacity::OnDemand,
-        retention_hours: DEFAULT_RETENTION_HOURS,
-        patterns: crate::crd::DEFAULT_HOT_PATH_PATTERNS
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-        mem_buf_limit_mb: DEFAULT_MEM_BUF_LIMIT_MB,
-        image: DEFAULT_FLUENT_BIT_IMAGE.into(),
-        role_name: derived_role_name(&e.cluster_name, &e.namespace, &e.name),
-    });
-    e
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,39 +30,7 @@ pub const STATE_DIR: &str = "/var/fluent-bit/state";
 /// The Fluent Bit HTTP server (health and metrics).
 pub const HTTP_PORT: u16 = 2020;
 
-/// Kinesis capacity: on-demand, or a fixed number of shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Capacity {
-    OnDemand,
-    Provisioned { shards: i32 },
-}
-
-impl std::fmt::Display for Capacity {
-    /// `ON_DEMAND`, or `PROVISIONED, <n> shards`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Capacity::OnDemand => f.write_str("ON_DEMAND"),
-            Capacity::Provisioned { shards } => write!(f, "PROVISIONED, {shards} shards"),
-        }
-    }
-}
-
-/// The hot path, when enabled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EffHotPath {
-    pub stream: String,
-    /// Whether `stream` is mlobs' derived name (not the spec's).
-    pub derived_name: bool,
-    pub capacity: Capacity,
-    pub retention_hours: i32,
-    /// Regexes on the `log` key, OR'ed.
-    pub patterns: Vec<String>,
-    pub mem_buf_limit_mb: i32,
-    pub image: String,
-    /// Fluent Bit's own IAM role (created): `mlobs-<cluster>-<namespace>-<pipeline>-hotpath`.
-    pub role_name: String,
-}
+pub use super::destinations::{Capacity, EffHotPath};
 
 impl EffHotPath {
     /// `arn:<partition>:kinesis:<region>:<account>:stream/<name>`.
@@ -179,4 +147,25 @@ pub fn config(e: &Effective, h: &EffHotPath) -> String {
 /// The ConfigMap's data.
 pub fn config_data(e: &Effective, h: &EffHotPath) -> BTreeMap<String, String> {
     BTreeMap::from([(CONFIG_FILE.to_string(), config(e, h))])
+}
+
+/// The effective-spec fixture with the hot path on (derived stream, on-demand, 24 hours, the
+/// default patterns).
+#[cfg(test)]
+pub(crate) fn test_hot_path() -> Effective {
+    let mut e = crate::desired::effective::test_fixture();
+    e.destinations.hot_path = Some(EffHotPath {
+        stream: derived_stream_name(&e.cluster_name, &e.namespace, &e.name),
+        derived_name: true,
+        capacity: Capacity::OnDemand,
+        retention_hours: DEFAULT_RETENTION_HOURS,
+        patterns: crate::crd::DEFAULT_HOT_PATH_PATTERNS
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        mem_buf_limit_mb: DEFAULT_MEM_BUF_LIMIT_MB,
+        image: DEFAULT_FLUENT_BIT_IMAGE.into(),
+        role_name: derived_role_name(&e.cluster_name, &e.namespace, &e.name),
+    });
+    e
 }

@@ -48,6 +48,7 @@ pub fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
         scan_for_key: false,
         log_group_snapshot: None,
         alarms_recorded: false,
+        dashboard_recorded: None,
     };
     (plan, opts)
 }

@@ -60,6 +60,7 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         scan_for_key,
         log_group_snapshot: snapshot,
         alarms_recorded: recorded.alarm_count.is_some(),
+        dashboard_recorded: recorded.dashboard_name.clone(),
     };
     let mut out = match ensure_all(&ctx.aws, &d.aws, &opts).await {
         Ok(out) => out,

@@ -173,7 +173,7 @@ pub fn retired(e: &Effective, stream_arn: &str) -> Option<HotPathPlan> {
 mod tests {
     use super::*;
     use crate::desired::aws_plan::build;
-    use crate::desired::effective::test_hot_path;
+    use crate::desired::hot_path::test_hot_path;
 
     fn trust_sub(plan: &HotPathPlan) -> String {
         let RolePlan::Create { trust_policy, .. } = &plan.role else {

@@ -163,7 +163,7 @@ pub fn line(e: &Effective, aws: &AwsPlan, _fleet: FleetSize, p: &Prices) -> Opti
 mod tests {
     use super::*;
     use crate::desired::aws_plan;
-    use crate::desired::effective::test_hot_path;
+    use crate::desired::hot_path::test_hot_path;
 
     fn usd(capacity: Capacity, retention_hours: i32, p: &Prices) -> f64 {
         let mut e = test_hot_path();

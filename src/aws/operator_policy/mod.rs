@@ -24,6 +24,8 @@
 //! Not in the policy, on purpose: `sts:GetCallerIdentity` (`mlobs run` calls it to learn the
 //! account unless `--account-id` is given) needs no permission, AWS allows it to every caller.
 
+mod kinesis;
+
 use serde_json::{Value, json};
 
 use super::{TAG_CLUSTER, TAG_PIPELINE, TAG_UID};
@@ -670,7 +672,7 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             Some(json!({ "StringEquals": opts.region_condition() })),
         ));
     }
-    statements.extend(super::kinesis_policy::statements(opts));
+    statements.extend(kinesis::statements(opts));
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 

@@ -1,12 +1,12 @@
 //! The operator's statements for the hot path's Kinesis data streams (part of
-//! [`super::operator_policy`]): scoped by stream name prefix (`mlobs-` by default, as in the
+//! [`super`]): scoped by stream name prefix (`mlobs-` by default, as in the
 //! derived `mlobs-<cluster>-<namespace>-<pipeline>-hot`) and region. `DeleteStream` and
 //! `RemoveTagsFromStream` are called only on a stream whose tags name the pipeline (checked by
 //! the operator before the call).
 
 use serde_json::{Value, json};
 
-use super::operator_policy::OperatorPolicyOptions;
+use super::OperatorPolicyOptions;
 
 /// `arn:<partition>:kinesis:<region>:<account>:stream/<prefix>*`, one per region.
 fn streams(opts: &OperatorPolicyOptions) -> Vec<String> {
