@@ -137,11 +137,11 @@ fn burn_rate_alerts_use_both_windows_at_14_4_and_6_times_the_budget_for_logs_and
             let expr = r["expr"].as_str().unwrap_or_default();
             let t = threshold(&s, burn);
             assert!(
-                expr.contains(&format!("otelcol_exporter_send_failed_{failed}[{long}]")),
+                expr.contains(&format!("otelcol_exporter_send_failed_{failed}_total[{long}]")),
                 "{expr}"
             );
             assert!(
-                expr.contains(&format!("otelcol_exporter_sent_{failed}[{short}]")),
+                expr.contains(&format!("otelcol_exporter_sent_{failed}_total[{short}]")),
                 "{expr}"
             );
             assert_eq!(expr.matches(&format!("> {t}")).count(), 2, "{expr}");

@@ -60,7 +60,7 @@ fn grafana_shows_gpu_use_per_node_and_per_pod() {
     assert!(
         exprs
             .iter()
-            .any(|x| x.contains("otelcol_exporter_send_failed_log_records"))
+            .any(|x| x.contains("otelcol_exporter_send_failed_log_records_total"))
     );
 }
 

@@ -12,17 +12,19 @@ pub const WINDOWS: [(&str, &str, f64, &str); 2] = [("1h", "5m", 14.4, "critical"
 /// The queue alert fires above this fill ratio for 10 minutes.
 pub const QUEUE_FILL_RATIO: f64 = 0.8;
 
-/// The collector's counters per signal: (signal, failed counter, sent counter).
+/// The collector's counters per signal: (signal, failed counter, sent counter), as its
+/// Prometheus telemetry names them (counters end in `_total`; tests/otelcol_telemetry.rs reads
+/// them off the real collector).
 pub const SIGNALS: [(&str, &str, &str); 2] = [
     (
         "LogRecords",
-        "otelcol_exporter_send_failed_log_records",
-        "otelcol_exporter_sent_log_records",
+        "otelcol_exporter_send_failed_log_records_total",
+        "otelcol_exporter_sent_log_records_total",
     ),
     (
         "MetricPoints",
-        "otelcol_exporter_send_failed_metric_points",
-        "otelcol_exporter_sent_metric_points",
+        "otelcol_exporter_send_failed_metric_points_total",
+        "otelcol_exporter_sent_metric_points_total",
     ),
 ];
 
