@@ -238,6 +238,9 @@ async fn wait_condition(
     let start = Instant::now();
     let reason = wait_for(&format!("{type_}={status}"), timeout, async || {
         let p = api.get(name).await?;
+        // Data flow is read only while the collectors serve: a kwok node flap leaves their pods
+        // Ready=False (see `heal_node_flap`), which CI showed holding DataFlowing for 150 s.
+        heal_node_flap(c, &p).await?;
         match condition(&p, type_) {
             Some(cond) if cond.status == status => Ok(cond.reason.clone()),
             _ => not_yet(conditions_summary(&p)),
