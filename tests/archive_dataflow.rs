@@ -22,8 +22,8 @@ mod support;
 use s3_stand_in::s3_stand_in;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mlobs::aws::s3;
@@ -33,24 +33,8 @@ use mlobs::desired::collector_config::destinations::ARCHIVE_EXPORTER;
 use mlobs::desired::effective::Context;
 use mlobs::desired::{aws_plan, build};
 use serde_json::{Value, json};
-use support::{moto, otelcol};
-
-/// Stops the collector however the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
+use support::moto;
+use support::otelcol::{self, Running, free_port};
 
 /// One OTLP/HTTP JSON request; the status code.
 fn post_logs(port: u16, body: &str) -> Option<u16> {

@@ -6,29 +6,13 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mlobs::desired::alerts::slo::SIGNALS;
 use serde_json::json;
-use support::otelcol;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
+use support::otelcol::{self, Running, free_port};
 
 /// One HTTP/1.1 request; the status code and body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
