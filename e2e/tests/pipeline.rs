@@ -165,6 +165,7 @@ async fn sample_pipeline_gets_aws_first_then_collector_on_gpu_nodes_only_and_rea
     let n = i32::try_from(gpu.len())?;
     wait_for("status.collector.readyNodes == GPU nodes", READY_TIMEOUT, async || {
         let p = api.get(&name).await?;
+        heal_node_flap(&c, &p).await?;
         let col = p.status.as_ref().and_then(|s| s.collector.clone()).unwrap_or_default();
         ensure!(
             col.ready_nodes == n && is_ready(&p),
@@ -429,7 +430,7 @@ pub async fn ready_pipeline_with_collector(
             .and_then(|s| s.collector.as_ref())
             .map(|c| c.ready_nodes);
         if ready != Some(n) {
-            restart_pods_stuck_by_node_flap(c, ns).await?;
+            restart_pods_stuck_by_node_flap(c, ns, &ListParams::default()).await?;
         }
         ensure!(
             ready == Some(n) && is_ready(&p),

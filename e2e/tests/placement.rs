@@ -50,6 +50,7 @@ async fn wait_pipeline(
     let start = Instant::now();
     let p = wait_for(what, READY_TIMEOUT, async || {
         let p = api.get(name).await?;
+        heal_node_flap(c, &p).await?;
         check(&p)?;
         Ok(p)
     })
@@ -195,6 +196,7 @@ async fn managed_to_external_deletes_the_exporter_and_external_without_pods_is_n
         READY_TIMEOUT * 2,
         async || {
             let p = api.get("scrape").await?;
+            heal_node_flap(&c, &p).await?;
             ensure!(is_ready(&p), "{}", conditions_summary(&p));
             Ok(())
         },

@@ -138,7 +138,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
         let ds = list.items.first().context("DaemonSet")?;
         let s = ds.status.clone().unwrap_or_default();
         if s.number_ready < s.desired_number_scheduled {
-            restart_pods_stuck_by_node_flap(&c, ns).await?;
+            restart_pods_stuck_by_node_flap(&c, ns, &ListParams::default()).await?;
         }
         ensure!(
             s.observed_generation == ds.metadata.generation
@@ -330,6 +330,7 @@ async fn failover_after_sigterm_releases_lease_and_standby_reconciles() -> Resul
         READY_TIMEOUT,
         async || {
             let p = api.get(name).await?;
+            heal_node_flap(&c, &p).await?;
             ensure!(is_ready(&p), "{}", conditions_summary(&p));
             Ok(p)
         },

@@ -275,15 +275,21 @@ pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Result<MLObser
     Ok(p)
 }
 
-/// While the pipeline's collector rolls out, restarts its pods a kwok node flap left NotReady
-/// (see [`restart_pods_stuck_by_node_flap`]).
+/// While the pipeline is not Ready, restarts the pods a kwok node flap left NotReady (see
+/// [`restart_pods_stuck_by_node_flap`]): its collector's in the pipeline's namespace, and the
+/// Managed DCGM exporters' in the operator's namespace (a stuck exporter pod holds
+/// `MetricsSourceReady`, and with it `Ready`, False). CI showed a flap stall a rollout that a test
+/// waited on without this for its whole timeout.
 pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Result<()> {
-    if condition(p, "CollectorReady").is_some_and(|c| c.reason == "RollingOut") {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        let restarted = restart_pods_stuck_by_node_flap(client, ns).await?;
-        if !restarted.is_empty() {
-            println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
-        }
+    if is_ready(p) {
+        return Ok(());
+    }
+    let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+    let mut restarted = restart_pods_stuck_by_node_flap(client, ns, &ListParams::default()).await?;
+    let exporters = ListParams::default().labels("app.kubernetes.io/name=mlobs-dcgm-exporter");
+    restarted.extend(restart_pods_stuck_by_node_flap(client, OPERATOR_NAMESPACE, &exporters).await?);
+    if !restarted.is_empty() {
+        println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
     }
     Ok(())
 }
@@ -293,8 +299,8 @@ pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Res
 /// sets it True again (it plays a pod's stages once). Such a pod keeps its DaemonSet, and the
 /// pipeline, rolling out for good: the cluster's quirk, not the operator's. Deletes, in `ns`, the
 /// pods that are Ready=False on a Ready node while all their containers are ready, so that their
-/// DaemonSet recreates them; returns their names.
-pub async fn restart_pods_stuck_by_node_flap(client: &Client, ns: &str) -> Result<Vec<String>> {
+/// DaemonSet recreates them; returns their names. `pods` selects which pods are looked at.
+pub async fn restart_pods_stuck_by_node_flap(client: &Client, ns: &str, pods: &ListParams) -> Result<Vec<String>> {
     let ready_nodes: std::collections::BTreeSet<String> = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -309,7 +315,7 @@ pub async fn restart_pods_stuck_by_node_flap(client: &Client, ns: &str) -> Resul
         .collect();
     let api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
     let mut restarted = vec![];
-    for pod in api.list(&ListParams::default()).await.context("listing pods")?.items {
+    for pod in api.list(pods).await.context("listing pods")?.items {
         let on_ready_node = pod
             .spec
             .as_ref()
