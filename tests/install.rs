@@ -43,8 +43,10 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("apps", "replicasets", READ),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("", "events", &["list"]),
-    // The alert rules (spec.alerts), where the Prometheus operator's CRD is installed: not watched.
+    // The alert rules (spec.alerts) and the collectors' PodMonitor, where the Prometheus
+    // operator's CRDs are installed: not watched.
     ("monitoring.coreos.com", "prometheusrules", CLUSTER_CHILD),
+    ("monitoring.coreos.com", "podmonitors", CLUSTER_CHILD),
 ];
 const READ: &[&str] = &["get", "list", "watch"];
 /// Watched; the finalizer is added and removed by merge patch.

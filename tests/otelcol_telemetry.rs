@@ -1,7 +1,9 @@
 //! The pipeline-health SLO rules name the collector's own metrics: every name they use must be one
-//! the real collector (../shared/otelcol) exposes. The collector runs with its Prometheus
-//! telemetry on 127.0.0.1, gets one log record and one metric point through exporters that cannot
-//! deliver (so the failure counters exist too), and its /metrics is read.
+//! the real collector (../shared/otelcol) exposes, at the level and on the endpoint mlobs renders.
+//! The collector runs with the rendered `service.telemetry` section (its host from `POD_IP`, here
+//! 127.0.0.1; only the port moved to a free one), gets one log record and one metric point
+//! through exporters that cannot deliver (so the failure counters exist too), and its /metrics is
+//! read.
 
 mod support;
 
@@ -46,6 +48,8 @@ fn names_the_rules_use() -> Vec<String> {
 #[test]
 fn every_collector_metric_the_slo_rules_read_is_one_the_real_collector_exposes() {
     let (otlp, telemetry) = (free_port(), free_port());
+    let mut section = mlobs::desired::self_monitoring::telemetry();
+    section["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]["port"] = json!(telemetry);
     // Port 9 (discard) on loopback refuses: every send fails, so the failure counters exist.
     let config = json!({
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": format!("127.0.0.1:{otlp}")}}}},
@@ -56,8 +60,7 @@ fn every_collector_metric_the_slo_rules_read_is_one_the_real_collector_exposes()
                 "logs": {"receivers": ["otlp"], "exporters": ["otlphttp"]},
                 "metrics": {"receivers": ["otlp"], "exporters": ["otlphttp"]},
             },
-            "telemetry": {"metrics": {"level": "detailed", "readers": [
-                {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": telemetry}}}}]}},
+            "telemetry": section,
         },
     });
     let dir = std::env::temp_dir().join(format!("mlobs-telemetry-{}", std::process::id()));
@@ -67,6 +70,7 @@ fn every_collector_metric_the_slo_rules_read_is_one_the_real_collector_exposes()
     let _collector = Running(
         Command::new(otelcol::binary())
             .arg(format!("--config={}", path.display()))
+            .env(mlobs::desired::self_monitoring::POD_IP_ENV, "127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

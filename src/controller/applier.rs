@@ -18,6 +18,7 @@ use kube::{Client, Resource};
 use super::children::{self, Applied, AppliedCache, Owner};
 use super::error::Result;
 use crate::desired::alerts::prometheus::PrometheusRule;
+use crate::desired::self_monitoring::PodMonitor;
 
 /// Annotation on every child naming its owner (`<namespace>/<name>`, or `<name>` for a
 /// cluster-scoped owner): how a child that cannot carry an owner reference finds its owner.
@@ -36,9 +37,11 @@ pub enum Kind {
     DaemonSet,
     /// monitoring.coreos.com/v1: listed and pruned only where its CRD is installed.
     PrometheusRule,
+    /// monitoring.coreos.com/v1: listed and pruned only where its CRD is installed.
+    PodMonitor,
 }
 
-/// One desired child. (A set holds at most five, built once per reconcile: boxing the larger
+/// One desired child. (A set holds about ten, built once per reconcile: boxing the larger
 /// variants would buy nothing.)
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
@@ -50,6 +53,7 @@ pub enum Child {
     Service(Service),
     DaemonSet(DaemonSet),
     PrometheusRule(PrometheusRule),
+    PodMonitor(PodMonitor),
 }
 
 impl Child {
@@ -63,6 +67,7 @@ impl Child {
             Child::Service(o) => children::describe(o),
             Child::DaemonSet(o) => children::describe(o),
             Child::PrometheusRule(o) => children::describe(o),
+            Child::PodMonitor(o) => children::describe(o),
         }
     }
 
@@ -75,6 +80,7 @@ impl Child {
             Child::Service(o) => &mut o.metadata,
             Child::DaemonSet(o) => &mut o.metadata,
             Child::PrometheusRule(o) => &mut o.metadata,
+            Child::PodMonitor(o) => &mut o.metadata,
         }
     }
 
@@ -103,17 +109,17 @@ pub struct ChildSet {
     /// Label selector every child carries (and that a prune lists with).
     pub selector: String,
     /// The kinds this owner ever creates: what a prune lists.
-    pub kinds: &'static [Kind],
+    pub kinds: Vec<Kind>,
     pub owner: SetOwner,
     pub children: Vec<Child>,
 }
 
 impl ChildSet {
     /// A set whose children get the owner's annotations, and its owner reference where valid.
-    pub fn new(selector: String, kinds: &'static [Kind], owner: SetOwner, children: Vec<Child>) -> ChildSet {
+    pub fn new(selector: String, kinds: &[Kind], owner: SetOwner, children: Vec<Child>) -> ChildSet {
         let mut set = ChildSet {
             selector,
-            kinds,
+            kinds: kinds.to_vec(),
             owner,
             children,
         };
@@ -166,6 +172,7 @@ pub async fn apply(client: &Client, cache: &AppliedCache, set: ChildSet) -> Resu
             Child::ConfigMap(o) => apply_namespaced(client, cache, o).await?.0,
             Child::Service(o) => apply_namespaced(client, cache, o).await?.0,
             Child::PrometheusRule(o) => apply_namespaced(client, cache, o).await?.0,
+            Child::PodMonitor(o) => apply_namespaced(client, cache, o).await?.0,
             Child::DaemonSet(o) => {
                 let (a, live) = apply_namespaced(client, cache, o).await?;
                 report.daemon_set = Some(live);
@@ -178,7 +185,7 @@ pub async fn apply(client: &Client, cache: &AppliedCache, set: ChildSet) -> Resu
         uid: &set.owner.uid,
         only_unowned: false,
     };
-    report.pruned = prune(client, cache, &set.selector, set.kinds, &keep, &owner).await?;
+    report.pruned = prune(client, cache, &set.selector, &set.kinds, &keep, &owner).await?;
     Ok(report)
 }
 
@@ -212,6 +219,7 @@ pub async fn prune(
             Kind::ConfigMap => children::prune_everywhere::<ConfigMap>(c, s, keep, owner).await?,
             Kind::Service => children::prune_everywhere::<Service>(c, s, keep, owner).await?,
             Kind::PrometheusRule => children::prune_everywhere::<PrometheusRule>(c, s, keep, owner).await?,
+            Kind::PodMonitor => children::prune_everywhere::<PodMonitor>(c, s, keep, owner).await?,
             Kind::ServiceAccount => children::prune_everywhere::<ServiceAccount>(c, s, keep, owner).await?,
             Kind::ClusterRoleBinding => children::prune_cluster::<ClusterRoleBinding>(c, s, keep, owner).await?,
             Kind::ClusterRole => children::prune_cluster::<ClusterRole>(c, s, keep, owner).await?,

@@ -68,8 +68,8 @@ pub struct Observed {
     pub resource_version: Option<String>,
     /// The AlertsReady message, when the plan has alerts.
     alerts: Option<String>,
-    /// Whether the cluster serves PrometheusRules (the plan applied the rule).
-    pub prometheus_rules: bool,
+    /// Which monitoring.coreos.com/v1 kinds the cluster serves (the plan applied those).
+    pub monitoring: super::pipeline::plan::MonitoringApis,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.
@@ -110,12 +110,20 @@ impl Observed {
             .map(|a| super::archive_status::summary(a, d.effective.deletion_policy));
         self.hot_path = (d.aws.hot_path.as_ref()).map(|h| super::hot_path::summary(h, d.effective.deletion_policy));
         self.alerts = d.aws.alerts.as_ref().map(|a| {
-            let rule = if self.prometheus_rules {
+            let rule = if self.monitoring.prometheus_rules {
                 "the PrometheusRule is applied"
             } else {
                 "no PrometheusRule: this cluster does not serve monitoring.coreos.com/v1"
             };
-            format!("{} CloudWatch alarms notify {}; {rule}", a.alarms.len(), a.topic.arn)
+            let slo = d.effective.alerts.as_ref().is_some_and(|a| a.slo.is_some());
+            let scrape = match (slo, self.monitoring.pod_monitors) {
+                (false, _) => "",
+                (true, true) => "; a PodMonitor scrapes the collectors for the pipeline-health rules",
+                (true, false) => {
+                    "; no PodMonitor (not served here): the pipeline-health rules get data only where something scrapes the collectors' port metrics (8888) and labels the series mlobs_io_pipeline"
+                }
+            };
+            format!("{} CloudWatch alarms notify {}; {rule}{scrape}", a.alarms.len(), a.topic.arn)
         });
     }
 

@@ -68,7 +68,10 @@ pub struct IdleRuleSpec {
 }
 
 /// Burn-rate alerts on the collector's own delivery: failed against sent log records and metric
-/// points, and its sending queue filling up.
+/// points, and its sending queue filling up. The collectors serve their telemetry on port
+/// `metrics` (8888) of the pod IP; where the Prometheus operator serves PodMonitors, mlobs applies
+/// one that scrapes exactly this pipeline's collectors and labels their series
+/// `mlobs_io_pipeline`, which the rules select on.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineHealthSpec {
@@ -100,7 +103,9 @@ pub struct AlertRulesSpec {
     /// A GPU held by a pod but idle for too long (paid for, not used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_gpu: Option<IdleRuleSpec>,
-    /// Delivery SLO of the pipeline itself (PrometheusRule only).
+    /// Delivery SLO of the pipeline itself (PrometheusRule only; its series come from the
+    /// collectors' telemetry on port 8888, scraped through the PodMonitor mlobs applies where the
+    /// Prometheus operator serves one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_health: Option<PipelineHealthSpec>,
 }

@@ -127,6 +127,7 @@ fn burn_rate_alerts_use_both_windows_at_14_4_and_6_times_the_budget_for_logs_and
     let g = groups(&e, e.alerts.as_ref().expect("alerts"));
     let health = g[1]["rules"].as_array().expect("rules").clone();
     assert_eq!(health.len(), 5, "2 signals × 2 window pairs + the queue");
+    let sel = format!("{{mlobs_io_pipeline=\"{}\"}}", e.pipeline_label());
     for (signal, failed) in [("LogRecords", "log_records"), ("MetricPoints", "metric_points")] {
         let rules: Vec<&Value> = health
             .iter()
@@ -137,23 +138,48 @@ fn burn_rate_alerts_use_both_windows_at_14_4_and_6_times_the_budget_for_logs_and
             let expr = r["expr"].as_str().unwrap_or_default();
             let t = threshold(&s, burn);
             assert!(
-                expr.contains(&format!("otelcol_exporter_send_failed_{failed}_total[{long}]")),
+                expr.contains(&format!("otelcol_exporter_send_failed_{failed}_total{sel}[{long}]")),
                 "{expr}"
             );
             assert!(
-                expr.contains(&format!("otelcol_exporter_sent_{failed}_total[{short}]")),
+                expr.contains(&format!("otelcol_exporter_sent_{failed}_total{sel}[{short}]")),
                 "{expr}"
             );
             assert_eq!(expr.matches(&format!("> {t}")).count(), 2, "{expr}");
             assert_eq!(r["labels"]["severity"], severity);
         }
     }
-    assert!(
-        health[4]["expr"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("otelcol_exporter_queue_size / otelcol_exporter_queue_capacity) > 0.8")
-    );
+    assert!(health[4]["expr"].as_str().unwrap_or_default().contains(&format!(
+        "otelcol_exporter_queue_size{sel} / otelcol_exporter_queue_capacity{sel}) > 0.8"
+    )));
+}
+
+/// Every collector series the SLO rules and the Grafana delivery panels read is selected by the
+/// pipeline's label: two pipelines in one Prometheus never read each other's collectors.
+#[test]
+fn every_collector_series_the_rules_and_panels_read_is_the_pipelines_own() {
+    let e = with_alerts();
+    let sel = format!("{{mlobs_io_pipeline=\"{}\"}}", e.pipeline_label());
+    let rules = serde_json::to_string(&groups(&e, e.alerts.as_ref().expect("alerts"))).expect("json");
+    let mut d = e.clone();
+    d.dashboards.grafana = true;
+    let panels = crate::desired::dashboards::grafana::dashboard(&d).to_string();
+    for text in [rules, panels] {
+        let text = text.replace("\\\"", "\"");
+        let mut seen = 0;
+        for (i, _) in text.match_indices("otelcol_") {
+            let name_end = text[i..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(text.len(), |n| i + n);
+            assert!(
+                text[name_end..].starts_with(&sel),
+                "{} is read without {sel}",
+                &text[i..name_end]
+            );
+            seen += 1;
+        }
+        assert!(seen >= 5, "{seen} collector series read");
+    }
 }
 
 #[test]

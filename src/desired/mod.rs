@@ -27,6 +27,7 @@ pub mod hot_path;
 pub mod merge;
 pub mod monitoring;
 pub mod rbac;
+pub mod self_monitoring;
 pub mod service_account;
 pub mod settings;
 pub mod sources;

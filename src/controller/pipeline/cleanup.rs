@@ -12,7 +12,6 @@ use super::super::children::Owner;
 use super::super::error::{Error, Result};
 use super::super::lookup::{Governing, governing, key_id_of};
 use super::super::status::Observed;
-use super::plan::CHILD_KINDS;
 use super::{owner, write_status};
 use crate::aws::apply::delete_all;
 use crate::crd::MLObservabilityPipeline;
@@ -63,7 +62,11 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
                 ctx.event(p, kind, Reason::ArchiveRetained, "DeleteAws", msg).await;
             }
             // The garbage collector removes the owned children: forget what was verified of them.
-            for key in super::plan::child_set(p, &d, p.uid().unwrap_or_default(), true).keys() {
+            let every = super::plan::MonitoringApis {
+                prometheus_rules: true,
+                pod_monitors: true,
+            };
+            for key in super::plan::child_set(p, &d, p.uid().unwrap_or_default(), every).keys() {
                 ctx.applied.forget(&key);
             }
             ctx.event(
@@ -87,16 +90,18 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
             .await;
         }
     }
-    // Children without an owner reference to the pipeline (cluster-scoped RBAC, a collector in
-    // the policy's collectorNamespace): by label and owner annotation, whatever spec made them.
+    // Children without an owner reference to the pipeline (cluster-scoped RBAC, a collector and
+    // its PodMonitor in the policy's collectorNamespace): by label and owner annotation, whatever
+    // spec made them; the monitoring kinds only where the cluster serves them.
     if let Some(uid) = p.uid() {
+        let kinds = super::monitoring_served(&ctx.client).await.child_kinds();
         let ns = p.namespace().unwrap_or_default();
         let sel = crate::conventions::pipeline_selector(&ns, &p.name_any());
         let owner = Owner {
             uid: &uid,
             only_unowned: true,
         };
-        applier::prune(&ctx.client, &ctx.applied, &sel, CHILD_KINDS, &[], &owner).await?;
+        applier::prune(&ctx.client, &ctx.applied, &sel, &kinds, &[], &owner).await?;
     }
     ctx.forget(p);
     Ok(Action::await_change())

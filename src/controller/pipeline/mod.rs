@@ -176,7 +176,7 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
         nodes: vec![],
         collector_namespace: None,
         aws_memory: ctx.aws_memory(p),
-        prometheus_rules: false,
+        monitoring: plan::MonitoringApis::default(),
     };
     let policy = match &world.gov {
         Governing::None => None,
@@ -196,30 +196,31 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
         })
         .collect();
     world.collector_namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&collector_ns).await?;
-    let alerts = p.spec.alerts.is_some()
+    // Alerts (the PrometheusRule, the SLO's PodMonitor) or a Grafana dashboard (the PodMonitor).
+    let monitoring = p.spec.alerts.is_some()
+        || p.spec.dashboards.is_some()
         || policy
             .and_then(|x| x.spec.alerts.as_ref())
             .is_some_and(|a| a.required == Some(true));
-    if alerts {
-        world.prometheus_rules = prometheus_rules_served(&ctx.client).await;
+    if monitoring {
+        world.monitoring = monitoring_served(&ctx.client).await;
     }
     Ok(world)
 }
 
-/// Whether the API server serves PrometheusRules (API discovery, which every authenticated user
-/// may read). An error counts as absent: the rule is then neither applied nor pruned.
-async fn prometheus_rules_served(client: &kube::Client) -> bool {
-    match client
-        .list_api_group_resources(crate::desired::alerts::prometheus::API_VERSION)
-        .await
-    {
-        Ok(list) => list
-            .resources
-            .iter()
-            .any(|r| r.kind == crate::desired::alerts::prometheus::KIND),
+/// Which monitoring.coreos.com/v1 kinds the API server serves (API discovery, which every
+/// authenticated user may read). An error counts as absent: nothing of those kinds is then
+/// applied or pruned.
+async fn monitoring_served(client: &kube::Client) -> plan::MonitoringApis {
+    use crate::desired::{alerts::prometheus, self_monitoring};
+    match client.list_api_group_resources(prometheus::API_VERSION).await {
+        Ok(list) => plan::MonitoringApis {
+            prometheus_rules: list.resources.iter().any(|r| r.kind == prometheus::KIND),
+            pod_monitors: list.resources.iter().any(|r| r.kind == self_monitoring::KIND),
+        },
         Err(e) => {
-            tracing::debug!(error = %e, "no PrometheusRule API: the alert rules are not applied");
-            false
+            tracing::debug!(error = %e, "no monitoring.coreos.com/v1 API: no PrometheusRule, no PodMonitor");
+            plan::MonitoringApis::default()
         }
     }
 }

@@ -28,15 +28,23 @@ pub const CHILD_KINDS: &[Kind] = &[
     Kind::ClusterRole,
 ];
 
-/// [`CHILD_KINDS`] and the PrometheusRule, where its CRD is installed.
-pub const CHILD_KINDS_WITH_RULES: &[Kind] = &[
-    Kind::DaemonSet,
-    Kind::ConfigMap,
-    Kind::ServiceAccount,
-    Kind::ClusterRoleBinding,
-    Kind::ClusterRole,
-    Kind::PrometheusRule,
-];
+/// Which monitoring.coreos.com/v1 kinds the API server serves (API discovery). Read only when
+/// the pipeline may want one; unknown counts as absent: nothing of that kind applied or pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MonitoringApis {
+    pub prometheus_rules: bool,
+    pub pod_monitors: bool,
+}
+
+impl MonitoringApis {
+    /// [`CHILD_KINDS`] and the monitoring kinds served: what a prune lists.
+    pub fn child_kinds(self) -> Vec<Kind> {
+        let mut kinds = CHILD_KINDS.to_vec();
+        kinds.extend(self.prometheus_rules.then_some(Kind::PrometheusRule));
+        kinds.extend(self.pod_monitors.then_some(Kind::PodMonitor));
+        kinds
+    }
+}
 
 /// What the dereference step read: everything [`plan`] decides from.
 #[derive(Debug, Clone)]
@@ -48,9 +56,8 @@ pub struct World {
     pub collector_namespace: Option<Namespace>,
     /// When this process last ensured the AWS side ready: (plan fingerprint, how long ago).
     pub aws_memory: Option<(String, Duration)>,
-    /// Whether the API server serves monitoring.coreos.com/v1 PrometheusRules (read only when
-    /// the pipeline may have alerts; unknown counts as absent: nothing applied, nothing pruned).
-    pub prometheus_rules: bool,
+    /// Which monitoring.coreos.com/v1 kinds the API server serves.
+    pub monitoring: MonitoringApis,
 }
 
 /// Why a reconcile stops before it changes anything.
@@ -164,7 +171,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
         Err(e) => return stop(obs, Stop::InvalidSpec(e.reason(), e.to_string()), None),
     };
     obs.config_hash = Some(d.config_hash.clone());
-    obs.prometheus_rules = world.prometheus_rules;
+    obs.monitoring = world.monitoring;
     // The fleet the collector runs on, for the live estimate and the budget.
     obs.telemetry(&d, &world.nodes, inputs.prices);
     let mut violations: Vec<String> = d.violations.iter().map(ToString::to_string).collect();
@@ -192,7 +199,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
                 pending_workspace.map_or("", |m| m.alias.as_str())
             ),
         )),
-        (Some(_), Some(uid)) => Ok(child_set(p, &d, uid, world.prometheus_rules)),
+        (Some(_), Some(uid)) => Ok(child_set(p, &d, uid, world.monitoring)),
         _ => Err((
             reason::NAMESPACE_NOT_FOUND,
             format!(
@@ -246,8 +253,10 @@ pub fn aws_due(p: &MLObservabilityPipeline, d: &Desired, memory: Option<&(String
 /// ServiceAccount, ConfigMap and DaemonSet when enabled, the collector's DaemonSet last: the
 /// applier reports the last DaemonSet as the collector's),
 /// owned by the pipeline: an owner reference in the pipeline's namespace, the owner annotations
-/// everywhere. With alerts and the PrometheusRule CRD installed, the rule comes before the DaemonSet.
-pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String, prometheus_rules: bool) -> ChildSet {
+/// everywhere. With alerts and the PrometheusRule CRD installed, the rule comes before the
+/// DaemonSet; so does the collector's PodMonitor where its CRD is installed and the pipeline reads
+/// its collectors' telemetry (`desired::self_monitoring::wanted`).
+pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String, monitoring: MonitoringApis) -> ChildSet {
     let e = &d.effective;
     let o = &d.objects;
     let owner = SetOwner {
@@ -272,19 +281,21 @@ pub fn child_set(p: &MLObservabilityPipeline, d: &Desired, uid: String, promethe
     if e.dashboards.grafana {
         children.push(Child::ConfigMap(crate::desired::dashboards::grafana::config_map(e)));
     }
-    if let (true, Some(a)) = (prometheus_rules, &e.alerts) {
+    if let (true, Some(a)) = (monitoring.prometheus_rules, &e.alerts) {
         let rule = crate::desired::alerts::prometheus::prometheus_rule(e, a);
         children.push(Child::PrometheusRule(rule));
     }
+    if monitoring.pod_monitors
+        && crate::desired::self_monitoring::wanted(e)
+        && let Some(spec) = &o.daemon_set.spec
+    {
+        let m = crate::desired::self_monitoring::pod_monitor(e, spec.selector.clone());
+        children.push(Child::PodMonitor(m));
+    }
     children.push(Child::DaemonSet(o.daemon_set.clone()));
-    let kinds = if prometheus_rules {
-        CHILD_KINDS_WITH_RULES
-    } else {
-        CHILD_KINDS
-    };
     ChildSet::new(
         crate::conventions::pipeline_selector(&e.namespace, &e.name),
-        kinds,
+        &monitoring.child_kinds(),
         owner,
         children,
     )

@@ -63,7 +63,7 @@ fn world(gov: Governing) -> World {
         nodes: gpu_nodes(2),
         collector_namespace: Some(ns),
         aws_memory: None,
-        prometheus_rules: false,
+        monitoring: MonitoringApis::default(),
     }
 }
 
@@ -217,6 +217,7 @@ fn the_child_set_is_owned_and_ordered_with_the_collector_last() {
     assert_eq!(set.selector, crate::conventions::pipeline_selector("team-a", "train"));
     assert_eq!(set.owner.uid, "u1");
     assert_eq!(set.kinds, CHILD_KINDS);
+    assert_eq!(MonitoringApis::default().child_kinds(), CHILD_KINDS);
 }
 
 #[test]
@@ -252,20 +253,24 @@ fn the_prometheus_rule_is_a_child_before_the_collector_only_where_the_cluster_se
     let p = pipeline(json!({"alerts": {}}));
     let keys_and_kinds = |served: bool| {
         let mut w = world(Governing::None);
-        w.prometheus_rules = served;
+        w.monitoring.prometheus_rules = served;
         let set = go_of(run(&p, &w)).children.expect("children");
         (set.keys(), set.kinds.contains(&Kind::PrometheusRule))
     };
     let (keys, pruned) = keys_and_kinds(true);
     let rule = keys.iter().position(|k| k.starts_with("PrometheusRule/team-a/"));
     assert_eq!(rule, Some(keys.len() - 2), "{keys:?}: the rule, then the DaemonSet");
+    assert!(
+        !keys.iter().any(|k| k.starts_with("PodMonitor/")),
+        "{keys:?}: not served"
+    );
     assert!(pruned, "listed for pruning where served");
     let (keys, pruned) = keys_and_kinds(false);
     assert!(!keys.iter().any(|k| k.starts_with("PrometheusRule/")), "{keys:?}");
     assert!(!pruned, "never listed where the API is not served");
     let plain = go_of(run(&pipeline(json!({})), &{
         let mut w = world(Governing::None);
-        w.prometheus_rules = true;
+        w.monitoring.prometheus_rules = true;
         w
     }));
     let keys = plain.children.expect("children").keys();
@@ -273,4 +278,66 @@ fn the_prometheus_rule_is_a_child_before_the_collector_only_where_the_cluster_se
         !keys.iter().any(|k| k.starts_with("PrometheusRule/")),
         "no alerts, no rule"
     );
+}
+
+#[test]
+fn the_collectors_pod_monitor_is_a_child_where_served_and_the_pipeline_reads_their_telemetry() {
+    let served = |spec: serde_json::Value, pod_monitors: bool| {
+        let mut w = world(Governing::None);
+        w.monitoring.pod_monitors = pod_monitors;
+        let set = go_of(run(&pipeline(spec), &w)).children.expect("children");
+        let monitor = set.children.iter().find_map(|c| match c {
+            Child::PodMonitor(m) => Some(m.clone()),
+            _ => None,
+        });
+        let ds = set.children.iter().rev().find_map(|c| match c {
+            Child::DaemonSet(d) => Some(d.clone()),
+            _ => None,
+        });
+        (set.keys(), set.kinds.contains(&Kind::PodMonitor), monitor, ds)
+    };
+    // The SLO (on by default with alerts) reads the collectors' telemetry.
+    let (keys, pruned, monitor, ds) = served(json!({"alerts": {}}), true);
+    let at = keys.iter().position(|k| k.starts_with("PodMonitor/team-a/"));
+    assert_eq!(at, Some(keys.len() - 2), "{keys:?}: the PodMonitor, then the DaemonSet");
+    assert!(pruned);
+    let (monitor, ds) = (monitor.expect("PodMonitor"), ds.expect("DaemonSet"));
+    let ds_spec = ds.spec.expect("spec");
+    assert_eq!(
+        monitor.spec.selector, ds_spec.selector,
+        "it scrapes exactly the collector's pods"
+    );
+    let pod_labels = ds_spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    for l in &monitor.spec.pod_target_labels {
+        assert!(pod_labels.contains_key(l), "the pods carry {l}: {pod_labels:?}");
+    }
+    let port = monitor.spec.pod_metrics_endpoints[0]["port"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let container = &ds_spec.template.spec.expect("pod").containers[0];
+    assert!(
+        container
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some(port.as_str())),
+        "the collector container exposes port {port}"
+    );
+    // The Grafana dashboard's delivery panels read it too.
+    assert!(served(json!({"dashboards": {}}), true).2.is_some());
+    // Not served: neither applied nor listed for pruning.
+    let (keys, pruned, _, _) = served(json!({"alerts": {}}), false);
+    assert!(
+        !pruned && !keys.iter().any(|k| k.starts_with("PodMonitor/")),
+        "{keys:?}"
+    );
+    // Nothing reads it: not applied, but still pruned (turning alerts off removes it).
+    let (keys, pruned, _, _) = served(
+        json!({"alerts": {"rules": {"pipelineHealth": {"enabled": false}}}}),
+        true,
+    );
+    assert!(pruned && !keys.iter().any(|k| k.starts_with("PodMonitor/")), "{keys:?}");
+    let (keys, _, _, _) = served(json!({}), true);
+    assert!(!keys.iter().any(|k| k.starts_with("PodMonitor/")), "{keys:?}");
 }

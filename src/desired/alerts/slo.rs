@@ -1,11 +1,14 @@
 //! Pipeline-health SLO: the collector's own telemetry (exporter send failures against sends, for
 //! log records and metric points; sending-queue fill) as multi-window, multi-burn-rate alerts
 //! (the SRE workbook's: 14.4× over 1 h and 5 m pages, 6× over 6 h and 30 m opens a ticket).
+//! Every expression selects the pipeline's own collectors by the label its PodMonitor puts on
+//! their series (`desired::self_monitoring`).
 
 use serde_json::{Value, json};
 
 use super::EffSlo;
 use crate::desired::effective::Effective;
+use crate::desired::self_monitoring::series_selector;
 
 /// (long window, short window, burn rate, severity).
 pub const WINDOWS: [(&str, &str, f64, &str); 2] = [("1h", "5m", 14.4, "critical"), ("6h", "30m", 6.0, "warning")];
@@ -34,9 +37,17 @@ pub fn budget(s: &EffSlo) -> f64 {
     ((100.0 - s.objective_percent) / 100.0 * 1e9).round() / 1e9
 }
 
-/// The failed share of records over a window.
-pub fn error_ratio(failed: &str, sent: &str, window: &str) -> String {
-    format!("(sum(rate({failed}[{window}])) / (sum(rate({sent}[{window}])) + sum(rate({failed}[{window}]))))")
+/// The failed share of records over a window, of the series `sel` matches (the pipeline's own
+/// collectors: [`series_selector`]).
+pub fn error_ratio(failed: &str, sent: &str, sel: &str, window: &str) -> String {
+    format!(
+        "(sum(rate({failed}{sel}[{window}])) / (sum(rate({sent}{sel}[{window}])) + sum(rate({failed}{sel}[{window}]))))"
+    )
+}
+
+/// The fullest sending queue of the series `sel` matches, as a ratio.
+pub fn queue_fill(sel: &str) -> String {
+    format!("max(otelcol_exporter_queue_size{sel} / otelcol_exporter_queue_capacity{sel})")
 }
 
 /// The alert threshold of a burn rate: burn × budget.
@@ -46,14 +57,15 @@ pub fn threshold(s: &EffSlo, burn: f64) -> f64 {
 
 /// The burn-rate alerts and the queue alert.
 pub fn rules(e: &Effective, s: &EffSlo) -> Vec<Value> {
+    let sel = series_selector(e);
     let mut out = Vec::new();
     for (signal, failed, sent) in SIGNALS {
         for (long, short, burn, severity) in WINDOWS {
             let t = threshold(s, burn);
             let expr = format!(
                 "{} > {t} and {} > {t}",
-                error_ratio(failed, sent, long),
-                error_ratio(failed, sent, short)
+                error_ratio(failed, sent, &sel, long),
+                error_ratio(failed, sent, &sel, short)
             );
             out.push(json!({
                 "alert": format!("MlobsDelivery{signal}BudgetBurn"),
@@ -68,7 +80,7 @@ pub fn rules(e: &Effective, s: &EffSlo) -> Vec<Value> {
     }
     out.push(json!({
         "alert": "MlobsSendingQueueFilling",
-        "expr": format!("max(otelcol_exporter_queue_size / otelcol_exporter_queue_capacity) > {QUEUE_FILL_RATIO}"),
+        "expr": format!("{} > {QUEUE_FILL_RATIO}", queue_fill(&sel)),
         "for": "10m",
         "labels": {"severity": "warning", "mlobs_pipeline": e.pipeline_label()},
         "annotations": {"summary": "a collector's sending queue is over 80% full: its destination is too slow or failing"},

@@ -134,7 +134,7 @@ pub fn build(e: &Effective) -> Value {
         "service": {
             "extensions": extension_names,
             "pipelines": pipelines,
-            "telemetry": {"metrics": {"level": "basic"}},
+            "telemetry": crate::desired::self_monitoring::telemetry(),
         },
     })
 }

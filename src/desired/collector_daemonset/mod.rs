@@ -16,6 +16,7 @@ use super::collector_config::{
     CONTAINER_NAME, HEALTH_PORT, NODE_NAME_ENV, OTLP_GRPC_PORT, OTLP_HTTP_PORT, otlp_active,
 };
 use super::effective::{Effective, common_labels};
+use super::self_monitoring;
 
 pub mod destinations;
 
@@ -57,6 +58,21 @@ fn env(name: &str, value: String) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value),
+        ..Default::default()
+    }
+}
+
+/// An environment variable from a field of the pod (downward API).
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -133,22 +149,19 @@ pub(crate) fn runtime_default() -> SeccompProfile {
 /// The collector DaemonSet. `config_hash` is the hash of the ConfigMap's configuration.
 pub fn daemon_set(e: &Effective, config_hash: &str) -> DaemonSet {
     let labels = common_labels(e);
-    let node_name = EnvVar {
-        name: NODE_NAME_ENV.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "spec.nodeName".into(),
-                api_version: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut envs = vec![node_name, env("AWS_REGION", e.region.clone())];
+    let mut envs = vec![
+        field_env(NODE_NAME_ENV, "spec.nodeName"),
+        // The telemetry endpoint listens on the pod's IP (self_monitoring::telemetry).
+        field_env(self_monitoring::POD_IP_ENV, "status.podIP"),
+        env("AWS_REGION", e.region.clone()),
+    ];
     envs.extend(gomemlimit(e.collector.memory_limit_mib).map(|v| env("GOMEMLIMIT", v)));
     envs.extend(destinations::env(e));
 
-    let mut ports = vec![port("health", HEALTH_PORT)];
+    let mut ports = vec![
+        port("health", HEALTH_PORT),
+        port(self_monitoring::TELEMETRY_PORT_NAME, self_monitoring::TELEMETRY_PORT),
+    ];
     if otlp_active(e) {
         ports.extend([port("otlp-grpc", OTLP_GRPC_PORT), port("otlp-http", OTLP_HTTP_PORT)]);
     }
@@ -468,10 +481,18 @@ mod tests {
                 .map(|p| p.container_port)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(ports(&ds), [13133]);
+        assert_eq!(ports(&ds), [13133, 8888], "health and telemetry");
         let mut otlp = e.clone();
         otlp.collector.otlp_enabled = true;
-        assert_eq!(ports(&daemon_set(&otlp, "h")), [13133, 4317, 4318]);
+        assert_eq!(ports(&daemon_set(&otlp, "h")), [13133, 8888, 4317, 4318]);
+        let spec = pod(&ds);
+        let pod_ip = (spec.containers[0].env.iter().flatten()).find(|v| v.name == "POD_IP");
+        let field = pod_ip.and_then(|v| v.value_from.as_ref()?.field_ref.as_ref());
+        assert_eq!(
+            field.map(|f| f.field_path.as_str()),
+            Some("status.podIP"),
+            "the telemetry endpoint's host"
+        );
         let cm = config_map(&e, "x: 1\n");
         let volume = p
             .volumes

@@ -64,10 +64,11 @@ pub fn dashboard(e: &Effective) -> Value {
             panels.len() / 2 * 8,
         ));
     }
+    let sel = crate::desired::self_monitoring::series_selector(e);
     for (signal, failed, sent) in SIGNALS {
         let t = vec![
-            (format!("sum(rate({sent}[5m]))"), "sent"),
-            (format!("sum(rate({failed}[5m]))"), "failed"),
+            (format!("sum(rate({sent}{sel}[5m]))"), "sent"),
+            (format!("sum(rate({failed}{sel}[5m]))"), "failed"),
         ];
         panels.push(panel(
             panels.len(),
@@ -77,10 +78,7 @@ pub fn dashboard(e: &Effective) -> Value {
             panels.len() / 2 * 8,
         ));
     }
-    let q = vec![(
-        "max(otelcol_exporter_queue_size / otelcol_exporter_queue_capacity)".to_string(),
-        "fill",
-    )];
+    let q = vec![(crate::desired::alerts::slo::queue_fill(&sel), "fill")];
     panels.push(panel(
         panels.len(),
         "Collector sending queue fill",
