@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: build test lint fmt crds crds-check demo venv bench e2e clean
+.PHONY: build test lint fmt crds crds-check demo venv bench bench-inprocess e2e clean
 
 build:
 	$(CARGO) build --bins
@@ -58,7 +58,15 @@ clean:
 e2e: venv
 	bash e2e/run.sh
 
-## Benchmarks (performance goals live here, never in timed tests).
+## Benchmarks (performance goals live here, never in timed tests): the criterion benches, then
+## the scale bench on the real control plane (e2e/tests/bench.rs: MLOBS_BENCH_N pipelines,
+## default 1000, on 20 kwok GPU nodes, moto, the operator as its own process;
+## writes target/cluster-bench.json).
 bench: venv
 	$(CARGO) bench --bench plan
+	MLOBS_E2E_BENCH=1 bash e2e/run.sh
+
+## The earlier scale harness: the controllers against the in-process API fake (AWS call counts
+## at 100 and 1,000 pipelines without a cluster; its RSS includes the fake).
+bench-inprocess: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) bench --bench scale

@@ -3,6 +3,9 @@
 # the chart's ServiceAccount token) against a real control plane and moto as AWS; the scenarios
 # are the Rust integration tests in e2e/tests/ (`cargo test --test e2e`). Never skips.
 # Without KUBECONFIG it starts ../shared/cluster (and stops it on exit). See e2e/README.md.
+# MLOBS_E2E_BENCH=1 (make bench): the scale bench (e2e/tests/bench.rs) instead of the scenarios,
+# on 20 GPU nodes (MLOBS_E2E_GPU_NODES), with one release-built replica reading drift events
+# from a moto SQS queue.
 set -euo pipefail
 # One compound command: bash reads all of it before running any, so editing this file while a
 # run is in progress cannot change what that run does.
@@ -20,7 +23,8 @@ MOTO=$ROOT/.venv/bin/moto_server
 STATE=${MLOBS_E2E_STATE_DIR:-$ROOT/target/e2e}
 OPNS=mlobs-system
 CLUSTER_HOME=${MLOBS_CLUSTER_HOME:-$HOME/.cache/mlobs-cluster}
-REPLICAS=2
+BENCH=${MLOBS_E2E_BENCH:-0}
+if [ "$BENCH" = 1 ]; then REPLICAS=1 GPU_NODES=${MLOBS_E2E_GPU_NODES:-20}; else REPLICAS=2 GPU_NODES=${MLOBS_E2E_GPU_NODES:-4}; fi
 TMP=$(mktemp -d)
 STARTED_CLUSTER=0
 MOTO_PID=
@@ -92,7 +96,7 @@ if [ -z "${KUBECONFIG:-}" ]; then
   else
     log "starting ../shared/cluster"
     STARTED_CLUSTER=1
-    ../shared/cluster/up.sh --apply crds/
+    ../shared/cluster/up.sh "$GPU_NODES" --apply crds/
   fi
   export KUBECONFIG=$CLUSTER_HOME/kubeconfig
 fi
@@ -108,17 +112,31 @@ for _ in $(seq 240); do listening "$MOTO_PORT" && break; sleep 0.25; done
 listening "$MOTO_PORT" || { cat "$TMP/moto.log"; echo "e2e: moto did not listen on $MOTO_PORT"; exit 1; }
 MOTO_URL=http://127.0.0.1:$MOTO_PORT
 log "moto at $MOTO_URL"
+DRIFT_ARGS=()
+if [ "$BENCH" = 1 ]; then
+  QUEUE_URL=$(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$PY" -c 'import sys, boto3
+print(boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1").create_queue(QueueName="mlobs-drift-events")["QueueUrl"])' "$MOTO_URL")
+  DRIFT_ARGS=(--drift-events-queue "$QUEUE_URL")
+  export MLOBS_E2E_DRIFT_QUEUE_URL=$QUEUE_URL
+  log "drift events queue $QUEUE_URL"
+fi
 
 # 3. Build: the test profile, so the operator binary and the test binary share one compilation
 # (`cargo test` builds bin targets for integration tests). The binary is copied so that a later
 # `cargo build` does not replace it under the running replicas.
 log "building (cargo test --test e2e --no-run)"
 cargo test --test e2e --no-run
+OPERATOR_BUILD=target/debug/mlobs
+if [ "$BENCH" = 1 ]; then
+  log "building the operator for the bench (cargo build --release --bin mlobs)"
+  cargo build --release --bin mlobs
+  OPERATOR_BUILD=target/release/mlobs
+fi
 rm -rf "$STATE"
 mkdir -p "$STATE"
 # MLOBS_E2E_BINARY runs the scenarios against another build (e.g. an older commit's, to show
 # which scenarios fail there).
-cp "${MLOBS_E2E_BINARY:-target/debug/mlobs}" "$STATE/mlobs"
+cp "${MLOBS_E2E_BINARY:-$OPERATOR_BUILD}" "$STATE/mlobs"
 
 # 4. The chart, applied for real: ServiceAccount, RBAC, Deployment (kwok reports its Pods
 # Running; nothing runs them: the operator runs as local processes below).
@@ -165,7 +183,7 @@ start_replica() {
   port=$(free_port)
   local id=mlobs-e2e-$i f=$STATE/replica-$i.env logf=$STATE/operator-$i.log
   local cmd=("$STATE/mlobs" run --cluster-name e2e --region us-east-1 --account-id 123456789012
-    --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port")
+    --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port" "${DRIFT_ARGS[@]}")
   local envs=("KUBECONFIG=$OPKC" "POD_NAME=$id" "AWS_ACCESS_KEY_ID=testing"
     "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-info,mlobs=debug}")
   env -u AWS_PROFILE -u AWS_ENDPOINT_URL -u POD_NAMESPACE "${envs[@]}" "${cmd[@]}" >>"$logf" 2>&1 &
@@ -198,6 +216,12 @@ export MLOBS_E2E_KUBECTL=$KUBECTL
 # Test failures are anyhow errors with context; their backtraces are noise.
 export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
 rc=0
+if [ "$BENCH" = 1 ]; then
+  log "scale bench (e2e/tests/bench.rs)"
+  cargo test --test e2e bench:: -- --test-threads=1 --nocapture || rc=1
+  [ $rc = 0 ] && FAILED=0
+  exit $rc
+fi
 if [ -n "${MLOBS_E2E_FILTER:-}" ]; then
   # Development: only the scenarios whose name contains the filter (never set by make e2e).
   log "scenarios matching '$MLOBS_E2E_FILTER' only"
@@ -206,7 +230,7 @@ if [ -n "${MLOBS_E2E_FILTER:-}" ]; then
   exit $rc
 fi
 log "scenarios (parallel)"
-cargo test --test e2e -- --skip serial:: --test-threads=4 --show-output || rc=1
+cargo test --test e2e -- --skip serial:: --skip bench:: --test-threads=4 --show-output || rc=1
 log "waiting for the test namespaces to be gone before the serial scenarios"
 for _ in $(seq 90); do
   [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break

@@ -1,0 +1,337 @@
+//! The scale bench of `make bench` (issue #18) on the real control plane: e2e/run.sh in bench
+//! mode (`MLOBS_E2E_BENCH=1`: ../shared/cluster with 20 kwok GPU nodes, moto, one release-built
+//! `mlobs run` as its own process, reading drift events from a moto SQS queue) runs this module
+//! alone; `make e2e` skips it.
+//!
+//! N pipelines (`MLOBS_BENCH_N`, default 1000) in 10 namespaces are created at once; the bench
+//! measures the time until all are Ready, the operator's peak RSS (VmHWM of its process), its
+//! Kubernetes writes per minute in the steady state, its AWS read calls over one resync interval
+//! of every pipeline (per operation), and how long a retention changed outside mlobs takes to be
+//! put back once its CloudTrail event is in the queue. Each figure is printed next to its goal;
+//! a miss is printed, never hidden, and does not fail the run (only a broken harness does). The
+//! figures are written to target/cluster-bench.json.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use mlobs::aws::calls::is_mutating;
+use mlobs::crd::MLObservabilityPipeline;
+use serde_json::json;
+
+use crate::support::*;
+
+const NAMESPACES: usize = 10;
+/// Every pipeline's resync interval: the AWS reads are counted over one such window.
+const RESYNC: Duration = Duration::from_secs(120);
+const STEADY_WINDOW: Duration = Duration::from_secs(60);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// VmHWM of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    kb.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|kb| kb / 1024.0)
+}
+
+/// AWS calls by operation between two scrapes of the operator's /metrics.
+fn aws_calls(before: &str, after: &str) -> BTreeMap<String, u64> {
+    let (b, a) = (
+        metric_samples(before, "mlobs_aws_calls_total"),
+        metric_samples(after, "mlobs_aws_calls_total"),
+    );
+    let mut out = BTreeMap::new();
+    for (labels, v) in a {
+        let d = v - b.get(&labels).copied().unwrap_or(0.0);
+        let op = labels
+            .split("operation=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("?")
+            .to_string();
+        if d > 0.0 {
+            *out.entry(op).or_insert(0) += d as u64;
+        }
+    }
+    out
+}
+
+fn kube_writes(text: &str) -> Result<f64> {
+    require_metric(
+        text,
+        "mlobs_kube_writes_total",
+        &[],
+        &[("resource", "leases"), ("kind", "Lease")],
+    )
+}
+
+struct Figure {
+    name: &'static str,
+    value: String,
+    goal: String,
+    met: Option<bool>,
+}
+
+fn figure(name: &'static str, value: String, goal: String, met: Option<bool>) -> Figure {
+    Figure { name, value, goal, met }
+}
+
+/// The operator's own part is done: the AWS side is ready and the collector DaemonSet applied
+/// (its rollout is then the DaemonSet controller's, kwok's and the scheduler's).
+fn operator_done(p: &MLObservabilityPipeline) -> bool {
+    let aws = ["KmsKeyReady", "LogGroupsReady", "IamRoleReady"]
+        .iter()
+        .all(|t| condition_status(p, t) == "True");
+    aws && p.status.as_ref().is_some_and(|s| s.collector.is_some())
+}
+
+/// (Ready, operator done, total) of the bench's pipelines.
+async fn counts(all: &Api<MLObservabilityPipeline>, prefix: &str) -> Result<(usize, usize, usize)> {
+    let list = all.list(&ListParams::default()).await?;
+    let ours: Vec<&MLObservabilityPipeline> = (list.items.iter())
+        .filter(|p| p.namespace().is_some_and(|n| n.starts_with(prefix)))
+        .collect();
+    let ready = ours.iter().filter(|p| is_ready(p)).count();
+    let done = ours.iter().filter(|p| operator_done(p)).count();
+    Ok((ready, done, ours.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_on_the_real_control_plane() -> Result<()> {
+    let c = client().await?;
+    let n = env_or("MLOBS_BENCH_N", 1000) as usize;
+    let timeout = Duration::from_secs(env_or("MLOBS_BENCH_READY_TIMEOUT_S", 1800));
+    let queue_url = env("MLOBS_E2E_DRIFT_QUEUE_URL")?;
+    let op = leader(&c).await?;
+    let nodes = gpu_nodes(&c).await?.len();
+    println!("bench: {n} pipelines over {nodes} GPU nodes, operator pid {}", op.pid);
+
+    let mut guards = vec![];
+    for _ in 0..NAMESPACES {
+        guards.push(TestNs::create(&c, "bench").await?);
+    }
+    let namespaces: Vec<String> = guards.iter().map(|g| g.name.clone()).collect();
+    let spec = json!({"resyncInterval": format!("{}s", RESYNC.as_secs()), "dataFlow": {"gracePeriod": "6h"}});
+    let m0 = op.metrics().await?;
+    let start = Instant::now();
+    let c2 = c.clone();
+    let created: Vec<Result<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (c, ns, spec) = (c2.clone(), namespaces[i % NAMESPACES].clone(), spec.clone());
+            async move {
+                let p = pipeline(&ns, &format!("job-{i:05}"), spec)?;
+                create_pipeline(&c, &p).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed: Vec<String> = created
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| format!("{e:#}"))
+        .collect();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} creates failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let applied = start.elapsed();
+    println!("bench: {n} pipelines created in {:.1} s", applied.as_secs_f64());
+
+    let all: Api<MLObservabilityPipeline> = Api::all(c.clone());
+    let prefix = "e2e-bench-";
+    let mut last_print = Instant::now();
+    let mut last_heal = Instant::now();
+    let mut done_after = None;
+    let ready_after = loop {
+        let (ready, done, total) = counts(&all, prefix).await?;
+        if done == n && total == n && done_after.is_none() {
+            done_after = Some(start.elapsed());
+            println!(
+                "bench: the operator's part done for all {n} after {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        if ready == n && total == n {
+            break Some(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            println!(
+                "bench: {ready} of {n} Ready after {:.0} s: stopped waiting",
+                timeout.as_secs_f64()
+            );
+            break None;
+        }
+        if last_heal.elapsed() > Duration::from_secs(20) {
+            for ns in &namespaces {
+                restart_pods_stuck_by_node_flap(&c, ns, &ListParams::default()).await?;
+            }
+            last_heal = Instant::now();
+        }
+        if last_print.elapsed() > Duration::from_secs(30) {
+            println!(
+                "bench: {ready} of {n} Ready, the operator's part done for {done}, after {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let m_ready = op.metrics().await?;
+    let rss_ready = peak_rss_mib(op.pid).context("the operator's /proc status")?;
+
+    // Steady state: nothing changes; the operator must write nothing.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let m1 = op.metrics().await?;
+    tokio::time::sleep(STEADY_WINDOW).await;
+    let m2 = op.metrics().await?;
+    let writes_per_min = (kube_writes(&m2)? - kube_writes(&m1)?) * 60.0 / STEADY_WINDOW.as_secs_f64();
+    // One resync interval: every pipeline's AWS side is looked at once.
+    tokio::time::sleep(RESYNC.saturating_sub(STEADY_WINDOW)).await;
+    let m3 = op.metrics().await?;
+    let resync_calls = aws_calls(&m1, &m3);
+    let resync_reads: u64 = resync_calls
+        .iter()
+        .filter(|(o, _)| !is_mutating(o))
+        .map(|(_, v)| v)
+        .sum();
+    let resync_writes: u64 = resync_calls
+        .iter()
+        .filter(|(o, _)| is_mutating(o))
+        .map(|(_, v)| v)
+        .sum();
+    let reads_goal = n as u64 / 50 + 3;
+
+    // Drift by event: a retention changed outside mlobs, then its CloudTrail event in the queue.
+    let aws = aws().await?;
+    let group = format!("/aws/eks/{CLUSTER_NAME}/{}/job-00000/logs", namespaces[0]);
+    let desired = log_group(&aws, &group)
+        .await?
+        .with_context(|| format!("log group {group}"))?
+        .retention_in_days();
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(&group)
+        .retention_in_days(1)
+        .send()
+        .await?;
+    let event = json!({"version": "0", "id": format!("bench-{}", random_suffix()),
+        "detail-type": "AWS API Call via CloudTrail", "source": "aws.logs",
+        "account": ACCOUNT_ID, "region": REGION, "resources": [],
+        "detail": {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com", "eventName": "PutRetentionPolicy",
+                   "awsRegion": REGION, "requestParameters": {"logGroupName": group, "retentionInDays": 1},
+                   "eventType": "AwsApiCall", "readOnly": false, "managementEvent": true}});
+    aws.sqs
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body(event.to_string())
+        .send()
+        .await?;
+    let t = Instant::now();
+    let drift = wait_for("the retention put back", RESYNC * 2, async || {
+        let g = log_group(&aws, &group).await?.context("log group")?;
+        anyhow::ensure!(
+            g.retention_in_days() == desired,
+            "retention {:?}",
+            g.retention_in_days()
+        );
+        Ok(t.elapsed())
+    })
+    .await
+    .ok();
+    let m_end = op.metrics().await?;
+    let rss = peak_rss_mib(op.pid).context("the operator's /proc status")?;
+    let create_calls = aws_calls(&m0, &m_ready);
+
+    let figures = [
+        figure(
+            "N pipelines created → AWS side ready and collector applied for all (moto)",
+            done_after.map_or(format!("not within {} s", timeout.as_secs()), |d| {
+                format!("{:.1} s", d.as_secs_f64())
+            }),
+            "(informative: the operator's own part of the next figure)".into(),
+            None,
+        ),
+        figure(
+            "kubectl apply of N pipelines → all Ready (moto)",
+            ready_after.map_or(format!("not within {} s", timeout.as_secs()), |d| {
+                format!("{:.1} s", d.as_secs_f64())
+            }),
+            "< 60 s".into(),
+            Some(ready_after.is_some_and(|d| d < Duration::from_secs(60))),
+        ),
+        figure(
+            "steady state: Kubernetes writes per minute",
+            format!("{writes_per_min:.1}"),
+            "0".into(),
+            Some(writes_per_min == 0.0),
+        ),
+        figure(
+            "peak RSS of the operator (VmHWM)",
+            format!("{rss:.1} MiB ({rss_ready:.1} MiB when all were Ready)"),
+            "< 40 MiB".into(),
+            Some(rss < 40.0),
+        ),
+        figure(
+            "AWS read calls per full resync",
+            format!("{resync_reads} ({resync_writes} writes)"),
+            format!("≤ N/50 + 3 = {reads_goal}"),
+            Some(resync_reads <= reads_goal),
+        ),
+        figure(
+            "drift found and corrected after an outside change (event path)",
+            drift.map_or("not within two resyncs".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+            "≤ 10 s".into(),
+            Some(drift.is_some_and(|d| d <= Duration::from_secs(10))),
+        ),
+    ];
+    println!("\n| figure ({n} pipelines, {nodes} GPU nodes) | measured | goal | |\n|---|---|---|---|");
+    for f in &figures {
+        let mark = match f.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        println!("| {} | {} | {} | {mark} |", f.name, f.value, f.goal);
+    }
+    println!("\nAWS calls per operation over one resync interval: {resync_calls:?}");
+    println!("AWS calls per operation from create to all Ready: {create_calls:?}");
+    let reconciles = require_metric(&m_end, "mlobs_reconciles_total", &[], &[])?
+        - require_metric(&m0, "mlobs_reconciles_total", &[], &[])?;
+    println!("reconciles during the bench: {reconciles}");
+
+    let out = json!({
+        "machine": format!("{} cores", std::thread::available_parallelism().map_or(0, |n| n.get())),
+        "pipelines": n, "gpu_nodes": nodes, "namespaces": NAMESPACES,
+        "resync_interval_s": RESYNC.as_secs(),
+        "created_seconds": applied.as_secs_f64(),
+        "all_ready_seconds": ready_after.map(|d| d.as_secs_f64()),
+        "operator_done_seconds": done_after.map(|d| d.as_secs_f64()),
+        "steady_kube_writes_per_minute": writes_per_min,
+        "peak_rss_mib": rss, "peak_rss_mib_at_ready": rss_ready,
+        "aws_reads_full_resync": resync_reads, "aws_writes_full_resync": resync_writes,
+        "aws_reads_goal": reads_goal,
+        "aws_calls_full_resync": resync_calls, "aws_calls_create_to_ready": create_calls,
+        "drift_event_seconds": drift.map(|d| d.as_secs_f64()),
+        "reconciles": reconciles,
+        "figures": figures.iter().map(|f| json!({"figure": f.name, "measured": f.value, "goal": f.goal, "met": f.met})).collect::<Vec<_>>(),
+    });
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cluster-bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+    println!("wrote {}", path.display());
+    drop(guards);
+    Ok(())
+}
