@@ -113,7 +113,10 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let n = env_or("MLOBS_BENCH_N", 1000) as usize;
     let timeout = Duration::from_secs(env_or("MLOBS_BENCH_READY_TIMEOUT_S", 1800));
     let queue_url = env("MLOBS_E2E_DRIFT_QUEUE_URL")?;
-    let op = leader(&c).await?;
+    // The bench's one replica (e2e/run.sh bench mode runs it without leader election).
+    let op = replicas()?.into_iter().next().context("no replica state file")?;
+    let op = &op;
+    wait_for("the operator's /metrics", Duration::from_secs(60), async || op.metrics().await).await?;
     let nodes = gpu_nodes(&c).await?.len();
     println!("bench: {n} pipelines over {nodes} GPU nodes, operator pid {}", op.pid);
 
@@ -175,7 +178,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
             );
             break None;
         }
-        if last_heal.elapsed() > Duration::from_secs(20) {
+        if last_heal.elapsed() > Duration::from_secs(60) {
             for ns in &namespaces {
                 restart_pods_stuck_by_node_flap(&c, ns, &ListParams::default()).await?;
             }
