@@ -554,3 +554,54 @@ async fn missing_existing_key_is_an_error_that_names_it() {
         }
     );
 }
+
+/// Tag scans share what they read: after one pipeline's scan read every key's tags, another
+/// pipeline's scan in the same process reads only the keys created since (its own, here none),
+/// not the whole account again. Without the shared index each scan reads every key (the scale
+/// bench's 1,000 interrupted creates made 90,588 ListResourceTags calls).
+#[tokio::test]
+async fn a_second_tag_scan_reads_no_tags_the_first_one_read() {
+    let c = moto::clients().await;
+    for _ in 0..3 {
+        foreign_key(&c).await;
+    }
+    let (first, second) = (Fixture::new(json!({})), Fixture::new(json!({})));
+    let scan = |f: &Fixture| {
+        let c = c.clone();
+        let (plan, owner) = (f.key().clone(), f.owner.clone());
+        async move { kms::ensure_with(&c, &plan, &owner, None, DriftPolicy::Correct, true).await }
+    };
+    scan(&first).await.expect("first ensure");
+    let indexed = c.kms_key_tags.len();
+    let tag_reads = c.calls.of("ListResourceTags");
+    assert!(indexed >= 3, "the first scan indexed the account's keys: {indexed}");
+    assert!(tag_reads >= 3, "{tag_reads}");
+
+    let (key, _) = scan(&second).await.expect("second ensure");
+    let again = c.calls.of("ListResourceTags") - tag_reads;
+    // Only keys created since the first scan (the first pipeline's, and any other test's on the
+    // shared moto) are read, never the indexed ones: at most the keys now less those indexed.
+    let listed = moto::clients().await.kms.list_keys().limit(1000).send().await.expect("list keys");
+    let now = listed.keys().len() as u64;
+    assert!(
+        again <= now - indexed as u64,
+        "the second scan read {again} key tags; {indexed} of the {now} keys were already indexed"
+    );
+    assert_eq!(owned_keys(&c, &second).await, [key.key_id.as_str()]);
+
+    // A key the index holds as ours is read again before use: tags removed outside mlobs are seen.
+    c.kms
+        .untag_resource()
+        .key_id(&key.key_id)
+        .tag_keys("mlobs.io/pipeline")
+        .send()
+        .await
+        .expect("untag");
+    let before = c.calls.of("ListResourceTags");
+    let (again_key, drift) = kms::ensure(&c, second.key(), &second.owner, Some(&key.key_id), DriftPolicy::Correct)
+        .await
+        .expect("third ensure");
+    assert_eq!(again_key.key_id, key.key_id);
+    assert!(drift.iter().any(|d| d.field == "tags"), "{drift:?}");
+    assert!(c.calls.of("ListResourceTags") > before);
+}

@@ -116,7 +116,10 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     // The bench's one replica (e2e/run.sh bench mode runs it without leader election).
     let op = replicas()?.into_iter().next().context("no replica state file")?;
     let op = &op;
-    wait_for("the operator's /metrics", Duration::from_secs(60), async || op.metrics().await).await?;
+    wait_for("the operator's /metrics", Duration::from_secs(60), async || {
+        op.metrics().await
+    })
+    .await?;
     let nodes = gpu_nodes(&c).await?.len();
     println!("bench: {n} pipelines over {nodes} GPU nodes, operator pid {}", op.pid);
 

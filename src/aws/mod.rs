@@ -129,6 +129,8 @@ pub struct AwsClients {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sns: aws_sdk_sns::Client,
     pub calls: CallCounter,
+    /// The account's KMS key tags as this process's tag scans read them (see [`kms::KeyTagIndex`]).
+    pub kms_key_tags: kms::KeyTagIndex,
 }
 
 impl AwsClients {
@@ -192,6 +194,7 @@ impl AwsClients {
             cloudwatch: client!(aws_sdk_cloudwatch),
             sns: client!(aws_sdk_sns),
             calls,
+            kms_key_tags: kms::KeyTagIndex::default(),
         }
     }
 }

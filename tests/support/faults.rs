@@ -486,5 +486,6 @@ pub async fn faulty_clients(faults: &Faults, retry: RetryConfig) -> AwsClients {
                 .build(),
         ),
         calls,
+        kms_key_tags: Default::default(),
     }
 }
