@@ -581,7 +581,14 @@ async fn a_second_tag_scan_reads_no_tags_the_first_one_read() {
     let again = c.calls.of("ListResourceTags") - tag_reads;
     // Only keys created since the first scan (the first pipeline's, and any other test's on the
     // shared moto) are read, never the indexed ones: at most the keys now less those indexed.
-    let listed = moto::clients().await.kms.list_keys().limit(1000).send().await.expect("list keys");
+    let listed = moto::clients()
+        .await
+        .kms
+        .list_keys()
+        .limit(1000)
+        .send()
+        .await
+        .expect("list keys");
     let now = listed.keys().len() as u64;
     assert!(
         again <= now - indexed as u64,
