@@ -45,7 +45,8 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
         .map(|kb| kb / 1024.0)
 }
 
-/// AWS calls by operation between two scrapes of the operator's /metrics.
+/// AWS calls by operation between two scrapes of the operator's /metrics; failed calls (timeouts
+/// included, which may never have reached moto) count under `<operation> (error)`.
 fn aws_calls(before: &str, after: &str) -> BTreeMap<String, u64> {
     let (b, a) = (
         metric_samples(before, "mlobs_aws_calls_total"),
@@ -60,6 +61,11 @@ fn aws_calls(before: &str, after: &str) -> BTreeMap<String, u64> {
             .and_then(|s| s.split('"').next())
             .unwrap_or("?")
             .to_string();
+        let op = if labels.contains("outcome=\"error\"") {
+            format!("{op} (error)")
+        } else {
+            op
+        };
         if d > 0.0 {
             *out.entry(op).or_insert(0) += d as u64;
         }
@@ -211,12 +217,12 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let resync_calls = aws_calls(&m1, &m3);
     let resync_reads: u64 = resync_calls
         .iter()
-        .filter(|(o, _)| !is_mutating(o))
+        .filter(|(o, _)| !is_mutating(o.trim_end_matches(" (error)")))
         .map(|(_, v)| v)
         .sum();
     let resync_writes: u64 = resync_calls
         .iter()
-        .filter(|(o, _)| is_mutating(o))
+        .filter(|(o, _)| is_mutating(o.trim_end_matches(" (error)")))
         .map(|(_, v)| v)
         .sum();
     let reads_goal = n as u64 / 50 + 3;

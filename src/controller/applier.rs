@@ -41,6 +41,14 @@ pub enum Kind {
     PodMonitor,
 }
 
+/// Which monitoring.coreos.com/v1 kinds the API server serves (API discovery). Read only when
+/// the pipeline may want one; unknown counts as absent: nothing of that kind applied or pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MonitoringApis {
+    pub prometheus_rules: bool,
+    pub pod_monitors: bool,
+}
+
 /// One desired child. (A set holds about ten, built once per reconcile: boxing the larger
 /// variants would buy nothing.)
 #[allow(clippy::large_enum_variant)]

@@ -69,7 +69,7 @@ pub struct Observed {
     /// The AlertsReady message, when the plan has alerts.
     alerts: Option<String>,
     /// Which monitoring.coreos.com/v1 kinds the cluster serves (the plan applied those).
-    pub monitoring: super::pipeline::plan::MonitoringApis,
+    pub monitoring: super::applier::MonitoringApis,
 }
 
 /// The DCGM exporter pods the collectors scrape, as one reconcile found them.

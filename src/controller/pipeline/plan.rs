@@ -28,13 +28,7 @@ pub const CHILD_KINDS: &[Kind] = &[
     Kind::ClusterRole,
 ];
 
-/// Which monitoring.coreos.com/v1 kinds the API server serves (API discovery). Read only when
-/// the pipeline may want one; unknown counts as absent: nothing of that kind applied or pruned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MonitoringApis {
-    pub prometheus_rules: bool,
-    pub pod_monitors: bool,
-}
+pub use super::super::applier::MonitoringApis;
 
 impl MonitoringApis {
     /// [`CHILD_KINDS`] and the monitoring kinds served: what a prune lists.
