@@ -28,7 +28,7 @@ pub const SERIES_LABEL: &str = "mlobs_io_pipeline";
 /// How often Prometheus scrapes the collector.
 pub const SCRAPE_INTERVAL: &str = "30s";
 
-pub const API_VERSION: &str = "monitoring.coreos.com/v1";
+/// The kind discovery looks for in monitoring.coreos.com/v1 (`alerts::prometheus::API_VERSION`).
 pub const KIND: &str = "PodMonitor";
 
 /// The Prometheus operator's PodMonitor, typed for the child applier; the endpoints stay JSON.
