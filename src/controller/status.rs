@@ -117,10 +117,13 @@ impl Observed {
             };
             let slo = d.effective.alerts.as_ref().is_some_and(|a| a.slo.is_some());
             let scrape = match (slo, self.monitoring.pod_monitors) {
-                (false, _) => "",
-                (true, true) => "; a PodMonitor scrapes the collectors for the pipeline-health rules",
+                (false, _) => String::new(),
+                (true, true) => "; a PodMonitor scrapes the collectors for the pipeline-health rules".into(),
                 (true, false) => {
-                    "; no PodMonitor (not served here): the pipeline-health rules get data only where something scrapes the collectors' port metrics (8888) and labels the series mlobs_io_pipeline"
+                    use crate::desired::self_monitoring::{SERIES_LABEL, TELEMETRY_PORT, TELEMETRY_PORT_NAME};
+                    format!(
+                        "; no PodMonitor (not served here): the pipeline-health rules get data only where something scrapes the collectors' port {TELEMETRY_PORT_NAME} ({TELEMETRY_PORT}) and labels the series {SERIES_LABEL}"
+                    )
                 }
             };
             format!("{} CloudWatch alarms notify {}; {rule}{scrape}", a.alarms.len(), a.topic.arn)
