@@ -31,6 +31,16 @@ pub enum Command {
     /// Run the operator (reconciles both custom resources in the cluster of the kubeconfig or
     /// the in-cluster service account).
     Run(crate::controller::run::RunArgs),
+    /// Print which shard of `--shards` reconciles each pipeline (`NAMESPACE/NAME` arguments), as
+    /// `mlobs run --shard I/M` computes it: "NAMESPACE/NAME I/M".
+    ShardOf {
+        /// How many shards the operator runs (the chart's `shards`).
+        #[arg(long)]
+        shards: u32,
+        /// Pipelines as NAMESPACE/NAME.
+        #[arg(required = true)]
+        pipelines: Vec<String>,
+    },
 }
 
 /// Parses arguments and runs the command.
@@ -65,6 +75,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Render(args) => Ok(crate::offline::render(&args)),
         Command::Plan(args) => Ok(crate::offline::plan(&args)),
+        Command::ShardOf { shards, pipelines } => {
+            let lines = crate::controller::shard::shard_of_lines(shards, &pipelines)?;
+            crate::stdout::write(&lines)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(crate::controller::run::run(args))?;

@@ -517,6 +517,64 @@ fn two_replicas_force_leader_election_and_get_a_disruption_budget() {
 }
 
 #[test]
+fn shards_render_one_deployment_lease_and_budget_per_shard() {
+    use mlobs::controller::shard::Shard;
+    let docs = chart(&[
+        "--set",
+        "shards=3",
+        "--set",
+        "replicas=2",
+        "--set",
+        "maxConcurrentReconciles=8",
+    ]);
+    let of = |k: &str| docs.iter().filter(|d| kind(d) == k).collect::<Vec<_>>();
+    let (deployments, pdbs) = (of("Deployment"), of("PodDisruptionBudget"));
+    assert_eq!((deployments.len(), pdbs.len()), (3, 3));
+    let mut selectors = BTreeSet::new();
+    for (i, d) in deployments.iter().enumerate() {
+        let shard = Shard {
+            index: i as u32,
+            count: 3,
+        };
+        assert_eq!(d["metadata"]["name"], format!("mlobs-operator-shard-{i}"));
+        let args: Vec<String> =
+            serde_json::from_value(d["spec"]["template"]["spec"]["containers"][0]["args"].clone()).expect("args");
+        // The flag the binary parses, and nothing that turns election off with a standby.
+        assert!(args.contains(&format!("--shard={shard}")), "{args:?}");
+        assert!(args.contains(&"--leader-elect=true".to_string()), "{args:?}");
+        assert!(args.contains(&"--max-concurrent-reconciles=8".to_string()), "{args:?}");
+        let sel = &d["spec"]["selector"];
+        assert_eq!(sel["matchLabels"]["mlobs.io/shard"], i.to_string());
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["labels"]["mlobs.io/shard"],
+            i.to_string()
+        );
+        assert!(
+            selectors.insert(sel.to_string()),
+            "two shards select the same pods: {sel}"
+        );
+        assert!(
+            pdbs.iter().any(|p| p["spec"]["selector"] == *sel),
+            "no budget for shard {i}"
+        );
+    }
+    // The Role names exactly the Leases the shards' replicas take (`Shard::lease_name`).
+    let role = only(&docs, "Role");
+    let names: BTreeSet<String> = serde_json::from_value(role["rules"][1]["resourceNames"].clone()).expect("names");
+    let want: BTreeSet<String> = (0..3).map(|index| Shard { index, count: 3 }.lease_name()).collect();
+    assert_eq!(names, want);
+    // Unsharded: one Deployment that keeps its name, selector and Lease (upgrades in place).
+    let one = chart(&[]);
+    assert_eq!(only(&one, "Deployment")["metadata"]["name"], "mlobs-operator");
+    assert!(!args(&one).iter().any(|a| a.starts_with("--shard")));
+    assert_eq!(Shard::default().lease_name(), "mlobs-operator-leader");
+    assert!(
+        try_chart(&["--set", "shards=0"]).is_err(),
+        "shards=0 must be refused by the schema"
+    );
+}
+
+#[test]
 fn network_policy_admits_only_metrics_and_allows_only_dns_api_server_and_https() {
     let docs = chart(&["--set", "networkPolicy.enabled=true"]);
     let np = &only(&docs, "NetworkPolicy")["spec"];

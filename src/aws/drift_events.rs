@@ -162,11 +162,13 @@ pub fn queue_policy(queue_arn: &str, rule_arn: &str) -> Value {
     })
 }
 
-/// One message: its receipt handle (to delete it) and its body.
+/// One message: its receipt handle (to delete it), its body, and how often it was received
+/// (SQS's ApproximateReceiveCount; 1 when SQS does not say).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub receipt: String,
     pub body: String,
+    pub receive_count: u32,
 }
 
 /// Up to 10 messages, waiting up to `wait_s` seconds for the first (long polling).
@@ -177,6 +179,7 @@ pub async fn receive(c: &AwsClients, queue_url: &str, wait_s: i32) -> Result<Vec
         .queue_url(queue_url)
         .max_number_of_messages(10)
         .wait_time_seconds(wait_s)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
         .send()
         .await
         .map_err(|e| classify("ReceiveMessage", queue_url, e))?;
@@ -184,9 +187,15 @@ pub async fn receive(c: &AwsClients, queue_url: &str, wait_s: i32) -> Result<Vec
         .messages()
         .iter()
         .filter_map(|m| {
+            let receive_count = m
+                .attributes()
+                .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
             Some(Message {
                 receipt: m.receipt_handle()?.to_string(),
                 body: m.body().unwrap_or_default().to_string(),
+                receive_count,
             })
         })
         .collect())
@@ -202,6 +211,21 @@ pub async fn delete(c: &AwsClients, queue_url: &str, handled: &[Message]) -> Res
             .send()
             .await
             .map_err(|e| classify("DeleteMessage", queue_url, e))?;
+    }
+    Ok(())
+}
+
+/// Makes messages visible again at once, for another reader (a replica of another shard).
+pub async fn release(c: &AwsClients, queue_url: &str, messages: &[Message]) -> Result<(), AwsError> {
+    for m in messages {
+        c.sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(&m.receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| classify("ChangeMessageVisibility", queue_url, e))?;
     }
     Ok(())
 }

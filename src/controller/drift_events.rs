@@ -96,8 +96,21 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
     "matched"
 }
 
+/// How often a message no pipeline of this shard matches goes back to the queue for the other
+/// shards before it is deleted as unmatched: readers receive at random, so 3 receives per shard
+/// give every shard's replica a turn with high probability.
+const RECEIVES_PER_SHARD: u32 = 3;
+
+/// Whether an unmatched message goes back to the queue (sharded, and not yet received often
+/// enough for every shard to have seen it) instead of being deleted.
+pub fn pass_on(shard: &crate::controller::shard::Shard, receive_count: u32) -> bool {
+    shard.is_sharded() && receive_count < RECEIVES_PER_SHARD.saturating_mul(shard.count)
+}
+
 /// Reads the queue until the process stops. Errors back off (5 s doubling to 60 s) and are
-/// counted; they never stop the controllers.
+/// counted; they never stop the controllers. With `--shard`, a message that touches none of
+/// this shard's pipelines is made visible again for the other shards' replicas (all shards read
+/// one queue), and deleted once every shard has likely seen it.
 pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<ObjectRef<MLObservabilityPipeline>>) {
     let mut backoff = Duration::from_secs(5);
     loop {
@@ -107,12 +120,23 @@ pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<Obje
         match drift_events::receive(&ctx.aws, &queue_url, WAIT_S).await {
             Ok(messages) => {
                 backoff = Duration::from_secs(5);
-                for m in &messages {
+                let (mut done, mut others) = (Vec::new(), Vec::new());
+                for m in messages {
                     let outcome = handle(&ctx, &m.body, &trigger).await;
-                    ctx.metrics.drift_event(outcome);
+                    if outcome == "unmatched" && pass_on(&ctx.shard, m.receive_count) {
+                        ctx.metrics.drift_event("passed_on");
+                        others.push(m);
+                    } else {
+                        ctx.metrics.drift_event(outcome);
+                        done.push(m);
+                    }
                 }
-                if let Err(e) = drift_events::delete(&ctx.aws, &queue_url, &messages).await {
+                if let Err(e) = drift_events::delete(&ctx.aws, &queue_url, &done).await {
                     tracing::warn!(error = %e, "drift events queue: DeleteMessage failed; the messages come back and are handled again");
+                    ctx.metrics.drift_event("error");
+                }
+                if let Err(e) = drift_events::release(&ctx.aws, &queue_url, &others).await {
+                    tracing::warn!(error = %e, "drift events queue: ChangeMessageVisibility failed; the messages come back after the queue's visibility timeout");
                     ctx.metrics.drift_event("error");
                 }
             }
@@ -141,6 +165,15 @@ mod tests {
                 "logGroupArns": ["arn:aws:logs:us-east-1:123456789012:log-group:/aws/eks/prod/team-a/train/logs"],
                 "roleArn": "arn:aws:iam::123456789012:role/mlobs-prod-team-a-train"}}}))
         .expect("pipeline")
+    }
+
+    #[test]
+    fn unmatched_messages_go_back_to_the_queue_only_when_sharded() {
+        use crate::controller::shard::Shard;
+        assert!(!pass_on(&Shard::default(), 1), "unsharded: nobody else can match it");
+        let s = Shard { index: 1, count: 4 };
+        assert!(pass_on(&s, 1) && pass_on(&s, 11));
+        assert!(!pass_on(&s, 12), "every shard had 3 turns on average: deleted");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
@@ -83,6 +83,13 @@ struct Inner {
     kube_writes: Family<WriteLabels, Counter>,
     status_conflicts: Family<ControllerLabels, Counter>,
     drift_events: Family<EventLabels, Counter>,
+    shard: Family<ShardLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: String,
+    shards: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +121,12 @@ impl Metrics {
         let kube_writes = Family::<WriteLabels, Counter>::default();
         let status_conflicts = Family::<ControllerLabels, Counter>::default();
         let drift_events = Family::<EventLabels, Counter>::default();
+        let shard = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "mlobs_shard_info",
+            "1, labelled with the shard this replica reconciles (`--shard`: shard of shards)",
+            shard.clone(),
+        );
         registry.register(
             "mlobs_drift_events",
             "Messages read from the drift events queue, by result: matched (pipelines reconciled now), unmatched, irrelevant (a failed or unwatched call), malformed, error (a queue call failed)",
@@ -165,6 +178,7 @@ impl Metrics {
             kube_writes,
             status_conflicts,
             drift_events,
+            shard,
         }))
     }
 
@@ -208,6 +222,17 @@ impl Metrics {
                 controller: controller.to_owned(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Publishes which shard this replica reconciles.
+    pub fn shard(&self, s: super::shard::Shard) {
+        self.0
+            .shard
+            .get_or_create(&ShardLabels {
+                shard: s.index.to_string(),
+                shards: s.count.to_string(),
+            })
+            .set(1);
     }
 
     /// Counts one drift events queue message (or failed queue call) by its result.

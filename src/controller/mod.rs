@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod run;
+pub mod shard;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,13 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::Controller;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::reflector;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -55,7 +60,12 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub prices: Prices,
+    /// The pipelines this replica's shard reconciles (all of them when unsharded).
     pub pipelines: Store<MLObservabilityPipeline>,
+    /// Every pipeline in the cluster, for the policies' governed counts: `pipelines` when
+    /// unsharded; its own cache on a sharded shard 0; empty on other shards (they run no policy
+    /// reconciles).
+    pub all_pipelines: Store<MLObservabilityPipeline>,
     pub policies: Store<GpuTelemetryPolicy>,
     /// Pipeline uid → (AWS plan fingerprint, when it was last ensured ready). Lets reconciles
     /// triggered by child or node events skip AWS until the plan changes or the resync is due.
@@ -70,6 +80,8 @@ pub struct Ctx {
     pub applied: children::AppliedCache,
     /// Pipeline uid → the next DataFlowing re-check, while data is not flowing.
     pub data_checks: Mutex<HashMap<String, dataflow::Recheck>>,
+    /// Which pipelines this replica reconciles.
+    pub shard: shard::Shard,
 }
 
 /// Log groups under one prefix, as one paged DescribeLogGroups saw them.
@@ -389,27 +401,110 @@ pub struct Settings {
     pub reporter: Reporter,
     /// SQS queue URL of CloudTrail events (`--drift-events-queue`); None: drift is found at resyncs.
     pub drift_events_queue: Option<String>,
+    /// Which pipelines this replica reconciles (`--shard`).
+    pub shard: shard::Shard,
+    /// Reconciles in flight at once, per controller (`--max-concurrent-reconciles`).
+    pub concurrency: u16,
 }
 
-/// Runs both controllers until `shutdown` resolves (then drains in-flight reconciles).
+/// Whether a pipeline watch event belongs to `shard` (errors and list markers always do).
+fn shard_event(shard: &shard::Shard, ev: &Result<watcher::Event<MLObservabilityPipeline>, watcher::Error>) -> bool {
+    match ev {
+        Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p) | watcher::Event::InitApply(p)) => shard.owns_obj(p),
+        Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => true,
+    }
+}
+
+/// The pipeline a child belongs to, when it is this shard's.
+fn own_child<K: Resource>(shard: &shard::Shard, child: &K) -> Option<ObjectRef<MLObservabilityPipeline>> {
+    pipeline_of_child(child).filter(|r| shard.owns(r.namespace.as_deref().unwrap_or_default(), &r.name))
+}
+
+/// Metadata-only watch of the operator's children of kind `K` (label-selected).
+fn children_meta<K>(
+    client: &Client,
+    cfg: &watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    // kube 5 sends metadata-only list and watch requests for `PartialObjectMeta`.
+    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), cfg.clone())
+        .default_backoff()
+        .touched_objects()
+}
+
+/// Runs a cache-filling future until the operator stops.
+async fn fill_until(fill: impl std::future::Future<Output = ()>, stop: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        () = fill => {}
+        () = stop => {}
+    }
+}
+
+/// A cache of every pipeline, for a sharded shard 0's policy counts: (the store, the future that
+/// keeps it filled).
+fn all_pipelines_cache(client: Client) -> (Store<MLObservabilityPipeline>, impl std::future::Future<Output = ()>) {
+    let (reader, writer) = reflector::store();
+    let api = Api::<MLObservabilityPipeline>::all(client);
+    let fill = reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
+        .for_each(|_| futures::future::ready(()));
+    (reader, fill)
+}
+
+/// Runs both controllers until `shutdown` resolves (then drains in-flight reconciles). With
+/// `settings.shard` set, the pipeline controller sees only its shard's pipelines, and only shard 0
+/// runs the policy controller (the other shards keep a cache of the policies).
 pub async fn run_controllers(
     client: Client,
     settings: Settings,
     ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let shard = settings.shard;
+    // Children are read by their labels only: their mapping needs owner annotation and owner
+    // references, so the watches hold metadata, not the objects.
     let managed = watcher::Config::default().labels(MANAGED_BY);
+    let config = controller::Config::default().concurrency(settings.concurrency);
     // Drift events name pipelines to reconcile now (see `drift_events`).
     let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
-    let pc = Controller::new(
+    // The shard's pipelines only: others are dropped before the cache, so a replica's memory
+    // follows its shard, not the cluster.
+    let (p_reader, p_writer) = reflector::store();
+    let own_pipelines = watcher(
         Api::<MLObservabilityPipeline>::all(client.clone()),
         watcher::Config::default(),
     )
-    .reconcile_on(drift_rx);
+    .default_backoff()
+    .filter(move |ev| futures::future::ready(shard_event(&shard, ev)));
+    let pc = Controller::for_stream(reflector(p_writer, own_pipelines).applied_objects(), p_reader)
+        .with_config(config.clone())
+        .reconcile_on(drift_rx);
     let gc = Controller::new(
         Api::<GpuTelemetryPolicy>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .with_config(config);
+    // Shard 0 of several needs every pipeline for the policies' counts; other shards run no
+    // policy reconciles and keep only the policies.
+    let (all_pipelines, fill_all) = if shard.is_sharded() && shard.runs_policies() {
+        let (store, fill) = all_pipelines_cache(client.clone());
+        (store, fill.boxed())
+    } else if shard.is_sharded() {
+        (reflector::store().0, futures::future::ready(()).boxed())
+    } else {
+        (pc.store(), futures::future::ready(()).boxed())
+    };
+    let policies = if shard.runs_policies() {
+        gc.store()
+    } else {
+        let (reader, writer) = reflector::store();
+        let api = Api::<GpuTelemetryPolicy>::all(client.clone());
+        let fill = reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
+            .for_each(|_| futures::future::ready(()));
+        tokio::spawn(fill_until(fill, shutdown.clone()));
+        reader
+    };
     let drift_queue = settings.drift_events_queue.clone();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Ctx {
@@ -420,28 +515,32 @@ pub async fn run_controllers(
         recorder: Recorder::new(client.clone(), settings.reporter),
         prices: Prices::default(),
         pipelines: pc.store(),
-        policies: gc.store(),
+        all_pipelines,
+        policies,
         aws_synced: Mutex::new(HashMap::new()),
         backoffs: backoff::Backoffs::default(),
         log_groups: tokio::sync::Mutex::new(None),
         synced: synced_rx,
         applied: children::AppliedCache::default(),
         data_checks: Mutex::new(HashMap::new()),
+        shard,
     });
+    ctx.metrics.shard(shard);
+    tokio::spawn(fill_until(fill_all, shutdown.clone()));
 
     let pipes = ctx.pipelines.clone();
     let (pipes2, pols2) = (ctx.pipelines.clone(), ctx.policies.clone());
     // Children map to their pipeline by the owner annotation, not only by owner reference: a
     // collector in the policy's collectorNamespace cannot carry one.
     let pipeline_ctl = pc
-        .watches(Api::<DaemonSet>::all(client.clone()), managed.clone(), |o| {
-            pipeline_of_child(&o)
+        .watches_stream(children_meta::<DaemonSet>(&client, &managed), move |o| {
+            own_child(&shard, &o)
         })
-        .watches(Api::<ConfigMap>::all(client.clone()), managed.clone(), |o| {
-            pipeline_of_child(&o)
+        .watches_stream(children_meta::<ConfigMap>(&client, &managed), move |o| {
+            own_child(&shard, &o)
         })
-        .watches(Api::<ServiceAccount>::all(client.clone()), managed.clone(), |o| {
-            pipeline_of_child(&o)
+        .watches_stream(children_meta::<ServiceAccount>(&client, &managed), move |o| {
+            own_child(&shard, &o)
         })
         .watches(
             Api::<GpuTelemetryPolicy>::all(client.clone()),
@@ -462,45 +561,56 @@ pub async fn run_controllers(
         .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
-    let pols3 = ctx.policies.clone();
-    let all_policies = ctx.policies.clone();
-    let policy_ctl = gc
-        .owns(Api::<DaemonSet>::all(client.clone()), managed)
-        .watches(
-            Api::<MLObservabilityPipeline>::all(client.clone()),
-            watcher::Config::default(),
-            move |p| policies_of_pipeline(&pols3, &p),
-        )
-        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), {
-            let seen = NodeChanges::default();
-            move |node| {
-                if !seen.changed(&node) {
-                    return vec![];
+    let policy_ctl = if shard.runs_policies() {
+        let pols3 = ctx.policies.clone();
+        let all_policies = ctx.policies.clone();
+        gc.owns_stream(children_meta::<DaemonSet>(&client, &managed))
+            .watches(
+                Api::<MLObservabilityPipeline>::all(client.clone()),
+                watcher::Config::default(),
+                move |p| policies_of_pipeline(&pols3, &p),
+            )
+            .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), {
+                let seen = NodeChanges::default();
+                move |node| {
+                    if !seen.changed(&node) {
+                        return vec![];
+                    }
+                    all_policies
+                        .state()
+                        .iter()
+                        .map(|x| ObjectRef::from_obj(x.as_ref()))
+                        .collect::<Vec<_>>()
                 }
-                all_policies
-                    .state()
-                    .iter()
-                    .map(|x| ObjectRef::from_obj(x.as_ref()))
-                    .collect::<Vec<_>>()
-            }
-        })
-        .graceful_shutdown_on(shutdown.clone())
-        .run(policy::reconcile, policy::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+            })
+            .graceful_shutdown_on(shutdown.clone())
+            .run(policy::reconcile, policy::error_policy, ctx.clone())
+            .for_each(|_| futures::future::ready(()))
+            .boxed()
+    } else {
+        futures::future::ready(()).boxed()
+    };
 
-    // Ready once both caches hold the cluster's state (the first lists succeeded). This future is
+    // Ready once the caches hold the cluster's state (the first lists succeeded). This future is
     // the only one that waits on the stores outside their own controllers; reconciles wait on
     // `synced` (see `Ctx::caches_synced`).
     ready.store(false, Ordering::SeqCst);
-    let (p_store, g_store, flag) = (ctx.pipelines.clone(), ctx.policies.clone(), ready.clone());
+    let stores = [ctx.pipelines.clone(), ctx.all_pipelines.clone()];
+    let (g_store, flag) = (ctx.policies.clone(), ready.clone());
+    let all_wanted = shard.is_sharded() && shard.runs_policies();
     let stopping = shutdown.clone();
     let synced = async move {
-        let both = async { p_store.wait_until_ready().await.is_ok() && g_store.wait_until_ready().await.is_ok() };
+        let both = async {
+            let [own, all] = stores;
+            own.wait_until_ready().await.is_ok()
+                && (!all_wanted || all.wait_until_ready().await.is_ok())
+                && g_store.wait_until_ready().await.is_ok()
+        };
         tokio::select! {
             ok = both => if ok {
                 flag.store(true, Ordering::SeqCst);
                 synced_tx.send_replace(true);
-                tracing::info!("caches synced; reconciling");
+                tracing::info!(shard = %shard, "caches synced; reconciling");
                 // Keep the sender open: dropping it would look like a stop to waiting reconciles.
                 stopping.await;
             },

@@ -142,8 +142,9 @@ async fn dereference(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<World> {
         .into_iter()
         .filter_map(|n| n.metadata.name)
         .collect();
+    // Every pipeline of the cluster, not only this shard's (shard 0 runs the policies).
     let governed: Vec<_> = ctx
-        .pipelines
+        .all_pipelines
         .state()
         .into_iter()
         .filter(|x| matches!(governing(x, &policies), Governing::One(g) if g.name_any() == name))

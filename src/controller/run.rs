@@ -10,6 +10,7 @@ use futures::FutureExt;
 use kube::runtime::events::Reporter;
 
 use super::leader::{LeaderConfig, run_elected};
+use super::shard::Shard;
 use super::{Metrics, Settings, run_controllers};
 use crate::aws::AwsClients;
 use crate::desired;
@@ -49,6 +50,17 @@ pub struct RunArgs {
     /// `sqs:DeleteMessage` on the queue.
     #[arg(long, env = "MLOBS_DRIFT_EVENTS_QUEUE")]
     pub drift_events_queue: Option<String>,
+    /// `I/M`: reconcile only the pipelines whose `<namespace>/<name>` hashes (FNV-1a 64, modulo M)
+    /// to shard I of M, behind the Lease `mlobs-operator-leader-I-of-M` (one active replica per
+    /// shard, the others stand by). Shard 0 also reconciles the GpuTelemetryPolicies. `mlobs
+    /// shard-of` tells which shard a pipeline is in. The chart's `shards` value runs one
+    /// Deployment per shard. Default 0/1: every pipeline, Lease `mlobs-operator-leader`.
+    #[arg(long, env = "MLOBS_SHARD", default_value = "0/1")]
+    pub shard: Shard,
+    /// Reconciles in flight at once, per controller. Bounds memory and the request rate at startup
+    /// (every pipeline is reconciled once when the caches fill); 0 means unbounded.
+    #[arg(long, env = "MLOBS_MAX_CONCURRENT_RECONCILES", default_value_t = 32)]
+    pub max_concurrent_reconciles: u16,
 }
 
 fn init_logging() {
@@ -142,11 +154,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
         drift_events_queue: args.drift_events_queue.clone(),
+        shard: args.shard,
+        concurrency: args.max_concurrent_reconciles,
     };
-    tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, "starting mlobs operator");
+    tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, shard = %args.shard, "starting mlobs operator");
     let work = run_controllers(client.clone(), settings, ready, shutdown.clone());
     if args.leader_elect {
-        let cfg = LeaderConfig::new(args.namespace.clone(), "mlobs-operator-leader", identity);
+        let cfg = LeaderConfig::new(args.namespace.clone(), args.shard.lease_name(), identity);
         run_elected(client, cfg, shutdown.clone(), || work).await?;
     } else {
         work.await;

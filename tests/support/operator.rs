@@ -102,6 +102,8 @@ impl Operator {
                 instance: None,
             },
             drift_events_queue: queue,
+            shard: Default::default(),
+            concurrency: 32,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).shared();

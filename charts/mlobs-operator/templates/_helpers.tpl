@@ -53,3 +53,16 @@ true
 false
 {{- end -}}
 {{- end -}}
+
+{{/* The Leases the replicas compete for: one, or one per shard (`mlobs run --shard I/M`). */}}
+{{- define "mlobs-operator.leaseNames" -}}
+{{- $shards := int .Values.shards -}}
+{{- $names := list "mlobs-operator-leader" -}}
+{{- if gt $shards 1 -}}
+{{- $names = list -}}
+{{- range $i := until $shards -}}
+{{- $names = append $names (printf "mlobs-operator-leader-%d-of-%d" $i $shards) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $names -}}
+{{- end -}}

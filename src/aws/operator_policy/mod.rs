@@ -667,7 +667,7 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
         // CloudTrail events of the calls that change what mlobs owns (drift events).
         statements.push(statement(
             "SqsReadDriftEvents",
-            &["sqs:DeleteMessage", "sqs:ReceiveMessage"],
+            &["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
             json!(q),
             Some(json!({ "StringEquals": opts.region_condition() })),
         ));
