@@ -183,10 +183,11 @@ unset TOKEN CA
 # pid, identity, metrics address, log, and the command line (arg=) and environment (env=).
 start_replica() {
   local i=$1 port
+  shift
   port=$(free_port)
   local id=mlobs-e2e-$i f=$STATE/replica-$i.env logf=$STATE/operator-$i.log
   local cmd=("$STATE/mlobs" run --cluster-name e2e --region us-east-1 --account-id 123456789012
-    --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port" "${DRIFT_ARGS[@]}")
+    --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port" "${DRIFT_ARGS[@]}" "$@")
   local envs=("KUBECONFIG=$OPKC" "POD_NAME=$id" "AWS_ACCESS_KEY_ID=testing"
     "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-info,mlobs=debug}")
   env -u AWS_PROFILE -u AWS_ENDPOINT_URL -u POD_NAMESPACE "${envs[@]}" "${cmd[@]}" >>"$logf" 2>&1 &
@@ -222,6 +223,31 @@ export MLOBS_E2E_STATE_DIR=$STATE MLOBS_E2E_MOTO_URL=$MOTO_URL MLOBS_E2E_OPERATO
 export MLOBS_E2E_KUBECTL=$KUBECTL
 # Test failures are anyhow errors with context; their backtraces are noise.
 export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
+# The sharded phase: the chart re-applied with shards=2 (its Role then grants the shards'
+# Leases), the replicas restarted as `--shard 0/2` and `--shard 1/2`, then `sharded::` alone.
+sharded_phase() {
+  log "sharded phase: chart with shards=2, replicas restarted as --shard 0/2 and --shard 1/2"
+  "$PY" scripts/chart.py template charts/mlobs-operator --namespace "$OPNS" \
+    --set replicas=1 --set shards=2 --set defaultPolicy.enabled=false \
+    --set clusterName=e2e --set region=us-east-1 --set-string accountId=123456789012 >"$STATE/chart-sharded.yaml"
+  k apply --server-side --force-conflicts -f "$STATE/chart-sharded.yaml" >/dev/null
+  stop_replicas
+  rm -f "$STATE"/replica-*.env
+  local i l h
+  for i in 0 1; do start_replica "$i" --shard "$i/2"; done
+  for i in 0 1; do
+    l=mlobs-operator-leader-$i-of-2
+    for _ in $(seq 240); do
+      h=$(k -n "$OPNS" get lease "$l" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+      [ "$h" = "mlobs-e2e-$i" ] && break
+      sleep 0.25
+    done
+    [ "$h" = "mlobs-e2e-$i" ] || { echo "e2e: shard $i/2 did not take Lease $l within 60 s (holder: '$h')"; return 1; }
+    log "shard $i/2: Lease $l held by $h"
+  done
+  cargo test --test e2e sharded:: -- --test-threads=1 --show-output
+}
+
 rc=0
 if [ "$BENCH" = 1 ]; then
   log "scale bench (e2e/tests/bench.rs)"
@@ -229,15 +255,20 @@ if [ "$BENCH" = 1 ]; then
   [ $rc = 0 ] && FAILED=0
   exit $rc
 fi
+if [ "${MLOBS_E2E_FILTER:-}" = sharded ]; then
+  sharded_phase || rc=1
+  [ $rc = 0 ] && FAILED=0
+  exit $rc
+fi
 if [ -n "${MLOBS_E2E_FILTER:-}" ]; then
   # Development: only the scenarios whose name contains the filter (never set by make e2e).
   log "scenarios matching '$MLOBS_E2E_FILTER' only"
-  cargo test --test e2e -- "$MLOBS_E2E_FILTER" --test-threads=4 --show-output || rc=1
+  cargo test --test e2e -- "$MLOBS_E2E_FILTER" --skip sharded:: --test-threads=4 --show-output || rc=1
   [ $rc = 0 ] && FAILED=0
   exit $rc
 fi
 log "scenarios (parallel)"
-cargo test --test e2e -- --skip serial:: --skip bench:: --test-threads=4 --show-output || rc=1
+cargo test --test e2e -- --skip serial:: --skip bench:: --skip sharded:: --test-threads=4 --show-output || rc=1
 log "waiting for the test namespaces to be gone before the serial scenarios"
 for _ in $(seq 90); do
   [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break
@@ -245,6 +276,11 @@ for _ in $(seq 90); do
 done
 log "scenarios (serial)"
 cargo test --test e2e serial:: -- --test-threads=1 --show-output || rc=1
+for _ in $(seq 90); do
+  [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break
+  sleep 2
+done
+sharded_phase || rc=1
 [ $rc = 0 ] && FAILED=0
 [ $rc = 0 ] && log "passed" || log "FAILED (operator logs: $STATE/operator-*.log)"
 exit $rc

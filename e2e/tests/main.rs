@@ -19,5 +19,6 @@ mod operator;
 mod pipeline;
 mod placement;
 mod serial;
+mod sharded;
 mod sinks;
 mod support;

@@ -1,0 +1,215 @@
+//! Sharding on the real control plane. e2e/run.sh's last phase restarts the two replicas as
+//! `--shard 0/2` and `--shard 1/2` (the chart re-applied with `shards=2`, so their Leases are
+//! granted by the chart's Role) and runs `sharded::` alone.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use mlobs::controller::shard::Shard;
+use mlobs::crd::GpuTelemetryPolicy;
+use serde_json::json;
+
+use crate::support::*;
+
+const SHARDS: u32 = 2;
+
+/// The replicas by the shard in their command line (`--shard I/M`).
+fn replicas_by_shard() -> Result<BTreeMap<u32, Replica>> {
+    let mut out = BTreeMap::new();
+    for r in replicas()?.into_iter().filter(Replica::alive) {
+        let shard: Shard = r
+            .args
+            .windows(2)
+            .find(|w| w[0] == "--shard")
+            .map(|w| w[1].parse())
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!(e))?
+            .with_context(|| format!("replica {} runs without --shard: not the sharded phase", r.identity))?;
+        ensure!(shard.count == SHARDS, "replica {} runs {shard}", r.identity);
+        out.insert(shard.index, r);
+    }
+    ensure!(
+        out.len() == SHARDS as usize,
+        "want one live replica per shard, have {:?}",
+        out.keys()
+    );
+    Ok(out)
+}
+
+async fn lease_holder_of(c: &Client, shard: Shard) -> Result<Option<String>> {
+    let lease = Api::<Lease>::namespaced(c.clone(), OPERATOR_NAMESPACE)
+        .get_opt(&shard.lease_name())
+        .await?;
+    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+}
+
+/// The replicas (reportingInstance) that published events about the pipeline.
+async fn reporters(c: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
+    let events = Api::<Event>::namespaced(c.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let mut out: Vec<String> = events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reporting_instance)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[tokio::test]
+async fn each_shard_reconciles_only_its_pipelines_and_shard_0_counts_all_for_the_policy() -> Result<()> {
+    let c = client().await?;
+    let by_shard = replicas_by_shard()?;
+    for (i, r) in &by_shard {
+        let shard = Shard {
+            index: *i,
+            count: SHARDS,
+        };
+        let holder = wait_for(
+            &format!("Lease {} held", shard.lease_name()),
+            Duration::from_secs(60),
+            async || {
+                let h = lease_holder_of(&c, shard).await?;
+                ensure!(h.as_deref() == Some(r.identity.as_str()), "holder {h:?}");
+                Ok(h)
+            },
+        )
+        .await?;
+        println!("shard {shard}: Lease {} held by {holder:?}", shard.lease_name());
+        let m = r.metrics().await?;
+        let info = metric_sum(
+            &m,
+            "mlobs_shard_info",
+            &[("shard", &i.to_string()), ("shards", "2")],
+            &[],
+        );
+        ensure!(info == Some(1.0), "replica {} mlobs_shard_info: {info:?}", r.identity);
+    }
+    ensure!(
+        lease_holder_of(&c, Shard::default())
+            .await?
+            .is_none_or(|h| !h.starts_with("mlobs-e2e-") || !by_shard.values().any(|r| r.identity == h)),
+        "a sharded replica holds the unsharded Lease"
+    );
+
+    // Two pipelines per shard: names picked by the same hash the replicas use.
+    let ns = TestNs::create(&c, "sharded").await?;
+    let mut names: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for n in 0.. {
+        let name = format!("train-{n}");
+        let s = Shard::of(&ns.name, &name, SHARDS);
+        let v = names.entry(s).or_default();
+        if v.len() < 2 {
+            v.push(name);
+        }
+        if names.values().all(|v| v.len() == 2) && names.len() == SHARDS as usize {
+            break;
+        }
+    }
+    for name in names.values().flatten() {
+        create_pipeline(&c, &pipeline(&ns.name, name, json!({}))?).await?;
+    }
+    for (shard, list) in &names {
+        let me = &by_shard[shard].identity;
+        for name in list {
+            wait_ready(&c, &ns.name, name).await?;
+            let who = reporters(&c, &ns.name, name).await?;
+            ensure!(
+                who.iter().all(|w| w == me) && !who.is_empty(),
+                "{}/{name} (shard {shard}) has events from {who:?}; only {me} may reconcile it",
+                ns.name
+            );
+            println!("{}/{name}: shard {shard}/{SHARDS}, reconciled by {me} only", ns.name);
+        }
+    }
+
+    // Shard 0 reconciles the policy and counts every pipeline it governs, the other shard's too.
+    let policies = Api::<GpuTelemetryPolicy>::all(c.clone());
+    let total = wait_for(
+        "the policy counting all 4 pipelines",
+        Duration::from_secs(60),
+        async || {
+            let p = policies.get(&ns.name).await?;
+            let total = p.status.and_then(|s| s.pipelines).map(|x| x.total);
+            ensure!(total == Some(4), "status.pipelines.total {total:?}");
+            Ok(total)
+        },
+    )
+    .await?;
+    println!(
+        "policy {}: status.pipelines.total {total:?} (written by shard 0)",
+        ns.name
+    );
+
+    // Stop shard 1: its pipelines wait (shard 0 does not take them over); restarted, it catches up.
+    let one = &by_shard[&1];
+    let (target, other) = (&names[&1][0], &names[&0][0]);
+    one.signal("TERM")?;
+    wait_for("shard 1's replica to exit", Duration::from_secs(30), async || {
+        ensure!(!one.alive(), "pid {} alive", one.pid);
+        Ok(())
+    })
+    .await?;
+    let api = pipelines(&c, &ns.name);
+    let bump = |v: u32| json!({"spec": {"logs": {"logGroup": {"retentionInDays": v}}}});
+    let pp = PatchParams::default();
+    let g1 = api
+        .patch(target, &pp, &Patch::Merge(bump(14)))
+        .await?
+        .metadata
+        .generation;
+    let g0 = api
+        .patch(other, &pp, &Patch::Merge(bump(14)))
+        .await?
+        .metadata
+        .generation;
+    let observed = |name: &str| {
+        let api = api.clone();
+        let name = name.to_string();
+        async move {
+            let p = api.get(&name).await?;
+            anyhow::Ok(p.status.and_then(|s| s.observed_generation))
+        }
+    };
+    wait_for(
+        "shard 0 to reconcile its own changed pipeline",
+        READY_TIMEOUT,
+        async || {
+            let o = observed(other).await?;
+            ensure!(o == g0, "observedGeneration {o:?}, generation {g0:?}");
+            Ok(())
+        },
+    )
+    .await?;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let o = observed(target).await?;
+        ensure!(
+            o != g1,
+            "{target} (shard 1) was reconciled while shard 1 was down: shard 0 took it"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    println!("{target} (shard 1) left alone for 10 s while shard 1 was down");
+    let restarted = one.restart()?;
+    wait_for(
+        "the restarted shard 1 to reconcile its change",
+        READY_TIMEOUT,
+        async || {
+            let o = observed(target).await?;
+            ensure!(o == g1, "observedGeneration {o:?}, generation {g1:?}");
+            Ok(())
+        },
+    )
+    .await?;
+    println!("restarted shard 1 ({}) reconciled {target}", restarted.identity);
+    Ok(())
+}
