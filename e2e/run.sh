@@ -24,7 +24,9 @@ STATE=${MLOBS_E2E_STATE_DIR:-$ROOT/target/e2e}
 OPNS=mlobs-system
 CLUSTER_HOME=${MLOBS_CLUSTER_HOME:-$HOME/.cache/mlobs-cluster}
 BENCH=${MLOBS_E2E_BENCH:-0}
-if [ "$BENCH" = 1 ]; then REPLICAS=1 GPU_NODES=${MLOBS_E2E_GPU_NODES:-20}; else REPLICAS=2 GPU_NODES=${MLOBS_E2E_GPU_NODES:-4}; fi
+# MLOBS_E2E_BENCH_SHARDS=M: the bench runs M replicas as --shard I/M (one per shard).
+BENCH_SHARDS=${MLOBS_E2E_BENCH_SHARDS:-1}
+if [ "$BENCH" = 1 ]; then REPLICAS=$BENCH_SHARDS GPU_NODES=${MLOBS_E2E_GPU_NODES:-20}; else REPLICAS=2 GPU_NODES=${MLOBS_E2E_GPU_NODES:-4}; fi
 TMP=$(mktemp -d)
 STARTED_CLUSTER=0
 MOTO_PID=
@@ -200,10 +202,14 @@ start_replica() {
     printf 'env=%s\n' "${envs[@]}"
   } >"$f"
 }
-for i in $(seq 0 $((REPLICAS - 1))); do start_replica "$i"; done
+if [ "$BENCH" = 1 ] && [ "$BENCH_SHARDS" -gt 1 ]; then
+  for i in $(seq 0 $((REPLICAS - 1))); do start_replica "$i" --shard "$i/$BENCH_SHARDS"; done
+else
+  for i in $(seq 0 $((REPLICAS - 1))); do start_replica "$i"; done
+fi
 holder=
 if [ "$BENCH" = 1 ]; then
-  log "started the bench's replica (no leader election)"
+  log "started the bench's $REPLICAS replica(s) (no leader election, $BENCH_SHARDS shard(s))"
 else
 log "started $REPLICAS replicas; waiting for one to hold Lease $OPNS/mlobs-operator-leader"
 for _ in $(seq 240); do

@@ -10,6 +10,10 @@
 //! put back once its CloudTrail event is in the queue. Each figure is printed next to its goal;
 //! a miss is printed, never hidden, and does not fail the run (only a broken harness does). The
 //! figures are written to target/cluster-bench.json.
+//!
+//! With `MLOBS_E2E_BENCH_SHARDS=M`, e2e/run.sh starts M replicas as `--shard I/M`; the figures
+//! are then summed (writes, AWS calls) or maximised (peak RSS) over the replicas, and each
+//! shard's own figures are printed and written too.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -82,6 +86,57 @@ fn kube_writes(text: &str) -> Result<f64> {
     )
 }
 
+/// One bench replica: its process and the shard in its command line.
+struct Op {
+    r: Replica,
+    shard: mlobs::controller::shard::Shard,
+}
+
+fn ops() -> Result<Vec<Op>> {
+    replicas()?
+        .into_iter()
+        .map(|r| {
+            let shard = match r.args.windows(2).find(|w| w[0] == "--shard") {
+                Some(w) => w[1].parse().map_err(|e: String| anyhow::anyhow!(e))?,
+                None => mlobs::controller::shard::Shard::default(),
+            };
+            Ok(Op { r, shard })
+        })
+        .collect()
+}
+
+/// /metrics of every replica, in the order of `ops`.
+async fn scrape(ops: &[Op]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for o in ops {
+        out.push(o.r.metrics().await?);
+    }
+    Ok(out)
+}
+
+/// `aws_calls` summed over the replicas.
+fn aws_calls_all(before: &[String], after: &[String]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (b, a) in before.iter().zip(after) {
+        for (op, n) in aws_calls(b, a) {
+            *out.entry(op).or_insert(0) += n;
+        }
+    }
+    out
+}
+
+fn reads_of(calls: &BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(o, _)| !is_mutating(o.trim_end_matches(" (error)")))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn kube_writes_all(texts: &[String]) -> Result<f64> {
+    texts.iter().map(|t| kube_writes(t)).sum()
+}
+
 struct Figure {
     name: &'static str,
     value: String,
@@ -119,15 +174,18 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let n = env_or("MLOBS_BENCH_N", 1000) as usize;
     let timeout = Duration::from_secs(env_or("MLOBS_BENCH_READY_TIMEOUT_S", 1800));
     let queue_url = env("MLOBS_E2E_DRIFT_QUEUE_URL")?;
-    // The bench's one replica (e2e/run.sh bench mode runs it without leader election).
-    let op = replicas()?.into_iter().next().context("no replica state file")?;
-    let op = &op;
-    wait_for("the operator's /metrics", Duration::from_secs(60), async || {
-        op.metrics().await
+    // The bench's replicas (e2e/run.sh bench mode runs them without leader election): one, or
+    // one per shard.
+    let ops = ops()?;
+    let ops = &ops;
+    anyhow::ensure!(!ops.is_empty(), "no replica state file");
+    wait_for("the operators' /metrics", Duration::from_secs(60), async || {
+        scrape(ops).await
     })
     .await?;
     let nodes = gpu_nodes(&c).await?.len();
-    println!("bench: {n} pipelines over {nodes} GPU nodes, operator pid {}", op.pid);
+    let pids: Vec<String> = ops.iter().map(|o| format!("{} (shard {})", o.r.pid, o.shard)).collect();
+    println!("bench: {n} pipelines over {nodes} GPU nodes, operator pids {pids:?}");
 
     let mut guards = vec![];
     for _ in 0..NAMESPACES {
@@ -135,7 +193,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     }
     let namespaces: Vec<String> = guards.iter().map(|g| g.name.clone()).collect();
     let spec = json!({"resyncInterval": format!("{}s", RESYNC.as_secs()), "dataFlow": {"gracePeriod": "6h"}});
-    let m0 = op.metrics().await?;
+    let m0 = scrape(ops).await?;
     let start = Instant::now();
     let c2 = c.clone();
     let created: Vec<Result<()>> = futures::stream::iter(0..n)
@@ -202,24 +260,26 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let m_ready = op.metrics().await?;
-    let rss_ready = peak_rss_mib(op.pid).context("the operator's /proc status")?;
+    let m_ready = scrape(ops).await?;
+    let rss_of = |o: &Op| peak_rss_mib(o.r.pid).context("the operator's /proc status");
+    let rss_ready = ops
+        .iter()
+        .map(rss_of)
+        .collect::<Result<Vec<f64>>>()?
+        .into_iter()
+        .fold(0.0, f64::max);
 
     // Steady state: nothing changes; the operator must write nothing.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let m1 = op.metrics().await?;
+    let m1 = scrape(ops).await?;
     tokio::time::sleep(STEADY_WINDOW).await;
-    let m2 = op.metrics().await?;
-    let writes_per_min = (kube_writes(&m2)? - kube_writes(&m1)?) * 60.0 / STEADY_WINDOW.as_secs_f64();
+    let m2 = scrape(ops).await?;
+    let writes_per_min = (kube_writes_all(&m2)? - kube_writes_all(&m1)?) * 60.0 / STEADY_WINDOW.as_secs_f64();
     // One resync interval: every pipeline's AWS side is looked at once.
     tokio::time::sleep(RESYNC.saturating_sub(STEADY_WINDOW)).await;
-    let m3 = op.metrics().await?;
-    let resync_calls = aws_calls(&m1, &m3);
-    let resync_reads: u64 = resync_calls
-        .iter()
-        .filter(|(o, _)| !is_mutating(o.trim_end_matches(" (error)")))
-        .map(|(_, v)| v)
-        .sum();
+    let m3 = scrape(ops).await?;
+    let resync_calls = aws_calls_all(&m1, &m3);
+    let resync_reads = reads_of(&resync_calls);
     let resync_writes: u64 = resync_calls
         .iter()
         .filter(|(o, _)| is_mutating(o.trim_end_matches(" (error)")))
@@ -264,9 +324,25 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     })
     .await
     .ok();
-    let m_end = op.metrics().await?;
-    let rss = peak_rss_mib(op.pid).context("the operator's /proc status")?;
-    let create_calls = aws_calls(&m0, &m_ready);
+    let m_end = scrape(ops).await?;
+    let rss_each = ops.iter().map(rss_of).collect::<Result<Vec<f64>>>()?;
+    let rss = rss_each.iter().copied().fold(0.0, f64::max);
+    let create_calls = aws_calls_all(&m0, &m_ready);
+    // Each shard's own figures.
+    let mut per_shard = vec![];
+    for (i, o) in ops.iter().enumerate() {
+        let owned = (0..n)
+            .filter(|k| o.shard.owns(&namespaces[k % NAMESPACES], &format!("job-{k:05}")))
+            .count();
+        let reads = reads_of(&aws_calls(&m1[i], &m3[i]));
+        let writes = (kube_writes(&m2[i])? - kube_writes(&m1[i])?) * 60.0 / STEADY_WINDOW.as_secs_f64();
+        let reconciles = require_metric(&m_end[i], "mlobs_reconciles_total", &[], &[])?
+            - metric_sum(&m0[i], "mlobs_reconciles_total", &[], &[]).unwrap_or(0.0);
+        per_shard.push(json!({"shard": o.shard.to_string(), "pid": o.r.pid, "pipelines": owned,
+            "peak_rss_mib": rss_each[i], "aws_reads_full_resync": reads,
+            "aws_reads_goal": owned as u64 / 50 + 3, "steady_kube_writes_per_minute": writes,
+            "reconciles": reconciles}));
+    }
 
     let figures = [
         figure(
@@ -292,7 +368,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
             Some(writes_per_min == 0.0),
         ),
         figure(
-            "peak RSS of the operator (VmHWM)",
+            "peak RSS of the operator (VmHWM; the largest replica)",
             format!("{rss:.1} MiB ({rss_ready:.1} MiB when all were Ready)"),
             "< 40 MiB".into(),
             Some(rss < 40.0),
@@ -319,11 +395,27 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         };
         println!("| {} | {} | {} | {mark} |", f.name, f.value, f.goal);
     }
+    if ops.len() > 1 {
+        println!(
+            "\n| shard | pipelines | peak RSS (MiB) | AWS reads per resync (goal) | writes/min | reconciles |\n|---|---|---|---|---|---|"
+        );
+        for s in &per_shard {
+            println!(
+                "| {} | {} | {:.1} | {} (≤ {}) | {:.1} | {} |",
+                s["shard"].as_str().unwrap_or("?"),
+                s["pipelines"],
+                s["peak_rss_mib"].as_f64().unwrap_or(0.0),
+                s["aws_reads_full_resync"],
+                s["aws_reads_goal"],
+                s["steady_kube_writes_per_minute"].as_f64().unwrap_or(0.0),
+                s["reconciles"]
+            );
+        }
+    }
     println!("\nAWS calls per operation over one resync interval: {resync_calls:?}");
     println!("AWS calls per operation from create to all Ready: {create_calls:?}");
     // Before the first reconcile the family has no sample yet: 0.
-    let reconciles = require_metric(&m_end, "mlobs_reconciles_total", &[], &[])?
-        - metric_sum(&m0, "mlobs_reconciles_total", &[], &[]).unwrap_or(0.0);
+    let reconciles: f64 = per_shard.iter().filter_map(|s| s["reconciles"].as_f64()).sum();
     println!("reconciles during the bench: {reconciles}");
 
     let out = json!({
@@ -340,6 +432,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         "aws_calls_full_resync": resync_calls, "aws_calls_create_to_ready": create_calls,
         "drift_event_seconds": drift.map(|d| d.as_secs_f64()),
         "reconciles": reconciles,
+        "shards": per_shard,
         "figures": figures.iter().map(|f| json!({"figure": f.name, "measured": f.value, "goal": f.goal, "met": f.met})).collect::<Vec<_>>(),
     });
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cluster-bench.json");
