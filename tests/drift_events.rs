@@ -159,3 +159,49 @@ async fn a_retention_changed_outside_mlobs_is_put_back_when_its_event_arrives() 
     assert_eq!(n, "0", "every message read is deleted");
     op.stop().await;
 }
+
+/// Sharded replicas share one queue: a message none of a shard's pipelines matches is released
+/// (visible again at once) for the other shards, and SQS counts each receive, which is what ends
+/// the passing on (`drift_events::pass_on`).
+#[tokio::test]
+async fn a_released_message_is_visible_again_at_once_with_its_receive_count() {
+    use mlobs::aws::drift_events::{delete, receive, release};
+    let aws = moto::clients().await;
+    let url = aws
+        .sqs
+        .create_queue()
+        .queue_name(moto::unique("shards"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "300")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    let body = cloudtrail("logs.amazonaws.com", "DeleteLogGroup", json!({"logGroupName": "/x"}));
+    aws.sqs
+        .send_message()
+        .queue_url(&url)
+        .message_body(&body)
+        .send()
+        .await
+        .expect("send");
+    let first = receive(&aws, &url, 1).await.expect("receive");
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].body.as_str(), first[0].receive_count), (body.as_str(), 1));
+    // Without the release, the 300 s visibility timeout hides it from every other reader.
+    release(&aws, &url, &first).await.expect("release");
+    let second = receive(&aws, &url, 1).await.expect("receive again");
+    assert_eq!(second.len(), 1, "the released message is visible again at once");
+    assert_eq!(second[0].receive_count, 2);
+    let shard = mlobs::controller::shard::Shard { index: 0, count: 2 };
+    assert!(mlobs::controller::drift_events::pass_on(
+        &shard,
+        second[0].receive_count
+    ));
+    delete(&aws, &url, &second).await.expect("delete");
+    assert!(
+        receive(&aws, &url, 1).await.expect("receive").is_empty(),
+        "deleted for good"
+    );
+}

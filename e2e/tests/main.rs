@@ -6,7 +6,8 @@
 //! `cargo test --test e2e` alone fails with instructions. Each test works in its own namespaces.
 //! Tests under `serial::` look at the operator as a whole (its write counter, failover) and run
 //! alone, after the others (e2e/run.sh runs them in a second invocation). `bench::` is the scale
-//! bench of `make bench` (`MLOBS_E2E_BENCH=1 e2e/run.sh`), never part of `make e2e`.
+//! bench of `make bench` (`MLOBS_E2E_BENCH=1 e2e/run.sh`), never part of `make e2e`. `sharded::`
+//! runs last, alone, against the replicas restarted as two shards (e2e/run.sh's sharded phase).
 
 mod admission;
 mod alerts;
