@@ -407,6 +407,16 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
+/// Drops what no reconcile reads before a pipeline enters the cache: managedFields (a few KB
+/// per object once status has been written a few times) and kubectl's client-side
+/// last-applied-configuration annotation (a second copy of the spec).
+fn slim(p: &mut MLObservabilityPipeline) {
+    p.managed_fields_mut().clear();
+    p.annotations_mut().remove(LAST_APPLIED);
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Whether a pipeline watch event belongs to `shard` (errors and list markers always do).
 fn shard_event(shard: &shard::Shard, ev: &Result<watcher::Event<MLObservabilityPipeline>, watcher::Error>) -> bool {
     match ev {
@@ -447,8 +457,11 @@ async fn fill_until(fill: impl std::future::Future<Output = ()>, stop: impl std:
 fn all_pipelines_cache(client: Client) -> (Store<MLObservabilityPipeline>, impl std::future::Future<Output = ()>) {
     let (reader, writer) = reflector::store();
     let api = Api::<MLObservabilityPipeline>::all(client);
-    let fill = reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
-        .for_each(|_| futures::future::ready(()));
+    let fill = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff().modify(slim),
+    )
+    .for_each(|_| futures::future::ready(()));
     (reader, fill)
 }
 
@@ -476,7 +489,8 @@ pub async fn run_controllers(
         watcher::Config::default(),
     )
     .default_backoff()
-    .filter(move |ev| futures::future::ready(shard_event(&shard, ev)));
+    .filter(move |ev| futures::future::ready(shard_event(&shard, ev)))
+    .modify(slim);
     let pc = Controller::for_stream(reflector(p_writer, own_pipelines).applied_objects(), p_reader)
         .with_config(config.clone())
         .reconcile_on(drift_rx);
@@ -653,6 +667,31 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "gpu-0", "labels": labels},
             "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat}]}}))
         .expect("node")
+    }
+
+    #[test]
+    fn the_cached_pipeline_drops_managed_fields_and_last_applied_only() {
+        let mut p: MLObservabilityPipeline = serde_json::from_value(json!({
+            "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+            "metadata": {"name": "p", "namespace": "ns",
+                "annotations": {LAST_APPLIED: "{\"spec\":{}}", "mlobs.io/keep": "yes"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "mlobs.io/v1alpha1"}]},
+            "spec": {}
+        }))
+        .expect("pipeline");
+        slim(&mut p);
+        assert!(p.managed_fields().is_empty());
+        assert_eq!(p.annotations().keys().collect::<Vec<_>>(), ["mlobs.io/keep"]);
+        assert!(shard_event(
+            &shard::Shard { index: 0, count: 1 },
+            &Ok(watcher::Event::Apply(p.clone()))
+        ));
+        let other = shard::Shard {
+            index: 1 - shard::Shard::of("ns", "p", 2),
+            count: 2,
+        };
+        assert!(!shard_event(&other, &Ok(watcher::Event::InitApply(p))));
+        assert!(shard_event(&other, &Ok(watcher::Event::InitDone)));
     }
 
     #[test]
