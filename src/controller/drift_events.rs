@@ -51,6 +51,12 @@ pub fn touches(
     }
 }
 
+/// The key id status records for `p`.
+fn recorded_key_id(p: &MLObservabilityPipeline) -> Option<String> {
+    let arn = p.status.as_ref()?.aws.as_ref()?.kms_key_arn.as_deref()?;
+    super::lookup::key_id_of(arn)
+}
+
 /// The alias of the key mlobs creates for `p` (none for a given or disabled key).
 fn created_key_alias(ctx: &Ctx, p: &MLObservabilityPipeline) -> Option<String> {
     let policies = ctx.policies.state();
@@ -87,6 +93,18 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
     // The shared snapshot of the cluster's log groups predates the change: read them afresh.
     if matches!(event.touched, Touched::LogGroup(_)) {
         ctx.invalidate_log_groups().await;
+    }
+    // Likewise the shared aliases and roles; and a key named (or reached by its alias) is read
+    // in full at once, whatever its check interval says.
+    if matches!(event.touched, Touched::Role(_) | Touched::Alias(_)) {
+        ctx.batched.invalidate().await;
+    }
+    for p in &hit {
+        if matches!(event.touched, Touched::Key(_) | Touched::Alias(_))
+            && let Some(id) = recorded_key_id(p)
+        {
+            ctx.batched.forget_key(&id);
+        }
     }
     for p in hit {
         tracing::info!(event = %event.event_name, pipeline = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), "drift event: reconciling now");

@@ -4,6 +4,7 @@
 pub mod applier;
 pub mod archive_status;
 pub mod backoff;
+pub mod batched;
 pub mod children;
 pub mod client;
 pub mod dataflow;
@@ -64,6 +65,8 @@ pub struct Ctx {
     pub backoffs: backoff::Backoffs,
     /// The cluster's log groups, observed at once for a resync of many pipelines.
     pub log_groups: tokio::sync::Mutex<Option<LogGroupSnapshot>>,
+    /// KMS aliases and IAM roles read once for many pipelines, and the per-key KMS check schedule.
+    pub batched: batched::BatchedReads,
     /// True once both stores hold the cluster's state; closed when the operator stops first.
     pub synced: tokio::sync::watch::Receiver<bool>,
     /// Children verified to be as desired: skips the dry-run comparison while nothing changed.
@@ -389,6 +392,9 @@ pub struct Settings {
     pub reporter: Reporter,
     /// SQS queue URL of CloudTrail events (`--drift-events-queue`); None: drift is found at resyncs.
     pub drift_events_queue: Option<String>,
+    /// How often a KMS key's state, tags, rotation and policy are read when nothing names it
+    /// (`--kms-check-interval`).
+    pub kms_check_interval: Duration,
 }
 
 /// Runs both controllers until `shutdown` resolves (then drains in-flight reconciles).
@@ -424,6 +430,7 @@ pub async fn run_controllers(
         aws_synced: Mutex::new(HashMap::new()),
         backoffs: backoff::Backoffs::default(),
         log_groups: tokio::sync::Mutex::new(None),
+        batched: batched::BatchedReads::new(settings.kms_check_interval),
         synced: synced_rx,
         applied: children::AppliedCache::default(),
         data_checks: Mutex::new(HashMap::new()),

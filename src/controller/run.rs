@@ -49,6 +49,24 @@ pub struct RunArgs {
     /// `sqs:DeleteMessage` on the queue.
     #[arg(long, env = "MLOBS_DRIFT_EVENTS_QUEUE")]
     pub drift_events_queue: Option<String>,
+    /// How often each pipeline's KMS key is read in full (DescribeKey, ListResourceTags,
+    /// GetKeyRotationStatus, GetKeyPolicy) when nothing else asks for it, e.g. `24h`, `6h`, `30m`.
+    /// Every resync still finds the key through its alias (one ListAliases for all pipelines);
+    /// the full read also happens when the key is new to this process, when a drift event names
+    /// it, when mlobs changed it, and while the pipeline's data is not flowing. Keys come due
+    /// spread over the interval. So without `--drift-events-queue`, a change to a key's rotation,
+    /// tags or policy that does not stop the logs is found within this interval, not one resync.
+    #[arg(long, env = "MLOBS_KMS_CHECK_INTERVAL", default_value = "24h", value_parser = parse_interval)]
+    pub kms_check_interval: std::time::Duration,
+}
+
+/// A Go-style duration of at least one minute (`90s`, `30m`, `24h`).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let ms = crate::crd::common::parse_duration_ms(s)?;
+    if ms < 60_000 {
+        return Err(format!("{s:?} is shorter than 1m"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 fn init_logging() {
@@ -142,6 +160,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
         drift_events_queue: args.drift_events_queue.clone(),
+        kms_check_interval: args.kms_check_interval,
     };
     tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, "starting mlobs operator");
     let work = run_controllers(client.clone(), settings, ready, shutdown.clone());

@@ -102,6 +102,7 @@ impl Operator {
                 instance: None,
             },
             drift_events_queue: queue,
+            kms_check_interval: mlobs::controller::batched::DEFAULT_KMS_CHECK_INTERVAL,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).shared();
