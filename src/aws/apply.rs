@@ -46,10 +46,11 @@ pub struct Batched {
     pub kms_aliases: Option<Arc<kms::AliasSnapshot>>,
     /// mlobs's roles (`iam::observe_roles`): the role is compared without GetRole/GetRolePolicy.
     pub iam_roles: Option<Arc<iam::RoleSnapshot>>,
-    /// The key's state, tags, rotation and policy are not due for a check (its slower drift
-    /// interval has not passed, no drift event named it): skipped when the alias still points to
-    /// the recorded key.
-    pub skip_key_check: bool,
+    /// The slower checks are not due (their interval has not passed, no drift event named the
+    /// pipeline, data flows): the key's state, tags, rotation and policy are not read when its
+    /// alias still points to the recorded key, and log group tags come from this process's last
+    /// read of them.
+    pub skip_slow_checks: bool,
 }
 
 /// What the AWS side looks like after an ensure.
@@ -149,7 +150,7 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
     if let Some(k) = &plan.kms {
         let reads = kms::KeyReads {
             aliases: opts.batched.kms_aliases.as_deref(),
-            skip_key_check: opts.batched.skip_key_check,
+            skip_key_check: opts.batched.skip_slow_checks,
         };
         match kms::ensure_reads(
             c,
@@ -179,6 +180,7 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
         opts.adopt,
         opts.drift,
         opts.log_group_snapshot.as_deref(),
+        opts.batched.skip_slow_checks,
     )
     .await
     {

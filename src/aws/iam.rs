@@ -84,8 +84,11 @@ pub async fn observe_roles(c: &AwsClients) -> Result<RoleSnapshot, AwsError> {
             .await
             .map_err(|e| classify("GetAccountAuthorizationDetails", "iam", e))?;
         for r in out.role_detail_list() {
-            let tags: BTreeMap<String, String> =
-                r.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+            let tags: BTreeMap<String, String> = r
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
             let (Some(name), Some(arn)) = (r.role_name(), r.arn()) else {
                 continue;
             };
@@ -132,7 +135,11 @@ impl RoleView {
     fn of_role(role: &Role) -> RoleView {
         RoleView {
             arn: role.arn().to_string(),
-            tags: role.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+            tags: role
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
             boundary: role
                 .permissions_boundary()
                 .and_then(|b| b.permissions_boundary_arn())

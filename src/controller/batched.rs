@@ -1,12 +1,13 @@
 //! Batched AWS reads for resyncs: the account's KMS aliases and mlobs's IAM roles, each read once
 //! for every pipeline that resyncs within [`SNAPSHOT_TTL`] (as the log group snapshot is), and the
-//! schedule of the slower per-key KMS check.
+//! schedule of each pipeline's slower checks.
 //!
-//! A key's own state, tags, rotation and policy (four reads) are read when the key is new to this
-//! process, when a drift event or a change by mlobs names it, when the pipeline's data stopped
-//! flowing, and otherwise once per `--kms-check-interval`. Each key has its own phase in that
-//! interval (a hash of the pipeline's uid), so N keys come due spread evenly over it, not all in
-//! one resync.
+//! The slower checks are what no listing shows: the KMS key's own state, tags, rotation and policy
+//! (four reads) and the log groups' tags (one read each). They run when the pipeline is new to
+//! this process, when a drift event names one of its resources, when its data stopped flowing,
+//! and otherwise once per `--kms-check-interval`. Each pipeline has its own phase in that interval
+//! (a hash of its uid), so N pipelines come due spread evenly over it, not all in one resync.
+//! A change mlobs makes is made by a full check, which records itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,8 @@ type Cached<T> = tokio::sync::Mutex<Option<(Instant, Option<Arc<T>>)>>;
 pub struct BatchedReads {
     aliases: Cached<kms::AliasSnapshot>,
     roles: Cached<iam::RoleSnapshot>,
-    /// Key id → when this process last read the key's state, tags, rotation and policy.
-    key_checks: Mutex<HashMap<String, SystemTime>>,
+    /// Pipeline uid → when this process last ran its slower checks.
+    slow_checks: Mutex<HashMap<String, SystemTime>>,
     /// `--kms-check-interval`.
     pub kms_check_interval: Duration,
 }
@@ -41,7 +42,7 @@ impl BatchedReads {
         BatchedReads {
             aliases: tokio::sync::Mutex::new(None),
             roles: tokio::sync::Mutex::new(None),
-            key_checks: Mutex::new(HashMap::new()),
+            slow_checks: Mutex::new(HashMap::new()),
             kms_check_interval,
         }
     }
@@ -64,23 +65,23 @@ impl BatchedReads {
         *self.roles.lock().await = None;
     }
 
-    /// Whether the key's full check is due at `now` (`phase_key`: the pipeline's uid).
-    pub fn key_check_due(&self, key_id: &str, phase_key: &str, now: SystemTime) -> bool {
-        let m = self.key_checks.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(key_id)
-            .is_none_or(|last| due(*last, now, self.kms_check_interval, phase_key))
+    /// Whether the pipeline's slower checks are due at `now`.
+    pub fn slow_checks_due(&self, uid: &str, now: SystemTime) -> bool {
+        let m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(uid)
+            .is_none_or(|last| due(*last, now, self.kms_check_interval, uid))
     }
 
-    /// Records a full check of the key at `at`.
-    pub fn key_checked(&self, key_id: &str, at: SystemTime) {
-        let mut m = self.key_checks.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(key_id.to_string(), at);
+    /// Records that the pipeline's slower checks ran at `at`.
+    pub fn slow_checks_ran(&self, uid: &str, at: SystemTime) {
+        let mut m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(uid.to_string(), at);
     }
 
-    /// Makes the key's next ensure a full check (a drift event named it).
-    pub fn forget_key(&self, key_id: &str) {
-        let mut m = self.key_checks.lock().unwrap_or_else(|e| e.into_inner());
-        m.remove(key_id);
+    /// Makes the pipeline's next ensure run its slower checks (a drift event named it).
+    pub fn forget(&self, uid: &str) {
+        let mut m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(uid);
     }
 }
 
@@ -106,16 +107,17 @@ async fn cached<T>(
     value
 }
 
-/// This key's offset within the interval, from a hash of `phase_key`.
+/// This pipeline's offset within the interval, from a hash of `phase_key`.
 fn phase(interval: Duration, phase_key: &str) -> u64 {
     let h = Sha256::digest(phase_key.as_bytes());
     let n = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
     n % interval.as_secs().max(1)
 }
 
-/// Whether a check at `last` is stale at `now`: the key's own boundary (its phase plus a whole
-/// number of intervals since the epoch) lies in `(last, now]`. So each key is checked once per
-/// interval, at a time of its own; a key checked just before its boundary is checked again at it.
+/// Whether a check at `last` is stale at `now`: the pipeline's own boundary (its phase plus a
+/// whole number of intervals since the epoch) lies in `(last, now]`. So each pipeline is checked
+/// once per interval, at a time of its own; one checked just before its boundary is checked
+/// again at it.
 pub fn due(last: SystemTime, now: SystemTime, interval: Duration, phase_key: &str) -> bool {
     let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (every, offset) = (interval.as_secs().max(1), phase(interval, phase_key));
@@ -142,7 +144,10 @@ mod tests {
             .count();
         assert_eq!(boundaries, 2, "two boundaries in two hours");
         assert!(!due(at(start), at(start + 1), HOUR, "uid-a"));
-        assert!(due(at(start), at(start + 3600), HOUR, "uid-a"), "at most one interval late");
+        assert!(
+            due(at(start), at(start + 3600), HOUR, "uid-a"),
+            "at most one interval late"
+        );
     }
 
     #[test]
@@ -161,13 +166,16 @@ mod tests {
     }
 
     #[test]
-    fn a_key_new_to_the_process_or_forgotten_is_due_at_once() {
+    fn a_pipeline_new_to_the_process_or_forgotten_is_due_at_once() {
         let b = BatchedReads::new(HOUR);
         let now = at(1_800_000_000);
-        assert!(b.key_check_due("k", "uid", now), "new to this process");
-        b.key_checked("k", now);
-        assert!(!b.key_check_due("k", "uid", now + Duration::from_secs(1)));
-        b.forget_key("k");
-        assert!(b.key_check_due("k", "uid", now + Duration::from_secs(1)), "a drift event named it");
+        assert!(b.slow_checks_due("uid", now), "new to this process");
+        b.slow_checks_ran("uid", now);
+        assert!(!b.slow_checks_due("uid", now + Duration::from_secs(1)));
+        b.forget("uid");
+        assert!(
+            b.slow_checks_due("uid", now + Duration::from_secs(1)),
+            "a drift event named it"
+        );
     }
 }

@@ -51,12 +51,6 @@ pub fn touches(
     }
 }
 
-/// The key id status records for `p`.
-fn recorded_key_id(p: &MLObservabilityPipeline) -> Option<String> {
-    let arn = p.status.as_ref()?.aws.as_ref()?.kms_key_arn.as_deref()?;
-    super::lookup::key_id_of(arn)
-}
-
 /// The alias of the key mlobs creates for `p` (none for a given or disabled key).
 fn created_key_alias(ctx: &Ctx, p: &MLObservabilityPipeline) -> Option<String> {
     let policies = ctx.policies.state();
@@ -94,19 +88,15 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
     if matches!(event.touched, Touched::LogGroup(_)) {
         ctx.invalidate_log_groups().await;
     }
-    // Likewise the shared aliases and roles; and a key named (or reached by its alias) is read
-    // in full at once, whatever its check interval says.
+    // Likewise the shared aliases and roles.
     if matches!(event.touched, Touched::Role(_) | Touched::Alias(_)) {
         ctx.batched.invalidate().await;
     }
-    for p in &hit {
-        if matches!(event.touched, Touched::Key(_) | Touched::Alias(_))
-            && let Some(id) = recorded_key_id(p)
-        {
-            ctx.batched.forget_key(&id);
-        }
-    }
     for p in hit {
+        // Its slower checks (key state, rotation and policy; log group tags) run at once too.
+        if let Some(uid) = p.uid() {
+            ctx.batched.forget(&uid);
+        }
         tracing::info!(event = %event.event_name, pipeline = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), "drift event: reconciling now");
         ctx.forget_aws_sync(p);
         let _ = trigger.unbounded_send(ObjectRef::from_obj(p.as_ref()));

@@ -231,6 +231,7 @@ impl Ctx {
             m.remove(&uid);
             drop(m);
             self.set_recheck(&uid, None);
+            self.batched.forget(&uid);
             self.metrics.data_flowing(&uid, None);
         }
     }

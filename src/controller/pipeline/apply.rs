@@ -54,7 +54,7 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
     };
     let checked_at = std::time::SystemTime::now();
     let batched = if was_ready {
-        batched_reads(p, ctx, d, known_key_id.as_deref(), checked_at).await
+        batched_reads(p, ctx, d, checked_at).await
     } else {
         Batched::default()
     };
@@ -90,10 +90,10 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         // A role or alias mlobs just created or put back: the snapshots predate it.
         ctx.batched.invalidate().await;
     }
-    if out.kms_key_checked
-        && let Some(id) = &out.kms_key_id
+    if !opts.batched.skip_slow_checks
+        && let Some(uid) = p.uid()
     {
-        ctx.batched.key_checked(id, checked_at);
+        ctx.batched.slow_checks_ran(&uid, checked_at);
     }
     // When the AWS plan itself changed since this process last ensured it (a spec edit, a
     // workspace id now known), the differences are that change, applied as an update: not drift.
@@ -127,16 +127,11 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
 }
 
 /// What a resync reads once for all pipelines (the account's aliases, mlobs's roles), and
-/// whether this pipeline's key is due for its full check: when it is new to this process, when a
-/// drift event named it, when its interval passed, or while data is not flowing (a disabled key
-/// or a key policy that lost the logs statement stops delivery: check it now, not in a day).
-async fn batched_reads(
-    p: &MLObservabilityPipeline,
-    ctx: &Ctx,
-    d: &Desired,
-    known_key_id: Option<&str>,
-    now: std::time::SystemTime,
-) -> Batched {
+/// whether this pipeline's slower checks are due (see `controller::batched`): when it is new to
+/// this process, when a drift event named it, when its interval passed, or while data is not
+/// flowing (a disabled key or a key policy that lost the logs statement stops delivery: check
+/// it now, not in a day).
+async fn batched_reads(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, now: std::time::SystemTime) -> Batched {
     let created_key = matches!(d.aws.kms, Some(KmsKeyPlan::Create { .. }));
     let created_role = matches!(d.aws.role, RolePlan::Create { .. }) || d.aws.hot_path.is_some();
     let not_flowing = p
@@ -144,10 +139,9 @@ async fn batched_reads(
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING))
         .is_some_and(|c| c.status == conditions::status::FALSE);
-    let uid = p.uid().unwrap_or_default();
-    let skip_key_check = !not_flowing && known_key_id.is_some_and(|k| !ctx.batched.key_check_due(k, &uid, now));
+    let skip_slow_checks = !not_flowing && p.uid().is_some_and(|uid| !ctx.batched.slow_checks_due(&uid, now));
     Batched {
-        kms_aliases: if created_key && skip_key_check {
+        kms_aliases: if created_key && skip_slow_checks {
             ctx.batched.aliases(&ctx.aws).await
         } else {
             None
@@ -157,7 +151,7 @@ async fn batched_reads(
         } else {
             None
         },
-        skip_key_check,
+        skip_slow_checks,
     }
 }
 
