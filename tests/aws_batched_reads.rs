@@ -114,17 +114,16 @@ async fn a_resync_of_sixty_pipelines_reads_shared_listings_and_nothing_per_pipel
 
     // The resync, by the same process (its clients remember what they read in full): the
     // listings once, then every pipeline's ensure against them.
-    let reader = &c;
     c.calls.reset();
-    let (groups, batched) = listings(&reader, &cluster).await;
+    let (groups, batched) = listings(&c, &cluster).await;
     for (plan, opts, first) in &pipelines {
         let opts = resync_opts(opts, first, &groups, &batched);
-        let out = ensure_all(&reader, plan, &opts).await.expect("resync");
+        let out = ensure_all(&c, plan, &opts).await.expect("resync");
         assert_eq!(out.kms_key_arn, first.kms_key_arn);
         assert_eq!(out.role_arn, first.role_arn);
         assert!(!out.kms_key_checked && out.drift.is_empty(), "{out:?}");
     }
-    let by_op = reads(&reader);
+    let by_op = reads(&c);
     let total: u64 = by_op.values().sum();
     let aliases = batched.kms_aliases.as_ref().map_or(0, |a| a.len()) as u64;
     let roles = batched.iam_roles.as_ref().map_or(0, |r| r.len()) as u64;
@@ -140,7 +139,7 @@ async fn a_resync_of_sixty_pipelines_reads_shared_listings_and_nothing_per_pipel
             "missed (the log groups alone take 2N/50 pages)"
         }
     );
-    assert_eq!(reader.calls.mutating(), 0, "{:?}", reader.calls.snapshot());
+    assert_eq!(c.calls.mutating(), 0, "{:?}", c.calls.snapshot());
     for op in PER_PIPELINE_READS {
         assert_eq!(by_op.get(op), None, "{op}: a per-pipeline read in the resync");
     }
@@ -372,4 +371,49 @@ async fn the_role_listing_has_trust_inline_policies_tags_and_boundary() {
     let doc = |raw: Option<&String>| raw.map(|d| iam::normalize(&iam::decode_policy(d).expect("JSON")));
     assert_eq!(doc(r.trust.as_ref()), Some(iam::normalize(&trust)));
     assert_eq!(doc(r.inline.get("mlobs")), Some(iam::normalize(&inline)));
+}
+
+#[tokio::test]
+async fn a_log_group_tag_removed_outside_mlobs_is_found_when_the_slower_checks_are_due() {
+    let cluster = moto::unique("tagdrift");
+    let e = effective(&cluster, "train");
+    let (plan, opts) = plan_and_opts(&e);
+    let c = moto::clients().await;
+    let first = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    let group = &plan.log_groups[0];
+    c.logs
+        .untag_resource()
+        .resource_arn(&group.arn)
+        .tag_keys("mlobs.io/cluster")
+        .send()
+        .await
+        .expect("untag");
+
+    // Not due: the tags this process wrote at create stand in for a read.
+    let (groups, batched) = listings(&c, &cluster).await;
+    c.calls.reset();
+    let quiet = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &batched))
+        .await
+        .expect("resync, checks not due");
+    assert!(quiet.drift.is_empty(), "{:?}", quiet.drift);
+    assert_eq!(c.calls.of("ListTagsForResource"), 0);
+
+    let due = Batched {
+        skip_slow_checks: false,
+        ..batched
+    };
+    let out = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &due))
+        .await
+        .expect("resync, checks due");
+    let tags: Vec<_> = out.drift.iter().filter(|d| d.field == "tags").collect();
+    assert_eq!(tags.len(), 1, "{:?}", out.drift);
+    assert!(tags[0].corrected && tags[0].resource.ends_with(&group.name), "{tags:?}");
+    let now = c
+        .logs
+        .list_tags_for_resource()
+        .resource_arn(&group.arn)
+        .send()
+        .await
+        .expect("tags");
+    assert!(now.tags().is_some_and(|t| t.contains_key("mlobs.io/cluster")));
 }

@@ -39,10 +39,13 @@ type Tags = BTreeMap<String, String>;
 /// ListTagsForResource per group per resync would be two reads per pipeline. mlobs's own
 /// TagResource forgets the group here.
 #[derive(Debug, Clone, Default)]
-pub struct GroupTagIndex(std::sync::Arc<std::sync::Mutex<HashMap<String, (Option<i64>, Tags)>>>);
+pub struct GroupTagIndex(std::sync::Arc<std::sync::Mutex<TagsByArn>>);
+
+/// ARN → (creation time, tags).
+type TagsByArn = HashMap<String, (Option<i64>, Tags)>;
 
 impl GroupTagIndex {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, (Option<i64>, Tags)>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut TagsByArn) -> R) -> R {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

@@ -50,12 +50,14 @@ pub struct RunArgs {
     #[arg(long, env = "MLOBS_DRIFT_EVENTS_QUEUE")]
     pub drift_events_queue: Option<String>,
     /// How often each pipeline's KMS key is read in full (DescribeKey, ListResourceTags,
-    /// GetKeyRotationStatus, GetKeyPolicy) when nothing else asks for it, e.g. `24h`, `6h`, `30m`.
-    /// Every resync still finds the key through its alias (one ListAliases for all pipelines);
-    /// the full read also happens when the key is new to this process, when a drift event names
-    /// it, when mlobs changed it, and while the pipeline's data is not flowing. Keys come due
-    /// spread over the interval. So without `--drift-events-queue`, a change to a key's rotation,
-    /// tags or policy that does not stop the logs is found within this interval, not one resync.
+    /// GetKeyRotationStatus, GetKeyPolicy), and its log groups' tags (ListTagsForResource), when
+    /// nothing else asks for it, e.g. `24h`, `6h`, `30m` (at least `1m`). Every resync still finds
+    /// the key through its alias (one ListAliases for all pipelines) and reads the log groups and
+    /// roles in shared listings; the full read also happens when the pipeline is new to this
+    /// process, when a drift event names one of its resources, when mlobs changed it, and while
+    /// its data is not flowing. Pipelines come due spread over the interval. So without
+    /// `--drift-events-queue`, a change to a key's rotation, tags or policy (or to a log group's
+    /// tags) that does not stop the logs is found within this interval, not within one resync.
     #[arg(long, env = "MLOBS_KMS_CHECK_INTERVAL", default_value = "24h", value_parser = parse_interval)]
     pub kms_check_interval: std::time::Duration,
 }
