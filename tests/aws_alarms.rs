@@ -44,6 +44,7 @@ fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
         known_key_id: None,
         scan_for_key: false,
         log_group_snapshot: None,
+        batched: Default::default(),
         alarms_recorded: false,
         dashboard_recorded: None,
     };

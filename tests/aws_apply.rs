@@ -35,6 +35,7 @@ fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
         known_key_id: None,
         scan_for_key: true,
         log_group_snapshot: None,
+        batched: Default::default(),
         alarms_recorded: false,
         dashboard_recorded: None,
     };

@@ -49,6 +49,7 @@ fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
         // As the controller: the first ensure has no create marker in status yet.
         scan_for_key: false,
         log_group_snapshot: None,
+        batched: Default::default(),
         alarms_recorded: false,
         dashboard_recorded: None,
     };

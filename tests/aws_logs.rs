@@ -607,6 +607,7 @@ fn diff_reports_key_retention_and_class_differences() {
         kms_key_id: Some(key.into()),
         retention_days: Some(g.retention_days),
         class: Some("INFREQUENT_ACCESS".into()),
+        created_ms: None,
     };
     assert!(logs::diff(g, &same, Some(key)).is_empty());
     let by_id = ObservedGroup {

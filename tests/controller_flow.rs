@@ -622,7 +622,7 @@ async fn every_request_the_operator_makes_is_allowed_by_its_shipped_rbac() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resync_of_many_pipelines_reads_log_groups_in_pages_not_one_call_each() {
+async fn a_resync_of_many_pipelines_reads_aws_in_shared_listings_not_per_pipeline() {
     let op = Operator::start().await;
     let n = 8;
     for i in 0..n {
@@ -635,9 +635,9 @@ async fn a_resync_of_many_pipelines_reads_log_groups_in_pages_not_one_call_each(
     for i in 0..n {
         op.request_reconcile(&format!("r{i}"), 7).await;
     }
-    // Every pipeline's AWS side is looked at again: its role is read once per ensure.
+    // Every pipeline's AWS step runs again; each ends with the data-flow look at its two groups.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while op.aws.calls.of("GetRole") < n {
+    while op.aws.calls.of("DescribeLogStreams") < 2 * n {
         assert!(
             tokio::time::Instant::now() < deadline,
             "resync did not happen: {:?}",
@@ -645,13 +645,29 @@ async fn a_resync_of_many_pipelines_reads_log_groups_in_pages_not_one_call_each(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    println!("resync of {n} pipelines: {:?}", op.aws.calls.snapshot());
+    // The keys were read in full when created (new to this process): not again in this resync.
+    // Roles come from the shared listing.
+    for per_pipeline in [
+        "DescribeKey",
+        "ListResourceTags",
+        "GetKeyRotationStatus",
+        "GetKeyPolicy",
+        "GetRole",
+        "GetRolePolicy",
+    ] {
+        assert_eq!(op.aws.calls.of(per_pipeline), 0, "{per_pipeline} in a resync");
+    }
     let pages = op.aws.calls.of("DescribeLogGroups");
-    println!(
-        "resync of {n} pipelines: {pages} DescribeLogGroups calls, {:?}",
-        op.aws.calls.snapshot()
-    );
     assert!(pages <= n / 50 + 3, "{pages} DescribeLogGroups calls for {n} pipelines");
+    let listings = op.aws.calls.of("ListAliases") + op.aws.calls.of("GetAccountAuthorizationDetails");
+    assert!((2..=4).contains(&listings), "{listings} listings in one resync");
     assert_eq!(op.aws.calls.mutating(), 0, "an unchanged resync changes nothing in AWS");
+    let checked = op
+        .pipeline("r0")
+        .and_then(|p| p.status?.aws?.kms_key_checked_at)
+        .expect("status.aws.kmsKeyCheckedAt");
+    println!("r0: key last read in full at {}", checked.0);
     op.stop().await;
 }
 

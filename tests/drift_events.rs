@@ -205,3 +205,73 @@ async fn a_released_message_is_visible_again_at_once_with_its_receive_count() {
         "deleted for good"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_event_makes_the_next_reconcile_read_the_key_in_full_before_its_check_interval() {
+    let aws = moto::clients().await;
+    let queue = aws
+        .sqs
+        .create_queue()
+        .queue_name(moto::unique("kdrift"))
+        .send()
+        .await
+        .expect("queue");
+    let url = queue.queue_url().expect("queue url").to_string();
+    let op = Operator::start_with_drift_events(url.clone()).await;
+    op.create(
+        "kev",
+        json!({"resyncInterval": "1h", "dataFlow": {"gracePeriod": "2h"}}),
+    )
+    .await;
+    op.ready("kev").await;
+    let arn = op
+        .pipeline("kev")
+        .and_then(|p| p.status?.aws?.kms_key_arn)
+        .expect("status.aws.kmsKeyArn");
+    let key = arn.rsplit_once(":key/").map(|(_, id)| id.to_string()).expect("key id");
+    aws.kms
+        .disable_key_rotation()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("rotation off");
+
+    // A resync now does not see it: the key was read in full at its create, and its slower
+    // check is a day away (the operator's default --kms-check-interval).
+    op.request_reconcile("kev", 1).await;
+    op.wait("the resync's ListAliases", |_| op.aws.calls.of("ListAliases") > 0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let on = |aws: &mlobs::aws::AwsClients| {
+        let (aws, key) = (aws.clone(), key.clone());
+        async move {
+            aws.kms
+                .get_key_rotation_status()
+                .key_id(&key)
+                .send()
+                .await
+                .expect("rotation status")
+                .key_rotation_enabled()
+        }
+    };
+    assert!(!on(&aws).await, "a resync without the event read the key in full");
+
+    // The event names the key: the reconcile it brings reads the key in full and puts rotation back.
+    aws.sqs
+        .send_message()
+        .queue_url(&url)
+        .message_body(cloudtrail(
+            "kms.amazonaws.com",
+            "DisableKeyRotation",
+            json!({"keyId": key}),
+        ))
+        .send()
+        .await
+        .expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !on(&aws).await {
+        assert!(std::time::Instant::now() < deadline, "rotation was not put back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    op.stop().await;
+}

@@ -425,10 +425,15 @@ fn the_operator_policy_has_star_only_where_aws_has_no_resource_and_region_condit
                 // IAM is global: conditioned on the role path and tags instead (its requests name
                 // us-east-1 whatever the operator's region), and only on mlobs' roles.
                 assert!(region.is_empty(), "{name}: {s}");
+                // Documented exception: iam:GetAccountAuthorizationDetails (the batched role
+                // listing of a resync) has no resource type, so it is granted on "*", alone in
+                // its statement. It only reads; without it mlobs reads each role by name.
+                let listing = actions == ["iam:GetAccountAuthorizationDetails"] && resources == ["*"];
                 assert!(
-                    resources
-                        .iter()
-                        .all(|r| r.starts_with(&format!("arn:aws:iam::{ACCOUNT}:"))),
+                    listing
+                        || resources
+                            .iter()
+                            .all(|r| r.starts_with(&format!("arn:aws:iam::{ACCOUNT}:"))),
                     "{s}"
                 );
             } else {

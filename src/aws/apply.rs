@@ -4,6 +4,8 @@
 //! identity association. Each step is idempotent, so a crash at any point is
 //! healed by running it again. The collector may start only when [`AwsOutcome::ready`] is true.
 
+use std::sync::Arc;
+
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::hot_path::HotPathPlan;
 use crate::desired::aws_plan::{AwsPlan, KmsKeyPlan};
@@ -26,6 +28,9 @@ pub struct ApplyOptions {
     /// Log groups observed for many pipelines at once (resync), read instead of describing
     /// this pipeline's groups one call at a time.
     pub log_group_snapshot: Option<std::sync::Arc<std::collections::BTreeMap<String, logs::ObservedGroup>>>,
+    /// Reads shared by many pipelines at a resync (aliases, roles) and whether the key's own
+    /// check is due; the default reads everything per pipeline.
+    pub batched: Batched,
     /// Status records alarms of this pipeline (`status.aws.alarmCount`): when the plan has no
     /// alerts any more, ours under the pipeline's prefix are deleted (only then is it read).
     pub alarms_recorded: bool,
@@ -34,11 +39,27 @@ pub struct ApplyOptions {
     pub dashboard_recorded: Option<String>,
 }
 
+/// What a resync reads once for many pipelines, and what it may leave unread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batched {
+    /// The account's KMS aliases (`kms::observe_aliases`): the key is found without DescribeKey.
+    pub kms_aliases: Option<Arc<kms::AliasSnapshot>>,
+    /// mlobs's roles (`iam::observe_roles`): the role is compared without GetRole/GetRolePolicy.
+    pub iam_roles: Option<Arc<iam::RoleSnapshot>>,
+    /// The slower checks are not due (their interval has not passed, no drift event named the
+    /// pipeline, data flows): the key's state, tags, rotation and policy are not read when its
+    /// alias still points to the recorded key, and log group tags come from this process's last
+    /// read of them.
+    pub skip_slow_checks: bool,
+}
+
 /// What the AWS side looks like after an ensure.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AwsOutcome {
     pub kms_key_id: Option<String>,
     pub kms_key_arn: Option<String>,
+    /// The key's state, tags, rotation and policy were read in this ensure (not only its alias).
+    pub kms_key_checked: bool,
     pub log_group_arns: Vec<String>,
     pub archive_bucket_arn: Option<String>,
     /// The hot path's stream, once ACTIVE.
@@ -127,20 +148,26 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
     };
 
     if let Some(k) = &plan.kms {
-        match kms::ensure_with(
+        let reads = kms::KeyReads {
+            aliases: opts.batched.kms_aliases.as_deref(),
+            skip_key_check: opts.batched.skip_slow_checks,
+        };
+        match kms::ensure_reads(
             c,
             k,
             &opts.owner,
             opts.known_key_id.as_deref(),
             opts.drift,
             opts.scan_for_key,
+            reads,
         )
         .await
         {
-            Ok((key, drift)) => {
-                out.kms_key_id = Some(key.key_id);
-                out.kms_key_arn = Some(key.key_arn);
-                out.drift.extend(drift);
+            Ok(e) => {
+                out.kms_key_id = Some(e.key.key_id);
+                out.kms_key_arn = Some(e.key.key_arn);
+                out.kms_key_checked = e.checked;
+                out.drift.extend(e.drift);
             }
             Err(e) => return Err(fail(Step::KmsKey, e, &out)),
         }
@@ -153,6 +180,7 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
         opts.adopt,
         opts.drift,
         opts.log_group_snapshot.as_deref(),
+        opts.batched.skip_slow_checks,
     )
     .await
     {
@@ -187,7 +215,8 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
             Err(e) => return Err(fail(Step::AmpWorkspace, e, &out)),
         }
     }
-    match iam::ensure(c, &plan.role, &opts.owner, opts.adopt, opts.drift).await {
+    let roles = opts.batched.iam_roles.as_deref();
+    match iam::ensure_from(c, &plan.role, &opts.owner, opts.adopt, opts.drift, roles).await {
         Ok((arn, drift)) => {
             out.role_arn = Some(arn);
             out.drift.extend(drift);
@@ -261,7 +290,8 @@ async fn ensure_hot_path(
 ) -> Result<Vec<Drift>, AwsError> {
     let (arn, mut drift) = kinesis::ensure(c, &plan.stream, key_arn, &opts.owner, opts.adopt, opts.drift).await?;
     out.hot_path_stream_arn = Some(arn);
-    let (role, role_drift) = iam::ensure(c, &plan.role, &opts.owner, opts.adopt, opts.drift).await?;
+    let roles = opts.batched.iam_roles.as_deref();
+    let (role, role_drift) = iam::ensure_from(c, &plan.role, &opts.owner, opts.adopt, opts.drift, roles).await?;
     out.hot_path_role_arn = Some(role);
     drift.extend(role_drift);
     if let Some(pi) = &plan.pod_identity {

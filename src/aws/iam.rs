@@ -50,6 +50,116 @@ impl Want<'_> {
     }
 }
 
+/// A role as GetAccountAuthorizationDetails lists it: everything [`ensure`] compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRole {
+    pub arn: String,
+    /// As IAM stores it (URL-encoded JSON).
+    pub trust: Option<String>,
+    pub boundary: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Inline policy name → document as IAM stores it (URL-encoded JSON).
+    pub inline: BTreeMap<String, String>,
+}
+
+/// The roles that carry mlobs's `mlobs.io/pipeline` tag, by name: one paged
+/// GetAccountAuthorizationDetails (Filter Role, 1,000 a page) for all pipelines instead of GetRole
+/// and GetRolePolicy for each. Roles without the tag are left out (they are not ours; a role being
+/// adopted is looked up by GetRole).
+pub type RoleSnapshot = BTreeMap<String, ObservedRole>;
+
+/// Reads [`RoleSnapshot`]. Needs `iam:GetAccountAuthorizationDetails` (on `*`: the action has no
+/// resource type); without it the caller falls back to per-role reads.
+pub async fn observe_roles(c: &AwsClients) -> Result<RoleSnapshot, AwsError> {
+    let mut roles = RoleSnapshot::new();
+    let mut marker = None;
+    loop {
+        let out = c
+            .iam
+            .get_account_authorization_details()
+            .filter(aws_sdk_iam::types::EntityType::Role)
+            .max_items(1000)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| classify("GetAccountAuthorizationDetails", "iam", e))?;
+        for r in out.role_detail_list() {
+            let tags: BTreeMap<String, String> = r
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            let (Some(name), Some(arn)) = (r.role_name(), r.arn()) else {
+                continue;
+            };
+            if !tags.contains_key(super::TAG_PIPELINE) {
+                continue;
+            }
+            let inline = r
+                .role_policy_list()
+                .iter()
+                .filter_map(|p| Some((p.policy_name()?.to_string(), p.policy_document()?.to_string())))
+                .collect();
+            roles.insert(
+                name.to_string(),
+                ObservedRole {
+                    arn: arn.to_string(),
+                    trust: r.assume_role_policy_document().map(str::to_string),
+                    boundary: r
+                        .permissions_boundary()
+                        .and_then(|b| b.permissions_boundary_arn())
+                        .map(str::to_string),
+                    tags,
+                    inline,
+                },
+            );
+        }
+        match (out.is_truncated(), out.marker()) {
+            (true, Some(m)) => marker = Some(m.to_string()),
+            _ => return Ok(roles),
+        }
+    }
+}
+
+/// What `reconcile` compares, from GetRole (inline policy still to be read) or from a snapshot.
+struct RoleView {
+    arn: String,
+    tags: Vec<(String, String)>,
+    boundary: Option<String>,
+    trust: Option<Result<Value, String>>,
+    /// `None`: not known yet, read it with GetRolePolicy; `Some(None)`: the role has no such policy.
+    inline: Option<Option<Result<Value, String>>>,
+}
+
+impl RoleView {
+    fn of_role(role: &Role) -> RoleView {
+        RoleView {
+            arn: role.arn().to_string(),
+            tags: role
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+            boundary: role
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_string),
+            trust: role.assume_role_policy_document().map(decode_policy),
+            inline: None,
+        }
+    }
+
+    fn of_observed(r: &ObservedRole, policy_name: &str) -> RoleView {
+        RoleView {
+            arn: r.arn.clone(),
+            tags: r.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            boundary: r.boundary.clone(),
+            trust: r.trust.as_deref().map(decode_policy),
+            inline: Some(r.inline.get(policy_name).map(|d| decode_policy(d))),
+        }
+    }
+}
+
 /// Ensures the role of the plan and returns its ARN with the drift found.
 ///
 /// `Existing` roles are only verified (never changed). A created role that exists without our
@@ -61,6 +171,20 @@ pub async fn ensure(
     owner: &Owner,
     adopt: bool,
     drift: DriftPolicy,
+) -> Result<(String, Vec<Drift>), AwsError> {
+    ensure_from(c, plan, owner, adopt, drift, None).await
+}
+
+/// [`ensure`], comparing against `snapshot` (a resync's [`RoleSnapshot`]) when the role is in it:
+/// then an unchanged role costs no call. A role missing from it is read as by [`ensure`] (it may
+/// be newer than the snapshot, or not carry our tag).
+pub async fn ensure_from(
+    c: &AwsClients,
+    plan: &RolePlan,
+    owner: &Owner,
+    adopt: bool,
+    drift: DriftPolicy,
+    snapshot: Option<&RoleSnapshot>,
 ) -> Result<(String, Vec<Drift>), AwsError> {
     let w = match plan {
         RolePlan::Existing { arn } => return verify_existing(c, arn).await.map(|arn| (arn, Vec::new())),
@@ -83,9 +207,12 @@ pub async fn ensure(
             tags,
         },
     };
+    if let Some(seen) = snapshot.and_then(|s| s.get(w.name)) {
+        return reconcile(c, &w, RoleView::of_observed(seen, w.policy_name), owner, adopt, drift).await;
+    }
     match get_role(c, w.name).await? {
         None => create(c, &w).await.map(|arn| (arn, Vec::new())),
-        Some(role) => reconcile(c, &w, &role, owner, adopt, drift).await,
+        Some(role) => reconcile(c, &w, RoleView::of_role(&role), owner, adopt, drift).await,
     }
 }
 
@@ -154,13 +281,13 @@ async fn create(c: &AwsClients, w: &Want<'_>) -> Result<String, AwsError> {
 async fn reconcile(
     c: &AwsClients,
     w: &Want<'_>,
-    role: &Role,
+    role: RoleView,
     owner: &Owner,
     adopt: bool,
     drift: DriftPolicy,
 ) -> Result<(String, Vec<Drift>), AwsError> {
     let resource = w.resource();
-    let mut actual_tags: BTreeMap<&str, &str> = role.tags().iter().map(|t| (t.key(), t.value())).collect();
+    let mut actual_tags: BTreeMap<&str, &str> = role.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if !owner.owns(actual_tags.iter().map(|(k, v)| (*k, *v))) {
         if !adopt {
             return Err(AwsError::NameConflict { resource });
@@ -187,7 +314,7 @@ async fn reconcile(
 
     // The boundary first: an operator policy conditioned on iam:PermissionsBoundary refuses
     // PutRolePolicy on a role whose boundary is missing.
-    let boundary = role.permissions_boundary().and_then(|b| b.permissions_boundary_arn());
+    let boundary = role.boundary.as_deref();
     match (w.boundary, boundary) {
         (Some(want), have) if have != Some(want) => {
             if correct {
@@ -211,8 +338,7 @@ async fn reconcile(
         _ => {}
     }
 
-    let trust = role.assume_role_policy_document().map(decode_policy);
-    if let Some(actual) = differs(w.trust, trust.as_ref()) {
+    if let Some(actual) = differs(w.trust, role.trust.as_ref()) {
         if correct {
             c.iam
                 .update_assume_role_policy()
@@ -225,7 +351,10 @@ async fn reconcile(
         note("assumeRolePolicyDocument", shown(w.trust), actual, correct);
     }
 
-    let inline = get_policy(c, w).await?;
+    let inline = match role.inline {
+        Some(seen) => seen,
+        None => get_policy(c, w).await?,
+    };
     if let Some(actual) = differs(w.policy, inline.as_ref()) {
         if correct {
             put_policy(c, w).await?;
@@ -255,7 +384,7 @@ async fn reconcile(
     if pending {
         untag(c, w.name, vec![TAG_PENDING.to_string()]).await?;
     }
-    Ok((role.arn().to_string(), found))
+    Ok((role.arn, found))
 }
 
 /// Our inline policy as stored, `None` when the role has none by that name.

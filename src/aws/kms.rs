@@ -101,6 +101,79 @@ struct Want<'a> {
     policy: &'a Value,
 }
 
+/// Every customer alias of the account in the region → the key it points to, from one paged
+/// ListAliases (100 a page): a resync of N pipelines finds their keys in N/100 calls instead of a
+/// DescribeKey each. AWS managed aliases (`alias/aws/...`) are left out: no pipeline may use them.
+pub type AliasSnapshot = BTreeMap<String, AliasTarget>;
+
+/// Where an alias points, as ListAliases reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasTarget {
+    pub key_id: String,
+    /// `arn:<partition>:kms:<region>:<account>:alias/<name>`; the key's ARN is derived from it.
+    pub alias_arn: Option<String>,
+}
+
+impl AliasTarget {
+    /// `arn:...:key/<id>` in the alias's partition, region and account.
+    pub fn key_arn(&self) -> Option<String> {
+        let (head, _) = self.alias_arn.as_deref()?.split_once(":alias/")?;
+        Some(format!("{head}:key/{}", self.key_id))
+    }
+}
+
+/// Reads [`AliasSnapshot`]: ListAliases, paged with Marker.
+pub async fn observe_aliases(c: &AwsClients) -> Result<AliasSnapshot, AwsError> {
+    let mut all = AliasSnapshot::new();
+    let mut marker = None;
+    loop {
+        let out = c
+            .kms
+            .list_aliases()
+            .limit(100)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| classify("ListAliases", "kms", e))?;
+        for a in out.aliases() {
+            // An alias without a target (possible for AWS managed aliases) points to no key.
+            if let (Some(name), Some(key_id)) = (a.alias_name(), a.target_key_id())
+                && !name.starts_with("alias/aws/")
+            {
+                let target = AliasTarget {
+                    key_id: key_id.to_string(),
+                    alias_arn: a.alias_arn().map(str::to_string),
+                };
+                all.insert(name.to_string(), target);
+            }
+        }
+        match (out.truncated(), out.next_marker()) {
+            (true, Some(m)) => marker = Some(m.to_string()),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// How much of the key an ensure reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyReads<'a> {
+    /// The account's aliases, read for many pipelines at once (resync).
+    pub aliases: Option<&'a AliasSnapshot>,
+    /// Whether the key's own state, tags, rotation and policy are read (DescribeKey,
+    /// ListResourceTags, GetKeyRotationStatus, GetKeyPolicy). When not, a key whose alias still
+    /// points where status recorded is taken as it was at its last full check.
+    pub skip_key_check: bool,
+}
+
+/// What [`ensure_reads`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    pub key: KmsKey,
+    pub drift: Vec<Drift>,
+    /// The key's state, tags, rotation and policy were read (and corrected as the drift policy says).
+    pub checked: bool,
+}
+
 /// Ensures the plan's key. See the module docs for the find order and create order.
 pub async fn ensure(
     c: &AwsClients,
@@ -123,8 +196,45 @@ pub async fn ensure_with(
     drift: DriftPolicy,
     scan: bool,
 ) -> Result<(KmsKey, Vec<Drift>), AwsError> {
+    let e = ensure_reads(c, plan, owner, known_key_id, drift, scan, KeyReads::default()).await?;
+    Ok((e.key, e.drift))
+}
+
+/// [`ensure_with`], reading as `reads` allows: with a snapshot of the aliases and the key check
+/// not due, a key whose alias points to the key status recorded (`known_key_id`) costs no call.
+/// Anything else (alias missing from the snapshot or moved, no recorded key) is the full ensure.
+pub async fn ensure_reads(
+    c: &AwsClients,
+    plan: &KmsKeyPlan,
+    owner: &Owner,
+    known_key_id: Option<&str>,
+    drift: DriftPolicy,
+    scan: bool,
+    reads: KeyReads<'_>,
+) -> Result<Ensured, AwsError> {
+    let skip = reads.skip_key_check;
     let want = match plan {
-        KmsKeyPlan::Existing { key_arn, .. } => return ensure_existing(c, key_arn).await,
+        KmsKeyPlan::Existing { key_arn, .. } => {
+            // A user's key named by ARN: nothing to look up while its check is not due.
+            let recorded = known_key_id.filter(|k| key_arn.strip_suffix(k).is_some_and(|h| h.ends_with(":key/")));
+            if skip && let Some(id) = recorded {
+                let key = KmsKey {
+                    key_id: id.to_string(),
+                    key_arn: key_arn.clone(),
+                };
+                return Ok(Ensured {
+                    key,
+                    drift: Vec::new(),
+                    checked: false,
+                });
+            }
+            let (key, drift) = ensure_existing(c, key_arn).await?;
+            return Ok(Ensured {
+                key,
+                drift,
+                checked: true,
+            });
+        }
         KmsKeyPlan::Create {
             description,
             alias,
@@ -140,13 +250,35 @@ pub async fn ensure_with(
             policy,
         },
     };
-    match find(c, want.alias, owner, known_key_id, scan).await? {
-        Lookup::Absent => Ok((create(c, &want).await?, Vec::new())),
-        Lookup::Foreign => Err(AwsError::NameConflict {
-            resource: resource(want.alias),
-        }),
-        Lookup::Ours(found) => converge(c, &want, found, drift).await,
+    if skip
+        && let (Some(target), Some(known)) = (reads.aliases.and_then(|a| a.get(want.alias)), known_key_id)
+        && target.key_id == known
+        && let Some(key_arn) = target.key_arn()
+    {
+        let key = KmsKey {
+            key_id: target.key_id.clone(),
+            key_arn,
+        };
+        return Ok(Ensured {
+            key,
+            drift: Vec::new(),
+            checked: false,
+        });
     }
+    let (key, drift) = match find(c, want.alias, owner, known_key_id, scan).await? {
+        Lookup::Absent => (create(c, &want).await?, Vec::new()),
+        Lookup::Foreign => {
+            return Err(AwsError::NameConflict {
+                resource: resource(want.alias),
+            });
+        }
+        Lookup::Ours(found) => converge(c, &want, found, drift).await?,
+    };
+    Ok(Ensured {
+        key,
+        drift,
+        checked: true,
+    })
 }
 
 /// Applies the deletion policy to a key mlobs created; a user's key (`Existing`) is never touched.

@@ -27,6 +27,52 @@ pub struct ObservedGroup {
     /// `None`: never expire.
     pub retention_days: Option<i32>,
     pub class: Option<String>,
+    /// When the group was created (ms since the epoch): a group deleted and created again under
+    /// the same name is another group, whose tags are read afresh.
+    pub created_ms: Option<i64>,
+}
+
+type Tags = BTreeMap<String, String>;
+
+/// The tags of log groups as this process last read them (ARN → creation time, tags), for
+/// resyncs whose slower checks are not due: DescribeLogGroups reports no tags, and a
+/// ListTagsForResource per group per resync would be two reads per pipeline. mlobs's own
+/// TagResource forgets the group here.
+#[derive(Debug, Clone, Default)]
+pub struct GroupTagIndex(std::sync::Arc<std::sync::Mutex<TagsByArn>>);
+
+/// ARN → (creation time, tags).
+type TagsByArn = HashMap<String, (Option<i64>, Tags)>;
+
+impl GroupTagIndex {
+    fn with<R>(&self, f: impl FnOnce(&mut TagsByArn) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The tags last read for this group. An entry mlobs wrote at CreateLogGroup has no creation
+    /// time yet: the first listing that shows the group supplies it.
+    fn get(&self, g: &ObservedGroup) -> Option<Tags> {
+        self.with(|m| {
+            let (at, tags) = m.get_mut(&g.arn)?;
+            if at.is_none() {
+                *at = g.created_ms;
+            }
+            (*at == g.created_ms).then(|| tags.clone())
+        })
+    }
+
+    /// The tags CreateLogGroup gave a group mlobs just created.
+    fn created(&self, arn: &str, tags: &Tags) {
+        self.with(|m| m.insert(arn.to_string(), (None, tags.clone())));
+    }
+
+    fn put(&self, g: &ObservedGroup, tags: &Tags) {
+        self.with(|m| m.insert(g.arn.clone(), (g.created_ms, tags.clone())));
+    }
+
+    fn forget(&self, arn: &str) {
+        self.with(|m| m.remove(arn));
+    }
 }
 
 /// Every group whose name starts with `prefix`, keyed by name: one call per 50 groups.
@@ -60,6 +106,7 @@ pub async fn observe_many(c: &AwsClients, prefix: &str) -> Result<BTreeMap<Strin
                     kms_key_id: g.kms_key_id().map(String::from),
                     retention_days: g.retention_in_days(),
                     class: g.log_group_class().map(|c| c.as_str().to_string()),
+                    created_ms: g.creation_time(),
                 },
             );
         }
@@ -158,11 +205,14 @@ pub async fn ensure(
     adopt: bool,
     drift: DriftPolicy,
 ) -> Result<(Vec<String>, Vec<Drift>), AwsError> {
-    ensure_with(c, groups, key_arn, owner, adopt, drift, None).await
+    ensure_with(c, groups, key_arn, owner, adopt, drift, None, false).await
 }
 
 /// [`ensure`], reading the groups from `snapshot` (one `observe_many` shared by many pipelines in
-/// a resync) when it holds all of them; any group missing from it is described afresh.
+/// a resync) when it holds all of them; any group missing from it is described afresh. With
+/// `cached_tags` (the slower checks are not due), a group's tags are taken from this process's
+/// last read of them ([`GroupTagIndex`]) when there is one.
+#[allow(clippy::too_many_arguments)]
 pub async fn ensure_with(
     c: &AwsClients,
     groups: &[LogGroupPlan],
@@ -171,6 +221,7 @@ pub async fn ensure_with(
     adopt: bool,
     drift: DriftPolicy,
     snapshot: Option<&BTreeMap<String, ObservedGroup>>,
+    cached_tags: bool,
 ) -> Result<(Vec<String>, Vec<Drift>), AwsError> {
     for g in groups {
         if matches!(g.kms_key, Some(KmsRef::Created { .. })) && key_arn.is_none() {
@@ -193,7 +244,14 @@ pub async fn ensure_with(
     let mut tags_of = BTreeMap::new();
     for g in groups {
         if let Some(o) = observed.get(&g.name) {
-            let tags = group_tags(c, &o.arn).await?;
+            let tags = match c.log_group_tags.get(o).filter(|_| cached_tags) {
+                Some(t) => t,
+                None => {
+                    let t = group_tags(c, &o.arn).await?;
+                    c.log_group_tags.put(o, &t);
+                    t
+                }
+            };
             if !owner.owns_tags(&tags) && !adopt {
                 return Err(AwsError::NameConflict {
                     resource: resource(&g.name),
@@ -210,6 +268,7 @@ pub async fn ensure_with(
         let key = desired_key(g, key_arn);
         let (Some(o), Some(tags)) = (observed.get(&g.name), tags_of.get(g.name.as_str())) else {
             create(c, g, key).await?;
+            c.log_group_tags.created(&g.arn, &g.tags);
             arns.push(g.arn.clone());
             continue;
         };
@@ -224,6 +283,7 @@ pub async fn ensure_with(
         if !missing.is_empty() {
             // Adoption (opted in) tags the group in every mode; lost tags on our group are drift.
             if adopting || correct {
+                c.log_group_tags.forget(&o.arn);
                 c.logs
                     .tag_resource()
                     .resource_arn(&o.arn)

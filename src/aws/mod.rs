@@ -131,6 +131,8 @@ pub struct AwsClients {
     pub calls: CallCounter,
     /// The account's KMS key tags as this process's tag scans read them (see [`kms::KeyTagIndex`]).
     pub kms_key_tags: kms::KeyTagIndex,
+    /// Log group tags as this process last read them (see [`logs::GroupTagIndex`]).
+    pub log_group_tags: logs::GroupTagIndex,
 }
 
 impl AwsClients {
@@ -195,6 +197,7 @@ impl AwsClients {
             sns: client!(aws_sdk_sns),
             calls,
             kms_key_tags: kms::KeyTagIndex::default(),
+            log_group_tags: logs::GroupTagIndex::default(),
         }
     }
 }

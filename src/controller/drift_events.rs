@@ -88,7 +88,15 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
     if matches!(event.touched, Touched::LogGroup(_)) {
         ctx.invalidate_log_groups().await;
     }
+    // Likewise the shared aliases and roles.
+    if matches!(event.touched, Touched::Role(_) | Touched::Alias(_)) {
+        ctx.batched.invalidate().await;
+    }
     for p in hit {
+        // Its slower checks (key state, rotation and policy; log group tags) run at once too.
+        if let Some(uid) = p.uid() {
+            ctx.batched.forget(&uid);
+        }
         tracing::info!(event = %event.event_name, pipeline = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), "drift event: reconciling now");
         ctx.forget_aws_sync(p);
         let _ = trigger.unbounded_send(ObjectRef::from_obj(p.as_ref()));

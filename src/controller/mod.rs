@@ -4,6 +4,7 @@
 pub mod applier;
 pub mod archive_status;
 pub mod backoff;
+pub mod batched;
 pub mod children;
 pub mod client;
 pub mod dataflow;
@@ -74,6 +75,8 @@ pub struct Ctx {
     pub backoffs: backoff::Backoffs,
     /// The cluster's log groups, observed at once for a resync of many pipelines.
     pub log_groups: tokio::sync::Mutex<Option<LogGroupSnapshot>>,
+    /// KMS aliases and IAM roles read once for many pipelines, and the per-key KMS check schedule.
+    pub batched: batched::BatchedReads,
     /// True once both stores hold the cluster's state; closed when the operator stops first.
     pub synced: tokio::sync::watch::Receiver<bool>,
     /// Children verified to be as desired: skips the dry-run comparison while nothing changed.
@@ -240,6 +243,7 @@ impl Ctx {
             m.remove(&uid);
             drop(m);
             self.set_recheck(&uid, None);
+            self.batched.forget(&uid);
             self.metrics.data_flowing(&uid, None);
         }
     }
@@ -405,6 +409,9 @@ pub struct Settings {
     pub shard: shard::Shard,
     /// Reconciles in flight at once, per controller (`--max-concurrent-reconciles`).
     pub concurrency: u16,
+    /// How often a KMS key's state, tags, rotation and policy are read when nothing names it
+    /// (`--kms-check-interval`).
+    pub kms_check_interval: Duration,
 }
 
 /// Drops what no reconcile reads before a pipeline enters the cache: managedFields (a few KB
@@ -534,6 +541,7 @@ pub async fn run_controllers(
         aws_synced: Mutex::new(HashMap::new()),
         backoffs: backoff::Backoffs::default(),
         log_groups: tokio::sync::Mutex::new(None),
+        batched: batched::BatchedReads::new(settings.kms_check_interval),
         synced: synced_rx,
         applied: children::AppliedCache::default(),
         data_checks: Mutex::new(HashMap::new()),

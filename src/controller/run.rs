@@ -61,6 +61,26 @@ pub struct RunArgs {
     /// (every pipeline is reconciled once when the caches fill); 0 means unbounded.
     #[arg(long, env = "MLOBS_MAX_CONCURRENT_RECONCILES", default_value_t = 32)]
     pub max_concurrent_reconciles: u16,
+    /// How often each pipeline's KMS key is read in full (DescribeKey, ListResourceTags,
+    /// GetKeyRotationStatus, GetKeyPolicy), and its log groups' tags (ListTagsForResource), when
+    /// nothing else asks for it, e.g. `24h`, `6h`, `30m` (at least `1m`). Every resync still finds
+    /// the key through its alias (one ListAliases for all pipelines) and reads the log groups and
+    /// roles in shared listings; the full read also happens when the pipeline is new to this
+    /// process, when a drift event names one of its resources, when mlobs changed it, and while
+    /// its data is not flowing. Pipelines come due spread over the interval. So without
+    /// `--drift-events-queue`, a change to a key's rotation, tags or policy (or to a log group's
+    /// tags) that does not stop the logs is found within this interval, not within one resync.
+    #[arg(long, env = "MLOBS_KMS_CHECK_INTERVAL", default_value = "24h", value_parser = parse_interval)]
+    pub kms_check_interval: std::time::Duration,
+}
+
+/// A Go-style duration of at least one minute (`90s`, `30m`, `24h`).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let ms = crate::crd::common::parse_duration_ms(s)?;
+    if ms < 60_000 {
+        return Err(format!("{s:?} is shorter than 1m"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 fn init_logging() {
@@ -156,6 +176,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drift_events_queue: args.drift_events_queue.clone(),
         shard: args.shard,
         concurrency: args.max_concurrent_reconciles,
+        kms_check_interval: args.kms_check_interval,
     };
     tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, shard = %args.shard, "starting mlobs operator");
     let work = run_controllers(client.clone(), settings, ready, shutdown.clone());

@@ -258,6 +258,11 @@ impl Observed {
         match &self.aws {
             Some(AwsResult::Ok { out, .. }) => {
                 let started = c.s.aws.as_ref().and_then(|a| a.kms_key_create_started.clone());
+                let checked = match (&out.kms_key_arn, out.kms_key_checked) {
+                    (None, _) => None,
+                    (Some(_), true) => Some(now.clone()),
+                    (Some(_), false) => c.s.aws.as_ref().and_then(|a| a.kms_key_checked_at.clone()),
+                };
                 c.s.aws = Some(AwsStatus {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
@@ -272,6 +277,7 @@ impl Observed {
                     amp_workspace_alias: out.amp_workspace.as_ref().map(|(a, _)| a.clone()),
                     // Kept as written: the API server keeps it too (status is merge-patched).
                     kms_key_create_started: started,
+                    kms_key_checked_at: checked,
                 });
                 let key = out.kms_key_arn.as_deref().unwrap_or("CloudWatch default encryption");
                 c.set(ty::KMS_KEY_READY, st::TRUE, reason::RECONCILED, key.to_string());

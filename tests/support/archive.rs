@@ -47,6 +47,7 @@ pub fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
         known_key_id: None,
         scan_for_key: false,
         log_group_snapshot: None,
+        batched: Default::default(),
         alarms_recorded: false,
         dashboard_recorded: None,
     };

@@ -487,5 +487,6 @@ pub async fn faulty_clients(faults: &Faults, retry: RetryConfig) -> AwsClients {
         ),
         calls,
         kms_key_tags: Default::default(),
+        log_group_tags: Default::default(),
     }
 }

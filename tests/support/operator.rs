@@ -104,6 +104,7 @@ impl Operator {
             drift_events_queue: queue,
             shard: Default::default(),
             concurrency: 32,
+            kms_check_interval: mlobs::controller::batched::DEFAULT_KMS_CHECK_INTERVAL,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).shared();

@@ -32,10 +32,12 @@ use super::{TAG_CLUSTER, TAG_PIPELINE, TAG_UID};
 
 /// Actions whose Service Authorization Reference entry has no resource type: a policy can name
 /// them only with `"Resource": "*"` (each statement is still limited by `aws:RequestedRegion`).
-pub const RESOURCE_STAR_ACTIONS: [&str; 6] = [
+pub const RESOURCE_STAR_ACTIONS: [&str; 8] = [
     "aps:CreateWorkspace",
     "aps:ListWorkspaces",
+    "iam:GetAccountAuthorizationDetails",
     "kms:CreateKey",
+    "kms:ListAliases",
     "kms:ListKeys",
     "logs:DescribeLogGroups",
     "xray:GetTraceSegmentDestination",
@@ -341,6 +343,14 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             json!("*"),
             Some(json!({ "StringEquals": region })),
         ),
+        // A resync finds every pipeline's key through one listing of the aliases (100 a page)
+        // instead of a DescribeKey per pipeline.
+        statement(
+            "KmsListAliases",
+            &["kms:ListAliases"],
+            json!("*"),
+            Some(json!({ "StringEquals": region })),
+        ),
         // Reads carry no tag condition: a user's key (encryption.kms.keyArn) is only described,
         // and the ownership check must read a foreign key's tags to report a NameConflict.
         statement(
@@ -505,6 +515,17 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             "IamReadRoles",
             &["iam:GetRole", "iam:GetRolePolicy"],
             json!(roles),
+            None,
+        ),
+        // A resync reads every role's trust policy, inline policies, tags and boundary in one
+        // listing (1,000 roles a page) instead of GetRole and GetRolePolicy per pipeline. The
+        // action has no resource type, so it cannot be narrowed to our roles; it reads (and mlobs
+        // keeps) only what the listing returns, and it writes nothing. Without it mlobs falls
+        // back to the per-role reads above.
+        statement(
+            "IamListRoleDetails",
+            &["iam:GetAccountAuthorizationDetails"],
+            json!("*"),
             None,
         ),
         // With a boundary, a role's permissions can only be written on a role that carries it:

@@ -21,12 +21,12 @@ use super::super::status::{AwsResult, MetricsSource, Observed};
 use super::plan::{World, plan_fingerprint};
 use super::{ADOPT_ANNOTATION, owner};
 use crate::aws::Drift;
-use crate::aws::apply::{ApplyOptions, StepError, ensure_all};
+use crate::aws::apply::{ApplyOptions, Batched, StepError, ensure_all};
 use crate::crd::MLObservabilityPipeline;
 use crate::crd::conditions::{self, pipeline as pty, reason};
 use crate::crd::reason::Reason;
 use crate::desired::Desired;
-use crate::desired::aws_plan::KmsKeyPlan;
+use crate::desired::aws_plan::{KmsKeyPlan, RolePlan};
 
 /// Step 3: ensures the AWS side (KMS key, log groups, IAM role, identity association) and records
 /// the outcome in `obs`. A failure is recorded and returned: the caller writes status first.
@@ -52,6 +52,12 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
     } else {
         None
     };
+    let checked_at = std::time::SystemTime::now();
+    let batched = if was_ready {
+        batched_reads(p, ctx, d, checked_at).await
+    } else {
+        Batched::default()
+    };
     let opts = ApplyOptions {
         owner: owner(d),
         adopt: d.effective.adopt || p.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true"),
@@ -59,6 +65,7 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         known_key_id,
         scan_for_key,
         log_group_snapshot: snapshot,
+        batched,
         alarms_recorded: recorded.alarm_count.is_some(),
         dashboard_recorded: recorded.dashboard_name.clone(),
     };
@@ -80,6 +87,13 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
     }
     if out.drift.iter().any(|x| x.corrected) || !was_ready {
         ctx.invalidate_log_groups().await;
+        // A role or alias mlobs just created or put back: the snapshots predate it.
+        ctx.batched.invalidate().await;
+    }
+    if !opts.batched.skip_slow_checks
+        && let Some(uid) = p.uid()
+    {
+        ctx.batched.slow_checks_ran(&uid, checked_at);
     }
     // When the AWS plan itself changed since this process last ensured it (a spec edit, a
     // workspace id now known), the differences are that change, applied as an update: not drift.
@@ -110,6 +124,35 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         ctx.mark_aws_synced(p, plan_fingerprint(p, d));
     }
     Ok(())
+}
+
+/// What a resync reads once for all pipelines (the account's aliases, mlobs's roles), and
+/// whether this pipeline's slower checks are due (see `controller::batched`): when it is new to
+/// this process, when a drift event named it, when its interval passed, or while data is not
+/// flowing (a disabled key or a key policy that lost the logs statement stops delivery: check
+/// it now, not in a day).
+async fn batched_reads(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, now: std::time::SystemTime) -> Batched {
+    let created_key = matches!(d.aws.kms, Some(KmsKeyPlan::Create { .. }));
+    let created_role = matches!(d.aws.role, RolePlan::Create { .. }) || d.aws.hot_path.is_some();
+    let not_flowing = p
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING))
+        .is_some_and(|c| c.status == conditions::status::FALSE);
+    let skip_slow_checks = !not_flowing && p.uid().is_some_and(|uid| !ctx.batched.slow_checks_due(&uid, now));
+    Batched {
+        kms_aliases: if created_key && skip_slow_checks {
+            ctx.batched.aliases(&ctx.aws).await
+        } else {
+            None
+        },
+        iam_roles: if created_role {
+            ctx.batched.roles(&ctx.aws).await
+        } else {
+            None
+        },
+        skip_slow_checks,
+    }
 }
 
 async fn aws_failed(p: &MLObservabilityPipeline, ctx: &Ctx, obs: &mut Observed, e: StepError) -> Error {

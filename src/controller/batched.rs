@@ -1,0 +1,181 @@
+//! Batched AWS reads for resyncs: the account's KMS aliases and mlobs's IAM roles, each read once
+//! for every pipeline that resyncs within [`SNAPSHOT_TTL`] (as the log group snapshot is), and the
+//! schedule of each pipeline's slower checks.
+//!
+//! The slower checks are what no listing shows: the KMS key's own state, tags, rotation and policy
+//! (four reads) and the log groups' tags (one read each). They run when the pipeline is new to
+//! this process, when a drift event names one of its resources, when its data stopped flowing,
+//! and otherwise once per `--kms-check-interval`. Each pipeline has its own phase in that interval
+//! (a hash of its uid), so N pipelines come due spread evenly over it, not all in one resync.
+//! A change mlobs makes is made by a full check, which records itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::aws::{AwsClients, AwsError, iam, kms};
+
+/// How long a snapshot serves resyncs before it is read again (also after a failed read, so that
+/// an account without the permission is not asked once per pipeline).
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(30);
+
+/// Default of `mlobs run --kms-check-interval`.
+pub const DEFAULT_KMS_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// A snapshot as last read: when, and what (`None`: the read failed).
+type Cached<T> = tokio::sync::Mutex<Option<(Instant, Option<Arc<T>>)>>;
+
+/// Shared by all pipeline reconciles (one `Ctx` field).
+pub struct BatchedReads {
+    aliases: Cached<kms::AliasSnapshot>,
+    roles: Cached<iam::RoleSnapshot>,
+    /// Pipeline uid → when this process last ran its slower checks.
+    slow_checks: Mutex<HashMap<String, SystemTime>>,
+    /// `--kms-check-interval`.
+    pub kms_check_interval: Duration,
+}
+
+impl BatchedReads {
+    pub fn new(kms_check_interval: Duration) -> BatchedReads {
+        BatchedReads {
+            aliases: tokio::sync::Mutex::new(None),
+            roles: tokio::sync::Mutex::new(None),
+            slow_checks: Mutex::new(HashMap::new()),
+            kms_check_interval,
+        }
+    }
+
+    /// The account's KMS aliases, at most [`SNAPSHOT_TTL`] old; `None` when ListAliases fails
+    /// (each pipeline then describes its own alias).
+    pub async fn aliases(&self, aws: &AwsClients) -> Option<Arc<kms::AliasSnapshot>> {
+        cached(&self.aliases, "ListAliases", kms::observe_aliases(aws)).await
+    }
+
+    /// mlobs's IAM roles, at most [`SNAPSHOT_TTL`] old; `None` when GetAccountAuthorizationDetails
+    /// fails (each pipeline then reads its own role).
+    pub async fn roles(&self, aws: &AwsClients) -> Option<Arc<iam::RoleSnapshot>> {
+        cached(&self.roles, "GetAccountAuthorizationDetails", iam::observe_roles(aws)).await
+    }
+
+    /// Drops both snapshots: mlobs changed a role or an alias, or a drift event says someone did.
+    pub async fn invalidate(&self) {
+        *self.aliases.lock().await = None;
+        *self.roles.lock().await = None;
+    }
+
+    /// Whether the pipeline's slower checks are due at `now`.
+    pub fn slow_checks_due(&self, uid: &str, now: SystemTime) -> bool {
+        let m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(uid)
+            .is_none_or(|last| due(*last, now, self.kms_check_interval, uid))
+    }
+
+    /// Records that the pipeline's slower checks ran at `at`.
+    pub fn slow_checks_ran(&self, uid: &str, at: SystemTime) {
+        let mut m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(uid.to_string(), at);
+    }
+
+    /// Makes the pipeline's next ensure run its slower checks (a drift event named it).
+    pub fn forget(&self, uid: &str) {
+        let mut m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(uid);
+    }
+}
+
+async fn cached<T>(
+    slot: &Cached<T>,
+    operation: &str,
+    read: impl std::future::Future<Output = Result<T, AwsError>>,
+) -> Option<Arc<T>> {
+    let mut held = slot.lock().await;
+    if let Some((taken, value)) = held.as_ref()
+        && taken.elapsed() < SNAPSHOT_TTL
+    {
+        return value.clone();
+    }
+    let value = match read.await {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            tracing::warn!(operation, error = %e, "batched read failed; pipelines read their own resources until it succeeds");
+            None
+        }
+    };
+    *held = Some((Instant::now(), value.clone()));
+    value
+}
+
+/// This pipeline's offset within the interval, from a hash of `phase_key`.
+fn phase(interval: Duration, phase_key: &str) -> u64 {
+    let h = Sha256::digest(phase_key.as_bytes());
+    let n = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
+    n % interval.as_secs().max(1)
+}
+
+/// Whether a check at `last` is stale at `now`: the pipeline's own boundary (its phase plus a
+/// whole number of intervals since the epoch) lies in `(last, now]`. So each pipeline is checked
+/// once per interval, at a time of its own; one checked just before its boundary is checked
+/// again at it.
+pub fn due(last: SystemTime, now: SystemTime, interval: Duration, phase_key: &str) -> bool {
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (every, offset) = (interval.as_secs().max(1), phase(interval, phase_key));
+    let period = |t: SystemTime| secs(t).saturating_sub(offset) / every;
+    period(now) > period(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_key_is_due_once_per_interval_at_its_own_phase() {
+        let start = 1_800_000_000;
+        // Checked at `start`: due exactly once within any later interval-long window.
+        let boundaries = (1..=2 * 3600)
+            .filter(|s| due(at(start + s - 1), at(start + s), HOUR, "uid-a"))
+            .count();
+        assert_eq!(boundaries, 2, "two boundaries in two hours");
+        assert!(!due(at(start), at(start + 1), HOUR, "uid-a"));
+        assert!(
+            due(at(start), at(start + 3600), HOUR, "uid-a"),
+            "at most one interval late"
+        );
+    }
+
+    #[test]
+    fn keys_checked_together_come_due_spread_over_the_interval() {
+        let start = 1_800_000_000;
+        let resync = 600;
+        // 600 keys all checked at start: how many fall due in each 10-minute resync after it.
+        let mut per_resync = [0usize; 6];
+        for i in 0..600 {
+            let key = format!("uid-{i}");
+            let first = (1..=6).find(|r| due(at(start), at(start + r * resync), HOUR, &key));
+            let r = first.expect("due within one interval");
+            per_resync[(r - 1) as usize] += 1;
+        }
+        assert!(per_resync.iter().all(|n| (60..=140).contains(n)), "{per_resync:?}");
+    }
+
+    #[test]
+    fn a_pipeline_new_to_the_process_or_forgotten_is_due_at_once() {
+        let b = BatchedReads::new(HOUR);
+        let now = at(1_800_000_000);
+        assert!(b.slow_checks_due("uid", now), "new to this process");
+        b.slow_checks_ran("uid", now);
+        assert!(!b.slow_checks_due("uid", now + Duration::from_secs(1)));
+        b.forget("uid");
+        assert!(
+            b.slow_checks_due("uid", now + Duration::from_secs(1)),
+            "a drift event named it"
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! Batched resync reads against moto: a resync of many pipelines reads KMS aliases, IAM roles and
+//! log groups in shared listings (no per-pipeline read), and drift made outside mlobs is still
+//! found: a role's from the next listing, a key's when its full check is due.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mlobs::aws::apply::{ApplyOptions, AwsOutcome, Batched, ensure_all};
+use mlobs::aws::calls::is_mutating;
+use mlobs::aws::{AwsClients, Owner, iam, kms, logs};
+use mlobs::crd::{DriftPolicy, MLObservabilityPipeline};
+use mlobs::desired::aws_plan::{self, AwsPlan, RolePlan};
+use mlobs::desired::effective::{Context, Effective};
+use mlobs::desired::merge::merge;
+use serde_json::json;
+use support::moto;
+
+/// Reads that name one pipeline's resource: none of them belongs in a resync of unchanged pipelines.
+const PER_PIPELINE_READS: [&str; 7] = [
+    "DescribeKey",
+    "ListTagsForResource",
+    "ListResourceTags",
+    "GetKeyRotationStatus",
+    "GetKeyPolicy",
+    "GetRole",
+    "GetRolePolicy",
+];
+
+fn effective(cluster: &str, name: &str) -> Effective {
+    let p: MLObservabilityPipeline = serde_json::from_value(json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+        "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {"clusterName": cluster, "region": "us-east-1",
+            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}}
+    }))
+    .expect("pipeline");
+    merge(&p, None, &Context::default()).expect("merge").effective
+}
+
+fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
+    let plan = aws_plan::build(e).expect("plan");
+    let opts = ApplyOptions {
+        owner: Owner {
+            cluster: e.cluster_name.clone(),
+            pipeline: e.pipeline_id(),
+        },
+        adopt: false,
+        drift: DriftPolicy::Correct,
+        known_key_id: None,
+        scan_for_key: false,
+        log_group_snapshot: None,
+        batched: Batched::default(),
+        alarms_recorded: false,
+        dashboard_recorded: None,
+    };
+    (plan, opts)
+}
+
+/// The options of a resync after `first`: the key id recorded in status, and what the controller
+/// reads once for all pipelines.
+fn resync_opts(
+    opts: &ApplyOptions,
+    first: &AwsOutcome,
+    groups: &Arc<BTreeMap<String, logs::ObservedGroup>>,
+    batched: &Batched,
+) -> ApplyOptions {
+    let mut o = opts.clone();
+    o.known_key_id = first.kms_key_id.clone();
+    o.log_group_snapshot = Some(groups.clone());
+    o.batched = batched.clone();
+    o
+}
+
+/// The shared listings of a resync, read with `c` (so they are counted there).
+async fn listings(c: &AwsClients, cluster: &str) -> (Arc<BTreeMap<String, logs::ObservedGroup>>, Batched) {
+    let groups = logs::observe_many(c, &format!("/aws/eks/{cluster}/"))
+        .await
+        .expect("log groups");
+    let batched = Batched {
+        kms_aliases: Some(Arc::new(kms::observe_aliases(c).await.expect("ListAliases"))),
+        iam_roles: Some(Arc::new(
+            iam::observe_roles(c).await.expect("GetAccountAuthorizationDetails"),
+        )),
+        skip_slow_checks: true,
+    };
+    (Arc::new(groups), batched)
+}
+
+fn reads(c: &AwsClients) -> BTreeMap<String, u64> {
+    let mut by_op = BTreeMap::new();
+    for (k, n) in c.calls.snapshot() {
+        if !is_mutating(&k.operation) {
+            *by_op.entry(k.operation).or_default() += n;
+        }
+    }
+    by_op
+}
+
+#[tokio::test]
+async fn a_resync_of_sixty_pipelines_reads_shared_listings_and_nothing_per_pipeline() {
+    let cluster = moto::unique("batch");
+    let n: u64 = 60;
+    let c = moto::clients().await;
+    let mut pipelines = Vec::new();
+    for i in 0..n {
+        let e = effective(&cluster, &format!("p{i:03}"));
+        let (plan, opts) = plan_and_opts(&e);
+        let first = ensure_all(&c, &plan, &opts).await.expect("first ensure");
+        assert!(first.ready(&plan) && first.kms_key_checked, "{first:?}");
+        pipelines.push((plan, opts, first));
+    }
+
+    // The resync, by the same process (its clients remember what they read in full): the
+    // listings once, then every pipeline's ensure against them.
+    c.calls.reset();
+    let (groups, batched) = listings(&c, &cluster).await;
+    for (plan, opts, first) in &pipelines {
+        let opts = resync_opts(opts, first, &groups, &batched);
+        let out = ensure_all(&c, plan, &opts).await.expect("resync");
+        assert_eq!(out.kms_key_arn, first.kms_key_arn);
+        assert_eq!(out.role_arn, first.role_arn);
+        assert!(!out.kms_key_checked && out.drift.is_empty(), "{out:?}");
+    }
+    let by_op = reads(&c);
+    let total: u64 = by_op.values().sum();
+    let aliases = batched.kms_aliases.as_ref().map_or(0, |a| a.len()) as u64;
+    let roles = batched.iam_roles.as_ref().map_or(0, |r| r.len()) as u64;
+    // What listing pages cost at most: DescribeLogGroups 50 groups a page (two groups per
+    // pipeline), ListAliases 100 aliases, GetAccountAuthorizationDetails 1,000 roles.
+    let floor = (2 * n).div_ceil(50) + aliases.div_ceil(100).max(1) + roles.div_ceil(1000).max(1);
+    let goal = n / 50 + 3;
+    println!(
+        "resync of {n} pipelines: {total} reads {by_op:?}; listing floor {floor}; issue #18 goal N/50+3 = {goal}: {}",
+        if total <= goal {
+            "met"
+        } else {
+            "missed (the log groups alone take 2N/50 pages)"
+        }
+    );
+    assert_eq!(c.calls.mutating(), 0, "{:?}", c.calls.snapshot());
+    for op in PER_PIPELINE_READS {
+        assert_eq!(by_op.get(op), None, "{op}: a per-pipeline read in the resync");
+    }
+    assert!(
+        total <= floor,
+        "{total} reads for {n} pipelines (floor {floor}): {by_op:?}"
+    );
+
+    // The same resync as the controller made it before the batched reads: log groups from the
+    // shared listing, everything else read per pipeline.
+    c.calls.reset();
+    for (plan, opts, first) in &pipelines {
+        let mut opts = resync_opts(opts, first, &groups, &Batched::default());
+        opts.batched = Batched::default();
+        ensure_all(&c, plan, &opts).await.expect("per-pipeline resync");
+    }
+    let before = reads(&c);
+    let before_total: u64 = before.values().sum();
+    println!("the same resync reading per pipeline: {before_total} reads {before:?}");
+    assert!(before_total > 5 * n, "{before:?}");
+}
+
+#[tokio::test]
+async fn a_key_disabled_or_its_rotation_turned_off_outside_mlobs_is_found_when_its_check_is_due() {
+    let cluster = moto::unique("keydrift");
+    let e = effective(&cluster, "train");
+    let (plan, opts) = plan_and_opts(&e);
+    let c = moto::clients().await;
+    let first = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    let key = first.kms_key_id.clone().expect("key");
+    c.kms
+        .disable_key_rotation()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("rotation off");
+    c.kms.disable_key().key_id(&key).send().await.expect("disable");
+
+    // Not due: the alias still points to the recorded key, so nothing of the key is read.
+    let (groups, batched) = listings(&c, &cluster).await;
+    c.calls.reset();
+    let quiet = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &batched))
+        .await
+        .expect("resync, check not due");
+    assert!(!quiet.kms_key_checked && quiet.drift.is_empty(), "{quiet:?}");
+    assert_eq!(c.calls.of("DescribeKey"), 0);
+
+    // Due (its interval passed, a drift event named it, or data stopped): found and put back.
+    let due = Batched {
+        skip_slow_checks: false,
+        ..batched.clone()
+    };
+    let out = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &due))
+        .await
+        .expect("resync, check due");
+    assert!(out.kms_key_checked);
+    let fields: Vec<&str> = out.drift.iter().map(|d| d.field.as_str()).collect();
+    assert!(
+        fields.contains(&"keyState") && fields.contains(&"keyRotation"),
+        "{:?}",
+        out.drift
+    );
+    let meta = c.kms.describe_key().key_id(&key).send().await.expect("describe");
+    assert_eq!(
+        meta.key_metadata().and_then(|m| m.key_state()).map(|s| s.as_str()),
+        Some("Enabled")
+    );
+    let rotation = c
+        .kms
+        .get_key_rotation_status()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("rotation");
+    assert!(rotation.key_rotation_enabled());
+}
+
+#[tokio::test]
+async fn an_alias_moved_to_another_key_outside_mlobs_is_read_in_full_even_when_the_check_is_not_due() {
+    let cluster = moto::unique("aliasmove");
+    let e = effective(&cluster, "train");
+    let (plan, opts) = plan_and_opts(&e);
+    let c = moto::clients().await;
+    let first = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    let Some(aws_plan::KmsKeyPlan::Create { alias, .. }) = &plan.kms else {
+        panic!("a created key")
+    };
+    let other = c.kms.create_key().send().await.expect("another key");
+    let other_id = other.key_metadata().map(|m| m.key_id().to_string()).expect("id");
+    // moto answers UpdateAlias with a 500: delete and create it instead.
+    c.kms
+        .delete_alias()
+        .alias_name(alias)
+        .send()
+        .await
+        .expect("delete alias");
+    c.kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(&other_id)
+        .send()
+        .await
+        .expect("alias to another key");
+    let (groups, batched) = listings(&c, &cluster).await;
+    let err = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &batched))
+        .await
+        .expect_err("the alias names a key that is not ours");
+    assert_eq!(err.error.reason().as_str(), "NameConflict", "{err}");
+}
+
+#[tokio::test]
+async fn a_role_trust_or_inline_policy_changed_outside_mlobs_is_found_from_the_next_listing() {
+    let cluster = moto::unique("roledrift");
+    let e = effective(&cluster, "train");
+    let (plan, opts) = plan_and_opts(&e);
+    let RolePlan::Create {
+        name,
+        inline_policy_name,
+        ..
+    } = &plan.role
+    else {
+        panic!("a created role")
+    };
+    let c = moto::clients().await;
+    let first = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    let other_trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    c.iam
+        .update_assume_role_policy()
+        .role_name(name)
+        .policy_document(other_trust.to_string())
+        .send()
+        .await
+        .expect("trust changed");
+    let wider =
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "logs:*", "Resource": "*"}]});
+    c.iam
+        .put_role_policy()
+        .role_name(name)
+        .policy_name(inline_policy_name)
+        .policy_document(wider.to_string())
+        .send()
+        .await
+        .expect("inline policy changed");
+
+    let (groups, batched) = listings(&c, &cluster).await;
+    c.calls.reset();
+    let out = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &batched))
+        .await
+        .expect("resync");
+    let fields: Vec<&str> = out.drift.iter().map(|d| d.field.as_str()).collect();
+    assert!(
+        fields.contains(&"assumeRolePolicyDocument") && fields.iter().any(|f| f.starts_with("inlinePolicy/")),
+        "{:?}",
+        out.drift
+    );
+    assert!(out.drift.iter().all(|d| d.corrected), "{:?}", out.drift);
+    assert_eq!(
+        c.calls.of("GetRole") + c.calls.of("GetRolePolicy"),
+        0,
+        "found from the listing"
+    );
+    assert_eq!(c.calls.of("UpdateAssumeRolePolicy"), 1);
+    assert_eq!(c.calls.of("PutRolePolicy"), 1);
+
+    // Put back: the next listing shows the role as planned.
+    let (groups, batched) = listings(&c, &cluster).await;
+    let again = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &batched))
+        .await
+        .expect("resync after the correction");
+    assert!(again.drift.is_empty(), "{:?}", again.drift);
+}
+
+#[tokio::test]
+async fn the_role_listing_has_trust_inline_policies_tags_and_boundary() {
+    // What moto's GetAccountAuthorizationDetails returns is what the snapshot compares: pinned
+    // here so that a moto without one of these fields fails loudly instead of reading as drift.
+    let c = moto::clients().await;
+    let name = moto::unique("listed");
+    let boundary = "arn:aws:iam::123456789012:policy/mlobs-boundary";
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": ["sts:AssumeRole", "sts:TagSession"]}]});
+    c.iam
+        .create_policy()
+        .policy_name("mlobs-boundary")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"logs:*","Resource":"*"}]}"#,
+        )
+        .send()
+        .await
+        .ok();
+    let tag = |k: &str, v: &str| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().expect("tag");
+    c.iam
+        .create_role()
+        .role_name(&name)
+        .assume_role_policy_document(trust.to_string())
+        .permissions_boundary(boundary)
+        .tags(tag("mlobs.io/pipeline", "team-a/listed"))
+        .send()
+        .await
+        .expect("create role");
+    let inline = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "*"}]});
+    c.iam
+        .put_role_policy()
+        .role_name(&name)
+        .policy_name("mlobs")
+        .policy_document(inline.to_string())
+        .send()
+        .await
+        .expect("inline");
+    c.iam
+        .create_role()
+        .role_name(moto::unique("untagged"))
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .expect("untagged role");
+    let roles = iam::observe_roles(&c).await.expect("listing");
+    assert!(
+        roles.values().all(|r| r.tags.contains_key("mlobs.io/pipeline")),
+        "untagged roles are left out"
+    );
+    let r = roles.get(&name).expect("our role is listed");
+    assert_eq!(r.boundary.as_deref(), Some(boundary));
+    assert_eq!(
+        r.tags.get("mlobs.io/pipeline").map(String::as_str),
+        Some("team-a/listed")
+    );
+    let doc = |raw: Option<&String>| raw.map(|d| iam::normalize(&iam::decode_policy(d).expect("JSON")));
+    assert_eq!(doc(r.trust.as_ref()), Some(iam::normalize(&trust)));
+    assert_eq!(doc(r.inline.get("mlobs")), Some(iam::normalize(&inline)));
+}
+
+#[tokio::test]
+async fn a_log_group_tag_removed_outside_mlobs_is_found_when_the_slower_checks_are_due() {
+    let cluster = moto::unique("tagdrift");
+    let e = effective(&cluster, "train");
+    let (plan, opts) = plan_and_opts(&e);
+    let c = moto::clients().await;
+    let first = ensure_all(&c, &plan, &opts).await.expect("ensure");
+    let group = &plan.log_groups[0];
+    c.logs
+        .untag_resource()
+        .resource_arn(&group.arn)
+        .tag_keys("mlobs.io/cluster")
+        .send()
+        .await
+        .expect("untag");
+
+    // Not due: the tags this process wrote at create stand in for a read.
+    let (groups, batched) = listings(&c, &cluster).await;
+    c.calls.reset();
+    let quiet = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &batched))
+        .await
+        .expect("resync, checks not due");
+    assert!(quiet.drift.is_empty(), "{:?}", quiet.drift);
+    assert_eq!(c.calls.of("ListTagsForResource"), 0);
+
+    let due = Batched {
+        skip_slow_checks: false,
+        ..batched
+    };
+    let out = ensure_all(&c, &plan, &resync_opts(&opts, &first, &groups, &due))
+        .await
+        .expect("resync, checks due");
+    let tags: Vec<_> = out.drift.iter().filter(|d| d.field == "tags").collect();
+    assert_eq!(tags.len(), 1, "{:?}", out.drift);
+    assert!(tags[0].corrected && tags[0].resource.ends_with(&group.name), "{tags:?}");
+    let now = c
+        .logs
+        .list_tags_for_resource()
+        .resource_arn(&group.arn)
+        .send()
+        .await
+        .expect("tags");
+    assert!(now.tags().is_some_and(|t| t.contains_key("mlobs.io/cluster")));
+}
