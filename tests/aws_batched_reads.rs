@@ -417,3 +417,93 @@ async fn a_log_group_tag_removed_outside_mlobs_is_found_when_the_slower_checks_a
         .expect("tags");
     assert!(now.tags().is_some_and(|t| t.contains_key("mlobs.io/cluster")));
 }
+
+#[tokio::test]
+async fn both_listings_follow_their_markers_to_the_last_page() {
+    use aws_sdk_iam::operation::get_account_authorization_details::GetAccountAuthorizationDetailsOutput;
+    use aws_sdk_iam::types::{RoleDetail, Tag};
+    use aws_sdk_kms::operation::list_aliases::ListAliasesOutput;
+    use aws_sdk_kms::types::AliasListEntry;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    let alias = |n: usize| {
+        AliasListEntry::builder()
+            .alias_name(format!("alias/mlobs/c/p{n}"))
+            .alias_arn(format!("arn:aws:kms:us-east-1:123456789012:alias/mlobs/c/p{n}"))
+            .target_key_id(format!("key-{n}"))
+            .build()
+    };
+    let first = mock!(aws_sdk_kms::Client::list_aliases)
+        .match_requests(|r| r.marker().is_none() && r.limit() == Some(100))
+        .then_output(move || {
+            ListAliasesOutput::builder()
+                .set_aliases(Some((0..100).map(alias).collect()))
+                .truncated(true)
+                .next_marker("m1")
+                .build()
+        });
+    let last = mock!(aws_sdk_kms::Client::list_aliases)
+        .match_requests(|r| r.marker() == Some("m1"))
+        .then_output(move || {
+            let managed = AliasListEntry::builder()
+                .alias_name("alias/aws/logs")
+                .target_key_id("aws-key")
+                .build();
+            ListAliasesOutput::builder()
+                .set_aliases(Some((100..130).map(alias).chain([managed]).collect()))
+                .truncated(false)
+                .build()
+        });
+    let role = |n: usize, tagged: bool| {
+        let mut b = RoleDetail::builder()
+            .role_name(format!("r{n}"))
+            .arn(format!("arn:aws:iam::123456789012:role/r{n}"));
+        if tagged {
+            b = b.tags(
+                Tag::builder()
+                    .key("mlobs.io/pipeline")
+                    .value(format!("ns/p{n}"))
+                    .build()
+                    .expect("tag"),
+            );
+        }
+        b.build()
+    };
+    let roles_first = mock!(aws_sdk_iam::Client::get_account_authorization_details)
+        .match_requests(|r| r.marker().is_none() && r.max_items() == Some(1000))
+        .then_output(move || {
+            GetAccountAuthorizationDetailsOutput::builder()
+                .role_detail_list(role(1, true))
+                .role_detail_list(role(2, false))
+                .is_truncated(true)
+                .marker("r-m1")
+                .build()
+        });
+    let roles_last = mock!(aws_sdk_iam::Client::get_account_authorization_details)
+        .match_requests(|r| r.marker() == Some("r-m1"))
+        .then_output(move || {
+            GetAccountAuthorizationDetailsOutput::builder()
+                .role_detail_list(role(3, true))
+                .is_truncated(false)
+                .build()
+        });
+
+    let mut c = moto::clients().await;
+    c.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&first, &last]);
+    c.iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&roles_first, &roles_last]);
+    let aliases = kms::observe_aliases(&c).await.expect("aliases");
+    assert_eq!(aliases.len(), 130, "AWS managed aliases are left out");
+    assert_eq!((first.num_calls(), last.num_calls()), (1, 1));
+    let p129 = aliases.get("alias/mlobs/c/p129").expect("last page read");
+    assert_eq!(
+        p129.key_arn().as_deref(),
+        Some("arn:aws:kms:us-east-1:123456789012:key/key-129")
+    );
+    let roles = iam::observe_roles(&c).await.expect("roles");
+    assert_eq!(
+        roles.keys().collect::<Vec<_>>(),
+        ["r1", "r3"],
+        "untagged roles are left out"
+    );
+    assert_eq!((roles_first.num_calls(), roles_last.num_calls()), (1, 1));
+}

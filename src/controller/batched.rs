@@ -4,8 +4,8 @@
 //!
 //! The slower checks are what no listing shows: the KMS key's own state, tags, rotation and policy
 //! (four reads) and the log groups' tags (one read each). They run when the pipeline is new to
-//! this process, when a drift event names one of its resources, when its data stopped flowing,
-//! and otherwise once per `--kms-check-interval`. Each pipeline has its own phase in that interval
+//! this process, when a drift event names one of its resources, once after its data stopped
+//! flowing, and otherwise once per `--kms-check-interval`. Each pipeline has its own phase in that interval
 //! (a hash of its uid), so N pipelines come due spread evenly over it, not all in one resync.
 //! A change mlobs makes is made by a full check, which records itself.
 
@@ -65,11 +65,14 @@ impl BatchedReads {
         *self.roles.lock().await = None;
     }
 
-    /// Whether the pipeline's slower checks are due at `now`.
-    pub fn slow_checks_due(&self, uid: &str, now: SystemTime) -> bool {
+    /// Whether the pipeline's slower checks are due at `now`. `data_stopped_at`: since when its
+    /// `DataFlowing` is `False`, if it is: one check after data stopped, not one per resync while
+    /// it stays stopped (each would also rewrite `status.aws.kmsKeyCheckedAt`).
+    pub fn slow_checks_due(&self, uid: &str, now: SystemTime, data_stopped_at: Option<SystemTime>) -> bool {
         let m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(uid)
-            .is_none_or(|last| due(*last, now, self.kms_check_interval, uid))
+        m.get(uid).is_none_or(|last| {
+            due(*last, now, self.kms_check_interval, uid) || data_stopped_at.is_some_and(|t| *last < t)
+        })
     }
 
     /// Records that the pipeline's slower checks ran at `at`.
@@ -169,13 +172,25 @@ mod tests {
     fn a_pipeline_new_to_the_process_or_forgotten_is_due_at_once() {
         let b = BatchedReads::new(HOUR);
         let now = at(1_800_000_000);
-        assert!(b.slow_checks_due("uid", now), "new to this process");
+        let later = now + Duration::from_secs(1);
+        assert!(b.slow_checks_due("uid", now, None), "new to this process");
         b.slow_checks_ran("uid", now);
-        assert!(!b.slow_checks_due("uid", now + Duration::from_secs(1)));
+        assert!(!b.slow_checks_due("uid", later, None));
         b.forget("uid");
+        assert!(b.slow_checks_due("uid", later, None), "a drift event named it");
+    }
+
+    #[test]
+    fn data_that_stopped_after_the_last_check_makes_one_check_due() {
+        let b = BatchedReads::new(HOUR);
+        let now = at(1_800_000_000);
+        b.slow_checks_ran("uid", now);
+        let stopped = Some(now + Duration::from_secs(60));
+        assert!(b.slow_checks_due("uid", now + Duration::from_secs(120), stopped));
+        b.slow_checks_ran("uid", now + Duration::from_secs(120));
         assert!(
-            b.slow_checks_due("uid", now + Duration::from_secs(1)),
-            "a drift event named it"
+            !b.slow_checks_due("uid", now + Duration::from_secs(180), stopped),
+            "still stopped, already checked since"
         );
     }
 }

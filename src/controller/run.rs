@@ -66,8 +66,8 @@ pub struct RunArgs {
     /// nothing else asks for it, e.g. `24h`, `6h`, `30m` (at least `1m`). Every resync still finds
     /// the key through its alias (one ListAliases for all pipelines) and reads the log groups and
     /// roles in shared listings; the full read also happens when the pipeline is new to this
-    /// process, when a drift event names one of its resources, when mlobs changed it, and while
-    /// its data is not flowing. Pipelines come due spread over the interval. So without
+    /// process, when a drift event names one of its resources, when mlobs changed it, and once
+    /// after its data stopped flowing. Pipelines come due spread over the interval. So without
     /// `--drift-events-queue`, a change to a key's rotation, tags or policy (or to a log group's
     /// tags) that does not stop the logs is found within this interval, not within one resync.
     #[arg(long, env = "MLOBS_KMS_CHECK_INTERVAL", default_value = "24h", value_parser = parse_interval)]

@@ -128,18 +128,21 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
 
 /// What a resync reads once for all pipelines (the account's aliases, mlobs's roles), and
 /// whether this pipeline's slower checks are due (see `controller::batched`): when it is new to
-/// this process, when a drift event named it, when its interval passed, or while data is not
-/// flowing (a disabled key or a key policy that lost the logs statement stops delivery: check
-/// it now, not in a day).
+/// this process, when a drift event named it, when its interval passed, or once after its data
+/// stopped flowing (a disabled key or a key policy that lost the logs statement stops delivery:
+/// check it then, not in a day).
 async fn batched_reads(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, now: std::time::SystemTime) -> Batched {
     let created_key = matches!(d.aws.kms, Some(KmsKeyPlan::Create { .. }));
     let created_role = matches!(d.aws.role, RolePlan::Create { .. }) || d.aws.hot_path.is_some();
-    let not_flowing = p
+    let data_stopped_at = p
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING))
-        .is_some_and(|c| c.status == conditions::status::FALSE);
-    let skip_slow_checks = !not_flowing && p.uid().is_some_and(|uid| !ctx.batched.slow_checks_due(&uid, now));
+        .filter(|c| c.status == conditions::status::FALSE)
+        .map(|c| std::time::SystemTime::from(c.last_transition_time.0));
+    let skip_slow_checks = p
+        .uid()
+        .is_some_and(|uid| !ctx.batched.slow_checks_due(&uid, now, data_stopped_at));
     Batched {
         kms_aliases: if created_key && skip_slow_checks {
             ctx.batched.aliases(&ctx.aws).await
