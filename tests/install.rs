@@ -483,6 +483,9 @@ fn values_become_operator_flags_and_the_role_annotation() {
             "run",
             "--metrics-addr=0.0.0.0:9090",
             "--leader-elect=true",
+            "--max-concurrent-reconciles=16",
+            "--drift-events-queue=https://sqs.us-east-1.amazonaws.com/123456789012/mlobs-drift-events",
+            "--kms-check-interval=12h",
             "--cluster-name=prod-gpu",
             "--region=us-east-1",
             "--account-id=123456789012",
@@ -572,6 +575,59 @@ fn shards_render_one_deployment_lease_and_budget_per_shard() {
         try_chart(&["--set", "shards=0"]).is_err(),
         "shards=0 must be refused by the schema"
     );
+}
+
+/// The operator flags the chart passes reach `mlobs run` as the binary parses them: drift events,
+/// the slower checks' interval, sharding and concurrency, and none when left empty.
+#[test]
+fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
+    use clap::Parser;
+    use mlobs::cli::{Cli, Command};
+    let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/mlobs-drift";
+    let docs = chart(&[
+        "--set",
+        &format!("driftEventsQueue={queue}"),
+        "--set",
+        "kmsCheckInterval=90m",
+        "--set",
+        "maxConcurrentReconciles=8",
+    ]);
+    let rendered = args(&docs);
+    let cli = Cli::try_parse_from(std::iter::once("mlobs".to_string()).chain(rendered.clone()))
+        .unwrap_or_else(|e| panic!("mlobs does not parse the chart's args {rendered:?}: {e}"));
+    let Command::Run(run) = cli.command else {
+        panic!("the chart runs something else than `mlobs run`: {rendered:?}")
+    };
+    assert_eq!(run.drift_events_queue.as_deref(), Some(queue));
+    assert_eq!(run.kms_check_interval, std::time::Duration::from_secs(90 * 60));
+    assert_eq!(run.max_concurrent_reconciles, 8);
+    // Left empty, neither flag is passed and the binary's defaults hold.
+    let plain = args(&chart(&[]));
+    assert!(
+        !plain
+            .iter()
+            .any(|a| a.starts_with("--drift-events-queue") || a.starts_with("--kms-check-interval")),
+        "{plain:?}"
+    );
+    let Command::Run(run) = Cli::try_parse_from(std::iter::once("mlobs".to_string()).chain(plain))
+        .expect("default args")
+        .command
+    else {
+        panic!("not `mlobs run`")
+    };
+    assert_eq!(run.drift_events_queue, None);
+    assert_eq!(run.kms_check_interval, std::time::Duration::from_secs(24 * 3600));
+    // The schema refuses what the binary would refuse at start.
+    for bad in [
+        "kmsCheckInterval=daily",
+        "kmsCheckInterval=24",
+        "driftEventsQueue=mlobs-drift",
+    ] {
+        assert!(
+            try_chart(&["--set", bad]).is_err(),
+            "{bad} must be refused by the schema"
+        );
+    }
 }
 
 #[test]
