@@ -6,49 +6,21 @@
 mod support;
 
 use aws_sdk_cloudwatch::types::ComparisonOperator;
+use mlobs::aws::AwsClients;
 use mlobs::aws::apply::{ApplyOptions, delete_all, ensure_all};
-use mlobs::aws::{AwsClients, Owner};
-use mlobs::crd::{DeletionPolicy, DriftPolicy, MLObservabilityPipeline};
-use mlobs::desired::aws_plan::{self, AwsPlan};
-use mlobs::desired::effective::{Context, Effective};
-use mlobs::desired::merge::merge;
+use mlobs::crd::{DeletionPolicy, DriftPolicy};
+use mlobs::desired::aws_plan::AwsPlan;
+use mlobs::desired::effective::Effective;
 use serde_json::{Value, json};
+use support::aws_pipeline::{self, plan_and_opts};
 use support::moto;
 
-/// A pipeline of `cluster` with `extra` (alerts, dashboards) over an IRSA identity.
 fn effective_with(cluster: &str, extra: Value) -> Effective {
-    let mut spec = json!({"clusterName": cluster, "region": "us-east-1",
-        "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}});
-    if let (Some(s), Some(x)) = (spec.as_object_mut(), extra.as_object()) {
-        s.extend(x.clone());
-    }
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"}, "spec": spec}))
-    .expect("pipeline");
-    merge(&p, None, &Context::default()).expect("merge").effective
+    aws_pipeline::effective(cluster, "train", extra)
 }
 
 fn effective(cluster: &str, alerts: Value) -> Effective {
     effective_with(cluster, json!({"alerts": alerts}))
-}
-
-fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
-    let opts = ApplyOptions {
-        owner: Owner {
-            cluster: e.cluster_name.clone(),
-            pipeline: e.pipeline_id(),
-        },
-        adopt: false,
-        drift,
-        known_key_id: None,
-        scan_for_key: false,
-        log_group_snapshot: None,
-        batched: Default::default(),
-        alarms_recorded: false,
-        dashboard_recorded: None,
-    };
-    (aws_plan::build(e).expect("plan"), opts)
 }
 
 /// `delete_all` of the plan with the key an ensure returned.

@@ -4,41 +4,21 @@
 mod support;
 
 use mlobs::aws::apply::{ApplyOptions, delete_all, ensure_all};
-use mlobs::aws::{AwsClients, Owner, logs};
-use mlobs::crd::{DeletionPolicy, DriftPolicy, MLObservabilityPipeline};
+use mlobs::aws::{AwsClients, logs};
+use mlobs::crd::{DeletionPolicy, DriftPolicy};
 use mlobs::desired::aws_plan::{self, AwsPlan};
-use mlobs::desired::effective::{Context, Effective};
-use mlobs::desired::merge::merge;
+use mlobs::desired::effective::Effective;
 use serde_json::json;
-use support::{faults, moto};
+use support::{aws_pipeline, faults, moto};
 
 fn effective(cluster: &str, name: &str) -> Effective {
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": name, "namespace": "team-a"},
-        "spec": {"clusterName": cluster, "region": "us-east-1",
-            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}}
-    }))
-    .expect("pipeline");
-    merge(&p, None, &Context::default()).expect("merge").effective
+    aws_pipeline::effective(cluster, name, json!({}))
 }
 
+/// The first ensure's plan and options, with the key scan on.
 fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
-    let plan = aws_plan::build(e).expect("plan");
-    let opts = ApplyOptions {
-        owner: Owner {
-            cluster: e.cluster_name.clone(),
-            pipeline: e.pipeline_id(),
-        },
-        adopt: false,
-        drift: DriftPolicy::Correct,
-        known_key_id: None,
-        scan_for_key: true,
-        log_group_snapshot: None,
-        batched: Default::default(),
-        alarms_recorded: false,
-        dashboard_recorded: None,
-    };
+    let (plan, mut opts) = aws_pipeline::plan_and_opts(e, DriftPolicy::Correct);
+    opts.scan_for_key = true;
     (plan, opts)
 }
 

@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use mlobs::aws::apply::{ApplyOptions, AwsOutcome, Batched, ensure_all};
 use mlobs::aws::calls::is_mutating;
-use mlobs::aws::{AwsClients, Owner, iam, kms, logs};
-use mlobs::crd::{DriftPolicy, MLObservabilityPipeline};
+use mlobs::aws::{AwsClients, iam, kms, logs};
+use mlobs::crd::DriftPolicy;
 use mlobs::desired::aws_plan::{self, AwsPlan, RolePlan};
-use mlobs::desired::effective::{Context, Effective};
-use mlobs::desired::merge::merge;
+use mlobs::desired::effective::Effective;
 use serde_json::json;
-use support::moto;
+use support::{aws_pipeline, moto};
 
 /// Reads that name one pipeline's resource: none of them belongs in a resync of unchanged pipelines.
 const PER_PIPELINE_READS: [&str; 7] = [
@@ -29,33 +28,11 @@ const PER_PIPELINE_READS: [&str; 7] = [
 ];
 
 fn effective(cluster: &str, name: &str) -> Effective {
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": name, "namespace": "team-a"},
-        "spec": {"clusterName": cluster, "region": "us-east-1",
-            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}}
-    }))
-    .expect("pipeline");
-    merge(&p, None, &Context::default()).expect("merge").effective
+    aws_pipeline::effective(cluster, name, json!({}))
 }
 
 fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
-    let plan = aws_plan::build(e).expect("plan");
-    let opts = ApplyOptions {
-        owner: Owner {
-            cluster: e.cluster_name.clone(),
-            pipeline: e.pipeline_id(),
-        },
-        adopt: false,
-        drift: DriftPolicy::Correct,
-        known_key_id: None,
-        scan_for_key: false,
-        log_group_snapshot: None,
-        batched: Batched::default(),
-        alarms_recorded: false,
-        dashboard_recorded: None,
-    };
-    (plan, opts)
+    aws_pipeline::plan_and_opts(e, DriftPolicy::Correct)
 }
 
 /// The options of a resync after `first`: the key id recorded in status, and what the controller

@@ -11,49 +11,19 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use mlobs::aws::apply::{ApplyOptions, ensure_all};
-use mlobs::aws::{AwsClients, Owner, logs};
-use mlobs::crd::{DriftPolicy, MLObservabilityPipeline};
-use mlobs::desired::Context;
-use mlobs::desired::aws_plan::{self, AwsPlan};
+use mlobs::aws::apply::ensure_all;
+use mlobs::aws::{AwsClients, logs};
+use mlobs::crd::DriftPolicy;
+use mlobs::desired::aws_plan;
 use mlobs::desired::effective::Effective;
-use mlobs::desired::merge::merge;
 use serde_json::json;
+use support::aws_pipeline::{self, plan_and_opts};
 use support::faults::{Fault, Faults, Rule, Target, fast_retries, faulty_clients};
 use support::moto;
 use support::operator::{NS, Operator};
 
-const OIDC: &str = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST";
-
 fn effective(cluster: &str, name: &str) -> Effective {
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": name, "namespace": "team-a"},
-        "spec": {"clusterName": cluster, "region": "us-east-1",
-            "identity": {"mode": "IRSA", "oidcProviderArn": OIDC}}
-    }))
-    .expect("pipeline");
-    merge(&p, None, &Context::default()).expect("merge").effective
-}
-
-fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOptions) {
-    let plan = aws_plan::build(e).expect("plan");
-    let opts = ApplyOptions {
-        owner: Owner {
-            cluster: e.cluster_name.clone(),
-            pipeline: e.pipeline_id(),
-        },
-        adopt: false,
-        drift,
-        known_key_id: None,
-        // As the controller: the first ensure has no create marker in status yet.
-        scan_for_key: false,
-        log_group_snapshot: None,
-        batched: Default::default(),
-        alarms_recorded: false,
-        dashboard_recorded: None,
-    };
-    (plan, opts)
+    aws_pipeline::effective(cluster, name, json!({}))
 }
 
 /// What moto holds for one cluster, found by the ownership tags (`mlobs.io/cluster` and

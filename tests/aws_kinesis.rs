@@ -11,24 +11,16 @@ use archive::plan_and_opts;
 use aws_sdk_kinesis::types::{StreamMode, StreamModeDetails};
 use mlobs::aws::apply::{delete_all, ensure_all};
 use mlobs::aws::{AwsClients, AwsError, kinesis};
-use mlobs::crd::{DeletionPolicy, DriftPolicy, MLObservabilityPipeline};
+use mlobs::crd::{DeletionPolicy, DriftPolicy};
 use mlobs::desired::aws_plan::hot_path::StreamPlan;
 use mlobs::desired::aws_plan::{self, AwsPlan, KmsRef, RolePlan};
-use mlobs::desired::effective::{Context, Effective};
+use mlobs::desired::effective::Effective;
 use mlobs::desired::hot_path::Capacity;
-use mlobs::desired::merge::merge;
 use serde_json::{Value, json};
-use support::moto;
+use support::{aws_pipeline, moto};
 
 fn effective(cluster: &str, hot_path: Value) -> Effective {
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"},
-        "spec": {"clusterName": cluster, "region": "us-east-1",
-            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"},
-            "hotPath": hot_path}}))
-    .expect("pipeline");
-    merge(&p, None, &Context::default()).expect("merge").effective
+    aws_pipeline::effective(cluster, "train", json!({"hotPath": hot_path}))
 }
 
 fn stream(plan: &AwsPlan) -> StreamPlan {

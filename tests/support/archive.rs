@@ -8,50 +8,27 @@ use aws_sdk_s3::types::{Tag, Tagging};
 use mlobs::aws::apply::{ApplyOptions, AwsOutcome, DeleteOutcome, StepError, delete_all};
 use mlobs::aws::s3_settings::ObservedBucket;
 use mlobs::aws::{AwsClients, Owner, s3};
-use mlobs::crd::{DeletionPolicy, DriftPolicy, MLObservabilityPipeline};
+use mlobs::crd::{DeletionPolicy, DriftPolicy};
 use mlobs::desired::aws_plan::archive::ArchiveBucketPlan;
 use mlobs::desired::aws_plan::{self, AwsPlan};
-use mlobs::desired::effective::{Context, Effective};
-use mlobs::desired::merge::merge;
+use mlobs::desired::effective::Effective;
 use serde_json::{Value, json};
 
+use super::support::aws_pipeline;
+pub use super::support::aws_pipeline::owner;
 use super::support::moto;
 
+/// A pipeline with a 7-year DEEP_ARCHIVE archive, and the spec fields of `extra` over it.
 pub fn effective(cluster: &str, region: &str, extra: Value) -> Effective {
-    let mut spec = json!({"clusterName": cluster, "region": region,
-        "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"},
-        "archive": {"retentionYears": 7, "transitionAfterDays": 30, "storageClass": "DEEP_ARCHIVE"}});
+    let mut spec = json!({"archive": {"retentionYears": 7, "transitionAfterDays": 30, "storageClass": "DEEP_ARCHIVE"}});
     if let (Some(s), Some(x)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(x.clone());
     }
-    let p: MLObservabilityPipeline = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-        "metadata": {"name": "train", "namespace": "team-a"}, "spec": spec}))
-    .expect("pipeline");
-    merge(&p, None, &Context::default()).expect("merge").effective
-}
-
-pub fn owner(e: &Effective) -> Owner {
-    Owner {
-        cluster: e.cluster_name.clone(),
-        pipeline: e.pipeline_id(),
-    }
+    aws_pipeline::effective_in(cluster, region, "train", spec)
 }
 
 pub fn plan_and_opts(e: &Effective) -> (AwsPlan, ApplyOptions) {
-    let plan = aws_plan::build(e).expect("plan");
-    let opts = ApplyOptions {
-        owner: owner(e),
-        adopt: false,
-        drift: DriftPolicy::Correct,
-        known_key_id: None,
-        scan_for_key: false,
-        log_group_snapshot: None,
-        batched: Default::default(),
-        alarms_recorded: false,
-        dashboard_recorded: None,
-    };
-    (plan, opts)
+    aws_pipeline::plan_and_opts(e, DriftPolicy::Correct)
 }
 
 pub fn bucket_plan(plan: &AwsPlan) -> ArchiveBucketPlan {

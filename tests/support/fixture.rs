@@ -4,11 +4,9 @@
 #![allow(dead_code)]
 
 use mlobs::aws::Owner;
-use mlobs::crd::MLObservabilityPipeline;
 use mlobs::desired::aws_plan::{self, AwsPlan};
-use mlobs::desired::effective::{Context, Effective};
-use mlobs::desired::merge::merge;
-use serde_json::{Value, json};
+use mlobs::desired::effective::Effective;
+use serde_json::Value;
 
 use super::moto;
 
@@ -24,21 +22,9 @@ impl Fixture {
     pub fn new(extra: Value) -> Fixture {
         let cluster = moto::unique("k");
         let name = moto::unique("p");
-        let mut spec = json!({"clusterName": cluster, "region": "us-east-1",
-            "identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TEST"}});
-        if let (Some(s), Some(x)) = (spec.as_object_mut(), extra.as_object()) {
-            s.extend(x.clone());
-        }
-        let p: MLObservabilityPipeline = serde_json::from_value(json!({
-            "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
-            "metadata": {"name": name, "namespace": "team-a"}, "spec": spec}))
-        .expect("pipeline");
-        let e = merge(&p, None, &Context::default()).expect("merge").effective;
+        let e = super::aws_pipeline::effective(&cluster, &name, extra);
         let plan = aws_plan::build(&e).expect("plan");
-        let owner = Owner {
-            cluster: e.cluster_name.clone(),
-            pipeline: e.pipeline_id(),
-        };
+        let owner = super::aws_pipeline::owner(&e);
         Fixture { e, plan, owner }
     }
 }

@@ -1,4 +1,5 @@
 pub mod apifake;
+pub mod aws_pipeline;
 pub mod faults;
 pub mod fixture;
 pub mod fuzzgen;
