@@ -794,6 +794,38 @@ async fn data_flowing_waits_for_the_collector_turns_true_with_events_and_false_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_data_turns_false_when_the_grace_period_ends_not_at_a_later_recheck() {
+    let op = Operator::start().await;
+    let spec = json!({"dataFlow": {"gracePeriod": "3s"}, "metrics": {"dcgm": {"scrapeInterval": "1s"}},
+        "collector": {"batch": {"timeout": "500ms"}}});
+    op.create("late", spec).await;
+    op.wait("the collector DaemonSet", |f| {
+        f.object("apps/v1", "daemonsets", Some(NS), "mlobs-late").is_some()
+    })
+    .await;
+    op.daemon_set_ready("late");
+    op.wait_reason("late", "DataFlowing", "Unknown", "WaitingForData").await;
+    // Nothing is ever sent. The re-check after a read that found nothing is 30 s away
+    // (FIRST_RECHECK, then doubling), but the grace period ends within 3 s: the next read is due
+    // then, and finds False. Nothing else asks for a read here (the resync is 10 minutes away).
+    let waiting = std::time::Instant::now();
+    let bound = Duration::from_secs(15);
+    loop {
+        let c = op.condition("late", "DataFlowing");
+        if c.as_ref().is_some_and(|(s, r)| s == "False" && r == "NoRecentLogs") {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < bound,
+            "DataFlowing still {c:?} {:?} after WaitingForData, with a grace period of 3 s",
+            waiting.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_by_alias_is_created_once_recorded_and_named_by_the_collector_config() {
     let op = Operator::start().await;
     let alias = moto::unique("gpu");

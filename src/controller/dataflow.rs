@@ -351,6 +351,27 @@ pub fn after_read(
     Some(Recheck { last: now, delay })
 }
 
+/// A re-check while `DataFlowing` waits out the grace period (`WaitingForData`) comes no later
+/// than one second after the grace period ends (`CollectorReady`'s transition + `grace_ms`), so
+/// `False` is found when the grace runs out, not one doubled delay later. Other states keep `r`.
+pub fn due_by_grace_end(r: Recheck, s: &MLObservabilityPipelineStatus, grace_ms: u64, now: &Time) -> Recheck {
+    let waiting =
+        conditions::find(&s.conditions, ty::DATA_FLOWING).is_some_and(|c| c.reason == reason::WAITING_FOR_DATA);
+    let ready_since = conditions::find(&s.conditions, ty::COLLECTOR_READY)
+        .filter(|c| c.status == st::TRUE && c.reason != reason::NO_GPU_NODES)
+        .map(|c| c.last_transition_time.0.as_millisecond());
+    let Some(since_ms) = ready_since.filter(|_| waiting) else {
+        return r;
+    };
+    let end_ms = since_ms.saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX));
+    let left = u64::try_from(end_ms.saturating_sub(now.0.as_millisecond())).unwrap_or(0);
+    let by = Duration::from_millis(left) + Duration::from_secs(1);
+    Recheck {
+        delay: r.delay.min(by),
+        ..r
+    }
+}
+
 /// How long until the scheduled re-check (zero when overdue).
 pub fn next_read_in(r: &Recheck, now: Instant) -> Duration {
     (r.last + r.delay).saturating_duration_since(now)

@@ -360,3 +360,34 @@ fn the_groups_checked_are_those_that_receive_data() {
     e.logs.enabled = false;
     assert!(names(&e).is_empty());
 }
+
+#[test]
+fn a_recheck_while_waiting_comes_by_the_end_of_the_grace_period_not_a_doubled_delay_later() {
+    // Collector ready at 1000 s, grace 60 s: nothing arrived by the read at 1030 s.
+    let mut s = status_ready_since(1000);
+    step(&mut s, &Serving::Ready, Some(&read(Read::Recheck, None, None)), 1030);
+    assert_eq!(flowing(&s).1, reason::WAITING_FOR_DATA);
+    let r = Recheck {
+        last: Instant::now(),
+        delay: Duration::from_secs(60),
+    };
+    // 30 s of grace left: due one second after it ends, not 60 s from now.
+    let capped = due_by_grace_end(r, &s, GRACE, &at(1030));
+    assert_eq!(capped.delay, Duration::from_secs(31));
+    assert_eq!(capped.last, r.last);
+    // A read after the grace period ended (still WaitingForData in status): due in a second.
+    assert_eq!(due_by_grace_end(r, &s, GRACE, &at(1090)).delay, Duration::from_secs(1));
+    // A shorter delay stays.
+    let short = Recheck {
+        delay: Duration::from_secs(10),
+        ..r
+    };
+    assert_eq!(
+        due_by_grace_end(short, &s, GRACE, &at(1030)).delay,
+        Duration::from_secs(10)
+    );
+    // Once False (no grace involved), the doubling is kept.
+    step(&mut s, &Serving::Ready, Some(&read(Read::Recheck, None, None)), 1061);
+    assert_eq!(flowing(&s).0, st::FALSE);
+    assert_eq!(due_by_grace_end(r, &s, GRACE, &at(1061)).delay, Duration::from_secs(60));
+}

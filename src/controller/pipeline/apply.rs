@@ -239,9 +239,17 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING));
     let recheck = ctx.recheck(&uid);
-    let Some(read) = dataflow::read_due(aws_step_ran, &obs.serving(), prev, recheck.as_ref(), Instant::now()) else {
+    let serving = obs.serving();
+    let Some(read) = dataflow::read_due(aws_step_ran, &serving, prev, recheck.as_ref(), Instant::now()) else {
+        tracing::debug!(
+            ?serving,
+            condition = prev.map(|c| c.reason.as_str()),
+            next_read_in = ?recheck.map(|r| dataflow::next_read_in(&r, Instant::now())),
+            "data-flow read not due"
+        );
         return;
     };
+    tracing::debug!(?read, "data-flow read");
     let mut readings = Vec::with_capacity(groups.len());
     let mut failed = None;
     for (signal, group) in groups {

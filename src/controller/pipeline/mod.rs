@@ -232,7 +232,9 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
     let old = p.status.clone().unwrap_or_default();
     let base = obs.resource_version.clone().or_else(|| p.resource_version());
     let read = obs.data_flow.is_some();
-    let new = obs.into_status(p, &old, super::now());
+    let grace_ms = obs.data_flow.as_ref().map(|d| d.grace_ms);
+    let now = super::now();
+    let new = obs.into_status(p, &old, now.clone());
     let stop = conditions::find(&new.conditions, pty::READY)
         .filter(|c| c.status == conditions::status::FALSE)
         .and_then(|c| Some((Reason::parse(&c.reason).filter(|r| r.is_terminal())?, c.message.clone())));
@@ -259,6 +261,10 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 tracing::debug!("status computed from an older copy; reconciling again from the newer one");
+                // What this reconcile read of the data flow is not written: the retry reads again.
+                if let Some(uid) = p.uid().filter(|_| read) {
+                    ctx.set_recheck(&uid, None);
+                }
                 ctx.metrics.status_conflict("pipeline");
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
@@ -289,12 +295,20 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
             let resync = Duration::from_millis(interval);
             let (was, is) = (flow_old.map(|c| c.status.as_str()), flow_new.map(|c| c.status.as_str()));
             dataflow::after_read(ctx.recheck(&uid).as_ref(), was, is, Instant::now(), resync)
+                .map(|r| dataflow::due_by_grace_end(r, &new, grace_ms.unwrap_or_default(), &now))
         } else if flow_new.is_some_and(dataflow::rechecks) {
             ctx.recheck(&uid)
         } else {
             None
         };
         ctx.set_recheck(&uid, next);
+        if read || next.is_some() {
+            tracing::debug!(
+                data_flowing = flow_new.map(|c| c.reason.as_str()),
+                next_read_in = ?next.map(|r| dataflow::next_read_in(&r, Instant::now())),
+                "data-flow re-check scheduled"
+            );
+        }
         next
     });
     // Nothing watches the exporter pods or Pod Security labels: look again soon while waiting on them.
