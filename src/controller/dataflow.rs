@@ -232,6 +232,13 @@ pub fn verdict(
     Some((st::FALSE, r, format!("{} (grace period {grace})", missing.join("; "))))
 }
 
+/// Since when `CollectorReady` is True (not counting `NoGpuNodes`): where the grace period starts.
+fn collector_ready_since(s: &MLObservabilityPipelineStatus) -> Option<&Time> {
+    conditions::find(&s.conditions, ty::COLLECTOR_READY)
+        .filter(|c| c.status == st::TRUE && c.reason != reason::NO_GPU_NODES)
+        .map(|c| &c.last_transition_time)
+}
+
 /// Sets `DataFlowing` and the last event times in `s` (whose `CollectorReady` is already this
 /// reconcile's). A re-check that leaves status and reason as they were changes nothing, so it
 /// writes nothing; a resync read refreshes message and times.
@@ -243,9 +250,7 @@ pub fn update(
     now: &Time,
 ) {
     let prev = conditions::find(&s.conditions, ty::DATA_FLOWING).cloned();
-    let ready_since = conditions::find(&s.conditions, ty::COLLECTOR_READY)
-        .filter(|c| c.status == st::TRUE && c.reason != reason::NO_GPU_NODES)
-        .map(|c| c.last_transition_time.clone());
+    let ready_since = collector_ready_since(s).cloned();
     let Some((status, r, message)) = verdict(serving, ready_since.as_ref(), prev.as_ref(), obs, now) else {
         return;
     };
@@ -357,9 +362,7 @@ pub fn after_read(
 pub fn due_by_grace_end(r: Recheck, s: &MLObservabilityPipelineStatus, grace_ms: u64, now: &Time) -> Recheck {
     let waiting =
         conditions::find(&s.conditions, ty::DATA_FLOWING).is_some_and(|c| c.reason == reason::WAITING_FOR_DATA);
-    let ready_since = conditions::find(&s.conditions, ty::COLLECTOR_READY)
-        .filter(|c| c.status == st::TRUE && c.reason != reason::NO_GPU_NODES)
-        .map(|c| c.last_transition_time.0.as_millisecond());
+    let ready_since = collector_ready_since(s).map(|t| t.0.as_millisecond());
     let Some(since_ms) = ready_since.filter(|_| waiting) else {
         return r;
     };
