@@ -686,16 +686,22 @@ async fn event_types(op: &Operator, reason: &str) -> Vec<String> {
     published(&op.fake)
 }
 
+/// A pipeline with a 3 s grace period (1 s scrapes, 500 ms batches), once its DaemonSet exists.
+async fn short_grace_pipeline(op: &Operator, name: &str) {
+    let spec = json!({"dataFlow": {"gracePeriod": "3s"}, "metrics": {"dcgm": {"scrapeInterval": "1s"}},
+        "collector": {"batch": {"timeout": "500ms"}}});
+    op.create(name, spec).await;
+    let ds = format!("mlobs-{name}");
+    op.wait("the collector DaemonSet", |f| {
+        f.object("apps/v1", "daemonsets", Some(NS), &ds).is_some()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_flowing_waits_for_the_collector_turns_true_with_events_and_false_after_the_grace_period() {
     let op = Operator::start().await;
-    let spec = json!({"dataFlow": {"gracePeriod": "3s"}, "metrics": {"dcgm": {"scrapeInterval": "1s"}},
-        "collector": {"batch": {"timeout": "500ms"}}});
-    op.create("flow", spec).await;
-    op.wait("the collector DaemonSet", |f| {
-        f.object("apps/v1", "daemonsets", Some(NS), "mlobs-flow").is_some()
-    })
-    .await;
+    short_grace_pipeline(&op, "flow").await;
     op.wait_reason("flow", "DataFlowing", "Unknown", "CollectorNotReady")
         .await;
     op.daemon_set_ready("flow");
@@ -796,13 +802,7 @@ async fn data_flowing_waits_for_the_collector_turns_true_with_events_and_false_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_data_turns_false_when_the_grace_period_ends_not_at_a_later_recheck() {
     let op = Operator::start().await;
-    let spec = json!({"dataFlow": {"gracePeriod": "3s"}, "metrics": {"dcgm": {"scrapeInterval": "1s"}},
-        "collector": {"batch": {"timeout": "500ms"}}});
-    op.create("late", spec).await;
-    op.wait("the collector DaemonSet", |f| {
-        f.object("apps/v1", "daemonsets", Some(NS), "mlobs-late").is_some()
-    })
-    .await;
+    short_grace_pipeline(&op, "late").await;
     op.daemon_set_ready("late");
     op.wait_reason("late", "DataFlowing", "Unknown", "WaitingForData").await;
     // Nothing is ever sent. The re-check after a read that found nothing is 30 s away
