@@ -1,6 +1,6 @@
 //! Batched AWS reads for resyncs: the account's KMS aliases and mlobs's IAM roles, each read once
-//! for every pipeline that resyncs within [`SNAPSHOT_TTL`] (as the log group snapshot is), and the
-//! schedule of each pipeline's slower checks.
+//! per resync period for every pipeline resyncing in it (as the log group snapshot is, see
+//! [`super::resync`]), and the schedule of each pipeline's slower checks.
 //!
 //! The slower checks are what no listing shows: the KMS key's own state, tags, rotation and policy
 //! (four reads) and the log groups' tags (one read each). They run when the pipeline is new to
@@ -11,21 +11,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use crate::aws::{AwsClients, AwsError, iam, kms};
 
-/// How long a snapshot serves resyncs before it is read again (also after a failed read, so that
-/// an account without the permission is not asked once per pipeline).
-pub const SNAPSHOT_TTL: Duration = Duration::from_secs(30);
-
 /// Default of `mlobs run --kms-check-interval`.
 pub const DEFAULT_KMS_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
-/// A snapshot as last read: when, and what (`None`: the read failed).
-type Cached<T> = tokio::sync::Mutex<Option<(Instant, Option<Arc<T>>)>>;
+/// A snapshot as last read: when, and what (`None`: the read failed). It serves every caller
+/// whose period started at or before it was taken, also after a failed read, so that an account
+/// without the permission is asked once per period, not once per pipeline.
+type Cached<T> = tokio::sync::Mutex<Option<(SystemTime, Option<Arc<T>>)>>;
 
 /// Shared by all pipeline reconciles (one `Ctx` field).
 pub struct BatchedReads {
@@ -47,16 +45,22 @@ impl BatchedReads {
         }
     }
 
-    /// The account's KMS aliases, at most [`SNAPSHOT_TTL`] old; `None` when ListAliases fails
-    /// (each pipeline then describes its own alias).
-    pub async fn aliases(&self, aws: &AwsClients) -> Option<Arc<kms::AliasSnapshot>> {
-        cached(&self.aliases, "ListAliases", kms::observe_aliases(aws)).await
+    /// The account's KMS aliases, read at or after `fresh_since` (the current resync period's
+    /// start); `None` when ListAliases fails (each pipeline then describes its own alias).
+    pub async fn aliases(&self, aws: &AwsClients, fresh_since: SystemTime) -> Option<Arc<kms::AliasSnapshot>> {
+        cached(&self.aliases, fresh_since, "ListAliases", kms::observe_aliases(aws)).await
     }
 
-    /// mlobs's IAM roles, at most [`SNAPSHOT_TTL`] old; `None` when GetAccountAuthorizationDetails
-    /// fails (each pipeline then reads its own role).
-    pub async fn roles(&self, aws: &AwsClients) -> Option<Arc<iam::RoleSnapshot>> {
-        cached(&self.roles, "GetAccountAuthorizationDetails", iam::observe_roles(aws)).await
+    /// mlobs's IAM roles, read at or after `fresh_since`; `None` when
+    /// GetAccountAuthorizationDetails fails (each pipeline then reads its own role).
+    pub async fn roles(&self, aws: &AwsClients, fresh_since: SystemTime) -> Option<Arc<iam::RoleSnapshot>> {
+        cached(
+            &self.roles,
+            fresh_since,
+            "GetAccountAuthorizationDetails",
+            iam::observe_roles(aws),
+        )
+        .await
     }
 
     /// Drops both snapshots: mlobs changed a role or an alias, or a drift event says someone did.
@@ -90,15 +94,17 @@ impl BatchedReads {
 
 async fn cached<T>(
     slot: &Cached<T>,
+    fresh_since: SystemTime,
     operation: &str,
     read: impl std::future::Future<Output = Result<T, AwsError>>,
 ) -> Option<Arc<T>> {
     let mut held = slot.lock().await;
     if let Some((taken, value)) = held.as_ref()
-        && taken.elapsed() < SNAPSHOT_TTL
+        && *taken >= fresh_since
     {
         return value.clone();
     }
+    let taken = SystemTime::now();
     let value = match read.await {
         Ok(v) => Some(Arc::new(v)),
         Err(e) => {
@@ -106,7 +112,7 @@ async fn cached<T>(
             None
         }
     };
-    *held = Some((Instant::now(), value.clone()));
+    *held = Some((taken, value.clone()));
     value
 }
 
@@ -166,6 +172,53 @@ mod tests {
             per_resync[(r - 1) as usize] += 1;
         }
         assert!(per_resync.iter().all(|n| (60..=140).contains(n)), "{per_resync:?}");
+    }
+
+    #[tokio::test]
+    async fn a_listing_serves_its_whole_resync_period_and_is_read_again_in_the_next() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let slot: Cached<u32> = tokio::sync::Mutex::new(None);
+        let reads = AtomicU32::new(0);
+        let read = || async { Ok::<u32, AwsError>(reads.fetch_add(1, Ordering::SeqCst) + 1) };
+        // A 10-minute period that started 9 minutes ago: taken now, the listing serves its
+        // pipelines until the period ends, however late in it they resync.
+        let period_start = SystemTime::now() - Duration::from_secs(540);
+        let first = cached(&slot, period_start, "Test", read()).await;
+        assert_eq!(first.as_deref(), Some(&1));
+        let taken = slot.lock().await.as_ref().map(|(t, _)| *t).expect("held");
+        // 45 s later in the same period (a 30 s time-to-live would have read again).
+        slot.lock().await.as_mut().expect("held").0 = taken - Duration::from_secs(45);
+        let later = cached(&slot, period_start, "Test", read()).await;
+        assert_eq!(later.as_deref(), Some(&1), "the same period: no second read");
+        // The next period starts after it was taken: read again.
+        let next = cached(&slot, SystemTime::now() + Duration::from_millis(1), "Test", read()).await;
+        assert_eq!(next.as_deref(), Some(&2), "a new period: read again");
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_is_not_asked_again_in_the_same_period() {
+        let slot: Cached<u32> = tokio::sync::Mutex::new(None);
+        let period_start = SystemTime::now() - Duration::from_secs(60);
+        let denied = || async {
+            Err::<u32, AwsError>(AwsError::AccessDenied {
+                operation: "ListAliases".into(),
+                resource: "*".into(),
+                code: "AccessDeniedException".into(),
+                message: "not allowed".into(),
+            })
+        };
+        assert!(cached(&slot, period_start, "Test", denied()).await.is_none());
+        let again = cached(&slot, period_start, "Test", async { Ok::<u32, AwsError>(7) }).await;
+        assert!(
+            again.is_none(),
+            "the failure stands for the period: pipelines read their own"
+        );
+        let next = cached(&slot, SystemTime::now() + Duration::from_millis(1), "Test", async {
+            Ok::<u32, AwsError>(7)
+        })
+        .await;
+        assert_eq!(next.as_deref(), Some(&7));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod resync;
 pub mod run;
 pub mod shard;
 pub mod status;
@@ -24,7 +25,7 @@ pub mod status;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use futures::StreamExt;
@@ -70,7 +71,7 @@ pub struct Ctx {
     pub policies: Store<GpuTelemetryPolicy>,
     /// Pipeline uid → (AWS plan fingerprint, when it was last ensured ready). Lets reconciles
     /// triggered by child or node events skip AWS until the plan changes or the resync is due.
-    pub aws_synced: Mutex<HashMap<String, (String, Instant)>>,
+    pub aws_synced: Mutex<HashMap<String, (String, SystemTime)>>,
     /// Per-object exponential backoff after retryable failures.
     pub backoffs: backoff::Backoffs,
     /// The cluster's log groups, observed at once for a resync of many pipelines.
@@ -90,12 +91,9 @@ pub struct Ctx {
 /// Log groups under one prefix, as one paged DescribeLogGroups saw them.
 pub struct LogGroupSnapshot {
     pub prefix: String,
-    pub taken: Instant,
+    pub taken: SystemTime,
     pub groups: Arc<BTreeMap<String, crate::aws::logs::ObservedGroup>>,
 }
-
-/// How long a log group snapshot serves resyncs before it is taken again.
-const SNAPSHOT_TTL: Duration = Duration::from_secs(30);
 
 impl Ctx {
     /// Waits until both stores are synced; `false` when the operator stops before that.
@@ -133,15 +131,15 @@ impl Ctx {
     fn mark_aws_synced(&self, p: &MLObservabilityPipeline, fingerprint: String) {
         if let Some(uid) = p.uid() {
             let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
-            m.insert(uid, (fingerprint, Instant::now()));
+            m.insert(uid, (fingerprint, SystemTime::now()));
         }
     }
 
-    /// When this process last ensured the pipeline's AWS side ready: (plan fingerprint, how long ago).
-    fn aws_memory(&self, p: &MLObservabilityPipeline) -> Option<(String, Duration)> {
+    /// When this process last ensured the pipeline's AWS side ready: (plan fingerprint, when).
+    fn aws_memory(&self, p: &MLObservabilityPipeline) -> Option<(String, SystemTime)> {
         let uid = p.uid()?;
         let m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&uid).map(|(fp, at)| (fp.clone(), at.elapsed()))
+        m.get(&uid).cloned()
     }
 
     /// Events and drift metrics for what an applier run did: Created/Updated, hand edits put back
@@ -187,24 +185,27 @@ impl Ctx {
         drift
     }
 
-    /// The log groups under `prefix`, from a snapshot at most [`SNAPSHOT_TTL`] old: N pipelines
-    /// resyncing together cost N/50 DescribeLogGroups pages instead of N calls. `None` when the
-    /// snapshot cannot be taken (the caller then describes its own groups).
+    /// The log groups under `prefix`, from a snapshot taken at or after `fresh_since` (the
+    /// current resync period's start, see [`resync`]): N pipelines resyncing in one period cost
+    /// one listing, N/50 DescribeLogGroups pages, instead of N calls. `None` when the snapshot
+    /// cannot be taken (the caller then describes its own groups).
     pub async fn log_group_snapshot(
         &self,
         prefix: &str,
+        fresh_since: SystemTime,
     ) -> Option<Arc<BTreeMap<String, crate::aws::logs::ObservedGroup>>> {
         let mut cached = self.log_groups.lock().await;
         if let Some(s) = cached.as_ref()
             && s.prefix == prefix
-            && s.taken.elapsed() < SNAPSHOT_TTL
+            && s.taken >= fresh_since
         {
             return Some(s.groups.clone());
         }
+        let taken = SystemTime::now();
         let groups = Arc::new(crate::aws::logs::observe_many(&self.aws, prefix).await.ok()?);
         *cached = Some(LogGroupSnapshot {
             prefix: prefix.to_string(),
-            taken: Instant::now(),
+            taken,
             groups: groups.clone(),
         });
         Some(groups)

@@ -160,7 +160,10 @@ pub struct MLObservabilityPipelineSpec {
     pub deletion_policy: Option<DeletionPolicy>,
 
     /// How often AWS resources are re-read to detect drift, e.g. `10m` (default). At least `30s`
-    /// (refused at admission), at most `2562047h47m16s854ms`.
+    /// (refused at admission), at most `2562047h47m16s854ms`. Resyncs run in step: each pipeline
+    /// of an interval resyncs once per period (periods start at whole multiples of the interval
+    /// since the Unix epoch), at its own offset within the period's first tenth, so a change made
+    /// outside mlobs is found within 1.1 intervals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = r"^([0-9]{1,9}(ms|s|m|h))+$"))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("resyncInterval must be at least 30s").reason(Reason::FieldValueInvalid))]

@@ -3,7 +3,7 @@
 //! applier) and [`observe`] (exporter pods, Pod Security admission, data flow).
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod};
@@ -17,6 +17,7 @@ use super::super::applier::{self, ChildSet};
 use super::super::dataflow::{self, DataFlowObs, GroupReading};
 use super::super::error::{Error, Result};
 use super::super::lookup::{self, key_id_of};
+use super::super::resync;
 use super::super::status::{AwsResult, MetricsSource, Observed};
 use super::plan::{World, plan_fingerprint};
 use super::{ADOPT_ANNOTATION, owner};
@@ -45,16 +46,18 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         obs.resource_version = written.resource_version();
     }
     let was_ready = Observed::new(p).aws_ready(p);
-    // A resync (AWS already ready) reads the cluster's log groups from a shared snapshot.
+    let checked_at = std::time::SystemTime::now();
+    // A resync (AWS already ready) reads the cluster's log groups from a shared snapshot, taken
+    // once per resync period (see `resync`).
+    let fresh_since = resync::boundary(checked_at, Duration::from_millis(d.effective.resync_interval_ms));
     let prefix = format!("/aws/eks/{}/", d.effective.cluster_name);
     let snapshot = if was_ready && d.aws.log_groups.iter().all(|g| g.name.starts_with(&prefix)) {
-        ctx.log_group_snapshot(&prefix).await
+        ctx.log_group_snapshot(&prefix, fresh_since).await
     } else {
         None
     };
-    let checked_at = std::time::SystemTime::now();
     let batched = if was_ready {
-        batched_reads(p, ctx, d, checked_at).await
+        batched_reads(p, ctx, d, checked_at, fresh_since).await
     } else {
         Batched::default()
     };
@@ -131,7 +134,13 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
 /// this process, when a drift event named it, when its interval passed, or once after its data
 /// stopped flowing (a disabled key or a key policy that lost the logs statement stops delivery:
 /// check it then, not in a day).
-async fn batched_reads(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, now: std::time::SystemTime) -> Batched {
+async fn batched_reads(
+    p: &MLObservabilityPipeline,
+    ctx: &Ctx,
+    d: &Desired,
+    now: std::time::SystemTime,
+    fresh_since: std::time::SystemTime,
+) -> Batched {
     let created_key = matches!(d.aws.kms, Some(KmsKeyPlan::Create { .. }));
     let created_role = matches!(d.aws.role, RolePlan::Create { .. }) || d.aws.hot_path.is_some();
     let data_stopped_at = p
@@ -145,12 +154,12 @@ async fn batched_reads(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, now:
         .is_some_and(|uid| !ctx.batched.slow_checks_due(&uid, now, data_stopped_at));
     Batched {
         kms_aliases: if created_key && skip_slow_checks {
-            ctx.batched.aliases(&ctx.aws).await
+            ctx.batched.aliases(&ctx.aws, fresh_since).await
         } else {
             None
         },
         iam_roles: if created_role {
-            ctx.batched.roles(&ctx.aws).await
+            ctx.batched.roles(&ctx.aws, fresh_since).await
         } else {
             None
         },

@@ -176,6 +176,7 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
         nodes: vec![],
         collector_namespace: None,
         aws_memory: ctx.aws_memory(p),
+        now: std::time::SystemTime::now(),
         monitoring: plan::MonitoringApis::default(),
     };
     let policy = match &world.gov {
@@ -318,12 +319,14 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
     ]
     .iter()
     .any(|(t, r)| conditions::find(&new.conditions, t).is_some_and(|c| c.reason == *r));
-    let interval = if waiting {
-        interval.min(WAITING_RECHECK_MS)
+    // The next resync comes at the pipeline's slot (see `resync`), in step with the others.
+    let key = p.uid().unwrap_or_else(|| p.name_any());
+    let wait = super::resync::until_next_slot(std::time::SystemTime::now(), Duration::from_millis(interval), &key);
+    let wait = if waiting {
+        wait.min(jittered(WAITING_RECHECK_MS, p))
     } else {
-        interval
+        wait
     };
-    let wait = jittered(interval, p);
     // While data is not flowing, look again at the scheduled re-check (not sooner than 1 s).
     let wait = recheck.map_or(wait, |r| {
         wait.min(dataflow::next_read_in(&r, Instant::now()).max(Duration::from_secs(1)))

@@ -4,7 +4,7 @@
 //! typed [`Stop`] with its reason. No I/O and no clock: each decision has a unit test
 //! (plan_tests.rs).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::{Resource, ResourceExt};
@@ -48,8 +48,10 @@ pub struct World {
     pub nodes: Vec<Node>,
     /// The collector's namespace; `None` when it does not exist.
     pub collector_namespace: Option<Namespace>,
-    /// When this process last ensured the AWS side ready: (plan fingerprint, how long ago).
-    pub aws_memory: Option<(String, Duration)>,
+    /// When this process last ensured the AWS side ready: (plan fingerprint, when).
+    pub aws_memory: Option<(String, SystemTime)>,
+    /// The time of the dereference step: the clock the plan decides by.
+    pub now: SystemTime,
     /// Which monitoring.coreos.com/v1 kinds the API server serves.
     pub monitoring: MonitoringApis,
 }
@@ -180,7 +182,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
     if !violations.is_empty() {
         return stop(obs, Stop::Violations(violations), Some(&d));
     }
-    let aws_due = aws_due(p, &d, world.aws_memory.as_ref());
+    let aws_due = aws_due(p, &d, world.aws_memory.as_ref(), world.now);
     let pending_workspace = (d.effective.destinations.prometheus.as_ref())
         .filter(|w| w.pending())
         .and_then(|w| w.managed.as_ref());
@@ -231,14 +233,22 @@ pub fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
 
 /// Whether the AWS side must be ensured now: the recorded status does not say it is ready (a
 /// status write that failed after the last ensure would otherwise leave the pipeline waiting
-/// until the resync), this process never ensured this plan, or the resync interval is over.
-pub fn aws_due(p: &MLObservabilityPipeline, d: &Desired, memory: Option<&(String, Duration)>) -> bool {
+/// until the resync), this process never ensured this plan, or the pipeline's resync slot came
+/// since it last did (`resync::due`: once per resync interval, in step with the other pipelines
+/// of that interval).
+pub fn aws_due(
+    p: &MLObservabilityPipeline,
+    d: &Desired,
+    memory: Option<&(String, SystemTime)>,
+    now: SystemTime,
+) -> bool {
     if !Observed::new(p).aws_ready(p) {
         return true;
     }
     let interval = Duration::from_millis(d.effective.resync_interval_ms);
+    let key = p.uid().unwrap_or_else(|| p.name_any());
     match memory {
-        Some((fp, age)) => *fp != plan_fingerprint(p, d) || *age >= interval,
+        Some((fp, at)) => *fp != plan_fingerprint(p, d) || super::super::resync::due(*at, now, interval, &key),
         None => true,
     }
 }

@@ -2,12 +2,13 @@
 //! what the dereference step read.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::controller::resync;
 use crate::crd::GpuTelemetryPolicy;
 use crate::crd::conditions::{pipeline as pty, status as st};
 
@@ -63,6 +64,7 @@ fn world(gov: Governing) -> World {
         nodes: gpu_nodes(2),
         collector_namespace: Some(ns),
         aws_memory: None,
+        now: SystemTime::now(),
         monitoring: MonitoringApis::default(),
     }
 }
@@ -181,7 +183,7 @@ fn a_budget_with_deny_stops_and_with_warn_goes_on_with_a_warning() {
 }
 
 #[test]
-fn aws_is_due_until_this_process_ensured_this_plan_within_the_resync() {
+fn aws_is_due_until_this_process_ensured_this_plan_since_its_resync_slot() {
     let mut p = pipeline(json!({}));
     // Recorded status says the AWS side is ready.
     p.status = Some(serde_json::from_value(json!({"conditions": [
@@ -192,15 +194,23 @@ fn aws_is_due_until_this_process_ensured_this_plan_within_the_resync() {
     let mut w = world(Governing::None);
     assert!(go_of(run(&p, &w)).aws_due, "never ensured by this process");
     let d = go_of(run(&p, &w)).desired;
-    w.aws_memory = Some((plan_fingerprint(&p, &d), Duration::from_secs(5)));
-    assert!(!go_of(run(&p, &w)).aws_due, "same plan, ensured 5 s ago");
-    w.aws_memory = Some((plan_fingerprint(&p, &d), Duration::from_secs(601)));
-    assert!(go_of(run(&p, &w)).aws_due, "the 10 min resync is over");
-    w.aws_memory = Some(("another plan".into(), Duration::from_secs(5)));
+    // The pipeline's resync slot, and the clock 5 s after it.
+    let key = p.uid().unwrap_or_else(|| p.name_any());
+    let slot = resync::last_slot(SystemTime::now(), Duration::from_secs(600), &key);
+    w.now = slot + Duration::from_secs(5);
+    w.aws_memory = Some((plan_fingerprint(&p, &d), slot));
+    assert!(!go_of(run(&p, &w)).aws_due, "same plan, ensured at its slot 5 s ago");
+    w.now = slot + Duration::from_secs(600);
+    assert!(go_of(run(&p, &w)).aws_due, "the next slot, 10 min later, came");
+    w.aws_memory = Some((plan_fingerprint(&p, &d), slot - Duration::from_secs(1)));
+    w.now = slot + Duration::from_secs(1);
+    assert!(go_of(run(&p, &w)).aws_due, "ensured 2 s ago, but before its slot");
+    w.now = slot + Duration::from_secs(5);
+    w.aws_memory = Some(("another plan".into(), slot));
     assert!(go_of(run(&p, &w)).aws_due, "the plan changed");
     let mut requested = p.clone();
     requested.metadata.annotations = Some([(RECONCILE_REQUESTED_ANNOTATION.to_string(), "1".to_string())].into());
-    w.aws_memory = Some((plan_fingerprint(&p, &d), Duration::from_secs(5)));
+    w.aws_memory = Some((plan_fingerprint(&p, &d), slot));
     assert!(go_of(run(&requested, &w)).aws_due, "a requested reconcile");
     p.status = None;
     assert!(go_of(run(&p, &w)).aws_due, "recorded status does not say ready");
