@@ -5,8 +5,11 @@
 //! Cadence (DescribeLogStreams has a low account quota, and status writes cost at scale):
 //! - a read at every AWS step (resync, plan change, requested reconcile);
 //! - while DataFlowing is not True and a collector pod is ready, re-checks 30 s, 60 s, 120 s …
-//!   apart, at most the resync interval, back to 30 s when the status flips; a re-check reads only
-//!   the streams, never the whole AWS side;
+//!   apart, back to 30 s when the status flips; a re-check reads only the streams, never the whole
+//!   AWS side. Once the delay reaches the resync interval, the resync's own read (at the
+//!   pipeline's slot, see `resync`) is the re-check: the scheduled one is set past the next slot,
+//!   a fallback only, so a pipeline whose data stays missing reads its streams once per resync,
+//!   not twice;
 //! - status written only when the condition's status or reason changes, or at a resync read (so
 //!   `lastLogEventTime`/`lastMetricEventTime` are at most one resync old).
 
@@ -337,8 +340,9 @@ pub fn read_due(
 }
 
 /// The re-check schedule after a read that left the condition `new_status` (was `old_status`):
-/// none once data flows; otherwise the delay doubles from [`FIRST_RECHECK`] up to `resync`, and
-/// starts over when the status flips.
+/// none once data flows; otherwise the delay doubles from [`FIRST_RECHECK`], and starts over when
+/// the status flips. A delay that reaches `resync` is set past the next resync slot (`resync` plus
+/// its spread plus a second): the resync reads first, and its read resets the schedule.
 pub fn after_read(
     prev: Option<&Recheck>,
     old_status: Option<&str>,
@@ -350,8 +354,13 @@ pub fn after_read(
         return None;
     }
     let delay = match prev {
-        Some(r) if old_status == new_status => (r.delay * 2).min(resync),
-        _ => FIRST_RECHECK.min(resync),
+        Some(r) if old_status == new_status => r.delay * 2,
+        _ => FIRST_RECHECK,
+    };
+    let delay = if delay >= resync {
+        resync + resync / 10 + Duration::from_secs(1)
+    } else {
+        delay
     };
     Some(Recheck { last: now, delay })
 }

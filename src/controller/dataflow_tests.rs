@@ -315,7 +315,7 @@ fn reads_happen_at_every_aws_step_and_between_them_only_while_data_is_missing() 
 }
 
 #[test]
-fn rechecks_double_from_30s_up_to_the_resync_interval_and_start_over_when_the_status_flips() {
+fn rechecks_double_from_30s_until_the_resync_reads_instead_and_start_over_when_the_status_flips() {
     let t0 = Instant::now();
     let resync = Duration::from_secs(600);
     let (f, u, t) = (Some(st::FALSE), Some(st::UNKNOWN), Some(st::TRUE));
@@ -326,7 +326,9 @@ fn rechecks_double_from_30s_up_to_the_resync_interval_and_start_over_when_the_st
         r = after_read(Some(&r), f, f, t0, resync).expect("scheduled");
         delays.push(r.delay.as_secs());
     }
-    assert_eq!(delays, [30, 60, 120, 240, 480, 600, 600]);
+    // From 600 s on, the resync (every 600 s, at the pipeline's slot within its first 60 s) reads
+    // first: the scheduled re-check lies past the next slot, a fallback only.
+    assert_eq!(delays, [30, 60, 120, 240, 480, 661, 661]);
     // Flipped (Unknown → False): back to 30 s.
     assert_eq!(
         after_read(Some(&r), u, f, t0, resync).map(|r| r.delay),
@@ -334,10 +336,10 @@ fn rechecks_double_from_30s_up_to_the_resync_interval_and_start_over_when_the_st
     );
     // Flowing: no re-check, only resyncs.
     assert_eq!(after_read(Some(&r), f, t, t0, resync), None);
-    // A resync shorter than 30 s is not possible (minimum 30s), but the cap holds anyway.
+    // A resync shorter than 30 s is not possible (minimum 30s), but it would read first anyway.
     assert_eq!(
         after_read(None, u, f, t0, Duration::from_secs(20)).map(|r| r.delay),
-        Some(Duration::from_secs(20))
+        Some(Duration::from_secs(23))
     );
     let next = Recheck {
         last: t0,

@@ -71,7 +71,7 @@ pub struct Ctx {
     pub policies: Store<GpuTelemetryPolicy>,
     /// Pipeline uid → (AWS plan fingerprint, when it was last ensured ready). Lets reconciles
     /// triggered by child or node events skip AWS until the plan changes or the resync is due.
-    pub aws_synced: Mutex<HashMap<String, (String, SystemTime)>>,
+    pub aws_synced: Mutex<HashMap<String, (pipeline::plan::PlanFingerprint, SystemTime)>>,
     /// Per-object exponential backoff after retryable failures.
     pub backoffs: backoff::Backoffs,
     /// The cluster's log groups, observed at once for a resync of many pipelines.
@@ -128,7 +128,7 @@ impl Ctx {
         }
     }
 
-    fn mark_aws_synced(&self, p: &MLObservabilityPipeline, fingerprint: String) {
+    fn mark_aws_synced(&self, p: &MLObservabilityPipeline, fingerprint: pipeline::plan::PlanFingerprint) {
         if let Some(uid) = p.uid() {
             let mut m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
             m.insert(uid, (fingerprint, SystemTime::now()));
@@ -136,7 +136,7 @@ impl Ctx {
     }
 
     /// When this process last ensured the pipeline's AWS side ready: (plan fingerprint, when).
-    fn aws_memory(&self, p: &MLObservabilityPipeline) -> Option<(String, SystemTime)> {
+    fn aws_memory(&self, p: &MLObservabilityPipeline) -> Option<(pipeline::plan::PlanFingerprint, SystemTime)> {
         let uid = p.uid()?;
         let m = self.aws_synced.lock().unwrap_or_else(|e| e.into_inner());
         m.get(&uid).cloned()
@@ -280,7 +280,8 @@ pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// `ms` spread by ±10% per object, so 1,000 pipelines created together do not resync together.
+/// `ms` spread by ±10% per object, so 1,000 pipelines waiting together (on exporter pods, on Pod
+/// Security labels) do not look again together. Resyncs come at slots instead (see [`resync`]).
 pub fn jittered<K: Resource>(ms: u64, obj: &K) -> Duration {
     let key = obj
         .meta()

@@ -19,7 +19,7 @@ use super::super::error::{Error, Result};
 use super::super::lookup::{self, key_id_of};
 use super::super::resync;
 use super::super::status::{AwsResult, MetricsSource, Observed};
-use super::plan::{World, plan_fingerprint};
+use super::plan::{World, aws_plan_digest, plan_fingerprint};
 use super::{ADOPT_ANNOTATION, owner};
 use crate::aws::Drift;
 use crate::aws::apply::{ApplyOptions, Batched, StepError, ensure_all};
@@ -101,8 +101,7 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
     // When the AWS plan itself changed since this process last ensured it (a spec edit, a
     // workspace id now known), the differences are that change, applied as an update: not drift.
     // A forced reconcile or a drift policy switch leaves the plan as it was: differences are drift.
-    let plan_json = serde_json::to_string(&d.aws).unwrap_or_default();
-    let plan_changed = ctx.aws_memory(p).is_some_and(|(fp, _)| !fp.ends_with(&plan_json));
+    let plan_changed = ctx.aws_memory(p).is_some_and(|(fp, _)| fp.aws != aws_plan_digest(d));
     if plan_changed {
         for x in out.drift.iter().filter(|x| x.corrected) {
             let note = format!("{} {}: updated to the changed plan", x.resource, x.field);

@@ -49,7 +49,7 @@ pub struct World {
     /// The collector's namespace; `None` when it does not exist.
     pub collector_namespace: Option<Namespace>,
     /// When this process last ensured the AWS side ready: (plan fingerprint, when).
-    pub aws_memory: Option<(String, SystemTime)>,
+    pub aws_memory: Option<(PlanFingerprint, SystemTime)>,
     /// The time of the dereference step: the clock the plan decides by.
     pub now: SystemTime,
     /// Which monitoring.coreos.com/v1 kinds the API server serves.
@@ -217,18 +217,36 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
 
 /// Fingerprint of what AWS should look like: the plan, the spec generation (drift policy and
 /// adoption are not in the plan) and a requested reconcile. A change means ensure AWS now.
-/// Ends with the AWS plan's JSON (`apply::aws` compares that part alone).
-pub fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
+/// Digests, not the plan's JSON (a few KiB per pipeline, held for every pipeline).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanFingerprint {
+    /// Everything above.
+    pub whole: [u8; 32],
+    /// The AWS plan alone (`apply::aws` tells a changed plan from drift by it).
+    pub aws: [u8; 32],
+}
+
+pub fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> PlanFingerprint {
+    use sha2::{Digest, Sha256};
     let requested = p
         .annotations()
         .get(RECONCILE_REQUESTED_ANNOTATION)
         .map_or("", String::as_str);
     let adopt = p.annotations().get(ADOPT_ANNOTATION).map_or("", String::as_str);
-    format!(
-        "{}|{requested}|{adopt}|{}",
-        p.meta().generation.unwrap_or_default(),
-        serde_json::to_string(&d.aws).unwrap_or_default()
-    )
+    let aws = aws_plan_digest(d);
+    let mut whole = Sha256::new();
+    whole.update(format!("{}|{requested}|{adopt}|", p.meta().generation.unwrap_or_default()).as_bytes());
+    whole.update(aws);
+    PlanFingerprint {
+        whole: whole.finalize().into(),
+        aws,
+    }
+}
+
+/// The AWS plan's digest, as [`PlanFingerprint::aws`] records it.
+pub fn aws_plan_digest(d: &Desired) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(serde_json::to_string(&d.aws).unwrap_or_default().as_bytes()).into()
 }
 
 /// Whether the AWS side must be ensured now: the recorded status does not say it is ready (a
@@ -239,7 +257,7 @@ pub fn plan_fingerprint(p: &MLObservabilityPipeline, d: &Desired) -> String {
 pub fn aws_due(
     p: &MLObservabilityPipeline,
     d: &Desired,
-    memory: Option<&(String, SystemTime)>,
+    memory: Option<&(PlanFingerprint, SystemTime)>,
     now: SystemTime,
 ) -> bool {
     if !Observed::new(p).aws_ready(p) {

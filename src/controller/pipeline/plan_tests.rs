@@ -206,7 +206,7 @@ fn aws_is_due_until_this_process_ensured_this_plan_since_its_resync_slot() {
     w.now = slot + Duration::from_secs(1);
     assert!(go_of(run(&p, &w)).aws_due, "ensured 2 s ago, but before its slot");
     w.now = slot + Duration::from_secs(5);
-    w.aws_memory = Some(("another plan".into(), slot));
+    w.aws_memory = Some((PlanFingerprint::default(), slot));
     assert!(go_of(run(&p, &w)).aws_due, "the plan changed");
     let mut requested = p.clone();
     requested.metadata.annotations = Some([(RECONCILE_REQUESTED_ANNOTATION.to_string(), "1".to_string())].into());
