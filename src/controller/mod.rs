@@ -11,6 +11,7 @@ pub mod dataflow;
 pub mod destinations;
 pub mod drift_events;
 pub mod error;
+pub mod events;
 pub mod hot_path;
 pub mod leader;
 pub mod lookup;
@@ -35,7 +36,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::reflector;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -60,7 +61,8 @@ pub struct Ctx {
     /// Operator-level inputs of the desired state (cluster, region, account, namespace).
     pub desired: desired::Context,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    /// Events, with repeats as series (a slim cache: see `events`).
+    pub recorder: events::Publisher,
     pub prices: Prices,
     /// The pipelines this replica's shard reconciles (all of them when unsharded).
     pub pipelines: Store<MLObservabilityPipeline>,
@@ -535,7 +537,7 @@ pub async fn run_controllers(
         aws: settings.aws,
         desired: settings.desired,
         metrics: settings.metrics,
-        recorder: Recorder::new(client.clone(), settings.reporter),
+        recorder: events::Publisher::new(client.clone(), settings.reporter),
         prices: Prices::default(),
         pipelines: pc.store(),
         all_pipelines,
