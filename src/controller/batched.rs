@@ -13,8 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::aws::{AwsClients, AwsError, iam, kms};
 
 /// Default of `mlobs run --kms-check-interval`.
@@ -118,9 +116,7 @@ async fn cached<T>(
 
 /// This pipeline's offset within the interval, from a hash of `phase_key`.
 fn phase(interval: Duration, phase_key: &str) -> u64 {
-    let h = Sha256::digest(phase_key.as_bytes());
-    let n = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
-    n % interval.as_secs().max(1)
+    super::resync::key_hash(phase_key) % interval.as_secs().max(1)
 }
 
 /// Whether a check at `last` is stale at `now`: the pipeline's own boundary (its phase plus a

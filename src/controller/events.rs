@@ -156,15 +156,16 @@ impl Publisher {
             },
             reporting_controller: Some(controller.clone()),
             reporting_instance: Some(self.reporter.instance.clone().unwrap_or_else(|| controller.clone())),
-            type_: Some(
-                match ev.type_ {
-                    EventType::Normal => "Normal",
-                    EventType::Warning => "Warning",
-                }
-                .into(),
-            ),
+            type_: Some(type_name(ev.type_).into()),
             ..K8sEvent::default()
         }
+    }
+}
+
+fn type_name(t: EventType) -> &'static str {
+    match t {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
     }
 }
 
@@ -177,10 +178,7 @@ fn key(ev: &Event, regarding: &ObjectReference) -> [u8; 16] {
         h.update((s.len() as u64).to_be_bytes());
         h.update(s.as_bytes());
     };
-    field(Some(match ev.type_ {
-        EventType::Normal => "Normal",
-        EventType::Warning => "Warning",
-    }));
+    field(Some(type_name(ev.type_)));
     field(Some(&ev.action));
     field(Some(&ev.reason));
     for r in [Some(regarding), ev.secondary.as_ref()] {

@@ -25,11 +25,15 @@ fn at_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+/// A stable number from `key` (a pipeline's uid): where in a window that pipeline's turn is.
+pub fn key_hash(key: &str) -> u64 {
+    let h = Sha256::digest(key.as_bytes());
+    u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
 /// The pipeline's offset after each boundary, in ms: in `[0, T/10)`.
 fn offset_ms(interval: Duration, key: &str) -> u64 {
-    let spread = (u64::try_from(interval.as_millis()).unwrap_or(u64::MAX) / SPREAD_DIVISOR).max(1);
-    let h = Sha256::digest(key.as_bytes());
-    u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) % spread
+    key_hash(key) % (interval_ms(interval) / SPREAD_DIVISOR).max(1)
 }
 
 fn interval_ms(interval: Duration) -> u64 {
