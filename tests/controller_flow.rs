@@ -75,6 +75,51 @@ async fn aws_is_created_before_the_collector_and_a_second_reconcile_writes_nothi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_reconcile_reads_children_from_the_watch_caches_not_the_api_server() {
+    let op = Operator::start().await;
+    op.create("train", json!({})).await;
+    op.ready("train").await;
+    // The first no-op reconcile verifies the children at their live resourceVersions (the caches
+    // may not have caught up with the creating writes yet); the next finds them in the caches.
+    op.no_op_reconcile_requests().await;
+    let requests = op.no_op_reconcile_requests().await;
+    let seen: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    println!("requests of a no-op reconcile: {seen:#?}");
+    let child_reads: Vec<&String> = (requests.iter().zip(&seen))
+        .filter(|(r, _)| r.method == "GET")
+        .filter(|(r, _)| {
+            [
+                "configmaps",
+                "serviceaccounts",
+                "services",
+                "clusterroles",
+                "clusterrolebindings",
+                "nodes",
+            ]
+            .iter()
+            .any(|k| r.path.contains(&format!("/{k}")))
+                || (r.path.contains("/daemonsets") && !r.path.ends_with("/daemonsets/mlobs-train"))
+        })
+        .map(|(_, s)| s)
+        .collect();
+    assert!(
+        child_reads.is_empty(),
+        "children and nodes are read from the watch caches, only the collector DaemonSet (for its status) from the API server: {child_reads:#?}"
+    );
+    let ds_gets = (requests.iter())
+        .filter(|r| r.method == "GET" && r.path.ends_with("/daemonsets/mlobs-train"))
+        .count();
+    assert!(
+        ds_gets >= 1,
+        "the DaemonSet's status is read from the API server: {seen:#?}"
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edited_child_is_put_back_and_recorded_as_drift() {
     let op = Operator::start().await;
     op.create("edit", json!({})).await;

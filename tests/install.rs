@@ -34,9 +34,9 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("apps", "daemonsets", CHILD),
     ("", "configmaps", CHILD),
     ("", "serviceaccounts", CHILD),
-    ("", "services", &["get", "list", "create", "patch", "delete"]),
-    ("rbac.authorization.k8s.io", "clusterroles", CLUSTER_CHILD),
-    ("rbac.authorization.k8s.io", "clusterrolebindings", CLUSTER_CHILD),
+    ("", "services", CHILD),
+    ("rbac.authorization.k8s.io", "clusterroles", CHILD),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", CHILD),
     ("", "pods", READ),
     ("", "namespaces", READ),
     ("", "nodes", READ),
@@ -45,16 +45,17 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("", "events", &["list"]),
     // The alert rules (spec.alerts) and the collectors' PodMonitor, where the Prometheus
     // operator's CRDs are installed: not watched.
-    ("monitoring.coreos.com", "prometheusrules", CLUSTER_CHILD),
-    ("monitoring.coreos.com", "podmonitors", CLUSTER_CHILD),
+    ("monitoring.coreos.com", "prometheusrules", UNWATCHED_CHILD),
+    ("monitoring.coreos.com", "podmonitors", UNWATCHED_CHILD),
 ];
 const READ: &[&str] = &["get", "list", "watch"];
 /// Watched; the finalizer is added and removed by merge patch.
 const PIPELINE: &[&str] = &["get", "list", "watch", "patch"];
-/// Read before apply, applied (server-side), watched as owned children, pruned by label.
+/// Read before apply, applied (server-side), watched as owned children (metadata only, the
+/// applier's cache), pruned by label.
 const CHILD: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
-/// The collector's ClusterRole(Binding): not watched.
-const CLUSTER_CHILD: &[&str] = &["get", "list", "create", "patch", "delete"];
+/// Children of kinds served only where the Prometheus operator is: not watched.
+const UNWATCHED_CHILD: &[&str] = &["get", "list", "create", "patch", "delete"];
 
 /// The leader-election Role in the operator's namespace: (group, resource, resourceNames, verbs).
 const LEASE_RULES: &[(&str, &str, &[&str], &[&str])] = &[

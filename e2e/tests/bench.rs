@@ -137,6 +137,51 @@ fn kube_writes_all(texts: &[String]) -> Result<f64> {
     texts.iter().map(|t| kube_writes(t)).sum()
 }
 
+/// The operator's read requests to the API server (gets, lists, dry runs; not watches), summed
+/// over the replicas.
+fn kube_reads_all(texts: &[String]) -> f64 {
+    (texts.iter())
+        .filter_map(|t| metric_sum(t, "mlobs_kube_reads_total", &[], &[("verb", "watch")]))
+        .sum()
+}
+
+/// The operator's read requests by `resource verb`, grown from `before` to `after` (all replicas).
+fn kube_reads_by_request(before: &[String], after: &[String]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (b, a) in before.iter().zip(after) {
+        let b = metric_samples(b, "mlobs_kube_reads_total");
+        for (labels, v) in metric_samples(a, "mlobs_kube_reads_total") {
+            let grown = v - b.get(&labels).copied().unwrap_or(0.0);
+            if grown > 0.0 && !labels.contains("verb=\"watch\"") {
+                *out.entry(labels).or_insert(0.0) += grown;
+            }
+        }
+    }
+    out
+}
+
+/// CPU seconds (user + system) used so far by every process named `comm` (the test cluster's
+/// processes run on this machine).
+fn cpu_seconds(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for e in dir.flatten() {
+        let p = e.path();
+        if std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim_end() == comm) {
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+            let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split(' ').collect();
+            ticks += (f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+                + (f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
+        }
+    }
+    // USER_HZ is 100 on Linux.
+    ticks as f64 / 100.0
+}
+
 struct Figure {
     name: &'static str,
     value: String,
@@ -194,6 +239,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let namespaces: Vec<String> = guards.iter().map(|g| g.name.clone()).collect();
     let spec = json!({"resyncInterval": format!("{}s", RESYNC.as_secs()), "dataFlow": {"gracePeriod": "6h"}});
     let m0 = scrape(ops).await?;
+    let apiserver_cpu0 = cpu_seconds("kube-apiserver");
     let start = Instant::now();
     let c2 = c.clone();
     let created: Vec<Result<()>> = futures::stream::iter(0..n)
@@ -261,6 +307,8 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let m_ready = scrape(ops).await?;
+    let apiserver_cpu = cpu_seconds("kube-apiserver") - apiserver_cpu0;
+    let wait = start.elapsed().as_secs_f64();
     let rss_of = |o: &Op| peak_rss_mib(o.r.pid).context("the operator's /proc status");
     let rss_ready = ops
         .iter()
@@ -332,6 +380,15 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let rss_each = ops.iter().map(rss_of).collect::<Result<Vec<f64>>>()?;
     let rss = rss_each.iter().copied().fold(0.0, f64::max);
     let create_calls = aws_calls_all(&m0, &m_ready);
+    let reconciles_create: f64 = (m0.iter().zip(&m_ready))
+        .map(|(b, a)| {
+            metric_sum(a, "mlobs_reconciles_total", &[], &[]).unwrap_or(0.0)
+                - metric_sum(b, "mlobs_reconciles_total", &[], &[]).unwrap_or(0.0)
+        })
+        .sum();
+    let kube_reads = kube_reads_all(&m_ready) - kube_reads_all(&m0);
+    let reads_per_reconcile = kube_reads / reconciles_create.max(1.0);
+    let kube_reads_by = kube_reads_by_request(&m0, &m_ready);
     // Each shard's own figures.
     let mut per_shard = vec![];
     for (i, o) in ops.iter().enumerate() {
@@ -390,6 +447,21 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
             Some(drift_reads <= reads_goal),
         ),
         figure(
+            "Kubernetes reads by the operator per reconcile, from create to the end of the wait",
+            format!("{reads_per_reconcile:.1} ({kube_reads} reads, {reconciles_create} reconciles)"),
+            "(informative: gets, lists and dry runs; watches not counted)".into(),
+            None,
+        ),
+        figure(
+            "kube-apiserver CPU from create to the end of the wait",
+            format!(
+                "{apiserver_cpu:.0} s in {wait:.0} s ({:.0}% of a core)",
+                100.0 * apiserver_cpu / wait.max(1.0)
+            ),
+            "(informative: the test cluster shares the machine)".into(),
+            None,
+        ),
+        figure(
             "drift found and corrected after an outside change (event path)",
             drift.map_or("not within two resyncs".into(), |d| format!("{:.1} s", d.as_secs_f64())),
             "≤ 10 s".into(),
@@ -424,6 +496,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     }
     println!("\nAWS calls per operation over one resync interval: {resync_calls:?}");
     println!("AWS calls per operation from create to all Ready: {create_calls:?}");
+    println!("the operator's Kubernetes reads from create to all Ready: {kube_reads_by:?}");
     // Before the first reconcile the family has no sample yet: 0.
     let reconciles: f64 = per_shard.iter().filter_map(|s| s["reconciles"].as_f64()).sum();
     println!("reconciles during the bench: {reconciles}");
@@ -442,6 +515,9 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         "aws_reads_goal": reads_goal,
         "aws_calls_full_resync": resync_calls, "aws_calls_create_to_ready": create_calls,
         "drift_event_seconds": drift.map(|d| d.as_secs_f64()),
+        "kube_reads_create_to_ready": kube_reads, "kube_reads_per_reconcile": reads_per_reconcile,
+        "kube_reads_by_request": kube_reads_by,
+        "apiserver_cpu_seconds_create_to_ready": apiserver_cpu, "wait_seconds": wait,
         "reconciles": reconciles,
         "shards": per_shard,
         "figures": figures.iter().map(|f| json!({"figure": f.name, "measured": f.value, "goal": f.goal, "met": f.met})).collect::<Vec<_>>(),

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta};
 use kube::{Client, Resource};
 
+use super::child_stores::{Cached, ChildStores};
 use super::children::{self, Applied, AppliedCache, Owner};
 use super::error::Result;
 use crate::desired::alerts::prometheus::PrometheusRule;
@@ -167,22 +168,25 @@ pub struct Report {
     pub pruned: Vec<String>,
 }
 
-/// Applies every child of `set` in order, then prunes (see the module comment).
-pub async fn apply(client: &Client, cache: &AppliedCache, set: ChildSet) -> Result<Report> {
+/// Applies every child of `set` in order, then prunes (see the module comment). Reads what
+/// `stores` caches from there (see [`super::child_stores`]); the DaemonSet is always read from
+/// the API server, for its status.
+pub async fn apply(client: &Client, cache: &AppliedCache, stores: &ChildStores, set: ChildSet) -> Result<Report> {
     let keep = set.keys();
     let mut report = Report::default();
     for child in set.children {
         let key = child.key();
         let outcome = match child {
-            Child::ServiceAccount(o) => apply_namespaced(client, cache, o).await?.0,
-            Child::ClusterRole(o) => children::apply(&Api::all(client.clone()), o, cache).await?.0,
-            Child::ClusterRoleBinding(o) => children::apply(&Api::all(client.clone()), o, cache).await?.0,
-            Child::ConfigMap(o) => apply_namespaced(client, cache, o).await?.0,
-            Child::Service(o) => apply_namespaced(client, cache, o).await?.0,
-            Child::PrometheusRule(o) => apply_namespaced(client, cache, o).await?.0,
-            Child::PodMonitor(o) => apply_namespaced(client, cache, o).await?.0,
+            Child::ServiceAccount(o) => apply_namespaced(client, cache, stores, o).await?,
+            Child::ClusterRole(o) => children::apply_known(&Api::all(client.clone()), o, cache, stores).await?,
+            Child::ClusterRoleBinding(o) => children::apply_known(&Api::all(client.clone()), o, cache, stores).await?,
+            Child::ConfigMap(o) => apply_namespaced(client, cache, stores, o).await?,
+            Child::Service(o) => apply_namespaced(client, cache, stores, o).await?,
+            Child::PrometheusRule(o) => apply_namespaced(client, cache, stores, o).await?,
+            Child::PodMonitor(o) => apply_namespaced(client, cache, stores, o).await?,
             Child::DaemonSet(o) => {
-                let (a, live) = apply_namespaced(client, cache, o).await?;
+                let ns = o.meta().namespace.clone().unwrap_or_default();
+                let (a, live) = children::apply(&Api::namespaced(client.clone(), &ns), o, cache).await?;
                 report.daemon_set = Some(live);
                 a
             }
@@ -193,27 +197,29 @@ pub async fn apply(client: &Client, cache: &AppliedCache, set: ChildSet) -> Resu
         uid: &set.owner.uid,
         only_unowned: false,
     };
-    report.pruned = prune(client, cache, &set.selector, &set.kinds, &keep, &owner).await?;
+    report.pruned = prune(client, cache, Some(stores), &set.selector, &set.kinds, &keep, &owner).await?;
     Ok(report)
 }
 
-async fn apply_namespaced<K>(client: &Client, cache: &AppliedCache, o: K) -> Result<(Applied, K)>
+async fn apply_namespaced<K>(client: &Client, cache: &AppliedCache, stores: &ChildStores, o: K) -> Result<Applied>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
+    K: Cached<Scope = k8s_openapi::NamespaceResourceScope>
         + std::fmt::Debug
         + serde::Serialize
         + serde::de::DeserializeOwned,
 {
     let ns = o.meta().namespace.clone().unwrap_or_default();
-    children::apply(&Api::namespaced(client.clone(), &ns), o, cache).await
+    children::apply_known(&Api::namespaced(client.clone(), &ns), o, cache, stores).await
 }
 
 /// Deletes the objects of `kinds` carrying `selector` that `owner` may delete and whose key is
-/// not in `keep`, in every namespace; forgets them in `cache`. Returns their keys.
+/// not in `keep`, in every namespace; forgets them in `cache`. Returns their keys. The candidates
+/// come from `stores` where a kind's cache is ready, else from LISTs (always without `stores`:
+/// the cleanup at deletion lists, so that nothing a lagging cache misses is left behind).
 pub async fn prune(
     client: &Client,
     cache: &AppliedCache,
+    stores: Option<&ChildStores>,
     selector: &str,
     kinds: &[Kind],
     keep: &[String],
@@ -221,16 +227,16 @@ pub async fn prune(
 ) -> Result<Vec<String>> {
     let mut pruned = Vec::new();
     for kind in kinds {
-        let (c, s) = (client, selector);
+        let (c, st, s) = (client, stores, selector);
         pruned.extend(match kind {
-            Kind::DaemonSet => children::prune_everywhere::<DaemonSet>(c, s, keep, owner).await?,
-            Kind::ConfigMap => children::prune_everywhere::<ConfigMap>(c, s, keep, owner).await?,
-            Kind::Service => children::prune_everywhere::<Service>(c, s, keep, owner).await?,
-            Kind::PrometheusRule => children::prune_everywhere::<PrometheusRule>(c, s, keep, owner).await?,
-            Kind::PodMonitor => children::prune_everywhere::<PodMonitor>(c, s, keep, owner).await?,
-            Kind::ServiceAccount => children::prune_everywhere::<ServiceAccount>(c, s, keep, owner).await?,
-            Kind::ClusterRoleBinding => children::prune_cluster::<ClusterRoleBinding>(c, s, keep, owner).await?,
-            Kind::ClusterRole => children::prune_cluster::<ClusterRole>(c, s, keep, owner).await?,
+            Kind::DaemonSet => children::prune_everywhere::<DaemonSet>(c, st, s, keep, owner).await?,
+            Kind::ConfigMap => children::prune_everywhere::<ConfigMap>(c, st, s, keep, owner).await?,
+            Kind::Service => children::prune_everywhere::<Service>(c, st, s, keep, owner).await?,
+            Kind::PrometheusRule => children::prune_everywhere::<PrometheusRule>(c, st, s, keep, owner).await?,
+            Kind::PodMonitor => children::prune_everywhere::<PodMonitor>(c, st, s, keep, owner).await?,
+            Kind::ServiceAccount => children::prune_everywhere::<ServiceAccount>(c, st, s, keep, owner).await?,
+            Kind::ClusterRoleBinding => children::prune_cluster::<ClusterRoleBinding>(c, st, s, keep, owner).await?,
+            Kind::ClusterRole => children::prune_cluster::<ClusterRole>(c, st, s, keep, owner).await?,
         });
     }
     for key in &pruned {

@@ -7,19 +7,21 @@
 //! live child whose hash matches but that the dry run would change was edited by hand — it is put
 //! back and reported as drift; a different hash is a spec change, not drift. A child verified at a
 //! resourceVersion is not dry-run again until that version or the desired object changes, so a
-//! no-op reconcile makes one GET per child and no write.
+//! no-op reconcile makes no write, and no read of a child whose kind's metadata cache shows it at
+//! that version ([`super::child_stores`]; one GET per child otherwise).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Mutex;
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::child_stores::{self, Cached, ChildStores};
 use super::error::{Error, Result};
 use crate::conventions::OWNER_UID_ANNOTATION as OWNER_UID;
 
@@ -71,9 +73,15 @@ impl AppliedCache {
 
 /// `Kind/namespace/name` or `Kind/name`, for drift records and events.
 pub fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    match obj.meta().namespace.as_deref() {
-        Some(ns) => format!("{}/{}/{}", K::kind(&()), ns, obj.name_any()),
-        None => format!("{}/{}", K::kind(&()), obj.name_any()),
+    describe_meta::<K>(obj.meta())
+}
+
+/// [`describe`] of an object of kind `K` by its metadata.
+pub fn describe_meta<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or_default();
+    match meta.namespace.as_deref() {
+        Some(ns) => format!("{}/{}/{}", K::kind(&()), ns, name),
+        None => format!("{}/{}", K::kind(&()), name),
     }
 }
 
@@ -150,21 +158,51 @@ pub async fn apply<K>(api: &Api<K>, desired: K, cache: &AppliedCache) -> Result<
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
-    let name = desired.name_any();
     let key = describe(&desired);
     let (body, h) = apply_body(&desired)?;
+    apply_body_of(api, &desired.name_any(), key, body, h, cache).await
+}
+
+/// [`apply`] for a child whose live object is not needed: when `stores` shows the child at the
+/// resourceVersion this process last verified with the same desired hash, it is unchanged
+/// without a request (see [`super::child_stores`]).
+pub async fn apply_known<K>(api: &Api<K>, desired: K, cache: &AppliedCache, stores: &ChildStores) -> Result<Applied>
+where
+    K: Cached + Debug + Serialize + DeserializeOwned,
+{
+    let key = describe(&desired);
+    let (body, h) = apply_body(&desired)?;
+    let name = desired.name_any();
+    if let Some(store) = child_stores::ready::<K>(stores)
+        && let Some(live) = child_stores::get(store, desired.meta().namespace.as_deref(), &name)
+        && cache.verified(&key, &live, &h)
+    {
+        return Ok(Applied::Unchanged);
+    }
+    Ok(apply_body_of(api, &name, key, body, h, cache).await?.0)
+}
+
+async fn apply_body_of<K>(
+    api: &Api<K>,
+    name: &str,
+    key: String,
+    body: Value,
+    h: String,
+    cache: &AppliedCache,
+) -> Result<(Applied, K)>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let Some(live) = api.get_opt(&name).await? else {
-        let created = api.patch(&name, &params, &Patch::Apply(&body)).await?;
+    let Some(live) = api.get_opt(name).await? else {
+        let created = api.patch(name, &params, &Patch::Apply(&body)).await?;
         cache.remember(key, &created, &h);
         return Ok((Applied::Created, created));
     };
     if cache.verified(&key, &live, &h) {
         return Ok((Applied::Unchanged, live));
     }
-    let would = api
-        .patch(&name, &params.clone().dry_run(), &Patch::Apply(&body))
-        .await?;
+    let would = api.patch(name, &params.clone().dry_run(), &Patch::Apply(&body)).await?;
     let Some((field, desired_v, actual)) = first_difference(&comparable(&would)?, &comparable(&live)?, "") else {
         cache.remember(key, &live, &h);
         return Ok((Applied::Unchanged, live));
@@ -178,7 +216,7 @@ where
     } else {
         Applied::Updated
     };
-    let applied = api.patch(&name, &params, &Patch::Apply(&body)).await?;
+    let applied = api.patch(name, &params, &Patch::Apply(&body)).await?;
     cache.remember(key, &applied, &h);
     Ok((outcome, applied))
 }
@@ -193,62 +231,81 @@ pub struct Owner<'a> {
 }
 
 impl Owner<'_> {
-    fn may_delete<K: Resource>(&self, obj: &K) -> bool {
-        let by_ref = obj.owner_references().iter().any(|o| o.uid == self.uid);
-        let by_annotation = obj.annotations().get(OWNER_UID) == Some(&self.uid.to_string());
-        (by_ref || by_annotation) && !(self.only_unowned && by_ref) && obj.meta().deletion_timestamp.is_none()
+    fn may_delete(&self, meta: &ObjectMeta) -> bool {
+        let by_ref = (meta.owner_references.iter().flatten()).any(|o| o.uid == self.uid);
+        let by_annotation = (meta.annotations.as_ref()).and_then(|a| a.get(OWNER_UID)) == Some(&self.uid.to_string());
+        (by_ref || by_annotation) && !(self.only_unowned && by_ref) && meta.deletion_timestamp.is_none()
     }
 }
 
 /// Deletes, in every namespace, the objects carrying `selector` and mlobs' managed-by label that
 /// `owner` may delete and whose `Kind/namespace/name` is not in `keep`. Returns what it deleted
-/// (same form). Nothing mlobs did not create, or that another owner owns, is ever deleted.
+/// (same form). Nothing mlobs did not create, or that another owner owns, is ever deleted. With
+/// `stores`, the candidates come from the kind's metadata cache when it is ready; else, and
+/// always without, from a LIST.
 pub async fn prune_everywhere<K>(
     client: &kube::Client,
+    stores: Option<&ChildStores>,
     selector: &str,
     keep: &[String],
     owner: &Owner<'_>,
 ) -> Result<Vec<String>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    K: Cached<Scope = k8s_openapi::NamespaceResourceScope> + Debug + DeserializeOwned,
 {
-    let api_of = |o: &K| Api::<K>::namespaced(client.clone(), &o.namespace().unwrap_or_default());
-    prune_listed(&Api::all(client.clone()), selector, keep, owner, api_of).await
+    let api_of = |ns: Option<&str>| Api::<K>::namespaced(client.clone(), ns.unwrap_or_default());
+    prune_listed(&Api::all(client.clone()), stores, selector, keep, owner, api_of).await
 }
 
 /// [`prune_everywhere`] for cluster-scoped kinds (ClusterRole, ClusterRoleBinding): they carry the
 /// owner annotation, never a guessed name.
 pub async fn prune_cluster<K>(
     client: &kube::Client,
+    stores: Option<&ChildStores>,
     selector: &str,
     keep: &[String],
     owner: &Owner<'_>,
 ) -> Result<Vec<String>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope> + Clone + Debug + DeserializeOwned,
+    K: Cached<Scope = k8s_openapi::ClusterResourceScope> + Debug + DeserializeOwned,
 {
     let api = Api::<K>::all(client.clone());
-    prune_listed(&api, selector, keep, owner, |_| api.clone()).await
+    prune_listed(&api, stores, selector, keep, owner, |_| api.clone()).await
 }
 
-/// Lists with `selector` through `list`, deletes each prunable object through `api_of(object)`.
+/// Lists with `selector` (from the cache in `stores` or through `list`), deletes each prunable
+/// object through `api_of(its namespace)`.
 async fn prune_listed<K>(
     list: &Api<K>,
+    stores: Option<&ChildStores>,
     selector: &str,
     keep: &[String],
     owner: &Owner<'_>,
-    api_of: impl Fn(&K) -> Api<K>,
+    api_of: impl Fn(Option<&str>) -> Api<K>,
 ) -> Result<Vec<String>>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    K: Cached + Debug + DeserializeOwned,
 {
+    let selector = format!("{selector},{}", crate::conventions::MANAGED_BY_SELECTOR);
+    let cached = stores
+        .and_then(child_stores::ready::<K>)
+        .and_then(|s| child_stores::selected(s, &selector));
+    let found: Vec<ObjectMeta> = match cached {
+        Some(objs) => objs.into_iter().map(|o| o.metadata).collect(),
+        None => labelled(list, &selector)
+            .await?
+            .into_iter()
+            .map(|o| o.meta().clone())
+            .collect(),
+    };
     let mut pruned = vec![];
-    for obj in labelled(list, selector).await? {
-        let key = describe(&obj);
-        if keep.contains(&key) || !owner.may_delete(&obj) {
+    for meta in found {
+        let key = describe_meta::<K>(&meta);
+        if keep.contains(&key) || !owner.may_delete(&meta) {
             continue;
         }
-        if delete(&api_of(&obj), &obj.name_any()).await? {
+        let name = meta.name.as_deref().unwrap_or_default();
+        if delete(&api_of(meta.namespace.as_deref()), name).await? {
             pruned.push(key);
         }
     }
@@ -259,11 +316,8 @@ async fn labelled<K>(api: &Api<K>, selector: &str) -> Result<Vec<K>>
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
-    let selector = format!("{selector},{}", crate::conventions::MANAGED_BY_SELECTOR);
-    // resourceVersion=0: from the API server's watch cache, not etcd. A list a moment old only
-    // delays a prune to the next reconcile; a child already gone is a no-op delete.
     Ok(api
-        .list(&ListParams::default().labels(&selector).match_any())
+        .list(&ListParams::default().labels(selector).match_any())
         .await?
         .items)
 }

@@ -1,6 +1,6 @@
 //! The operator's Kubernetes client: the inferred configuration (in-cluster or KUBECONFIG) with
-//! a layer that counts every write request, so "a no-op reconcile writes nothing" is measurable on
-//! a real cluster (`mlobs_kube_writes_total`).
+//! a layer that counts every request, so "a no-op reconcile writes nothing" and what it reads are
+//! measurable on a real cluster (`mlobs_kube_writes_total`, `mlobs_kube_reads_total`).
 
 use std::task::{Context, Poll};
 
@@ -53,9 +53,26 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Some((resource, verb)) = write_of(req.method(), req.uri()) {
             self.metrics.kube_write(&resource, verb);
+        } else if let Some((resource, verb)) = read_of(req.method(), req.uri()) {
+            self.metrics.kube_read(&resource, verb);
         }
         self.inner.call(req)
     }
+}
+
+/// The resource (`plural` or `plural/subresource`) and verb of a read request (`get`, `list`,
+/// `watch`, or `dry-run` for a dry-run write); `None` for writes.
+pub fn read_of(method: &Method, uri: &Uri) -> Option<(String, &'static str)> {
+    let query = |key: &str| uri.query().is_some_and(|q| q.split('&').any(|kv| kv == key));
+    let (resource, named) = resource_of(uri);
+    let verb = match *method {
+        Method::GET if query("watch=true") || query("watch=1") => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        _ if query("dryRun=All") => "dry-run",
+        _ => return None,
+    };
+    Some((resource, verb))
 }
 
 /// The resource (`plural` or `plural/subresource`) and verb of a write request; `None` for reads
@@ -71,21 +88,27 @@ pub fn write_of(method: &Method, uri: &Uri) -> Option<(String, &'static str)> {
     if uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "dryRun=All")) {
         return None;
     }
+    Some((resource_of(uri).0, verb))
+}
+
+/// The resource (`plural` or `plural/subresource`) a request path names, and whether it names one
+/// object.
+fn resource_of(uri: &Uri) -> (String, bool) {
     let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     let mut rest = match segs.as_slice() {
         ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
-        _ => return Some(("unknown".into(), verb)),
+        _ => return ("unknown".into(), false),
     };
     // namespaces/<ns>/<plural>/... is namespaced; namespaces/<ns> alone is the Namespace itself.
     if let ["namespaces", _ns, _plural, ..] = rest {
         rest = &rest[2..];
     }
-    let resource = match rest {
-        [plural, _name, sub, ..] => format!("{plural}/{sub}"),
-        [plural, ..] => (*plural).to_string(),
-        [] => "unknown".to_string(),
-    };
-    Some((resource, verb))
+    match rest {
+        [plural, _name, sub, ..] => (format!("{plural}/{sub}"), true),
+        [plural, _name] => ((*plural).to_string(), true),
+        [plural] => ((*plural).to_string(), false),
+        [] => ("unknown".to_string(), false),
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +147,32 @@ mod tests {
             w(Method::PUT, "/api/v1/namespaces/a"),
             Some(("namespaces".into(), "update"))
         );
+    }
+
+    #[test]
+    fn reads_are_named_by_resource_and_verb() {
+        let r = |method: Method, uri: &str| read_of(&method, &uri.parse().expect("uri"));
+        assert_eq!(
+            r(Method::GET, "/api/v1/namespaces/a/configmaps/x"),
+            Some(("configmaps".into(), "get"))
+        );
+        assert_eq!(
+            r(Method::GET, "/apis/apps/v1/daemonsets?labelSelector=a%3Db"),
+            Some(("daemonsets".into(), "list"))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/v1/nodes?watch=true&resourceVersion=5"),
+            Some(("nodes".into(), "watch"))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/v1/namespaces/a"),
+            Some(("namespaces".into(), "get"))
+        );
+        assert_eq!(
+            r(Method::PATCH, "/api/v1/namespaces/a/configmaps/x?dryRun=All"),
+            Some(("configmaps".into(), "dry-run"))
+        );
+        assert_eq!(r(Method::PATCH, "/api/v1/namespaces/a/configmaps/x"), None, "a write");
     }
 
     #[test]

@@ -81,6 +81,7 @@ struct Inner {
     durations: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     drift: Family<DriftLabels, Counter>,
     kube_writes: Family<WriteLabels, Counter>,
+    kube_reads: Family<WriteLabels, Counter>,
     status_conflicts: Family<ControllerLabels, Counter>,
     drift_events: Family<EventLabels, Counter>,
     shard: Family<ShardLabels, Gauge>,
@@ -119,6 +120,7 @@ impl Metrics {
             Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let drift = Family::<DriftLabels, Counter>::default();
         let kube_writes = Family::<WriteLabels, Counter>::default();
+        let kube_reads = Family::<WriteLabels, Counter>::default();
         let status_conflicts = Family::<ControllerLabels, Counter>::default();
         let drift_events = Family::<EventLabels, Counter>::default();
         let shard = Family::<ShardLabels, Gauge>::default();
@@ -141,6 +143,11 @@ impl Metrics {
             "mlobs_kube_writes",
             "Write requests sent to the Kubernetes API server, by resource (plural[/subresource]) and verb; dry runs are not writes",
             kube_writes.clone(),
+        );
+        registry.register(
+            "mlobs_kube_reads",
+            "Read requests sent to the Kubernetes API server, by resource (plural[/subresource]) and verb (get, list, watch, dry-run)",
+            kube_reads.clone(),
         );
         registry.register(
             "mlobs_reconciles",
@@ -176,10 +183,22 @@ impl Metrics {
             durations,
             drift,
             kube_writes,
+            kube_reads,
             status_conflicts,
             drift_events,
             shard,
         }))
+    }
+
+    /// Counts one read request to the API server.
+    pub fn kube_read(&self, resource: &str, verb: &str) {
+        self.0
+            .kube_reads
+            .get_or_create(&WriteLabels {
+                resource: resource.to_owned(),
+                verb: verb.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one write request to the API server.

@@ -5,6 +5,7 @@ pub mod applier;
 pub mod archive_status;
 pub mod backoff;
 pub mod batched;
+pub mod child_stores;
 pub mod children;
 pub mod client;
 pub mod dataflow;
@@ -31,7 +32,8 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -84,6 +86,13 @@ pub struct Ctx {
     pub synced: tokio::sync::watch::Receiver<bool>,
     /// Children verified to be as desired: skips the dry-run comparison while nothing changed.
     pub applied: children::AppliedCache,
+    /// Metadata caches of this shard's children, filled by the child watches: what the applier
+    /// reads instead of the API server.
+    pub child_stores: child_stores::ChildStores,
+    /// Every node, slimmed to labels, schedulability and readiness (`slim_node`), filled by the
+    /// pipeline controller's node watch: a reconcile's GPU nodes come from here once it is
+    /// ready, not from a LIST.
+    pub nodes: Store<Node>,
     /// Pipeline uid → the next DataFlowing re-check, while data is not flowing.
     pub data_checks: Mutex<HashMap<String, dataflow::Recheck>>,
     /// Which pipelines this replica reconciles.
@@ -426,6 +435,48 @@ fn slim(p: &mut MLObservabilityPipeline) {
     p.annotations_mut().remove(LAST_APPLIED);
 }
 
+/// What the controllers read of a node: its name, labels, `spec.unschedulable` and its `Ready`
+/// condition (a node's images, addresses and other conditions can be tens of KiB).
+fn slim_node(n: &mut Node) {
+    let meta = &mut n.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable),
+        ..Default::default()
+    });
+    let ready = (n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| k8s_openapi::api::core::v1::NodeCondition {
+            type_: c.type_.clone(),
+            status: c.status.clone(),
+            ..Default::default()
+        });
+    n.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+        conditions: ready.map(|c| vec![c]),
+        ..Default::default()
+    });
+}
+
+/// The nodes whose labels match `selector`, from `ctx.nodes` when it is ready, else listed.
+pub async fn nodes_matching(ctx: &Ctx, selector: &BTreeMap<String, String>) -> error::Result<Vec<Node>> {
+    if ctx.nodes.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()) {
+        let found = ctx.nodes.state_filter(|n| matches(selector, n.labels()));
+        return Ok(found.iter().map(|n| n.as_ref().clone()).collect());
+    }
+    Ok(Api::<Node>::all(ctx.client.clone())
+        .list_metadata(&kube::api::ListParams::default().labels(&crate::conventions::selector_string(selector)))
+        .await?
+        .items
+        .into_iter()
+        .map(|m| Node {
+            metadata: m.metadata,
+            ..Default::default()
+        })
+        .collect())
+}
+
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Whether a pipeline watch event belongs to `shard` (errors and list markers always do).
@@ -532,6 +583,29 @@ pub async fn run_controllers(
     };
     let drift_queue = settings.drift_events_queue.clone();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    // The child watches trigger reconciles and fill the applier's metadata caches.
+    let (ds_store, ds_changes) = child_stores::watch::<DaemonSet>(&client, &managed, shard);
+    let (cm_store, cm_changes) = child_stores::watch::<ConfigMap>(&client, &managed, shard);
+    let (sa_store, sa_changes) = child_stores::watch::<ServiceAccount>(&client, &managed, shard);
+    let (svc_store, svc_changes) = child_stores::watch::<Service>(&client, &managed, shard);
+    let (cr_store, cr_changes) = child_stores::watch::<ClusterRole>(&client, &managed, shard);
+    let (crb_store, crb_changes) = child_stores::watch::<ClusterRoleBinding>(&client, &managed, shard);
+    let (nodes, nodes_writer) = reflector::store();
+    let node_changes = reflector(
+        nodes_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(slim_node),
+    )
+    .touched_objects();
+    let child_stores = child_stores::ChildStores {
+        daemon_sets: ds_store,
+        config_maps: cm_store,
+        service_accounts: sa_store,
+        services: svc_store,
+        cluster_roles: cr_store,
+        cluster_role_bindings: crb_store,
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         aws: settings.aws,
@@ -548,6 +622,8 @@ pub async fn run_controllers(
         batched: batched::BatchedReads::new(settings.kms_check_interval),
         synced: synced_rx,
         applied: children::AppliedCache::default(),
+        child_stores,
+        nodes,
         data_checks: Mutex::new(HashMap::new()),
         shard,
     });
@@ -559,21 +635,18 @@ pub async fn run_controllers(
     // Children map to their pipeline by the owner annotation, not only by owner reference: a
     // collector in the policy's collectorNamespace cannot carry one.
     let pipeline_ctl = pc
-        .watches_stream(children_meta::<DaemonSet>(&client, &managed), move |o| {
-            own_child(&shard, &o)
-        })
-        .watches_stream(children_meta::<ConfigMap>(&client, &managed), move |o| {
-            own_child(&shard, &o)
-        })
-        .watches_stream(children_meta::<ServiceAccount>(&client, &managed), move |o| {
-            own_child(&shard, &o)
-        })
+        .watches_stream(ds_changes, move |o| own_child(&shard, &o))
+        .watches_stream(cm_changes, move |o| own_child(&shard, &o))
+        .watches_stream(sa_changes, move |o| own_child(&shard, &o))
+        .watches_stream(svc_changes, move |o| own_child(&shard, &o))
+        .watches_stream(cr_changes, move |o| own_child(&shard, &o))
+        .watches_stream(crb_changes, move |o| own_child(&shard, &o))
         .watches(
             Api::<GpuTelemetryPolicy>::all(client.clone()),
             watcher::Config::default(),
             move |pol| pipelines_of_policy(&pipes, &pol),
         )
-        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), {
+        .watches_stream(node_changes, {
             let seen = NodeChanges::default();
             move |node| {
                 if seen.changed(&node) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -135,10 +135,8 @@ async fn dereference(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<World> {
     if selector.is_empty() {
         selector = crate::conventions::default_gpu_node_selector();
     }
-    let nodes = Api::<Node>::all(ctx.client.clone())
-        .list_metadata(&ListParams::default().labels(&crate::conventions::selector_string(&selector)))
+    let nodes = super::nodes_matching(ctx, &selector)
         .await?
-        .items
         .into_iter()
         .filter_map(|n| n.metadata.name)
         .collect();
@@ -246,7 +244,7 @@ fn exporter_set(p: &GpuTelemetryPolicy, children: Vec<Child>) -> Result<ChildSet
 
 /// Step 3: applies the set and prunes; returns the live exporter DaemonSet.
 async fn apply_children(p: &GpuTelemetryPolicy, ctx: &Ctx, set: ChildSet) -> Result<Option<DaemonSet>> {
-    let report = applier::apply(&ctx.client, &ctx.applied, set).await?;
+    let report = applier::apply(&ctx.client, &ctx.applied, &ctx.child_stores, set).await?;
     ctx.report_applied(p, &report).await;
     Ok(report.daemon_set)
 }

@@ -324,7 +324,16 @@ impl Operator {
     /// Makes a reconcile happen without a spec change (a node label changes; nodes are watched)
     /// and returns the writes it made, events excluded, as `METHOD path`.
     pub async fn no_op_reconcile_writes(&self) -> Vec<String> {
-        let writes = self.fake.writes_excluding_events();
+        (self.no_op_reconcile_requests().await.iter())
+            .filter(|r| r.is_write() && !r.path.contains("/events"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    /// Every request but watches the operator made while reconciling after a node label change
+    /// that changes nothing the pipelines depend on.
+    pub async fn no_op_reconcile_requests(&self) -> Vec<super::apifake::RecordedRequest> {
+        let seen = self.fake.requests().len();
         let before = self.reconciles();
         let mut node = self.fake.object("v1", "nodes", None, "gpu-0").expect("node");
         node["metadata"]["labels"]["touched"] = json!(before.to_string());
@@ -338,10 +347,9 @@ impl Operator {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        (self.fake.requests().iter())
-            .filter(|r| r.is_write() && !r.path.contains("/events"))
-            .skip(writes)
-            .map(|r| format!("{} {}", r.method, r.path))
+        (self.fake.requests().into_iter())
+            .skip(seen)
+            .filter(|r| !r.query.contains("watch=true") && !r.query.contains("watch=1"))
             .collect()
     }
 }

@@ -189,7 +189,7 @@ async fn drift_event(ctx: &Ctx, p: &MLObservabilityPipeline, x: &Drift) {
 /// Step 4: applies the child set (ServiceAccount, RBAC, ConfigMap, the DaemonSet last) and prunes
 /// what is no longer in it; returns the live DaemonSet.
 pub async fn children(p: &MLObservabilityPipeline, ctx: &Ctx, set: ChildSet, obs: &mut Observed) -> Result<DaemonSet> {
-    let report = applier::apply(&ctx.client, &ctx.applied, set).await?;
+    let report = applier::apply(&ctx.client, &ctx.applied, &ctx.child_stores, set).await?;
     obs.k8s_drift.extend(ctx.report_applied(p, &report).await);
     report.daemon_set.ok_or(Error::MissingField("the collector DaemonSet"))
 }

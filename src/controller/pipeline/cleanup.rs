@@ -101,7 +101,7 @@ pub async fn run(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<Action> {
             uid: &uid,
             only_unowned: true,
         };
-        applier::prune(&ctx.client, &ctx.applied, &sel, &kinds, &[], &owner).await?;
+        applier::prune(&ctx.client, &ctx.applied, None, &sel, &kinds, &[], &owner).await?;
     }
     ctx.forget(p);
     Ok(Action::await_change())

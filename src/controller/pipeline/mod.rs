@@ -18,9 +18,9 @@ pub mod plan;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -186,16 +186,7 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
         Governing::NotFound(_) | Governing::DefaultConflict(_) => return Ok(world),
     };
     let (selector, collector_ns) = crate::desired::merge::placement_of(p, policy, &ctx.desired);
-    world.nodes = Api::<Node>::all(ctx.client.clone())
-        .list_metadata(&ListParams::default().labels(&crate::conventions::selector_string(&selector)))
-        .await?
-        .items
-        .into_iter()
-        .map(|m| Node {
-            metadata: m.metadata,
-            ..Default::default()
-        })
-        .collect();
+    world.nodes = super::nodes_matching(ctx, &selector).await?;
     world.collector_namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&collector_ns).await?;
     // Alerts (the PrometheusRule, the SLO's PodMonitor) or a Grafana dashboard (the PodMonitor).
     let monitoring = p.spec.alerts.is_some()
