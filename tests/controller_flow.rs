@@ -120,6 +120,35 @@ async fn a_no_op_reconcile_reads_children_from_the_watch_caches_not_the_api_serv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_whose_status_write_loses_a_race_is_still_recorded() {
+    // The reconcile that puts the edit back loses its status write (409); the retry finds the
+    // child as desired, so only what the first one found can say that it was edited.
+    let op = Operator::start().await;
+    op.create("raced", json!({})).await;
+    op.ready("raced").await;
+    op.fake
+        .fail_next("PATCH", "/mlobservabilitypipelines/raced/status", 409, 1);
+    let mut cm = op.fake.object("v1", "configmaps", Some(NS), "mlobs-raced").expect("cm");
+    let original = cm["data"].clone();
+    cm["data"] = json!({"config.yaml": "receivers: {}\n"});
+    op.fake.put_object("v1", "configmaps", cm);
+    op.wait("the ConfigMap put back", |f| {
+        f.object("v1", "configmaps", Some(NS), "mlobs-raced")
+            .is_some_and(|c| c["data"] == original)
+    })
+    .await;
+    op.wait("the correction in status after the lost race", |_| {
+        op.pipeline("raced").and_then(|p| p.status).is_some_and(|s| {
+            s.drift.iter().any(|d| {
+                d.resource == format!("ConfigMap/{NS}/mlobs-raced") && d.action.as_deref() == Some("Corrected")
+            })
+        })
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edited_child_is_put_back_and_recorded_as_drift() {
     let op = Operator::start().await;
     op.create("edit", json!({})).await;

@@ -1,5 +1,6 @@
 //! Where collectors and exporters run, and what a pipeline says when they cannot: the exporter
-//! mode switched, no matching GPU node yet, a namespace that enforces Pod Security `baseline`.
+//! mode switched, no matching GPU node yet, a namespace that enforces Pod Security `baseline`, a
+//! collector no GPU node can fit.
 
 use std::time::Instant;
 
@@ -404,6 +405,67 @@ async fn a_baseline_namespace_reports_the_rejection_and_a_collector_namespace_ru
             Ok(())
         },
     )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_collector_no_gpu_node_can_fit_reports_the_schedulers_reason_and_runs_once_it_fits() -> Result<()> {
+    let c = client().await?;
+    let team = TestNs::create(&c, "unschedulable").await?;
+    let ns = team.name.as_str();
+    // More CPU than a GPU node has (the test cluster's GPU nodes have 96).
+    let resources = |cpu: &str| json!({"collector": {"resources": {"requests": {"cpu": cpu, "memory": "256Mi"}, "limits": {"memory": "512Mi"}}}});
+    create_pipeline(&c, &pipeline(ns, "train", resources("500"))?).await?;
+    let p = wait_pipeline(&c, ns, "train", "CollectorReady=False CollectorUnschedulable", |p| {
+        let (s, r, _) = cond(p, "CollectorReady")?;
+        ensure!(
+            s == "False" && r == "CollectorUnschedulable",
+            "{}",
+            conditions_summary(p)
+        );
+        Ok(())
+    })
+    .await?;
+    let (_, _, msg) = cond(&p, "CollectorReady")?;
+    ensure!(
+        msg.contains("cannot be scheduled") && msg.contains("Insufficient cpu"),
+        "the message quotes the scheduler: {msg}"
+    );
+    let (ready, ready_reason, _) = cond(&p, "Ready")?;
+    ensure!(
+        ready == "False" && ready_reason == "CollectorUnschedulable",
+        "{}",
+        conditions_summary(&p)
+    );
+    ensure!(
+        condition_status(&p, "Stalled") != "True",
+        "not terminal: the scheduler keeps trying; {}",
+        conditions_summary(&p)
+    );
+    println!("reported: {msg}");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(c.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let warned = events.items.iter().any(|e| {
+        e.type_.as_deref() == Some("Warning")
+            && e.reason.as_deref() == Some("CollectorUnschedulable")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("train")
+    });
+    ensure!(warned, "a Warning event CollectorUnschedulable on the pipeline");
+
+    // A request the nodes can fit: the collector runs and the pipeline is Ready.
+    pipelines(&c, ns)
+        .patch(
+            "train",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": resources("100m")})),
+        )
+        .await?;
+    wait_pipeline(&c, ns, "train", "Ready=True once the collector fits", |p| {
+        ensure!(is_ready(p), "{}", conditions_summary(p));
+        Ok(())
+    })
     .await?;
     Ok(())
 }

@@ -95,6 +95,10 @@ pub struct Ctx {
     pub nodes: Store<Node>,
     /// Pipeline uid → the next DataFlowing re-check, while data is not flowing.
     pub data_checks: Mutex<HashMap<String, dataflow::Recheck>>,
+    /// Pipeline uid → drift a reconcile found (and put back) whose status write failed: the next
+    /// status write records it, so a hand edit corrected by a reconcile that lost a status race
+    /// (409) is still recorded once.
+    pub pending_drift: Mutex<HashMap<String, Vec<crate::aws::Drift>>>,
     /// Which pipelines this replica reconciles.
     pub shard: shard::Shard,
 }
@@ -257,6 +261,8 @@ impl Ctx {
             self.set_recheck(&uid, None);
             self.batched.forget(&uid);
             self.metrics.data_flowing(&uid, None);
+            let mut m = self.pending_drift.lock().unwrap_or_else(|e| e.into_inner());
+            m.remove(&uid);
         }
     }
 
@@ -625,6 +631,7 @@ pub async fn run_controllers(
         child_stores,
         nodes,
         data_checks: Mutex::new(HashMap::new()),
+        pending_drift: Mutex::new(HashMap::new()),
         shard,
     });
     ctx.metrics.shard(shard);

@@ -119,6 +119,7 @@ pub mod reason {
     pub const DRIFT_CORRECTED: &str = Reason::DriftCorrected.as_str();
     pub const NO_DRIFT: &str = Reason::NoDrift.as_str();
     pub const ROLLING_OUT: &str = Reason::RollingOut.as_str();
+    pub const COLLECTOR_UNSCHEDULABLE: &str = Reason::CollectorUnschedulable.as_str();
     pub const COMPLIANT: &str = Reason::Compliant.as_str();
     pub const VALID: &str = Reason::Valid.as_str();
     pub const NO_EXPORTER_PODS: &str = Reason::NoExporterPods.as_str();

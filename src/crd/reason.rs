@@ -45,6 +45,9 @@ reasons! {
     WaitingForAws,
     /// The collector DaemonSet is rolling out.
     RollingOut,
+    /// A collector pod cannot be scheduled on its GPU node (the scheduler's message says why:
+    /// the node's pod capacity, CPU or memory, a taint). Not terminal: the scheduler keeps trying.
+    CollectorUnschedulable,
     /// The pipeline complies with its policy.
     Compliant,
     /// The policy is valid.

@@ -211,6 +211,24 @@ pub async fn observe(
             .await?
             .map(|m| (reason::POD_SECURITY_FORBIDDEN, m));
     }
+    if obs.collector_blocked.is_none()
+        && let Some(m) = collector_unschedulable(ctx, ds).await?
+    {
+        let was = (p.status.as_ref())
+            .and_then(|s| conditions::find(&s.conditions, pty::COLLECTOR_READY))
+            .is_some_and(|c| c.reason == reason::COLLECTOR_UNSCHEDULABLE);
+        if !was {
+            ctx.event(
+                p,
+                EventType::Warning,
+                Reason::CollectorUnschedulable,
+                "ObserveCollector",
+                m.clone(),
+            )
+            .await;
+        }
+        obs.collector_blocked = Some((reason::COLLECTOR_UNSCHEDULABLE, m));
+    }
     obs.metrics_source = Some(metrics_source(ctx, d, world).await?);
     check_data_flow(p, ctx, d, obs, aws_step_ran).await;
     Ok(())
@@ -279,6 +297,51 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         grace_ms: d.effective.data_flow_grace_ms,
         result: failed.map_or(Ok(readings), Err),
     });
+}
+
+/// Why collector pods wait, when the scheduler cannot place them: read only while the DaemonSet
+/// has fewer ready pods than GPU nodes (its pods are not watched; the DaemonSet's status changes
+/// when one is placed, which reconciles the pipeline). The message names the pods and quotes the
+/// scheduler (e.g. `0/4 nodes are available: 1 Too many pods`).
+async fn collector_unschedulable(ctx: &Ctx, ds: &DaemonSet) -> Result<Option<String>> {
+    let s = ds.status.clone().unwrap_or_default();
+    if s.number_ready >= s.desired_number_scheduled {
+        return Ok(None);
+    }
+    let labels = (ds.spec.as_ref())
+        .and_then(|x| x.selector.match_labels.clone())
+        .unwrap_or_default();
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let ns = ds.namespace().unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&crate::conventions::selector_string(&labels)))
+        .await?;
+    let waiting: Vec<(String, String)> = (pods.items.iter())
+        .filter_map(|pod| {
+            let c = (pod.status.as_ref())
+                .and_then(|st| st.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))?;
+            (c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+                .then(|| (pod.name_any(), c.message.clone().unwrap_or_default()))
+        })
+        .collect();
+    let Some((first, why)) = waiting.first() else {
+        return Ok(None);
+    };
+    let pods = if waiting.len() == 1 {
+        format!("collector pod {first} cannot be scheduled")
+    } else {
+        format!(
+            "{} collector pods cannot be scheduled ({first} and others)",
+            waiting.len()
+        )
+    };
+    Ok(Some(format!(
+        "{}/{} GPU nodes run a ready collector; {pods}: {why}",
+        s.number_ready, s.desired_number_scheduled
+    )))
 }
 
 /// Label that sets the Pod Security level a namespace enforces.

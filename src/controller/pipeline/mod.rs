@@ -222,6 +222,22 @@ async fn monitoring_served(client: &kube::Client) -> plan::MonitoringApis {
 async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, resync_ms: Option<u64>) -> Result<Action> {
     let api: Api<MLObservabilityPipeline> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let old = p.status.clone().unwrap_or_default();
+    // Drift an earlier reconcile found but could not record (its status write failed) comes
+    // first; this reconcile's own findings for the same field follow and win.
+    let mut obs = obs;
+    let uid = p.uid().unwrap_or_default();
+    let carried = {
+        let mut m = ctx.pending_drift.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&uid).unwrap_or_default()
+    };
+    obs.k8s_drift.splice(0..0, carried);
+    let found = obs.k8s_drift.clone();
+    let keep_found = || {
+        if !found.is_empty() {
+            let mut m = ctx.pending_drift.lock().unwrap_or_else(|e| e.into_inner());
+            m.insert(uid.clone(), found.clone());
+        }
+    };
     let base = obs.resource_version.clone().or_else(|| p.resource_version());
     let read = obs.data_flow.is_some();
     let grace_ms = obs.data_flow.as_ref().map(|d| d.grace_ms);
@@ -258,9 +274,13 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
                     ctx.set_recheck(&uid, None);
                 }
                 ctx.metrics.status_conflict("pipeline");
+                keep_found();
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                keep_found();
+                return Err(e.into());
+            }
         }
         if status::aws_arns_new(&old, &new) {
             ctx.event(
