@@ -104,7 +104,7 @@ pub fn get<K: Cached>(
 pub fn selected<K: Cached>(store: &Store<PartialObjectMeta<K>>, selector: &str) -> Option<Vec<PartialObjectMeta<K>>> {
     let wanted: Vec<(&str, &str)> = selector
         .split(',')
-        .map(|term| term.split_once('=').filter(|(k, _)| !k.ends_with('!')))
+        .map(|term| term.split_once('=').filter(|(k, _)| !k.ends_with('!') && kept_label(k)))
         .collect::<Option<_>>()?;
     Some(
         store
@@ -120,11 +120,26 @@ pub fn selected<K: Cached>(store: &Store<PartialObjectMeta<K>>, selector: &str) 
     )
 }
 
-/// Only what the applier and the triggers read: no managedFields, only mlobs' annotations.
+/// The labels a cache keeps (what the child sets select on); a selector on any other label is
+/// answered by the API server.
+fn kept_label(k: &str) -> bool {
+    k.starts_with("mlobs.io/") || k == "app.kubernetes.io/managed-by"
+}
+
+/// Only what the applier and the triggers read: name, namespace, resourceVersion, owner
+/// references, deletion timestamp, mlobs' labels and annotations (no managedFields, uid,
+/// timestamps or other labels: a cached child is a few hundred bytes).
 fn slim<K>(o: &mut PartialObjectMeta<K>) {
-    o.metadata.managed_fields = None;
-    if let Some(a) = o.metadata.annotations.as_mut() {
+    let m = &mut o.metadata;
+    m.managed_fields = None;
+    m.uid = None;
+    m.creation_timestamp = None;
+    m.generation = None;
+    if let Some(a) = m.annotations.as_mut() {
         a.retain(|k, _| k.starts_with("mlobs.io/"));
+    }
+    if let Some(l) = m.labels.as_mut() {
+        l.retain(|k, _| kept_label(k));
     }
 }
 
@@ -195,25 +210,34 @@ mod tests {
 
     #[test]
     fn selected_matches_every_equality_of_the_selector() {
+        let (p, m) = ("mlobs.io/pipeline", "app.kubernetes.io/managed-by");
         let store = filled(vec![
-            meta("a", &[("p", "1"), ("m", "mlobs")]),
-            meta("b", &[("p", "2"), ("m", "mlobs")]),
-            meta("c", &[("p", "1")]),
+            meta("a", &[(p, "1"), (m, "mlobs")]),
+            meta("b", &[(p, "2"), (m, "mlobs")]),
+            meta("c", &[(p, "1")]),
         ]);
         let names = |v: Vec<PartialObjectMeta<ConfigMap>>| -> Vec<String> {
             let mut n: Vec<String> = v.into_iter().filter_map(|o| o.metadata.name).collect();
             n.sort();
             n
         };
-        assert_eq!(names(selected(&store, "p=1,m=mlobs").expect("equalities")), vec!["a"]);
-        assert_eq!(names(selected(&store, "p=1").expect("equalities")), vec!["a", "c"]);
+        let both = format!("{p}=1,{m}=mlobs");
+        assert_eq!(names(selected(&store, &both).expect("equalities")), vec!["a"]);
+        assert_eq!(
+            names(selected(&store, &format!("{p}=1")).expect("equalities")),
+            vec!["a", "c"]
+        );
         assert!(
-            selected(&store, "p!=1").is_none(),
+            selected(&store, &format!("{p}!=1")).is_none(),
             "an inequality is not evaluated here"
         );
         assert!(
-            selected(&store, "p in (1)").is_none(),
+            selected(&store, &format!("{p} in (1)")).is_none(),
             "a set selector is not evaluated here"
+        );
+        assert!(
+            selected(&store, "app=x").is_none(),
+            "a label the cache does not keep is not evaluated here"
         );
     }
 
@@ -231,8 +255,8 @@ mod tests {
     }
 
     #[test]
-    fn slim_keeps_only_mlobs_annotations_and_no_managed_fields() {
-        let mut o = meta("a", &[]);
+    fn slim_keeps_only_mlobs_annotations_and_labels_and_no_managed_fields() {
+        let mut o = meta("a", &[("mlobs.io/pipeline", "t.a"), ("app.kubernetes.io/name", "x")]);
         o.metadata.annotations = Some(BTreeMap::from([
             ("mlobs.io/desired-hash".to_string(), "h".to_string()),
             (
@@ -250,5 +274,12 @@ mod tests {
             .map(|a| a.keys().collect())
             .unwrap_or_default();
         assert_eq!(keys, vec!["mlobs.io/desired-hash"]);
+        let labels: Vec<&String> = o
+            .metadata
+            .labels
+            .as_ref()
+            .map(|a| a.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(labels, vec!["mlobs.io/pipeline"]);
     }
 }
