@@ -184,9 +184,10 @@ fn with_ready(observed: i64, status: &str, reason: &str) -> Value {
 /// Ready reasons the controller writes, with the health each must map to. Ready=False reasons
 /// come from the first of PolicyCompliant, KmsKeyReady, LogGroupsReady, IamRoleReady and
 /// CollectorReady that is not True.
-const PROGRESSING_REASONS: [&str; 9] = [
+const PROGRESSING_REASONS: [&str; 10] = [
     "Reconciling",
     "RollingOut",
+    "CollectorUnschedulable",
     "WaitingForAws",
     "AwsRetryable",
     "NoExporterPods",
