@@ -54,6 +54,27 @@ stop_replicas() {
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
+# The end of each failing scenario's output (its error is last), lines cut to 300 characters.
+failure_endings() {
+  # Two passes: the first learns the failing names (listed after the last `failures:`), the
+  # second prints the last 25 lines of their `---- name stdout ----` blocks.
+  awk -v file="$1" '
+    function flush(  i, from) {
+      if (name != "" && FNR != NR && (name in failed)) {
+        print "---- end of " name " (" file ")"
+        from = n > 25 ? n - 25 : 0
+        for (i = from; i < n; i++) print buf[i % 25]
+      }
+      name = ""
+    }
+    /^---- .* stdout ----$/ { flush(); name = $2; n = 0; next }
+    /^(successes|failures):$/ { flush(); mode = $0; next }
+    /^test result:/ { flush(); mode = ""; next }
+    name != "" { buf[n++ % 25] = substr($0, 1, 300); next }
+    mode == "failures:" && /^    [^ ]+$/ { failed[substr($0, 5)] = 1 }
+  ' "$1" "$1"
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -62,6 +83,10 @@ cleanup() {
       [ -e "$f" ] || continue
       echo "---- tail of $f"
       tail -n 40 "$f"
+    done
+    # Last, so that a CI log cut to its tail still names each failing scenario and its error.
+    for f in "$STATE"/phase-*.log; do
+      [ -e "$f" ] && failure_endings "$f"
     done
   fi
   if [ -n "${KUBECONFIG:-}" ] && [ "$STARTED_CLUSTER" = 0 ]; then
@@ -251,7 +276,7 @@ sharded_phase() {
     [ "$h" = "mlobs-e2e-$i" ] || { echo "e2e: shard $i/2 did not take Lease $l within 60 s (holder: '$h')"; return 1; }
     log "shard $i/2: Lease $l held by $h"
   done
-  cargo test --test e2e sharded:: -- --test-threads=1 --show-output
+  cargo test --test e2e sharded:: -- --test-threads=1 --show-output 2>&1 | tee "$STATE/phase-sharded.log"
 }
 
 rc=0
@@ -269,19 +294,21 @@ fi
 if [ -n "${MLOBS_E2E_FILTER:-}" ]; then
   # Development: only the scenarios whose name contains the filter (never set by make e2e).
   log "scenarios matching '$MLOBS_E2E_FILTER' only"
-  cargo test --test e2e -- "$MLOBS_E2E_FILTER" --skip sharded:: --test-threads=4 --show-output || rc=1
+  cargo test --test e2e -- "$MLOBS_E2E_FILTER" --skip sharded:: --test-threads=4 --show-output 2>&1 \
+    | tee "$STATE/phase-filtered.log" || rc=1
   [ $rc = 0 ] && FAILED=0
   exit $rc
 fi
 log "scenarios (parallel)"
-cargo test --test e2e -- --skip serial:: --skip bench:: --skip sharded:: --test-threads=4 --show-output || rc=1
+cargo test --test e2e -- --skip serial:: --skip bench:: --skip sharded:: --test-threads=4 --show-output 2>&1 \
+  | tee "$STATE/phase-parallel.log" || rc=1
 log "waiting for the test namespaces to be gone before the serial scenarios"
 for _ in $(seq 90); do
   [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break
   sleep 2
 done
 log "scenarios (serial)"
-cargo test --test e2e serial:: -- --test-threads=1 --show-output || rc=1
+cargo test --test e2e serial:: -- --test-threads=1 --show-output 2>&1 | tee "$STATE/phase-serial.log" || rc=1
 for _ in $(seq 90); do
   [ -z "$(k get ns -l mlobs-e2e=true -o name 2>/dev/null)" ] && break
   sleep 2

@@ -120,6 +120,39 @@ async fn a_no_op_reconcile_reads_children_from_the_watch_caches_not_the_api_serv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_share_one_exporter_pod_listing_and_read_their_namespace_from_the_cache() {
+    let op = Operator::start().await;
+    for name in ["one", "two", "three"] {
+        op.create(name, json!({})).await;
+    }
+    for name in ["one", "two", "three"] {
+        op.ready(name).await;
+    }
+    let requests = op.no_op_reconciles_requests(3).await;
+    let seen: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    println!("requests of three no-op reconciles: {seen:#?}");
+    let namespace_reads = (requests.iter())
+        .filter(|r| {
+            r.method == "GET"
+                && r.path.contains("/api/v1/namespaces/")
+                && !r.path.contains(&format!("/namespaces/{NS}/"))
+        })
+        .count();
+    assert_eq!(namespace_reads, 0, "namespaces come from the watch cache: {seen:#?}");
+    let pod_lists = (requests.iter())
+        .filter(|r| r.method == "GET" && r.path.ends_with("/pods"))
+        .count();
+    assert!(
+        pod_lists <= 1,
+        "three pipelines scraping one exporter list its pods at most once: {pod_lists} listings in {seen:#?}"
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correction_whose_status_write_loses_a_race_is_still_recorded() {
     // The reconcile that puts the edit back loses its status write (409); the retry finds the
     // child as desired, so only what the first one found can say that it was edited.

@@ -417,9 +417,21 @@ pub async fn ready_pipeline_with_collector(
     name: &str,
     spec: Value,
 ) -> Result<MLObservabilityPipeline> {
+    let n = i32::try_from(gpu_nodes(c).await?.len())?;
+    ready_pipeline_with_collector_on(c, ns, name, spec, n).await
+}
+
+/// [`ready_pipeline_with_collector`] when the collector runs on `n` nodes (a policy whose
+/// `nodeSelector` selects fewer than all GPU nodes).
+pub async fn ready_pipeline_with_collector_on(
+    c: &Client,
+    ns: &str,
+    name: &str,
+    spec: Value,
+    n: i32,
+) -> Result<MLObservabilityPipeline> {
     create_pipeline(c, &pipeline(ns, name, spec)?).await?;
     wait_ready(c, ns, name).await?;
-    let n = i32::try_from(gpu_nodes(c).await?.len())?;
     let api = pipelines(c, ns);
     let api = &api;
     wait_for("readyNodes == GPU nodes", READY_TIMEOUT, async || {

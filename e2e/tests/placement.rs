@@ -14,10 +14,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn policies(c: &Client) -> Api<GpuTelemetryPolicy> {
-    Api::all(c.clone())
-}
-
 /// Merge-patches the spec of the test's own policy (named like its namespace).
 async fn patch_policy(c: &Client, name: &str, spec: serde_json::Value) -> Result<()> {
     policies(c)

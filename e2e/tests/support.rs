@@ -218,6 +218,10 @@ pub fn pipelines(client: &Client, ns: &str) -> Api<MLObservabilityPipeline> {
     Api::namespaced(client.clone(), ns)
 }
 
+pub fn policies(client: &Client) -> Api<GpuTelemetryPolicy> {
+    Api::all(client.clone())
+}
+
 pub async fn create_pipeline(client: &Client, p: &MLObservabilityPipeline) -> Result<MLObservabilityPipeline> {
     let ns = p.namespace().context("pipeline has a namespace")?;
     pipelines(client, &ns)

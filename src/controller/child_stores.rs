@@ -15,7 +15,7 @@
 //! from the API server, and an edit it does not show yet is found by the reconcile its own watch
 //! event triggers.
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -83,7 +83,7 @@ impl Cached for PodMonitor {}
 
 /// The store of `K` when its first listing is complete.
 pub fn ready<K: Cached>(stores: &ChildStores) -> Option<&Store<PartialObjectMeta<K>>> {
-    K::store(stores).filter(|s| s.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()))
+    K::store(stores).filter(|s| super::shared_reads::is_ready(*s))
 }
 
 /// The cached metadata of the child `name` (in `namespace` for namespaced kinds).

@@ -96,16 +96,6 @@ pub fn fleet(nodes: &[Node]) -> Fleet {
     }
 }
 
-/// How many of `nodes` run one of `pods` in phase Running.
-pub fn nodes_running(pods: &[k8s_openapi::api::core::v1::Pod], nodes: &std::collections::BTreeSet<&str>) -> usize {
-    pods.iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()))
-        .filter(|n| nodes.contains(n))
-        .collect::<std::collections::BTreeSet<&str>>()
-        .len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

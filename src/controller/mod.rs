@@ -22,6 +22,7 @@ pub mod policy;
 pub mod resync;
 pub mod run;
 pub mod shard;
+pub mod shared_reads;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -93,6 +94,13 @@ pub struct Ctx {
     /// pipeline controller's node watch: a reconcile's GPU nodes come from here once it is
     /// ready, not from a LIST.
     pub nodes: Store<Node>,
+    /// Every namespace's name and Pod Security level (`shared_reads`): a reconcile's collector
+    /// namespace comes from here, not from a GET.
+    pub namespaces: Store<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>,
+    /// One listing of a DCGM exporter's pods for the reconciles of every pipeline scraping it.
+    pub exporter_pods: shared_reads::ExporterPods,
+    /// The last look at each waiting collector's pods (why the scheduler cannot place them).
+    pub unschedulable: shared_reads::UnschedulableLooks,
     /// Pipeline uid → the next DataFlowing re-check, while data is not flowing.
     pub data_checks: Mutex<HashMap<String, dataflow::Recheck>>,
     /// Pipeline uid → drift a reconcile found (and put back) whose status write failed: the next
@@ -467,7 +475,7 @@ fn slim_node(n: &mut Node) {
 
 /// The nodes whose labels match `selector`, from `ctx.nodes` when it is ready, else listed.
 pub async fn nodes_matching(ctx: &Ctx, selector: &BTreeMap<String, String>) -> error::Result<Vec<Node>> {
-    if ctx.nodes.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()) {
+    if shared_reads::is_ready(&ctx.nodes) {
         let found = ctx.nodes.state_filter(|n| matches(selector, n.labels()));
         return Ok(found.iter().map(|n| n.as_ref().clone()).collect());
     }
@@ -604,6 +612,8 @@ pub async fn run_controllers(
             .modify(slim_node),
     )
     .touched_objects();
+    let (namespaces, fill_namespaces) = shared_reads::watch_namespaces(client.clone());
+    tokio::spawn(fill_until(fill_namespaces, shutdown.clone()));
     let child_stores = child_stores::ChildStores {
         daemon_sets: ds_store,
         config_maps: cm_store,
@@ -630,6 +640,9 @@ pub async fn run_controllers(
         applied: children::AppliedCache::default(),
         child_stores,
         nodes,
+        namespaces,
+        exporter_pods: shared_reads::ExporterPods::default(),
+        unschedulable: shared_reads::UnschedulableLooks::default(),
         data_checks: Mutex::new(HashMap::new()),
         pending_drift: Mutex::new(HashMap::new()),
         shard,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::applier::{self, Child, ChildSet, Kind, SetOwner};
 use super::error::{Error, Result};
-use super::lookup::{Governing, governing, nodes_running};
+use super::lookup::{Governing, governing};
 use super::{Ctx, now};
 use crate::crd::conditions::{self, pipeline as pty, policy as ty, reason, status as st};
 use crate::crd::reason::Reason;
@@ -157,8 +157,7 @@ async fn dereference(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<World> {
         })
         .count();
     let exporter_namespace_exists = match dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) {
-        Some(x) => Api::<Namespace>::all(ctx.client.clone())
-            .get_opt(&x.namespace)
+        Some(x) => super::shared_reads::namespace(&ctx.client, &ctx.namespaces, &x.namespace)
             .await?
             .is_some(),
         None => true,
@@ -274,8 +273,8 @@ async fn observe(ctx: &Ctx, exporter: &Exporter, world: &World, live: Option<&Da
             let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
                 .list(&ListParams::default().labels(selector))
                 .await?;
-            let nodes: BTreeSet<&str> = world.nodes.iter().map(String::as_str).collect();
-            let ready = nodes_running(&pods.items, &nodes);
+            let running = super::shared_reads::running_nodes(&pods.items);
+            let ready = world.nodes.iter().filter(|n| running.contains(*n)).count();
             Some(external_source(namespace, selector, world.nodes.len(), ready))
         }
     })

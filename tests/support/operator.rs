@@ -333,13 +333,19 @@ impl Operator {
     /// Every request but watches the operator made while reconciling after a node label change
     /// that changes nothing the pipelines depend on.
     pub async fn no_op_reconcile_requests(&self) -> Vec<super::apifake::RecordedRequest> {
+        self.no_op_reconciles_requests(1).await
+    }
+
+    /// [`Operator::no_op_reconcile_requests`] when `pipelines` pipelines reconcile on the node
+    /// change: waits for that many reconciles.
+    pub async fn no_op_reconciles_requests(&self, pipelines: u64) -> Vec<super::apifake::RecordedRequest> {
         let seen = self.fake.requests().len();
         let before = self.reconciles();
         let mut node = self.fake.object("v1", "nodes", None, "gpu-0").expect("node");
         node["metadata"]["labels"]["touched"] = json!(before.to_string());
         self.fake.put_object("v1", "nodes", node);
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self.reconciles() <= before {
+        while self.reconciles() < before + pipelines {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no reconcile after the node change"

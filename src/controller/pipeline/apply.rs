@@ -2,7 +2,6 @@
 //! [`aws`] (the AWS side in dependency order), [`children`] (the child set through the one
 //! applier) and [`observe`] (exporter pods, Pod Security admission, data flow).
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -18,6 +17,7 @@ use super::super::dataflow::{self, DataFlowObs, GroupReading};
 use super::super::error::{Error, Result};
 use super::super::lookup::{self, key_id_of};
 use super::super::resync;
+use super::super::shared_reads::PSA_ENFORCE;
 use super::super::status::{AwsResult, MetricsSource, Observed};
 use super::plan::{World, aws_plan_digest, plan_fingerprint};
 use super::{ADOPT_ANNOTATION, owner};
@@ -235,18 +235,26 @@ pub async fn observe(
 }
 
 /// The DCGM exporter pods the collectors will scrape: running pods matching the exporter's
-/// selector, on the pipeline's GPU nodes.
+/// selector, on the pipeline's GPU nodes (one listing shared by the pipelines scraping the same
+/// exporter: `shared_reads::ExporterPods`).
 async fn metrics_source(ctx: &Ctx, d: &Desired, world: &World) -> Result<MetricsSource> {
     let x = &d.effective.exporter;
     let selector = crate::conventions::selector_string(&x.pod_selector);
-    let gpu: BTreeSet<&str> = world.nodes.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &x.namespace)
-        .list(&ListParams::default().labels(&selector))
+    let version = match &world.gov {
+        lookup::Governing::One(policy) => policy.resource_version().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let running = (ctx.exporter_pods)
+        .running_on(&ctx.client, &x.namespace, &selector, &version)
         .await?;
+    let on_gpu_nodes = (world.nodes.iter())
+        .filter_map(|n| n.metadata.name.as_ref())
+        .filter(|n| running.contains(*n))
+        .count();
     Ok(MetricsSource {
         namespace: x.namespace.clone(),
         selector,
-        nodes_with_exporter: lookup::nodes_running(&pods.items, &gpu),
+        nodes_with_exporter: on_gpu_nodes,
     })
 }
 
@@ -302,12 +310,29 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
 /// Why collector pods wait, when the scheduler cannot place them: read only while the DaemonSet
 /// has fewer ready pods than GPU nodes (its pods are not watched; the DaemonSet's status changes
 /// when one is placed, which reconciles the pipeline). The message names the pods and quotes the
-/// scheduler (e.g. `0/4 nodes are available: 1 Too many pods`).
+/// scheduler (e.g. `0/4 nodes are available: 1 Too many pods`). One listing answers for the same
+/// DaemonSet resourceVersion for [`super::super::shared_reads::UNSCHEDULABLE_FRESH_FOR`]: a burst
+/// of reconciles (a node change reconciles every pipeline on the node) lists each waiting
+/// collector's pods once.
 async fn collector_unschedulable(ctx: &Ctx, ds: &DaemonSet) -> Result<Option<String>> {
     let s = ds.status.clone().unwrap_or_default();
     if s.number_ready >= s.desired_number_scheduled {
         return Ok(None);
     }
+    let (uid, version) = (ds.uid().unwrap_or_default(), ds.resource_version().unwrap_or_default());
+    if let Some(known) = ctx.unschedulable.fresh(&uid, &version, Instant::now()) {
+        return Ok(known);
+    }
+    let found = list_unschedulable(ctx, ds, &s).await?;
+    ctx.unschedulable.keep(uid, version, Instant::now(), found.clone());
+    Ok(found)
+}
+
+async fn list_unschedulable(
+    ctx: &Ctx,
+    ds: &DaemonSet,
+    s: &k8s_openapi::api::apps::v1::DaemonSetStatus,
+) -> Result<Option<String>> {
     let labels = (ds.spec.as_ref())
         .and_then(|x| x.selector.match_labels.clone())
         .unwrap_or_default();
@@ -343,9 +368,6 @@ async fn collector_unschedulable(ctx: &Ctx, ds: &DaemonSet) -> Result<Option<Str
         s.number_ready, s.desired_number_scheduled
     )))
 }
-
-/// Label that sets the Pod Security level a namespace enforces.
-const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 
 /// Why Pod Security admission rejects the collector's pods, if it does: the namespace enforces
 /// `baseline` or `restricted` (both forbid hostPath volumes), or — for a cluster-wide default the

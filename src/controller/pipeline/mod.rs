@@ -18,7 +18,6 @@ pub mod plan;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -187,7 +186,7 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
     };
     let (selector, collector_ns) = crate::desired::merge::placement_of(p, policy, &ctx.desired);
     world.nodes = super::nodes_matching(ctx, &selector).await?;
-    world.collector_namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&collector_ns).await?;
+    world.collector_namespace = super::shared_reads::namespace(&ctx.client, &ctx.namespaces, &collector_ns).await?;
     // Alerts (the PrometheusRule, the SLO's PodMonitor) or a Grafana dashboard (the PodMonitor).
     let monitoring = p.spec.alerts.is_some()
         || p.spec.dashboards.is_some()
