@@ -50,36 +50,6 @@ async fn resource_versions(c: &Client, ns: &str, name: &str) -> Result<BTreeMap<
     Ok(out)
 }
 
-/// Whether `node` went NotReady at or after `since` (the node lifecycle controller's NodeNotReady
-/// events): `[node]` if it did, else empty. kwok keeps its own lastTransitionTime on the Ready condition, so the condition alone
-/// does not show a flap that is over.
-async fn node_flaps_since(c: &Client, since: k8s_openapi::jiff::Timestamp, node: &str) -> Result<Vec<String>> {
-    let events = Api::<k8s_openapi::api::core::v1::Event>::all(c.clone())
-        .list(&ListParams::default().fields("reason=NodeNotReady"))
-        .await?;
-    Ok(events
-        .items
-        .into_iter()
-        .filter(|e| {
-            let last = [
-                e.last_timestamp.as_ref().map(|t| t.0),
-                e.event_time.as_ref().map(|t| t.0),
-                e.series
-                    .as_ref()
-                    .and_then(|s| s.last_observed_time.as_ref())
-                    .map(|t| t.0),
-                e.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            ];
-            last.into_iter().flatten().any(|t| t >= since)
-        })
-        .filter(|e| e.involved_object.kind.as_deref() == Some("Node"))
-        .filter(|e| e.involved_object.name.as_deref() == Some(node))
-        .filter_map(|e| e.involved_object.name)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect())
-}
-
 /// Every pipeline on the cluster but `ns/name`, as `namespace/name`.
 async fn other_pipelines(all: &Api<mlobs::crd::MLObservabilityPipeline>, ns: &str, name: &str) -> Result<Vec<String>> {
     Ok(all
@@ -208,7 +178,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
         let since = started
             .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(60))
             .unwrap_or(started);
-        let flaps = node_flaps_since(&c, since, &node).await?;
+        let flaps = node_flaps_since(&c, since, Some(&node)).await?;
         let writes = writes1 - writes0;
         println!(
             "steady state over {} s: {writes} kube writes, {} reconciles",

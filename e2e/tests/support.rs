@@ -337,6 +337,40 @@ pub async fn restart_pods_stuck_by_node_flap(client: &Client, ns: &str, pods: &L
     Ok(restarted)
 }
 
+/// The nodes (`node` only, when given) that went NotReady at or after `since` (the node lifecycle
+/// controller's NodeNotReady events). kwok keeps its own lastTransitionTime on the Ready condition, so the condition alone
+/// does not show a flap that is over.
+pub async fn node_flaps_since(
+    c: &Client,
+    since: k8s_openapi::jiff::Timestamp,
+    node: Option<&str>,
+) -> Result<Vec<String>> {
+    let events = Api::<k8s_openapi::api::core::v1::Event>::all(c.clone())
+        .list(&ListParams::default().fields("reason=NodeNotReady"))
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| {
+            let last = [
+                e.last_timestamp.as_ref().map(|t| t.0),
+                e.event_time.as_ref().map(|t| t.0),
+                e.series
+                    .as_ref()
+                    .and_then(|s| s.last_observed_time.as_ref())
+                    .map(|t| t.0),
+                e.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            ];
+            last.into_iter().flatten().any(|t| t >= since)
+        })
+        .filter(|e| e.involved_object.kind.as_deref() == Some("Node"))
+        .filter(|e| node.is_none_or(|n| e.involved_object.name.as_deref() == Some(n)))
+        .filter_map(|e| e.involved_object.name)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect())
+}
+
 /// Label selector of a pipeline's children.
 pub fn child_selector(ns: &str, name: &str) -> String {
     format!("{PIPELINE_LABEL}={ns}.{name}")

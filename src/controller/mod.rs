@@ -683,7 +683,15 @@ pub async fn run_controllers(
     let policy_ctl = if shard.runs_policies() {
         let pols3 = ctx.policies.clone();
         let all_policies = ctx.policies.clone();
-        gc.owns_stream(children_meta::<DaemonSet>(&client, &managed))
+        // Only the Managed exporters' DaemonSets (what a policy owns): not every collector's,
+        // whose status changes the policy controller would otherwise receive too.
+        let exporters = format!(
+            "{MANAGED_BY},{}={}",
+            crate::conventions::NAME_LABEL,
+            crate::conventions::EXPORTER_APP
+        );
+        let exporters = watcher::Config::default().labels(&exporters);
+        gc.owns_stream(children_meta::<DaemonSet>(&client, &exporters))
             .watches(
                 Api::<MLObservabilityPipeline>::all(client.clone()),
                 watcher::Config::default(),
