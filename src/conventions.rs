@@ -244,6 +244,9 @@ pub fn default_gpu_tolerations() -> Vec<Toleration> {
     }]
 }
 
+/// kubectl's client-side apply annotation (a second copy of an object's spec).
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,11 +136,16 @@ impl ArchiveCollector {
             "scopeLogs": [{"logRecords": [{"body": {"stringValue": text}}]}]}]})
         .to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while post_logs(self.port, &body) != Some(200) {
+        loop {
+            let answer = post_logs(self.port, &body);
+            if answer == Some(200) {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "the collector did not accept OTLP logs on {}",
-                self.port
+                "the collector did not accept OTLP logs on {} (last answer: {answer:?}); its log:\n{}",
+                self.port,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -107,15 +107,92 @@ async fn a_no_op_reconcile_reads_children_from_the_watch_caches_not_the_api_serv
         .collect();
     assert!(
         child_reads.is_empty(),
-        "children and nodes are read from the watch caches, only the collector DaemonSet (for its status) from the API server: {child_reads:#?}"
+        "children and nodes are read from the watch caches: {child_reads:#?}"
     );
     let ds_gets = (requests.iter())
         .filter(|r| r.method == "GET" && r.path.ends_with("/daemonsets/mlobs-train"))
         .count();
-    assert!(
-        ds_gets >= 1,
-        "the DaemonSet's status is read from the API server: {seen:#?}"
+    assert_eq!(
+        ds_gets, 0,
+        "the collector DaemonSet, status included, comes from its watch cache: {seen:#?}"
     );
+    op.stop().await;
+}
+
+/// The requests since `from` that read or dry-run the collector DaemonSet `name`.
+fn daemon_set_requests(op: &Operator, from: usize, name: &str) -> Vec<String> {
+    (op.fake.requests().into_iter().skip(from))
+        .filter(|r| r.path.ends_with(&format!("/daemonsets/{name}")) && matches!(r.method.as_str(), "GET" | "PATCH"))
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_readiness_comes_from_the_cached_daemon_set_and_hand_edits_of_it_are_still_put_back() {
+    let op = Operator::start().await;
+    op.create("train", json!({})).await;
+    op.ready("train").await;
+    op.no_op_reconcile_requests().await;
+    let ds_of = |f: &support::apifake::ApiFake| f.object("apps/v1", "daemonsets", Some(NS), "mlobs-train");
+    let ready_nodes = |n: i32| {
+        op.pipeline("train")
+            .and_then(|p| p.status)
+            .and_then(|s| s.collector)
+            .is_some_and(|c| c.ready_nodes == n)
+    };
+
+    // A status write (a collector pod stops being ready): the pipeline's status follows it
+    // without a read or a dry run of the DaemonSet.
+    let from = op.fake.requests().len();
+    let mut ds = ds_of(&op.fake).expect("DaemonSet");
+    ds["status"]["numberReady"] = json!(1);
+    op.fake.put_object("apps/v1", "daemonsets", ds);
+    op.wait("status.collector.readyNodes 1", |_| ready_nodes(1)).await;
+    let reads = daemon_set_requests(&op, from, "mlobs-train");
+    assert!(
+        reads.is_empty(),
+        "a status write made the operator read the DaemonSet: {reads:#?}"
+    );
+
+    // A hand edit of a label mlobs sets changes no generation: it is still found and put back.
+    let mut ds = ds_of(&op.fake).expect("DaemonSet");
+    let generation = ds["metadata"]["generation"].clone();
+    let label = "app.kubernetes.io/name";
+    let original = ds["metadata"]["labels"][label].clone();
+    assert!(original.is_string(), "the collector DaemonSet carries {label}: {ds}");
+    ds["metadata"]["labels"][label] = json!("edited-by-hand");
+    op.fake.put_object("apps/v1", "daemonsets", ds);
+    op.wait("the label put back", |f| {
+        ds_of(f).is_some_and(|d| d["metadata"]["labels"][label] == original)
+    })
+    .await;
+    assert_eq!(
+        ds_of(&op.fake).map(|d| d["metadata"]["generation"].clone()),
+        Some(generation),
+        "the label edit and its correction are metadata only"
+    );
+
+    // A hand edit of the spec bumps the generation: put back too.
+    let mut ds = ds_of(&op.fake).expect("DaemonSet");
+    let image = ds["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    ds["spec"]["template"]["spec"]["containers"][0]["image"] = json!("registry.invalid/hand-edited:1");
+    op.fake.put_object("apps/v1", "daemonsets", ds);
+    op.wait("the image put back", |f| {
+        ds_of(f).is_some_and(|d| d["spec"]["template"]["spec"]["containers"][0]["image"] == image)
+    })
+    .await;
+    op.wait("both corrections in status", |_| {
+        op.pipeline("train").and_then(|p| p.status).is_some_and(|s| {
+            let fields: Vec<&str> = (s.drift.iter())
+                .filter(|d| {
+                    d.resource == format!("DaemonSet/{NS}/mlobs-train") && d.action.as_deref() == Some("Corrected")
+                })
+                .map(|d| d.field.as_str())
+                .collect();
+            fields.iter().any(|f| f.contains("labels")) && fields.iter().any(|f| f.contains("image"))
+        })
+    })
+    .await;
     op.stop().await;
 }
 

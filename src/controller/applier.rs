@@ -162,15 +162,15 @@ impl ChildSet {
 pub struct Report {
     /// Each child's key and outcome, in apply order.
     pub applied: Vec<(String, Applied)>,
-    /// The live DaemonSet of the set (the last one applied), with its status.
+    /// The live DaemonSet of the set (the last one applied), with its status: as the API server
+    /// returned it, or slimmed from the cache (`child_stores::slim_daemon_set`).
     pub daemon_set: Option<DaemonSet>,
     /// The objects deleted by the prune (keys).
     pub pruned: Vec<String>,
 }
 
 /// Applies every child of `set` in order, then prunes (see the module comment). Reads what
-/// `stores` caches from there (see [`super::child_stores`]); the DaemonSet is always read from
-/// the API server, for its status.
+/// `stores` caches from there (see [`super::child_stores`]), the DaemonSet's status included.
 pub async fn apply(client: &Client, cache: &AppliedCache, stores: &ChildStores, set: ChildSet) -> Result<Report> {
     let keep = set.keys();
     let mut report = Report::default();
@@ -186,7 +186,8 @@ pub async fn apply(client: &Client, cache: &AppliedCache, stores: &ChildStores, 
             Child::PodMonitor(o) => apply_namespaced(client, cache, stores, o).await?,
             Child::DaemonSet(o) => {
                 let ns = o.meta().namespace.clone().unwrap_or_default();
-                let (a, live) = children::apply(&Api::namespaced(client.clone(), &ns), o, cache).await?;
+                let (a, live) =
+                    children::apply_with_status(&Api::namespaced(client.clone(), &ns), o, cache, stores).await?;
                 report.daemon_set = Some(live);
                 a
             }

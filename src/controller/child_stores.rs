@@ -2,10 +2,10 @@
 //! server.
 //!
 //! The watches that trigger reconciles on child changes fill these stores on the way (metadata
-//! only: name, labels, owner, resourceVersion and mlobs' own annotations). With them, a reconcile
-//! that changes nothing asks the API server for one object, the collector DaemonSet (its status
-//! is the collector's readiness), instead of one GET per child and one label-selected LIST per
-//! kind across the whole cluster for the prune. Those LISTs cost the API server a scan of every
+//! only: name, labels, owner, resourceVersion and mlobs' own annotations; for the collector
+//! DaemonSets also the generation, the selector and the status, the collector's readiness). With
+//! them, a reconcile that changes nothing asks the API server for nothing, instead of one GET per
+//! child and one label-selected LIST per kind across the whole cluster for the prune. Those LISTs cost the API server a scan of every
 //! object of the kind, so at 1,000 pipelines each reconcile scanned about 5,000 objects
 //! (`make bench`, see the README).
 //!
@@ -19,19 +19,22 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
 use super::shard::Shard;
+use crate::conventions::LAST_APPLIED;
 use crate::desired::alerts::prometheus::PrometheusRule;
 use crate::desired::self_monitoring::PodMonitor;
 
 /// The metadata of mlobs' children, one store per kind the applier reads through a cache.
 #[derive(Clone)]
 pub struct ChildStores {
-    pub daemon_sets: Store<PartialObjectMeta<DaemonSet>>,
+    /// Slimmed DaemonSets: metadata, selector and status ([`slim_daemon_set`]).
+    pub daemon_sets: Store<DaemonSet>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     pub services: Store<PartialObjectMeta<Service>>,
@@ -55,7 +58,9 @@ impl Default for ChildStores {
 
 /// A child kind, and the store that caches it (if any).
 pub trait Cached: Resource<DynamicType = ()> + Sized + Clone + 'static {
-    fn store(_: &ChildStores) -> Option<&Store<PartialObjectMeta<Self>>> {
+    /// What the store keeps of each object: its metadata, or a slimmed object.
+    type Kept: Resource<DynamicType = ()> + Clone + 'static;
+    fn store(_: &ChildStores) -> Option<&Store<Self::Kept>> {
         None
     }
 }
@@ -63,45 +68,58 @@ pub trait Cached: Resource<DynamicType = ()> + Sized + Clone + 'static {
 macro_rules! cached {
     ($($kind:ty => $field:ident),* $(,)?) => {$(
         impl Cached for $kind {
-            fn store(s: &ChildStores) -> Option<&Store<PartialObjectMeta<Self>>> {
+            type Kept = PartialObjectMeta<$kind>;
+            fn store(s: &ChildStores) -> Option<&Store<Self::Kept>> {
                 Some(&s.$field)
             }
         }
     )*};
 }
 
+impl Cached for DaemonSet {
+    type Kept = DaemonSet;
+    fn store(s: &ChildStores) -> Option<&Store<DaemonSet>> {
+        Some(&s.daemon_sets)
+    }
+}
+
 cached!(
-    DaemonSet => daemon_sets,
     ConfigMap => config_maps,
     ServiceAccount => service_accounts,
     Service => services,
     ClusterRole => cluster_roles,
     ClusterRoleBinding => cluster_role_bindings,
 );
-impl Cached for PrometheusRule {}
-impl Cached for PodMonitor {}
+impl Cached for PrometheusRule {
+    type Kept = PartialObjectMeta<PrometheusRule>;
+}
+impl Cached for PodMonitor {
+    type Kept = PartialObjectMeta<PodMonitor>;
+}
 
 /// The store of `K` when its first listing is complete.
-pub fn ready<K: Cached>(stores: &ChildStores) -> Option<&Store<PartialObjectMeta<K>>> {
+pub fn ready<K: Cached>(stores: &ChildStores) -> Option<&Store<K::Kept>> {
     K::store(stores).filter(|s| super::shared_reads::is_ready(*s))
 }
 
-/// The cached metadata of the child `name` (in `namespace` for namespaced kinds).
-pub fn get<K: Cached>(
-    store: &Store<PartialObjectMeta<K>>,
-    namespace: Option<&str>,
-    name: &str,
-) -> Option<PartialObjectMeta<K>> {
-    let mut r = ObjectRef::<PartialObjectMeta<K>>::new(name);
+/// The cached child `name` (in `namespace` for namespaced kinds).
+pub fn get<C>(store: &Store<C>, namespace: Option<&str>, name: &str) -> Option<C>
+where
+    C: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut r = ObjectRef::<C>::new(name);
     if let Some(ns) = namespace {
         r = r.within(ns);
     }
     store.get(&r).map(|o| o.as_ref().clone())
 }
 
-/// The cached children whose labels match every `key=value` of `selector`; `None` when the
-/// selector is not a list of equalities (then the caller lists from the API server).
-pub fn selected<K: Cached>(store: &Store<PartialObjectMeta<K>>, selector: &str) -> Option<Vec<PartialObjectMeta<K>>> {
+/// The metadata of the cached children whose labels match every `key=value` of `selector`; `None`
+/// when the selector is not a list of equalities (then the caller lists from the API server).
+pub fn selected<C>(store: &Store<C>, selector: &str) -> Option<Vec<ObjectMeta>>
+where
+    C: Resource<DynamicType = ()> + Clone + 'static,
+{
     let wanted: Vec<(&str, &str)> = selector
         .split(',')
         .map(|term| term.split_once('=').filter(|(k, _)| !k.ends_with('!') && kept_label(k)))
@@ -109,13 +127,13 @@ pub fn selected<K: Cached>(store: &Store<PartialObjectMeta<K>>, selector: &str) 
     Some(
         store
             .state_filter(|o| {
-                let labels = o.metadata.labels.as_ref();
+                let labels = o.meta().labels.as_ref();
                 wanted
                     .iter()
                     .all(|(k, v)| labels.and_then(|l| l.get(*k)).is_some_and(|x| x == v))
             })
             .into_iter()
-            .map(|o| o.as_ref().clone())
+            .map(|o| o.meta().clone())
             .collect(),
     )
 }
@@ -131,16 +149,56 @@ fn kept_label(k: &str) -> bool {
 /// timestamps or other labels: a cached child is a few hundred bytes).
 fn slim<K>(o: &mut PartialObjectMeta<K>) {
     let m = &mut o.metadata;
-    m.managed_fields = None;
-    m.uid = None;
-    m.creation_timestamp = None;
     m.generation = None;
+    m.uid = None;
     if let Some(a) = m.annotations.as_mut() {
         a.retain(|k, _| k.starts_with("mlobs.io/"));
     }
     if let Some(l) = m.labels.as_mut() {
         l.retain(|k, _| kept_label(k));
     }
+    drop_bookkeeping(m);
+}
+
+/// A collector DaemonSet as the applier and the status read it: metadata without managedFields,
+/// timestamps or kubectl's last-applied annotation (the labels and annotations stay whole: their
+/// digest tells a hand edit of them, see `children::apply_with_status`), the generation, the
+/// selector, the status; no pod template (most of the object).
+pub fn slim_daemon_set(o: &mut DaemonSet) {
+    drop_bookkeeping(&mut o.metadata);
+    if let Some(a) = o.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    if let Some(spec) = o.spec.as_mut() {
+        *spec = k8s_openapi::api::apps::v1::DaemonSetSpec {
+            selector: std::mem::take(&mut spec.selector),
+            ..Default::default()
+        };
+    }
+    if let Some(st) = o.status.as_mut() {
+        st.conditions = None;
+    }
+}
+
+/// A digest of an object's labels and annotations, without kubectl's last-applied annotation
+/// (the caches do not keep it; an apply that changes anything else changes more than it). With
+/// the generation it tells a spec or metadata edit from a status write: a status write changes
+/// neither.
+pub fn metadata_digest(meta: &ObjectMeta) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    meta.labels.hash(&mut h);
+    if let Some(a) = &meta.annotations {
+        for kv in a.iter().filter(|(k, _)| k.as_str() != LAST_APPLIED) {
+            kv.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+fn drop_bookkeeping(m: &mut ObjectMeta) {
+    m.managed_fields = None;
+    m.creation_timestamp = None;
 }
 
 /// A metadata-only watch of the children of kind `K` carrying `cfg`'s labels that belong to this
@@ -157,9 +215,34 @@ pub fn watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
     // kube 5 sends metadata-only list and watch requests for `PartialObjectMeta`.
-    let events = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), cfg.clone())
+    watch_slimmed(Api::<PartialObjectMeta<K>>::all(client.clone()), cfg, shard, slim)
+}
+
+/// [`watch`] of the collector DaemonSets as whole objects (their status is the collectors'
+/// readiness), slimmed by [`slim_daemon_set`].
+pub fn watch_daemon_sets(
+    client: &Client,
+    cfg: &watcher::Config,
+    shard: Shard,
+) -> (
+    Store<DaemonSet>,
+    impl Stream<Item = Result<DaemonSet, watcher::Error>> + Send + 'static,
+) {
+    watch_slimmed(Api::<DaemonSet>::all(client.clone()), cfg, shard, slim_daemon_set)
+}
+
+fn watch_slimmed<C>(
+    api: Api<C>,
+    cfg: &watcher::Config,
+    shard: Shard,
+    slim: fn(&mut C),
+) -> (Store<C>, impl Stream<Item = Result<C, watcher::Error>> + Send + 'static)
+where
+    C: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let events = watcher(api, cfg.clone())
         .default_backoff()
         .filter(move |ev| futures::future::ready(ours(&shard, ev)))
         .modify(slim);
@@ -181,7 +264,6 @@ fn ours<K: Resource>(shard: &Shard, ev: &Result<watcher::Event<K>, watcher::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
 
     fn meta(name: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<ConfigMap> {
@@ -216,8 +298,8 @@ mod tests {
             meta("b", &[(p, "2"), (m, "mlobs")]),
             meta("c", &[(p, "1")]),
         ]);
-        let names = |v: Vec<PartialObjectMeta<ConfigMap>>| -> Vec<String> {
-            let mut n: Vec<String> = v.into_iter().filter_map(|o| o.metadata.name).collect();
+        let names = |v: Vec<ObjectMeta>| -> Vec<String> {
+            let mut n: Vec<String> = v.into_iter().filter_map(|o| o.name).collect();
             n.sort();
             n
         };
@@ -281,5 +363,45 @@ mod tests {
             .map(|a| a.keys().collect())
             .unwrap_or_default();
         assert_eq!(labels, vec!["mlobs.io/pipeline"]);
+    }
+
+    #[test]
+    fn a_slim_daemon_set_keeps_what_status_and_the_applier_read_and_the_same_metadata_digest() {
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "mlobs-train", "namespace": "team", "uid": "u1", "generation": 3,
+                "resourceVersion": "42", "managedFields": [{"manager": "mlobs"}],
+                "labels": {"app.kubernetes.io/name": "mlobs-collector", "mlobs.io/pipeline": "team.train"},
+                "annotations": {"mlobs.io/desired-hash": "h", "deprecated.daemonset.template.generation": "3",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {"selector": {"matchLabels": {"app": "c"}},
+                "template": {"metadata": {"labels": {"app": "c"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"desiredNumberScheduled": 4, "numberReady": 3, "currentNumberScheduled": 4,
+                "numberMisscheduled": 0, "observedGeneration": 3,
+                "conditions": [{"type": "x", "status": "True"}]}
+        }))
+        .expect("DaemonSet");
+        let mut slim = ds.clone();
+        slim_daemon_set(&mut slim);
+        let m = &slim.metadata;
+        assert_eq!(
+            (m.uid.as_deref(), m.generation, m.managed_fields.as_ref()),
+            (Some("u1"), Some(3), None)
+        );
+        assert_eq!(m.labels, ds.metadata.labels, "labels stay whole");
+        assert!(!m.annotations.as_ref().is_some_and(|a| a.contains_key(LAST_APPLIED)));
+        assert!(m.annotations.as_ref().is_some_and(|a| a.len() == 2));
+        assert_eq!(
+            metadata_digest(m),
+            metadata_digest(&ds.metadata),
+            "the digest of a slimmed copy is the live object's"
+        );
+        let spec = slim.spec.as_ref().expect("spec");
+        assert_eq!(spec.selector, ds.spec.as_ref().expect("spec").selector);
+        assert_eq!(spec.template, Default::default(), "no pod template");
+        let st = slim.status.as_ref().expect("status");
+        assert_eq!(
+            (st.number_ready, st.desired_number_scheduled, st.observed_generation),
+            (3, 4, Some(3))
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! back and reported as drift; a different hash is a spec change, not drift. A child verified at a
 //! resourceVersion is not dry-run again until that version or the desired object changes, so a
 //! no-op reconcile makes no write, and no read of a child whose kind's metadata cache shows it at
-//! that version ([`super::child_stores`]; one GET per child otherwise).
+//! that version ([`super::child_stores`]; one GET per child otherwise). The collector DaemonSet
+//! is verified by generation and a digest of its labels and annotations instead
+//! ([`apply_with_status`]): its status writes change neither.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -21,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::child_stores::{self, Cached, ChildStores};
+use super::child_stores::{self, Cached, ChildStores, metadata_digest};
 use super::error::{Error, Result};
 use crate::conventions::OWNER_UID_ANNOTATION as OWNER_UID;
 
@@ -46,21 +48,55 @@ pub enum Applied {
     },
 }
 
-/// Children last seen as desired: `Kind/ns/name` → (resourceVersion, desired hash).
+/// Children last seen as desired: `Kind/ns/name` → what was verified.
 #[derive(Debug, Default)]
-pub struct AppliedCache(Mutex<HashMap<String, (String, String)>>);
+pub struct AppliedCache(Mutex<HashMap<String, Verified>>);
+
+/// A child as this process last verified it against a desired hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verified {
+    resource_version: String,
+    hash: String,
+    /// `metadata.generation`: the API server bumps it on every spec change, never on a status
+    /// write.
+    generation: Option<i64>,
+    /// [`metadata_digest`] of the labels and annotations.
+    metadata: u64,
+}
 
 impl AppliedCache {
     fn verified<K: Resource>(&self, key: &str, live: &K, hash: &str) -> bool {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(key)
-            .is_some_and(|(rv, h)| h == hash && live.meta().resource_version.as_deref() == Some(rv.as_str()))
+        m.get(key).is_some_and(|v| {
+            v.hash == hash && live.meta().resource_version.as_deref() == Some(v.resource_version.as_str())
+        })
+    }
+
+    /// [`AppliedCache::verified`], or only its status written since: the same generation and the
+    /// same labels and annotations (for kinds whose status is a subresource, such as DaemonSets).
+    fn verified_but_status<K: Resource>(&self, key: &str, live: &K, hash: &str) -> bool {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let meta = live.meta();
+        m.get(key).is_some_and(|v| {
+            v.hash == hash
+                && (meta.resource_version.as_deref() == Some(v.resource_version.as_str())
+                    || (v.generation.is_some()
+                        && meta.generation == v.generation
+                        && metadata_digest(meta) == v.metadata))
+        })
     }
 
     fn remember<K: Resource>(&self, key: String, obj: &K, hash: &str) {
-        if let Some(rv) = obj.meta().resource_version.clone() {
+        let meta = obj.meta();
+        if let Some(rv) = meta.resource_version.clone() {
+            let v = Verified {
+                resource_version: rv,
+                hash: hash.to_string(),
+                generation: meta.generation,
+                metadata: metadata_digest(meta),
+            };
             let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            m.insert(key, (rv, hash.to_string()));
+            m.insert(key, v);
         }
     }
 
@@ -182,6 +218,33 @@ where
     Ok(apply_body_of(api, &name, key, body, h, cache).await?.0)
 }
 
+/// [`apply`] for a child whose live object the caller reads (the collector DaemonSet, for its
+/// status): when `stores` shows it at the generation and metadata this process last verified with
+/// the same desired hash, the cached object, status included, is the answer without a request. A
+/// status write (pods becoming ready) changes neither; a hand edit of the spec bumps the
+/// generation, and one of the labels or annotations changes their digest, so either is read and
+/// compared as before.
+pub async fn apply_with_status<K>(
+    api: &Api<K>,
+    desired: K,
+    cache: &AppliedCache,
+    stores: &ChildStores,
+) -> Result<(Applied, K)>
+where
+    K: Cached<Kept = K> + Debug + Serialize + DeserializeOwned,
+{
+    let key = describe(&desired);
+    let (body, h) = apply_body(&desired)?;
+    let name = desired.name_any();
+    if let Some(store) = child_stores::ready::<K>(stores)
+        && let Some(live) = child_stores::get(store, desired.meta().namespace.as_deref(), &name)
+        && cache.verified_but_status(&key, &live, &h)
+    {
+        return Ok((Applied::Unchanged, live));
+    }
+    apply_body_of(api, &name, key, body, h, cache).await
+}
+
 async fn apply_body_of<K>(
     api: &Api<K>,
     name: &str,
@@ -291,7 +354,7 @@ where
         .and_then(child_stores::ready::<K>)
         .and_then(|s| child_stores::selected(s, &selector));
     let found: Vec<ObjectMeta> = match cached {
-        Some(objs) => objs.into_iter().map(|o| o.metadata).collect(),
+        Some(metas) => metas,
         None => labelled(list, &selector)
             .await?
             .into_iter()
@@ -338,6 +401,44 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_status_write_keeps_a_child_verified_a_spec_or_label_edit_does_not() {
+        let cache = AppliedCache::default();
+        let mut ds = k8s_openapi::api::apps::v1::DaemonSet::default();
+        ds.metadata.resource_version = Some("1".into());
+        ds.metadata.generation = Some(2);
+        ds.metadata.labels = Some([("app".to_string(), "c".to_string())].into());
+        cache.remember("k".into(), &ds, "h");
+        let status_write = {
+            let mut d = ds.clone();
+            d.metadata.resource_version = Some("2".into());
+            d
+        };
+        assert!(cache.verified_but_status("k", &status_write, "h"));
+        assert!(
+            !cache.verified("k", &status_write, "h"),
+            "the plain check goes by resourceVersion"
+        );
+        assert!(
+            !cache.verified_but_status("k", &status_write, "other"),
+            "another desired hash"
+        );
+        let mut spec_edit = status_write.clone();
+        spec_edit.metadata.generation = Some(3);
+        assert!(!cache.verified_but_status("k", &spec_edit, "h"));
+        let mut label_edit = status_write.clone();
+        label_edit.metadata.labels = Some([("app".to_string(), "x".to_string())].into());
+        assert!(!cache.verified_but_status("k", &label_edit, "h"));
+        let mut no_generation = ds.clone();
+        no_generation.metadata.generation = None;
+        cache.remember("cm".into(), &no_generation, "h");
+        no_generation.metadata.resource_version = Some("2".into());
+        assert!(
+            !cache.verified_but_status("cm", &no_generation, "h"),
+            "without a generation only the resourceVersion counts"
+        );
+    }
 
     #[test]
     fn equal_objects_have_no_difference() {

@@ -25,6 +25,7 @@ pub mod shard;
 pub mod shared_reads;
 pub mod status;
 
+use crate::conventions::LAST_APPLIED;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -491,8 +492,6 @@ pub async fn nodes_matching(ctx: &Ctx, selector: &BTreeMap<String, String>) -> e
         .collect())
 }
 
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Whether a pipeline watch event belongs to `shard` (errors and list markers always do).
 fn shard_event(shard: &shard::Shard, ev: &Result<watcher::Event<MLObservabilityPipeline>, watcher::Error>) -> bool {
     match ev {
@@ -598,7 +597,7 @@ pub async fn run_controllers(
     let drift_queue = settings.drift_events_queue.clone();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     // The child watches trigger reconciles and fill the applier's metadata caches.
-    let (ds_store, ds_changes) = child_stores::watch::<DaemonSet>(&client, &managed, shard);
+    let (ds_store, ds_changes) = child_stores::watch_daemon_sets(&client, &managed, shard);
     let (cm_store, cm_changes) = child_stores::watch::<ConfigMap>(&client, &managed, shard);
     let (sa_store, sa_changes) = child_stores::watch::<ServiceAccount>(&client, &managed, shard);
     let (svc_store, svc_changes) = child_stores::watch::<Service>(&client, &managed, shard);
