@@ -208,6 +208,12 @@ unset TOKEN CA
 
 # 6. Operator replicas. Each writes a state file the tests read (and use to restart a replica):
 # pid, identity, metrics address, log, and the command line (arg=) and environment (env=).
+# The scenarios log mlobs at debug (their failures are read from the logs); the bench measures the
+# operator as the chart deploys it, at the chart's logLevel.
+DEFAULT_RUST_LOG=info,mlobs=debug
+if [ "$BENCH" = 1 ]; then
+  DEFAULT_RUST_LOG=$(sed -n 's/^logLevel: //p' charts/mlobs-operator/values.yaml)
+fi
 start_replica() {
   local i=$1 port
   shift
@@ -216,7 +222,7 @@ start_replica() {
   local cmd=("$STATE/mlobs" run --cluster-name e2e --region us-east-1 --account-id 123456789012
     --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port" "${DRIFT_ARGS[@]}" "$@")
   local envs=("KUBECONFIG=$OPKC" "POD_NAME=$id" "AWS_ACCESS_KEY_ID=testing"
-    "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-info,mlobs=debug}")
+    "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-$DEFAULT_RUST_LOG}")
   env -u AWS_PROFILE -u AWS_ENDPOINT_URL -u POD_NAMESPACE "${envs[@]}" "${cmd[@]}" >>"$logf" 2>&1 &
   {
     echo "pid=$!"

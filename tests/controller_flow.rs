@@ -197,7 +197,7 @@ async fn collector_readiness_comes_from_the_cached_daemon_set_and_hand_edits_of_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelines_share_one_exporter_pod_listing_and_read_their_namespace_from_the_cache() {
+async fn pipelines_read_the_managed_exporters_pods_and_their_namespace_from_watch_caches() {
     let op = Operator::start().await;
     for name in ["one", "two", "three"] {
         op.create(name, json!({})).await;
@@ -222,9 +222,56 @@ async fn pipelines_share_one_exporter_pod_listing_and_read_their_namespace_from_
     let pod_lists = (requests.iter())
         .filter(|r| r.method == "GET" && r.path.ends_with("/pods"))
         .count();
+    assert_eq!(
+        pod_lists, 0,
+        "a Managed exporter's pods come from their watch, not a listing: {seen:#?}"
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_pod_the_scheduler_cannot_place_is_reported_from_the_pod_watch_without_a_listing() {
+    let op = Operator::start().await;
+    op.create("waits", json!({})).await;
+    op.ready("waits").await;
+    let mut ds = op
+        .fake
+        .object("apps/v1", "daemonsets", Some(NS), "mlobs-waits")
+        .expect("DaemonSet");
+    let (labels, uid) = (
+        ds["spec"]["template"]["metadata"]["labels"].clone(),
+        ds["metadata"]["uid"].clone(),
+    );
+    let before = op.fake.requests().len();
+    // A node's collector is gone and its new pod waits: the DaemonSet says so first...
+    ds["status"]["numberReady"] = json!(1);
+    op.fake.put_object("apps/v1", "daemonsets", ds);
+    op.wait_reason("waits", "CollectorReady", "False", "RollingOut").await;
+    // ...then the scheduler marks the pod unschedulable, which changes no DaemonSet.
+    op.fake.put_object(
+        "v1",
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mlobs-waits-x7k2p", "namespace": NS,
+            "labels": labels, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "name": "mlobs-waits", "uid": uid, "controller": true}]},
+            "spec": {"containers": []},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/2 nodes are available: 2 Too many pods."}]}}),
+    );
+    let message = op
+        .wait_reason("waits", "CollectorReady", "False", "CollectorUnschedulable")
+        .await;
     assert!(
-        pod_lists <= 1,
-        "three pipelines scraping one exporter list its pods at most once: {pod_lists} listings in {seen:#?}"
+        message.contains("mlobs-waits-x7k2p") && message.contains("2 Too many pods"),
+        "the message names the pod and quotes the scheduler: {message}"
+    );
+    let listings: Vec<String> = (op.fake.requests().into_iter().skip(before))
+        .filter(|r| r.method == "GET" && r.path.ends_with("/pods") && r.query.contains("mlobs.io%2Fpipeline"))
+        .map(|r| format!("{}?{}", r.path, r.query))
+        .collect();
+    assert!(
+        listings.is_empty(),
+        "the collector's pods come from the watch: {listings:#?}"
     );
     op.stop().await;
 }

@@ -98,10 +98,14 @@ pub struct Ctx {
     /// Every namespace's name and Pod Security level (`shared_reads`): a reconcile's collector
     /// namespace comes from here, not from a GET.
     pub namespaces: Store<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>,
-    /// One listing of a DCGM exporter's pods for the reconciles of every pipeline scraping it.
+    /// One listing of an External DCGM exporter's pods for the reconciles of every pipeline
+    /// scraping it.
     pub exporter_pods: shared_reads::ExporterPods,
-    /// The last look at each waiting collector's pods (why the scheduler cannot place them).
-    pub unschedulable: shared_reads::UnschedulableLooks,
+    /// The Managed DCGM exporters' pods (`shared_reads::watch_managed_exporter_pods`).
+    pub managed_exporter_pods: Store<k8s_openapi::api::core::v1::Pod>,
+    /// mlobs' pods waiting in `Pending` (`shared_reads::watch_waiting_pods`): why the scheduler
+    /// cannot place a collector.
+    pub waiting_pods: Store<k8s_openapi::api::core::v1::Pod>,
     /// Pipeline uid → the next DataFlowing re-check, while data is not flowing.
     pub data_checks: Mutex<HashMap<String, dataflow::Recheck>>,
     /// Pipeline uid → drift a reconcile found (and put back) whose status write failed: the next
@@ -612,6 +616,8 @@ pub async fn run_controllers(
     )
     .touched_objects();
     let (namespaces, fill_namespaces) = shared_reads::watch_namespaces(client.clone());
+    let (waiting_pods, waiting_changes) = shared_reads::watch_waiting_pods(client.clone());
+    let (managed_exporter_pods, exporter_changes) = shared_reads::watch_managed_exporter_pods(client.clone());
     tokio::spawn(fill_until(fill_namespaces, shutdown.clone()));
     let child_stores = child_stores::ChildStores {
         daemon_sets: ds_store,
@@ -641,7 +647,8 @@ pub async fn run_controllers(
         nodes,
         namespaces,
         exporter_pods: shared_reads::ExporterPods::default(),
-        unschedulable: shared_reads::UnschedulableLooks::default(),
+        waiting_pods,
+        managed_exporter_pods,
         data_checks: Mutex::new(HashMap::new()),
         pending_drift: Mutex::new(HashMap::new()),
         shard,
@@ -650,6 +657,7 @@ pub async fn run_controllers(
     tokio::spawn(fill_until(fill_all, shutdown.clone()));
 
     let pipes = ctx.pipelines.clone();
+    let collectors = ctx.child_stores.daemon_sets.clone();
     let (pipes2, pols2) = (ctx.pipelines.clone(), ctx.policies.clone());
     // Children map to their pipeline by the owner annotation, not only by owner reference: a
     // collector in the policy's collectorNamespace cannot carry one.
@@ -660,11 +668,34 @@ pub async fn run_controllers(
         .watches_stream(svc_changes, move |o| own_child(&shard, &o))
         .watches_stream(cr_changes, move |o| own_child(&shard, &o))
         .watches_stream(crb_changes, move |o| own_child(&shard, &o))
+        // A pod the scheduler cannot place: its DaemonSet's status may not change.
+        .watches_stream(waiting_changes, move |pod| {
+            let ds = shared_reads::unschedulable(&pod).and(shared_reads::controlling_daemon_set(&pod))?;
+            own_child(&shard, collectors.get(&ds)?.as_ref())
+        })
         .watches(
             Api::<GpuTelemetryPolicy>::all(client.clone()),
             watcher::Config::default(),
             move |pol| pipelines_of_policy(&pipes, &pol),
         )
+        // A Managed exporter pod that starts or stops running: the policy's status may follow
+        // only later (or not at all, for a pod moved to another node).
+        .watches_stream(exporter_changes, {
+            let (seen, pipes, pols) = (
+                shared_reads::ExporterPodChanges::default(),
+                ctx.pipelines.clone(),
+                ctx.policies.clone(),
+            );
+            move |pod| {
+                let Some(label) = seen.changed_policy(&pod) else {
+                    return vec![];
+                };
+                (pols.state().iter())
+                    .filter(|pol| crate::conventions::policy_label(&pol.name_any()) == label)
+                    .flat_map(|pol| pipelines_of_policy(&pipes, pol))
+                    .collect::<Vec<_>>()
+            }
+        })
         .watches_stream(node_changes, {
             let seen = NodeChanges::default();
             move |node| {

@@ -1,21 +1,23 @@
-//! Reads many pipelines share: the namespaces (from a metadata watch) and the DCGM exporter's
-//! pods (one listing per exporter for a burst of reconciles).
+//! Reads many pipelines share: the namespaces (from a metadata watch), the DCGM exporter's pods
+//! (one listing per exporter for a burst of reconciles) and mlobs' waiting pods (a watch of the
+//! pods in `Pending`).
 //!
 //! Before, every reconcile asked the API server for its collector namespace (a GET) and listed
 //! its exporter's pods (a LIST): at 1,000 pipelines under one policy that was 2,000 requests for
 //! one answer each (`make bench`, see the README).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodStatus};
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use super::error::Result;
 
@@ -140,33 +142,138 @@ impl ExporterPods {
     }
 }
 
-/// How long one look at a waiting collector's pods answers for the same DaemonSet
-/// resourceVersion.
-pub const UNSCHEDULABLE_FRESH_FOR: Duration = Duration::from_secs(10);
+/// The field selector of [`watch_waiting_pods`]: a pod leaves the watch (a delete event) when it
+/// starts running.
+pub const WAITING_PHASE: &str = "status.phase=Pending";
 
-/// DaemonSet uid → what the last look at its pods found (`Some(message)` when the scheduler
-/// cannot place some), for that DaemonSet resourceVersion, for [`UNSCHEDULABLE_FRESH_FOR`].
-#[derive(Default)]
-pub struct UnschedulableLooks {
-    looks: Mutex<HashMap<String, Look>>,
+/// A watch of mlobs' pods that wait in `Pending` (label- and field-selected), slimmed by
+/// [`slim_pod`]: why the scheduler cannot place a collector comes from here, not from a LIST per
+/// DaemonSet status change (at 1,000 pipelines rolling out that was ~8,000 LISTs, `make bench`).
+/// A healthy cluster has no waiting pod, so the store is empty in steady state. Every shard keeps
+/// every waiting pod (a pod names its DaemonSet, not its pipeline); the trigger maps it through
+/// the shard's DaemonSet cache. Returns (the store, the stream of changed waiting pods).
+pub fn watch_waiting_pods(
+    client: Client,
+) -> (
+    Store<Pod>,
+    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let cfg = watcher::Config::default()
+        .labels(crate::conventions::MANAGED_BY_SELECTOR)
+        .fields(WAITING_PHASE);
+    watch_pods(client, cfg)
 }
 
-/// (DaemonSet resourceVersion, when, what was found).
-type Look = (String, Instant, Option<String>);
+/// A watch of the Managed DCGM exporters' pods (mlobs' labels; one per GPU node and policy),
+/// slimmed by [`slim_pod`]: which GPU nodes run one comes from here, not from a LIST per burst
+/// of reconciles; a pod that starts or stops running reconciles the pipelines of its policy
+/// ([`ExporterPodChanges`]). An External exporter's pods (e.g. gpu-operator's) carry labels mlobs
+/// does not choose; they are listed ([`ExporterPods`]). Returns (the store, the stream of changed
+/// pods).
+pub fn watch_managed_exporter_pods(
+    client: Client,
+) -> (
+    Store<Pod>,
+    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let selector = format!(
+        "{},{}={}",
+        crate::conventions::MANAGED_BY_SELECTOR,
+        crate::conventions::NAME_LABEL,
+        crate::conventions::EXPORTER_APP
+    );
+    watch_pods(client, watcher::Config::default().labels(&selector))
+}
 
-impl UnschedulableLooks {
-    pub fn fresh(&self, uid: &str, version: &str, now: Instant) -> Option<Option<String>> {
-        let looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
-        let (v, at, found) = looks.get(uid)?;
-        (v == version && now.saturating_duration_since(*at) < UNSCHEDULABLE_FRESH_FOR).then(|| found.clone())
-    }
+/// Which exporter pod events matter to the pipelines: a pod that starts or stops running on a
+/// node (its phase or node changed), not a status rewrite. The exporter's policy, by its
+/// `mlobs.io/policy` label, is returned for such a change.
+#[derive(Default)]
+pub struct ExporterPodChanges(Mutex<HashMap<String, (Option<String>, Option<String>)>>);
 
-    /// Keeps a look, and drops those no longer fresh.
-    pub fn keep(&self, uid: String, version: String, now: Instant, found: Option<String>) {
-        let mut looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
-        looks.retain(|_, (_, at, _)| now.saturating_duration_since(*at) < UNSCHEDULABLE_FRESH_FOR);
-        looks.insert(uid, (version, now, found));
+impl ExporterPodChanges {
+    pub fn changed_policy(&self, pod: &Pod) -> Option<String> {
+        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        let now = (
+            pod.status.as_ref().and_then(|s| s.phase.clone()),
+            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        );
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(&key) == Some(&now) {
+            return None;
+        }
+        seen.insert(key, now);
+        pod.labels().get(crate::conventions::POLICY_LABEL).cloned()
     }
+}
+
+fn watch_pods(
+    client: Client,
+    cfg: watcher::Config,
+) -> (
+    Store<Pod>,
+    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let events = watcher(Api::<Pod>::all(client), cfg).default_backoff().modify(slim_pod);
+    (reader, reflector(writer, events).touched_objects())
+}
+
+/// What mlobs reads of a pod: name, namespace, labels, the controller's owner reference, the
+/// node, the phase and the `PodScheduled` condition (a few hundred bytes).
+fn slim_pod(p: &mut Pod) {
+    let m = &mut p.metadata;
+    m.managed_fields = None;
+    m.annotations = None;
+    m.creation_timestamp = None;
+    if let Some(refs) = m.owner_references.as_mut() {
+        refs.retain(|r| r.controller == Some(true));
+    }
+    p.spec = p.spec.take().map(|s| PodSpec {
+        node_name: s.node_name,
+        ..Default::default()
+    });
+    if let Some(st) = p.status.as_mut() {
+        let scheduled = (st.conditions.take().into_iter().flatten())
+            .filter(|c| c.type_ == "PodScheduled")
+            .collect();
+        *st = PodStatus {
+            phase: st.phase.take(),
+            conditions: Some(scheduled),
+            ..Default::default()
+        };
+    }
+}
+
+/// The cached pods in `namespace` carrying every label of `labels` (e.g. a DaemonSet's selector);
+/// `None` until the watch has listed once.
+pub fn cached_pods(store: &Store<Pod>, namespace: &str, labels: &BTreeMap<String, String>) -> Option<Vec<Pod>> {
+    is_ready(store).then(|| {
+        store
+            .state_filter(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && (labels.iter()).all(|(k, v)| p.labels().get(k) == Some(v))
+            })
+            .into_iter()
+            .map(|p| p.as_ref().clone())
+            .collect()
+    })
+}
+
+/// The pod's name and the scheduler's message when it reported that it cannot place the pod
+/// (`PodScheduled=False`, reason `Unschedulable`).
+pub fn unschedulable(pod: &Pod) -> Option<(String, String)> {
+    let c = (pod.status.as_ref())
+        .and_then(|st| st.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))?;
+    (c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+        .then(|| (pod.name_any(), c.message.clone().unwrap_or_default()))
+}
+
+/// The DaemonSet that controls `pod` (by its controller owner reference), when it is one.
+pub fn controlling_daemon_set(pod: &Pod) -> Option<ObjectRef<DaemonSet>> {
+    let owner = (pod.owner_references().iter()).find(|r| r.controller == Some(true) && r.kind == "DaemonSet")?;
+    Some(ObjectRef::new(&owner.name).within(pod.metadata.namespace.as_deref()?))
 }
 
 /// The nodes with a Running pod among `pods`.
@@ -218,19 +325,101 @@ mod tests {
         assert_eq!(held, 1);
     }
 
+    fn filled(pods: Vec<Pod>) -> Store<Pod> {
+        let (reader, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for p in pods {
+            writer.apply_watcher_event(&watcher::Event::InitApply(p));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        reader
+    }
+
+    fn waiting(name: &str, ns: &str, pipeline: &str, scheduled: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "uid": "u", "annotations": {"a": "b"},
+                "labels": {"mlobs.io/pipeline": pipeline, "app.kubernetes.io/name": "c"},
+                "managedFields": [{"manager": "kube-controller-manager"}],
+                "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "mlobs-x", "uid": "d", "controller": true},
+                    {"apiVersion": "v1", "kind": "Other", "name": "o", "uid": "e"}]},
+            "spec": {"containers": [{"name": "otelcol", "image": "otel/collector"}], "nodeName": "gpu-0"},
+            "status": {"phase": "Pending", "conditions": [scheduled,
+                {"type": "Initialized", "status": "True"}], "qosClass": "Burstable"}
+        }))
+        .expect("pod")
+    }
+
     #[test]
-    fn a_look_at_waiting_pods_answers_for_the_same_daemon_set_version_while_fresh() {
-        let looks = UnschedulableLooks::default();
-        let t0 = Instant::now();
-        let why = Some("0/2 nodes are available: 2 Too many pods".to_string());
-        looks.keep("ds-1".into(), "5".into(), t0, why.clone());
-        assert_eq!(looks.fresh("ds-1", "5", t0 + Duration::from_secs(9)), Some(why));
-        assert_eq!(looks.fresh("ds-1", "6", t0), None, "the DaemonSet changed");
-        assert_eq!(looks.fresh("ds-1", "5", t0 + UNSCHEDULABLE_FRESH_FOR), None, "too old");
-        looks.keep("ds-2".into(), "1".into(), t0 + UNSCHEDULABLE_FRESH_FOR, None);
-        assert_eq!(looks.fresh("ds-2", "1", t0 + UNSCHEDULABLE_FRESH_FOR), Some(None));
-        let held = looks.looks.lock().map(|l| l.len()).unwrap_or_default();
-        assert_eq!(held, 1, "the stale look is dropped");
+    fn a_waiting_pod_is_kept_slim_and_found_by_its_daemon_sets_selector() {
+        let why = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/2 nodes are available: 2 Too many pods"});
+        let mut a = waiting("a", "team", "team.train", why);
+        slim_pod(&mut a);
+        assert!(a.metadata.annotations.is_none() && a.metadata.managed_fields.is_none());
+        let spec = a.spec.clone().unwrap_or_default();
+        assert!(spec.node_name.as_deref() == Some("gpu-0") && spec.containers.is_empty());
+        let conditions = a.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        assert_eq!(conditions.len(), 1, "only PodScheduled is kept");
+        assert_eq!(a.owner_references().len(), 1, "only the controller");
+        assert_eq!(
+            unschedulable(&a),
+            Some(("a".into(), "0/2 nodes are available: 2 Too many pods".into()))
+        );
+        assert_eq!(
+            controlling_daemon_set(&a),
+            Some(ObjectRef::new("mlobs-x").within("team"))
+        );
+
+        let placed = waiting(
+            "b",
+            "team",
+            "team.train",
+            json!({"type": "PodScheduled", "status": "True"}),
+        );
+        assert_eq!(unschedulable(&placed), None);
+        let other = waiting(
+            "c",
+            "team",
+            "team.other",
+            json!({"type": "PodScheduled", "status": "True"}),
+        );
+        let elsewhere = waiting(
+            "d",
+            "lab",
+            "team.train",
+            json!({"type": "PodScheduled", "status": "True"}),
+        );
+
+        let (store, _) = reflector::store::<Pod>();
+        let selector = BTreeMap::from([("mlobs.io/pipeline".to_string(), "team.train".to_string())]);
+        assert_eq!(cached_pods(&store, "team", &selector), None, "not listed yet");
+        let store = filled(vec![a, placed, other, elsewhere]);
+        let mut names: Vec<String> = (cached_pods(&store, "team", &selector).unwrap_or_default().iter())
+            .map(|p| p.name_any())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_exporter_pod_matters_when_it_starts_or_moves_not_when_its_status_is_rewritten() {
+        let pod = |phase: &str, node: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "x-1", "namespace": "mlobs",
+                "labels": {"mlobs.io/policy": "default"}},
+                "spec": {"nodeName": node, "containers": []}, "status": {"phase": phase}}))
+            .expect("pod")
+        };
+        let seen = ExporterPodChanges::default();
+        assert_eq!(seen.changed_policy(&pod("Pending", "gpu-0")), Some("default".into()));
+        assert_eq!(
+            seen.changed_policy(&pod("Pending", "gpu-0")),
+            None,
+            "nothing the pipelines read"
+        );
+        assert_eq!(seen.changed_policy(&pod("Running", "gpu-0")), Some("default".into()));
+        assert_eq!(seen.changed_policy(&pod("Running", "gpu-0")), None);
+        assert_eq!(seen.changed_policy(&pod("Running", "gpu-1")), Some("default".into()));
     }
 
     #[test]

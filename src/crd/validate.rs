@@ -57,9 +57,10 @@ fn field(path: &str, rule: &str, message: impl Into<String>) -> FieldError {
 }
 
 /// The openAPIV3Schema of a generated CRD. Generated once per kind: generating it is far
-/// dearer than checking a document against it, and every document read is checked.
-pub fn crd_schema<K: CustomResourceExt>() -> Value {
-    static CACHE: Mutex<BTreeMap<&'static str, Value>> = Mutex::new(BTreeMap::new());
+/// dearer than checking a document against it, and every document read is checked. Shared, not
+/// copied: the schema is a few hundred KiB, and every reconcile validates its pipeline.
+pub fn crd_schema<K: CustomResourceExt>() -> std::sync::Arc<Value> {
+    static CACHE: Mutex<BTreeMap<&'static str, std::sync::Arc<Value>>> = Mutex::new(BTreeMap::new());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     cache
         .entry(K::crd_name())
@@ -71,7 +72,7 @@ pub fn crd_schema<K: CustomResourceExt>() -> Value {
                 .and_then(|v| v.schema.as_ref())
                 .and_then(|s| s.open_api_v3_schema.as_ref())
                 .and_then(|s| serde_json::to_value(s).ok())
-                .unwrap_or(Value::Null)
+                .map_or_else(|| std::sync::Arc::new(Value::Null), std::sync::Arc::new)
         })
         .clone()
 }
@@ -405,7 +406,7 @@ where
 {
     // Generating the schema and compiling its CEL rules are the expensive parts; the operator
     // validates on every reconcile.
-    static COMPILED: Mutex<BTreeMap<&'static str, (Value, std::sync::Arc<CompiledSchema>)>> =
+    static COMPILED: Mutex<BTreeMap<&'static str, (std::sync::Arc<Value>, std::sync::Arc<CompiledSchema>)>> =
         Mutex::new(BTreeMap::new());
     let (schema, cel) = {
         let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,6 +2,7 @@
 //! [`aws`] (the AWS side in dependency order), [`children`] (the child set through the one
 //! applier) and [`observe`] (exporter pods, Pod Security admission, data flow).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -17,7 +18,7 @@ use super::super::dataflow::{self, DataFlowObs, GroupReading};
 use super::super::error::{Error, Result};
 use super::super::lookup::{self, key_id_of};
 use super::super::resync;
-use super::super::shared_reads::PSA_ENFORCE;
+use super::super::shared_reads::{self, PSA_ENFORCE};
 use super::super::status::{AwsResult, MetricsSource, Observed};
 use super::plan::{World, aws_plan_digest, plan_fingerprint};
 use super::{ADOPT_ANNOTATION, owner};
@@ -25,6 +26,7 @@ use crate::aws::Drift;
 use crate::aws::apply::{ApplyOptions, Batched, StepError, ensure_all};
 use crate::crd::MLObservabilityPipeline;
 use crate::crd::conditions::{self, pipeline as pty, reason};
+use crate::crd::policy::ExporterMode;
 use crate::crd::reason::Reason;
 use crate::desired::Desired;
 use crate::desired::aws_plan::{KmsKeyPlan, RolePlan};
@@ -235,8 +237,9 @@ pub async fn observe(
 }
 
 /// The DCGM exporter pods the collectors will scrape: running pods matching the exporter's
-/// selector, on the pipeline's GPU nodes (one listing shared by the pipelines scraping the same
-/// exporter: `shared_reads::ExporterPods`).
+/// selector, on the pipeline's GPU nodes. A Managed exporter's from the watch of its pods
+/// (`shared_reads::watch_managed_exporter_pods`); an External one's from one listing shared by
+/// the pipelines scraping it (`shared_reads::ExporterPods`).
 async fn metrics_source(ctx: &Ctx, d: &Desired, world: &World) -> Result<MetricsSource> {
     let x = &d.effective.exporter;
     let selector = crate::conventions::selector_string(&x.pod_selector);
@@ -244,9 +247,17 @@ async fn metrics_source(ctx: &Ctx, d: &Desired, world: &World) -> Result<Metrics
         lookup::Governing::One(policy) => policy.resource_version().unwrap_or_default(),
         _ => String::new(),
     };
-    let running = (ctx.exporter_pods)
-        .running_on(&ctx.client, &x.namespace, &selector, &version)
-        .await?;
+    let cached = (x.mode == ExporterMode::Managed)
+        .then(|| shared_reads::cached_pods(&ctx.managed_exporter_pods, &x.namespace, &x.pod_selector))
+        .flatten();
+    let running = match cached {
+        Some(pods) => Arc::new(shared_reads::running_nodes(&pods)),
+        None => {
+            (ctx.exporter_pods)
+                .running_on(&ctx.client, &x.namespace, &selector, &version)
+                .await?
+        }
+    };
     let on_gpu_nodes = (world.nodes.iter())
         .filter_map(|n| n.metadata.name.as_ref())
         .filter(|n| running.contains(*n))
@@ -307,32 +318,17 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
     });
 }
 
-/// Why collector pods wait, when the scheduler cannot place them: read only while the DaemonSet
-/// has fewer ready pods than GPU nodes (its pods are not watched; the DaemonSet's status changes
-/// when one is placed, which reconciles the pipeline). The message names the pods and quotes the
-/// scheduler (e.g. `0/4 nodes are available: 1 Too many pods`). One listing answers for the same
-/// DaemonSet resourceVersion for [`super::super::shared_reads::UNSCHEDULABLE_FRESH_FOR`]: a burst
-/// of reconciles (a node change reconciles every pipeline on the node) lists each waiting
-/// collector's pods once.
+/// Why collector pods wait, when the scheduler cannot place them: looked at only while the
+/// DaemonSet has fewer ready pods than GPU nodes. The pods come from the watch of waiting pods
+/// (`shared_reads::watch_waiting_pods`, which also reconciles the pipeline when the scheduler
+/// marks one of its pods unschedulable); before that watch has listed once, from a LIST. The
+/// message names the pods and quotes the scheduler (e.g. `0/4 nodes are available: 1 Too many
+/// pods`).
 async fn collector_unschedulable(ctx: &Ctx, ds: &DaemonSet) -> Result<Option<String>> {
     let s = ds.status.clone().unwrap_or_default();
     if s.number_ready >= s.desired_number_scheduled {
         return Ok(None);
     }
-    let (uid, version) = (ds.uid().unwrap_or_default(), ds.resource_version().unwrap_or_default());
-    if let Some(known) = ctx.unschedulable.fresh(&uid, &version, Instant::now()) {
-        return Ok(known);
-    }
-    let found = list_unschedulable(ctx, ds, &s).await?;
-    ctx.unschedulable.keep(uid, version, Instant::now(), found.clone());
-    Ok(found)
-}
-
-async fn list_unschedulable(
-    ctx: &Ctx,
-    ds: &DaemonSet,
-    s: &k8s_openapi::api::apps::v1::DaemonSetStatus,
-) -> Result<Option<String>> {
     let labels = (ds.spec.as_ref())
         .and_then(|x| x.selector.match_labels.clone())
         .unwrap_or_default();
@@ -340,18 +336,17 @@ async fn list_unschedulable(
         return Ok(None);
     }
     let ns = ds.namespace().unwrap_or_default();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default().labels(&crate::conventions::selector_string(&labels)))
-        .await?;
-    let waiting: Vec<(String, String)> = (pods.items.iter())
-        .filter_map(|pod| {
-            let c = (pod.status.as_ref())
-                .and_then(|st| st.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))?;
-            (c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
-                .then(|| (pod.name_any(), c.message.clone().unwrap_or_default()))
-        })
-        .collect();
+    let pods = match shared_reads::cached_pods(&ctx.waiting_pods, &ns, &labels) {
+        Some(pods) => pods,
+        None => {
+            let selector = crate::conventions::selector_string(&labels);
+            (Api::<Pod>::namespaced(ctx.client.clone(), &ns))
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+        }
+    };
+    let waiting: Vec<(String, String)> = pods.iter().filter_map(shared_reads::unschedulable).collect();
     let Some((first, why)) = waiting.first() else {
         return Ok(None);
     };

@@ -371,7 +371,8 @@ pub(super) struct Selector {
     plural: String,
     ns: Option<String>,
     labels: Vec<Req>,
-    /// Only metadata.name / metadata.namespace are understood; other field terms are ignored.
+    /// Only metadata.name, metadata.namespace and status.phase are understood; other field terms
+    /// are ignored.
     fields: Vec<Req>,
 }
 
@@ -403,7 +404,7 @@ impl Selector {
                 .and_then(Value::as_str)
         };
         let field = |k: &str| match k {
-            "metadata.name" | "metadata.namespace" => Some(
+            "metadata.name" | "metadata.namespace" | "status.phase" => Some(
                 obj.pointer(&format!("/{}", k.replace('.', "/")))
                     .and_then(Value::as_str)
                     .unwrap_or_default(),
