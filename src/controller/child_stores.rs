@@ -263,6 +263,7 @@ fn ours<K: Resource>(shard: &Shard, ev: &Result<watcher::Event<K>, watcher::Erro
 
 #[cfg(test)]
 mod tests {
+    use super::super::shared_reads::filled;
     use super::*;
     use std::collections::BTreeMap;
 
@@ -278,16 +279,6 @@ mod tests {
             },
             _phantom: Default::default(),
         }
-    }
-
-    fn filled(objs: Vec<PartialObjectMeta<ConfigMap>>) -> Store<PartialObjectMeta<ConfigMap>> {
-        let (reader, mut writer) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for o in objs {
-            writer.apply_watcher_event(&watcher::Event::InitApply(o));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        reader
     }
 
     #[test]

@@ -206,16 +206,11 @@ pub async fn apply_known<K>(api: &Api<K>, desired: K, cache: &AppliedCache, stor
 where
     K: Cached + Debug + Serialize + DeserializeOwned,
 {
-    let key = describe(&desired);
-    let (body, h) = apply_body(&desired)?;
-    let name = desired.name_any();
-    if let Some(store) = child_stores::ready::<K>(stores)
-        && let Some(live) = child_stores::get(store, desired.meta().namespace.as_deref(), &name)
-        && cache.verified(&key, &live, &h)
-    {
+    let (p, cached) = prepare(&desired, cache, stores, |c, key, live, h| c.verified(key, live, h))?;
+    if cached.is_some() {
         return Ok(Applied::Unchanged);
     }
-    Ok(apply_body_of(api, &name, key, body, h, cache).await?.0)
+    Ok(apply_body_of(api, &p.name, p.key, p.body, p.hash, cache).await?.0)
 }
 
 /// [`apply`] for a child whose live object the caller reads (the collector DaemonSet, for its
@@ -233,16 +228,38 @@ pub async fn apply_with_status<K>(
 where
     K: Cached<Kept = K> + Debug + Serialize + DeserializeOwned,
 {
-    let key = describe(&desired);
-    let (body, h) = apply_body(&desired)?;
-    let name = desired.name_any();
-    if let Some(store) = child_stores::ready::<K>(stores)
-        && let Some(live) = child_stores::get(store, desired.meta().namespace.as_deref(), &name)
-        && cache.verified_but_status(&key, &live, &h)
-    {
+    let (p, cached) = prepare(&desired, cache, stores, |c, key, live, h| {
+        c.verified_but_status(key, live, h)
+    })?;
+    if let Some(live) = cached {
         return Ok((Applied::Unchanged, live));
     }
-    apply_body_of(api, &name, key, body, h, cache).await
+    apply_body_of(api, &p.name, p.key, p.body, p.hash, cache).await
+}
+
+/// What an apply sends: the child's cache key, name, apply body and desired hash.
+struct Prepared {
+    key: String,
+    name: String,
+    body: Value,
+    hash: String,
+}
+
+/// The apply of `desired`, and its cached copy when `stores` shows it as `verified` says this
+/// process last verified it (then no request is needed).
+fn prepare<K: Cached + Serialize>(
+    desired: &K,
+    cache: &AppliedCache,
+    stores: &ChildStores,
+    verified: impl Fn(&AppliedCache, &str, &K::Kept, &str) -> bool,
+) -> Result<(Prepared, Option<K::Kept>)> {
+    let key = describe(desired);
+    let (body, hash) = apply_body(desired)?;
+    let name = desired.name_any();
+    let cached = child_stores::ready::<K>(stores)
+        .and_then(|store| child_stores::get(store, desired.meta().namespace.as_deref(), &name))
+        .filter(|live| verified(cache, &key, live, &hash));
+    Ok((Prepared { key, name, body, hash }, cached))
 }
 
 async fn apply_body_of<K>(

@@ -189,7 +189,10 @@ pub fn watch_managed_exporter_pods(
 /// node (its phase or node changed), not a status rewrite. The exporter's policy, by its
 /// `mlobs.io/policy` label, is returned for such a change.
 #[derive(Default)]
-pub struct ExporterPodChanges(Mutex<HashMap<String, (Option<String>, Option<String>)>>);
+pub struct ExporterPodChanges(Mutex<HashMap<String, PodPlace>>);
+
+/// A pod's (phase, node).
+type PodPlace = (Option<String>, Option<String>);
 
 impl ExporterPodChanges {
     pub fn changed_policy(&self, pod: &Pod) -> Option<String> {
@@ -284,6 +287,21 @@ pub fn running_nodes(pods: &[Pod]) -> BTreeSet<String> {
         .collect()
 }
 
+/// A store whose first listing returned `objs` (for tests of what reads the caches).
+#[cfg(test)]
+pub(super) fn filled<K>(objs: Vec<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objs {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,16 +341,6 @@ mod tests {
         );
         let held = x.listings.lock().map(|l| l.len()).unwrap_or_default();
         assert_eq!(held, 1);
-    }
-
-    fn filled(pods: Vec<Pod>) -> Store<Pod> {
-        let (reader, mut writer) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for p in pods {
-            writer.apply_watcher_event(&watcher::Event::InitApply(p));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        reader
     }
 
     fn waiting(name: &str, ns: &str, pipeline: &str, scheduled: serde_json::Value) -> Pod {

@@ -406,8 +406,8 @@ where
 {
     // Generating the schema and compiling its CEL rules are the expensive parts; the operator
     // validates on every reconcile.
-    static COMPILED: Mutex<BTreeMap<&'static str, (std::sync::Arc<Value>, std::sync::Arc<CompiledSchema>)>> =
-        Mutex::new(BTreeMap::new());
+    type Compiled = (std::sync::Arc<Value>, std::sync::Arc<CompiledSchema>);
+    static COMPILED: Mutex<BTreeMap<&'static str, Compiled>> = Mutex::new(BTreeMap::new());
     let (schema, cel) = {
         let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
         let entry = cache.entry(K::crd_name()).or_insert_with(|| {
