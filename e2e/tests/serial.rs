@@ -62,6 +62,86 @@ async fn other_pipelines(all: &Api<mlobs::crd::MLObservabilityPipeline>, ns: &st
         .collect())
 }
 
+/// How long the pipeline must go unwritten before a window is measured.
+const QUIET: Duration = Duration::from_secs(20);
+
+/// Waits until the cluster around the pipeline holds still: its collector DaemonSet and its
+/// policy's Managed exporter DaemonSet fully rolled out and ready (pods a kwok node flap left
+/// stuck are restarted), and then the pipeline unwritten for [`QUIET`]. CI showed a window right
+/// after a flap catch the pipeline's status following the restarted pods one by one.
+async fn settle(c: &Client, ns: &str, name: &str) -> Result<()> {
+    let collector = Api::<DaemonSet>::namespaced(c.clone(), ns);
+    let exporter = Api::<DaemonSet>::namespaced(c.clone(), OPERATOR_NAMESPACE);
+    let exporter_name = mlobs::conventions::exporter_object_name(ns);
+    let sel = child_selector(ns, name);
+    let (collector, exporter, exporter_name, sel) = (&collector, &exporter, &exporter_name, &sel);
+    wait_for("DaemonSet statuses settled", READY_TIMEOUT, async || {
+        let list = collector.list(&ListParams::default().labels(sel)).await?;
+        let mut sets: Vec<DaemonSet> = list.items;
+        ensure!(sets.len() == 1, "{} collector DaemonSets", sets.len());
+        // The steady-state policy's exporter is Managed; an External one has no DaemonSet here.
+        sets.extend(exporter.get_opt(exporter_name).await?);
+        for ds in &sets {
+            let s = ds.status.clone().unwrap_or_default();
+            let settled = s.observed_generation == ds.metadata.generation
+                && s.number_ready == s.desired_number_scheduled
+                && s.updated_number_scheduled == Some(s.desired_number_scheduled);
+            if !settled {
+                let exporters = ListParams::default().labels("app.kubernetes.io/name=mlobs-dcgm-exporter");
+                let mut restarted = restart_pods_stuck_by_node_flap(c, ns, &ListParams::default()).await?;
+                restarted.extend(restart_pods_stuck_by_node_flap(c, OPERATOR_NAMESPACE, &exporters).await?);
+                if !restarted.is_empty() {
+                    println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
+                }
+                anyhow::bail!("DaemonSet {} status {s:?}", ds.name_any());
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let api = pipelines(c, ns);
+    let start = Instant::now();
+    loop {
+        let before = api.get(name).await?;
+        tokio::time::sleep(QUIET).await;
+        let after = api.get(name).await?;
+        if before.resource_version() == after.resource_version() {
+            return Ok(());
+        }
+        println!(
+            "pipeline written while settling: {} → {}",
+            conditions_summary(&before),
+            conditions_summary(&after)
+        );
+        ensure!(
+            start.elapsed() < READY_TIMEOUT,
+            "the pipeline kept changing for {} s",
+            start.elapsed().as_secs()
+        );
+    }
+}
+
+/// `field: before → after` for every top-level status field that differs.
+fn status_changes(
+    a: Option<&mlobs::crd::MLObservabilityPipelineStatus>,
+    b: Option<&mlobs::crd::MLObservabilityPipelineStatus>,
+) -> Vec<String> {
+    let (a, b) = (json!(a), json!(b));
+    let empty = serde_json::Map::new();
+    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: {} → {}",
+                a.get(k).unwrap_or(&json!(null)),
+                b.get(k).unwrap_or(&json!(null))
+            )
+        })
+        .collect()
+}
+
 /// The leader's write and reconcile counters: (writes except Lease renewals, reconciles, the
 /// whole exposition).
 async fn counters(r: &Replica) -> Result<(f64, f64, String)> {
@@ -112,27 +192,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
         },
     )
     .await?;
-    // Let the DaemonSet controller and kubelet (kwok) finish their status writes.
-    let ds_api = Api::<DaemonSet>::namespaced(c.clone(), ns);
-    let (ds_api, sel) = (&ds_api, child_selector(ns, name));
-    let sel = &sel;
-    wait_for("DaemonSet status settled", READY_TIMEOUT, async || {
-        let list = ds_api.list(&ListParams::default().labels(sel)).await?;
-        let ds = list.items.first().context("DaemonSet")?;
-        let s = ds.status.clone().unwrap_or_default();
-        if s.number_ready < s.desired_number_scheduled {
-            restart_pods_stuck_by_node_flap(&c, ns, &ListParams::default()).await?;
-        }
-        ensure!(
-            s.observed_generation == ds.metadata.generation
-                && s.number_ready == s.desired_number_scheduled
-                && s.updated_number_scheduled == Some(s.desired_number_scheduled),
-            "DaemonSet status {s:?}"
-        );
-        Ok(())
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    settle(&c, ns, name).await?;
 
     // Pipelines of earlier tests are deleted in the background: their cleanup is not ours.
     let all = Api::<mlobs::crd::MLObservabilityPipeline>::all(c.clone());
@@ -157,6 +217,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     for attempt in 1..=MAX_ATTEMPTS {
         let started = k8s_openapi::jiff::Timestamp::now();
         let before = resource_versions(&c, ns, name).await?;
+        let status0 = pipes.get(name).await?.status;
         let (writes0, reconciles0, text0) = counters(&leader).await?;
         println!(
             "attempt {attempt}: leader {}: {writes0} writes, {reconciles0} reconciles so far; watching {} objects for {} s",
@@ -191,7 +252,12 @@ async fn steady_state_makes_no_writes() -> Result<()> {
                 .filter(|(k, v)| after.get(*k) != Some(*v))
                 .map(|(k, v)| format!("{k}: {v} → {:?}", after.get(k)))
                 .collect();
-            ensure!(changed.is_empty(), "objects written in steady state: {changed:#?}");
+            let status1 = pipes.get(name).await?.status;
+            ensure!(
+                changed.is_empty(),
+                "objects written in steady state: {changed:#?}\nstatus fields changed: {:#?}",
+                status_changes(status0.as_ref(), status1.as_ref())
+            );
             if writes != 0.0 {
                 // Other pipelines or policies on a shared cluster are reconciled by the same leader.
                 let others = other_pipelines(all, ns, name).await?;
@@ -223,7 +289,7 @@ async fn steady_state_makes_no_writes() -> Result<()> {
         wait_ready(&c, ns, name).await?;
         // Pods restarted after a flap become ready one by one after the pipeline is Ready again
         // (its exporter pods among them); the statuses that follow them are not steady state.
-        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        settle(&c, ns, name).await?;
     }
     for (nodes, writes, growth) in &flapped_windows {
         let bound = WRITES_PER_FLAPPED_NODE * *nodes as f64;

@@ -681,17 +681,13 @@ pub async fn run_controllers(
         // A Managed exporter pod that starts or stops running: the policy's status may follow
         // only later (or not at all, for a pod moved to another node).
         .watches_stream(exporter_changes, {
-            let (seen, pipes, pols) = (
-                shared_reads::ExporterPodChanges::default(),
-                ctx.pipelines.clone(),
-                ctx.policies.clone(),
-            );
+            let (pipes, pols) = (ctx.pipelines.clone(), ctx.policies.clone());
             move |pod| {
-                let Some(label) = seen.changed_policy(&pod) else {
+                let Some(label) = pod.labels().get(crate::conventions::POLICY_LABEL) else {
                     return vec![];
                 };
                 (pols.state().iter())
-                    .filter(|pol| crate::conventions::policy_label(&pol.name_any()) == label)
+                    .filter(|pol| crate::conventions::policy_label(&pol.name_any()) == *label)
                     .flat_map(|pol| pipelines_of_policy(&pipes, pol))
                     .collect::<Vec<_>>()
             }

@@ -166,10 +166,10 @@ pub fn watch_waiting_pods(
 
 /// A watch of the Managed DCGM exporters' pods (mlobs' labels; one per GPU node and policy),
 /// slimmed by [`slim_pod`]: which GPU nodes run one comes from here, not from a LIST per burst
-/// of reconciles; a pod that starts or stops running reconciles the pipelines of its policy
-/// ([`ExporterPodChanges`]). An External exporter's pods (e.g. gpu-operator's) carry labels mlobs
-/// does not choose; they are listed ([`ExporterPods`]). Returns (the store, the stream of changed
-/// pods).
+/// of reconciles. An External exporter's pods (e.g. gpu-operator's) carry labels mlobs does not
+/// choose; they are listed ([`ExporterPods`]). Returns (the store, the stream of the pods that
+/// started or stopped running on a node or went away, by [`ExporterPodChanges`]): each carries
+/// its policy's label.
 pub fn watch_managed_exporter_pods(
     client: Client,
 ) -> (
@@ -182,32 +182,104 @@ pub fn watch_managed_exporter_pods(
         crate::conventions::NAME_LABEL,
         crate::conventions::EXPORTER_APP
     );
-    watch_pods(client, watcher::Config::default().labels(&selector))
+    let cfg = watcher::Config::default().labels(&selector);
+    let (reader, writer) = reflector::store();
+    let events = watcher(Api::<Pod>::all(client), cfg).default_backoff().modify(slim_pod);
+    let seen = ExporterPodChanges::default();
+    let changes = reflector(writer, events).flat_map(move |event| {
+        let pods: Vec<Result<Pod, watcher::Error>> = match event {
+            Ok(event) => seen.changes(event).into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(pods)
+    });
+    (reader, changes)
 }
 
 /// Which exporter pod events matter to the pipelines: a pod that starts or stops running on a
-/// node (its phase or node changed), not a status rewrite. The exporter's policy, by its
-/// `mlobs.io/policy` label, is returned for such a change.
+/// node (its phase or node changed) or goes away, not a status rewrite. It remembers each pod's
+/// (phase, node) and policy label until the pod is deleted, or missing from a relisting (a
+/// deletion the watch did not see).
 #[derive(Default)]
-pub struct ExporterPodChanges(Mutex<HashMap<String, PodPlace>>);
+pub struct ExporterPodChanges(Mutex<PodPlaces>);
+
+#[derive(Default)]
+pub struct PodPlaces {
+    /// `namespace/name` → (phase, node, the policy label).
+    known: HashMap<String, (PodPlace, Option<String>)>,
+    /// Whether a relisting is in progress (between `Init` and `InitDone`).
+    relisting: bool,
+    /// The pods the relisting in progress has shown so far.
+    relisted: BTreeSet<String>,
+}
 
 /// A pod's (phase, node).
 type PodPlace = (Option<String>, Option<String>);
 
 impl ExporterPodChanges {
-    pub fn changed_policy(&self, pod: &Pod) -> Option<String> {
-        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-        let now = (
-            pod.status.as_ref().and_then(|s| s.phase.clone()),
-            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        );
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.get(&key) == Some(&now) {
-            return None;
+    /// The pods of `event` the pipelines must hear of: a started, stopped, moved or deleted pod,
+    /// and at the end of a relisting, every remembered pod it did not show (as a bare pod with
+    /// its name and policy label).
+    pub fn changes(&self, event: watcher::Event<Pod>) -> Vec<Pod> {
+        let mut places = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = |pod: &Pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        match event {
+            watcher::Event::Init => {
+                places.relisted.clear();
+                places.relisting = true;
+                vec![]
+            }
+            watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                let (k, place) = (key(&pod), place_of(&pod));
+                if places.relisting {
+                    places.relisted.insert(k.clone());
+                }
+                let label = pod.labels().get(crate::conventions::POLICY_LABEL).cloned();
+                let before = places.known.insert(k, (place.clone(), label));
+                if before.is_some_and(|(p, _)| p == place) {
+                    vec![]
+                } else {
+                    vec![pod]
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                places.known.remove(&key(&pod));
+                vec![pod]
+            }
+            watcher::Event::InitDone => {
+                let relisted = std::mem::take(&mut places.relisted);
+                places.relisting = false;
+                let gone: Vec<String> = (places.known.keys())
+                    .filter(|k| !relisted.contains(*k))
+                    .cloned()
+                    .collect();
+                gone.into_iter()
+                    .filter_map(|k| {
+                        let (_, label) = places.known.remove(&k)?;
+                        let (ns, name) = k.split_once('/')?;
+                        let mut pod = Pod::default();
+                        pod.metadata.namespace = Some(ns.to_string());
+                        pod.metadata.name = Some(name.to_string());
+                        pod.metadata.labels =
+                            label.map(|l| BTreeMap::from([(crate::conventions::POLICY_LABEL.to_string(), l)]));
+                        Some(pod)
+                    })
+                    .collect()
+            }
         }
-        seen.insert(key, now);
-        pod.labels().get(crate::conventions::POLICY_LABEL).cloned()
     }
+
+    /// How many pods are remembered.
+    pub fn remembered(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).known.len()
+    }
+}
+
+fn place_of(pod: &Pod) -> PodPlace {
+    (
+        pod.status.as_ref().and_then(|s| s.phase.clone()),
+        pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+    )
 }
 
 fn watch_pods(
@@ -411,23 +483,51 @@ mod tests {
     }
 
     #[test]
-    fn an_exporter_pod_matters_when_it_starts_or_moves_not_when_its_status_is_rewritten() {
-        let pod = |phase: &str, node: &str| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "x-1", "namespace": "mlobs",
+    fn an_exporter_pod_matters_when_it_starts_moves_or_goes_not_when_its_status_is_rewritten() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let pod = |name: &str, phase: &str, node: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "mlobs",
                 "labels": {"mlobs.io/policy": "default"}},
                 "spec": {"nodeName": node, "containers": []}, "status": {"phase": phase}}))
             .expect("pod")
         };
+        let names = |pods: Vec<Pod>| -> Vec<String> { pods.iter().map(|p| p.name_any()).collect() };
         let seen = ExporterPodChanges::default();
-        assert_eq!(seen.changed_policy(&pod("Pending", "gpu-0")), Some("default".into()));
-        assert_eq!(
-            seen.changed_policy(&pod("Pending", "gpu-0")),
-            None,
+        assert_eq!(names(seen.changes(Apply(pod("x-1", "Pending", "gpu-0")))), ["x-1"]);
+        assert!(
+            seen.changes(Apply(pod("x-1", "Pending", "gpu-0"))).is_empty(),
             "nothing the pipelines read"
         );
-        assert_eq!(seen.changed_policy(&pod("Running", "gpu-0")), Some("default".into()));
-        assert_eq!(seen.changed_policy(&pod("Running", "gpu-0")), None);
-        assert_eq!(seen.changed_policy(&pod("Running", "gpu-1")), Some("default".into()));
+        assert_eq!(names(seen.changes(Apply(pod("x-1", "Running", "gpu-0")))), ["x-1"]);
+        assert!(seen.changes(Apply(pod("x-1", "Running", "gpu-0"))).is_empty());
+        assert_eq!(names(seen.changes(Apply(pod("x-1", "Running", "gpu-1")))), ["x-1"]);
+        assert_eq!(names(seen.changes(Apply(pod("x-2", "Running", "gpu-2")))), ["x-2"]);
+        assert_eq!(seen.remembered(), 2);
+
+        // A deletion is a change, and the pod is forgotten.
+        assert_eq!(names(seen.changes(Delete(pod("x-1", "Running", "gpu-1")))), ["x-1"]);
+        assert_eq!(seen.remembered(), 1);
+
+        // A relisting after a watch gap: x-2 went away unseen, x-3 is new.
+        assert!(seen.changes(Init).is_empty());
+        assert_eq!(names(seen.changes(InitApply(pod("x-3", "Running", "gpu-2")))), ["x-3"]);
+        let gone = seen.changes(InitDone);
+        assert_eq!(names(gone.clone()), ["x-2"]);
+        assert_eq!(
+            gone[0]
+                .labels()
+                .get(crate::conventions::POLICY_LABEL)
+                .map(String::as_str),
+            Some("default"),
+            "a pod gone unseen still names its policy"
+        );
+        assert_eq!(seen.remembered(), 1);
+        // Pods applied outside a relisting are not taken for relisted ones later.
+        assert!(seen.changes(Apply(pod("x-3", "Running", "gpu-2"))).is_empty());
+        assert!(seen.changes(Init).is_empty());
+        assert!(seen.changes(InitApply(pod("x-3", "Running", "gpu-2"))).is_empty());
+        assert!(seen.changes(InitDone).is_empty());
+        assert_eq!(seen.remembered(), 1);
     }
 
     #[test]
