@@ -559,6 +559,55 @@ async fn a_managed_policy_runs_its_exporter_and_counts_what_it_governs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_exporter_pod_that_goes_away_is_reported_by_its_pipelines_before_any_status_says_so() {
+    let op = Operator::start().await;
+    let managed: GpuTelemetryPolicy = serde_json::from_value(json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
+        "metadata": {"name": "platform"},
+        "spec": {"default": true, "dcgmExporter": {"mode": "Managed", "namespace": "mlobs-system"}}
+    }))
+    .expect("policy");
+    let policies: Api<GpuTelemetryPolicy> = Api::all(op.fake.client());
+    policies
+        .create(&PostParams::default(), &managed)
+        .await
+        .expect("create policy");
+    op.create("gpu", json!({})).await;
+    op.ready("gpu").await;
+    let message = |op: &Operator| {
+        op.condition_full("gpu", "MetricsSourceReady")
+            .map(|c| c.2)
+            .unwrap_or_default()
+    };
+    op.wait("both exporter pods counted", |_| {
+        message(&op).starts_with("2/2 GPU nodes")
+    })
+    .await;
+    // Data flows: no re-check is scheduled, and the next resync is minutes away. Whatever
+    // reconciles the pipeline below is an event.
+    op.log_once("gpu").await;
+    op.request_reconcile("gpu", 1).await;
+    op.wait_reason("gpu", "DataFlowing", "True", "DataFlowing").await;
+    op.quiet(Duration::from_secs(3)).await;
+    // The pod is deleted (a node drained, an eviction) and nothing else changes yet: neither the
+    // exporter's DaemonSet status nor the policy. Only the pod watch's DELETED event tells.
+    let pods = op.fake.list("v1", "pods");
+    let exporter_pods: Vec<String> = (pods.iter())
+        .filter(|p| p["metadata"]["namespace"] == "mlobs-system")
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(exporter_pods.len(), 2, "{exporter_pods:?}");
+    op.fake
+        .remove("v1", "pods", Some("mlobs-system"), &exporter_pods[1])
+        .expect("exporter pod");
+    op.wait("the pipeline to count one exporter pod", |_| {
+        message(&op).starts_with("1/2 GPU nodes")
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_children_are_pruned_by_label_and_owner_and_nothing_else_is_deleted() {
     let op = Operator::start().await;
     op.create("prune", json!({})).await;

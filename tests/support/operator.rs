@@ -271,6 +271,42 @@ impl Operator {
             .collect()
     }
 
+    /// Puts one event, timestamped now, into every log group of pipeline `name` (a stream
+    /// `gpu-0` each): data flows, as far as `DataFlowing` can tell, for its grace period.
+    pub async fn log_once(&self, name: &str) {
+        let groups: Vec<String> = (self.log_groups().await.into_iter())
+            .map(|g| g.name)
+            .filter(|n| n.contains(&format!("/{name}/")))
+            .collect();
+        assert!(!groups.is_empty(), "log groups of {name}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        for g in groups {
+            self.aws
+                .logs
+                .create_log_stream()
+                .log_group_name(&g)
+                .log_stream_name("gpu-0")
+                .send()
+                .await
+                .expect("create log stream");
+            let event = aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now)
+                .message("one line")
+                .build()
+                .expect("event");
+            (self.aws.logs.put_log_events())
+                .log_group_name(&g)
+                .log_stream_name("gpu-0")
+                .log_events(event)
+                .send()
+                .await
+                .expect("put log events");
+        }
+    }
+
     /// (status, reason, message) of a pipeline condition.
     pub fn condition_full(&self, name: &str, type_: &str) -> Option<(String, String, String)> {
         let s = self.pipeline(name)?.status?;
@@ -334,6 +370,20 @@ impl Operator {
     /// that changes nothing the pipelines depend on.
     pub async fn no_op_reconcile_requests(&self) -> Vec<super::apifake::RecordedRequest> {
         self.no_op_reconciles_requests(1).await
+    }
+
+    /// Waits until no reconcile ran for `quiet` (the reconciles a status write of its own
+    /// triggers are over).
+    pub async fn quiet(&self, quiet: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let before = self.reconciles();
+            tokio::time::sleep(quiet).await;
+            if self.reconciles() == before {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "reconciles never stopped");
+        }
     }
 
     /// [`Operator::no_op_reconcile_requests`] when `pipelines` pipelines reconcile on the node
