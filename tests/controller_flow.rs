@@ -502,9 +502,8 @@ async fn the_collector_waits_while_aws_fails() {
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_managed_policy_runs_its_exporter_and_counts_what_it_governs() {
-    let op = Operator::start().await;
+/// The default policy `platform`, its DCGM exporter Managed in `mlobs-system`.
+async fn create_managed_default_policy(op: &Operator) {
     let managed: GpuTelemetryPolicy = serde_json::from_value(json!({
         "apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
         "metadata": {"name": "platform"},
@@ -516,6 +515,12 @@ async fn a_managed_policy_runs_its_exporter_and_counts_what_it_governs() {
         .create(&PostParams::default(), &managed)
         .await
         .expect("create policy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_policy_runs_its_exporter_and_counts_what_it_governs() {
+    let op = Operator::start().await;
+    create_managed_default_policy(&op).await;
     op.create("gpu", json!({})).await;
     op.ready("gpu").await;
 
@@ -561,17 +566,7 @@ async fn a_managed_policy_runs_its_exporter_and_counts_what_it_governs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_exporter_pod_that_goes_away_is_reported_by_its_pipelines_before_any_status_says_so() {
     let op = Operator::start().await;
-    let managed: GpuTelemetryPolicy = serde_json::from_value(json!({
-        "apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
-        "metadata": {"name": "platform"},
-        "spec": {"default": true, "dcgmExporter": {"mode": "Managed", "namespace": "mlobs-system"}}
-    }))
-    .expect("policy");
-    let policies: Api<GpuTelemetryPolicy> = Api::all(op.fake.client());
-    policies
-        .create(&PostParams::default(), &managed)
-        .await
-        .expect("create policy");
+    create_managed_default_policy(&op).await;
     op.create("gpu", json!({})).await;
     op.ready("gpu").await;
     let message = |op: &Operator| {
