@@ -82,18 +82,14 @@ async fn settle(c: &Client, ns: &str, name: &str) -> Result<()> {
         // The steady-state policy's exporter is Managed; an External one has no DaemonSet here.
         sets.extend(exporter.get_opt(exporter_name).await?);
         for ds in &sets {
-            let s = ds.status.clone().unwrap_or_default();
-            let settled = s.observed_generation == ds.metadata.generation
-                && s.number_ready == s.desired_number_scheduled
-                && s.updated_number_scheduled == Some(s.desired_number_scheduled);
-            if !settled {
+            if !daemon_set_settled(ds) {
                 let exporters = ListParams::default().labels("app.kubernetes.io/name=mlobs-dcgm-exporter");
                 let mut restarted = restart_pods_stuck_by_node_flap(c, ns, &ListParams::default()).await?;
                 restarted.extend(restart_pods_stuck_by_node_flap(c, OPERATOR_NAMESPACE, &exporters).await?);
                 if !restarted.is_empty() {
                     println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
                 }
-                anyhow::bail!("DaemonSet {} status {s:?}", ds.name_any());
+                anyhow::bail!("DaemonSet {} status {:?}", ds.name_any(), ds.status);
             }
         }
         Ok(())

@@ -298,6 +298,15 @@ pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Res
     Ok(())
 }
 
+/// A DaemonSet whose controller saw its current generation and whose pods are all updated and
+/// ready: its status (and the pipeline status that follows it) will not change on its own.
+pub fn daemon_set_settled(ds: &k8s_openapi::api::apps::v1::DaemonSet) -> bool {
+    let s = ds.status.clone().unwrap_or_default();
+    s.observed_generation == ds.metadata.generation
+        && s.number_ready == s.desired_number_scheduled
+        && s.updated_number_scheduled == Some(s.desired_number_scheduled)
+}
+
 /// kwok on this machine sometimes misses a node's Lease renewal: the node goes NotReady, the node
 /// lifecycle controller sets its pods' Ready condition False, and when the node is back kwok never
 /// sets it True again (it plays a pod's stages once). Such a pod keeps its DaemonSet, and the
