@@ -83,12 +83,7 @@ async fn settle(c: &Client, ns: &str, name: &str) -> Result<()> {
         sets.extend(exporter.get_opt(exporter_name).await?);
         for ds in &sets {
             if !daemon_set_settled(ds) {
-                let exporters = ListParams::default().labels("app.kubernetes.io/name=mlobs-dcgm-exporter");
-                let mut restarted = restart_pods_stuck_by_node_flap(c, ns, &ListParams::default()).await?;
-                restarted.extend(restart_pods_stuck_by_node_flap(c, OPERATOR_NAMESPACE, &exporters).await?);
-                if !restarted.is_empty() {
-                    println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
-                }
+                restart_pipeline_pods_stuck_by_node_flap(c, ns).await?;
                 anyhow::bail!("DaemonSet {} status {:?}", ds.name_any(), ds.status);
             }
         }

@@ -288,7 +288,12 @@ pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Res
     if is_ready(p) {
         return Ok(());
     }
-    let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+    restart_pipeline_pods_stuck_by_node_flap(client, p.metadata.namespace.as_deref().unwrap_or_default()).await
+}
+
+/// [`restart_pods_stuck_by_node_flap`] for the pods in namespace `ns` and the Managed DCGM
+/// exporters' pods in the operator's namespace; prints what it restarted.
+pub async fn restart_pipeline_pods_stuck_by_node_flap(client: &Client, ns: &str) -> Result<()> {
     let mut restarted = restart_pods_stuck_by_node_flap(client, ns, &ListParams::default()).await?;
     let exporters = ListParams::default().labels("app.kubernetes.io/name=mlobs-dcgm-exporter");
     restarted.extend(restart_pods_stuck_by_node_flap(client, OPERATOR_NAMESPACE, &exporters).await?);

@@ -161,7 +161,8 @@ pub fn watch_waiting_pods(
     let cfg = watcher::Config::default()
         .labels(crate::conventions::MANAGED_BY_SELECTOR)
         .fields(WAITING_PHASE);
-    watch_pods(client, cfg)
+    let (store, events) = watch_pods(client, cfg);
+    (store, events.touched_objects())
 }
 
 /// A watch of the Managed DCGM exporters' pods (mlobs' labels; one per GPU node and policy),
@@ -182,18 +183,16 @@ pub fn watch_managed_exporter_pods(
         crate::conventions::NAME_LABEL,
         crate::conventions::EXPORTER_APP
     );
-    let cfg = watcher::Config::default().labels(&selector);
-    let (reader, writer) = reflector::store();
-    let events = watcher(Api::<Pod>::all(client), cfg).default_backoff().modify(slim_pod);
-    let seen = ExporterPodChanges::default();
-    let changes = reflector(writer, events).flat_map(move |event| {
+    let (store, events) = watch_pods(client, watcher::Config::default().labels(&selector));
+    let mut seen = ExporterPodChanges::default();
+    let changes = events.flat_map(move |event| {
         let pods: Vec<Result<Pod, watcher::Error>> = match event {
             Ok(event) => seen.changes(event).into_iter().map(Ok).collect(),
             Err(e) => vec![Err(e)],
         };
         futures::stream::iter(pods)
     });
-    (reader, changes)
+    (store, changes)
 }
 
 /// Which exporter pod events matter to the pipelines: a pod that starts or stops running on a
@@ -201,16 +200,11 @@ pub fn watch_managed_exporter_pods(
 /// (phase, node) and policy label until the pod is deleted, or missing from a relisting (a
 /// deletion the watch did not see).
 #[derive(Default)]
-pub struct ExporterPodChanges(Mutex<PodPlaces>);
-
-#[derive(Default)]
-pub struct PodPlaces {
+pub struct ExporterPodChanges {
     /// `namespace/name` → (phase, node, the policy label).
     known: HashMap<String, (PodPlace, Option<String>)>,
-    /// Whether a relisting is in progress (between `Init` and `InitDone`).
-    relisting: bool,
-    /// The pods the relisting in progress has shown so far.
-    relisted: BTreeSet<String>,
+    /// While a relisting is in progress (between `Init` and `InitDone`): the pods it has shown.
+    relisted: Option<BTreeSet<String>>,
 }
 
 /// A pod's (phase, node).
@@ -220,22 +214,20 @@ impl ExporterPodChanges {
     /// The pods of `event` the pipelines must hear of: a started, stopped, moved or deleted pod,
     /// and at the end of a relisting, every remembered pod it did not show (as a bare pod with
     /// its name and policy label).
-    pub fn changes(&self, event: watcher::Event<Pod>) -> Vec<Pod> {
-        let mut places = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn changes(&mut self, event: watcher::Event<Pod>) -> Vec<Pod> {
         let key = |pod: &Pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
         match event {
             watcher::Event::Init => {
-                places.relisted.clear();
-                places.relisting = true;
+                self.relisted = Some(BTreeSet::new());
                 vec![]
             }
             watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
                 let (k, place) = (key(&pod), place_of(&pod));
-                if places.relisting {
-                    places.relisted.insert(k.clone());
+                if let Some(relisted) = self.relisted.as_mut() {
+                    relisted.insert(k.clone());
                 }
                 let label = pod.labels().get(crate::conventions::POLICY_LABEL).cloned();
-                let before = places.known.insert(k, (place.clone(), label));
+                let before = self.known.insert(k, (place.clone(), label));
                 if before.is_some_and(|(p, _)| p == place) {
                     vec![]
                 } else {
@@ -243,19 +235,18 @@ impl ExporterPodChanges {
                 }
             }
             watcher::Event::Delete(pod) => {
-                places.known.remove(&key(&pod));
+                self.known.remove(&key(&pod));
                 vec![pod]
             }
             watcher::Event::InitDone => {
-                let relisted = std::mem::take(&mut places.relisted);
-                places.relisting = false;
-                let gone: Vec<String> = (places.known.keys())
+                let relisted = self.relisted.take().unwrap_or_default();
+                let gone: Vec<String> = (self.known.keys())
                     .filter(|k| !relisted.contains(*k))
                     .cloned()
                     .collect();
                 gone.into_iter()
                     .filter_map(|k| {
-                        let (_, label) = places.known.remove(&k)?;
+                        let (_, label) = self.known.remove(&k)?;
                         let (ns, name) = k.split_once('/')?;
                         let mut pod = Pod::default();
                         pod.metadata.namespace = Some(ns.to_string());
@@ -271,7 +262,7 @@ impl ExporterPodChanges {
 
     /// How many pods are remembered.
     pub fn remembered(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).known.len()
+        self.known.len()
     }
 }
 
@@ -282,16 +273,18 @@ fn place_of(pod: &Pod) -> PodPlace {
     )
 }
 
+/// A watch of the pods `cfg` selects, slimmed by [`slim_pod`], filling a store on the way:
+/// (the store, its watch events).
 fn watch_pods(
     client: Client,
     cfg: watcher::Config,
 ) -> (
     Store<Pod>,
-    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
     let events = watcher(Api::<Pod>::all(client), cfg).default_backoff().modify(slim_pod);
-    (reader, reflector(writer, events).touched_objects())
+    (reader, reflector(writer, events))
 }
 
 /// What mlobs reads of a pod: name, namespace, labels, the controller's owner reference, the
@@ -492,7 +485,7 @@ mod tests {
             .expect("pod")
         };
         let names = |pods: Vec<Pod>| -> Vec<String> { pods.iter().map(|p| p.name_any()).collect() };
-        let seen = ExporterPodChanges::default();
+        let mut seen = ExporterPodChanges::default();
         assert_eq!(names(seen.changes(Apply(pod("x-1", "Pending", "gpu-0")))), ["x-1"]);
         assert!(
             seen.changes(Apply(pod("x-1", "Pending", "gpu-0"))).is_empty(),
