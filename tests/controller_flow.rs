@@ -946,6 +946,98 @@ async fn a_resync_of_many_pipelines_reads_aws_in_shared_listings_not_per_pipelin
     op.stop().await;
 }
 
+/// What CloudWatch Logs publishes for a group that received `events` in the minute of `at`.
+async fn incoming_log_events(op: &Operator, group: &str, at: std::time::SystemTime, events: f64) {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let datum = MetricDatum::builder()
+        .metric_name("IncomingLogEvents")
+        .dimensions(Dimension::builder().name("LogGroupName").value(group).build())
+        .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(at))
+        .value(events)
+        .build();
+    (op.aws.cloudwatch.put_metric_data())
+        .namespace("AWS/Logs")
+        .metric_data(datum)
+        .send()
+        .await
+        .expect("put metric data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_takes_flowing_groups_from_one_metric_listing_and_reads_streams_only_for_the_others() {
+    let op = Operator::start().await;
+    // 30 s resync periods (the shortest allowed): the listing of one period names the groups of
+    // the pipelines that read in the one before.
+    let names = ["flowing-a", "flowing-b", "quiet", "stale"];
+    for name in names {
+        op.create(name, json!({"resyncInterval": "30s"})).await;
+    }
+    for name in names {
+        op.ready(name).await;
+    }
+    // CloudWatch's per-group metric says the flowing pipelines' groups received events a minute
+    // ago; their streams hold none. The stale one's last events are older than the 5 min grace.
+    let now = std::time::SystemTime::now();
+    for g in op.log_groups().await.into_iter().map(|g| g.name) {
+        if g.contains("/flowing-") {
+            incoming_log_events(&op, &g, now - Duration::from_secs(60), 12.0).await;
+        } else if g.contains("/stale/") {
+            incoming_log_events(&op, &g, now - Duration::from_secs(600), 12.0).await;
+        }
+    }
+    op.aws.calls.reset();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for name in ["flowing-a", "flowing-b"] {
+        let msg = loop {
+            if let Some((status, reason, msg)) = op.condition_full(name, "DataFlowing")
+                && status == "True"
+            {
+                assert_eq!(reason, "DataFlowing");
+                break msg;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: {:?}; calls {:?}",
+                op.condition_full(name, "DataFlowing"),
+                op.aws.calls.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            msg.contains("newest log event") && msg.contains("newest metric event"),
+            "{msg}"
+        );
+        let t = op.pipeline(name).and_then(|p| p.status?.telemetry).expect("telemetry");
+        let at: k8s_openapi::jiff::Timestamp = t
+            .last_log_event_time
+            .as_deref()
+            .expect("recorded")
+            .parse()
+            .expect("RFC 3339");
+        let seeded = (now - Duration::from_secs(60))
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        let minute_start = seeded.as_secs() as i64 / 60 * 60;
+        assert_eq!(at.as_second(), minute_start, "the start of the minute with events");
+    }
+    for name in ["quiet", "stale"] {
+        let (status, reason, msg) = op.condition_full(name, "DataFlowing").expect("DataFlowing");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("Unknown", "WaitingForData"),
+            "{name}: {msg}"
+        );
+        assert!(msg.contains("no log event"), "{name}: read from its streams: {msg}");
+    }
+    let calls = op.aws.calls.snapshot();
+    println!("calls while the flowing pipelines turned True: {calls:?}");
+    // One listing per 30 s period for the four pipelines: one call, not one per pipeline.
+    let listings = op.aws.calls.of("GetMetricData");
+    let periods = 120 / 30 + 1;
+    assert!((1..=periods).contains(&listings), "{listings} GetMetricData calls");
+    op.stop().await;
+}
+
 /// Types (Normal/Warning) of the events published with `reason`, once there is one (events are
 /// published after the status write).
 async fn event_types(op: &Operator, reason: &str) -> Vec<String> {

@@ -236,6 +236,7 @@ fn resource_star_only_for_actions_that_have_no_resource_type() {
         BTreeSet::from([
             "aps:CreateWorkspace",
             "aps:ListWorkspaces",
+            "cloudwatch:GetMetricData",
             "iam:GetAccountAuthorizationDetails",
             "kms:CreateKey",
             "kms:ListAliases",

@@ -23,6 +23,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use mlobs::aws::AwsClients;
 use mlobs::aws::calls::is_mutating;
 use mlobs::crd::MLObservabilityPipeline;
 use serde_json::json;
@@ -502,8 +503,19 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let stream_reads = resync_calls.get("DescribeLogStreams").copied().unwrap_or(0);
     let drift_reads = resync_reads - stream_reads;
 
-    // Drift by event: a retention changed outside mlobs, then its CloudTrail event in the queue.
+    // The same while data flows: CloudWatch publishes IncomingLogEvents for every group receiving
+    // events (the kwok collectors send nothing, so the bench publishes it), and the DataFlowing
+    // read takes those groups from one GetMetricData per 500 instead of their streams.
     let aws = aws().await?;
+    let groups = publish_incoming_log_events(&aws, &format!("/aws/eks/{CLUSTER_NAME}/")).await?;
+    let m4 = scrape(ops).await?;
+    tokio::time::sleep(RESYNC).await;
+    let m5 = scrape(ops).await?;
+    let flowing_calls = aws_calls_all(&m4, &m5);
+    let flowing_reads = reads_of(&flowing_calls);
+    let flowing_stream_reads = flowing_calls.get("DescribeLogStreams").copied().unwrap_or(0);
+
+    // Drift by event: a retention changed outside mlobs, then its CloudTrail event in the queue.
     let group = format!("/aws/eks/{CLUSTER_NAME}/{}/job-00000/logs", namespaces[0]);
     let desired = log_group(&aws, &group)
         .await?
@@ -616,6 +628,12 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
             Some(resync_reads <= reads_goal),
         ),
         figure(
+            "AWS read calls per full resync while data flows (IncomingLogEvents of every group published)",
+            format!("{flowing_reads} ({flowing_stream_reads} DescribeLogStreams, {groups} log groups)"),
+            format!("≤ N/50 + 3 = {reads_goal}"),
+            Some(flowing_reads <= reads_goal),
+        ),
+        figure(
             "  of which drift reads (all but DataFlowing's DescribeLogStreams)",
             format!("{drift_reads} ({stream_reads} stream reads left out)"),
             format!("≤ N/50 + 3 = {reads_goal}"),
@@ -670,6 +688,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         }
     }
     println!("\nAWS calls per operation over one resync interval: {resync_calls:?}");
+    println!("AWS calls per operation over one resync interval while data flows: {flowing_calls:?}");
     println!("AWS calls per operation from create to all Ready: {create_calls:?}");
     println!("the operator's Kubernetes reads from create to all Ready: {kube_reads_by:?}");
     // Before the first reconcile the family has no sample yet: 0.
@@ -689,6 +708,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         "aws_reads_full_resync": resync_reads, "aws_writes_full_resync": resync_writes,
         "aws_drift_reads_full_resync": drift_reads, "aws_stream_reads_full_resync": stream_reads,
         "aws_reads_goal": reads_goal,
+        "aws_reads_full_resync_data_flowing": flowing_reads, "aws_calls_full_resync_data_flowing": flowing_calls,
         "aws_calls_full_resync": resync_calls, "aws_calls_create_to_ready": create_calls,
         "drift_event_seconds": drift.map(|d| d.as_secs_f64()),
         "kube_reads_create_to_ready": kube_reads, "kube_reads_per_reconcile": reads_per_reconcile,
@@ -704,6 +724,51 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     drop(watch);
     drop(guards);
     Ok(())
+}
+
+/// Publishes what CloudWatch Logs publishes for a group receiving events (`AWS/Logs`
+/// `IncomingLogEvents`, this minute) for every log group under `prefix`; returns their number.
+async fn publish_incoming_log_events(aws: &AwsClients, prefix: &str) -> Result<usize> {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let mut groups = vec![];
+    let mut token = None;
+    loop {
+        let out = (aws.logs.describe_log_groups())
+            .log_group_name_prefix(prefix)
+            .set_next_token(token)
+            .send()
+            .await
+            .context("DescribeLogGroups")?;
+        groups.extend(
+            out.log_groups()
+                .iter()
+                .filter_map(|g| g.log_group_name().map(str::to_string)),
+        );
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    let now = aws_sdk_cloudwatch::primitives::DateTime::from(std::time::SystemTime::now());
+    for chunk in groups.chunks(500) {
+        let data = (chunk.iter())
+            .map(|g| {
+                MetricDatum::builder()
+                    .metric_name("IncomingLogEvents")
+                    .dimensions(Dimension::builder().name("LogGroupName").value(g).build())
+                    .timestamp(now)
+                    .value(60.0)
+                    .build()
+            })
+            .collect();
+        (aws.cloudwatch.put_metric_data())
+            .namespace("AWS/Logs")
+            .set_metric_data(Some(data))
+            .send()
+            .await
+            .context("PutMetricData")?;
+    }
+    Ok(groups.len())
 }
 
 /// Ends the spawned task when dropped (the pipelines' watch, also on an early return).

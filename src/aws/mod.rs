@@ -21,6 +21,7 @@ pub mod hot_path;
 pub mod iam;
 pub mod kinesis;
 pub mod kms;
+pub mod log_metrics;
 pub mod logs;
 pub mod operator_policy;
 pub mod s3;

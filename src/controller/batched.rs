@@ -8,12 +8,16 @@
 //! flowing, and otherwise once per `--kms-check-interval`. Each pipeline has its own phase in that interval
 //! (a hash of its uid), so N pipelines come due spread evenly over it, not all in one resync.
 //! A change mlobs makes is made by a full check, which records itself.
+//!
+//! The `DataFlowing` read at a resync takes, for every log group of the pipelines that read
+//! before, when it last received events from one metric listing (`log_metrics`: 500 groups per
+//! GetMetricData) instead of one DescribeLogStreams per group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::aws::{AwsClients, AwsError, iam, kms};
+use crate::aws::{AwsClients, AwsError, iam, kms, log_metrics};
 
 /// Default of `mlobs run --kms-check-interval`.
 pub const DEFAULT_KMS_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -27,6 +31,10 @@ type Cached<T> = tokio::sync::Mutex<Option<(SystemTime, Option<Arc<T>>)>>;
 pub struct BatchedReads {
     aliases: Cached<kms::AliasSnapshot>,
     roles: Cached<iam::RoleSnapshot>,
+    /// Log group → the start of its newest minute with events, for the groups in `flow_groups`.
+    incoming: Cached<BTreeMap<String, i64>>,
+    /// Pipeline uid → its log groups, as its last resync's data-flow read named them.
+    flow_groups: Mutex<HashMap<String, Vec<String>>>,
     /// Pipeline uid → when this process last ran its slower checks.
     slow_checks: Mutex<HashMap<String, SystemTime>>,
     /// `--kms-check-interval`.
@@ -38,6 +46,8 @@ impl BatchedReads {
         BatchedReads {
             aliases: tokio::sync::Mutex::new(None),
             roles: tokio::sync::Mutex::new(None),
+            incoming: tokio::sync::Mutex::new(None),
+            flow_groups: Mutex::new(HashMap::new()),
             slow_checks: Mutex::new(HashMap::new()),
             kms_check_interval,
         }
@@ -59,6 +69,37 @@ impl BatchedReads {
             iam::observe_roles(aws),
         )
         .await
+    }
+
+    /// When the log groups of every pipeline that read before last received events (log group →
+    /// start of the newest minute with events, within `log_metrics::WINDOW`), read at or after
+    /// `fresh_since`. `groups` (the pipeline `uid`'s) join the next listing when this one is
+    /// already taken. `None` when GetMetricData fails (each group is then read from its streams).
+    pub async fn newest_minutes(
+        &self,
+        aws: &AwsClients,
+        uid: &str,
+        groups: Vec<String>,
+        fresh_since: SystemTime,
+    ) -> Option<Arc<BTreeMap<String, i64>>> {
+        (self.flow_groups.lock().unwrap_or_else(|e| e.into_inner())).insert(uid.to_string(), groups);
+        let read = async {
+            let all = self.all_flow_groups();
+            log_metrics::newest_minutes(aws, &all, SystemTime::now()).await
+        };
+        cached(&self.incoming, fresh_since, "GetMetricData", read).await
+    }
+
+    fn all_flow_groups(&self) -> Vec<String> {
+        let m = self.flow_groups.lock().unwrap_or_else(|e| e.into_inner());
+        let all: BTreeSet<&String> = m.values().flatten().collect();
+        all.into_iter().cloned().collect()
+    }
+
+    /// The pipeline is gone: its groups leave the metric listing.
+    pub fn pipeline_gone(&self, uid: &str) {
+        (self.flow_groups.lock().unwrap_or_else(|e| e.into_inner())).remove(uid);
+        self.forget(uid);
     }
 
     /// Drops both snapshots: mlobs changed a role or an alias, or a drift event says someone did.
@@ -227,6 +268,22 @@ mod tests {
         assert!(!b.slow_checks_due("uid", later, None));
         b.forget("uid");
         assert!(b.slow_checks_due("uid", later, None), "a drift event named it");
+    }
+
+    #[test]
+    fn the_metric_listing_names_each_group_once_and_forgets_a_deleted_pipelines() {
+        let b = BatchedReads::new(HOUR);
+        let insert = |uid: &str, groups: &[&str]| {
+            let groups = groups.iter().map(|g| g.to_string()).collect();
+            b.flow_groups.lock().expect("lock").insert(uid.into(), groups);
+        };
+        insert("a", &["/g/a/logs", "/g/a/metrics"]);
+        insert("b", &["/g/b/logs", "/g/a/logs"]);
+        assert_eq!(b.all_flow_groups(), ["/g/a/logs", "/g/a/metrics", "/g/b/logs"]);
+        b.pipeline_gone("a");
+        assert_eq!(b.all_flow_groups(), ["/g/a/logs", "/g/b/logs"]);
+        b.pipeline_gone("b");
+        assert!(b.all_flow_groups().is_empty());
     }
 
     #[test]

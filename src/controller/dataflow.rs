@@ -3,7 +3,9 @@
 //! emit and when to read again come out.
 //!
 //! Cadence (DescribeLogStreams has a low account quota, and status writes cost at scale):
-//! - a read at every AWS step (resync, plan change, requested reconcile);
+//! - a read at every AWS step (resync, plan change, requested reconcile); at a resync, groups
+//!   whose data flows come from one metric listing for all pipelines (`batched`, `log_metrics`),
+//!   the others from their streams;
 //! - while DataFlowing is not True and a collector pod is ready, re-checks 30 s, 60 s, 120 s …
 //!   apart, back to 30 s when the status flips; a re-check reads only the streams, never the whole
 //!   AWS side. Once the delay reaches the resync interval, the resync's own read (at the
@@ -233,6 +235,17 @@ pub fn verdict(
         reason::NO_RECENT_METRICS
     };
     Some((st::FALSE, r, format!("{} (grace period {grace})", missing.join("; "))))
+}
+
+/// The newest event time of `signal`'s group recorded in status (ms since the epoch).
+pub fn recorded_ms(s: Option<&MLObservabilityPipelineStatus>, signal: Signal) -> Option<i64> {
+    let t = s?.telemetry.as_ref()?;
+    let recorded = match signal {
+        Signal::Logs => &t.last_log_event_time,
+        Signal::Metrics => &t.last_metric_event_time,
+    };
+    let at: k8s_openapi::jiff::Timestamp = recorded.as_deref()?.parse().ok()?;
+    Some(at.as_millisecond())
 }
 
 /// Since when `CollectorReady` is True (not counting `NoGpuNodes`): where the grace period starts.

@@ -272,7 +272,7 @@ impl Ctx {
             m.remove(&uid);
             drop(m);
             self.set_recheck(&uid, None);
-            self.batched.forget(&uid);
+            self.batched.pipeline_gone(&uid);
             self.metrics.data_flowing(&uid, None);
             let mut m = self.pending_drift.lock().unwrap_or_else(|e| e.into_inner());
             m.remove(&uid);

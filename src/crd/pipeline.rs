@@ -683,9 +683,11 @@ pub struct TelemetryStatus {
     /// Estimated CloudWatch cost per month in USD (us-east-1 list prices).
     #[serde(default, rename = "estimatedMonthlyCostUSD")]
     pub estimated_monthly_cost_usd: f64,
-    /// When the newest event reached the logs group (RFC 3339; CloudWatch's ingestion time of the
-    /// newest stream). Recorded at each resync (`spec.resyncInterval`) and when `DataFlowing`
-    /// changes, so it can be up to one resync interval old; absent until a first event is seen.
+    /// When the newest event reached the logs group (RFC 3339): CloudWatch's ingestion time of the
+    /// newest stream, or, at a resync of a group whose data flows, the start of the newest minute
+    /// in which CloudWatch counted events for it (`AWS/Logs` `IncomingLogEvents`). Recorded at
+    /// each resync (`spec.resyncInterval`) and when `DataFlowing` changes, so it can be up to one
+    /// resync interval old; absent until a first event is seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_log_event_time: Option<String>,
     /// When the newest EMF event reached the metrics group (RFC 3339), recorded like

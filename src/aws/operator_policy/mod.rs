@@ -32,9 +32,10 @@ use super::{TAG_CLUSTER, TAG_PIPELINE, TAG_UID};
 
 /// Actions whose Service Authorization Reference entry has no resource type: a policy can name
 /// them only with `"Resource": "*"` (each statement is still limited by `aws:RequestedRegion`).
-pub const RESOURCE_STAR_ACTIONS: [&str; 8] = [
+pub const RESOURCE_STAR_ACTIONS: [&str; 9] = [
     "aps:CreateWorkspace",
     "aps:ListWorkspaces",
+    "cloudwatch:GetMetricData",
     "iam:GetAccountAuthorizationDetails",
     "kms:CreateKey",
     "kms:ListAliases",
@@ -631,6 +632,14 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
                 "cloudwatch",
                 &format!("alarm:{}*", crate::desired::alerts::cloudwatch::ALARM_NAME_PREFIX)
             )),
+            Some(json!({ "StringEquals": region })),
+        ),
+        // The DataFlowing read at a resync: CloudWatch Logs' own per-group IncomingLogEvents
+        // metric, 500 groups per call. GetMetricData has no resource type.
+        statement(
+            "CloudWatchReadLogGroupMetrics",
+            &["cloudwatch:GetMetricData"],
+            json!("*"),
             Some(json!({ "StringEquals": region })),
         ),
         // Dashboards are global to the account (their ARN has no region) and carry no tags: the

@@ -295,10 +295,32 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         return;
     };
     tracing::debug!(?read, "data-flow read");
+    // A resync's read takes flowing groups from the metric listing shared by all pipelines; a
+    // group the listing does not show flowing within the grace period (quiet, new, or the listing
+    // failed), and every re-check, reads its streams: their age is what the condition reports.
+    let minutes = match read {
+        dataflow::Read::Resync => {
+            let names = groups.iter().map(|(_, g)| g.clone()).collect();
+            let period = Duration::from_millis(d.effective.resync_interval_ms);
+            let fresh_since = resync::boundary(std::time::SystemTime::now(), period);
+            ctx.batched.newest_minutes(&ctx.aws, &uid, names, fresh_since).await
+        }
+        dataflow::Read::Recheck => None,
+    };
+    let now_ms = super::super::now().0.as_millisecond();
+    let grace_ms = i64::try_from(d.effective.data_flow_grace_ms).unwrap_or(i64::MAX);
     let mut readings = Vec::with_capacity(groups.len());
     let mut failed = None;
     for (signal, group) in groups {
-        match crate::aws::logs::newest_event_ms(&ctx.aws, &group).await {
+        let flowing = (minutes.as_ref().and_then(|m| m.get(&group)))
+            .filter(|t| now_ms.saturating_sub(**t) <= grace_ms)
+            // A minute's start can be older than an exact time read before: keep the later.
+            .map(|t| (*t).max(dataflow::recorded_ms(p.status.as_ref(), signal).unwrap_or(0)));
+        let newest = match flowing {
+            Some(t) => Ok(Some(t)),
+            None => crate::aws::logs::newest_event_ms(&ctx.aws, &group).await,
+        };
+        match newest {
             Ok(newest_ms) => readings.push(GroupReading {
                 signal,
                 group,
