@@ -604,3 +604,49 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
+
+/// A resync takes a group whose data flows from CloudWatch's own per-group metric, not from its
+/// streams: moto holds no event in the pipeline's groups, only the `IncomingLogEvents` datapoints
+/// CloudWatch Logs would publish for them.
+#[tokio::test]
+async fn a_resync_finds_data_flowing_in_cloudwatchs_per_group_metric_without_any_stream_read() -> Result<()> {
+    let c = client().await?;
+    let guard = TestNs::create(&c, "flowmetric").await?;
+    let ns = guard.name.as_str();
+    let name = "metric-read";
+    // 30 s resync periods: the metric listing of a period names the groups read in the one before.
+    crate::pipeline::ready_pipeline_with_collector(&c, ns, name, json!({"resyncInterval": "30s"})).await?;
+    let aws = aws().await?;
+    let prefix = format!("/aws/eks/{CLUSTER_NAME}/{ns}/{name}/");
+    let published = std::time::SystemTime::now();
+    ensure!(
+        publish_incoming_log_events(&aws, &prefix).await? == 2,
+        "two log groups under {prefix}"
+    );
+    let (after, reason) = wait_condition(&c, ns, name, "DataFlowing", "True", Duration::from_secs(150)).await?;
+    println!(
+        "DataFlowing=True ({reason}) {:.1} s after the metric was published",
+        after.as_secs_f64()
+    );
+    for suffix in ["logs", "metrics"] {
+        let group = format!("{prefix}{suffix}");
+        let streams = aws.logs.describe_log_streams().log_group_name(&group).send().await?;
+        ensure!(
+            streams.log_streams().is_empty(),
+            "{group} has streams: the test must hold none"
+        );
+    }
+    let p = pipelines(&c, ns).get(name).await?;
+    let recorded = (p.status.as_ref().and_then(|s| s.telemetry.as_ref()))
+        .and_then(|t| t.last_log_event_time.clone())
+        .context("status.telemetry.lastLogEventTime")?;
+    let at: k8s_openapi::jiff::Timestamp = recorded.parse()?;
+    let minute = published.duration_since(std::time::UNIX_EPOCH)?.as_secs() / 60 * 60;
+    // The datapoint's timestamp is taken a moment after `published`: the same minute or the next.
+    let recorded_minute = u64::try_from(at.as_second())?;
+    ensure!(
+        recorded_minute == minute || recorded_minute == minute + 60,
+        "lastLogEventTime {recorded}: the start of the minute the metric was published in"
+    );
+    Ok(())
+}

@@ -460,6 +460,51 @@ pub async fn log_group(aws: &AwsClients, name: &str) -> Result<Option<aws_sdk_cl
         .find(|g| g.log_group_name.as_deref() == Some(name)))
 }
 
+/// Publishes what CloudWatch Logs publishes for a group receiving events (`AWS/Logs`
+/// `IncomingLogEvents`, this minute) for every log group under `prefix`; returns their number.
+pub async fn publish_incoming_log_events(aws: &AwsClients, prefix: &str) -> Result<usize> {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let mut groups = vec![];
+    let mut token = None;
+    loop {
+        let out = (aws.logs.describe_log_groups())
+            .log_group_name_prefix(prefix)
+            .set_next_token(token)
+            .send()
+            .await
+            .context("DescribeLogGroups")?;
+        groups.extend(
+            out.log_groups()
+                .iter()
+                .filter_map(|g| g.log_group_name().map(str::to_string)),
+        );
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    let now = aws_sdk_cloudwatch::primitives::DateTime::from(std::time::SystemTime::now());
+    for chunk in groups.chunks(500) {
+        let data = (chunk.iter())
+            .map(|g| {
+                MetricDatum::builder()
+                    .metric_name("IncomingLogEvents")
+                    .dimensions(Dimension::builder().name("LogGroupName").value(g).build())
+                    .timestamp(now)
+                    .value(60.0)
+                    .build()
+            })
+            .collect();
+        (aws.cloudwatch.put_metric_data())
+            .namespace("AWS/Logs")
+            .set_metric_data(Some(data))
+            .send()
+            .await
+            .context("PutMetricData")?;
+    }
+    Ok(groups.len())
+}
+
 /// Whether an IAM role of this name exists.
 pub async fn role_exists(aws: &AwsClients, name: &str) -> Result<bool> {
     match aws.iam.get_role().role_name(name).send().await {

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::dataflow::Signal;
 use crate::aws::{AwsClients, AwsError, iam, kms, log_metrics};
 
 /// Default of `mlobs run --kms-check-interval`.
@@ -71,18 +72,33 @@ impl BatchedReads {
         .await
     }
 
-    /// When the log groups of every pipeline that read before last received events (log group →
+    /// Names the log groups of the pipeline `uid` for the metric listings to come (every
+    /// reconcile that looks at data flow calls it, so a pipeline whose collector is not serving
+    /// yet is in the listing by the time it is).
+    pub fn flow_groups(&self, uid: &str, groups: &[(Signal, String)]) {
+        let mut m = self.flow_groups.lock().unwrap_or_else(|e| e.into_inner());
+        let known = m.get(uid).is_some_and(|g| g.iter().eq(groups.iter().map(|(_, n)| n)));
+        if !known {
+            m.insert(uid.to_string(), groups.iter().map(|(_, n)| n.clone()).collect());
+        }
+    }
+
+    /// When the log groups named by [`Self::flow_groups`] last received events (log group →
     /// start of the newest minute with events, within `log_metrics::WINDOW`), read at or after
-    /// `fresh_since`. `groups` (the pipeline `uid`'s) join the next listing when this one is
-    /// already taken. `None` when GetMetricData fails (each group is then read from its streams).
+    /// `fresh_since`; with `read: false`, only a listing already taken then. `None` when there is
+    /// none or GetMetricData fails (the groups are then read from their streams).
     pub async fn newest_minutes(
         &self,
         aws: &AwsClients,
-        uid: &str,
-        groups: Vec<String>,
         fresh_since: SystemTime,
+        read: bool,
     ) -> Option<Arc<BTreeMap<String, i64>>> {
-        (self.flow_groups.lock().unwrap_or_else(|e| e.into_inner())).insert(uid.to_string(), groups);
+        if !read {
+            let held = self.incoming.lock().await;
+            return (held.as_ref())
+                .filter(|(taken, _)| *taken >= fresh_since)
+                .and_then(|(_, v)| v.clone());
+        }
         let read = async {
             let all = self.all_flow_groups();
             log_metrics::newest_minutes(aws, &all, SystemTime::now()).await
@@ -274,8 +290,8 @@ mod tests {
     fn the_metric_listing_names_each_group_once_and_forgets_a_deleted_pipelines() {
         let b = BatchedReads::new(HOUR);
         let insert = |uid: &str, groups: &[&str]| {
-            let groups = groups.iter().map(|g| g.to_string()).collect();
-            b.flow_groups.lock().expect("lock").insert(uid.into(), groups);
+            let groups: Vec<(Signal, String)> = groups.iter().map(|g| (Signal::Logs, g.to_string())).collect();
+            b.flow_groups(uid, &groups);
         };
         insert("a", &["/g/a/logs", "/g/a/metrics"]);
         insert("b", &["/g/b/logs", "/g/a/logs"]);

@@ -283,6 +283,7 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING));
+    ctx.batched.flow_groups(&uid, &groups);
     let recheck = ctx.recheck(&uid);
     let serving = obs.serving();
     let Some(read) = dataflow::read_due(aws_step_ran, &serving, prev, recheck.as_ref(), Instant::now()) else {
@@ -295,18 +296,15 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         return;
     };
     tracing::debug!(?read, "data-flow read");
-    // A resync's read takes flowing groups from the metric listing shared by all pipelines; a
-    // group the listing does not show flowing within the grace period (quiet, new, or the listing
-    // failed), and every re-check, reads its streams: their age is what the condition reports.
-    let minutes = match read {
-        dataflow::Read::Resync => {
-            let names = groups.iter().map(|(_, g)| g.clone()).collect();
-            let period = Duration::from_millis(d.effective.resync_interval_ms);
-            let fresh_since = resync::boundary(std::time::SystemTime::now(), period);
-            ctx.batched.newest_minutes(&ctx.aws, &uid, names, fresh_since).await
-        }
-        dataflow::Read::Recheck => None,
-    };
+    // Groups flowing within the grace period come from the metric listing shared by all
+    // pipelines: a resync takes this period's (reading it if nobody has yet), a re-check only one
+    // already taken. Other groups (quiet, new to the listing, or no listing) read their streams:
+    // their age is what the condition reports.
+    let period = Duration::from_millis(d.effective.resync_interval_ms);
+    let fresh_since = resync::boundary(std::time::SystemTime::now(), period);
+    let minutes = (ctx.batched)
+        .newest_minutes(&ctx.aws, fresh_since, read == dataflow::Read::Resync)
+        .await;
     let now_ms = super::super::now().0.as_millisecond();
     let grace_ms = i64::try_from(d.effective.data_flow_grace_ms).unwrap_or(i64::MAX);
     let mut readings = Vec::with_capacity(groups.len());
