@@ -9,9 +9,9 @@
 //! (a hash of its uid), so N pipelines come due spread evenly over it, not all in one resync.
 //! A change mlobs makes is made by a full check, which records itself.
 //!
-//! The `DataFlowing` read at a resync takes, for every log group of the pipelines that read
-//! before, when it last received events from one metric listing (`log_metrics`: 500 groups per
-//! GetMetricData) instead of one DescribeLogStreams per group.
+//! The `DataFlowing` read at a resync takes, for the log groups of every pipeline this process
+//! reconciled, when each last received events from one metric listing per period (`log_metrics`:
+//! 500 groups per GetMetricData) instead of one DescribeLogStreams per group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -28,14 +28,20 @@ pub const DEFAULT_KMS_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// without the permission is asked once per period, not once per pipeline.
 type Cached<T> = tokio::sync::Mutex<Option<(SystemTime, Option<Arc<T>>)>>;
 
+/// Log group → the start of its newest minute with events (ms since the epoch).
+type NewestMinutes = BTreeMap<String, i64>;
+
 /// Shared by all pipeline reconciles (one `Ctx` field).
 pub struct BatchedReads {
     aliases: Cached<kms::AliasSnapshot>,
     roles: Cached<iam::RoleSnapshot>,
-    /// Log group → the start of its newest minute with events, for the groups in `flow_groups`.
-    incoming: Cached<BTreeMap<String, i64>>,
-    /// Pipeline uid → its log groups, as its last resync's data-flow read named them.
-    flow_groups: Mutex<HashMap<String, Vec<String>>>,
+    /// Resync interval (ms) → log group → the start of its newest minute with events, for the
+    /// groups of the pipelines with that interval: each group is asked for once per its own
+    /// pipeline's resync (GetMetricData is billed per metric asked for), not at the shortest
+    /// interval of any pipeline.
+    incoming: Mutex<HashMap<u64, Arc<Cached<NewestMinutes>>>>,
+    /// Pipeline uid → its resync interval (ms) and log groups, as its last reconcile named them.
+    flow_groups: Mutex<HashMap<String, (u64, Vec<String>)>>,
     /// Pipeline uid → when this process last ran its slower checks.
     slow_checks: Mutex<HashMap<String, SystemTime>>,
     /// `--kms-check-interval`.
@@ -47,7 +53,7 @@ impl BatchedReads {
         BatchedReads {
             aliases: tokio::sync::Mutex::new(None),
             roles: tokio::sync::Mutex::new(None),
-            incoming: tokio::sync::Mutex::new(None),
+            incoming: Mutex::new(HashMap::new()),
             flow_groups: Mutex::new(HashMap::new()),
             slow_checks: Mutex::new(HashMap::new()),
             kms_check_interval,
@@ -72,43 +78,56 @@ impl BatchedReads {
         .await
     }
 
-    /// Names the log groups of the pipeline `uid` for the metric listings to come (every
-    /// reconcile that looks at data flow calls it, so a pipeline whose collector is not serving
-    /// yet is in the listing by the time it is).
-    pub fn flow_groups(&self, uid: &str, groups: &[(Signal, String)]) {
+    /// Names the log groups of the pipeline `uid`, whose resync interval is `interval_ms`, for the
+    /// metric listings to come (every reconcile that looks at data flow calls it, so a pipeline
+    /// whose collector is not serving yet is in the listing by the time it is).
+    pub fn flow_groups(&self, uid: &str, interval_ms: u64, groups: &[(Signal, String)]) {
         let mut m = self.flow_groups.lock().unwrap_or_else(|e| e.into_inner());
-        let known = m.get(uid).is_some_and(|g| g.iter().eq(groups.iter().map(|(_, n)| n)));
+        let known = m
+            .get(uid)
+            .is_some_and(|(i, g)| *i == interval_ms && g.iter().eq(groups.iter().map(|(_, n)| n)));
         if !known {
-            m.insert(uid.to_string(), groups.iter().map(|(_, n)| n.clone()).collect());
+            let names = groups.iter().map(|(_, n)| n.clone()).collect();
+            m.insert(uid.to_string(), (interval_ms, names));
         }
     }
 
-    /// When the log groups named by [`Self::flow_groups`] last received events (log group →
-    /// start of the newest minute with events, within `log_metrics::WINDOW`), read at or after
-    /// `fresh_since`; with `read: false`, only a listing already taken then. `None` when there is
-    /// none or GetMetricData fails (the groups are then read from their streams).
+    /// When the log groups of the pipelines with resync interval `interval_ms` (as named by
+    /// [`Self::flow_groups`]) last received events (log group → start of the newest minute with
+    /// events, within `log_metrics::WINDOW`), read at or after `fresh_since`; with `read: false`,
+    /// only a listing already taken then. `None` when there is none or GetMetricData fails (the
+    /// groups are then read from their streams).
     pub async fn newest_minutes(
         &self,
         aws: &AwsClients,
+        interval_ms: u64,
         fresh_since: SystemTime,
         read: bool,
-    ) -> Option<Arc<BTreeMap<String, i64>>> {
+    ) -> Option<Arc<NewestMinutes>> {
+        let slot = {
+            let mut m = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(interval_ms).or_default().clone()
+        };
         if !read {
-            let held = self.incoming.lock().await;
+            let held = slot.lock().await;
             return (held.as_ref())
                 .filter(|(taken, _)| *taken >= fresh_since)
                 .and_then(|(_, v)| v.clone());
         }
         let read = async {
-            let all = self.all_flow_groups();
-            log_metrics::newest_minutes(aws, &all, SystemTime::now()).await
+            let groups = self.flow_groups_of(interval_ms);
+            log_metrics::newest_minutes(aws, &groups, SystemTime::now()).await
         };
-        cached(&self.incoming, fresh_since, "GetMetricData", read).await
+        cached(&slot, fresh_since, "GetMetricData", read).await
     }
 
-    fn all_flow_groups(&self) -> Vec<String> {
+    /// The log groups of the pipelines with resync interval `interval_ms`, each once.
+    fn flow_groups_of(&self, interval_ms: u64) -> Vec<String> {
         let m = self.flow_groups.lock().unwrap_or_else(|e| e.into_inner());
-        let all: BTreeSet<&String> = m.values().flatten().collect();
+        let all: BTreeSet<&String> = (m.values())
+            .filter(|(i, _)| *i == interval_ms)
+            .flat_map(|(_, g)| g)
+            .collect();
         all.into_iter().cloned().collect()
     }
 
@@ -287,19 +306,29 @@ mod tests {
     }
 
     #[test]
-    fn the_metric_listing_names_each_group_once_and_forgets_a_deleted_pipelines() {
+    fn a_metric_listing_names_each_group_of_its_resync_interval_once_and_forgets_deleted_pipelines() {
         let b = BatchedReads::new(HOUR);
-        let insert = |uid: &str, groups: &[&str]| {
+        let name = |uid: &str, interval_ms: u64, groups: &[&str]| {
             let groups: Vec<(Signal, String)> = groups.iter().map(|g| (Signal::Logs, g.to_string())).collect();
-            b.flow_groups(uid, &groups);
+            b.flow_groups(uid, interval_ms, &groups);
         };
-        insert("a", &["/g/a/logs", "/g/a/metrics"]);
-        insert("b", &["/g/b/logs", "/g/a/logs"]);
-        assert_eq!(b.all_flow_groups(), ["/g/a/logs", "/g/a/metrics", "/g/b/logs"]);
+        name("a", 600_000, &["/g/a/logs", "/g/a/metrics"]);
+        name("b", 600_000, &["/g/b/logs", "/g/a/logs"]);
+        name("fast", 30_000, &["/g/fast/logs"]);
+        assert_eq!(b.flow_groups_of(600_000), ["/g/a/logs", "/g/a/metrics", "/g/b/logs"]);
+        assert_eq!(
+            b.flow_groups_of(30_000),
+            ["/g/fast/logs"],
+            "asked for every 30 s: alone"
+        );
+        // A spec edit moves a pipeline to another interval's listing.
+        name("fast", 600_000, &["/g/fast/logs"]);
+        assert!(b.flow_groups_of(30_000).is_empty());
         b.pipeline_gone("a");
-        assert_eq!(b.all_flow_groups(), ["/g/a/logs", "/g/b/logs"]);
+        assert_eq!(b.flow_groups_of(600_000), ["/g/a/logs", "/g/b/logs", "/g/fast/logs"]);
         b.pipeline_gone("b");
-        assert!(b.all_flow_groups().is_empty());
+        b.pipeline_gone("fast");
+        assert!(b.flow_groups_of(600_000).is_empty());
     }
 
     #[test]

@@ -276,6 +276,8 @@ async fn metrics_source(ctx: &Ctx, d: &Desired, world: &World) -> Result<Metrics
 async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut Observed, aws_step_ran: bool) {
     let Some(uid) = p.uid() else { return };
     let groups = dataflow::groups(&d.effective);
+    let interval_ms = d.effective.resync_interval_ms;
+    ctx.batched.flow_groups(&uid, interval_ms, &groups);
     if groups.is_empty() {
         return;
     }
@@ -283,7 +285,6 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING));
-    ctx.batched.flow_groups(&uid, &groups);
     let recheck = ctx.recheck(&uid);
     let serving = obs.serving();
     let Some(read) = dataflow::read_due(aws_step_ran, &serving, prev, recheck.as_ref(), Instant::now()) else {
@@ -300,10 +301,10 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
     // pipelines: a resync takes this period's (reading it if nobody has yet), a re-check only one
     // already taken. Other groups (quiet, new to the listing, or no listing) read their streams:
     // their age is what the condition reports.
-    let period = Duration::from_millis(d.effective.resync_interval_ms);
+    let period = Duration::from_millis(interval_ms);
     let fresh_since = resync::boundary(std::time::SystemTime::now(), period);
     let minutes = (ctx.batched)
-        .newest_minutes(&ctx.aws, fresh_since, read == dataflow::Read::Resync)
+        .newest_minutes(&ctx.aws, interval_ms, fresh_since, read == dataflow::Read::Resync)
         .await;
     let now_ms = super::super::now().0.as_millisecond();
     let grace_ms = i64::try_from(d.effective.data_flow_grace_ms).unwrap_or(i64::MAX);
