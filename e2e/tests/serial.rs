@@ -67,8 +67,10 @@ const QUIET: Duration = Duration::from_secs(20);
 
 /// Waits until the cluster around the pipeline holds still: its collector DaemonSet and its
 /// policy's Managed exporter DaemonSet fully rolled out and ready (pods a kwok node flap left
-/// stuck are restarted), and then the pipeline unwritten for [`QUIET`]. CI showed a window right
-/// after a flap catch the pipeline's status following the restarted pods one by one.
+/// stuck are restarted), and then the pipeline unwritten for [`QUIET`] and not waiting out a
+/// DataFlowing grace period. CI showed a window right after a flap catch the pipeline's status
+/// following the restarted pods one by one, and (later) the grace period the flap restarted
+/// ending in it.
 async fn settle(c: &Client, ns: &str, name: &str) -> Result<()> {
     let collector = Api::<DaemonSet>::namespaced(c.clone(), ns);
     let exporter = Api::<DaemonSet>::namespaced(c.clone(), OPERATOR_NAMESPACE);
@@ -96,14 +98,21 @@ async fn settle(c: &Client, ns: &str, name: &str) -> Result<()> {
         let before = api.get(name).await?;
         tokio::time::sleep(QUIET).await;
         let after = api.get(name).await?;
-        if before.resource_version() == after.resource_version() {
+        // A collector ready again after a flap starts a new grace period: DataFlowing waits in
+        // WaitingForData and turns False when it ends, a write that is due, not a steady one.
+        let waiting = condition(&after, "DataFlowing").is_some_and(|c| c.reason == "WaitingForData");
+        if before.resource_version() == after.resource_version() && !waiting {
             return Ok(());
         }
-        println!(
-            "pipeline written while settling: {} → {}",
-            conditions_summary(&before),
-            conditions_summary(&after)
-        );
+        if waiting {
+            println!("DataFlowing is WaitingForData: waiting for its grace period to end");
+        } else {
+            println!(
+                "pipeline written while settling: {} → {}",
+                conditions_summary(&before),
+                conditions_summary(&after)
+            );
+        }
         ensure!(
             start.elapsed() < READY_TIMEOUT,
             "the pipeline kept changing for {} s",
