@@ -282,3 +282,123 @@ async fn a_key_event_makes_the_next_reconcile_read_the_key_in_full_before_its_ch
     }
     op.stop().await;
 }
+
+/// Calls of `operation` the operator made, and a wait for them.
+async fn wait_calls(op: &Operator, operation: &str, at_least: u64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while op.aws.calls.of(operation) < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            op.aws.calls.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// While the queue is read, the log group listing (2N/50 pages, the read that grows with the
+/// pipelines) is the backstop of the events, not a per-resync read: a resync period after the one
+/// that listed the groups mlobs created takes no DescribeLogGroups, and a change outside mlobs is
+/// still put back, from its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_queue_is_read_a_resync_takes_no_log_group_listing_and_events_still_correct() {
+    let aws = moto::clients().await;
+    let url = aws
+        .sqs
+        .create_queue()
+        .queue_name(moto::unique("backstop"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    let op = Operator::start_with_drift_events(url.clone()).await;
+    // A first message ends the first long poll at once: the queue is known to be read.
+    let noise = cloudtrail("logs.amazonaws.com", "DescribeLogGroups", json!({}));
+    aws.sqs
+        .send_message()
+        .queue_url(&url)
+        .message_body(noise)
+        .send()
+        .await
+        .expect("send");
+    let names = ["bs-a", "bs-b", "bs-c"];
+    for n in names {
+        op.create(n, json!({"resyncInterval": "30s", "dataFlow": {"gracePeriod": "2h"}}))
+            .await;
+    }
+    for n in names {
+        op.ready(n).await;
+    }
+    assert!(
+        op.metrics
+            .encode()
+            .contains("mlobs_drift_events_total{result=\"irrelevant\"} 1"),
+        "the queue was read"
+    );
+    // The first resync period lists the groups mlobs just created (its own creates dropped the
+    // listing); the roles listing marks each period's resyncs.
+    op.aws.calls.reset();
+    wait_calls(&op, "GetAccountAuthorizationDetails", 1, "a first resync").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    op.aws.calls.reset();
+    wait_calls(&op, "GetAccountAuthorizationDetails", 1, "a second resync").await;
+    // Every slot lies in the period's first tenth (3 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("a resync period while the queue is read: {:?}", op.aws.calls.snapshot());
+    assert_eq!(
+        op.aws.calls.of("DescribeLogGroups"),
+        0,
+        "no listing per resync while events arrive: {:?}",
+        op.aws.calls.snapshot()
+    );
+    for slow in ["DescribeKey", "GetKeyPolicy", "ListTagsForResource"] {
+        assert_eq!(
+            op.aws.calls.of(slow),
+            0,
+            "{slow}: the slower checks wait for the backstop"
+        );
+    }
+
+    // A retention changed outside mlobs: its event drops the listing, and the pipeline's
+    // reconcile reads the groups afresh and puts the retention back.
+    let prefix = "/aws/eks/";
+    let groups = mlobs::aws::logs::observe_many(&aws, prefix).await.expect("groups");
+    let group = (groups.into_values())
+        .find(|g| g.name.ends_with("/bs-b/logs"))
+        .expect("bs-b's logs group");
+    let desired = group.retention_days;
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(&group.name)
+        .retention_in_days(1)
+        .send()
+        .await
+        .expect("tamper");
+    aws.sqs
+        .send_message()
+        .queue_url(&url)
+        .message_body(cloudtrail(
+            "logs.amazonaws.com",
+            "PutRetentionPolicy",
+            json!({"logGroupName": group.name, "retentionInDays": 1}),
+        ))
+        .send()
+        .await
+        .expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = mlobs::aws::logs::observe_many(&aws, &group.name).await.expect("group");
+        if now.get(&group.name).is_some_and(|g| g.retention_days == desired) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the retention was not put back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        op.aws.calls.of("DescribeLogGroups") >= 1,
+        "the event made the groups be read"
+    );
+    op.stop().await;
+}

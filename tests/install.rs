@@ -487,6 +487,7 @@ fn values_become_operator_flags_and_the_role_annotation() {
             "--max-concurrent-reconciles=16",
             "--drift-events-queue=https://sqs.us-east-1.amazonaws.com/123456789012/mlobs-drift-events",
             "--kms-check-interval=12h",
+            "--event-backstop-interval=72h",
             "--cluster-name=prod-gpu",
             "--region=us-east-1",
             "--account-id=123456789012",
@@ -591,6 +592,8 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
         "--set",
         "kmsCheckInterval=90m",
         "--set",
+        "eventBackstopInterval=48h",
+        "--set",
         "maxConcurrentReconciles=8",
     ]);
     let rendered = args(&docs);
@@ -601,13 +604,14 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
     };
     assert_eq!(run.drift_events_queue.as_deref(), Some(queue));
     assert_eq!(run.kms_check_interval, std::time::Duration::from_secs(90 * 60));
+    assert_eq!(run.event_backstop_interval, std::time::Duration::from_secs(48 * 3600));
     assert_eq!(run.max_concurrent_reconciles, 8);
     // Left empty, neither flag is passed and the binary's defaults hold.
     let plain = args(&chart(&[]));
     assert!(
         !plain
             .iter()
-            .any(|a| a.starts_with("--drift-events-queue") || a.starts_with("--kms-check-interval")),
+            .any(|a| a.starts_with("--drift-events-queue") || a.contains("-interval")),
         "{plain:?}"
     );
     let Command::Run(run) = Cli::try_parse_from(std::iter::once("mlobs".to_string()).chain(plain))
@@ -618,10 +622,15 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
     };
     assert_eq!(run.drift_events_queue, None);
     assert_eq!(run.kms_check_interval, std::time::Duration::from_secs(24 * 3600));
+    assert_eq!(
+        run.event_backstop_interval,
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    );
     // The schema refuses what the binary would refuse at start.
     for bad in [
         "kmsCheckInterval=daily",
         "kmsCheckInterval=24",
+        "eventBackstopInterval=7d",
         "driftEventsQueue=mlobs-drift",
     ] {
         assert!(

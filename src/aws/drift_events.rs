@@ -36,6 +36,8 @@ pub const WATCHED: [(&str, &[&str]); 3] = [
             "DisableKey",
             "DisableKeyRotation",
             "ScheduleKeyDeletion",
+            "TagResource",
+            "UntagResource",
             "DeleteAlias",
             "UpdateAlias",
         ],
@@ -284,6 +286,14 @@ mod tests {
                     "kms.amazonaws.com",
                     "ScheduleKeyDeletion",
                     json!({"keyId": "1234abcd", "pendingWindowInDays": 7}),
+                ),
+                Touched::Key("1234abcd".into()),
+            ),
+            (
+                event(
+                    "kms.amazonaws.com",
+                    "UntagResource",
+                    json!({"keyId": "1234abcd", "tagKeys": ["mlobs.io/pipeline"]}),
                 ),
                 Touched::Key("1234abcd".into()),
             ),

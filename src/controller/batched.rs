@@ -9,11 +9,19 @@
 //! (a hash of its uid), so N pipelines come due spread evenly over it, not all in one resync.
 //! A change mlobs makes is made by a full check, which records itself.
 //!
+//! While the drift events queue is being read (`--drift-events-queue`, a ReceiveMessage that
+//! succeeded within [`EVENTS_LIVE`]), its events name every change these reads would find within
+//! seconds, so the reads whose count grows with N become the backstop for a lost event: the
+//! slower checks run once per `--event-backstop-interval` instead, and so does the log group
+//! listing (2N/50 DescribeLogGroups pages) instead of once per resync period. The constant-cost
+//! listings (aliases, roles) stay per resync.
+//!
 //! The `DataFlowing` read at a resync takes, for the log groups of every pipeline this process
 //! reconciled, when each last received events from one metric listing per period (`log_metrics`:
 //! 500 groups per GetMetricData) instead of one DescribeLogStreams per group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +30,14 @@ use crate::aws::{AwsClients, AwsError, iam, kms, log_metrics};
 
 /// Default of `mlobs run --kms-check-interval`.
 pub const DEFAULT_KMS_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Default of `mlobs run --event-backstop-interval`.
+pub const DEFAULT_EVENT_BACKSTOP_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long after a successful ReceiveMessage the drift events queue counts as being read. A long
+/// poll returns within 20 s, so a queue not read for two minutes is not (the SQS call fails, or
+/// this replica does not lead): the per-resync reads are back at once.
+pub const EVENTS_LIVE: Duration = Duration::from_secs(120);
 
 /// A snapshot as last read: when, and what (`None`: the read failed). It serves every caller
 /// whose period started at or before it was taken, also after a failed read, so that an account
@@ -46,10 +62,14 @@ pub struct BatchedReads {
     slow_checks: Mutex<HashMap<String, SystemTime>>,
     /// `--kms-check-interval`.
     pub kms_check_interval: Duration,
+    /// `--event-backstop-interval`.
+    pub event_backstop_interval: Duration,
+    /// When the drift events queue was last read without error (ms since the epoch; 0: never).
+    events_read_ms: AtomicU64,
 }
 
 impl BatchedReads {
-    pub fn new(kms_check_interval: Duration) -> BatchedReads {
+    pub fn new(kms_check_interval: Duration, event_backstop_interval: Duration) -> BatchedReads {
         BatchedReads {
             aliases: tokio::sync::Mutex::new(None),
             roles: tokio::sync::Mutex::new(None),
@@ -57,7 +77,48 @@ impl BatchedReads {
             flow_groups: Mutex::new(HashMap::new()),
             slow_checks: Mutex::new(HashMap::new()),
             kms_check_interval,
+            event_backstop_interval,
+            events_read_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The drift events queue was read without error at `at` (the events loop calls it).
+    pub fn events_read(&self, at: SystemTime) {
+        let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        self.events_read_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Whether drift events reach this process at `now`: the queue was read within [`EVENTS_LIVE`].
+    pub fn events_live(&self, now: SystemTime) -> bool {
+        match self.events_read_ms.load(Ordering::Relaxed) {
+            0 => false,
+            ms => (now.duration_since(UNIX_EPOCH + Duration::from_millis(ms))).is_ok_and(|d| d <= EVENTS_LIVE),
+        }
+    }
+
+    /// The interval of the slower checks at `now`: `--event-backstop-interval` while drift events
+    /// are read, `--kms-check-interval` otherwise.
+    pub fn slow_check_interval(&self, now: SystemTime) -> Duration {
+        if self.events_live(now) {
+            self.event_backstop_interval.max(self.kms_check_interval)
+        } else {
+            self.kms_check_interval
+        }
+    }
+
+    /// The time at or after which a log group listing must have been taken to serve the resync at
+    /// `now` of a pipeline whose resync interval is `resync`: the start of its resync period, or,
+    /// while drift events are read, of the current `--event-backstop-interval` period (mlobs's
+    /// own changes and a drift event naming a group drop the listing, see
+    /// `Ctx::invalidate_log_groups`).
+    pub fn log_groups_fresh_since(&self, now: SystemTime, resync: Duration) -> SystemTime {
+        let every = if self.events_live(now) {
+            self.event_backstop_interval.max(resync)
+        } else {
+            resync
+        };
+        super::resync::boundary(now, every)
     }
 
     /// The account's KMS aliases, read at or after `fresh_since` (the current resync period's
@@ -149,7 +210,7 @@ impl BatchedReads {
     pub fn slow_checks_due(&self, uid: &str, now: SystemTime, data_stopped_at: Option<SystemTime>) -> bool {
         let m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
         m.get(uid).is_none_or(|last| {
-            due(*last, now, self.kms_check_interval, uid) || data_stopped_at.is_some_and(|t| *last < t)
+            due(*last, now, self.slow_check_interval(now), uid) || data_stopped_at.is_some_and(|t| *last < t)
         })
     }
 
@@ -295,7 +356,7 @@ mod tests {
 
     #[test]
     fn a_pipeline_new_to_the_process_or_forgotten_is_due_at_once() {
-        let b = BatchedReads::new(HOUR);
+        let b = BatchedReads::new(HOUR, DEFAULT_EVENT_BACKSTOP_INTERVAL);
         let now = at(1_800_000_000);
         let later = now + Duration::from_secs(1);
         assert!(b.slow_checks_due("uid", now, None), "new to this process");
@@ -307,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_metric_listing_names_each_group_of_its_resync_interval_once_and_forgets_deleted_pipelines() {
-        let b = BatchedReads::new(HOUR);
+        let b = BatchedReads::new(HOUR, DEFAULT_EVENT_BACKSTOP_INTERVAL);
         let name = |uid: &str, interval_ms: u64, groups: &[&str]| {
             let groups: Vec<(Signal, String)> = groups.iter().map(|g| (Signal::Logs, g.to_string())).collect();
             b.flow_groups(uid, interval_ms, &groups);
@@ -332,8 +393,53 @@ mod tests {
     }
 
     #[test]
+    fn while_drift_events_are_read_the_log_group_listing_and_slower_checks_wait_for_the_backstop() {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let resync = Duration::from_secs(600);
+        let b = BatchedReads::new(DAY, 7 * DAY);
+        let now = at(1_800_000_000 / 600 * 600 + 300);
+        // No queue read yet: the listing is per resync period, the slower checks per day.
+        assert!(!b.events_live(now));
+        assert_eq!(
+            b.log_groups_fresh_since(now, resync),
+            super::super::resync::boundary(now, resync)
+        );
+        assert_eq!(b.slow_check_interval(now), DAY);
+        // Read 30 s ago: one listing per backstop period, the slower checks weekly.
+        b.events_read(now - Duration::from_secs(30));
+        assert!(b.events_live(now));
+        let week_start = super::super::resync::boundary(now, 7 * DAY);
+        assert_eq!(b.log_groups_fresh_since(now, resync), week_start);
+        assert!(week_start < now - resync, "older than the resync period");
+        assert_eq!(b.slow_check_interval(now), 7 * DAY);
+        // A pipeline checked a day ago is not due while events flow; it is once they stop.
+        b.slow_checks_ran("uid", now - DAY - Duration::from_secs(1));
+        let mut checks = 0;
+        for h in 0..24 {
+            let t = now + Duration::from_secs(h * 3600);
+            b.events_read(t);
+            if b.slow_checks_due("uid", t, None) {
+                b.slow_checks_ran("uid", t);
+                checks += 1;
+            }
+        }
+        // Per day (no events), it would be due now and again within the day: two checks.
+        assert!(
+            checks <= 1,
+            "{checks} checks in a day: at most its weekly phase falls in it"
+        );
+        let stale = now + DAY + EVENTS_LIVE + Duration::from_secs(1);
+        assert!(!b.events_live(stale), "the queue was last read over two minutes ago");
+        assert_eq!(b.slow_check_interval(stale), DAY, "back to --kms-check-interval");
+        assert_eq!(
+            b.log_groups_fresh_since(stale, resync),
+            super::super::resync::boundary(stale, resync)
+        );
+    }
+
+    #[test]
     fn data_that_stopped_after_the_last_check_makes_one_check_due() {
-        let b = BatchedReads::new(HOUR);
+        let b = BatchedReads::new(HOUR, DEFAULT_EVENT_BACKSTOP_INTERVAL);
         let now = at(1_800_000_000);
         b.slow_checks_ran("uid", now);
         let stopped = Some(now + Duration::from_secs(60));

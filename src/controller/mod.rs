@@ -444,6 +444,9 @@ pub struct Settings {
     /// How often a KMS key's state, tags, rotation and policy are read when nothing names it
     /// (`--kms-check-interval`).
     pub kms_check_interval: Duration,
+    /// How often the reads drift events stand in for run while the queue is read
+    /// (`--event-backstop-interval`).
+    pub event_backstop_interval: Duration,
 }
 
 /// Drops what no reconcile reads before a pipeline enters the cache: managedFields (a few KB
@@ -640,7 +643,7 @@ pub async fn run_controllers(
         aws_synced: Mutex::new(HashMap::new()),
         backoffs: backoff::Backoffs::default(),
         log_groups: tokio::sync::Mutex::new(None),
-        batched: batched::BatchedReads::new(settings.kms_check_interval),
+        batched: batched::BatchedReads::new(settings.kms_check_interval, settings.event_backstop_interval),
         synced: synced_rx,
         applied: children::AppliedCache::default(),
         child_stores,

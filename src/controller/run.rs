@@ -74,6 +74,16 @@ pub struct RunArgs {
     /// tags) that does not stop the logs is found within this interval, not within one resync.
     #[arg(long, env = "MLOBS_KMS_CHECK_INTERVAL", default_value = "24h", value_parser = parse_interval)]
     pub kms_check_interval: std::time::Duration,
+    /// With `--drift-events-queue`, while the queue is being read (a ReceiveMessage succeeded in
+    /// the last 2 minutes): how often the reads that the events stand in for run as a backstop for
+    /// a lost event, e.g. `168h` (a week), `48h` (at least `1m`; never more often than `--kms-check-interval`).
+    /// These are the reads whose count grows with the pipelines: each pipeline's slower checks
+    /// (see `--kms-check-interval`) and the log group listing (DescribeLogGroups, 50 groups a page),
+    /// which is otherwise taken once per resync period. An event naming a resource, and every
+    /// change mlobs makes, still triggers the reads at once. When the queue cannot be read, the
+    /// per-resync listing and `--kms-check-interval` are back within 2 minutes.
+    #[arg(long, env = "MLOBS_EVENT_BACKSTOP_INTERVAL", default_value = "168h", value_parser = parse_interval)]
+    pub event_backstop_interval: std::time::Duration,
 }
 
 /// A Go-style duration of at least one minute (`90s`, `30m`, `24h`).
@@ -196,6 +206,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         shard: args.shard,
         concurrency: args.max_concurrent_reconciles,
         kms_check_interval: args.kms_check_interval,
+        event_backstop_interval: args.event_backstop_interval,
     };
     tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, shard = %args.shard, "starting mlobs operator");
     let work = run_controllers(client.clone(), settings, ready, shutdown.clone());

@@ -647,7 +647,8 @@ pub struct AwsStatus {
     /// them back under driftPolicy Correct). Each resync finds the key through its alias; the full
     /// read happens when the operator starts, when a drift event or a change by mlobs names the
     /// key, once after data stopped flowing, and otherwise once per the operator's
-    /// `--kms-check-interval` (default 24h). Absent without a key, or before the first full read.
+    /// `--kms-check-interval` (default 24h; while drift events are read, `--event-backstop-interval`,
+    /// default 168h). Absent without a key, or before the first full read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_checked_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

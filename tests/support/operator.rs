@@ -105,6 +105,7 @@ impl Operator {
             shard: Default::default(),
             concurrency: 32,
             kms_check_interval: mlobs::controller::batched::DEFAULT_KMS_CHECK_INTERVAL,
+            event_backstop_interval: mlobs::controller::batched::DEFAULT_EVENT_BACKSTOP_INTERVAL,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).shared();

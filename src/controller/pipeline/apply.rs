@@ -51,10 +51,13 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
     let checked_at = std::time::SystemTime::now();
     // A resync (AWS already ready) reads the cluster's log groups from a shared snapshot, taken
     // once per resync period (see `resync`).
-    let fresh_since = resync::boundary(checked_at, Duration::from_millis(d.effective.resync_interval_ms));
+    let resync_interval = Duration::from_millis(d.effective.resync_interval_ms);
+    let fresh_since = resync::boundary(checked_at, resync_interval);
     let prefix = format!("/aws/eks/{}/", d.effective.cluster_name);
     let snapshot = if was_ready && d.aws.log_groups.iter().all(|g| g.name.starts_with(&prefix)) {
-        ctx.log_group_snapshot(&prefix, fresh_since).await
+        // While drift events are read, the listing is their backstop (see `batched`).
+        let listed_since = ctx.batched.log_groups_fresh_since(checked_at, resync_interval);
+        ctx.log_group_snapshot(&prefix, listed_since).await
     } else {
         None
     };
