@@ -1042,6 +1042,94 @@ async fn a_resync_takes_flowing_groups_from_one_metric_listing_and_reads_streams
     op.stop().await;
 }
 
+/// Waits until `n` more metric listings (GetMetricData calls, one per 30 s resync period here)
+/// than `from` were taken, then for the period's slots (its first tenth, 3 s) to pass.
+async fn wait_listings(op: &Operator, from: u64, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30 * (n + 2));
+    while op.aws.calls.of("GetMetricData") < from + n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no listing: {:?}",
+            op.aws.calls.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_groups_streams_are_not_read_again_while_the_metric_listing_shows_nothing_new() {
+    let op = Operator::start().await;
+    let names = ["quiet-a", "quiet-b"];
+    for name in names {
+        // A 3 s grace period needs 1 s scrapes and 500 ms batches (see `short_grace_pipeline`).
+        let spec = json!({"resyncInterval": "30s", "dataFlow": {"gracePeriod": "3s"},
+            "metrics": {"dcgm": {"scrapeInterval": "1s"}}, "collector": {"batch": {"timeout": "500ms"}}});
+        op.create(name, spec).await;
+    }
+    for name in names {
+        op.ready(name).await;
+        op.wait_reason(name, "DataFlowing", "False", "NoRecentLogs").await;
+    }
+    // Their groups received events ten minutes ago (CloudWatch's metric shows them: it is
+    // published for these groups), their streams were read when the collectors became ready,
+    // and nothing arrived since: the resyncs keep what the streams said, without reading them.
+    let seeded = std::time::SystemTime::now() - Duration::from_secs(600);
+    for g in op.log_groups().await.into_iter().map(|g| g.name) {
+        if g.contains("/quiet-") {
+            incoming_log_events(&op, &g, seeded, 3.0).await;
+        }
+    }
+    op.aws.calls.reset();
+    wait_listings(&op, 0, 2).await;
+    let calls = op.aws.calls.snapshot();
+    println!("two resync periods of two quiet pipelines: {calls:?}");
+    assert_eq!(
+        op.aws.calls.of("DescribeLogStreams"),
+        0,
+        "quiet groups read again although nothing arrived: {calls:?}"
+    );
+    let last_log = |name: &str| -> Option<k8s_openapi::jiff::Timestamp> {
+        let t = op.pipeline(name)?.status?.telemetry?.last_log_event_time?;
+        t.parse().ok()
+    };
+    let seeded_minute = seeded
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64 / 60 * 60)
+        .expect("after 1970");
+    for name in names {
+        let (status, reason, _) = op.condition_full(name, "DataFlowing").expect("DataFlowing");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "NoRecentLogs"), "{name}");
+        let at = last_log(name).map(|t| t.as_second());
+        assert_eq!(
+            at,
+            Some(seeded_minute),
+            "{name}: the metric's minute, newer than the streams'"
+        );
+    }
+
+    // An event, and its minute in the metric: the next resync reads the streams and records it.
+    op.log_once("quiet-a").await;
+    let now = std::time::SystemTime::now();
+    for g in op.log_groups().await.into_iter().map(|g| g.name) {
+        if g.contains("/quiet-a/") {
+            incoming_log_events(&op, &g, now, 1.0).await;
+        }
+    }
+    let listed = op.aws.calls.of("GetMetricData");
+    wait_listings(&op, listed, 1).await;
+    assert!(
+        op.aws.calls.of("DescribeLogStreams") >= 1,
+        "{:?}",
+        op.aws.calls.snapshot()
+    );
+    let at = last_log("quiet-a").map(|t| t.as_second()).unwrap_or_default();
+    assert!(at > seeded_minute + 300, "the new event is recorded: {at}");
+    let other = last_log("quiet-b").map(|t| t.as_second());
+    assert_eq!(other, Some(seeded_minute), "quiet-b received nothing");
+    op.stop().await;
+}
+
 /// Types (Normal/Warning) of the events published with `reason`, once there is one (events are
 /// published after the status write).
 async fn event_types(op: &Operator, reason: &str) -> Vec<String> {

@@ -331,11 +331,21 @@ async fn while_the_queue_is_read_a_resync_takes_no_log_group_listing_and_events_
     for n in names {
         op.ready(n).await;
     }
+    let text = op.metrics.encode();
     assert!(
-        op.metrics
-            .encode()
-            .contains("mlobs_drift_events_total{result=\"irrelevant\"} 1"),
+        text.contains("mlobs_drift_events_total{result=\"irrelevant\"} 1"),
         "the queue was read"
+    );
+    let read_at: i64 = (text.lines())
+        .find_map(|l| l.strip_prefix("mlobs_drift_events_last_read_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("mlobs_drift_events_last_read_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    assert!(
+        (now - 120..=now).contains(&read_at),
+        "last read at {read_at}, now {now}"
     );
     // The first resync period lists the groups mlobs just created (its own creates dropped the
     // listing); the roles listing marks each period's resyncs.

@@ -171,6 +171,18 @@ fn ops() -> Result<Vec<Op>> {
 }
 
 /// /metrics of every replica, in the order of `ops`.
+/// Sleeps until the next resync boundary (a whole multiple of [`RESYNC`] since the epoch, where
+/// every pipeline's slots start: `controller::resync`), so that a window of one [`RESYNC`] from
+/// there holds each pipeline's resync exactly once, after its period's listings.
+async fn until_resync_boundary() {
+    let every = RESYNC.as_millis();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let left = every - now % every;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(left).unwrap_or(0))).await;
+}
+
 async fn scrape(ops: &[Op]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(ops.len());
     for o in ops {
@@ -486,10 +498,12 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         println!("bench: steady window {attempt}: nodes {flaps:?} went NotReady; measuring again");
     };
     let writes_per_min = (kube_writes_all(&m2)? - kube_writes_all(&m1)?) * 60.0 / STEADY_WINDOW.as_secs_f64();
-    // One resync interval: every pipeline's AWS side is looked at once.
-    tokio::time::sleep(RESYNC.saturating_sub(STEADY_WINDOW)).await;
+    // One resync interval from a boundary: every pipeline's AWS side is looked at once.
+    until_resync_boundary().await;
     let m3 = scrape(ops).await?;
-    let resync_calls = aws_calls_all(&m1, &m3);
+    tokio::time::sleep(RESYNC).await;
+    let m3_end = scrape(ops).await?;
+    let resync_calls = aws_calls_all(&m3, &m3_end);
     let resync_reads = reads_of(&resync_calls);
     let resync_writes: u64 = resync_calls
         .iter()
@@ -514,6 +528,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     // read takes those groups from one GetMetricData per 500 instead of their streams.
     let aws = aws().await?;
     let groups = publish_incoming_log_events(&aws, &format!("/aws/eks/{CLUSTER_NAME}/")).await?;
+    until_resync_boundary().await;
     let m4 = scrape(ops).await?;
     tokio::time::sleep(RESYNC).await;
     let m5 = scrape(ops).await?;
@@ -578,7 +593,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         let owned = (0..n)
             .filter(|k| o.shard.owns(&namespaces[k % NAMESPACES], &format!("job-{k:05}")))
             .count();
-        let reads = reads_of(&aws_calls(&m1[i], &m3[i]));
+        let reads = reads_of(&aws_calls(&m3[i], &m3_end[i]));
         let writes = (kube_writes(&m2[i])? - kube_writes(&m1[i])?) * 60.0 / STEADY_WINDOW.as_secs_f64();
         let reconciles = require_metric(&m_end[i], "mlobs_reconciles_total", &[], &[])?
             - metric_sum(&m0[i], "mlobs_reconciles_total", &[], &[]).unwrap_or(0.0);

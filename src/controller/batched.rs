@@ -18,9 +18,10 @@
 //!
 //! The `DataFlowing` read at a resync takes, for the log groups of every pipeline this process
 //! reconciled, when each last received events from one metric listing per period (`log_metrics`:
-//! 500 groups per GetMetricData) instead of one DescribeLogStreams per group.
+//! 500 groups per GetMetricData) instead of one DescribeLogStreams per group. A quiet group's
+//! streams are read once; while the listings show nothing new for it, that reading stands.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,8 +45,22 @@ pub const EVENTS_LIVE: Duration = Duration::from_secs(120);
 /// without the permission is asked once per period, not once per pipeline.
 type Cached<T> = tokio::sync::Mutex<Option<(SystemTime, Option<Arc<T>>)>>;
 
-/// Log group → the start of its newest minute with events (ms since the epoch).
-type NewestMinutes = BTreeMap<String, i64>;
+/// What a group's streams last said (`newest_ms`: its newest event, `None`: none) and up to when
+/// that is known to hold (`through_ms`: when they were read, moved on by each metric listing that
+/// shows nothing arrived since; 0: not read), and whether a metric listing ever showed the group
+/// (`metric_seen`: CloudWatch publishes its `IncomingLogEvents`, so the metric's silence means
+/// something).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Known {
+    through_ms: i64,
+    newest_ms: Option<i64>,
+    metric_seen: bool,
+}
+
+/// The start of the minute `ms` lies in.
+fn minute_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(60_000)
+}
 
 /// Shared by all pipeline reconciles (one `Ctx` field).
 pub struct BatchedReads {
@@ -55,7 +70,10 @@ pub struct BatchedReads {
     /// groups of the pipelines with that interval: each group is asked for once per its own
     /// pipeline's resync (GetMetricData is billed per metric asked for), not at the shortest
     /// interval of any pipeline.
-    incoming: Mutex<HashMap<u64, Arc<Cached<NewestMinutes>>>>,
+    incoming: Mutex<HashMap<u64, Arc<Cached<log_metrics::Listing>>>>,
+    /// Log group → what its streams last said, for the quiet groups (see
+    /// [`Self::unchanged_since_read`]).
+    known: Mutex<HashMap<String, Known>>,
     /// Pipeline uid → its resync interval (ms) and log groups, as its last reconcile named them.
     flow_groups: Mutex<HashMap<String, (u64, Vec<String>)>>,
     /// Pipeline uid → when this process last ran its slower checks.
@@ -74,6 +92,7 @@ impl BatchedReads {
             aliases: tokio::sync::Mutex::new(None),
             roles: tokio::sync::Mutex::new(None),
             incoming: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
             flow_groups: Mutex::new(HashMap::new()),
             slow_checks: Mutex::new(HashMap::new()),
             kms_check_interval,
@@ -155,7 +174,7 @@ impl BatchedReads {
 
     /// When the log groups of the pipelines with resync interval `interval_ms` (as named by
     /// [`Self::flow_groups`]) last received events (log group → start of the newest minute with
-    /// events, within `log_metrics::WINDOW`), read at or after `fresh_since`; with `read: false`,
+    /// events, within `log_metrics::window_for` the interval), read at or after `fresh_since`; with `read: false`,
     /// only a listing already taken then. `None` when there is none or GetMetricData fails (the
     /// groups are then read from their streams).
     pub async fn newest_minutes(
@@ -164,7 +183,7 @@ impl BatchedReads {
         interval_ms: u64,
         fresh_since: SystemTime,
         read: bool,
-    ) -> Option<Arc<NewestMinutes>> {
+    ) -> Option<Arc<log_metrics::Listing>> {
         let slot = {
             let mut m = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             m.entry(interval_ms).or_default().clone()
@@ -177,7 +196,8 @@ impl BatchedReads {
         }
         let read = async {
             let groups = self.flow_groups_of(interval_ms);
-            log_metrics::newest_minutes(aws, &groups, SystemTime::now()).await
+            let window = log_metrics::window_for(Duration::from_millis(interval_ms));
+            log_metrics::newest_minutes(aws, &groups, SystemTime::now(), window).await
         };
         cached(&slot, fresh_since, "GetMetricData", read).await
     }
@@ -194,8 +214,62 @@ impl BatchedReads {
 
     /// The pipeline is gone: its groups leave the metric listing.
     pub fn pipeline_gone(&self, uid: &str) {
-        (self.flow_groups.lock().unwrap_or_else(|e| e.into_inner())).remove(uid);
+        let gone = (self.flow_groups.lock().unwrap_or_else(|e| e.into_inner())).remove(uid);
+        if let Some((_, groups)) = gone {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            for g in groups {
+                known.remove(&g);
+            }
+        }
         self.forget(uid);
+    }
+
+    /// `group`'s streams were read at `at_ms`: its newest event was `newest_ms`.
+    pub fn streams_read(&self, group: &str, at_ms: i64, newest_ms: Option<i64>) {
+        let mut m = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let k = m.entry(group.to_string()).or_default();
+        (k.through_ms, k.newest_ms) = (at_ms, newest_ms);
+    }
+
+    /// A metric listing showed events of `group`: its metric is published, so a listing without
+    /// it says that it received nothing. Until then its streams are read at every resync (a group
+    /// that never received an event, or a metric missing in some setup, costs reads, never a
+    /// wrong `DataFlowing`).
+    pub fn metric_seen(&self, group: &str) {
+        let mut m = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get_mut(group) {
+            Some(k) => k.metric_seen = true,
+            None => {
+                let seen = Known {
+                    metric_seen: true,
+                    ..Known::default()
+                };
+                m.insert(group.to_string(), seen);
+            }
+        }
+    }
+
+    /// `group`'s newest event without reading its streams, when its metric is published
+    /// ([`Self::metric_seen`]) and `listing` (this period's metric listing) reaches back to when
+    /// its streams were last read and shows no event from that minute on: what they said then
+    /// still holds (or a minute the listing shows, if later: the streams' `lastEventTimestamp`
+    /// can lag). The reading is then vouched for until the listing's
+    /// [`log_metrics::Listing::vouches_until_ms`], which the next listing reaches back to. `None`:
+    /// read the streams (not read by this process, no sign of the metric, the listing does not
+    /// reach back that far, or events came since).
+    pub fn unchanged_since_read(&self, group: &str, listing: &log_metrics::Listing) -> Option<Option<i64>> {
+        let mut m = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let k = m.get_mut(group)?;
+        if !k.metric_seen || k.through_ms == 0 || k.through_ms < listing.from_ms {
+            return None;
+        }
+        let shown = listing.newest.get(group).copied();
+        if shown.is_some_and(|t| t >= minute_of(k.through_ms)) {
+            return None;
+        }
+        k.newest_ms = k.newest_ms.max(shown);
+        k.through_ms = k.through_ms.max(listing.vouches_until_ms());
+        Some(k.newest_ms)
     }
 
     /// Drops both snapshots: mlobs changed a role or an alias, or a drift event says someone did.
@@ -435,6 +509,59 @@ mod tests {
             b.log_groups_fresh_since(stale, resync),
             super::super::resync::boundary(stale, resync)
         );
+    }
+
+    #[test]
+    fn a_quiet_groups_reading_stands_while_listings_show_nothing_since_and_not_after() {
+        let b = BatchedReads::new(HOUR, DEFAULT_EVENT_BACKSTOP_INTERVAL);
+        let min = 60_000;
+        let t0 = 1_800_000_000_000 / min * min;
+        let listing = |taken_ms: i64, newest: &[(&str, i64)]| log_metrics::Listing {
+            from_ms: taken_ms - 17 * min,
+            taken_ms,
+            newest: newest.iter().map(|(g, t)| (g.to_string(), *t)).collect(),
+        };
+        assert_eq!(b.unchanged_since_read("g", &listing(t0, &[])), None, "never read");
+        b.streams_read("g", t0, Some(t0 - 3 * HOUR.as_millis() as i64));
+        assert_eq!(
+            b.unchanged_since_read("g", &listing(t0 + min, &[])),
+            None,
+            "no listing showed the group yet: its metric's silence says nothing"
+        );
+        b.metric_seen("g");
+        // Ten-minute periods: each listing reaches back past what the one before vouched for.
+        let mut taken = t0;
+        for _ in 0..6 {
+            taken += 10 * min + 30_000;
+            assert_eq!(
+                b.unchanged_since_read("g", &listing(taken, &[])),
+                Some(Some(t0 - 3 * HOUR.as_millis() as i64)),
+                "nothing since: the reading stands"
+            );
+        }
+        // An event after the last vouched-for time: read the streams.
+        taken += 10 * min;
+        let event = taken - 2 * min;
+        assert_eq!(b.unchanged_since_read("g", &listing(taken, &[("g", event)])), None);
+        // Read again: the streams' time is what stands, or a later minute the metric showed
+        // (lastEventTimestamp can lag).
+        b.streams_read("g", taken, Some(event - 5 * min));
+        let next = taken + 10 * min;
+        assert_eq!(
+            b.unchanged_since_read("g", &listing(next, &[("g", taken - min)])),
+            Some(Some(taken - min)),
+            "the metric's minute before the read is newer than the lagging streams"
+        );
+        // A listing that does not reach back to the last read (a long gap): read the streams.
+        let far = next + 40 * min;
+        assert_eq!(b.unchanged_since_read("g", &listing(far, &[])), None);
+        // A deleted pipeline's groups are forgotten.
+        b.flow_groups("uid", 600_000, &[(Signal::Logs, "g".to_string())]);
+        b.streams_read("g", far, None);
+        b.metric_seen("g");
+        assert!(b.unchanged_since_read("g", &listing(far + min, &[])).is_some());
+        b.pipeline_gone("uid");
+        assert_eq!(b.unchanged_since_read("g", &listing(far + 2 * min, &[])), None);
     }
 
     #[test]

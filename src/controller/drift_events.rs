@@ -129,7 +129,9 @@ pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<Obje
             Ok(messages) => {
                 backoff = Duration::from_secs(5);
                 // Drift events reach this process: the reads they stand in for can wait.
-                ctx.batched.events_read(std::time::SystemTime::now());
+                let now = std::time::SystemTime::now();
+                ctx.batched.events_read(now);
+                ctx.metrics.drift_events_read(now);
                 let (mut done, mut others) = (Vec::new(), Vec::new());
                 for m in messages {
                     let outcome = handle(&ctx, &m.body, &trigger).await;

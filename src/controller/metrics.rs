@@ -84,6 +84,7 @@ struct Inner {
     kube_reads: Family<WriteLabels, Counter>,
     status_conflicts: Family<ControllerLabels, Counter>,
     drift_events: Family<EventLabels, Counter>,
+    drift_events_read: Gauge,
     shard: Family<ShardLabels, Gauge>,
 }
 
@@ -123,6 +124,7 @@ impl Metrics {
         let kube_reads = Family::<WriteLabels, Counter>::default();
         let status_conflicts = Family::<ControllerLabels, Counter>::default();
         let drift_events = Family::<EventLabels, Counter>::default();
+        let drift_events_read = Gauge::default();
         let shard = Family::<ShardLabels, Gauge>::default();
         registry.register(
             "mlobs_shard_info",
@@ -133,6 +135,11 @@ impl Metrics {
             "mlobs_drift_events",
             "Messages read from the drift events queue, by result: matched (pipelines reconciled now), unmatched, irrelevant (a failed or unwatched call), malformed, error (a queue call failed)",
             drift_events.clone(),
+        );
+        registry.register(
+            "mlobs_drift_events_last_read_timestamp_seconds",
+            "When the drift events queue was last read without error (Unix seconds; 0: not yet). Over 120 s ago, drift events are not standing in for the log group listing and the slower checks (`--event-backstop-interval`), and those run at every resync again",
+            drift_events_read.clone(),
         );
         registry.register(
             "mlobs_status_conflicts",
@@ -186,6 +193,7 @@ impl Metrics {
             kube_reads,
             status_conflicts,
             drift_events,
+            drift_events_read,
             shard,
         }))
     }
@@ -252,6 +260,12 @@ impl Metrics {
                 shards: s.count.to_string(),
             })
             .set(1);
+    }
+
+    /// The drift events queue was read without error at `at`.
+    pub fn drift_events_read(&self, at: std::time::SystemTime) {
+        let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.0.drift_events_read.set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     /// Counts one drift events queue message (or failed queue call) by its result.

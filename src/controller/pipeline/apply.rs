@@ -303,7 +303,9 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
     // Groups flowing within the grace period come from the metric listing shared by all
     // pipelines: a resync takes this period's (reading it if nobody has yet), a re-check only one
     // already taken. Other groups (quiet, new to the listing, or no listing) read their streams:
-    // their age is what the condition reports.
+    // their age is what the condition reports. At a resync, a quiet group whose streams this
+    // process read before keeps that reading while the listing shows no event since (once a
+    // listing has shown the group at all); a re-check (data not flowing yet) always reads them.
     let period = Duration::from_millis(interval_ms);
     let fresh_since = resync::boundary(std::time::SystemTime::now(), period);
     let minutes = (ctx.batched)
@@ -314,13 +316,29 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
     let mut readings = Vec::with_capacity(groups.len());
     let mut failed = None;
     for (signal, group) in groups {
-        let flowing = (minutes.as_ref().and_then(|m| m.get(&group)))
+        let recorded = dataflow::recorded_ms(p.status.as_ref(), signal);
+        let shown = minutes.as_ref().and_then(|m| m.newest.get(&group));
+        if shown.is_some() {
+            ctx.batched.metric_seen(&group);
+        }
+        let flowing = shown
             .filter(|t| now_ms.saturating_sub(**t) <= grace_ms)
             // A minute's start can be older than an exact time read before: keep the later.
-            .map(|t| (*t).max(dataflow::recorded_ms(p.status.as_ref(), signal).unwrap_or(0)));
-        let newest = match flowing {
-            Some(t) => Ok(Some(t)),
-            None => crate::aws::logs::newest_event_ms(&ctx.aws, &group).await,
+            .map(|t| (*t).max(recorded.unwrap_or(0)));
+        let unchanged = (minutes.as_ref())
+            .filter(|_| read == dataflow::Read::Resync && flowing.is_none())
+            .and_then(|listing| ctx.batched.unchanged_since_read(&group, listing));
+        let newest = match (flowing, unchanged) {
+            (Some(t), _) => Ok(Some(t)),
+            (None, Some(known)) => Ok(known.max(recorded)),
+            (None, None) => {
+                let read_at = super::super::now().0.as_millisecond();
+                let r = crate::aws::logs::newest_event_ms(&ctx.aws, &group).await;
+                if let Ok(newest) = &r {
+                    ctx.batched.streams_read(&group, read_at, *newest);
+                }
+                r
+            }
         };
         match newest {
             Ok(newest_ms) => readings.push(GroupReading {
