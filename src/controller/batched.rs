@@ -78,6 +78,10 @@ pub struct BatchedReads {
     flow_groups: Mutex<HashMap<String, (u64, Vec<String>)>>,
     /// Pipeline uid → when this process last ran its slower checks.
     slow_checks: Mutex<HashMap<String, SystemTime>>,
+    /// Pipelines a drift event named, until their next AWS step: it reads their own log groups
+    /// (one DescribeLogGroups) instead of the listing of all, which the event dropped (2N/50 pages
+    /// between the event and its correction).
+    event_named: Mutex<BTreeSet<String>>,
     /// `--kms-check-interval`.
     pub kms_check_interval: Duration,
     /// `--event-backstop-interval`.
@@ -95,6 +99,7 @@ impl BatchedReads {
             known: Mutex::new(HashMap::new()),
             flow_groups: Mutex::new(HashMap::new()),
             slow_checks: Mutex::new(HashMap::new()),
+            event_named: Mutex::new(BTreeSet::new()),
             kms_check_interval,
             event_backstop_interval,
             events_read_ms: AtomicU64::new(0),
@@ -222,6 +227,7 @@ impl BatchedReads {
             }
         }
         self.forget(uid);
+        self.take_event_named(uid);
     }
 
     /// `group`'s streams were read at `at_ms`: its newest event was `newest_ms`.
@@ -294,10 +300,22 @@ impl BatchedReads {
         m.insert(uid.to_string(), at);
     }
 
-    /// Makes the pipeline's next ensure run its slower checks (a drift event named it).
+    /// Makes the pipeline's next ensure run its slower checks.
     pub fn forget(&self, uid: &str) {
         let mut m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
         m.remove(uid);
+    }
+
+    /// A drift event named one of the pipeline's resources: its next ensure runs its slower checks
+    /// and reads its own log groups ([`Self::take_event_named`]).
+    pub fn event_named(&self, uid: &str) {
+        self.forget(uid);
+        (self.event_named.lock().unwrap_or_else(|e| e.into_inner())).insert(uid.to_string());
+    }
+
+    /// Whether a drift event named the pipeline since its last AWS step (which this call is).
+    pub fn take_event_named(&self, uid: &str) -> bool {
+        (self.event_named.lock().unwrap_or_else(|e| e.into_inner())).remove(uid)
     }
 }
 
@@ -436,8 +454,10 @@ mod tests {
         assert!(b.slow_checks_due("uid", now, None), "new to this process");
         b.slow_checks_ran("uid", now);
         assert!(!b.slow_checks_due("uid", later, None));
-        b.forget("uid");
+        b.event_named("uid");
         assert!(b.slow_checks_due("uid", later, None), "a drift event named it");
+        assert!(b.take_event_named("uid"), "its next AWS step reads its own groups");
+        assert!(!b.take_event_named("uid"), "once");
     }
 
     #[test]

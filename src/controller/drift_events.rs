@@ -93,9 +93,10 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
         ctx.batched.invalidate().await;
     }
     for p in hit {
-        // Its slower checks (key state, rotation and policy; log group tags) run at once too.
+        // Its slower checks (key state, rotation and policy; log group tags) run at once too,
+        // and it reads its own log groups rather than waiting for the listing of all.
         if let Some(uid) = p.uid() {
-            ctx.batched.forget(&uid);
+            ctx.batched.event_named(&uid);
         }
         tracing::info!(event = %event.event_name, pipeline = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), "drift event: reconciling now");
         ctx.forget_aws_sync(p);

@@ -54,7 +54,10 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
     let resync_interval = Duration::from_millis(d.effective.resync_interval_ms);
     let fresh_since = resync::boundary(checked_at, resync_interval);
     let prefix = format!("/aws/eks/{}/", d.effective.cluster_name);
-    let snapshot = if was_ready && d.aws.log_groups.iter().all(|g| g.name.starts_with(&prefix)) {
+    // A pipeline a drift event named reads its own groups: the event dropped the listing, and
+    // taking it again (2N/50 pages) would stand between the event and its correction.
+    let event_named = p.uid().is_some_and(|uid| ctx.batched.take_event_named(&uid));
+    let snapshot = if was_ready && !event_named && d.aws.log_groups.iter().all(|g| g.name.starts_with(&prefix)) {
         // While drift events are read, the listing is their backstop (see `batched`).
         let listed_since = ctx.batched.log_groups_fresh_since(checked_at, resync_interval);
         ctx.log_group_snapshot(&prefix, listed_since).await
