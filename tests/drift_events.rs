@@ -48,17 +48,46 @@ async fn put_one_event(aws: &mlobs::aws::AwsClients, group: &str) {
         .expect("put log events");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retention_changed_outside_mlobs_is_put_back_when_its_event_arrives() {
-    let aws = moto::clients().await;
+/// A new queue in moto, its URL.
+async fn new_queue(aws: &mlobs::aws::AwsClients, name: &str) -> String {
     let queue = aws
         .sqs
         .create_queue()
-        .queue_name(moto::unique("drift"))
+        .queue_name(moto::unique(name))
         .send()
         .await
         .expect("queue");
-    let url = queue.queue_url().expect("queue url").to_string();
+    queue.queue_url().expect("queue url").to_string()
+}
+
+/// Sets `group`'s retention to one day, as someone outside mlobs would.
+async fn tamper_retention(aws: &mlobs::aws::AwsClients, group: &str) {
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(group)
+        .retention_in_days(1)
+        .send()
+        .await
+        .expect("tamper");
+}
+
+/// Waits (at most a minute) until `group`'s retention is `desired` again.
+async fn wait_retention_put_back(aws: &mlobs::aws::AwsClients, group: &str, desired: Option<i32>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = mlobs::aws::logs::observe_many(aws, group).await.expect("group");
+        if now.get(group).is_some_and(|g| g.retention_days == desired) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the retention was not put back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_changed_outside_mlobs_is_put_back_when_its_event_arrives() {
+    let aws = moto::clients().await;
+    let url = new_queue(&aws, "drift").await;
     let op = Operator::start_with_drift_events(url.clone()).await;
     op.create("ev", json!({"resyncInterval": "1h", "dataFlow": {"gracePeriod": "2h"}}))
         .await;
@@ -79,13 +108,7 @@ async fn a_retention_changed_outside_mlobs_is_put_back_when_its_event_arrives() 
         .find(|g| g.name.ends_with("/ev/logs"))
         .expect("logs group");
     let desired = group.retention_days;
-    aws.logs
-        .put_retention_policy()
-        .log_group_name(&group.name)
-        .retention_in_days(1)
-        .send()
-        .await
-        .expect("tamper");
+    tamper_retention(&aws, &group.name).await;
 
     // Noise first: a failed call, an unwatched one, another account's group, and garbage.
     let mut failed: serde_json::Value = serde_json::from_str(&cloudtrail(
@@ -121,15 +144,7 @@ async fn a_retention_changed_outside_mlobs_is_put_back_when_its_event_arrives() 
 
     // No timing claim here (that is the bench's): the correction must come from the event, long
     // before the hour-long resync.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = (op.log_groups().await.into_iter()).find(|g| g.name == group.name);
-        if now.is_some_and(|g| g.retention_days == desired) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the retention was not put back");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_retention_put_back(&aws, &group.name, desired).await;
     op.wait("the correction recorded", |_| {
         op.pipeline("ev").and_then(|p| p.status).is_some_and(|s| {
             s.drift
@@ -209,14 +224,7 @@ async fn a_released_message_is_visible_again_at_once_with_its_receive_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_event_makes_the_next_reconcile_read_the_key_in_full_before_its_check_interval() {
     let aws = moto::clients().await;
-    let queue = aws
-        .sqs
-        .create_queue()
-        .queue_name(moto::unique("kdrift"))
-        .send()
-        .await
-        .expect("queue");
-    let url = queue.queue_url().expect("queue url").to_string();
+    let url = new_queue(&aws, "kdrift").await;
     let op = Operator::start_with_drift_events(url.clone()).await;
     op.create(
         "kev",
@@ -303,16 +311,7 @@ async fn wait_calls(op: &Operator, operation: &str, at_least: u64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_queue_is_read_a_resync_takes_no_log_group_listing_and_events_still_correct() {
     let aws = moto::clients().await;
-    let url = aws
-        .sqs
-        .create_queue()
-        .queue_name(moto::unique("backstop"))
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("queue url")
-        .to_string();
+    let url = new_queue(&aws, "backstop").await;
     let op = Operator::start_with_drift_events(url.clone()).await;
     // Other groups of the cluster: the listing of all takes four pages.
     for i in 0..150 {
@@ -388,13 +387,7 @@ async fn while_the_queue_is_read_a_resync_takes_no_log_group_listing_and_events_
         .find(|g| g.name.ends_with("/bs-b/logs"))
         .expect("bs-b's logs group");
     let desired = group.retention_days;
-    aws.logs
-        .put_retention_policy()
-        .log_group_name(&group.name)
-        .retention_in_days(1)
-        .send()
-        .await
-        .expect("tamper");
+    tamper_retention(&aws, &group.name).await;
     op.aws.calls.reset();
     aws.sqs
         .send_message()
@@ -407,15 +400,7 @@ async fn while_the_queue_is_read_a_resync_takes_no_log_group_listing_and_events_
         .send()
         .await
         .expect("send");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = mlobs::aws::logs::observe_many(&aws, &group.name).await.expect("group");
-        if now.get(&group.name).is_some_and(|g| g.retention_days == desired) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the retention was not put back");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_retention_put_back(&aws, &group.name, desired).await;
     let pages = op.aws.calls.of("DescribeLogGroups");
     assert!(
         (1..=2).contains(&pages),
