@@ -692,9 +692,9 @@ async fn a_terminal_stop_counts_as_a_failed_reconcile_with_its_reason() {
         text.contains(r#"mlobs_reconciles_total{controller="pipeline",result="error"}"#),
         "{text}"
     );
-    // No backoff retries: after the reconcile its own status write triggers, the count stays put
-    // while nothing changes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No backoff retries: once the reconciles its own writes trigger are done (a retry loop
+    // never is), the count stays put while nothing changes.
+    op.quiet(Duration::from_secs(1)).await;
     let before = errors(&op.metrics.encode());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(errors(&op.metrics.encode()), before);
@@ -1060,7 +1060,8 @@ async fn wait_listings(op: &Operator, from: u64, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_groups_streams_are_not_read_again_while_the_metric_listing_shows_nothing_new() {
     let op = Operator::start().await;
-    let names = ["quiet-a", "quiet-b"];
+    // `silent`'s groups never receive an event, so CloudWatch never publishes their metric.
+    let names = ["quiet-a", "quiet-b", "silent"];
     for name in names {
         // A 3 s grace period needs 1 s scrapes and 500 ms batches (see `short_grace_pipeline`).
         let spec = json!({"resyncInterval": "30s", "dataFlow": {"gracePeriod": "3s"},
@@ -1074,6 +1075,8 @@ async fn a_quiet_groups_streams_are_not_read_again_while_the_metric_listing_show
     // Their groups received events ten minutes ago (CloudWatch's metric shows them: it is
     // published for these groups), their streams were read when the collectors became ready,
     // and nothing arrived since: the resyncs keep what the streams said, without reading them.
+    // So do `silent`'s: the metric is published in this account (the listing shows the other
+    // groups), and its silence says that nothing arrived there either.
     let seeded = std::time::SystemTime::now() - Duration::from_secs(600);
     for g in op.log_groups().await.into_iter().map(|g| g.name) {
         if g.contains("/quiet-") {
@@ -1083,12 +1086,17 @@ async fn a_quiet_groups_streams_are_not_read_again_while_the_metric_listing_show
     op.aws.calls.reset();
     wait_listings(&op, 0, 2).await;
     let calls = op.aws.calls.snapshot();
-    println!("two resync periods of two quiet pipelines: {calls:?}");
+    println!("two resync periods of three quiet pipelines: {calls:?}");
     assert_eq!(
         op.aws.calls.of("DescribeLogStreams"),
         0,
         "quiet groups read again although nothing arrived: {calls:?}"
     );
+    let silent = op.condition_full("silent", "DataFlowing").expect("DataFlowing");
+    assert_eq!((silent.0.as_str(), silent.1.as_str()), ("False", "NoRecentLogs"));
+    let silent_last = op
+        .pipeline("silent")
+        .and_then(|p| p.status?.telemetry?.last_log_event_time);
     let last_log = |name: &str| -> Option<k8s_openapi::jiff::Timestamp> {
         let t = op.pipeline(name)?.status?.telemetry?.last_log_event_time?;
         t.parse().ok()
@@ -1097,7 +1105,7 @@ async fn a_quiet_groups_streams_are_not_read_again_while_the_metric_listing_show
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64 / 60 * 60)
         .expect("after 1970");
-    for name in names {
+    for name in ["quiet-a", "quiet-b"] {
         let (status, reason, _) = op.condition_full(name, "DataFlowing").expect("DataFlowing");
         assert_eq!((status.as_str(), reason.as_str()), ("False", "NoRecentLogs"), "{name}");
         let at = last_log(name).map(|t| t.as_second());
@@ -1127,6 +1135,10 @@ async fn a_quiet_groups_streams_are_not_read_again_while_the_metric_listing_show
     assert!(at > seeded_minute + 300, "the new event is recorded: {at}");
     let other = last_log("quiet-b").map(|t| t.as_second());
     assert_eq!(other, Some(seeded_minute), "quiet-b received nothing");
+    let silent_now = op
+        .pipeline("silent")
+        .and_then(|p| p.status?.telemetry?.last_log_event_time);
+    assert_eq!(silent_now, silent_last, "silent received nothing");
     op.stop().await;
 }
 

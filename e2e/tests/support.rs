@@ -463,7 +463,6 @@ pub async fn log_group(aws: &AwsClients, name: &str) -> Result<Option<aws_sdk_cl
 /// Publishes what CloudWatch Logs publishes for a group receiving events (`AWS/Logs`
 /// `IncomingLogEvents`, this minute) for every log group under `prefix`; returns their number.
 pub async fn publish_incoming_log_events(aws: &AwsClients, prefix: &str) -> Result<usize> {
-    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
     let mut groups = vec![];
     let mut token = None;
     loop {
@@ -483,6 +482,14 @@ pub async fn publish_incoming_log_events(aws: &AwsClients, prefix: &str) -> Resu
             _ => break,
         }
     }
+    put_incoming_log_events(aws, &groups).await?;
+    Ok(groups.len())
+}
+
+/// Publishes `IncomingLogEvents` of this minute for each of `groups` (as CloudWatch Logs does for
+/// a group receiving events).
+pub async fn put_incoming_log_events(aws: &AwsClients, groups: &[String]) -> Result<()> {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
     let now = aws_sdk_cloudwatch::primitives::DateTime::from(std::time::SystemTime::now());
     for chunk in groups.chunks(500) {
         let data = (chunk.iter())
@@ -502,7 +509,7 @@ pub async fn publish_incoming_log_events(aws: &AwsClients, prefix: &str) -> Resu
             .await
             .context("PutMetricData")?;
     }
-    Ok(groups.len())
+    Ok(())
 }
 
 /// Whether an IAM role of this name exists.

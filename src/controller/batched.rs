@@ -22,7 +22,7 @@
 //! streams are read once; while the listings show nothing new for it, that reading stands.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,14 +47,11 @@ type Cached<T> = tokio::sync::Mutex<Option<(SystemTime, Option<Arc<T>>)>>;
 
 /// What a group's streams last said (`newest_ms`: its newest event, `None`: none) and up to when
 /// that is known to hold (`through_ms`: when they were read, moved on by each metric listing that
-/// shows nothing arrived since; 0: not read), and whether a metric listing ever showed the group
-/// (`metric_seen`: CloudWatch publishes its `IncomingLogEvents`, so the metric's silence means
-/// something).
+/// shows nothing arrived since).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Known {
     through_ms: i64,
     newest_ms: Option<i64>,
-    metric_seen: bool,
 }
 
 /// The start of the minute `ms` lies in.
@@ -74,6 +71,8 @@ pub struct BatchedReads {
     /// Log group → what its streams last said, for the quiet groups (see
     /// [`Self::unchanged_since_read`]).
     known: Mutex<HashMap<String, Known>>,
+    /// A metric listing has shown some group (see [`Self::unchanged_since_read`]).
+    metric_published: AtomicBool,
     /// Pipeline uid → its resync interval (ms) and log groups, as its last reconcile named them.
     flow_groups: Mutex<HashMap<String, (u64, Vec<String>)>>,
     /// Pipeline uid → when this process last ran its slower checks.
@@ -97,6 +96,7 @@ impl BatchedReads {
             roles: tokio::sync::Mutex::new(None),
             incoming: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            metric_published: AtomicBool::new(false),
             flow_groups: Mutex::new(HashMap::new()),
             slow_checks: Mutex::new(HashMap::new()),
             event_named: Mutex::new(BTreeSet::new()),
@@ -237,36 +237,24 @@ impl BatchedReads {
         (k.through_ms, k.newest_ms) = (at_ms, newest_ms);
     }
 
-    /// A metric listing showed events of `group`: its metric is published, so a listing without
-    /// it says that it received nothing. Until then its streams are read at every resync (a group
-    /// that never received an event, or a metric missing in some setup, costs reads, never a
-    /// wrong `DataFlowing`).
-    pub fn metric_seen(&self, group: &str) {
-        let mut m = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        match m.get_mut(group) {
-            Some(k) => k.metric_seen = true,
-            None => {
-                let seen = Known {
-                    metric_seen: true,
-                    ..Known::default()
-                };
-                m.insert(group.to_string(), seen);
-            }
-        }
-    }
-
-    /// `group`'s newest event without reading its streams, when its metric is published
-    /// ([`Self::metric_seen`]) and `listing` (this period's metric listing) reaches back to when
+    /// `group`'s newest event without reading its streams, when the metric is published (a
+    /// listing, this or an earlier one, showed some group: CloudWatch publishes `IncomingLogEvents`
+    /// for every group that receives events, so a listing without a group says that it received
+    /// nothing; until then quiet groups' streams are read at every resync, as in a setup that
+    /// never publishes the metric, such as an emulator: reads, never a wrong `DataFlowing`) and `listing` (this period's metric listing) reaches back to when
     /// its streams were last read and shows no event from that minute on: what they said then
     /// still holds (or a minute the listing shows, if later: the streams' `lastEventTimestamp`
     /// can lag). The reading is then vouched for until the listing's
     /// [`log_metrics::Listing::vouches_until_ms`], which the next listing reaches back to. `None`:
-    /// read the streams (not read by this process, no sign of the metric, the listing does not
-    /// reach back that far, or events came since).
+    /// read the streams (not read by this process, no listing has shown the metric published, the
+    /// listing does not reach back that far, or events came since).
     pub fn unchanged_since_read(&self, group: &str, listing: &log_metrics::Listing) -> Option<Option<i64>> {
         let mut m = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let k = m.get_mut(group)?;
-        if !k.metric_seen || k.through_ms == 0 || k.through_ms < listing.from_ms {
+        if !listing.newest.is_empty() {
+            self.metric_published.store(true, Ordering::Relaxed);
+        }
+        if !self.metric_published.load(Ordering::Relaxed) || k.through_ms < listing.from_ms {
             return None;
         }
         let shown = listing.newest.get(group).copied();
@@ -543,12 +531,19 @@ mod tests {
         };
         assert_eq!(b.unchanged_since_read("g", &listing(t0, &[])), None, "never read");
         b.streams_read("g", t0, Some(t0 - 3 * HOUR.as_millis() as i64));
+        b.streams_read("never", t0, None);
         assert_eq!(
             b.unchanged_since_read("g", &listing(t0 + min, &[])),
             None,
-            "no listing showed the group yet: its metric's silence says nothing"
+            "no listing showed any group yet: the metric's silence says nothing"
         );
-        b.metric_seen("g");
+        assert_eq!(b.unchanged_since_read("never", &listing(t0 + min, &[])), None);
+        // Another group's minute in a listing: the metric is published in this account.
+        assert_eq!(
+            b.unchanged_since_read("never", &listing(t0 + 2 * min, &[("other", t0)])),
+            Some(None),
+            "a group that never received an event, read once, stays so while listings omit it"
+        );
         // Ten-minute periods: each listing reaches back past what the one before vouched for.
         let mut taken = t0;
         for _ in 0..6 {
@@ -578,7 +573,6 @@ mod tests {
         // A deleted pipeline's groups are forgotten.
         b.flow_groups("uid", 600_000, &[(Signal::Logs, "g".to_string())]);
         b.streams_read("g", far, None);
-        b.metric_seen("g");
         assert!(b.unchanged_since_read("g", &listing(far + min, &[])).is_some());
         b.pipeline_gone("uid");
         assert_eq!(b.unchanged_since_read("g", &listing(far + 2 * min, &[])), None);

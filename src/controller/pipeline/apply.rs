@@ -321,9 +321,6 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
     for (signal, group) in groups {
         let recorded = dataflow::recorded_ms(p.status.as_ref(), signal);
         let shown = minutes.as_ref().and_then(|m| m.newest.get(&group));
-        if shown.is_some() {
-            ctx.batched.metric_seen(&group);
-        }
         let flowing = shown
             .filter(|t| now_ms.saturating_sub(**t) <= grace_ms)
             // A minute's start can be older than an exact time read before: keep the later.
