@@ -45,6 +45,7 @@ fn resync_opts(
 ) -> ApplyOptions {
     let mut o = opts.clone();
     o.known_key_id = first.kms_key_id.clone();
+    o.recorded_roles = first.role_arn.iter().cloned().collect();
     o.log_group_snapshot = Some(groups.clone());
     o.batched = batched.clone();
     o

@@ -26,6 +26,9 @@ struct Case {
     owner: Owner,
     /// The role name (unique per test).
     name: String,
+    /// What the pipeline's status would record: the ARN an ensure returned (`status.aws.roleArn`
+    /// is written only after a create finished).
+    recorded: std::sync::Mutex<Vec<String>>,
 }
 
 impl Case {
@@ -75,11 +78,22 @@ fn case(mut identity: Value) -> Case {
         cluster: e.cluster_name.clone(),
         pipeline: e.pipeline_id(),
     };
-    Case { plan, owner, name }
+    Case {
+        plan,
+        owner,
+        name,
+        recorded: Default::default(),
+    }
 }
 
+/// An ensure as the controller makes it: with the ARNs status records, recording the returned one.
 async fn ensure(c: &AwsClients, k: &Case, adopt: bool, drift: DriftPolicy) -> Result<(String, Vec<Drift>), AwsError> {
-    iam::ensure(c, &k.plan, &k.owner, adopt, drift).await
+    let recorded = k.recorded.lock().map(|r| r.clone()).unwrap_or_default();
+    let out = iam::ensure(c, &k.plan, &k.owner, adopt, drift, &recorded).await;
+    if let (Ok((arn, _)), Ok(mut r)) = (&out, k.recorded.lock()) {
+        *r = vec![arn.clone()];
+    }
+    out
 }
 
 // --- Reading moto state (through separate clients, so the counters under test stay exact). ---
@@ -204,7 +218,7 @@ async fn irsa_role_is_created_with_planned_trust_policy_boundary_and_tags_and_re
         c.calls.mutating(),
         c.calls.snapshot().keys().map(|k| &k.operation).collect::<Vec<_>>()
     );
-    assert_eq!(c.calls.mutating(), 3, "CreateRole, PutRolePolicy, UntagRole(pending)");
+    assert_eq!(c.calls.mutating(), 2, "CreateRole, PutRolePolicy");
     assert_eq!(c.calls.of("GetRole"), 1);
 
     let again = moto::clients().await;
@@ -226,7 +240,7 @@ async fn pod_identity_role_trusts_eks_pods_without_boundary_and_rerun_writes_not
     let t = trust(&probe, &k.name).await;
     assert_eq!(t["Statement"][0]["Principal"]["Service"], "pods.eks.amazonaws.com");
     assert_eq!(t["Statement"][0]["Action"], json!(["sts:AssumeRole", "sts:TagSession"]));
-    assert_eq!(c.calls.mutating(), 3);
+    assert_eq!(c.calls.mutating(), 2);
 
     let again = moto::clients().await;
     let (_, drift) = ensure(&again, &k, false, DriftPolicy::Report).await.expect("re-run");
@@ -262,7 +276,51 @@ async fn a_crash_after_any_mutating_call_converges_to_one_complete_role_even_und
         ensure(&settled, &k, false, DriftPolicy::Report).await.expect("settled");
         assert_eq!(settled.calls.mutating(), 0, "after crash at write {n}");
     }
-    assert_eq!(crashes, 3, "a create is three writes, each one a crash point");
+    assert_eq!(crashes, 2, "a create is two writes, each one a crash point");
+}
+
+#[tokio::test]
+async fn a_role_an_earlier_version_left_pending_is_finished_and_untagged_even_under_report() {
+    // Earlier versions created roles tagged `mlobs.io/pending` and removed the tag once the inline
+    // policy was in place. A role still carrying it, without the policy, crashed in between.
+    let probe = moto::clients().await;
+    let k = case(irsa());
+    let mut tags: Vec<aws_sdk_iam::types::Tag> = (k.tags().iter())
+        .map(|(key, v)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(key)
+                .value(v)
+                .build()
+                .expect("tag")
+        })
+        .collect();
+    tags.push(
+        aws_sdk_iam::types::Tag::builder()
+            .key(TAG_PENDING)
+            .value("inline-policy")
+            .build()
+            .expect("tag"),
+    );
+    (probe.iam.create_role())
+        .role_name(&k.name)
+        .assume_role_policy_document(k.trust().to_string())
+        .permissions_boundary(BOUNDARY)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .expect("create as an earlier version did");
+    // Its status recorded the role (a later version wrote it): the pending tag alone says unfinished.
+    k.recorded.lock().expect("lock").push(k.plan.arn().to_string());
+    let c = moto::clients().await;
+    let (_, drift) = ensure(&c, &k, false, DriftPolicy::Report).await.expect("finish");
+    assert!(drift.is_empty(), "{drift:?}");
+    assert_eq!(
+        (c.calls.of("PutRolePolicy"), c.calls.of("UntagRole")),
+        (1, 1),
+        "{:?}",
+        c.calls.snapshot()
+    );
+    assert_as_planned(&probe, &k, Some(BOUNDARY)).await;
 }
 
 #[tokio::test]
@@ -636,6 +694,7 @@ async fn a_role_not_tagged_ours_is_never_deleted() {
         plan: other.plan.clone(),
         owner: k.owner.clone(),
         name: other.name.clone(),
+        recorded: Default::default(),
     };
     for policy in [DeletionPolicy::Delete, DeletionPolicy::Retain] {
         let d = moto::clients().await;

@@ -37,6 +37,10 @@ pub struct ApplyOptions {
     /// The CloudWatch dashboard status records (mlobs created it): deleted once
     /// `spec.dashboards.cloudwatch` is off.
     pub dashboard_recorded: Option<String>,
+    /// The role ARNs status records (`roleArn`, `hotPathRoleArn`): recorded only once a role's
+    /// create finished, so a role of ours missing from them without its inline policy is a create
+    /// to finish (see `iam`).
+    pub recorded_roles: Vec<String>,
 }
 
 /// What a resync reads once for many pipelines, and what it may leave unread.
@@ -216,7 +220,8 @@ pub async fn ensure_all(c: &AwsClients, plan: &AwsPlan, opts: &ApplyOptions) -> 
         }
     }
     let roles = opts.batched.iam_roles.as_deref();
-    match iam::ensure_from(c, &plan.role, &opts.owner, opts.adopt, opts.drift, roles).await {
+    let recorded = &opts.recorded_roles;
+    match iam::ensure_from(c, &plan.role, &opts.owner, opts.adopt, opts.drift, roles, recorded).await {
         Ok((arn, drift)) => {
             out.role_arn = Some(arn);
             out.drift.extend(drift);
@@ -291,7 +296,9 @@ async fn ensure_hot_path(
     let (arn, mut drift) = kinesis::ensure(c, &plan.stream, key_arn, &opts.owner, opts.adopt, opts.drift).await?;
     out.hot_path_stream_arn = Some(arn);
     let roles = opts.batched.iam_roles.as_deref();
-    let (role, role_drift) = iam::ensure_from(c, &plan.role, &opts.owner, opts.adopt, opts.drift, roles).await?;
+    let recorded = &opts.recorded_roles;
+    let (role, role_drift) =
+        iam::ensure_from(c, &plan.role, &opts.owner, opts.adopt, opts.drift, roles, recorded).await?;
     out.hot_path_role_arn = Some(role);
     drift.extend(role_drift);
     if let Some(pi) = &plan.pod_identity {

@@ -1,9 +1,13 @@
 //! The collector's IAM role: trust policy, one inline policy, an optional permissions boundary
 //! and our ownership tags. `ensure` creates or reconciles it, `delete` untags or removes it.
 //!
-//! A role mlobs creates carries `mlobs.io/pending` until its inline policy is in place. That is
-//! how a re-run tells "crashed between CreateRole and PutRolePolicy" (finish the create, whatever
-//! the drift policy) from "someone deleted our inline policy" (drift: corrected or only reported).
+//! Creating a role is two writes: CreateRole (with our tags) and PutRolePolicy. A re-run tells
+//! "crashed between them" (finish the create, whatever the drift policy) from "someone deleted our
+//! inline policy" (drift: corrected or only reported) by the pipeline's status: it records the
+//! role's ARN (`status.aws.roleArn`, `hotPathRoleArn`) only after both writes succeeded. A role
+//! of ours that status does not record and that lacks our inline policy is a create to finish.
+//! Roles created by earlier versions carry `mlobs.io/pending` until their inline policy is in
+//! place (a third write, UntagRole, removed it); a role still carrying it is finished the same way.
 //!
 //! Not compared, on purpose: other inline or attached policies (not ours; IAM grants the union, so
 //! they are the role owner's business), the role's path (IAM cannot change it) and extra tags.
@@ -26,9 +30,9 @@ use super::{AwsClients, AwsError, Drift, Owner};
 use crate::crd::{DeletionPolicy, DriftPolicy};
 use crate::desired::aws_plan::RolePlan;
 
-/// Present from CreateRole until the inline policy is written (see the module docs).
+/// Present on a role an earlier version created until its inline policy was written (see the
+/// module docs); removed when found.
 pub const TAG_PENDING: &str = "mlobs.io/pending";
-const PENDING_VALUE: &str = "inline-policy";
 /// Prefix of every tag key mlobs owns; `Retain` removes exactly these.
 const TAG_PREFIX: &str = "mlobs.io/";
 const ABSENT: &str = "<absent>";
@@ -164,15 +168,18 @@ impl RoleView {
 ///
 /// `Existing` roles are only verified (never changed). A created role that exists without our
 /// `mlobs.io/pipeline` tag is a [`AwsError::NameConflict`] unless `adopt`, which tags it first.
-/// An unchanged role costs two reads (GetRole, GetRolePolicy) and no write.
+/// An unchanged role costs two reads (GetRole, GetRolePolicy) and no write; a new one two writes.
+/// `recorded`: the role ARNs the pipeline's status records (see the module docs); a role of ours
+/// not among them and without our inline policy is a create to finish.
 pub async fn ensure(
     c: &AwsClients,
     plan: &RolePlan,
     owner: &Owner,
     adopt: bool,
     drift: DriftPolicy,
+    recorded: &[String],
 ) -> Result<(String, Vec<Drift>), AwsError> {
-    ensure_from(c, plan, owner, adopt, drift, None).await
+    ensure_from(c, plan, owner, adopt, drift, None, recorded).await
 }
 
 /// [`ensure`], comparing against `snapshot` (a resync's [`RoleSnapshot`]) when the role is in it:
@@ -185,6 +192,7 @@ pub async fn ensure_from(
     adopt: bool,
     drift: DriftPolicy,
     snapshot: Option<&RoleSnapshot>,
+    recorded: &[String],
 ) -> Result<(String, Vec<Drift>), AwsError> {
     let w = match plan {
         RolePlan::Existing { arn } => return verify_existing(c, arn).await.map(|arn| (arn, Vec::new())),
@@ -208,11 +216,12 @@ pub async fn ensure_from(
         },
     };
     if let Some(seen) = snapshot.and_then(|s| s.get(w.name)) {
-        return reconcile(c, &w, RoleView::of_observed(seen, w.policy_name), owner, adopt, drift).await;
+        let view = RoleView::of_observed(seen, w.policy_name);
+        return reconcile(c, &w, view, owner, adopt, drift, recorded).await;
     }
     match get_role(c, w.name).await? {
         None => create(c, &w).await.map(|arn| (arn, Vec::new())),
-        Some(role) => reconcile(c, &w, RoleView::of_role(&role), owner, adopt, drift).await,
+        Some(role) => reconcile(c, &w, RoleView::of_role(&role), owner, adopt, drift, recorded).await,
     }
 }
 
@@ -241,11 +250,10 @@ async fn get_role(c: &AwsClients, name: &str) -> Result<Option<Role>, AwsError> 
     }
 }
 
-/// CreateRole (tagged pending) → PutRolePolicy → UntagRole(pending): three writes.
+/// CreateRole → PutRolePolicy: two writes. The ARN is returned (and recorded in status) only
+/// after both.
 async fn create(c: &AwsClients, w: &Want<'_>) -> Result<String, AwsError> {
     let resource = w.resource();
-    let mut tags = w.tags.clone();
-    tags.insert(TAG_PENDING.into(), PENDING_VALUE.into());
     let out = c
         .iam
         .create_role()
@@ -253,7 +261,7 @@ async fn create(c: &AwsClients, w: &Want<'_>) -> Result<String, AwsError> {
         .path(w.path)
         .assume_role_policy_document(w.trust.to_string())
         .set_permissions_boundary(w.boundary.map(str::to_string))
-        .set_tags(Some(iam_tags("CreateRole", &resource, &tags)?))
+        .set_tags(Some(iam_tags("CreateRole", &resource, w.tags)?))
         .send()
         .await
         .map_err(|e| {
@@ -274,7 +282,6 @@ async fn create(c: &AwsClients, w: &Want<'_>) -> Result<String, AwsError> {
         .map(|r| r.arn().to_string())
         .ok_or_else(|| invalid_response("CreateRole", &resource, "no Role in the response"))?;
     put_policy(c, w).await?;
-    untag(c, w.name, vec![TAG_PENDING.to_string()]).await?;
     Ok(arn)
 }
 
@@ -285,8 +292,10 @@ async fn reconcile(
     owner: &Owner,
     adopt: bool,
     drift: DriftPolicy,
+    recorded: &[String],
 ) -> Result<(String, Vec<Drift>), AwsError> {
     let resource = w.resource();
+    let ours_before = owner.owns(role.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut actual_tags: BTreeMap<&str, &str> = role.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if !owner.owns(actual_tags.iter().map(|(k, v)| (*k, *v))) {
         if !adopt {
@@ -296,8 +305,14 @@ async fn reconcile(
         tag(c, w.name, w.tags).await?;
         actual_tags.extend(w.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
+    let inline = match role.inline {
+        Some(seen) => seen,
+        None => get_policy(c, w).await?,
+    };
     // Finishing our own create is not drift: do it in every mode and report nothing.
-    let pending = actual_tags.contains_key(TAG_PENDING);
+    let legacy_pending = actual_tags.contains_key(TAG_PENDING);
+    let unfinished = ours_before && inline.is_none() && !recorded.contains(&role.arn);
+    let pending = legacy_pending || unfinished;
     let correct = pending || drift == DriftPolicy::Correct;
     let mut found = Vec::new();
     let mut note = |field: &str, desired: String, actual: String, corrected: bool| {
@@ -351,10 +366,6 @@ async fn reconcile(
         note("assumeRolePolicyDocument", shown(w.trust), actual, correct);
     }
 
-    let inline = match role.inline {
-        Some(seen) => seen,
-        None => get_policy(c, w).await?,
-    };
     if let Some(actual) = differs(w.policy, inline.as_ref()) {
         if correct {
             put_policy(c, w).await?;
@@ -381,7 +392,7 @@ async fn reconcile(
         note(&format!("tags/{k}"), v.clone(), have.into(), correct);
     }
 
-    if pending {
+    if legacy_pending {
         untag(c, w.name, vec![TAG_PENDING.to_string()]).await?;
     }
     Ok((role.arn, found))

@@ -268,6 +268,7 @@ impl Observed {
                     log_group_arns: out.log_group_arns.clone(),
                     archive_bucket_arn: out.archive_bucket_arn.clone(),
                     hot_path_stream_arn: out.hot_path_stream_arn.clone(),
+                    hot_path_role_arn: out.hot_path_role_arn.clone(),
                     alerts_topic_arn: out.alerts_topic_arn.clone(),
                     alarm_count: out.alarm_count,
                     dashboard_name: out.dashboard_name.clone(),

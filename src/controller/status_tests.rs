@@ -384,6 +384,7 @@ fn hot_path_ready_is_part_of_ready_only_while_the_hot_path_is_on() {
     let mut ok = outcome(vec![]);
     if let AwsResult::Ok { out, .. } = &mut ok {
         out.hot_path_stream_arn = Some("arn:aws:kinesis:us-east-1:123456789012:stream/s".into());
+        out.hot_path_role_arn = Some("arn:aws:iam::123456789012:role/fluent-bit".into());
     }
     let mut on = observe(&p, Some(ok), Some(daemon_set(2, 2)));
     on.hot_path = Some("on-demand".into());
@@ -395,6 +396,16 @@ fn hot_path_ready_is_part_of_ready_only_while_the_hot_path_is_on() {
     assert_eq!(
         s.aws.as_ref().and_then(|a| a.hot_path_stream_arn.as_deref()),
         Some("arn:aws:kinesis:us-east-1:123456789012:stream/s")
+    );
+    // Recorded once created with its policy: a later ensure tells a create to finish by it.
+    assert_eq!(
+        s.aws.as_ref().and_then(|a| a.hot_path_role_arn.as_deref()),
+        Some("arn:aws:iam::123456789012:role/fluent-bit")
+    );
+    let json = serde_json::to_value(&s).expect("status JSON");
+    assert_eq!(
+        json["aws"]["hotPathRoleArn"],
+        "arn:aws:iam::123456789012:role/fluent-bit"
     );
 
     // The stream's step fails: HotPathReady and Ready say why, the role after it waits.
@@ -421,5 +432,9 @@ fn hot_path_ready_is_part_of_ready_only_while_the_hot_path_is_on() {
     let o = off.into_status(&p, &f, at(3));
     assert!(conditions::find(&o.conditions, ty::HOT_PATH_READY).is_none());
     assert_eq!(o.aws.as_ref().and_then(|a| a.hot_path_stream_arn.clone()), None);
+    assert_eq!(o.aws.as_ref().and_then(|a| a.hot_path_role_arn.clone()), None);
+    // Written as null, so the merge patch removes what was recorded.
+    let json = serde_json::to_value(&o).expect("status JSON");
+    assert!(json["aws"]["hotPathRoleArn"].is_null() && json["aws"].get("hotPathRoleArn").is_some());
     assert_eq!(cond(&o, ty::READY).status, st::TRUE, "{:?}", o.conditions);
 }

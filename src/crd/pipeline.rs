@@ -607,7 +607,8 @@ pub struct AwsStatus {
     /// The logs and metrics log groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_group_arns: Vec<String>,
-    /// The collector's role.
+    /// The collector's role, once created with its inline policy (a role of mlobs that is not
+    /// recorded here and lacks the policy is a create to finish, also under `driftPolicy: Report`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
     /// The archive bucket (`arn:aws:s3:::<bucket>`), when an archive is enabled.
@@ -617,6 +618,10 @@ pub struct AwsStatus {
     /// it is not (status is merge-patched: null removes it once the stream is retired).
     #[serde(default)]
     pub hot_path_stream_arn: Option<String>,
+    /// Fluent Bit's role on the hot path, once created with its policy. Written as null when the
+    /// hot path is not enabled.
+    #[serde(default)]
+    pub hot_path_role_arn: Option<String>,
     /// The SNS topic the alarms notify, when alerts are enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts_topic_arn: Option<String>,

@@ -47,6 +47,7 @@ pub fn plan_and_opts(e: &Effective, drift: DriftPolicy) -> (AwsPlan, ApplyOption
         batched: Default::default(),
         alarms_recorded: false,
         dashboard_recorded: None,
+        recorded_roles: Vec::new(),
     };
     (aws_plan::build(e).expect("plan"), opts)
 }

@@ -79,6 +79,11 @@ pub async fn aws(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, obs: &mut 
         batched,
         alarms_recorded: recorded.alarm_count.is_some(),
         dashboard_recorded: recorded.dashboard_name.clone(),
+        recorded_roles: [&recorded.role_arn, &recorded.hot_path_role_arn]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
     };
     let mut out = match ensure_all(&ctx.aws, &d.aws, &opts).await {
         Ok(out) => out,
