@@ -25,6 +25,8 @@ OPNS=mlobs-system
 CLUSTER_HOME=${MLOBS_CLUSTER_HOME:-$HOME/.cache/mlobs-cluster}
 BENCH=${MLOBS_E2E_BENCH:-0}
 # MLOBS_E2E_BENCH_SHARDS=M: the bench runs M replicas as --shard I/M (one per shard).
+# MLOBS_E2E_OPERATOR_ENV="K=V ...": more environment for the operator replicas only, e.g. glibc
+# malloc tunables for a memory experiment (GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072).
 BENCH_SHARDS=${MLOBS_E2E_BENCH_SHARDS:-1}
 if [ "$BENCH" = 1 ]; then REPLICAS=$BENCH_SHARDS GPU_NODES=${MLOBS_E2E_GPU_NODES:-20}; else REPLICAS=2 GPU_NODES=${MLOBS_E2E_GPU_NODES:-4}; fi
 TMP=$(mktemp -d)
@@ -223,6 +225,8 @@ start_replica() {
     --namespace "$OPNS" --aws-endpoint-url "$MOTO_URL" --metrics-addr "127.0.0.1:$port" "${DRIFT_ARGS[@]}" "$@")
   local envs=("KUBECONFIG=$OPKC" "POD_NAME=$id" "AWS_ACCESS_KEY_ID=testing"
     "AWS_SECRET_ACCESS_KEY=testing" "RUST_LOG=${MLOBS_E2E_RUST_LOG:-$DEFAULT_RUST_LOG}")
+  local kv
+  for kv in ${MLOBS_E2E_OPERATOR_ENV:-}; do envs+=("$kv"); done
   env -u AWS_PROFILE -u AWS_ENDPOINT_URL -u POD_NAMESPACE "${envs[@]}" "${cmd[@]}" >>"$logf" 2>&1 &
   {
     echo "pid=$!"
