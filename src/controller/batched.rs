@@ -19,7 +19,8 @@
 //! The `DataFlowing` read at a resync takes, for the log groups of every pipeline this process
 //! reconciled, when each last received events from one metric listing per period (`log_metrics`:
 //! 500 groups per GetMetricData) instead of one DescribeLogStreams per group. A quiet group's
-//! streams are read once; while the listings show nothing new for it, that reading stands.
+//! streams are read once; while the listings show nothing new for it, that reading stands (once
+//! any listing has shown the metric published in the account).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -237,23 +238,24 @@ impl BatchedReads {
         (k.through_ms, k.newest_ms) = (at_ms, newest_ms);
     }
 
-    /// `group`'s newest event without reading its streams, when the metric is published (a
-    /// listing, this or an earlier one, showed some group: CloudWatch publishes `IncomingLogEvents`
-    /// for every group that receives events, so a listing without a group says that it received
-    /// nothing; until then quiet groups' streams are read at every resync, as in a setup that
-    /// never publishes the metric, such as an emulator: reads, never a wrong `DataFlowing`) and `listing` (this period's metric listing) reaches back to when
-    /// its streams were last read and shows no event from that minute on: what they said then
+    /// `group`'s newest event without reading its streams, when the metric is published and
+    /// `listing` (this period's metric listing) reaches back to when its streams were last read
+    /// and shows no event from that minute on. Published: a listing, this or an earlier one,
+    /// showed some group. CloudWatch publishes `IncomingLogEvents` for every group that receives
+    /// events, so a listing without a group says that it received nothing; until a listing shows
+    /// any, quiet groups' streams are read at every resync, as in a setup that never publishes the
+    /// metric, such as an emulator (reads, never a wrong `DataFlowing`). What the streams said then
     /// still holds (or a minute the listing shows, if later: the streams' `lastEventTimestamp`
     /// can lag). The reading is then vouched for until the listing's
     /// [`log_metrics::Listing::vouches_until_ms`], which the next listing reaches back to. `None`:
     /// read the streams (not read by this process, no listing has shown the metric published, the
     /// listing does not reach back that far, or events came since).
     pub fn unchanged_since_read(&self, group: &str, listing: &log_metrics::Listing) -> Option<Option<i64>> {
-        let mut m = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let k = m.get_mut(group)?;
         if !listing.newest.is_empty() {
             self.metric_published.store(true, Ordering::Relaxed);
         }
+        let mut m = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let k = m.get_mut(group)?;
         if !self.metric_published.load(Ordering::Relaxed) || k.through_ms < listing.from_ms {
             return None;
         }
