@@ -19,8 +19,15 @@ fn cut_with_hash(head: &str, max: usize, trim: &[char], hash_of: &str, hex: usiz
         .take(hex.div_ceil(2))
         .map(|b| format!("{b:02x}"))
         .collect();
+    // `max` counts bytes, as the API server and AWS do: a character is kept only whole.
     let keep = max.saturating_sub(hex + 1);
-    let cut: String = head.chars().take(keep).collect();
+    let mut cut = String::with_capacity(keep);
+    for c in head.chars() {
+        if cut.len() + c.len_utf8() > keep {
+            break;
+        }
+        cut.push(c);
+    }
     format!("{}-{}", cut.trim_end_matches(trim), &hash[..hex])
 }
 
@@ -28,11 +35,16 @@ fn cut_with_hash(head: &str, max: usize, trim: &[char], hash_of: &str, hex: usiz
 /// charset become `-`, and a name that had to change or be cut gets an 8-hex hash of the raw
 /// input, so two different inputs never end up with the same name.
 pub fn bounded_name(raw: &str, max: usize, allowed: impl Fn(char) -> bool) -> String {
-    let clean: String = raw.chars().map(|c| if allowed(c) { c } else { '-' }).collect();
+    let clean = dashed(raw, allowed);
     if clean == raw && clean.len() <= max {
         return clean;
     }
     cut_with_hash(&clean, max, &['-'], raw, 8)
+}
+
+/// `raw` with each character outside `allowed` replaced by `-`.
+fn dashed(raw: &str, allowed: impl Fn(char) -> bool) -> String {
+    raw.chars().map(|c| if allowed(c) { c } else { '-' }).collect()
 }
 
 fn is_label_value_char(c: char) -> bool {
@@ -97,13 +109,14 @@ pub fn cluster_role_name(namespace: &str, name: &str) -> String {
 
 /// Name of a Managed exporter's objects. The Service's name must be a DNS label (≤ 63, no dots),
 /// while policy names may be longer and dotted: dots become dashes, and long names end in a hash
-/// of the policy name.
+/// of the policy name (as do names with characters no DNS label has, which the API server does
+/// not admit in a policy's name anyway).
 pub fn exporter_object_name(policy_name: &str) -> String {
     let full = format!("mlobs-dcgm-exporter-{}", policy_name.replace('.', "-"));
-    if full.chars().count() <= 63 {
+    if full.len() <= 63 && full.chars().all(is_dns_label_char) {
         return full;
     }
-    cut_with_hash(&full, 63, &['-'], policy_name, 8)
+    cut_with_hash(&dashed(&full, is_dns_label_char), 63, &['-'], policy_name, 8)
 }
 
 /// Prefix of every derived archive bucket name; the operator's IAM policy is scoped to it.
@@ -272,6 +285,19 @@ mod tests {
         assert!(!e.contains('.'));
         assert_ne!(e, exporter_object_name(&format!("{long}.y")));
         assert_eq!(exporter_object_name("a.b"), "mlobs-dcgm-exporter-a-b");
+        // Characters no DNS label has (the fuzz test found 22 × 'é': 42 characters, 64 bytes).
+        for odd in ["é".repeat(22), "é".repeat(40), "Team_A".into()] {
+            let e = exporter_object_name(&odd);
+            assert!(e.len() <= 63, "{e}: {} bytes", e.len());
+            assert!(e.chars().all(is_dns_label_char), "{e}");
+        }
+        assert_ne!(
+            exporter_object_name(&"é".repeat(22)),
+            exporter_object_name(&"è".repeat(22))
+        );
+        // Cut by bytes, a character kept whole.
+        let cut = cluster_role_name("team-a", &"é".repeat(300));
+        assert!(cut.len() <= 253, "{} bytes", cut.len());
         assert_eq!(child_name("ns", "x", false), "mlobs-x");
         assert_eq!(child_name(&long, "x", true).len(), 63);
     }
