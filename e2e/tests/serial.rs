@@ -188,6 +188,21 @@ async fn steady_state_makes_no_writes() -> Result<()> {
                 "not yet: {}",
                 conditions_summary(&p)
             );
+            // The KMS key's full check runs once after data stopped, at once (not at the next
+            // resync slot, which could fall in the window): it rewrites kmsKeyCheckedAt.
+            let status = p.status.as_ref().context("status")?;
+            let stopped = (status.conditions.iter())
+                .find(|c| c.type_ == "DataFlowing")
+                .map(|c| c.last_transition_time.0)
+                .context("DataFlowing")?;
+            let checked = (status.aws.as_ref())
+                .and_then(|a| a.kms_key_checked_at.as_ref())
+                .map(|t| t.0)
+                .context("status.aws.kmsKeyCheckedAt (the pipeline creates a key)")?;
+            ensure!(
+                checked >= stopped,
+                "the key was last checked at {checked}, before data stopped at {stopped}"
+            );
             Ok(())
         },
     )

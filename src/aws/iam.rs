@@ -295,9 +295,9 @@ async fn reconcile(
     recorded: &[String],
 ) -> Result<(String, Vec<Drift>), AwsError> {
     let resource = w.resource();
-    let ours_before = owner.owns(role.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut actual_tags: BTreeMap<&str, &str> = role.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if !owner.owns(actual_tags.iter().map(|(k, v)| (*k, *v))) {
+    let ours_before = owner.owns(actual_tags.iter().map(|(k, v)| (*k, *v)));
+    if !ours_before {
         if !adopt {
             return Err(AwsError::NameConflict { resource });
         }

@@ -284,6 +284,14 @@ impl BatchedReads {
         })
     }
 
+    /// Whether the check once after data stopped is still to run: this process ran the
+    /// pipeline's slower checks, but before its data stopped at `data_stopped_at`. (A pipeline
+    /// this process never checked is due anyway: its AWS side was never ensured here.)
+    pub fn stop_check_due(&self, uid: &str, data_stopped_at: SystemTime) -> bool {
+        let m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(uid).is_some_and(|last| *last < data_stopped_at)
+    }
+
     /// Records that the pipeline's slower checks ran at `at`.
     pub fn slow_checks_ran(&self, uid: &str, at: SystemTime) {
         let mut m = self.slow_checks.lock().unwrap_or_else(|e| e.into_inner());
@@ -434,6 +442,25 @@ mod tests {
         })
         .await;
         assert_eq!(next.as_deref(), Some(&7));
+    }
+
+    #[test]
+    fn the_check_after_data_stopped_is_due_once_until_it_ran() {
+        let b = BatchedReads::new(HOUR, DEFAULT_EVENT_BACKSTOP_INTERVAL);
+        let checked = at(1_800_000_000);
+        let stopped = checked + Duration::from_secs(300);
+        assert!(
+            !b.stop_check_due("uid", stopped),
+            "never checked here: due for other reasons"
+        );
+        b.slow_checks_ran("uid", checked);
+        assert!(
+            !b.stop_check_due("uid", checked - Duration::from_secs(1)),
+            "stopped before the check"
+        );
+        assert!(b.stop_check_due("uid", stopped), "stopped after the check");
+        b.slow_checks_ran("uid", stopped + Duration::from_secs(2));
+        assert!(!b.stop_check_due("uid", stopped), "ran after it stopped: once");
     }
 
     #[test]

@@ -155,15 +155,9 @@ async fn batched_reads(
 ) -> Batched {
     let created_key = matches!(d.aws.kms, Some(KmsKeyPlan::Create { .. }));
     let created_role = matches!(d.aws.role, RolePlan::Create { .. }) || d.aws.hot_path.is_some();
-    let data_stopped_at = p
-        .status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING))
-        .filter(|c| c.status == conditions::status::FALSE)
-        .map(|c| std::time::SystemTime::from(c.last_transition_time.0));
     let skip_slow_checks = p
         .uid()
-        .is_some_and(|uid| !ctx.batched.slow_checks_due(&uid, now, data_stopped_at));
+        .is_some_and(|uid| !ctx.batched.slow_checks_due(&uid, now, data_stopped_at(p)));
     Batched {
         kms_aliases: if created_key && skip_slow_checks {
             ctx.batched.aliases(&ctx.aws, fresh_since).await
@@ -177,6 +171,14 @@ async fn batched_reads(
         },
         skip_slow_checks,
     }
+}
+
+/// Since when the pipeline's `DataFlowing` is `False`, if it is.
+pub(super) fn data_stopped_at(p: &MLObservabilityPipeline) -> Option<std::time::SystemTime> {
+    (p.status.as_ref())
+        .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING))
+        .filter(|c| c.status == conditions::status::FALSE)
+        .map(|c| std::time::SystemTime::from(c.last_transition_time.0))
 }
 
 async fn aws_failed(p: &MLObservabilityPipeline, ctx: &Ctx, obs: &mut Observed, e: StepError) -> Error {

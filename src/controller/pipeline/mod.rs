@@ -175,6 +175,8 @@ async fn dereference(p: &MLObservabilityPipeline, ctx: &Ctx) -> Result<plan::Wor
         nodes: vec![],
         collector_namespace: None,
         aws_memory: ctx.aws_memory(p),
+        stop_check_due: (p.uid().zip(apply::data_stopped_at(p)))
+            .is_some_and(|(uid, at)| ctx.batched.stop_check_due(&uid, at)),
         now: std::time::SystemTime::now(),
         monitoring: plan::MonitoringApis::default(),
     };

@@ -50,6 +50,10 @@ pub struct World {
     pub collector_namespace: Option<Namespace>,
     /// When this process last ensured the AWS side ready: (plan fingerprint, when).
     pub aws_memory: Option<(PlanFingerprint, SystemTime)>,
+    /// Whether the check once after data stopped flowing is still to run: `DataFlowing` turned
+    /// `False` after this process last ran the pipeline's slower checks (see
+    /// `controller::batched`). It makes the AWS step due at once, not at the next resync slot.
+    pub stop_check_due: bool,
     /// The time of the dereference step: the clock the plan decides by.
     pub now: SystemTime,
     /// Which monitoring.coreos.com/v1 kinds the API server serves.
@@ -182,7 +186,7 @@ pub fn plan(p: &MLObservabilityPipeline, world: &World, inputs: &Inputs<'_>) -> 
     if !violations.is_empty() {
         return stop(obs, Stop::Violations(violations), Some(&d));
     }
-    let aws_due = aws_due(p, &d, world.aws_memory.as_ref(), world.now);
+    let aws_due = world.stop_check_due || aws_due(p, &d, world.aws_memory.as_ref(), world.now);
     let pending_workspace = (d.effective.destinations.prometheus.as_ref())
         .filter(|w| w.pending())
         .and_then(|w| w.managed.as_ref());

@@ -64,6 +64,7 @@ fn world(gov: Governing) -> World {
         nodes: gpu_nodes(2),
         collector_namespace: Some(ns),
         aws_memory: None,
+        stop_check_due: false,
         now: SystemTime::now(),
         monitoring: MonitoringApis::default(),
     }
@@ -200,6 +201,12 @@ fn aws_is_due_until_this_process_ensured_this_plan_since_its_resync_slot() {
     w.now = slot + Duration::from_secs(5);
     w.aws_memory = Some((plan_fingerprint(&p, &d), slot));
     assert!(!go_of(run(&p, &w)).aws_due, "same plan, ensured at its slot 5 s ago");
+    w.stop_check_due = true;
+    assert!(
+        go_of(run(&p, &w)).aws_due,
+        "data stopped since the slower checks last ran"
+    );
+    w.stop_check_due = false;
     w.now = slot + Duration::from_secs(600);
     assert!(go_of(run(&p, &w)).aws_due, "the next slot, 10 min later, came");
     w.aws_memory = Some((plan_fingerprint(&p, &d), slot - Duration::from_secs(1)));
