@@ -488,6 +488,7 @@ fn values_become_operator_flags_and_the_role_annotation() {
             "--drift-events-queue=https://sqs.us-east-1.amazonaws.com/123456789012/mlobs-drift-events",
             "--kms-check-interval=12h",
             "--event-backstop-interval=72h",
+            "--heap-release-interval=10s",
             "--cluster-name=prod-gpu",
             "--region=us-east-1",
             "--account-id=123456789012",
@@ -594,6 +595,8 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
         "--set",
         "eventBackstopInterval=48h",
         "--set",
+        "heapReleaseInterval=0s",
+        "--set",
         "maxConcurrentReconciles=8",
     ]);
     let rendered = args(&docs);
@@ -606,6 +609,7 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
     assert_eq!(run.kms_check_interval, std::time::Duration::from_secs(90 * 60));
     assert_eq!(run.event_backstop_interval, std::time::Duration::from_secs(48 * 3600));
     assert_eq!(run.max_concurrent_reconciles, 8);
+    assert_eq!(run.heap_release_interval, std::time::Duration::ZERO);
     // Left empty, neither flag is passed and the binary's defaults hold.
     let plain = args(&chart(&[]));
     assert!(
@@ -626,11 +630,13 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
         run.event_backstop_interval,
         std::time::Duration::from_secs(7 * 24 * 3600)
     );
+    assert_eq!(run.heap_release_interval, std::time::Duration::from_secs(5));
     // The schema refuses what the binary would refuse at start.
     for bad in [
         "kmsCheckInterval=daily",
         "kmsCheckInterval=24",
         "eventBackstopInterval=7d",
+        "heapReleaseInterval=often",
         "driftEventsQueue=mlobs-drift",
     ] {
         assert!(
