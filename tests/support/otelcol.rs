@@ -41,9 +41,14 @@ pub fn locate(env: Option<OsString>, manifest_dir: &Path) -> Result<PathBuf, Str
     }
 }
 
-/// The collector binary of this test run; panics with where it looked when there is none.
+/// The collector binary of this test run, its launcher run once alone first ([`warm_up`]: tests
+/// that start collectors in parallel on a fresh machine raced on the unpacked file, "Text file
+/// busy"); panics with where it looked when there is none.
 pub fn binary() -> PathBuf {
-    locate(std::env::var_os(ENV), Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e}"))
+    let collector =
+        locate(std::env::var_os(ENV), Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e}"));
+    warm_up(&collector);
+    collector
 }
 
 /// A fresh directory for one validation (removed when dropped).
