@@ -14,14 +14,24 @@
 //! applier asks the API server as before. A cache may lag: a child it does not show yet is read
 //! from the API server, and an edit it does not show yet is found by the reconcile its own watch
 //! event triggers.
+//!
+//! A store keeps each child as a [`Compact`]: its metadata with the labels and annotations as
+//! flat lists instead of maps (a map holds a 544-byte node however few entries it has) and, for
+//! a DaemonSet, only its selector and status beside the metadata (the whole `DaemonSet` is
+//! 2.4 KB before any of its fields is set). heaptrack at 300 pipelines: 20 KB of caches per
+//! pipeline, 2.5 KB of it each DaemonSet's empty pod template and 1.1 KB each child's two maps.
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::DaemonSet;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
@@ -34,12 +44,142 @@ use crate::desired::self_monitoring::PodMonitor;
 #[derive(Clone)]
 pub struct ChildStores {
     /// Slimmed DaemonSets: metadata, selector and status ([`slim_daemon_set`]).
-    pub daemon_sets: Store<DaemonSet>,
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    pub services: Store<PartialObjectMeta<Service>>,
-    pub cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
-    pub cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
+    pub daemon_sets: Store<Compact<DaemonSet>>,
+    pub config_maps: MetaStore<ConfigMap>,
+    pub service_accounts: MetaStore<ServiceAccount>,
+    pub services: MetaStore<Service>,
+    pub cluster_roles: MetaStore<ClusterRole>,
+    pub cluster_role_bindings: MetaStore<ClusterRoleBinding>,
+}
+
+/// The cache of a kind's metadata.
+pub type MetaStore<K> = Store<Compact<PartialObjectMeta<K>>>;
+
+/// Labels or annotations as a list sorted by key (the order of the map they came from).
+type Pairs = Box<[(Box<str>, Box<str>)]>;
+
+/// What a store keeps of a child `C`: its metadata without the labels and annotations, those as
+/// [`Pairs`], and what else of `C` the cache reads ([`Split::Rest`]). [`Compact::expand`] gives
+/// the `C` back, equal to the one it was made from.
+#[derive(Clone, Debug)]
+pub struct Compact<C: Split> {
+    metadata: ObjectMeta,
+    labels: Option<Pairs>,
+    annotations: Option<Pairs>,
+    rest: C::Rest,
+}
+
+/// A kind a [`Compact`] can hold: its metadata and the rest, apart and together again.
+pub trait Split: Resource<DynamicType = ()> + Clone + Sized + 'static {
+    /// What a cache keeps of the object besides its metadata.
+    type Rest: Clone + std::fmt::Debug + Send + Sync + 'static;
+    fn split(self) -> (ObjectMeta, Self::Rest);
+    fn join(metadata: ObjectMeta, rest: Self::Rest) -> Self;
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Split for PartialObjectMeta<K> {
+    type Rest = ();
+    fn split(self) -> (ObjectMeta, ()) {
+        (self.metadata, ())
+    }
+    fn join(metadata: ObjectMeta, (): ()) -> Self {
+        PartialObjectMeta {
+            types: None,
+            metadata,
+            _phantom: Default::default(),
+        }
+    }
+}
+
+/// A slimmed DaemonSet's spec (only its selector: `None` when the object had no spec) and status.
+#[derive(Clone, Debug)]
+pub struct DaemonSetRest {
+    selector: Option<LabelSelector>,
+    status: Option<Box<DaemonSetStatus>>,
+}
+
+impl Split for DaemonSet {
+    type Rest = DaemonSetRest;
+    fn split(self) -> (ObjectMeta, DaemonSetRest) {
+        let rest = DaemonSetRest {
+            selector: self.spec.map(|s| s.selector),
+            status: self.status.map(Box::new),
+        };
+        (self.metadata, rest)
+    }
+    fn join(metadata: ObjectMeta, rest: DaemonSetRest) -> Self {
+        DaemonSet {
+            metadata,
+            spec: rest.selector.map(|selector| DaemonSetSpec {
+                selector,
+                ..Default::default()
+            }),
+            status: rest.status.map(|s| *s),
+        }
+    }
+}
+
+impl<C: Split> Compact<C> {
+    /// `obj` as a store keeps it.
+    pub fn of(obj: &C) -> Self {
+        let (mut metadata, rest) = obj.clone().split();
+        let pairs = |m: Option<BTreeMap<String, String>>| -> Option<Pairs> {
+            m.map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                    .collect()
+            })
+        };
+        Compact {
+            labels: pairs(metadata.labels.take()),
+            annotations: pairs(metadata.annotations.take()),
+            metadata,
+            rest,
+        }
+    }
+
+    /// The object this was made from.
+    pub fn expand(&self) -> C {
+        let map = |p: &Option<Pairs>| -> Option<BTreeMap<String, String>> {
+            p.as_ref()
+                .map(|p| p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        };
+        let mut metadata = self.metadata.clone();
+        metadata.labels = map(&self.labels);
+        metadata.annotations = map(&self.annotations);
+        C::join(metadata, self.rest.clone())
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        let labels = self.labels.as_deref()?;
+        labels
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*labels[i].1)
+    }
+}
+
+impl<C: Split> Resource for Compact<C> {
+    type DynamicType = ();
+    type Scope = C::Scope;
+    fn kind(_: &()) -> Cow<'_, str> {
+        C::kind(&())
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        C::group(&())
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        C::version(&())
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        C::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 impl Default for ChildStores {
@@ -59,8 +199,8 @@ impl Default for ChildStores {
 /// A child kind, and the store that caches it (if any).
 pub trait Cached: Resource<DynamicType = ()> + Sized + Clone + 'static {
     /// What the store keeps of each object: its metadata, or a slimmed object.
-    type Kept: Resource<DynamicType = ()> + Clone + 'static;
-    fn store(_: &ChildStores) -> Option<&Store<Self::Kept>> {
+    type Kept: Split;
+    fn store(_: &ChildStores) -> Option<&Store<Compact<Self::Kept>>> {
         None
     }
 }
@@ -69,7 +209,7 @@ macro_rules! cached {
     ($($kind:ty => $field:ident),* $(,)?) => {$(
         impl Cached for $kind {
             type Kept = PartialObjectMeta<$kind>;
-            fn store(s: &ChildStores) -> Option<&Store<Self::Kept>> {
+            fn store(s: &ChildStores) -> Option<&Store<Compact<Self::Kept>>> {
                 Some(&s.$field)
             }
         }
@@ -78,7 +218,7 @@ macro_rules! cached {
 
 impl Cached for DaemonSet {
     type Kept = DaemonSet;
-    fn store(s: &ChildStores) -> Option<&Store<DaemonSet>> {
+    fn store(s: &ChildStores) -> Option<&Store<Compact<DaemonSet>>> {
         Some(&s.daemon_sets)
     }
 }
@@ -98,42 +238,31 @@ impl Cached for PodMonitor {
 }
 
 /// The store of `K` when its first listing is complete.
-pub fn ready<K: Cached>(stores: &ChildStores) -> Option<&Store<K::Kept>> {
+pub fn ready<K: Cached>(stores: &ChildStores) -> Option<&Store<Compact<K::Kept>>> {
     K::store(stores).filter(|s| super::shared_reads::is_ready(*s))
 }
 
 /// The cached child `name` (in `namespace` for namespaced kinds).
-pub fn get<C>(store: &Store<C>, namespace: Option<&str>, name: &str) -> Option<C>
-where
-    C: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let mut r = ObjectRef::<C>::new(name);
+pub fn get<C: Split>(store: &Store<Compact<C>>, namespace: Option<&str>, name: &str) -> Option<C> {
+    let mut r = ObjectRef::<Compact<C>>::new(name);
     if let Some(ns) = namespace {
         r = r.within(ns);
     }
-    store.get(&r).map(|o| o.as_ref().clone())
+    store.get(&r).map(|o| o.expand())
 }
 
 /// The metadata of the cached children whose labels match every `key=value` of `selector`; `None`
 /// when the selector is not a list of equalities (then the caller lists from the API server).
-pub fn selected<C>(store: &Store<C>, selector: &str) -> Option<Vec<ObjectMeta>>
-where
-    C: Resource<DynamicType = ()> + Clone + 'static,
-{
+pub fn selected<C: Split>(store: &Store<Compact<C>>, selector: &str) -> Option<Vec<ObjectMeta>> {
     let wanted: Vec<(&str, &str)> = selector
         .split(',')
         .map(|term| term.split_once('=').filter(|(k, _)| !k.ends_with('!') && kept_label(k)))
         .collect::<Option<_>>()?;
     Some(
         store
-            .state_filter(|o| {
-                let labels = o.meta().labels.as_ref();
-                wanted
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(*k)).is_some_and(|x| x == v))
-            })
+            .state_filter(|o| wanted.iter().all(|(k, v)| o.label(k) == Some(*v)))
             .into_iter()
-            .map(|o| o.meta().clone())
+            .map(|o| o.expand().meta().clone())
             .collect(),
     )
 }
@@ -145,9 +274,10 @@ fn kept_label(k: &str) -> bool {
 }
 
 /// Only what the applier and the triggers read: name, namespace, resourceVersion, owner
-/// references, deletion timestamp, mlobs' labels and annotations (no managedFields, uid,
+/// references, deletion timestamp, mlobs' labels and annotations (no type, managedFields, uid,
 /// timestamps or other labels: a cached child is a few hundred bytes).
 fn slim<K>(o: &mut PartialObjectMeta<K>) {
+    o.types = None;
     let m = &mut o.metadata;
     m.generation = None;
     m.uid = None;
@@ -209,7 +339,7 @@ pub fn watch<K>(
     cfg: &watcher::Config,
     shard: Shard,
 ) -> (
-    Store<PartialObjectMeta<K>>,
+    MetaStore<K>,
     impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
 )
 where
@@ -226,27 +356,44 @@ pub fn watch_daemon_sets(
     cfg: &watcher::Config,
     shard: Shard,
 ) -> (
-    Store<DaemonSet>,
+    Store<Compact<DaemonSet>>,
     impl Stream<Item = Result<DaemonSet, watcher::Error>> + Send + 'static,
 ) {
     watch_slimmed(Api::<DaemonSet>::all(client.clone()), cfg, shard, slim_daemon_set)
 }
 
+/// The store filled by the watch of `api` (each object slimmed by `slim`, kept [`Compact`]) and
+/// the stream of the slimmed objects it changed.
 fn watch_slimmed<C>(
     api: Api<C>,
     cfg: &watcher::Config,
     shard: Shard,
     slim: fn(&mut C),
-) -> (Store<C>, impl Stream<Item = Result<C, watcher::Error>> + Send + 'static)
+) -> (
+    Store<Compact<C>>,
+    impl Stream<Item = Result<C, watcher::Error>> + Send + 'static,
+)
 where
-    C: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    C: Split + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
+    let (reader, mut writer) = reflector::store();
     let events = watcher(api, cfg.clone())
         .default_backoff()
         .filter(move |ev| futures::future::ready(ours(&shard, ev)))
-        .modify(slim);
-    (reader, reflector(writer, events).touched_objects())
+        .modify(slim)
+        .inspect_ok(move |ev| writer.apply_watcher_event(&compact_event(ev)));
+    (reader, events.touched_objects())
+}
+
+/// `ev` with its object as a store keeps it.
+fn compact_event<C: Split>(ev: &watcher::Event<C>) -> watcher::Event<Compact<C>> {
+    match ev {
+        watcher::Event::Apply(o) => watcher::Event::Apply(Compact::of(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(Compact::of(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(Compact::of(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 fn ours<K: Resource>(shard: &Shard, ev: &Result<watcher::Event<K>, watcher::Error>) -> bool {
@@ -284,11 +431,16 @@ mod tests {
     #[test]
     fn selected_matches_every_equality_of_the_selector() {
         let (p, m) = ("mlobs.io/pipeline", "app.kubernetes.io/managed-by");
-        let store = filled(vec![
-            meta("a", &[(p, "1"), (m, "mlobs")]),
-            meta("b", &[(p, "2"), (m, "mlobs")]),
-            meta("c", &[(p, "1")]),
-        ]);
+        let store = filled(
+            [
+                meta("a", &[(p, "1"), (m, "mlobs")]),
+                meta("b", &[(p, "2"), (m, "mlobs")]),
+                meta("c", &[(p, "1")]),
+            ]
+            .iter()
+            .map(Compact::of)
+            .collect(),
+        );
         let names = |v: Vec<ObjectMeta>| -> Vec<String> {
             let mut n: Vec<String> = v.into_iter().filter_map(|o| o.name).collect();
             n.sort();
@@ -318,7 +470,7 @@ mod tests {
     fn a_store_is_ready_only_after_its_first_listing() {
         assert!(ready::<ConfigMap>(&ChildStores::default()).is_none());
         let stores = ChildStores {
-            config_maps: filled(vec![meta("a", &[])]),
+            config_maps: filled(vec![Compact::of(&meta("a", &[]))]),
             ..ChildStores::default()
         };
         assert!(ready::<ConfigMap>(&stores).is_some());
@@ -354,6 +506,47 @@ mod tests {
             .map(|a| a.keys().collect())
             .unwrap_or_default();
         assert_eq!(labels, vec!["mlobs.io/pipeline"]);
+    }
+
+    #[test]
+    fn a_compact_child_expands_to_the_object_it_was_made_from() {
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "mlobs-train", "namespace": "team", "generation": 3, "resourceVersion": "42",
+                "labels": {"b": "2", "a": "1", "mlobs.io/pipeline": "team.train"},
+                "annotations": {"mlobs.io/desired-hash": "h", "mlobs.io/owner": "team/train"},
+                "ownerReferences": [{"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+                    "name": "train", "uid": "u"}]},
+            "spec": {"selector": {"matchLabels": {"app": "c"}}},
+            "status": {"desiredNumberScheduled": 4, "numberReady": 3, "currentNumberScheduled": 4,
+                "numberMisscheduled": 0, "observedGeneration": 3}
+        }))
+        .expect("DaemonSet");
+        let c = Compact::of(&ds);
+        assert_eq!(c.expand(), ds);
+        assert_eq!(metadata_digest(c.expand().meta()), metadata_digest(&ds.metadata));
+        assert_eq!(c.label("a"), Some("1"), "labels are looked up by key");
+        assert_eq!(c.label("mlobs.io/pipeline"), Some("team.train"));
+        assert_eq!(c.label("c"), None);
+        assert_eq!(c.meta().labels, None, "the metadata keeps no map");
+
+        let bare = DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("x".into()),
+                labels: Some(BTreeMap::new()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(Compact::of(&bare).expand(), bare, "no spec and empty labels stay so");
+        assert_ne!(
+            metadata_digest(&bare.metadata),
+            metadata_digest(&ObjectMeta::default()),
+            "empty labels and no labels digest apart, so both must come back as they were"
+        );
+
+        let cm = meta("a", &[("mlobs.io/pipeline", "t.a")]);
+        let back = Compact::of(&cm).expand();
+        assert_eq!((back.metadata, back.types), (cm.metadata, None));
     }
 
     #[test]

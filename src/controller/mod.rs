@@ -674,7 +674,10 @@ pub async fn run_controllers(
         // A pod the scheduler cannot place: its DaemonSet's status may not change.
         .watches_stream(waiting_changes, move |pod| {
             let ds = shared_reads::unschedulable(&pod).and(shared_reads::controlling_daemon_set(&pod))?;
-            own_child(&shard, collectors.get(&ds)?.as_ref())
+            own_child(
+                &shard,
+                &child_stores::get(&collectors, ds.namespace.as_deref(), &ds.name)?,
+            )
         })
         .watches(
             Api::<GpuTelemetryPolicy>::all(client.clone()),

@@ -1,0 +1,120 @@
+//! What the child caches hold per child: a store of `Compact` children against a store of the
+//! same slimmed objects kept whole (what the caches held before), counted by a global allocator
+//! that tracks the bytes in use.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Resource;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::Event;
+use mlobs::controller::child_stores::{Compact, slim_daemon_set};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const N: usize = 1000;
+
+/// A collector DaemonSet as the API server returns it for pipeline `i`, slimmed as the cache
+/// slims it.
+fn collector(i: usize) -> DaemonSet {
+    let mut ds: DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("mlobs-collector-train-{i}"), "namespace": format!("team-{}", i % 10),
+            "uid": format!("8c1d3f5e-0000-4000-8000-{i:012}"), "generation": 1,
+            "resourceVersion": format!("{}", 100_000 + i),
+            "labels": {"app.kubernetes.io/managed-by": "mlobs", "app.kubernetes.io/name": "mlobs-collector",
+                "app.kubernetes.io/instance": format!("train-{i}"), "mlobs.io/pipeline": format!("train-{i}")},
+            "annotations": {"mlobs.io/config-hash": "4f1c2a9be0d37c55", "mlobs.io/desired-hash": "9d0e8a7b6c5d4e3f",
+                "deprecated.daemonset.template.generation": "1"},
+            "ownerReferences": [{"apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+                "name": format!("train-{i}"), "uid": format!("5b2e-{i}"), "controller": true,
+                "blockOwnerDeletion": true}]},
+        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": format!("train-{i}"),
+                "app.kubernetes.io/name": "mlobs-collector"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "mlobs-collector"}},
+                "spec": {"containers": [{"name": "otelcol", "image": "otel/opentelemetry-collector-contrib:0.139.0"}]}}},
+        "status": {"desiredNumberScheduled": 20, "numberReady": 20, "currentNumberScheduled": 20,
+            "numberMisscheduled": 0, "observedGeneration": 1, "updatedNumberScheduled": 20, "numberAvailable": 20}
+    }))
+    .expect("DaemonSet");
+    slim_daemon_set(&mut ds);
+    ds
+}
+
+/// A ConfigMap's metadata as the cache keeps it (mlobs' labels and annotations only).
+fn config_map(i: usize) -> PartialObjectMeta<ConfigMap> {
+    let ds = collector(i);
+    let mut metadata = ds.metadata;
+    metadata.uid = None;
+    metadata.generation = None;
+    if let Some(a) = metadata.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("mlobs.io/"));
+    }
+    PartialObjectMeta {
+        types: None,
+        metadata,
+        _phantom: Default::default(),
+    }
+}
+
+/// Bytes in use per object after a store's first listing of `objs`.
+fn per_object<K>(objs: &[K]) -> (isize, Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let before = LIVE.load(Ordering::Relaxed);
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&Event::Init);
+    for o in objs {
+        writer.apply_watcher_event(&Event::InitApply(o.clone()));
+    }
+    writer.apply_watcher_event(&Event::InitDone);
+    let used = LIVE.load(Ordering::Relaxed) - before;
+    (used / objs.len() as isize, reader)
+}
+
+#[test]
+fn a_compact_child_takes_under_half_of_the_whole_slimmed_object() {
+    let daemon_sets: Vec<DaemonSet> = (0..N).map(collector).collect();
+    let (whole, whole_store) = per_object(&daemon_sets);
+    let compact: Vec<Compact<DaemonSet>> = daemon_sets.iter().map(Compact::of).collect();
+    let (small, small_store) = per_object(&compact);
+    println!("DaemonSet: {whole} bytes whole, {small} compact");
+    assert_eq!((whole_store.state().len(), small_store.state().len()), (N, N));
+    assert!(
+        small * 2 < whole,
+        "a compact DaemonSet takes {small} bytes, the whole slimmed one {whole}"
+    );
+
+    let metas: Vec<PartialObjectMeta<ConfigMap>> = (0..N).map(config_map).collect();
+    let (whole, _w) = per_object(&metas);
+    let compact: Vec<_> = metas.iter().map(Compact::of).collect();
+    let (small, _s) = per_object(&compact);
+    println!("ConfigMap metadata: {whole} bytes whole, {small} compact");
+    assert!(
+        small * 3 < whole * 2,
+        "a compact ConfigMap's metadata takes {small} bytes, the whole one {whole}"
+    );
+}
