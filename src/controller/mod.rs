@@ -527,6 +527,19 @@ where
 }
 
 /// Runs a cache-filling future until the operator stops.
+/// Logs a failed watch from a controller's output (the API server unreachable, a list
+/// forbidden): the watch retries with backoff (up to 30 s apart), and nothing else would say
+/// why the caches do not fill. Reconcile errors are logged by the error policies.
+fn log_watch_error<T, E>(r: Result<T, controller::Error<E, watcher::Error>>) -> futures::future::Ready<()>
+where
+    E: std::error::Error + 'static,
+{
+    if let Err(controller::Error::QueueError(e)) = r {
+        tracing::warn!(error = %e, "watch failed; retrying with backoff");
+    }
+    futures::future::ready(())
+}
+
 async fn fill_until(fill: impl std::future::Future<Output = ()>, stop: impl std::future::Future<Output = ()>) {
     tokio::select! {
         () = fill => {}
@@ -710,7 +723,7 @@ pub async fn run_controllers(
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_watch_error);
 
     let policy_ctl = if shard.runs_policies() {
         let pols3 = ctx.policies.clone();
@@ -744,7 +757,7 @@ pub async fn run_controllers(
             })
             .graceful_shutdown_on(shutdown.clone())
             .run(policy::reconcile, policy::error_policy, ctx.clone())
-            .for_each(|_| futures::future::ready(()))
+            .for_each(log_watch_error)
             .boxed()
     } else {
         futures::future::ready(()).boxed()
