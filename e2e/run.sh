@@ -161,7 +161,8 @@ cargo test --test e2e --no-run
 OPERATOR_BUILD=target/debug/mlobs
 if [ "$BENCH" = 1 ]; then
   log "building the operator for the bench (cargo build --release --bin mlobs)"
-  cargo build --release --bin mlobs
+  # The image's build (Dockerfile): packed relative relocations, see build.rs.
+  MLOBS_PACK_RELOCS=1 cargo build --release --bin mlobs
   OPERATOR_BUILD=target/release/mlobs
 fi
 rm -rf "$STATE"

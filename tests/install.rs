@@ -731,3 +731,48 @@ fn kubectl() -> std::path::PathBuf {
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl");
     if venv.exists() { venv } else { "kubectl".into() }
 }
+
+/// The glibc versions `bin` needs (`readelf -V`: the `GLIBC_*` names of its version needs).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_needs(bin: &Path) -> BTreeSet<String> {
+    let out = Command::new("readelf")
+        .arg("-V")
+        .arg(bin)
+        .output()
+        .expect("readelf (binutils) runs");
+    assert!(out.status.success(), "readelf -V {}", bin.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let re = regex::Regex::new(r"Name: (GLIBC_[A-Z0-9_.]+)").expect("regex");
+    re.captures_iter(&text).map(|c| c[1].to_string()).collect()
+}
+
+/// The binary `cargo build` makes (the CLI people run on their machines and in CI) starts on
+/// glibc 2.34 (Amazon Linux 2023, RHEL 9): no packed relocations (build.rs packs them only with
+/// `MLOBS_PACK_RELOCS=1`, which the image build sets) and no symbol newer than 2.34.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_default_binary_needs_no_glibc_newer_than_2_34() {
+    let needs = glibc_needs(Path::new(env!("CARGO_BIN_EXE_mlobs")));
+    assert!(needs.contains("GLIBC_2.2.5"), "readelf listed the needs: {needs:?}");
+    assert!(
+        !needs.contains("GLIBC_ABI_DT_RELR"),
+        "the default build is linked with packed relocations (glibc 2.36): {needs:?}"
+    );
+    let newest = needs
+        .iter()
+        .filter_map(|n| n.strip_prefix("GLIBC_2.")?.split('.').next()?.parse::<u32>().ok())
+        .max();
+    assert!(newest <= Some(34), "the binary needs glibc 2.{newest:?}: {needs:?}");
+}
+
+/// The image build packs the binary's relocations (see build.rs); the bench measures that build.
+#[test]
+fn the_image_and_the_bench_build_with_packed_relocations() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("MLOBS_PACK_RELOCS=1"),
+        "Dockerfile sets MLOBS_PACK_RELOCS=1"
+    );
+    let run = std::fs::read_to_string(root().join("e2e/run.sh")).expect("e2e/run.sh");
+    assert!(run.contains("MLOBS_PACK_RELOCS=1 cargo build --release --bin mlobs"));
+}
