@@ -2,8 +2,8 @@
 //! same slimmed objects kept whole (what the caches held before), counted by a global allocator
 //! that tracks the bytes in use.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -13,27 +13,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
 use mlobs::controller::child_stores::{Compact, slim_daemon_set};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 const N: usize = 1000;
 
@@ -84,14 +65,14 @@ fn per_object<K>(objs: &[K]) -> (isize, Store<K>)
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::in_use();
     let (reader, mut writer) = reflector::store();
     writer.apply_watcher_event(&Event::Init);
     for o in objs {
         writer.apply_watcher_event(&Event::InitApply(o.clone()));
     }
     writer.apply_watcher_event(&Event::InitDone);
-    let used = LIVE.load(Ordering::Relaxed) - before;
+    let used = counting_alloc::in_use() - before;
     (used / objs.len() as isize, reader)
 }
 

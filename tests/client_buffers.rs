@@ -6,8 +6,10 @@
 //! (a counting global allocator) after the big round, with every response dropped, is what the
 //! idle pooled connections keep.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -17,27 +19,8 @@ use mlobs::controller::client::{CountWritesLayer, READ_BUFFER_CAP, client_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 const CONNECTIONS: usize = 6;
 const BIG: usize = 2 << 20;
@@ -107,10 +90,10 @@ async fn idle_connections_keep_at_most_the_capped_read_buffer_after_big_lists() 
     let api: Api<ConfigMap> = Api::all(client);
 
     round(&api).await;
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::in_use();
     VALUE_SIZE.store(BIG, Ordering::Relaxed);
     round(&api).await;
-    let kept = LIVE.load(Ordering::Relaxed) - before;
+    let kept = counting_alloc::in_use() - before;
 
     // hyper's default would keep about 400 KiB per connection (2.4 MiB); the cap keeps 64 KiB
     // each, and the rest (pool and body bookkeeping) is a few KiB.
