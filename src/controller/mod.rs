@@ -526,7 +526,6 @@ where
         .touched_objects()
 }
 
-/// Runs a cache-filling future until the operator stops.
 /// Logs a failed watch from a controller's output (the API server unreachable, a list
 /// forbidden): the watch retries with backoff (up to 30 s apart), and nothing else would say
 /// why the caches do not fill. Reconcile errors are logged by the error policies.
@@ -540,6 +539,7 @@ where
     futures::future::ready(())
 }
 
+/// Runs a cache-filling future until the operator stops.
 async fn fill_until(fill: impl std::future::Future<Output = ()>, stop: impl std::future::Future<Output = ()>) {
     tokio::select! {
         () = fill => {}
