@@ -529,10 +529,7 @@ where
 /// Logs a failed watch from a controller's output (the API server unreachable, a list
 /// forbidden): the watch retries with backoff (up to 30 s apart), and nothing else would say
 /// why the caches do not fill. Reconcile errors are logged by the error policies.
-fn log_watch_error<T, E>(r: Result<T, controller::Error<E, watcher::Error>>) -> futures::future::Ready<()>
-where
-    E: std::error::Error + 'static,
-{
+fn log_watch_error<T, E>(r: Result<T, controller::Error<E, watcher::Error>>) -> futures::future::Ready<()> {
     if let Err(controller::Error::QueueError(e)) = r {
         tracing::warn!(error = %e, "watch failed; retrying with backoff");
     }
