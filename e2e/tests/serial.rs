@@ -464,6 +464,56 @@ async fn warnings(c: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The default resync interval (`spec.resyncInterval` of a pipeline and its policy unset).
+const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
+
+/// How long to wait from `now` for a window of `window` that holds no resync slot of the
+/// pipelines `uids` (their default interval), with a margin of 5 s either side for the queue's
+/// latency.
+fn wait_for_no_slot(now: std::time::SystemTime, uids: &[String], window: Duration) -> Duration {
+    use mlobs::controller::resync::until_next_slot;
+    let margin = Duration::from_secs(5);
+    let mut start = Duration::ZERO;
+    // Each step moves the start past one slot; with two pipelines a few steps suffice.
+    for _ in 0..8 {
+        let hit = uids
+            .iter()
+            .map(|uid| until_next_slot(now + start, DEFAULT_RESYNC, uid))
+            .find(|next| {
+                // A slot just behind the start (within the margin) counts as in the window too.
+                let behind = DEFAULT_RESYNC.saturating_sub(*next) <= margin;
+                *next <= window + margin || behind
+            });
+        match hit {
+            Some(next) if next <= window + margin => start += next + margin,
+            Some(_) => start += margin,
+            None => break,
+        }
+    }
+    start
+}
+
+#[test]
+fn the_window_after_wait_for_no_slot_holds_no_slot() {
+    use mlobs::controller::resync::until_next_slot;
+    let window = Duration::from_secs(30);
+    // Every second of a period's first two minutes (where the slots are) and of its middle.
+    let period = std::time::UNIX_EPOCH + DEFAULT_RESYNC * 2_950_000;
+    for i in (0..120).chain(300..310) {
+        let now = period + Duration::from_secs(i);
+        let uids = [format!("uid-a-{i}"), format!("uid-b-{i}")];
+        let wait = wait_for_no_slot(now, &uids, window);
+        let start = now + wait;
+        for uid in &uids {
+            let next = until_next_slot(start, DEFAULT_RESYNC, uid);
+            assert!(
+                next > window && DEFAULT_RESYNC - next >= Duration::from_secs(1),
+                "{uid}: a slot {next:?} after the window's start {wait:?} from now"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn bad_input_the_api_server_accepts_gets_a_condition_an_event_and_no_retry_storm() -> Result<()> {
     let c = client().await?;
@@ -504,11 +554,25 @@ async fn bad_input_the_api_server_accepts_gets_a_condition_an_event_and_no_retry
         .await?;
     }
 
-    // No retry storm: a terminal reason waits for a change or the resync (minutes), so the
-    // reconciler never asks for these pipelines again within the window. The leader logs one line
-    // per reconcile with kube-runtime's reason for it (RUST_LOG mlobs=debug).
+    // No retry storm: a terminal reason waits for a change or the resync, so the reconciler never
+    // asks for these pipelines again within the window. The resync is due at each pipeline's slot
+    // (`controller::resync`: within the first tenth of every 10-minute period), so the window is
+    // one that holds neither slot. The leader logs one line per reconcile with kube-runtime's
+    // reason for it (RUST_LOG mlobs=debug).
     let leader = leader(&c).await?;
     let window = Duration::from_secs(30);
+    let mut uids = Vec::new();
+    for name in ["nopolicy", "taken"] {
+        uids.push(api.get(name).await?.uid().context("a pipeline's uid")?);
+    }
+    let wait = wait_for_no_slot(std::time::SystemTime::now(), &uids, window);
+    if !wait.is_zero() {
+        println!(
+            "a resync slot falls in the next {} s: the window starts {wait:?} later",
+            window.as_secs()
+        );
+        tokio::time::sleep(wait).await;
+    }
     let from = std::fs::metadata(&leader.log)?.len();
     tokio::time::sleep(window).await;
     let text = std::fs::read(&leader.log)?;
