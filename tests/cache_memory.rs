@@ -99,3 +99,84 @@ fn a_compact_child_takes_under_half_of_the_whole_slimmed_object() {
         "a compact ConfigMap's metadata takes {small} bytes, the whole one {whole}"
     );
 }
+
+/// A collector role of pipeline `i` as GetAccountAuthorizationDetails lists it: an IRSA trust
+/// policy, mlobs' inline policy on the pipeline's two log groups and key, URL-encoded as IAM
+/// returns them, and mlobs' tags.
+fn listed_role(i: usize) -> aws_sdk_iam::types::RoleDetail {
+    use aws_sdk_iam::types::{PolicyDetail, RoleDetail, Tag};
+    let oidc = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Federated": format!("arn:aws:iam::123456789012:oidc-provider/{oidc}")},
+        "Action": "sts:AssumeRoleWithWebIdentity", "Condition": {"StringEquals": {
+            format!("{oidc}:sub"): format!("system:serviceaccount:team-{}:mlobs-train-{i}", i % 10),
+            format!("{oidc}:aud"): "sts.amazonaws.com"}}}]});
+    let group = |kind: &str| {
+        format!(
+            "arn:aws:logs:us-east-1:123456789012:log-group:/aws/eks/bench/team-{}/train-{i}/{kind}",
+            i % 10
+        )
+    };
+    let inline = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:PutLogEvents", "logs:CreateLogStream", "logs:DescribeLogStreams"],
+            "Resource": [group("logs"), format!("{}:*", group("logs")), group("metrics"), format!("{}:*", group("metrics"))]},
+        {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": "MLObs/GPU"}}}]});
+    let enc = |v: &serde_json::Value| {
+        v.to_string()
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let tag = |k: &str, v: String| Tag::builder().key(k).value(v).build().expect("tag");
+    RoleDetail::builder()
+        .role_name(format!("mlobs-bench-team-{}-train-{i}", i % 10))
+        .arn(format!(
+            "arn:aws:iam::123456789012:role/mlobs/mlobs-bench-team-{}-train-{i}",
+            i % 10
+        ))
+        .assume_role_policy_document(enc(&trust))
+        .role_policy_list(
+            PolicyDetail::builder()
+                .policy_name("mlobs-collector")
+                .policy_document(enc(&inline))
+                .build(),
+        )
+        .tags(tag("mlobs.io/pipeline", format!("team-{}/train-{i}", i % 10)))
+        .tags(tag("mlobs.io/cluster", "bench".into()))
+        .tags(tag("mlobs.io/managed-by", "mlobs".into()))
+        .tags(tag("team", format!("team-{}", i % 10)))
+        .build()
+}
+
+#[test]
+fn a_listed_role_keeps_less_than_its_two_documents_take_as_text() {
+    let details: Vec<_> = (0..N).map(listed_role).collect();
+    let documents: usize = details
+        .iter()
+        .map(|r| {
+            r.assume_role_policy_document().map_or(0, str::len)
+                + r.role_policy_list()
+                    .iter()
+                    .map(|p| p.policy_document().map_or(0, str::len))
+                    .sum::<usize>()
+        })
+        .sum::<usize>()
+        / N;
+    let all = |_: &str| true;
+    let before = counting_alloc::in_use();
+    let snapshot: mlobs::aws::iam::RoleSnapshot = details
+        .iter()
+        .filter_map(|r| mlobs::aws::iam::observed_role(r, &all))
+        .collect();
+    let per_role = (counting_alloc::in_use() - before) / N as isize;
+    println!("a listed role: {per_role} bytes in the snapshot; its two documents alone {documents} bytes of text");
+    assert_eq!(snapshot.len(), N);
+    assert!(
+        (per_role as usize) < documents,
+        "a listed role takes {per_role} bytes, its documents {documents}"
+    );
+}

@@ -54,27 +54,128 @@ impl Want<'_> {
     }
 }
 
-/// A role as GetAccountAuthorizationDetails lists it: everything [`ensure`] compares.
+/// A role as GetAccountAuthorizationDetails lists it: everything [`ensure`] compares, the policy
+/// documents as digests. A snapshot holds every role of the shard for a whole resync period; kept
+/// whole, the two documents were most of a role's 2 KB (see `tests/aws_batched_reads.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedRole {
     pub arn: String,
-    /// As IAM stores it (URL-encoded JSON).
-    pub trust: Option<String>,
+    /// The trust policy.
+    pub trust: Option<DocDigest>,
     pub boundary: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    /// Inline policy name → document as IAM stores it (URL-encoded JSON).
-    pub inline: BTreeMap<String, String>,
+    /// Sorted by key.
+    tags: Box<[(Box<str>, Box<str>)]>,
+    /// Inline policy name → document, sorted by name.
+    inline: Box<[(Box<str>, DocDigest)]>,
 }
 
+impl ObservedRole {
+    /// The value of tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        let i = self.tags.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
+        self.tags.get(i).map(|(_, v)| v.as_ref())
+    }
+
+    /// The tags, sorted by key.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// The digest of the inline policy `name`; `None`: the role has no such policy.
+    pub fn inline(&self, name: &str) -> Option<DocDigest> {
+        let i = self.inline.binary_search_by(|(k, _)| k.as_ref().cmp(name)).ok()?;
+        self.inline.get(i).map(|(_, d)| *d)
+    }
+}
+
+/// A policy document as a [`RoleSnapshot`] keeps it: the SHA-256 of its [`normalize`]d JSON, so
+/// two documents [`differs`] calls equal have the same digest. A stored document that is not JSON
+/// is digested as text, apart from any JSON one, so it never equals a desired document.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DocDigest([u8; 32]);
+
+impl std::fmt::Debug for DocDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex: String = self.0.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        write!(f, "DocDigest({hex}…)")
+    }
+}
+
+impl DocDigest {
+    /// The digest of a document as IAM stores it (URL-encoded).
+    pub fn of_stored(raw: &str) -> DocDigest {
+        match decode_policy(raw) {
+            Ok(v) => DocDigest::of(&v),
+            Err(text) => DocDigest::hash(&[b"text\0", text.as_bytes()]),
+        }
+    }
+
+    /// The digest of a document.
+    pub fn of(v: &Value) -> DocDigest {
+        DocDigest::hash(&[b"json\0", normalize(v).to_string().as_bytes()])
+    }
+
+    fn hash(parts: &[&[u8]]) -> DocDigest {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p);
+        }
+        DocDigest(h.finalize().into())
+    }
+}
+
+/// Roles per GetAccountAuthorizationDetails page. IAM allows 1,000, but a page of 1,000 roles is
+/// about 1.8 MB of XML, held in memory with everything parsed from it (about 5 MB at the peak of a
+/// heaptrack profile at 1,000 pipelines, its largest single item): smaller pages cost one read per
+/// 250 roles.
+pub const ROLES_PAGE: i32 = 250;
+
 /// The roles that carry mlobs's `mlobs.io/pipeline` tag, by name: one paged
-/// GetAccountAuthorizationDetails (Filter Role, 1,000 a page) for all pipelines instead of GetRole
+/// GetAccountAuthorizationDetails (Filter Role, [`ROLES_PAGE`] a page) for all pipelines instead of GetRole
 /// and GetRolePolicy for each. Roles without the tag are left out (they are not ours; a role being
-/// adopted is looked up by GetRole).
+/// adopted is looked up by GetRole), and so are those whose pipeline tag the caller's `keep`
+/// refuses (another shard's: a sharded replica keeps its own shard's roles, not the account's).
 pub type RoleSnapshot = BTreeMap<String, ObservedRole>;
 
-/// Reads [`RoleSnapshot`]. Needs `iam:GetAccountAuthorizationDetails` (on `*`: the action has no
+/// One listed role as a [`RoleSnapshot`] keeps it: (its name, the role), or `None` when it lacks
+/// a name, an ARN or the `mlobs.io/pipeline` tag, or `keep` refuses that tag's value.
+pub fn observed_role(
+    r: &aws_sdk_iam::types::RoleDetail,
+    keep: &dyn Fn(&str) -> bool,
+) -> Option<(String, ObservedRole)> {
+    let pipeline = r.tags().iter().find(|t| t.key() == super::TAG_PIPELINE)?;
+    if !keep(pipeline.value()) {
+        return None;
+    }
+    let (name, arn) = (r.role_name()?, r.arn()?);
+    let mut tags: Vec<(Box<str>, Box<str>)> = r.tags().iter().map(|t| (t.key().into(), t.value().into())).collect();
+    tags.sort();
+    tags.dedup_by(|a, b| a.0 == b.0);
+    let mut inline: Vec<(Box<str>, DocDigest)> = r
+        .role_policy_list()
+        .iter()
+        .filter_map(|p| Some((p.policy_name()?.into(), DocDigest::of_stored(p.policy_document()?))))
+        .collect();
+    inline.sort_by(|a, b| a.0.cmp(&b.0));
+    inline.dedup_by(|a, b| a.0 == b.0);
+    let role = ObservedRole {
+        arn: arn.to_string(),
+        trust: r.assume_role_policy_document().map(DocDigest::of_stored),
+        boundary: r
+            .permissions_boundary()
+            .and_then(|b| b.permissions_boundary_arn())
+            .map(str::to_string),
+        tags: tags.into_boxed_slice(),
+        inline: inline.into_boxed_slice(),
+    };
+    Some((name.to_string(), role))
+}
+
+/// Reads [`RoleSnapshot`], keeping the roles whose `mlobs.io/pipeline` tag (`<ns>/<name>`)
+/// `keep` accepts. Needs `iam:GetAccountAuthorizationDetails` (on `*`: the action has no
 /// resource type); without it the caller falls back to per-role reads.
-pub async fn observe_roles(c: &AwsClients) -> Result<RoleSnapshot, AwsError> {
+pub async fn observe_roles(c: &AwsClients, keep: &(dyn Fn(&str) -> bool + Sync)) -> Result<RoleSnapshot, AwsError> {
     let mut roles = RoleSnapshot::new();
     let mut marker = None;
     loop {
@@ -82,42 +183,12 @@ pub async fn observe_roles(c: &AwsClients) -> Result<RoleSnapshot, AwsError> {
             .iam
             .get_account_authorization_details()
             .filter(aws_sdk_iam::types::EntityType::Role)
-            .max_items(1000)
+            .max_items(ROLES_PAGE)
             .set_marker(marker)
             .send()
             .await
             .map_err(|e| classify("GetAccountAuthorizationDetails", "iam", e))?;
-        for r in out.role_detail_list() {
-            let tags: BTreeMap<String, String> = r
-                .tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect();
-            let (Some(name), Some(arn)) = (r.role_name(), r.arn()) else {
-                continue;
-            };
-            if !tags.contains_key(super::TAG_PIPELINE) {
-                continue;
-            }
-            let inline = r
-                .role_policy_list()
-                .iter()
-                .filter_map(|p| Some((p.policy_name()?.to_string(), p.policy_document()?.to_string())))
-                .collect();
-            roles.insert(
-                name.to_string(),
-                ObservedRole {
-                    arn: arn.to_string(),
-                    trust: r.assume_role_policy_document().map(str::to_string),
-                    boundary: r
-                        .permissions_boundary()
-                        .and_then(|b| b.permissions_boundary_arn())
-                        .map(str::to_string),
-                    tags,
-                    inline,
-                },
-            );
-        }
+        roles.extend(out.role_detail_list().iter().filter_map(|r| observed_role(r, keep)));
         match (out.is_truncated(), out.marker()) {
             (true, Some(m)) => marker = Some(m.to_string()),
             _ => return Ok(roles),
@@ -153,14 +224,26 @@ impl RoleView {
         }
     }
 
-    fn of_observed(r: &ObservedRole, policy_name: &str) -> RoleView {
-        RoleView {
-            arn: r.arn.clone(),
-            tags: r.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            boundary: r.boundary.clone(),
-            trust: r.trust.as_deref().map(decode_policy),
-            inline: Some(r.inline.get(policy_name).map(|d| decode_policy(d))),
+    /// The view of a listed role whose documents are the desired ones (or whose inline policy
+    /// is missing); `None` when a document differs: the role is then read (GetRole,
+    /// GetRolePolicy) so that what it holds can be reported.
+    fn of_observed(r: &ObservedRole, w: &Want<'_>) -> Option<RoleView> {
+        let same = |seen: Option<DocDigest>, want: &Value| seen == Some(DocDigest::of(want));
+        if !same(r.trust, w.trust) {
+            return None;
         }
+        let inline = match r.inline(w.policy_name) {
+            None => None,
+            Some(seen) if same(Some(seen), w.policy) => Some(Ok(w.policy.clone())),
+            Some(_) => return None,
+        };
+        Some(RoleView {
+            arn: r.arn.clone(),
+            tags: r.tags().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            boundary: r.boundary.clone(),
+            trust: Some(Ok(w.trust.clone())),
+            inline: Some(inline),
+        })
     }
 }
 
@@ -184,7 +267,8 @@ pub async fn ensure(
 
 /// [`ensure`], comparing against `snapshot` (a resync's [`RoleSnapshot`]) when the role is in it:
 /// then an unchanged role costs no call. A role missing from it is read as by [`ensure`] (it may
-/// be newer than the snapshot, or not carry our tag).
+/// be newer than the snapshot, or not carry our tag), and so is one whose trust or inline policy
+/// differs from the plan's: the snapshot keeps digests, the drift record shows what the role holds.
 pub async fn ensure_from(
     c: &AwsClients,
     plan: &RolePlan,
@@ -215,8 +299,7 @@ pub async fn ensure_from(
             tags,
         },
     };
-    if let Some(seen) = snapshot.and_then(|s| s.get(w.name)) {
-        let view = RoleView::of_observed(seen, w.policy_name);
+    if let Some(view) = (snapshot.and_then(|s| s.get(w.name))).and_then(|seen| RoleView::of_observed(seen, &w)) {
         return reconcile(c, &w, view, owner, adopt, drift, recorded).await;
     }
     match get_role(c, w.name).await? {
@@ -611,6 +694,68 @@ pub fn normalize(v: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A listed role of pipeline `pipeline` (no tag: `None`), its documents URL-encoded as IAM
+    /// returns them.
+    fn detail(name: &str, pipeline: Option<&str>, trust: &str, inline: &str) -> aws_sdk_iam::types::RoleDetail {
+        let enc = |s: &str| s.replace('{', "%7B").replace('}', "%7D").replace('"', "%22");
+        let mut b = aws_sdk_iam::types::RoleDetail::builder()
+            .role_name(name)
+            .arn(format!("arn:aws:iam::123456789012:role/{name}"))
+            .assume_role_policy_document(enc(trust))
+            .role_policy_list(
+                aws_sdk_iam::types::PolicyDetail::builder()
+                    .policy_name("mlobs")
+                    .policy_document(enc(inline))
+                    .build(),
+            )
+            .tags(Tag::builder().key("z").value("last").build().expect("tag"));
+        if let Some(p) = pipeline {
+            b = b.tags(
+                Tag::builder()
+                    .key(super::super::TAG_PIPELINE)
+                    .value(p)
+                    .build()
+                    .expect("tag"),
+            );
+        }
+        b.build()
+    }
+
+    #[test]
+    fn a_listed_role_keeps_digests_its_tags_sorted_and_only_what_keep_accepts() {
+        let trust = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"sts:AssumeRole"}}"#;
+        let inline = r#"{"Statement":[{"Action":["b","a"],"Effect":"Allow","Resource":"*"}]}"#;
+        let all = |_: &str| true;
+        let (name, r) = observed_role(&detail("r1", Some("team-a/train"), trust, inline), &all).expect("ours");
+        assert_eq!(name, "r1");
+        let parsed = |s: &str| serde_json::from_str::<Value>(s).expect("JSON");
+        assert_eq!(r.trust, Some(DocDigest::of(&parsed(trust))));
+        // Equal as `differs` compares: another order, a single-element array for its element.
+        let same = json!({"Statement": {"Resource": "*", "Effect": "Allow", "Action": ["a", "b", "a"]}});
+        assert_eq!(r.inline("mlobs"), Some(DocDigest::of(&same)));
+        assert_ne!(r.inline("mlobs"), r.trust);
+        assert_eq!(r.inline("other"), None);
+        assert_eq!(
+            r.tags().collect::<Vec<_>>(),
+            [("mlobs.io/pipeline", "team-a/train"), ("z", "last")]
+        );
+        assert_eq!(r.tag("z"), Some("last"));
+
+        // Not ours, or another shard's: left out.
+        assert!(observed_role(&detail("r2", None, trust, inline), &all).is_none());
+        let team_b = |p: &str| p.starts_with("team-b/");
+        assert!(observed_role(&detail("r3", Some("team-a/train"), trust, inline), &team_b).is_none());
+        assert!(observed_role(&detail("r4", Some("team-b/train"), trust, inline), &team_b).is_some());
+    }
+
+    #[test]
+    fn a_stored_document_that_is_not_json_never_equals_a_json_one() {
+        assert_eq!(DocDigest::of_stored("%7B%7D"), DocDigest::of(&json!({})));
+        // The text `"x"` is not the JSON string "x".
+        assert_ne!(DocDigest::of_stored("x"), DocDigest::of(&json!("x")));
+        assert_ne!(DocDigest::of_stored("x"), DocDigest::of_stored("y"));
+    }
 
     #[test]
     fn percent_decode_handles_escapes_utf8_and_leaves_plus_alone() {

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dataflow::Signal;
+use super::shard::Shard;
 use crate::aws::{AwsClients, AwsError, iam, kms, log_metrics};
 
 /// Default of `mlobs run --kms-check-interval`.
@@ -58,6 +59,13 @@ struct Known {
 /// The start of the minute `ms` lies in.
 fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)
+}
+
+/// Whether `shard`'s role snapshot keeps a role whose `mlobs.io/pipeline` tag is `pipeline`
+/// (`<namespace>/<name>`): the shard's pipelines' roles. A tag of another form is kept, not
+/// judged: a role missing from the snapshot costs its pipeline two reads, one kept costs memory.
+pub fn keeps_role_of(shard: Shard, pipeline: &str) -> bool {
+    pipeline.split_once('/').is_none_or(|(ns, name)| shard.owns(ns, name))
 }
 
 /// Shared by all pipeline reconciles (one `Ctx` field).
@@ -152,14 +160,20 @@ impl BatchedReads {
         cached(&self.aliases, fresh_since, "ListAliases", kms::observe_aliases(aws)).await
     }
 
-    /// mlobs's IAM roles, read at or after `fresh_since`; `None` when
+    /// mlobs's IAM roles of the pipelines of `shard`, read at or after `fresh_since`; `None` when
     /// GetAccountAuthorizationDetails fails (each pipeline then reads its own role).
-    pub async fn roles(&self, aws: &AwsClients, fresh_since: SystemTime) -> Option<Arc<iam::RoleSnapshot>> {
+    pub async fn roles(
+        &self,
+        aws: &AwsClients,
+        fresh_since: SystemTime,
+        shard: Shard,
+    ) -> Option<Arc<iam::RoleSnapshot>> {
+        let keep = move |pipeline: &str| keeps_role_of(shard, pipeline);
         cached(
             &self.roles,
             fresh_since,
             "GetAccountAuthorizationDetails",
-            iam::observe_roles(aws),
+            iam::observe_roles(aws, &keep),
         )
         .await
     }
@@ -362,6 +376,21 @@ mod tests {
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn each_role_is_kept_by_the_one_shard_of_its_pipeline() {
+        let shards = [Shard { index: 0, count: 2 }, Shard { index: 1, count: 2 }];
+        let mut kept = [0, 0];
+        for i in 0..100 {
+            let tag = format!("team-{}/train-{i}", i % 7);
+            let keepers: Vec<usize> = (0..2).filter(|s| keeps_role_of(shards[*s], &tag)).collect();
+            assert_eq!(keepers.len(), 1, "{tag}: kept by {keepers:?}");
+            kept[keepers[0]] += 1;
+        }
+        assert!(kept[0] > 20 && kept[1] > 20, "{kept:?}");
+        assert!(shards.iter().all(|s| keeps_role_of(*s, "no-slash")));
+        assert!(keeps_role_of(Shard::default(), "team-a/train"));
+    }
 
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)

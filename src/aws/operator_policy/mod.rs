@@ -519,7 +519,7 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
             None,
         ),
         // A resync reads every role's trust policy, inline policies, tags and boundary in one
-        // listing (1,000 roles a page) instead of GetRole and GetRolePolicy per pipeline. The
+        // listing (250 roles a page) instead of GetRole and GetRolePolicy per pipeline. The
         // action has no resource type, so it cannot be narrowed to our roles; it reads (and mlobs
         // keeps) only what the listing returns, and it writes nothing. Without it mlobs falls
         // back to the per-role reads above.

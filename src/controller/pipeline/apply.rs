@@ -165,7 +165,7 @@ async fn batched_reads(
             None
         },
         iam_roles: if created_role {
-            ctx.batched.roles(&ctx.aws, fresh_since).await
+            ctx.batched.roles(&ctx.aws, fresh_since, ctx.shard).await
         } else {
             None
         },
