@@ -224,12 +224,31 @@ fn kube_reads_all(texts: &[String]) -> f64 {
 
 /// The operator's read requests by `resource verb`, grown from `before` to `after` (all replicas).
 fn kube_reads_by_request(before: &[String], after: &[String]) -> BTreeMap<String, f64> {
+    grown_by_labels("mlobs_kube_reads_total", before, after, |labels| {
+        !labels.contains("verb=\"watch\"")
+    })
+}
+
+/// The operator's write requests by their labels (resource, verb), grown from `before` to
+/// `after` (all replicas): what a steady window's writes were.
+fn kube_writes_by_request(before: &[String], after: &[String]) -> BTreeMap<String, f64> {
+    grown_by_labels("mlobs_kube_writes_total", before, after, |_| true)
+}
+
+/// The samples of counter `metric` (by their labels, those `keep` accepts) grown from `before`
+/// to `after`, summed over the replicas.
+fn grown_by_labels(
+    metric: &str,
+    before: &[String],
+    after: &[String],
+    keep: impl Fn(&str) -> bool,
+) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for (b, a) in before.iter().zip(after) {
-        let b = metric_samples(b, "mlobs_kube_reads_total");
-        for (labels, v) in metric_samples(a, "mlobs_kube_reads_total") {
+        let b = metric_samples(b, metric);
+        for (labels, v) in metric_samples(a, metric) {
             let grown = v - b.get(&labels).copied().unwrap_or(0.0);
-            if grown > 0.0 && !labels.contains("verb=\"watch\"") {
+            if grown > 0.0 && keep(&labels) {
                 *out.entry(labels).or_insert(0.0) += grown;
             }
         }
@@ -508,6 +527,8 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         println!("bench: steady window {attempt}: nodes {flaps:?} went NotReady; measuring again");
     };
     let writes_per_min = (kube_writes_all(&m2)? - kube_writes_all(&m1)?) * 60.0 / STEADY_WINDOW.as_secs_f64();
+    let steady_writes_by = kube_writes_by_request(&m1, &m2);
+    println!("bench: the steady window's Kubernetes writes by request: {steady_writes_by:?}");
     // One resync interval from a boundary: every pipeline's AWS side is looked at once.
     until_resync_boundary().await;
     let m3 = scrape(ops).await?;
@@ -752,6 +773,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         "drift_event_seconds": drift.map(|d| d.as_secs_f64()),
         "kube_reads_create_to_ready": kube_reads, "kube_reads_per_reconcile": reads_per_reconcile,
         "kube_reads_by_request": kube_reads_by,
+        "steady_kube_writes_by_request": steady_writes_by,
         "apiserver_cpu_seconds_create_to_ready": apiserver_cpu, "wait_seconds": wait,
         "reconciles": reconciles,
         "shards": per_shard,
