@@ -173,10 +173,31 @@ fn a_listed_role_keeps_less_than_its_two_documents_take_as_text() {
         .filter_map(|r| mlobs::aws::iam::observed_role(r, &all))
         .collect();
     let per_role = (counting_alloc::in_use() - before) / N as isize;
-    println!("a listed role: {per_role} bytes in the snapshot; its two documents alone {documents} bytes of text");
-    assert_eq!(snapshot.len(), N);
+    // What the listing kept before: the documents as text, the tags and inline policies in maps.
+    type Map = std::collections::BTreeMap<String, String>;
+    let before = counting_alloc::in_use();
+    let as_text: std::collections::BTreeMap<String, (String, Option<String>, Map, Map)> = details
+        .iter()
+        .map(|r| {
+            let tags = r.tags().iter().map(|t| (t.key().to_string(), t.value().to_string()));
+            let inline = (r.role_policy_list().iter())
+                .filter_map(|p| Some((p.policy_name()?.to_string(), p.policy_document()?.to_string())));
+            let role = (
+                r.arn().unwrap_or_default().to_string(),
+                r.assume_role_policy_document().map(str::to_string),
+                tags.collect(),
+                inline.collect(),
+            );
+            (r.role_name().unwrap_or_default().to_string(), role)
+        })
+        .collect();
+    let per_role_as_text = (counting_alloc::in_use() - before) / N as isize;
+    println!(
+        "a listed role: {per_role} bytes in the snapshot, {per_role_as_text} with its documents as text; the two documents alone {documents} bytes"
+    );
+    assert_eq!((snapshot.len(), as_text.len()), (N, N));
     assert!(
-        (per_role as usize) < documents,
-        "a listed role takes {per_role} bytes, its documents {documents}"
+        (per_role as usize) < documents && per_role * 4 < per_role_as_text,
+        "a listed role takes {per_role} bytes, {per_role_as_text} as text, its documents {documents}"
     );
 }

@@ -56,7 +56,7 @@ impl Want<'_> {
 
 /// A role as GetAccountAuthorizationDetails lists it: everything [`ensure`] compares, the policy
 /// documents as digests. A snapshot holds every role of the shard for a whole resync period; with
-/// the documents kept as text a role took 3,049 bytes, as digests 519 (`tests/cache_memory.rs`).
+/// the documents kept as text a role took 3,024 bytes, as digests 519 (`tests/cache_memory.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedRole {
     pub arn: String,
