@@ -78,6 +78,7 @@ where
 
 #[test]
 fn a_compact_child_takes_under_half_of_the_whole_slimmed_object() {
+    let _alone = counting_alloc::measuring();
     let daemon_sets: Vec<DaemonSet> = (0..N).map(collector).collect();
     let (whole, whole_store) = per_object(&daemon_sets);
     let compact: Vec<Compact<DaemonSet>> = daemon_sets.iter().map(Compact::of).collect();
@@ -154,6 +155,7 @@ fn listed_role(i: usize) -> aws_sdk_iam::types::RoleDetail {
 
 #[test]
 fn a_listed_role_keeps_less_than_its_two_documents_take_as_text() {
+    let _alone = counting_alloc::measuring();
     let details: Vec<_> = (0..N).map(listed_role).collect();
     let documents: usize = details
         .iter()

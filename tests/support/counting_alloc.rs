@@ -16,6 +16,14 @@ pub fn in_use() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
+/// Held by a test while it measures: the counter is the whole process's, so two tests of one
+/// binary measuring at once (cargo runs them on parallel threads) count each other's memory.
+#[allow(dead_code)]
+pub fn measuring() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 // SAFETY: every call is passed on to the system allocator unchanged; only a counter is updated.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
