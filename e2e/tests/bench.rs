@@ -256,6 +256,69 @@ fn grown_by_labels(
     out
 }
 
+/// Every pipeline's status in `namespaces`, by `namespace/name`, as JSON leaves (conditions keyed
+/// by their type): what a steady window's status writes changed ([`status_changes`]).
+async fn statuses(
+    c: &kube::Client,
+    namespaces: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, serde_json::Value>>> {
+    let mut out = BTreeMap::new();
+    for ns in namespaces {
+        for p in Api::<MLObservabilityPipeline>::namespaced(c.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+        {
+            let mut leaves = BTreeMap::new();
+            flatten("", &serde_json::to_value(&p.status)?, &mut leaves);
+            out.insert(format!("{ns}/{}", p.name_any()), leaves);
+        }
+    }
+    Ok(out)
+}
+
+/// `v`'s leaves by path; an array of objects with a `type` is keyed by it (conditions).
+fn flatten(path: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| flatten(&format!("{path}.{k}"), v, out)),
+        serde_json::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                let key = v
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .map_or(i.to_string(), str::to_string);
+                flatten(&format!("{path}[{key}]"), v, out);
+            }
+        }
+        leaf => {
+            out.insert(path.to_string(), leaf.clone());
+        }
+    }
+}
+
+/// Which status fields changed from `before` to `after`: pipelines by changed path, with one
+/// example (pipeline, old value, new value) each.
+fn status_changes(
+    before: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    after: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+) -> BTreeMap<String, (usize, String)> {
+    let mut out: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let null = serde_json::Value::Null;
+    for (name, a) in after {
+        let Some(b) = before.get(name) else { continue };
+        let paths: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for path in paths {
+            let (old, new) = (b.get(path).unwrap_or(&null), a.get(path).unwrap_or(&null));
+            if old != new {
+                let e = out
+                    .entry(path.clone())
+                    .or_insert_with(|| (0, format!("{name}: {old} -> {new}")));
+                e.0 += 1;
+            }
+        }
+    }
+    out
+}
+
 /// CPU seconds (user + system) used so far by every process named `comm` (the test cluster's
 /// processes run on this machine).
 fn cpu_seconds(comm: &str) -> f64 {
@@ -493,6 +556,16 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let aws = aws().await?;
     let first_group = format!("/aws/eks/{CLUSTER_NAME}/{}/job-00000/logs", namespaces[0]);
     put_incoming_log_events(&aws, std::slice::from_ref(&first_group)).await?;
+    // The group's pipeline records its newest event at its next resync read: a write the bench
+    // caused, so it is waited for before a steady window opens.
+    let first = Api::<MLObservabilityPipeline>::namespaced(c.clone(), &namespaces[0]);
+    let seeded = wait_for("job-00000 to record its log event", RESYNC * 2, async || {
+        let p = first.get("job-00000").await?;
+        let t = p.status.and_then(|s| s.telemetry).and_then(|t| t.last_log_event_time);
+        t.context("no lastLogEventTime yet")
+    })
+    .await;
+    println!("bench: the seeded group's pipeline recorded its event: {seeded:?}");
 
     // Steady state: nothing changes; the operator must write nothing. A window in which (or just
     // before which) a kwok node went NotReady is not a steady one: the pipelines on it rightly
@@ -514,9 +587,12 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
         let started = k8s_openapi::jiff::Timestamp::now();
+        let s1 = statuses(&c, &namespaces).await?;
         let m1 = scrape(ops).await?;
         tokio::time::sleep(STEADY_WINDOW).await;
         let m2 = scrape(ops).await?;
+        let changed = status_changes(&s1, &statuses(&c, &namespaces).await?);
+        println!("bench: steady window {attempt}: status fields changed (pipelines, one example): {changed:#?}");
         let since = started
             .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(60))
             .unwrap_or(started);

@@ -12,8 +12,12 @@
 //!   pipeline's slot, see `resync`) is the re-check: the scheduled one is set past the next slot,
 //!   a fallback only, so a pipeline whose data stays missing reads its streams once per resync,
 //!   not twice;
-//! - status written only when the condition's status or reason changes, or at a resync read (so
-//!   `lastLogEventTime`/`lastMetricEventTime` are at most one resync old).
+//! - a read too when `CollectorReady` turns True while data is not flowing: the write that
+//!   records the collector as ready also starts the grace period's message;
+//! - status written only when the condition's status, reason or message changes (a failed read's
+//!   message only at a resync read), or at a resync read (so `lastLogEventTime` /
+//!   `lastMetricEventTime` are at most one resync old). Messages of missing data name the newest
+//!   event's time, not its age: a stopped pipeline's status is not rewritten at each resync.
 
 use std::time::{Duration, Instant};
 
@@ -190,13 +194,9 @@ pub fn verdict(
         .iter()
         .map(|r| match r.newest_ms {
             None => format!("no {} event in {} yet", r.signal.noun(), r.group),
-            Some(t) => format!(
-                "no {} event in {} for {} (newest at {})",
-                r.signal.noun(),
-                r.group,
-                age(now_ms, t),
-                rfc3339(t)
-            ),
+            // No age: the message of a pipeline whose data stopped stays the same from one
+            // read to the next, so a stopped pipeline's status is not rewritten at each resync.
+            Some(t) => format!("no {} event in {} since {}", r.signal.noun(), r.group, rfc3339(t)),
         })
         .collect();
     let first_check = prev.is_none_or(|c| c.status == st::UNKNOWN);
@@ -271,8 +271,12 @@ pub fn update(
         return;
     };
     let changed = prev.as_ref().is_none_or(|c| c.status != status || c.reason != r);
-    let resync = obs.is_some_and(|o| o.read == Read::Resync);
-    if !changed && obs.is_some() && !resync {
+    let recheck = obs.is_some_and(|o| o.read == Read::Recheck);
+    // A re-check with the same status and reason writes only a message that says something new
+    // (the grace period's start once the collector is ready, a newer event's time); a failed
+    // read's message (the AWS error, with its request ID) is not rewritten by each re-check.
+    let same_message = prev.as_ref().is_some_and(|c| c.message == message);
+    if !changed && recheck && (same_message || r == reason::DATA_CHECK_FAILED) {
         return;
     }
     conditions::upsert(
@@ -334,6 +338,7 @@ pub fn read_due(
     serving: &Serving,
     prev: Option<&Condition>,
     recheck: Option<&Recheck>,
+    collector_became_ready: bool,
     now: Instant,
 ) -> Option<Read> {
     if *serving != Serving::Ready {
@@ -343,6 +348,9 @@ pub fn read_due(
         return Some(Read::Resync);
     }
     match (prev, recheck) {
+        // `CollectorReady` turns True in this reconcile: the grace period starts now, and the
+        // message says so in the same status write (not in a second one at the next re-check).
+        (Some(c), _) if collector_became_ready && c.status != st::TRUE => Some(Read::Recheck),
         (Some(c), _) if c.status == st::TRUE => None,
         // A collector pod just became ready: look now (it usually finds WaitingForData).
         (Some(c), _) if !evaluated(c) => Some(Read::Recheck),

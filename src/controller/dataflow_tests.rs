@@ -169,9 +169,7 @@ fn data_that_stops_is_false_at_once_without_a_new_grace_period() {
     let (status, r, msg, since) = flowing(&s);
     assert_eq!((status.as_str(), r.as_str()), (st::FALSE, reason::NO_RECENT_METRICS));
     assert!(
-        msg.contains(&format!(
-            "no metric event in {METRICS} for 10m (newest at 1970-01-01T00:01:40Z)"
-        )),
+        msg.contains(&format!("no metric event in {METRICS} since 1970-01-01T00:01:40Z")),
         "{msg}"
     );
     assert!(!msg.contains(LOGS), "fresh logs are not listed: {msg}");
@@ -222,7 +220,7 @@ fn a_failed_read_is_unknown_with_the_aws_error_and_keeps_the_times() {
 }
 
 #[test]
-fn a_recheck_that_changes_nothing_writes_nothing_and_a_resync_refreshes_message_and_times() {
+fn reads_that_find_the_same_stopped_data_write_nothing_and_a_newer_event_refreshes_message_and_times() {
     let mut s = status_ready_since(0);
     step(
         &mut s,
@@ -232,22 +230,28 @@ fn a_recheck_that_changes_nothing_writes_nothing_and_a_resync_refreshes_message_
     );
     assert_eq!(flowing(&s).1, reason::NO_RECENT_LOGS);
     let before = s.clone();
-    // A re-check finds newer (still stale) data: same status and reason, nothing to write.
+    // Later re-checks and resyncs that find the same stopped data: nothing to write (the message
+    // names the newest event's time, not its age).
+    for (kind, now) in [(Read::Recheck, 1100), (Read::Resync, 1700), (Read::Recheck, 2300)] {
+        step(&mut s, &Serving::Ready, Some(&read(kind, Some(10), Some(10))), now);
+        assert_eq!(
+            s, before,
+            "{kind:?} at {now} s with the same newest events changes nothing"
+        );
+    }
+    // A newer (still stale) event: the message and the times move on; the transition time stays.
     step(
         &mut s,
         &Serving::Ready,
         Some(&read(Read::Recheck, Some(20), Some(20))),
-        1100,
-    );
-    assert_eq!(s, before, "a re-check with the same verdict changes nothing");
-    // A resync read records the times and the new ages; the transition time stays.
-    step(
-        &mut s,
-        &Serving::Ready,
-        Some(&read(Read::Resync, Some(20), Some(20))),
-        1100,
+        2400,
     );
     assert_ne!(s, before);
+    assert!(
+        flowing(&s).2.contains("since 1970-01-01T00:00:20Z"),
+        "{}",
+        flowing(&s).2
+    );
     assert_eq!(flowing(&s).3, flowing(&before).3);
     let t = s.telemetry.clone().expect("telemetry");
     assert_eq!(t.last_log_event_time.as_deref(), Some("1970-01-01T00:00:20Z"));
@@ -291,27 +295,82 @@ fn reads_happen_at_every_aws_step_and_between_them_only_while_data_is_missing() 
     };
     // No ready collector pod: never.
     for serving in [Serving::NotLookedAt, Serving::NoGpuNodes, Serving::NotReady("x".into())] {
-        assert_eq!(read_due(true, &serving, Some(&stale), Some(&due), now), None);
+        assert_eq!(read_due(true, &serving, Some(&stale), Some(&due), false, now), None);
     }
     // The AWS step: always, and its times are recorded.
     assert_eq!(
-        read_due(true, &Serving::Ready, Some(&flowing), None, now),
+        read_due(true, &Serving::Ready, Some(&flowing), None, false, now),
         Some(Read::Resync)
     );
     // Flowing between resyncs: no read, whatever triggered the reconcile.
-    assert_eq!(read_due(false, &Serving::Ready, Some(&flowing), Some(&due), now), None);
+    assert_eq!(
+        read_due(false, &Serving::Ready, Some(&flowing), Some(&due), false, now),
+        None
+    );
     // A collector pod just became ready (or first reconcile): look now.
     assert_eq!(
-        read_due(false, &Serving::Ready, Some(&not_ready), Some(&soon), now),
+        read_due(false, &Serving::Ready, Some(&not_ready), Some(&soon), false, now),
         Some(Read::Recheck)
     );
-    assert_eq!(read_due(false, &Serving::Ready, None, None, now), Some(Read::Recheck));
-    // Not flowing: only once the re-check is due.
-    assert_eq!(read_due(false, &Serving::Ready, Some(&stale), Some(&soon), now), None);
     assert_eq!(
-        read_due(false, &Serving::Ready, Some(&stale), Some(&due), now),
+        read_due(false, &Serving::Ready, None, None, false, now),
         Some(Read::Recheck)
     );
+    // Not flowing: only once the re-check is due.
+    assert_eq!(
+        read_due(false, &Serving::Ready, Some(&stale), Some(&soon), false, now),
+        None
+    );
+    assert_eq!(
+        read_due(false, &Serving::Ready, Some(&stale), Some(&due), false, now),
+        Some(Read::Recheck)
+    );
+    // CollectorReady turns True in this reconcile: look now, whatever the schedule says, unless
+    // data already flows.
+    let waiting = c(st::UNKNOWN, reason::WAITING_FOR_DATA);
+    for prev in [&waiting, &stale] {
+        assert_eq!(
+            read_due(false, &Serving::Ready, Some(prev), Some(&soon), true, now),
+            Some(Read::Recheck)
+        );
+    }
+    assert_eq!(read_due(false, &Serving::Ready, Some(&flowing), None, true, now), None);
+}
+
+#[test]
+fn the_collector_turning_ready_rewrites_the_waiting_message_in_the_same_write() {
+    // A pod ready, CollectorReady not True yet: WaitingForData, "still rolling out".
+    let mut s = MLObservabilityPipelineStatus::default();
+    step(&mut s, &Serving::Ready, Some(&read(Read::Recheck, None, None)), 1000);
+    assert!(flowing(&s).2.contains("rolling out"), "{}", flowing(&s).2);
+    // CollectorReady turns True; this reconcile's re-check (same status and reason) says since
+    // when the grace period runs instead of keeping the rollout message.
+    let mut ready = status_ready_since(1010);
+    ready
+        .conditions
+        .extend(s.conditions.iter().filter(|c| c.type_ == ty::DATA_FLOWING).cloned());
+    step(
+        &mut ready,
+        &Serving::Ready,
+        Some(&read(Read::Recheck, None, None)),
+        1010,
+    );
+    let (status, r, msg, since) = flowing(&ready);
+    assert_eq!((status.as_str(), r.as_str()), (st::UNKNOWN, reason::WAITING_FOR_DATA));
+    assert!(
+        msg.contains("the collector is ready since 1970-01-01T00:16:50Z"),
+        "{msg}"
+    );
+    assert_eq!(since, at(1000), "Unknown to Unknown keeps the transition time");
+    // The next re-check finds the same: nothing to write.
+    let before = ready.clone();
+    step(
+        &mut ready,
+        &Serving::Ready,
+        Some(&read(Read::Recheck, None, None)),
+        1040,
+    );
+    assert_eq!(ready, before);
 }
 
 #[test]

@@ -154,6 +154,15 @@ impl Observed {
         }
     }
 
+    /// Whether this reconcile finds `CollectorReady` True by a running collector: applied, up to
+    /// date and ready on every matching GPU node (not `NoGpuNodes`).
+    pub fn collector_all_ready(&self) -> bool {
+        self.collector_blocked.is_none()
+            && !self.no_gpu_nodes
+            && self.collector_up_to_date
+            && (self.collector.as_ref()).is_some_and(|c| c.ready_nodes == c.desired_nodes)
+    }
+
     /// Whether the AWS side is ready: as this reconcile found it, or as status last recorded it.
     pub fn aws_ready(&self, p: &MLObservabilityPipeline) -> bool {
         match &self.aws {
@@ -393,7 +402,7 @@ impl Observed {
         if self.no_gpu_nodes {
             let m = "no node matches the GPU node selector, so nothing runs yet; the collector starts on each matching node as it joins";
             c.set(ty::COLLECTOR_READY, st::TRUE, reason::NO_GPU_NODES, m.into());
-        } else if self.collector_up_to_date && col.ready_nodes == col.desired_nodes {
+        } else if self.collector_all_ready() {
             c.set(ty::COLLECTOR_READY, st::TRUE, reason::RECONCILED, counts);
         } else {
             c.set(ty::COLLECTOR_READY, st::FALSE, reason::ROLLING_OUT, counts);

@@ -300,7 +300,18 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         .and_then(|s| conditions::find(&s.conditions, pty::DATA_FLOWING));
     let recheck = ctx.recheck(&uid);
     let serving = obs.serving();
-    let Some(read) = dataflow::read_due(aws_step_ran, &serving, prev, recheck.as_ref(), Instant::now()) else {
+    let was_ready = (p.status.as_ref())
+        .and_then(|s| conditions::find(&s.conditions, pty::COLLECTOR_READY))
+        .is_some_and(|c| c.status == conditions::status::TRUE);
+    let became_ready = !was_ready && obs.collector_all_ready();
+    let Some(read) = dataflow::read_due(
+        aws_step_ran,
+        &serving,
+        prev,
+        recheck.as_ref(),
+        became_ready,
+        Instant::now(),
+    ) else {
         tracing::debug!(
             ?serving,
             condition = prev.map(|c| c.reason.as_str()),
