@@ -650,3 +650,100 @@ async fn a_resync_finds_data_flowing_in_cloudwatchs_per_group_metric_without_any
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_status_write_that_turns_collector_ready_true_says_since_when_dataflowing_waits() -> Result<()> {
+    let c = client().await?;
+    let guard = TestNs::create(&c, "flowready").await?;
+    let ns = guard.name.as_str();
+    let name = "ready-msg";
+    // Two nodes of its own (a label only this test sets): a change of the collector then rolls
+    // out pod by pod, so CollectorReady goes False (RollingOut) while a pod stays ready and
+    // DataFlowing stays WaitingForData, and turns True again when the second pod is replaced.
+    let gpu = gpu_nodes(&c).await?;
+    ensure!(gpu.len() >= 2, "two GPU nodes needed, the cluster has {}", gpu.len());
+    let label = format!("mlobs.io/{ns}");
+    let nodes_api = Api::<k8s_openapi::api::core::v1::Node>::all(c.clone());
+    let mine = &gpu[gpu.len() - 2..];
+    for node in mine {
+        nodes_api
+            .patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {&label: "yes"}}})),
+            )
+            .await
+            .with_context(|| format!("labelling node {node}"))?;
+    }
+    let result = async {
+        policies(&c)
+            .patch(
+                ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"nodeSelector": {"nvidia.com/gpu.present": "true", &label: "yes"}}})),
+            )
+            .await
+            .context("giving the policy the two nodes")?;
+        let spec = json!({"dataFlow": {"gracePeriod": "6h"}});
+        crate::pipeline::ready_pipeline_with_collector_on(&c, ns, name, spec, 2).await?;
+        let api = pipelines(&c, ns);
+        let api = &api;
+        let first = wait_for("DataFlowing WaitingForData", READY_TIMEOUT, async || {
+            let p = api.get(name).await?;
+            let flow = condition(&p, "DataFlowing").context("no DataFlowing")?;
+            ensure!(flow.reason == "WaitingForData", "{}", conditions_summary(&p));
+            let ready = condition(&p, "CollectorReady").context("no CollectorReady")?;
+            Ok(ready.last_transition_time.clone())
+        })
+        .await?;
+        // A collector change (its configuration, so its pod template) rolls the pods out.
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"logs": {"exclude": ["/var/log/pods/*/e2e-never/*.log"]}}})),
+        )
+        .await?;
+        let p = wait_for(
+            "CollectorReady True again after the rollout",
+            READY_TIMEOUT,
+            async || {
+                let p = api.get(name).await?;
+                heal_node_flap(&c, &p).await?;
+                let ready = condition(&p, "CollectorReady").context("no CollectorReady")?;
+                ensure!(
+                    ready.status == "True" && ready.last_transition_time.0 > first.0,
+                    "{}",
+                    conditions_summary(&p)
+                );
+                Ok(p)
+            },
+        )
+        .await?;
+        // Polled every 250 ms: this copy is the write that turned CollectorReady True or one
+        // soon after; before the fix, DataFlowing kept the message of the rollout (or of the
+        // first grace period) until the next resync read, 10 minutes later.
+        let since = condition(&p, "CollectorReady").map(|c| c.last_transition_time.0.to_string());
+        let flow = condition(&p, "DataFlowing").context("no DataFlowing")?;
+        let since = since.context("no CollectorReady")?;
+        ensure!(
+            flow.reason == "WaitingForData" && flow.message.contains(&format!("the collector is ready since {since}")),
+            "CollectorReady turned True at {since}, but DataFlowing says: {} {}",
+            flow.reason,
+            flow.message
+        );
+        println!("DataFlowing: {}", flow.message);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    for node in mine {
+        nodes_api
+            .patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {&label: null}}})),
+            )
+            .await
+            .with_context(|| format!("unlabelling node {node}"))?;
+    }
+    result
+}

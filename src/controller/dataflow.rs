@@ -12,8 +12,9 @@
 //!   pipeline's slot, see `resync`) is the re-check: the scheduled one is set past the next slot,
 //!   a fallback only, so a pipeline whose data stays missing reads its streams once per resync,
 //!   not twice;
-//! - a read too when `CollectorReady` turns True while data is not flowing: the write that
-//!   records the collector as ready also starts the grace period's message;
+//! - when `CollectorReady` turns True while waiting for a first event, no read: the last read's
+//!   findings are restated, so the write that records the collector as ready also starts the
+//!   grace period's message;
 //! - status written only when the condition's status, reason or message changes (a failed read's
 //!   message only at a resync read), or at a resync read (so `lastLogEventTime` /
 //!   `lastMetricEventTime` are at most one resync old). Messages of missing data name the newest
@@ -66,6 +67,11 @@ pub fn groups(e: &Effective) -> Vec<(Signal, String)> {
 pub enum Read {
     Resync,
     Recheck,
+    /// No AWS call: `CollectorReady` turned True while the condition waits for a first event
+    /// (`WaitingForData`), and the last read's findings (the newest event times recorded in
+    /// status) are restated, so the status write that records the collector as ready also says
+    /// since when the grace period runs. The re-check schedule is left as it was.
+    Restated,
 }
 
 /// The newest event of one log group.
@@ -271,7 +277,7 @@ pub fn update(
         return;
     };
     let changed = prev.as_ref().is_none_or(|c| c.status != status || c.reason != r);
-    let recheck = obs.is_some_and(|o| o.read == Read::Recheck);
+    let recheck = obs.is_some_and(|o| o.read != Read::Resync);
     // A re-check with the same status and reason writes only a message that says something new
     // (the grace period's start once the collector is ready, a newer event's time); a failed
     // read's message (the AWS error, with its request ID) is not rewritten by each re-check.
@@ -338,7 +344,6 @@ pub fn read_due(
     serving: &Serving,
     prev: Option<&Condition>,
     recheck: Option<&Recheck>,
-    collector_became_ready: bool,
     now: Instant,
 ) -> Option<Read> {
     if *serving != Serving::Ready {
@@ -348,9 +353,6 @@ pub fn read_due(
         return Some(Read::Resync);
     }
     match (prev, recheck) {
-        // `CollectorReady` turns True in this reconcile: the grace period starts now, and the
-        // message says so in the same status write (not in a second one at the next re-check).
-        (Some(c), _) if collector_became_ready && c.status != st::TRUE => Some(Read::Recheck),
         (Some(c), _) if c.status == st::TRUE => None,
         // A collector pod just became ready: look now (it usually finds WaitingForData).
         (Some(c), _) if !evaluated(c) => Some(Read::Recheck),
@@ -358,6 +360,13 @@ pub fn read_due(
         (Some(_), Some(r)) => (now >= r.last + r.delay).then_some(Read::Recheck),
         (Some(_), None) => Some(Read::Recheck),
     }
+}
+
+/// Whether this reconcile restates the last read ([`Read::Restated`]) when no read is due:
+/// `CollectorReady` turns True in it while a collector pod is ready and the condition waits for a
+/// first event, whose message depends on since when the collector is ready.
+pub fn restates(collector_became_ready: bool, serving: &Serving, prev: Option<&Condition>) -> bool {
+    collector_became_ready && *serving == Serving::Ready && prev.is_some_and(|c| c.reason == reason::WAITING_FOR_DATA)
 }
 
 /// The re-check schedule after a read that left the condition `new_status` (was `old_status`):

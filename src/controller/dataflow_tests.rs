@@ -295,46 +295,37 @@ fn reads_happen_at_every_aws_step_and_between_them_only_while_data_is_missing() 
     };
     // No ready collector pod: never.
     for serving in [Serving::NotLookedAt, Serving::NoGpuNodes, Serving::NotReady("x".into())] {
-        assert_eq!(read_due(true, &serving, Some(&stale), Some(&due), false, now), None);
+        assert_eq!(read_due(true, &serving, Some(&stale), Some(&due), now), None);
     }
     // The AWS step: always, and its times are recorded.
     assert_eq!(
-        read_due(true, &Serving::Ready, Some(&flowing), None, false, now),
+        read_due(true, &Serving::Ready, Some(&flowing), None, now),
         Some(Read::Resync)
     );
     // Flowing between resyncs: no read, whatever triggered the reconcile.
-    assert_eq!(
-        read_due(false, &Serving::Ready, Some(&flowing), Some(&due), false, now),
-        None
-    );
+    assert_eq!(read_due(false, &Serving::Ready, Some(&flowing), Some(&due), now), None);
     // A collector pod just became ready (or first reconcile): look now.
     assert_eq!(
-        read_due(false, &Serving::Ready, Some(&not_ready), Some(&soon), false, now),
+        read_due(false, &Serving::Ready, Some(&not_ready), Some(&soon), now),
         Some(Read::Recheck)
     );
-    assert_eq!(
-        read_due(false, &Serving::Ready, None, None, false, now),
-        Some(Read::Recheck)
-    );
+    assert_eq!(read_due(false, &Serving::Ready, None, None, now), Some(Read::Recheck));
     // Not flowing: only once the re-check is due.
+    assert_eq!(read_due(false, &Serving::Ready, Some(&stale), Some(&soon), now), None);
     assert_eq!(
-        read_due(false, &Serving::Ready, Some(&stale), Some(&soon), false, now),
-        None
-    );
-    assert_eq!(
-        read_due(false, &Serving::Ready, Some(&stale), Some(&due), false, now),
+        read_due(false, &Serving::Ready, Some(&stale), Some(&due), now),
         Some(Read::Recheck)
     );
-    // CollectorReady turns True in this reconcile: look now, whatever the schedule says, unless
-    // data already flows.
+    // CollectorReady turns True in this reconcile while waiting for a first event: no read, the
+    // last one is restated (its message depends on since when the collector is ready); not when
+    // data flows or stopped (their messages do not), nor when CollectorReady stays as it was.
     let waiting = c(st::UNKNOWN, reason::WAITING_FOR_DATA);
-    for prev in [&waiting, &stale] {
-        assert_eq!(
-            read_due(false, &Serving::Ready, Some(prev), Some(&soon), true, now),
-            Some(Read::Recheck)
-        );
+    assert!(restates(true, &Serving::Ready, Some(&waiting)));
+    for prev in [&flowing, &stale, &not_ready] {
+        assert!(!restates(true, &Serving::Ready, Some(prev)), "{}", prev.reason);
     }
-    assert_eq!(read_due(false, &Serving::Ready, Some(&flowing), None, true, now), None);
+    assert!(!restates(false, &Serving::Ready, Some(&waiting)));
+    assert!(!restates(true, &Serving::NotReady("x".into()), Some(&waiting)));
 }
 
 #[test]
@@ -343,8 +334,8 @@ fn the_collector_turning_ready_rewrites_the_waiting_message_in_the_same_write() 
     let mut s = MLObservabilityPipelineStatus::default();
     step(&mut s, &Serving::Ready, Some(&read(Read::Recheck, None, None)), 1000);
     assert!(flowing(&s).2.contains("rolling out"), "{}", flowing(&s).2);
-    // CollectorReady turns True; this reconcile's re-check (same status and reason) says since
-    // when the grace period runs instead of keeping the rollout message.
+    // CollectorReady turns True; this reconcile restates that read (same status and reason) and
+    // says since when the grace period runs instead of keeping the rollout message.
     let mut ready = status_ready_since(1010);
     ready
         .conditions
@@ -352,7 +343,7 @@ fn the_collector_turning_ready_rewrites_the_waiting_message_in_the_same_write() 
     step(
         &mut ready,
         &Serving::Ready,
-        Some(&read(Read::Recheck, None, None)),
+        Some(&read(Read::Restated, None, None)),
         1010,
     );
     let (status, r, msg, since) = flowing(&ready);

@@ -304,14 +304,23 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         .and_then(|s| conditions::find(&s.conditions, pty::COLLECTOR_READY))
         .is_some_and(|c| c.status == conditions::status::TRUE);
     let became_ready = !was_ready && obs.collector_all_ready();
-    let Some(read) = dataflow::read_due(
-        aws_step_ran,
-        &serving,
-        prev,
-        recheck.as_ref(),
-        became_ready,
-        Instant::now(),
-    ) else {
+    let Some(read) = dataflow::read_due(aws_step_ran, &serving, prev, recheck.as_ref(), Instant::now()) else {
+        if dataflow::restates(became_ready, &serving, prev) {
+            let status = p.status.as_ref();
+            let readings = (groups.into_iter())
+                .map(|(signal, group)| GroupReading {
+                    newest_ms: dataflow::recorded_ms(status, signal),
+                    signal,
+                    group,
+                })
+                .collect();
+            obs.data_flow = Some(DataFlowObs {
+                read: dataflow::Read::Restated,
+                grace_ms: d.effective.data_flow_grace_ms,
+                result: Ok(readings),
+            });
+            return;
+        }
         tracing::debug!(
             ?serving,
             condition = prev.map(|c| c.reason.as_str()),

@@ -240,7 +240,8 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
         }
     };
     let base = obs.resource_version.clone().or_else(|| p.resource_version());
-    let read = obs.data_flow.is_some();
+    // A restated read (no AWS call) leaves the re-check schedule as it was.
+    let read = (obs.data_flow.as_ref()).is_some_and(|d| d.read != dataflow::Read::Restated);
     let grace_ms = obs.data_flow.as_ref().map(|d| d.grace_ms);
     let now = super::now();
     let new = obs.into_status(p, &old, now.clone());
