@@ -277,12 +277,12 @@ pub fn update(
         return;
     };
     let changed = prev.as_ref().is_none_or(|c| c.status != status || c.reason != r);
-    let recheck = obs.is_some_and(|o| o.read != Read::Resync);
-    // A re-check with the same status and reason writes only a message that says something new
-    // (the grace period's start once the collector is ready, a newer event's time); a failed
-    // read's message (the AWS error, with its request ID) is not rewritten by each re-check.
+    let between_resyncs = obs.is_some_and(|o| o.read != Read::Resync);
+    // A re-check (or restatement) with the same status and reason writes only a message that says
+    // something new (the grace period's start once the collector is ready, a newer event's time);
+    // a failed read's message (the AWS error, with its request ID) is not rewritten by each one.
     let same_message = prev.as_ref().is_some_and(|c| c.message == message);
-    if !changed && recheck && (same_message || r == reason::DATA_CHECK_FAILED) {
+    if !changed && between_resyncs && (same_message || r == reason::DATA_CHECK_FAILED) {
         return;
     }
     conditions::upsert(
