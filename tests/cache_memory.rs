@@ -1,6 +1,7 @@
-//! What the child caches hold per child: a store of `Compact` children against a store of the
-//! same slimmed objects kept whole (what the caches held before), counted by a global allocator
-//! that tracks the bytes in use.
+//! What the caches hold per object, counted by a global allocator that tracks the bytes in use:
+//! a store of `Compact` children against a store of the same slimmed objects kept whole (what the
+//! caches held before), the IAM role listing, and a sharded shard 0's `Counted` pipelines against
+//! whole ones.
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -201,5 +202,55 @@ fn a_listed_role_keeps_less_than_its_two_documents_take_as_text() {
     assert!(
         (per_role as usize) < documents && per_role * 4 < per_role_as_text,
         "a listed role takes {per_role} bytes, {per_role_as_text} as text, its documents {documents}"
+    );
+}
+
+/// Pipeline `i` as the API server returns it once the operator has written its status (every
+/// condition with its message, the AWS resources, the telemetry estimate), with managedFields and
+/// kubectl's last-applied annotation already dropped as every pipeline cache drops them.
+fn pipeline(i: usize) -> mlobs::crd::MLObservabilityPipeline {
+    use mlobs::crd::conditions::pipeline::ALL;
+    let ns = format!("team-{}", i % 10);
+    let conditions: Vec<_> = ALL
+        .iter()
+        .map(|t| {
+            let status = if *t == "PolicyCompliant" && i.is_multiple_of(7) {
+                "False"
+            } else {
+                "True"
+            };
+            serde_json::json!({"type": t, "status": status, "reason": "Reconciled", "observedGeneration": 1,
+                "lastTransitionTime": "2026-12-06T10:00:00Z",
+                "message": format!("{t}: 2/2 GPU nodes of pool {} run a ready collector; nothing to do", i % 10)})
+        })
+        .collect();
+    let arn = |kind: &str| format!("arn:aws:logs:us-east-1:123456789012:log-group:/aws/eks/prod/{ns}/train-{i}/{kind}");
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+        "metadata": {"name": format!("train-{i}"), "namespace": ns, "uid": format!("5b2e0000-0000-4000-8000-{i:012}"),
+            "generation": 1, "resourceVersion": format!("{}", 200_000 + i), "finalizers": ["mlobs.io/cleanup"],
+            "creationTimestamp": "2026-12-06T09:58:00Z", "labels": {"team": ns}},
+        "spec": {"clusterName": "prod", "policyRef": ns, "resyncInterval": "10m", "dataFlow": {"gracePeriod": "6h"}},
+        "status": {"observedGeneration": 1, "conditions": conditions,
+            "aws": {"kmsKeyArn": format!("arn:aws:kms:us-east-1:123456789012:key/0c1d2e3f-0000-4000-8000-{i:012}"),
+                "logGroupArns": [arn("logs"), arn("metrics")],
+                "roleArn": format!("arn:aws:iam::123456789012:role/mlobs/mlobs-prod-{ns}-train-{i}")},
+            "telemetry": {"gpuNodes": 2, "seriesPerNode": 128, "totalSeries": 256, "estimatedMonthlyCostUSD": 76.8}}
+    }))
+    .expect("pipeline")
+}
+
+#[test]
+fn shard_0_keeps_each_pipeline_of_the_cluster_in_under_an_eighth_of_a_whole_one() {
+    let _alone = counting_alloc::measuring();
+    let pipelines: Vec<_> = (0..N).map(pipeline).collect();
+    let (whole, whole_store) = per_object(&pipelines);
+    let counted: Vec<_> = pipelines.iter().map(mlobs::controller::counted::Counted::of).collect();
+    let (small, small_store) = per_object(&counted);
+    println!("pipeline: {whole} bytes whole, {small} as shard 0 keeps it for the policy counts");
+    assert_eq!((whole_store.state().len(), small_store.state().len()), (N, N));
+    assert!(
+        small * 8 < whole,
+        "a counted-only pipeline takes {small} bytes, the whole one {whole}"
     );
 }

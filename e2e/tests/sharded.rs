@@ -107,9 +107,22 @@ async fn each_shard_reconciles_only_its_pipelines_and_shard_0_counts_all_for_the
             break;
         }
     }
+    // A fifth pipeline, on shard 1, that breaks the policy's minimum retention: shard 0 must see
+    // its PolicyCompliant False through the slim cache it keeps of other shards' pipelines.
+    let violating = (0..)
+        .map(|n| format!("short-{n}"))
+        .find(|name| Shard::of(&ns.name, name, SHARDS) == 1)
+        .context("a name on shard 1")?;
+    let policies = Api::<GpuTelemetryPolicy>::all(c.clone());
+    let min_retention = json!({"spec": {"logs": {"minRetentionInDays": 7}}});
+    (policies.patch(&ns.name, &PatchParams::default(), &Patch::Merge(min_retention)))
+        .await
+        .context("policy: logs.minRetentionInDays 7")?;
     for name in names.values().flatten() {
         create_pipeline(&c, &pipeline(&ns.name, name, json!({}))?).await?;
     }
+    let short = json!({"logs": {"logGroup": {"retentionInDays": 3}}});
+    create_pipeline(&c, &pipeline(&ns.name, &violating, short)?).await?;
     for (shard, list) in &names {
         let me = &by_shard[shard].identity;
         for name in list {
@@ -125,20 +138,22 @@ async fn each_shard_reconciles_only_its_pipelines_and_shard_0_counts_all_for_the
     }
 
     // Shard 0 reconciles the policy and counts every pipeline it governs, the other shard's too.
-    let policies = Api::<GpuTelemetryPolicy>::all(c.clone());
-    let total = wait_for(
-        "the policy counting all 4 pipelines",
+    let counts = wait_for(
+        "the policy counting all 5 pipelines, 1 of them non-compliant",
         Duration::from_secs(60),
         async || {
             let p = policies.get(&ns.name).await?;
-            let total = p.status.and_then(|s| s.pipelines).map(|x| x.total);
-            ensure!(total == Some(4), "status.pipelines.total {total:?}");
-            Ok(total)
+            let counts = p.status.and_then(|s| s.pipelines).map(|x| (x.total, x.non_compliant));
+            ensure!(
+                counts == Some((5, 1)),
+                "status.pipelines (total, nonCompliant) {counts:?}"
+            );
+            Ok(counts)
         },
     )
     .await?;
     println!(
-        "policy {}: status.pipelines.total {total:?} (written by shard 0)",
+        "policy {}: status.pipelines (total, nonCompliant) {counts:?} (written by shard 0; {violating} on shard 1 breaks logs.minRetentionInDays)",
         ns.name
     );
 

@@ -23,11 +23,16 @@ pub enum Governing {
 
 /// The governing policy among `policies`.
 pub fn governing(p: &MLObservabilityPipeline, policies: &[Arc<GpuTelemetryPolicy>]) -> Governing {
-    match &p.spec.policy_ref {
+    governing_ref(p.spec.policy_ref.as_deref(), policies)
+}
+
+/// The policy governing a pipeline whose `spec.policyRef` is `policy_ref`.
+pub fn governing_ref(policy_ref: Option<&str>, policies: &[Arc<GpuTelemetryPolicy>]) -> Governing {
+    match policy_ref {
         Some(name) => policies
             .iter()
             .find(|x| x.metadata.name.as_deref() == Some(name))
-            .map_or_else(|| Governing::NotFound(name.clone()), |x| Governing::One(x.clone())),
+            .map_or_else(|| Governing::NotFound(name.to_string()), |x| Governing::One(x.clone())),
         None => {
             let mut defaults: Vec<&Arc<GpuTelemetryPolicy>> =
                 policies.iter().filter(|x| x.spec.default == Some(true)).collect();

@@ -8,6 +8,7 @@ pub mod batched;
 pub mod child_stores;
 pub mod children;
 pub mod client;
+pub mod counted;
 pub mod dataflow;
 pub mod destinations;
 pub mod drift_events;
@@ -70,10 +71,10 @@ pub struct Ctx {
     pub prices: Prices,
     /// The pipelines this replica's shard reconciles (all of them when unsharded).
     pub pipelines: Store<MLObservabilityPipeline>,
-    /// Every pipeline in the cluster, for the policies' governed counts: `pipelines` when
-    /// unsharded; its own cache on a sharded shard 0; empty on other shards (they run no policy
-    /// reconciles).
-    pub all_pipelines: Store<MLObservabilityPipeline>,
+    /// On a sharded shard 0, every pipeline of the cluster as the policies' counts read it
+    /// ([`counted::Counted`]). `None`: the counts read `pipelines` (unsharded: every pipeline;
+    /// the other shards run no policy reconciles).
+    pub counted_pipelines: Option<Store<counted::Counted>>,
     pub policies: Store<GpuTelemetryPolicy>,
     /// Pipeline uid → (AWS plan fingerprint, when it was last ensured ready). Lets reconciles
     /// triggered by child or node events skip AWS until the plan changes or the resync is due.
@@ -544,19 +545,6 @@ async fn fill_until(fill: impl std::future::Future<Output = ()>, stop: impl std:
     }
 }
 
-/// A cache of every pipeline, for a sharded shard 0's policy counts: (the store, the future that
-/// keeps it filled).
-fn all_pipelines_cache(client: Client) -> (Store<MLObservabilityPipeline>, impl std::future::Future<Output = ()>) {
-    let (reader, writer) = reflector::store();
-    let api = Api::<MLObservabilityPipeline>::all(client);
-    let fill = reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff().modify(slim),
-    )
-    .for_each(|_| futures::future::ready(()));
-    (reader, fill)
-}
-
 /// Runs both controllers until `shutdown` resolves (then drains in-flight reconciles). With
 /// `settings.shard` set, the pipeline controller sees only its shard's pipelines, and only shard 0
 /// runs the policy controller (the other shards keep a cache of the policies).
@@ -593,13 +581,11 @@ pub async fn run_controllers(
     .with_config(config);
     // Shard 0 of several needs every pipeline for the policies' counts; other shards run no
     // policy reconciles and keep only the policies.
-    let (all_pipelines, fill_all) = if shard.is_sharded() && shard.runs_policies() {
-        let (store, fill) = all_pipelines_cache(client.clone());
-        (store, fill.boxed())
-    } else if shard.is_sharded() {
-        (reflector::store().0, futures::future::ready(()).boxed())
+    let (counted_pipelines, fill_counted) = if shard.is_sharded() && shard.runs_policies() {
+        let (store, fill) = counted::watch(client.clone());
+        (Some(store), fill.boxed())
     } else {
-        (pc.store(), futures::future::ready(()).boxed())
+        (None, futures::future::ready(()).boxed())
     };
     let policies = if shard.runs_policies() {
         gc.store()
@@ -648,7 +634,7 @@ pub async fn run_controllers(
         recorder: events::Publisher::new(client.clone(), settings.reporter),
         prices: Prices::default(),
         pipelines: pc.store(),
-        all_pipelines,
+        counted_pipelines,
         policies,
         aws_synced: Mutex::new(HashMap::new()),
         backoffs: backoff::Backoffs::default(),
@@ -667,7 +653,7 @@ pub async fn run_controllers(
         shard,
     });
     ctx.metrics.shard(shard);
-    tokio::spawn(fill_until(fill_all, shutdown.clone()));
+    tokio::spawn(fill_until(fill_counted, shutdown.clone()));
 
     let pipes = ctx.pipelines.clone();
     let collectors = ctx.child_stores.daemon_sets.clone();
@@ -764,16 +750,16 @@ pub async fn run_controllers(
     // the only one that waits on the stores outside their own controllers; reconciles wait on
     // `synced` (see `Ctx::caches_synced`).
     ready.store(false, Ordering::SeqCst);
-    let stores = [ctx.pipelines.clone(), ctx.all_pipelines.clone()];
+    let (own, counted) = (ctx.pipelines.clone(), ctx.counted_pipelines.clone());
     let (g_store, flag) = (ctx.policies.clone(), ready.clone());
-    let all_wanted = shard.is_sharded() && shard.runs_policies();
     let stopping = shutdown.clone();
     let synced = async move {
         let both = async {
-            let [own, all] = stores;
-            own.wait_until_ready().await.is_ok()
-                && (!all_wanted || all.wait_until_ready().await.is_ok())
-                && g_store.wait_until_ready().await.is_ok()
+            let counted_ready = match counted {
+                Some(all) => all.wait_until_ready().await.is_ok(),
+                None => true,
+            };
+            own.wait_until_ready().await.is_ok() && counted_ready && g_store.wait_until_ready().await.is_ok()
         };
         tokio::select! {
             ok = both => if ok {

@@ -20,10 +20,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::applier::{self, Child, ChildSet, Kind, SetOwner};
+use super::counted;
 use super::error::{Error, Result};
-use super::lookup::{Governing, governing};
 use super::{Ctx, now};
-use crate::crd::conditions::{self, pipeline as pty, policy as ty, reason, status as st};
+use crate::crd::conditions::{self, policy as ty, reason, status as st};
 use crate::crd::reason::Reason;
 use crate::crd::{ExporterStatus, GpuTelemetryPolicy, GpuTelemetryPolicyStatus, PipelineCounts};
 use crate::desired::dcgm_exporter;
@@ -141,21 +141,10 @@ async fn dereference(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<World> {
         .filter_map(|n| n.metadata.name)
         .collect();
     // Every pipeline of the cluster, not only this shard's (shard 0 runs the policies).
-    let governed: Vec<_> = ctx
-        .all_pipelines
-        .state()
-        .into_iter()
-        .filter(|x| matches!(governing(x, &policies), Governing::One(g) if g.name_any() == name))
-        .collect();
-    let non_compliant = governed
-        .iter()
-        .filter(|x| {
-            x.status
-                .as_ref()
-                .and_then(|s| conditions::find(&s.conditions, pty::POLICY_COMPLIANT))
-                .is_some_and(|c| c.status == st::FALSE)
-        })
-        .count();
+    let (governed, non_compliant) = match &ctx.counted_pipelines {
+        Some(all) => counted::count_in(all, &policies, &name),
+        None => counted::count_whole(&ctx.pipelines.state(), &policies, &name),
+    };
     let exporter_namespace_exists = match dcgm_exporter::from_policy(p, &ctx.desired.operator_namespace) {
         Some(x) => super::shared_reads::namespace(&ctx.client, &ctx.namespaces, &x.namespace)
             .await?
@@ -165,7 +154,7 @@ async fn dereference(p: &GpuTelemetryPolicy, ctx: &Ctx) -> Result<World> {
     Ok(World {
         other_defaults,
         nodes,
-        governed: governed.len(),
+        governed,
         non_compliant,
         exporter_namespace_exists,
     })
