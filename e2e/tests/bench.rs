@@ -552,20 +552,30 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     // never publishes it, stands for an account where it never was: there quiet groups' streams
     // are read at every resync). One group received events once: the other groups' silence in the
     // metric listings then says they received nothing, and the no-data window below measures
-    // that steady state (the listings of the steady windows have shown the group by then).
+    // that steady state (the listings of the steady windows have shown the group by then). A
+    // replica lists only its own shard's groups, so each shard gets one such group (run AG, one
+    // group for two shards: the other shard read 1,106 streams per resync).
     let aws = aws().await?;
-    let first_group = format!("/aws/eks/{CLUSTER_NAME}/{}/job-00000/logs", namespaces[0]);
-    put_incoming_log_events(&aws, std::slice::from_ref(&first_group)).await?;
-    // The group's pipeline records its newest event at its next resync read: a write the bench
+    let job = |k: usize| (namespaces[k % NAMESPACES].clone(), format!("job-{k:05}"));
+    let seeded_jobs: Vec<(String, String)> = (ops.iter())
+        .filter_map(|o| (0..n).map(job).find(|(ns, name)| o.shard.owns(ns, name)))
+        .collect();
+    let group_of = |(ns, name): &(String, String)| format!("/aws/eks/{CLUSTER_NAME}/{ns}/{name}/logs");
+    let seeded_groups: Vec<String> = seeded_jobs.iter().map(group_of).collect();
+    put_incoming_log_events(&aws, &seeded_groups).await?;
+    // Each group's pipeline records its newest event at its next resync read: a write the bench
     // caused, so it is waited for before a steady window opens.
-    let first = Api::<MLObservabilityPipeline>::namespaced(c.clone(), &namespaces[0]);
-    let seeded = wait_for("job-00000 to record its log event", RESYNC * 2, async || {
-        let p = first.get("job-00000").await?;
-        let t = p.status.and_then(|s| s.telemetry).and_then(|t| t.last_log_event_time);
-        t.context("no lastLogEventTime yet")
-    })
-    .await;
-    println!("bench: the seeded group's pipeline recorded its event: {seeded:?}");
+    for (ns, name) in &seeded_jobs {
+        let api = Api::<MLObservabilityPipeline>::namespaced(c.clone(), ns);
+        let seeded = wait_for(&format!("{name} to record its log event"), RESYNC * 2, async || {
+            let p = api.get(name).await?;
+            let t = p.status.and_then(|s| s.telemetry).and_then(|t| t.last_log_event_time);
+            t.context("no lastLogEventTime yet")
+        })
+        .await;
+        println!("bench: the seeded group's pipeline {ns}/{name} recorded its event: {seeded:?}");
+    }
+    let first_group = seeded_groups.first().cloned().context("no seeded group")?;
 
     // Steady state: nothing changes; the operator must write nothing. A window in which (or just
     // before which) a kwok node went NotReady is not a steady one: the pipelines on it rightly
@@ -761,7 +771,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
             Some(rss < 40.0),
         ),
         figure(
-            "AWS read calls per full resync, no data flowing (the metric published for one group)",
+            "AWS read calls per full resync, no data flowing (the metric published for one group per shard)",
             format!("{resync_reads} ({resync_writes} writes, {stream_reads} DescribeLogStreams)"),
             format!("≤ N/50 + 3 = {reads_goal}"),
             Some(resync_reads <= reads_goal),
