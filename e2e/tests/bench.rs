@@ -680,6 +680,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         "detail": {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com", "eventName": "PutRetentionPolicy",
                    "awsRegion": REGION, "requestParameters": {"logGroupName": group, "retentionInDays": 1},
                    "eventType": "AwsApiCall", "readOnly": false, "managementEvent": true}});
+    let m_drift = scrape(ops).await?;
     aws.sqs
         .send_message()
         .queue_url(&queue_url)
@@ -699,6 +700,14 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     .await
     .ok();
     let m_end = scrape(ops).await?;
+    // Which replica took the event and which passed it on (sharded runs: all read one queue).
+    for (i, o) in ops.iter().enumerate() {
+        let by = grown_by_labels("mlobs_drift_events_total", &m_drift[i..=i], &m_end[i..=i], |_| true);
+        println!(
+            "bench: drift events at shard {} while the change was put back: {by:?}",
+            o.shard
+        );
+    }
     let rss_each = ops.iter().map(rss_of).collect::<Result<Vec<f64>>>()?;
     let rss_now: Vec<Option<BTreeMap<&str, f64>>> = ops.iter().map(|o| rss_by_mapping(o.r.pid)).collect();
     println!("bench: resident memory now by mapping (MiB), per replica: {rss_now:.1?}");
