@@ -893,12 +893,3 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     drop(guards);
     Ok(())
 }
-
-/// Ends the spawned task when dropped (the pipelines' watch, also on an early return).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}

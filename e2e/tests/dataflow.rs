@@ -244,6 +244,21 @@ fn emf_base_bytes(event: &str) -> Result<usize> {
     Ok(serde_json::to_string(&v)?.len())
 }
 
+/// Publishes `IncomingLogEvents` for `groups` every 15 s until dropped, as CloudWatch Logs does
+/// each minute for groups receiving events (moto publishes nothing). A failed publication is
+/// printed: the operator then reads the groups' streams, which the test checks anyway.
+fn publish_while_flowing(aws: &mlobs::aws::AwsClients, groups: [String; 2]) -> AbortOnDrop {
+    let aws = aws.clone();
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            if let Err(e) = put_incoming_log_events(&aws, &groups).await {
+                println!("publishing IncomingLogEvents: {e:#}");
+            }
+            tokio::time::sleep(Duration::from_secs(15)).await;
+        }
+    }))
+}
+
 async fn wait_condition(
     c: &Client,
     ns: &str,
@@ -510,7 +525,14 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
         (bytes - base_bytes) as f64 / metric_entries.max(1) as f64,
     );
 
-    // DataFlowing: the operator reads the newest event time of both log groups.
+    // DataFlowing: the operator reads the newest event time of both log groups. CloudWatch
+    // publishes `IncomingLogEvents` each minute for every group receiving events; moto does not,
+    // so the test does while the collector delivers, as for a real account. Without it the test
+    // depended on timing: once another test of the same operator published the metric for its
+    // groups, a resync trusted the listing's silence about these groups
+    // (`BatchedReads::unchanged_since_read`) and never read their streams again (CI: DataFlowing
+    // not True after 150 s while both groups held events).
+    let publisher = publish_while_flowing(&aws, [logs_group.clone(), metrics_group.clone()]);
     let (_, reason) = wait_condition(&c, ns, name, "DataFlowing", "True", Duration::from_secs(150)).await?;
     println!(
         "DataFlowing=True ({reason}) {:.1} s after the first line was written",
@@ -581,6 +603,7 @@ async fn the_real_collector_delivers_redacted_pod_logs_per_pod_stream_and_only_s
     );
 
     // 5. The collector stops: DataFlowing turns False once the grace period has passed.
+    drop(publisher);
     collector.stop().await?;
     let (after, reason) = wait_condition(&c, ns, name, "DataFlowing", "False", Duration::from_secs(150)).await?;
     ensure!(

@@ -817,6 +817,15 @@ pub fn not_yet<T>(msg: impl std::fmt::Display) -> Result<T> {
     bail!("{msg}")
 }
 
+/// Ends the spawned task when dropped, also on an early return.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
