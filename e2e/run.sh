@@ -141,16 +141,29 @@ for _ in $(seq 240); do listening "$MOTO_PORT" && break; sleep 0.25; done
 listening "$MOTO_PORT" || { cat "$TMP/moto.log"; echo "e2e: moto did not listen on $MOTO_PORT"; exit 1; }
 MOTO_URL=http://127.0.0.1:$MOTO_PORT
 log "moto at $MOTO_URL"
+# Drift events queues in moto: `drift_queues M` creates one queue, or with M > 1 one per shard
+# (as the EventBridge rule's targets of `mlobs plan --shards M` are), and sets QUEUE_ARG (the
+# --drift-events-queue value: with `{shard}` when sharded) and MLOBS_E2E_DRIFT_QUEUE_URLS (the
+# queues in shard order, for the tests to deliver events to).
+drift_queues() {
+  local urls
+  urls=$(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$PY" -c 'import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1")
+m = int(sys.argv[2])
+names = ["mlobs-drift-events"] if m == 1 else ["mlobs-drift-events-%d" % i for i in range(m)]
+print(" ".join(sqs.create_queue(QueueName=n)["QueueUrl"] for n in names))' "$MOTO_URL" "$1")
+  export MLOBS_E2E_DRIFT_QUEUE_URLS=$urls
+  QUEUE_ARG=${urls%% *}
+  if [ "$1" -gt 1 ]; then QUEUE_ARG=${QUEUE_ARG%-0}-{shard}; fi
+  log "drift events queue(s) $urls (--drift-events-queue $QUEUE_ARG)"
+}
 DRIFT_ARGS=()
 if [ "$BENCH" = 1 ]; then
-  QUEUE_URL=$(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$PY" -c 'import sys, boto3
-print(boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1").create_queue(QueueName="mlobs-drift-events")["QueueUrl"])' "$MOTO_URL")
+  drift_queues "$BENCH_SHARDS"
   # One process measured from start to end: without leader election, since a lease renewal the
   # overloaded API server does not answer in time ends the leader (a Deployment restarts it; the
   # failover itself is e2e's serial::failover test). The first 1,000-pipeline run showed that.
-  DRIFT_ARGS=(--drift-events-queue "$QUEUE_URL" --leader-elect=false)
-  export MLOBS_E2E_DRIFT_QUEUE_URL=$QUEUE_URL
-  log "drift events queue $QUEUE_URL"
+  DRIFT_ARGS=(--drift-events-queue "$QUEUE_ARG" --leader-elect=false)
 fi
 
 # 3. Build: the test profile, so the operator binary and the test binary share one compilation
@@ -268,7 +281,7 @@ export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
 # The sharded phase: the chart re-applied with shards=2 (its Role then grants the shards'
 # Leases), the replicas restarted as `--shard 0/2` and `--shard 1/2`, then `sharded::` alone.
 sharded_phase() {
-  log "sharded phase: chart with shards=2, replicas restarted as --shard 0/2 and --shard 1/2"
+  log "sharded phase: chart with shards=2, replicas restarted as --shard 0/2 and --shard 1/2, each reading its own drift events queue"
   "$PY" scripts/chart.py template charts/mlobs-operator --namespace "$OPNS" \
     --set replicas=1 --set shards=2 --set defaultPolicy.enabled=false \
     --set clusterName=e2e --set region=us-east-1 --set-string accountId=123456789012 >"$STATE/chart-sharded.yaml"
@@ -276,7 +289,8 @@ sharded_phase() {
   stop_replicas
   rm -f "$STATE"/replica-*.env
   local i l h
-  for i in 0 1; do start_replica "$i" --shard "$i/2"; done
+  drift_queues 2
+  for i in 0 1; do start_replica "$i" --shard "$i/2" --drift-events-queue "$QUEUE_ARG"; done
   for i in 0 1; do
     l=mlobs-operator-leader-$i-of-2
     for _ in $(seq 240); do

@@ -147,9 +147,17 @@ pub struct PlanArgs {
     #[arg(long, requires = "operator_policy")]
     pub permissions_boundary_arn: Option<String>,
     /// With --operator-policy: the SQS queue of `mlobs run --drift-events-queue`; the policy may
-    /// receive and delete its messages.
+    /// receive and delete its messages. `{shard}` in it stands for each shard's index (one queue
+    /// per shard, see --shards).
     #[arg(long, requires = "operator_policy")]
     pub drift_events_queue_arn: Option<String>,
+    /// With --drift-events-queue-arn: the operator's shard count M (`mlobs run --shard I/M`, the
+    /// chart's `shards`). With `{shard}` in the queue ARN, the policy names the M queues and
+    /// --drift-events prints one rule and queue policy per shard: every event reaches every
+    /// shard's queue.
+    #[arg(long, default_value_t = 1, requires = "drift_events_queue_arn",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::controller::shard::MAX_SHARDS)))]
+    pub shards: u32,
     /// With --drift-events-queue-arn: print one JSON object with the operator policy, the
     /// EventBridge rule to create (name and event pattern) and the queue's resource policy,
     /// instead of the policy alone.
@@ -435,7 +443,9 @@ pub fn operator_policy_options(args: &PlanArgs) -> Result<OperatorPolicyOptions,
         hot_path_stream_prefix: args.hot_path_stream_prefix.clone(),
         permissions_boundary_arn: args.permissions_boundary_arn.clone(),
         cluster_name: i.cluster_name.clone(),
-        drift_events_queue_arn: args.drift_events_queue_arn.clone(),
+        drift_events_queue_arns: (args.drift_events_queue_arn.iter())
+            .flat_map(|q| shard_queue_arns(q, args.shards))
+            .collect(),
         ..OperatorPolicyOptions::new(account, region)
     };
     match opts.problems().as_slice() {
@@ -444,25 +454,30 @@ pub fn operator_policy_options(args: &PlanArgs) -> Result<OperatorPolicyOptions,
     }
 }
 
-/// The rule name `--drift-events` prints.
+/// The rule name `--drift-events` prints (with one queue per shard: `<this>-<I>`).
 pub const DRIFT_EVENTS_RULE: &str = "mlobs-drift-events";
 
-/// `--drift-events`: the operator policy, the EventBridge rule and the queue policy, together.
-fn drift_events_documents(
-    opts: &OperatorPolicyOptions,
-    queue_arn: &str,
-    policy: serde_json::Value,
-) -> serde_json::Value {
+/// The queue ARNs of `arn`: with `{shard}`, one per shard of `shards` (what each replica of
+/// `mlobs run --shard I/M --drift-events-queue` with `{shard}` reads); else `arn`, shared.
+pub fn shard_queue_arns(arn: &str, shards: u32) -> Vec<String> {
+    use crate::controller::drift_events::SHARD_PLACEHOLDER;
+    if arn.contains(SHARD_PLACEHOLDER) {
+        (0..shards.max(1))
+            .map(|i| arn.replace(SHARD_PLACEHOLDER, &i.to_string()))
+            .collect()
+    } else {
+        vec![arn.to_string()]
+    }
+}
+
+/// The EventBridge rule `name` that delivers drift events to `queue_arn`, and that queue's policy.
+fn rule_and_queue_policy(opts: &OperatorPolicyOptions, name: &str, queue_arn: &str) -> serde_json::Value {
     use crate::aws::drift_events::{event_pattern, queue_policy};
     let region = queue_arn.split(':').nth(3).unwrap_or_default();
-    let rule_arn = format!(
-        "arn:{}:events:{region}:{}:rule/{DRIFT_EVENTS_RULE}",
-        opts.partition, opts.account_id
-    );
+    let rule_arn = format!("arn:{}:events:{region}:{}:rule/{name}", opts.partition, opts.account_id);
     serde_json::json!({
-        "operatorPolicy": policy,
         "eventRule": {
-            "name": DRIFT_EVENTS_RULE,
+            "name": name,
             "region": region,
             "eventPattern": event_pattern(),
             "target": queue_arn,
@@ -470,6 +485,30 @@ fn drift_events_documents(
         },
         "queuePolicy": queue_policy(queue_arn, &rule_arn),
     })
+}
+
+/// `--drift-events`: the operator policy, the EventBridge rule and the queue policy, together.
+/// With one queue per shard: `shards`, each shard's queue with its own rule (the same pattern:
+/// every event reaches every shard, which keeps those of its own pipelines) and queue policy.
+fn drift_events_documents(opts: &OperatorPolicyOptions, policy: serde_json::Value) -> serde_json::Value {
+    match opts.drift_events_queue_arns.as_slice() {
+        [one] => {
+            let mut doc = rule_and_queue_policy(opts, DRIFT_EVENTS_RULE, one);
+            doc["operatorPolicy"] = policy;
+            doc
+        }
+        per_shard => {
+            let shards: Vec<serde_json::Value> = (per_shard.iter().enumerate())
+                .map(|(i, q)| {
+                    let mut doc = rule_and_queue_policy(opts, &format!("{DRIFT_EVENTS_RULE}-{i}"), q);
+                    doc["shard"] = serde_json::json!(i);
+                    doc["queueArn"] = serde_json::json!(q);
+                    doc
+                })
+                .collect();
+            serde_json::json!({ "operatorPolicy": policy, "shards": shards })
+        }
+    }
 }
 
 /// `mlobs plan --operator-policy`: the policy JSON on stdout.
@@ -482,9 +521,10 @@ fn print_operator_policy(args: &PlanArgs) -> ExitCode {
         }
     };
     let policy = operator_policy(&opts);
-    let doc = match (&opts.drift_events_queue_arn, args.drift_events) {
-        (Some(queue), true) => drift_events_documents(&opts, queue, policy),
-        _ => policy,
+    let doc = if args.drift_events && !opts.drift_events_queue_arns.is_empty() {
+        drift_events_documents(&opts, policy)
+    } else {
+        policy
     };
     match serde_json::to_string_pretty(&doc) {
         Ok(s) => print_or_fail(&format!("{s}\n")).map_or_else(|code| code, |()| ExitCode::SUCCESS),

@@ -211,6 +211,7 @@ async fn a_released_message_is_visible_again_at_once_with_its_receive_count() {
     assert_eq!(second[0].receive_count, 2);
     let shard = mlobs::controller::shard::Shard { index: 0, count: 2 };
     assert!(mlobs::controller::drift_events::pass_on(
+        true,
         &shard,
         second[0].receive_count
     ));

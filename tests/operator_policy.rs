@@ -118,7 +118,7 @@ fn called_actions() -> BTreeSet<String> {
 
 fn opts() -> OperatorPolicyOptions {
     OperatorPolicyOptions {
-        drift_events_queue_arn: Some("arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events".into()),
+        drift_events_queue_arns: vec!["arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events".into()],
         ..OperatorPolicyOptions::new("123456789012", "us-east-1")
     }
 }
@@ -456,6 +456,59 @@ fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
         doc["queuePolicy"]["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
         "arn:aws:events:us-east-1:123456789012:rule/mlobs-drift-events"
     );
+    // One queue per shard (`{shard}`, as `mlobs run --shard I/M` reads it): the policy names
+    // each shard's queue, and each gets its own rule (the same pattern: every event reaches every
+    // shard) and a queue policy that only its rule may send to.
+    let sharded = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+        .args([
+            "plan",
+            "--operator-policy",
+            "--account-id",
+            "123456789012",
+            "--region",
+            "us-east-1",
+            "--drift-events-queue-arn",
+            "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events-{shard}",
+            "--shards",
+            "3",
+            "--drift-events",
+        ])
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    assert!(sharded.status.success(), "{}", String::from_utf8_lossy(&sharded.stderr));
+    let doc: Value = serde_json::from_slice(&sharded.stdout).unwrap();
+    let queues: Vec<String> = (0..3)
+        .map(|i| format!("arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events-{i}"))
+        .collect();
+    let per_shard = OperatorPolicyOptions {
+        drift_events_queue_arns: queues.clone(),
+        ..OperatorPolicyOptions::new("123456789012", "us-east-1")
+    };
+    assert_eq!(doc["operatorPolicy"], operator_policy(&per_shard));
+    let sqs = statements(&doc["operatorPolicy"])
+        .into_iter()
+        .find(|s| s["Sid"] == "SqsReadDriftEvents")
+        .expect("the SQS statement");
+    assert_eq!(list(&sqs["Resource"]), queues);
+    let shards = doc["shards"].as_array().expect("one entry per shard");
+    assert_eq!(shards.len(), 3);
+    for (i, s) in shards.iter().enumerate() {
+        assert_eq!(
+            (s["shard"].as_u64(), s["queueArn"].as_str()),
+            (Some(i as u64), Some(queues[i].as_str()))
+        );
+        assert_eq!(s["eventRule"]["target"], queues[i]);
+        assert_eq!(
+            s["eventRule"]["eventPattern"],
+            mlobs::aws::drift_events::event_pattern()
+        );
+        assert_eq!(
+            s["queuePolicy"]["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+            format!("arn:aws:events:us-east-1:123456789012:rule/mlobs-drift-events-{i}")
+        );
+        assert_eq!(s["queuePolicy"]["Statement"][0]["Resource"], queues[i]);
+    }
     // A queue outside the operator's regions is refused with the flag's meaning.
     let elsewhere = Command::new(env!("CARGO_BIN_EXE_mlobs"))
         .args([

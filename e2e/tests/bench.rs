@@ -405,7 +405,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let c = client().await?;
     let n = env_or("MLOBS_BENCH_N", 1000) as usize;
     let timeout = Duration::from_secs(env_or("MLOBS_BENCH_READY_TIMEOUT_S", 1800));
-    let queue_url = env("MLOBS_E2E_DRIFT_QUEUE_URL")?;
+    let queues = drift_queue_urls()?;
     // The bench's replicas (e2e/run.sh bench mode runs them without leader election): one, or
     // one per shard.
     let ops = ops()?;
@@ -674,19 +674,13 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         .retention_in_days(1)
         .send()
         .await?;
-    let event = json!({"version": "0", "id": format!("bench-{}", random_suffix()),
-        "detail-type": "AWS API Call via CloudTrail", "source": "aws.logs",
-        "account": ACCOUNT_ID, "region": REGION, "resources": [],
-        "detail": {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com", "eventName": "PutRetentionPolicy",
-                   "awsRegion": REGION, "requestParameters": {"logGroupName": group, "retentionInDays": 1},
-                   "eventType": "AwsApiCall", "readOnly": false, "managementEvent": true}});
+    let event = cloudtrail_event(
+        "logs",
+        "PutRetentionPolicy",
+        json!({"logGroupName": group, "retentionInDays": 1}),
+    );
     let m_drift = scrape(ops).await?;
-    aws.sqs
-        .send_message()
-        .queue_url(&queue_url)
-        .message_body(event.to_string())
-        .send()
-        .await?;
+    deliver_event(&aws, &queues, &event).await?;
     let t = Instant::now();
     let drift = wait_for("the retention put back", RESYNC * 2, async || {
         let g = log_group(&aws, &group).await?.context("log group")?;
@@ -700,7 +694,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     .await
     .ok();
     let m_end = scrape(ops).await?;
-    // Which replica took the event and which passed it on (sharded runs: all read one queue).
+    // Which replica took the event (sharded runs: each shard reads its own queue, holding every event).
     for (i, o) in ops.iter().enumerate() {
         let by = grown_by_labels("mlobs_drift_events_total", &m_drift[i..=i], &m_end[i..=i], |_| true);
         println!(

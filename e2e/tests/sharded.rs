@@ -221,3 +221,118 @@ async fn each_shard_reconciles_only_its_pipelines_and_shard_0_counts_all_for_the
     println!("restarted shard 1 ({}) reconciled {target}", restarted.identity);
     Ok(())
 }
+
+/// `mlobs_drift_events_total{result}` of a replica's metrics text (0 when absent).
+fn drift_events(metrics: &str, result: &str) -> f64 {
+    metric_sum(metrics, "mlobs_drift_events_total", &[("result", result)], &[]).unwrap_or(0.0)
+}
+
+/// Each shard reads a drift events queue of its own (`{shard}` in `--drift-events-queue`), and
+/// every event reaches every shard's queue (one rule target per shard, as `mlobs plan --shards`
+/// prints): the shard of the touched pipeline puts the outside change back at once (its resync
+/// is an hour away), the other shard deletes its copy as unmatched instead of passing it on.
+#[tokio::test]
+async fn each_shard_reads_its_own_drift_events_queue_and_acts_only_on_its_pipelines() -> Result<()> {
+    let c = client().await?;
+    let by_shard = replicas_by_shard()?;
+    let queues = drift_queue_urls()?;
+    ensure!(queues.len() == SHARDS as usize, "one queue per shard, have {queues:?}");
+    let ns = TestNs::create(&c, "shardevents").await?;
+    let mut names: BTreeMap<u32, String> = BTreeMap::new();
+    for n in 0.. {
+        let name = format!("ev-{n}");
+        names.entry(Shard::of(&ns.name, &name, SHARDS)).or_insert(name);
+        if names.len() == SHARDS as usize {
+            break;
+        }
+    }
+    for name in names.values() {
+        create_pipeline(&c, &pipeline(&ns.name, name, json!({"resyncInterval": "1h"}))?).await?;
+    }
+    let aws = aws().await?;
+    for (shard, name) in &names {
+        let p = wait_ready(&c, &ns.name, name).await?;
+        let arns = p
+            .status
+            .and_then(|s| s.aws)
+            .map(|a| a.log_group_arns)
+            .unwrap_or_default();
+        let group = log_group_name(arns.first().context("status.aws.logGroupArns")?)?;
+        let desired = log_group(&aws, &group)
+            .await?
+            .with_context(|| format!("log group {group}"))?
+            .retention_in_days();
+        let before = [by_shard[&0].metrics().await?, by_shard[&1].metrics().await?];
+        (aws.logs
+            .put_retention_policy()
+            .log_group_name(&group)
+            .retention_in_days(1))
+        .send()
+        .await
+        .context("PutRetentionPolicy outside mlobs")?;
+        let event = cloudtrail_event(
+            "logs",
+            "PutRetentionPolicy",
+            json!({"logGroupName": group, "retentionInDays": 1}),
+        );
+        deliver_event(&aws, &queues, &event).await?;
+        let t = Instant::now();
+        wait_for(
+            &format!("{group} put back from its event (resync 1 h away)"),
+            Duration::from_secs(90),
+            async || {
+                let g = log_group(&aws, &group).await?.context("log group")?;
+                ensure!(
+                    g.retention_in_days() == desired,
+                    "retention {:?}, desired {desired:?}",
+                    g.retention_in_days()
+                );
+                Ok(())
+            },
+        )
+        .await?;
+        println!(
+            "{}/{name} (shard {shard}): retention put back {:.1} s after its event reached both queues",
+            ns.name,
+            t.elapsed().as_secs_f64()
+        );
+        wait_for(
+            "both copies of the event deleted",
+            Duration::from_secs(60),
+            async || {
+                for q in &queues {
+                    let n = queued_messages(&aws, q).await?;
+                    ensure!(n == 0, "{n} message(s) left in {q}");
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        let other = (shard + 1) % SHARDS;
+        let after = [by_shard[&0].metrics().await?, by_shard[&1].metrics().await?];
+        let grown = |i: u32, result: &str| {
+            let i = i as usize;
+            drift_events(&after[i], result) - drift_events(&before[i], result)
+        };
+        ensure!(
+            grown(*shard, "matched") >= 1.0,
+            "shard {shard} matched {} event(s)",
+            grown(*shard, "matched")
+        );
+        ensure!(
+            grown(other, "unmatched") >= 1.0 && grown(other, "matched") == 0.0,
+            "shard {other}: unmatched {}, matched {}",
+            grown(other, "unmatched"),
+            grown(other, "matched")
+        );
+        for i in 0..SHARDS {
+            ensure!(
+                grown(i, "passed_on") == 0.0,
+                "shard {i} passed {} message(s) on: each shard's queue is its own",
+                grown(i, "passed_on")
+            );
+        }
+        println!("shard {other} deleted its copy as unmatched; nothing was passed on");
+    }
+    Ok(())
+}

@@ -817,6 +817,54 @@ pub fn not_yet<T>(msg: impl std::fmt::Display) -> Result<T> {
     bail!("{msg}")
 }
 
+/// The drift events queues the replicas read (`MLOBS_E2E_DRIFT_QUEUE_URLS`, in shard order: one
+/// per shard when sharded, as EventBridge fills one queue per shard).
+pub fn drift_queue_urls() -> Result<Vec<String>> {
+    let urls: Vec<String> = env("MLOBS_E2E_DRIFT_QUEUE_URLS")?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    ensure!(!urls.is_empty(), "MLOBS_E2E_DRIFT_QUEUE_URLS names no queue");
+    Ok(urls)
+}
+
+/// The EventBridge envelope of the CloudTrail record of a successful call, as the drift events
+/// rule delivers it.
+pub fn cloudtrail_event(service: &str, name: &str, params: serde_json::Value) -> String {
+    serde_json::json!({"version": "0", "id": format!("e2e-{}", random_suffix()),
+        "detail-type": "AWS API Call via CloudTrail", "source": format!("aws.{service}"),
+        "account": ACCOUNT_ID, "region": REGION, "resources": [],
+        "detail": {"eventVersion": "1.09", "eventSource": format!("{service}.amazonaws.com"), "eventName": name,
+                   "awsRegion": REGION, "requestParameters": params,
+                   "eventType": "AwsApiCall", "readOnly": false, "managementEvent": true}})
+    .to_string()
+}
+
+/// Delivers `body` to every queue, as the rule's targets (one per shard) do.
+pub async fn deliver_event(aws: &AwsClients, queues: &[String], body: &str) -> Result<()> {
+    for q in queues {
+        (aws.sqs.send_message().queue_url(q).message_body(body))
+            .send()
+            .await
+            .with_context(|| format!("SendMessage to {q}"))?;
+    }
+    Ok(())
+}
+
+/// Messages in `queue`, visible or being handled (0: every message was deleted).
+pub async fn queued_messages(aws: &AwsClients, queue: &str) -> Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = (aws.sqs.get_queue_attributes().queue_url(queue))
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .with_context(|| format!("GetQueueAttributes {queue}"))?;
+    let attrs = out.attributes().cloned().unwrap_or_default();
+    let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
+}
+
 /// Ends the spawned task when dropped, also on an early return.
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 

@@ -110,17 +110,42 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
 /// give every shard's replica a turn with high probability.
 const RECEIVES_PER_SHARD: u32 = 3;
 
-/// Whether an unmatched message goes back to the queue (sharded, and not yet received often
-/// enough for every shard to have seen it) instead of being deleted.
-pub fn pass_on(shard: &crate::controller::shard::Shard, receive_count: u32) -> bool {
-    shard.is_sharded() && receive_count < RECEIVES_PER_SHARD.saturating_mul(shard.count)
+/// In a `--drift-events-queue` URL: the shard's index (`--shard I/M`). Each shard then reads a
+/// queue of its own, to which the EventBridge rule delivers every event (one target per shard).
+pub const SHARD_PLACEHOLDER: &str = "{shard}";
+
+/// The queue a replica of `shard` reads, and whether other shards read it too (`shared`): the
+/// URL with [`SHARD_PLACEHOLDER`] replaced by the shard's index (a queue of its own), else the
+/// URL as given (shared when sharded).
+pub fn shard_queue(url: &str, shard: &crate::controller::shard::Shard) -> (String, bool) {
+    if url.contains(SHARD_PLACEHOLDER) {
+        (url.replace(SHARD_PLACEHOLDER, &shard.index.to_string()), false)
+    } else {
+        (url.to_string(), shard.is_sharded())
+    }
+}
+
+/// Whether an unmatched message goes back to the queue (a queue `shared` by the shards, and not
+/// yet received often enough for every shard to have seen it) instead of being deleted. A
+/// shard's own queue (`{shard}` in the URL) holds its copy of every event: what none of its
+/// pipelines matches is deleted at once.
+pub fn pass_on(shared: bool, shard: &crate::controller::shard::Shard, receive_count: u32) -> bool {
+    shared && receive_count < RECEIVES_PER_SHARD.saturating_mul(shard.count)
 }
 
 /// Reads the queue until the process stops. Errors back off (5 s doubling to 60 s) and are
-/// counted; they never stop the controllers. With `--shard`, a message that touches none of
-/// this shard's pipelines is made visible again for the other shards' replicas (all shards read
-/// one queue), and deleted once every shard has likely seen it.
+/// counted; they never stop the controllers. `queue_url` may name the shard's own queue
+/// ([`shard_queue`]). With `--shard` and one queue for all shards, a message that touches none of
+/// this shard's pipelines is made visible again for the other shards' replicas, and deleted once
+/// every shard has likely seen it: which replica receives it is up to SQS, so the right one may
+/// see it late or, rarely, not at all (the resync and the backstop then find the change).
 pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<ObjectRef<MLObservabilityPipeline>>) {
+    let (queue_url, shared) = shard_queue(&queue_url, &ctx.shard);
+    if shared {
+        tracing::warn!(queue = %queue_url, "drift events: all shards read one queue; an event may reach its shard late or not at all. Give each shard its own queue: {SHARD_PLACEHOLDER} in --drift-events-queue");
+    } else {
+        tracing::info!(queue = %queue_url, "drift events: reading the queue");
+    }
     let mut backoff = Duration::from_secs(5);
     loop {
         if !ctx.caches_synced().await {
@@ -136,7 +161,7 @@ pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<Obje
                 let (mut done, mut others) = (Vec::new(), Vec::new());
                 for m in messages {
                     let outcome = handle(&ctx, &m.body, &trigger).await;
-                    if outcome == "unmatched" && pass_on(&ctx.shard, m.receive_count) {
+                    if outcome == "unmatched" && pass_on(shared, &ctx.shard, m.receive_count) {
                         ctx.metrics.drift_event("passed_on");
                         others.push(m);
                     } else {
@@ -181,12 +206,27 @@ mod tests {
     }
 
     #[test]
-    fn unmatched_messages_go_back_to_the_queue_only_when_sharded() {
+    fn unmatched_messages_go_back_only_to_a_queue_the_shards_share() {
         use crate::controller::shard::Shard;
-        assert!(!pass_on(&Shard::default(), 1), "unsharded: nobody else can match it");
         let s = Shard { index: 1, count: 4 };
-        assert!(pass_on(&s, 1) && pass_on(&s, 11));
-        assert!(!pass_on(&s, 12), "every shard had 3 turns on average: deleted");
+        let (url, shared) = shard_queue("https://sqs.us-east-1.amazonaws.com/1/q", &Shard::default());
+        assert!(
+            !shared && !pass_on(shared, &Shard::default(), 1),
+            "unsharded: nobody else can match it"
+        );
+        assert_eq!(url, "https://sqs.us-east-1.amazonaws.com/1/q");
+        let (url, shared) = shard_queue("https://sqs.us-east-1.amazonaws.com/1/q", &s);
+        assert!(shared && pass_on(shared, &s, 1) && pass_on(shared, &s, 11));
+        assert_eq!(url, "https://sqs.us-east-1.amazonaws.com/1/q");
+        assert!(!pass_on(shared, &s, 12), "every shard had 3 turns on average: deleted");
+        let (url, shared) = shard_queue("https://sqs.us-east-1.amazonaws.com/1/q-{shard}", &s);
+        assert_eq!(url, "https://sqs.us-east-1.amazonaws.com/1/q-1");
+        assert!(
+            !shared && !pass_on(shared, &s, 1),
+            "a shard's own queue: deleted at once"
+        );
+        let (url, _) = shard_queue("https://sqs.us-east-1.amazonaws.com/1/q-{shard}", &Shard::default());
+        assert_eq!(url, "https://sqs.us-east-1.amazonaws.com/1/q-0");
     }
 
     #[test]

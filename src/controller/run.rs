@@ -47,7 +47,11 @@ pub struct RunArgs {
     /// change what mlobs owns (`mlobs plan --operator-policy --drift-events-queue-arn ARN` prints the
     /// rule pattern and queue policy). The leader reads it and reconciles the touched pipelines at
     /// once, instead of finding the change at the next resync. Needs `sqs:ReceiveMessage` and
-    /// `sqs:DeleteMessage` on the queue.
+    /// `sqs:DeleteMessage` on the queue. With `--shard I/M`, `{shard}` in the URL is replaced by
+    /// I: each shard reads a queue of its own that receives every event (recommended; `mlobs plan
+    /// --shards M` prints one rule target and queue policy per shard). Without `{shard}` the
+    /// shards share one queue and pass unmatched messages on, so an event may reach its shard
+    /// late or not at all.
     #[arg(long, env = "MLOBS_DRIFT_EVENTS_QUEUE")]
     pub drift_events_queue: Option<String>,
     /// `I/M`: reconcile only the pipelines whose `<namespace>/<name>` hashes (FNV-1a 64, modulo M)

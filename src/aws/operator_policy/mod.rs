@@ -108,9 +108,9 @@ pub struct OperatorPolicyOptions {
     /// The EKS cluster of the pod identity associations; `None` allows every cluster of the
     /// account in the regions.
     pub cluster_name: Option<String>,
-    /// The drift events queue (`mlobs run --drift-events-queue`): the operator may receive and
-    /// delete its messages, nothing else. `None`: no SQS permission.
-    pub drift_events_queue_arn: Option<String>,
+    /// The drift events queues (`mlobs run --drift-events-queue`; one per shard with `{shard}`):
+    /// the operator may receive and delete their messages, nothing else. Empty: no SQS permission.
+    pub drift_events_queue_arns: Vec<String>,
 }
 
 impl OperatorPolicyOptions {
@@ -129,7 +129,7 @@ impl OperatorPolicyOptions {
             alerts_name_prefix: "mlobs-".into(),
             permissions_boundary_arn: None,
             cluster_name: None,
-            drift_events_queue_arn: None,
+            drift_events_queue_arns: Vec::new(),
         }
     }
 
@@ -149,7 +149,7 @@ impl OperatorPolicyOptions {
         wild("role path", &self.role_path);
         wild("KMS alias prefix", &self.kms_alias_prefix);
         wild("archive bucket prefix", &self.archive_bucket_prefix);
-        if let Some(q) = &self.drift_events_queue_arn {
+        for q in &self.drift_events_queue_arns {
             wild("drift events queue ARN", q);
         }
         wild("hot path stream prefix", &self.hot_path_stream_prefix);
@@ -224,7 +224,7 @@ impl OperatorPolicyOptions {
         {
             out.push(format!("permissions boundary {b:?} is not an IAM policy ARN"));
         }
-        if let Some(q) = &self.drift_events_queue_arn {
+        for q in &self.drift_events_queue_arns {
             let parts: Vec<&str> = q.split(':').collect();
             if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sqs" || parts[5].is_empty() {
                 out.push(format!(
@@ -693,12 +693,16 @@ pub fn operator_policy(opts: &OperatorPolicyOptions) -> Value {
         ),
     ];
     let mut statements = statements;
-    if let Some(q) = &opts.drift_events_queue_arn {
+    if let Some(q) = match opts.drift_events_queue_arns.as_slice() {
+        [] => None,
+        [one] => Some(json!(one)),
+        all => Some(json!(all)),
+    } {
         // CloudTrail events of the calls that change what mlobs owns (drift events).
         statements.push(statement(
             "SqsReadDriftEvents",
             &["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
-            json!(q),
+            q,
             Some(json!({ "StringEquals": opts.region_condition() })),
         ));
     }
