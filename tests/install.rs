@@ -525,6 +525,7 @@ fn two_replicas_force_leader_election_and_get_a_disruption_budget() {
 #[test]
 fn shards_render_one_deployment_lease_and_budget_per_shard() {
     use mlobs::controller::shard::Shard;
+    let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/mlobs-drift-events-{shard}";
     let docs = chart(&[
         "--set",
         "shards=3",
@@ -532,6 +533,8 @@ fn shards_render_one_deployment_lease_and_budget_per_shard() {
         "replicas=2",
         "--set",
         "maxConcurrentReconciles=8",
+        "--set",
+        &format!("driftEventsQueue={queue}"),
     ]);
     let of = |k: &str| docs.iter().filter(|d| kind(d) == k).collect::<Vec<_>>();
     let (deployments, pdbs) = (of("Deployment"), of("PodDisruptionBudget"));
@@ -549,6 +552,25 @@ fn shards_render_one_deployment_lease_and_budget_per_shard() {
         assert!(args.contains(&format!("--shard={shard}")), "{args:?}");
         assert!(args.contains(&"--leader-elect=true".to_string()), "{args:?}");
         assert!(args.contains(&"--max-concurrent-reconciles=8".to_string()), "{args:?}");
+        // `{shard}` reaches the binary as it is, and the shard reads its own queue.
+        use clap::Parser;
+        let cli = mlobs::cli::Cli::try_parse_from(std::iter::once("mlobs".to_string()).chain(args.clone()))
+            .unwrap_or_else(|e| panic!("mlobs does not parse {args:?}: {e}"));
+        let mlobs::cli::Command::Run(run) = cli.command else {
+            panic!("not `mlobs run`: {args:?}")
+        };
+        assert_eq!(run.shard, shard);
+        let (own, shared) = mlobs::controller::drift_events::shard_queue(
+            run.drift_events_queue.as_deref().expect("--drift-events-queue"),
+            &run.shard,
+        );
+        assert_eq!(
+            (own.as_str(), shared),
+            (
+                format!("https://sqs.us-east-1.amazonaws.com/123456789012/mlobs-drift-events-{i}").as_str(),
+                false
+            )
+        );
         let sel = &d["spec"]["selector"];
         assert_eq!(sel["matchLabels"]["mlobs.io/shard"], i.to_string());
         assert_eq!(
