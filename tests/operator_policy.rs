@@ -409,43 +409,47 @@ fn statement_ids_are_unique_and_alphanumeric() {
     assert!(sids.iter().all(|s| s.chars().all(|c| c.is_ascii_alphanumeric())));
 }
 
-#[test]
-fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mlobs"))
+/// `mlobs plan --operator-policy --account-id 123456789012 --region <region> <more>`, with no
+/// region or cluster name from the environment.
+fn plan_operator_policy(region: &str, more: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mlobs"))
         .args([
             "plan",
             "--operator-policy",
             "--account-id",
             "123456789012",
             "--region",
-            "us-east-1",
-            "--drift-events-queue-arn",
-            "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events",
+            region,
         ])
+        .args(more)
         .env_remove("AWS_REGION")
         .env_remove("MLOBS_CLUSTER_NAME")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
+    let out = plan_operator_policy(
+        "us-east-1",
+        &[
+            "--drift-events-queue-arn",
+            "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events",
+        ],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed, operator_policy(&opts()));
 
     // --drift-events: the policy, the EventBridge rule and the queue policy in one document.
-    let all = Command::new(env!("CARGO_BIN_EXE_mlobs"))
-        .args([
-            "plan",
-            "--operator-policy",
-            "--account-id",
-            "123456789012",
-            "--region",
-            "us-east-1",
+    let all = plan_operator_policy(
+        "us-east-1",
+        &[
             "--drift-events-queue-arn",
             "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events",
             "--drift-events",
-        ])
-        .env_remove("AWS_REGION")
-        .output()
-        .unwrap();
+        ],
+    );
     let doc: Value = serde_json::from_slice(&all.stdout).unwrap();
     assert_eq!(doc["operatorPolicy"], operator_policy(&opts()));
     assert_eq!(
@@ -459,23 +463,16 @@ fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
     // One queue per shard (`{shard}`, as `mlobs run --shard I/M` reads it): the policy names
     // each shard's queue, and each gets its own rule (the same pattern: every event reaches every
     // shard) and a queue policy that only its rule may send to.
-    let sharded = Command::new(env!("CARGO_BIN_EXE_mlobs"))
-        .args([
-            "plan",
-            "--operator-policy",
-            "--account-id",
-            "123456789012",
-            "--region",
-            "us-east-1",
+    let sharded = plan_operator_policy(
+        "us-east-1",
+        &[
             "--drift-events-queue-arn",
             "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events-{shard}",
             "--shards",
             "3",
             "--drift-events",
-        ])
-        .env_remove("AWS_REGION")
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(sharded.status.success(), "{}", String::from_utf8_lossy(&sharded.stderr));
     let doc: Value = serde_json::from_slice(&sharded.stdout).unwrap();
     let queues: Vec<String> = (0..3)
@@ -510,20 +507,13 @@ fn plan_operator_policy_prints_the_policy_without_a_pipeline_file() {
         assert_eq!(s["queuePolicy"]["Statement"][0]["Resource"], queues[i]);
     }
     // A queue outside the operator's regions is refused with the flag's meaning.
-    let elsewhere = Command::new(env!("CARGO_BIN_EXE_mlobs"))
-        .args([
-            "plan",
-            "--operator-policy",
-            "--account-id",
-            "123456789012",
-            "--region",
-            "eu-west-1",
+    let elsewhere = plan_operator_policy(
+        "eu-west-1",
+        &[
             "--drift-events-queue-arn",
             "arn:aws:sqs:us-east-1:123456789012:mlobs-drift-events",
-        ])
-        .env_remove("AWS_REGION")
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!elsewhere.status.success());
     assert!(String::from_utf8_lossy(&elsewhere.stderr).contains("not one of the operator's regions"));
 
