@@ -34,6 +34,12 @@ fn cond(p: &MLObservabilityPipeline, t: &str) -> Result<(String, String, String)
     Ok((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// `status.collector`'s (desiredNodes, readyNodes).
+fn collector_nodes(p: &MLObservabilityPipeline) -> Option<(i32, i32)> {
+    let c = p.status.as_ref()?.collector.as_ref()?;
+    Some((c.desired_nodes, c.ready_nodes))
+}
+
 /// Waits until `check` accepts the pipeline.
 async fn wait_pipeline(
     c: &Client,
@@ -209,6 +215,11 @@ struct PoolNode {
 
 impl PoolNode {
     async fn create(c: &Client, label: (&str, &str)) -> Result<PoolNode> {
+        PoolNode::create_with_taints(c, label, json!([])).await
+    }
+
+    /// A node with `taints` (`spec.taints`), as a dedicated GPU node group has.
+    async fn create_with_taints(c: &Client, label: (&str, &str), taints: serde_json::Value) -> Result<PoolNode> {
         let name = format!("e2e-pool-{}", random_suffix());
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
@@ -216,6 +227,7 @@ impl PoolNode {
                 "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
                 "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                     "node.kubernetes.io/instance-type": "g5.xlarge", label.0: label.1}},
+            "spec": {"taints": taints},
             "status": {"capacity": {"cpu": "4", "memory": "16Gi", "pods": "110", "nvidia.com/gpu": "1"},
                 "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110", "nvidia.com/gpu": "1"}}
         }))?;
@@ -266,14 +278,10 @@ async fn no_matching_gpu_node_is_ready_with_a_message_and_a_new_node_gets_the_co
         "{}",
         conditions_summary(&p)
     );
-    let collector = p
-        .status
-        .as_ref()
-        .and_then(|s| s.collector.clone())
-        .context("status.collector")?;
     ensure!(
-        (collector.desired_nodes, collector.ready_nodes) == (0, 0),
-        "{collector:?}"
+        collector_nodes(&p) == Some((0, 0)),
+        "status.collector (desiredNodes, readyNodes) {:?}",
+        collector_nodes(&p)
     );
 
     // The node group scales up: one node joins.
@@ -463,5 +471,74 @@ async fn a_collector_no_gpu_node_can_fit_reports_the_schedulers_reason_and_runs_
         Ok(())
     })
     .await?;
+    Ok(())
+}
+
+/// A GPU node group with a taint the collector does not tolerate: the node matches the selector,
+/// but the DaemonSet controller schedules the collector on no node (`desiredNumberScheduled` 0).
+/// Before, "0/0 GPU nodes run a ready collector" was CollectorReady True while nothing collected
+/// (CI showed it when both of a test's nodes went NotReady and got the `unreachable` taint).
+/// Now CollectorReady is False (`CollectorUnschedulable`) naming the taint as the likely cause,
+/// and the collector runs once the policy tolerates it.
+#[tokio::test]
+async fn a_gpu_node_whose_taint_the_collector_does_not_tolerate_is_reported_until_tolerated() -> Result<()> {
+    let c = client().await?;
+    let guard = TestNs::create(&c, "tainted").await?;
+    let ns = guard.name.as_str();
+    let pool = ("mlobs-e2e/pool", ns);
+    let taint = json!({"key": "mlobs-e2e/dedicated", "value": ns, "effect": "NoSchedule"});
+    patch_policy(&c, ns, json!({"nodeSelector": {pool.0: pool.1}})).await?;
+    let node = PoolNode::create_with_taints(&c, pool, json!([taint])).await?;
+    create_pipeline(&c, &pipeline(ns, "train", json!({}))?).await?;
+    let p = wait_pipeline(&c, ns, "train", "CollectorReady=False CollectorUnschedulable", |p| {
+        let (s, r, m) = cond(p, "CollectorReady")?;
+        ensure!(
+            s == "False" && r == "CollectorUnschedulable" && m.starts_with("1 GPU node(s) match"),
+            "{}",
+            conditions_summary(p)
+        );
+        Ok(())
+    })
+    .await?;
+    ensure!(
+        !is_ready(&p),
+        "Ready with the collector on no node: {}",
+        conditions_summary(&p)
+    );
+    ensure!(
+        collector_nodes(&p) == Some((0, 0)),
+        "status.collector (desiredNodes, readyNodes) {:?}",
+        collector_nodes(&p)
+    );
+    let (_, _, m) = cond(&p, "CollectorReady")?;
+    ensure!(m.contains("taint"), "the message names the likely cause: {m}");
+    println!("reported: {m}");
+
+    // The platform team tolerates the node group's taint: the collector runs there.
+    let tolerate = json!([{"key": "mlobs-e2e/dedicated", "operator": "Exists", "effect": "NoSchedule"}]);
+    patch_policy(&c, ns, json!({"tolerations": tolerate})).await?;
+    wait_pipeline(
+        &c,
+        ns,
+        "train",
+        "Ready=True with the collector on the tainted node",
+        |p| {
+            let ready = collector_nodes(p);
+            let (_, r, _) = cond(p, "CollectorReady")?;
+            ensure!(
+                ready == Some((1, 1)) && r == "Reconciled" && is_ready(p),
+                "collector (desired, ready) {ready:?}; {}",
+                conditions_summary(p)
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    let on = running_pods_by_node(&c, ns, &child_selector(ns, "train")).await?;
+    ensure!(
+        on == vec![node.name.clone()],
+        "collector pods run on {on:?}, not only {}",
+        node.name
+    );
     Ok(())
 }

@@ -160,7 +160,17 @@ impl Observed {
         self.collector_blocked.is_none()
             && !self.no_gpu_nodes
             && self.collector_up_to_date
-            && (self.collector.as_ref()).is_some_and(|c| c.ready_nodes == c.desired_nodes)
+            && (self.collector.as_ref()).is_some_and(|c| c.desired_nodes > 0 && c.ready_nodes == c.desired_nodes)
+    }
+
+    /// GPU nodes match the selector, but the up-to-date DaemonSet schedules the collector on none
+    /// of them (`desiredNumberScheduled` 0): each has a taint the collector pods do not tolerate
+    /// (a GPU node group's own taint, or `unreachable`/`not-ready` while a node is down). Nothing
+    /// collects, however ready "0/0" looks.
+    fn collector_on_no_matching_node(&self) -> bool {
+        !self.no_gpu_nodes
+            && self.collector_up_to_date
+            && (self.collector.as_ref()).is_some_and(|c| c.desired_nodes == 0)
     }
 
     /// Whether the AWS side is ready: as this reconcile found it, or as status last recorded it.
@@ -402,6 +412,15 @@ impl Observed {
         if self.no_gpu_nodes {
             let m = "no node matches the GPU node selector, so nothing runs yet; the collector starts on each matching node as it joins";
             c.set(ty::COLLECTOR_READY, st::TRUE, reason::NO_GPU_NODES, m.into());
+        } else if self.collector_on_no_matching_node() {
+            let m = format!(
+                "{} GPU node(s) match the selector, but the DaemonSet runs the collector on none of them: \
+                 each has a taint the collector pods do not tolerate (a NoSchedule taint of the node group, \
+                 or node.kubernetes.io/unreachable or not-ready while the node is down); tolerate it in the \
+                 GpuTelemetryPolicy's (or the pipeline's) tolerations, or fix the nodes",
+                self.gpu_nodes
+            );
+            c.set(ty::COLLECTOR_READY, st::FALSE, reason::COLLECTOR_UNSCHEDULABLE, m);
         } else if self.collector_all_ready() {
             c.set(ty::COLLECTOR_READY, st::TRUE, reason::RECONCILED, counts);
         } else {

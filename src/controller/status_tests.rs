@@ -98,6 +98,35 @@ fn no_gpu_node_is_ready_with_a_message_not_rolling_out_forever() {
     assert_eq!(cond(&s, "Reconciling").status, st::FALSE);
 }
 
+/// CI: two GPU nodes matched, both went NotReady (kwok) and got the `unreachable` NoSchedule
+/// taint, and the DaemonSet controller counted 0 nodes for the collector: "0/0 GPU nodes run a
+/// ready collector" was CollectorReady True while nothing collected.
+#[test]
+fn matching_gpu_nodes_the_collector_is_scheduled_on_none_of_is_not_ready() {
+    let p = pipeline(None);
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(0, 0)));
+    (o.gpu_nodes, o.no_gpu_nodes) = (2, false);
+    o.metrics_source = Some(source(2));
+    assert!(!o.collector_all_ready());
+    let s = o.into_status(&p, &Default::default(), at(1));
+    let c = cond(&s, ty::COLLECTOR_READY);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (st::FALSE, reason::COLLECTOR_UNSCHEDULABLE)
+    );
+    assert!(
+        c.message.starts_with("2 GPU node(s) match") && c.message.contains("taint"),
+        "{}",
+        c.message
+    );
+    assert_eq!(cond(&s, ty::READY).status, st::FALSE);
+    // Once the DaemonSet runs on them again, it is ready as before.
+    let mut o = observe(&p, Some(outcome(vec![])), Some(daemon_set(2, 2)));
+    o.metrics_source = Some(source(2));
+    let s = o.into_status(&p, &Default::default(), at(2));
+    assert_eq!(cond(&s, ty::COLLECTOR_READY).status, st::TRUE);
+}
+
 #[test]
 fn no_exporter_pod_on_the_gpu_nodes_is_not_ready() {
     let p = pipeline(None);
