@@ -35,6 +35,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
+use super::lean::{self, Lean, LeanKind};
 use super::shard::Shard;
 use crate::conventions::LAST_APPLIED;
 use crate::desired::alerts::prometheus::PrometheusRule;
@@ -343,10 +344,10 @@ pub fn watch<K>(
     impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     // kube 5 sends metadata-only list and watch requests for `PartialObjectMeta`.
-    watch_slimmed(Api::<PartialObjectMeta<K>>::all(client.clone()), cfg, shard, slim)
+    watch_slimmed(Api::<Lean<PartialObjectMeta<K>>>::all(client.clone()), cfg, shard, slim)
 }
 
 /// [`watch`] of the collector DaemonSets as whole objects (their status is the collectors'
@@ -359,13 +360,13 @@ pub fn watch_daemon_sets(
     Store<Compact<DaemonSet>>,
     impl Stream<Item = Result<DaemonSet, watcher::Error>> + Send + 'static,
 ) {
-    watch_slimmed(Api::<DaemonSet>::all(client.clone()), cfg, shard, slim_daemon_set)
+    watch_slimmed(Api::<Lean<DaemonSet>>::all(client.clone()), cfg, shard, slim_daemon_set)
 }
 
-/// The store filled by the watch of `api` (each object slimmed by `slim`, kept [`Compact`]) and
-/// the stream of the slimmed objects it changed.
+/// The store filled by the watch of `api` (read lean, each object slimmed by `slim`, kept
+/// [`Compact`]) and the stream of the slimmed objects it changed.
 fn watch_slimmed<C>(
-    api: Api<C>,
+    api: Api<Lean<C>>,
     cfg: &watcher::Config,
     shard: Shard,
     slim: fn(&mut C),
@@ -374,11 +375,12 @@ fn watch_slimmed<C>(
     impl Stream<Item = Result<C, watcher::Error>> + Send + 'static,
 )
 where
-    C: Split + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync,
+    C: Split + LeanKind,
 {
     let (reader, mut writer) = reflector::store();
     let events = watcher(api, cfg.clone())
         .default_backoff()
+        .map_ok(lean::unwrap)
         .filter(move |ev| futures::future::ready(ours(&shard, ev)))
         .modify(slim)
         .inspect_ok(move |ev| writer.apply_watcher_event(&compact_event(ev)));

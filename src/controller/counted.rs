@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::Api;
 use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 
 use super::lookup::{Governing, governing_ref};
@@ -117,10 +116,7 @@ pub fn count_whole(
 /// filled).
 pub fn watch(client: Client) -> (Store<Counted>, impl std::future::Future<Output = ()> + Send + 'static) {
     let (reader, writer) = reflector::store();
-    let events = counted_events(watcher(
-        Api::<MLObservabilityPipeline>::all(client),
-        watcher::Config::default(),
-    ));
+    let events = counted_events(super::lean_pipelines(client));
     (
         reader,
         reflector(writer, events).for_each(|_| futures::future::ready(())),
@@ -131,7 +127,7 @@ pub fn watch(client: Client) -> (Store<Counted>, impl std::future::Future<Output
 fn counted_events(
     events: impl Stream<Item = Result<watcher::Event<MLObservabilityPipeline>, watcher::Error>> + Send,
 ) -> impl Stream<Item = Result<watcher::Event<Counted>, watcher::Error>> + Send {
-    events.default_backoff().map_ok(|ev| match ev {
+    events.map_ok(|ev| match ev {
         watcher::Event::Apply(p) => watcher::Event::Apply(Counted::of(&p)),
         watcher::Event::Delete(p) => watcher::Event::Delete(Counted::of(&p)),
         watcher::Event::InitApply(p) => watcher::Event::InitApply(Counted::of(&p)),

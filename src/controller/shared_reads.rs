@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodStatus};
 use kube::api::ListParams;
@@ -20,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use super::error::Result;
+use super::lean;
 
 /// The label Pod Security admission enforces a level by: the only label the namespace cache
 /// keeps.
@@ -38,10 +39,11 @@ where
 pub fn watch_namespaces(client: Client) -> (Store<PartialObjectMeta<Namespace>>, impl Future<Output = ()> + Send) {
     let (reader, writer) = reflector::store();
     let events = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client),
-        watcher::Config::default(),
+        Api::<lean::Lean<PartialObjectMeta<Namespace>>>::all(client),
+        lean::paged(watcher::Config::default()),
     )
     .default_backoff()
+    .map_ok(lean::unwrap)
     .modify(slim_namespace);
     let fill = reflector(writer, events).for_each(|_| futures::future::ready(()));
     (reader, fill)
@@ -283,7 +285,10 @@ fn watch_pods(
     impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    let events = watcher(Api::<Pod>::all(client), cfg).default_backoff().modify(slim_pod);
+    let events = watcher(Api::<lean::Lean<Pod>>::all(client), lean::paged(cfg))
+        .default_backoff()
+        .map_ok(lean::unwrap)
+        .modify(slim_pod);
     (reader, reflector(writer, events))
 }
 
