@@ -151,6 +151,51 @@ fn kube_writes(text: &str) -> Result<f64> {
     )
 }
 
+/// Restarts each replica in turn, as a rollout, an eviction or a standby taking over does: the
+/// process is stopped (SIGTERM) and started again with its command line while every pipeline of
+/// its shard, with its children and AWS resources, is in place, so its first listings return all
+/// of them at once. Returns, per replica, its peak RSS (VmHWM, MiB) once it has reconciled as
+/// many times as `owned` says it has pipelines (or after [`RESTART_LIMIT`]), and the seconds to
+/// that point.
+async fn restart_peaks(ops: &[Op], owned: &[usize]) -> Result<Vec<(f64, f64)>> {
+    let mut out = vec![];
+    for (o, &owned) in ops.iter().zip(owned) {
+        o.r.signal("TERM")?;
+        let stopping = Instant::now();
+        while o.r.alive() {
+            anyhow::ensure!(
+                stopping.elapsed() < Duration::from_secs(30),
+                "replica {} did not stop within 30 s of SIGTERM",
+                o.r.identity
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = o.r.restart()?;
+        let start = Instant::now();
+        while start.elapsed() < RESTART_LIMIT {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let reconciles = match r.metrics().await {
+                Ok(m) => metric_sum(&m, "mlobs_reconciles_total", &[], &[]).unwrap_or(0.0),
+                Err(_) => 0.0,
+            };
+            if reconciles >= owned as f64 {
+                break;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let peak = peak_rss_mib(r.pid).context("the restarted operator's /proc status")?;
+        println!(
+            "bench: replica {} ({}) restarted with its {owned} pipelines in place: peak RSS {peak:.1} MiB after {secs:.0} s",
+            r.identity, o.shard
+        );
+        out.push((peak, secs));
+    }
+    Ok(out)
+}
+
+/// How long a restarted replica gets to reconcile each of its pipelines once.
+const RESTART_LIMIT: Duration = Duration::from_secs(300);
+
 /// One bench replica: its process and the shard in its command line.
 struct Op {
     r: Replica,
@@ -732,6 +777,18 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
             "reconciles": reconciles}));
     }
 
+    let owned: Vec<usize> = per_shard
+        .iter()
+        .map(|s| s["pipelines"].as_u64().map_or(0, |v| v as usize))
+        .collect();
+    let restarts = restart_peaks(ops, &owned).await?;
+    let restart_rss = restarts.iter().map(|r| r.0).fold(0.0, f64::max);
+    let restart_secs = restarts.iter().map(|r| r.1).fold(0.0, f64::max);
+    for (s, r) in per_shard.iter_mut().zip(&restarts) {
+        s["restart_peak_rss_mib"] = json!(r.0);
+        s["restart_seconds"] = json!(r.1);
+    }
+
     let figures = [
         figure(
             "N pipelines created → AWS side ready and collector applied for all (moto)",
@@ -772,6 +829,14 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
             format!("{rss:.1} MiB ({rss_ready:.1} MiB when all were Ready)"),
             "< 40 MiB".into(),
             Some(rss < 40.0),
+        ),
+        figure(
+            "peak RSS after a restart with every pipeline in place (VmHWM; the largest replica)",
+            format!(
+                "{restart_rss:.1} MiB (each replica restarted, peak read once it had reconciled as often as it has pipelines: {restart_secs:.0} s)"
+            ),
+            "< 40 MiB".into(),
+            Some(restart_rss < 40.0),
         ),
         figure(
             "AWS read calls per full resync, no data flowing (the metric published for one group per shard)",
@@ -880,6 +945,9 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         "shards": per_shard,
         "figures": figures.iter().map(|f| json!({"figure": f.name, "measured": f.value, "goal": f.goal, "met": f.met})).collect::<Vec<_>>(),
     });
+    let mut out = out;
+    out["restart_peak_rss_mib"] = json!(restart_rss);
+    out["restart_seconds"] = json!(restart_secs);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cluster-bench.json");
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
     println!("wrote {}", path.display());
