@@ -33,9 +33,9 @@ use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Client, Resource};
 
-use super::lean::{self, Lean, LeanKind};
+use super::lean::{self, LeanKind};
 use super::shard::Shard;
 use crate::conventions::LAST_APPLIED;
 use crate::desired::alerts::prometheus::PrometheusRule;
@@ -347,7 +347,7 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     // kube 5 sends metadata-only list and watch requests for `PartialObjectMeta`.
-    watch_slimmed(Api::<Lean<PartialObjectMeta<K>>>::all(client.clone()), cfg, shard, slim)
+    watch_slimmed(client, cfg, shard, slim)
 }
 
 /// [`watch`] of the collector DaemonSets as whole objects (their status is the collectors'
@@ -360,13 +360,13 @@ pub fn watch_daemon_sets(
     Store<Compact<DaemonSet>>,
     impl Stream<Item = Result<DaemonSet, watcher::Error>> + Send + 'static,
 ) {
-    watch_slimmed(Api::<Lean<DaemonSet>>::all(client.clone()), cfg, shard, slim_daemon_set)
+    watch_slimmed(client, cfg, shard, slim_daemon_set)
 }
 
-/// The store filled by the watch of `api` (read lean, each object slimmed by `slim`, kept
-/// [`Compact`]) and the stream of the slimmed objects it changed.
+/// The store filled by the watch of the `C`s `cfg` selects (read lean, each object slimmed by
+/// `slim`, kept [`Compact`]) and the stream of the slimmed objects it changed.
 fn watch_slimmed<C>(
-    api: Api<Lean<C>>,
+    client: &Client,
     cfg: &watcher::Config,
     shard: Shard,
     slim: fn(&mut C),
@@ -378,9 +378,7 @@ where
     C: Split + LeanKind,
 {
     let (reader, mut writer) = reflector::store();
-    let events = watcher(api, cfg.clone())
-        .default_backoff()
-        .map_ok(lean::unwrap)
+    let events = lean::watch::<C>(client.clone(), cfg.clone())
         .filter(move |ev| futures::future::ready(ours(&shard, ev)))
         .modify(slim)
         .inspect_ok(move |ev| writer.apply_watcher_event(&compact_event(ev)));

@@ -116,7 +116,10 @@ pub fn count_whole(
 /// filled).
 pub fn watch(client: Client) -> (Store<Counted>, impl std::future::Future<Output = ()> + Send + 'static) {
     let (reader, writer) = reflector::store();
-    let events = counted_events(super::lean_pipelines(client));
+    let events = counted_events(super::lean::watch::<MLObservabilityPipeline>(
+        client,
+        watcher::Config::default(),
+    ));
     (
         reader,
         reflector(writer, events).for_each(|_| futures::future::ready(())),

@@ -12,20 +12,21 @@
 //! [`Lean<K>`] is `K` read through a wire type ([`LeanKind::Wire`]) that has no field for what
 //! is dropped: serde skips an unknown JSON field without allocating, so `managedFields` and a
 //! DaemonSet's pod template are never built. `Api<Lean<K>>` sends the same requests as `Api<K>`
-//! (metadata-only ones for `PartialObjectMeta<K>`), and [`unwrap`] turns its watch events back
-//! into `K`'s. The first listing is also read in pages of [`LIST_PAGE`] objects instead of 500,
-//! which bounds the response text held at once.
+//! (metadata-only ones for `PartialObjectMeta<K>`); [`watch`] watches through it and yields
+//! `K`'s events. Its first listing comes in pages of [`LIST_PAGE`] objects instead of 500, which
+//! bounds the response text held at once.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use futures::{Stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
-use kube::Resource;
 use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
@@ -36,9 +37,15 @@ use crate::crd::pipeline::{MLObservabilityPipeline, MLObservabilityPipelineSpec,
 /// 1,000 collector DaemonSets is 10 requests.
 pub const LIST_PAGE: u32 = 100;
 
-/// A watch configuration whose first listing comes in pages of [`LIST_PAGE`].
-pub fn paged(cfg: watcher::Config) -> watcher::Config {
-    cfg.page_size(LIST_PAGE)
+/// The watch events of the `K`s `cfg` selects across the cluster, read lean, the first listing
+/// in pages of [`LIST_PAGE`], retried with kube's default backoff.
+pub fn watch<K: LeanKind>(
+    client: Client,
+    cfg: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
+    watcher(Api::<Lean<K>>::all(client), cfg.page_size(LIST_PAGE))
+        .default_backoff()
+        .map_ok(unwrap)
 }
 
 /// `ObjectMeta` as the API server sends it, without `managedFields` (skipped unparsed).
@@ -129,7 +136,7 @@ impl<K: LeanKind> Resource for Lean<K> {
 }
 
 /// A lean watch's event as `K`'s.
-pub fn unwrap<K>(ev: watcher::Event<Lean<K>>) -> watcher::Event<K> {
+fn unwrap<K>(ev: watcher::Event<Lean<K>>) -> watcher::Event<K> {
     match ev {
         watcher::Event::Apply(o) => watcher::Event::Apply(o.0),
         watcher::Event::Delete(o) => watcher::Event::Delete(o.0),

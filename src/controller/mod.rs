@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -523,25 +523,7 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     // kube 5 sends metadata-only list and watch requests for `PartialObjectMeta`.
-    watcher(
-        Api::<lean::Lean<PartialObjectMeta<K>>>::all(client.clone()),
-        lean::paged(cfg.clone()),
-    )
-    .default_backoff()
-    .map_ok(lean::unwrap)
-    .touched_objects()
-}
-
-/// Every node's watch events, read lean ([`lean::Lean`]) in pages of [`lean::LIST_PAGE`].
-fn lean_nodes(
-    client: Client,
-) -> impl futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Send + 'static {
-    watcher(
-        Api::<lean::Lean<Node>>::all(client),
-        lean::paged(watcher::Config::default()),
-    )
-    .default_backoff()
-    .map_ok(lean::unwrap)
+    lean::watch::<PartialObjectMeta<K>>(client.clone(), cfg.clone()).touched_objects()
 }
 
 /// Logs a failed watch from a controller's output (the API server unreachable, a list
@@ -552,19 +534,6 @@ fn log_watch_error<T, E>(r: Result<T, controller::Error<E, watcher::Error>>) -> 
         tracing::warn!(error = %e, "watch failed; retrying with backoff");
     }
     futures::future::ready(())
-}
-
-/// Every pipeline's watch events, read lean ([`lean::Lean`]: no `managedFields`) in pages of
-/// [`lean::LIST_PAGE`].
-pub fn lean_pipelines(
-    client: Client,
-) -> impl futures::Stream<Item = Result<watcher::Event<MLObservabilityPipeline>, watcher::Error>> + Send + 'static {
-    watcher(
-        Api::<lean::Lean<MLObservabilityPipeline>>::all(client),
-        lean::paged(watcher::Config::default()),
-    )
-    .default_backoff()
-    .map_ok(lean::unwrap)
 }
 
 /// Runs a cache-filling future until the operator stops.
@@ -587,14 +556,14 @@ pub async fn run_controllers(
     let shard = settings.shard;
     // Children are read by their labels only: their mapping needs owner annotation and owner
     // references, so the watches hold metadata, not the objects.
-    let managed = lean::paged(watcher::Config::default().labels(MANAGED_BY));
+    let managed = watcher::Config::default().labels(MANAGED_BY);
     let config = controller::Config::default().concurrency(settings.concurrency);
     // Drift events name pipelines to reconcile now (see `drift_events`).
     let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
     // The shard's pipelines only: others are dropped before the cache, so a replica's memory
     // follows its shard, not the cluster.
     let (p_reader, p_writer) = reflector::store();
-    let own_pipelines = lean_pipelines(client.clone())
+    let own_pipelines = lean::watch::<MLObservabilityPipeline>(client.clone(), watcher::Config::default())
         .filter(move |ev| futures::future::ready(shard_event(&shard, ev)))
         .modify(slim);
     let pc = Controller::for_stream(reflector(p_writer, own_pipelines).applied_objects(), p_reader)
@@ -633,7 +602,11 @@ pub async fn run_controllers(
     let (cr_store, cr_changes) = child_stores::watch::<ClusterRole>(&client, &managed, shard);
     let (crb_store, crb_changes) = child_stores::watch::<ClusterRoleBinding>(&client, &managed, shard);
     let (nodes, nodes_writer) = reflector::store();
-    let node_changes = reflector(nodes_writer, lean_nodes(client.clone()).modify(slim_node)).touched_objects();
+    let node_changes = reflector(
+        nodes_writer,
+        lean::watch::<Node>(client.clone(), watcher::Config::default()).modify(slim_node),
+    )
+    .touched_objects();
     let (namespaces, fill_namespaces) = shared_reads::watch_namespaces(client.clone());
     let (waiting_pods, waiting_changes) = shared_reads::watch_waiting_pods(client.clone());
     let (managed_exporter_pods, exporter_changes) = shared_reads::watch_managed_exporter_pods(client.clone());
@@ -740,22 +713,26 @@ pub async fn run_controllers(
         );
         let exporters = watcher::Config::default().labels(&exporters);
         gc.owns_stream(children_meta::<DaemonSet>(&client, &exporters))
-            .watches_stream(lean_pipelines(client.clone()).touched_objects(), move |p| {
-                policies_of_pipeline(&pols3, &p)
-            })
-            .watches_stream(lean_nodes(client.clone()).touched_objects(), {
-                let seen = NodeChanges::default();
-                move |node| {
-                    if !seen.changed(&node) {
-                        return vec![];
+            .watches_stream(
+                lean::watch::<MLObservabilityPipeline>(client.clone(), watcher::Config::default()).touched_objects(),
+                move |p| policies_of_pipeline(&pols3, &p),
+            )
+            .watches_stream(
+                lean::watch::<Node>(client.clone(), watcher::Config::default()).touched_objects(),
+                {
+                    let seen = NodeChanges::default();
+                    move |node| {
+                        if !seen.changed(&node) {
+                            return vec![];
+                        }
+                        all_policies
+                            .state()
+                            .iter()
+                            .map(|x| ObjectRef::from_obj(x.as_ref()))
+                            .collect::<Vec<_>>()
                     }
-                    all_policies
-                        .state()
-                        .iter()
-                        .map(|x| ObjectRef::from_obj(x.as_ref()))
-                        .collect::<Vec<_>>()
-                }
-            })
+                },
+            )
             .graceful_shutdown_on(shutdown.clone())
             .run(policy::reconcile, policy::error_policy, ctx.clone())
             .for_each(log_watch_error)

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodStatus};
 use kube::api::ListParams;
@@ -38,13 +38,7 @@ where
 /// the future that fills it).
 pub fn watch_namespaces(client: Client) -> (Store<PartialObjectMeta<Namespace>>, impl Future<Output = ()> + Send) {
     let (reader, writer) = reflector::store();
-    let events = watcher(
-        Api::<lean::Lean<PartialObjectMeta<Namespace>>>::all(client),
-        lean::paged(watcher::Config::default()),
-    )
-    .default_backoff()
-    .map_ok(lean::unwrap)
-    .modify(slim_namespace);
+    let events = lean::watch::<PartialObjectMeta<Namespace>>(client, watcher::Config::default()).modify(slim_namespace);
     let fill = reflector(writer, events).for_each(|_| futures::future::ready(()));
     (reader, fill)
 }
@@ -285,10 +279,7 @@ fn watch_pods(
     impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    let events = watcher(Api::<lean::Lean<Pod>>::all(client), lean::paged(cfg))
-        .default_backoff()
-        .map_ok(lean::unwrap)
-        .modify(slim_pod);
+    let events = lean::watch::<Pod>(client, cfg).modify(slim_pod);
     (reader, reflector(writer, events))
 }
 
