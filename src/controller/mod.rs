@@ -520,7 +520,7 @@ fn children_meta<K>(
     cfg: &watcher::Config,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     // kube 5 sends metadata-only list and watch requests for `PartialObjectMeta`.
     lean::watch::<PartialObjectMeta<K>>(client.clone(), cfg.clone()).touched_objects()
