@@ -7,7 +7,8 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ListParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Config, ResourceExt};
 use mlobs::crd::MLObservabilityPipeline;
 
 use crate::support::*;
@@ -76,6 +77,41 @@ async fn operator_runs_as_its_service_account() -> Result<()> {
         Err(e) => bail!("binding cluster-admin: expected 403, got {e}"),
     }
     Ok(())
+}
+
+/// The replicas speak HTTP/2 to the API server (ALPN `h2`, as client-go does): every watch and
+/// request of a replica shares one TCP connection. Over HTTP/1.1 the leader held one connection
+/// per open watch (more than ten) plus one per concurrent request.
+#[tokio::test]
+async fn replicas_share_one_connection_to_the_api_server() -> Result<()> {
+    let path = env("MLOBS_E2E_OPERATOR_KUBECONFIG")?;
+    let kc = Kubeconfig::read_from(&path).with_context(|| format!("reading kubeconfig {path}"))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let port = config.cluster_url.port_u16().unwrap_or(443);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut seen = Vec::new();
+        for r in replicas()?.into_iter().filter(Replica::alive) {
+            let connections = tcp_connections_to(r.pid, port)?;
+            let metrics = r.metrics().await.unwrap_or_default();
+            let watches = metric_sum(&metrics, "mlobs_kube_reads_total", &[("verb", "watch")], &[]).unwrap_or(0.0);
+            seen.push((r.identity, connections, watches));
+        }
+        ensure!(!seen.is_empty(), "no operator replica runs");
+        // A watch request is counted when it starts: the leader has started its watches.
+        let leader_watching = seen.iter().any(|(_, _, w)| *w >= 5.0);
+        // Two: a connection replaced after a failed ping, for a moment, beside the old one.
+        if leader_watching && seen.iter().all(|(_, n, _)| (1..=2).contains(n)) {
+            println!("connections to the API server (port {port}) per replica, with the watches it started: {seen:?}");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "connections to the API server (port {port}) per replica, with the watches it started: {seen:?}; HTTP/2 keeps one per replica"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 #[tokio::test]

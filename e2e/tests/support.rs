@@ -647,6 +647,41 @@ impl Replica {
     }
 }
 
+/// The established TCP connections process `pid` holds to `port` on any address: its socket
+/// file descriptors matched by inode against the connection tables of its network namespace
+/// (`/proc/<pid>/net/tcp` and `tcp6`).
+pub fn tcp_connections_to(pid: u32, port: u16) -> Result<usize> {
+    let mut inodes = std::collections::BTreeSet::new();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("listing the fds of pid {pid}"))?;
+    for fd in fds.flatten() {
+        if let Ok(target) = std::fs::read_link(fd.path())
+            && let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut n = 0;
+    for table in ["tcp", "tcp6"] {
+        let path = format!("/proc/{pid}/net/{table}");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode"
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state), Some(inode)) = (cols.get(2), cols.get(3), cols.get(9)) else {
+                continue;
+            };
+            let remote_port = remote.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && remote_port == Some(port) && inodes.contains(*inode) {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Whether a process runs (a zombie counts as exited).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
