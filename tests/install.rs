@@ -523,6 +523,28 @@ fn two_replicas_force_leader_election_and_get_a_disruption_budget() {
 }
 
 #[test]
+fn kubernetes_http2_false_sets_client_gos_disable_http2() {
+    let env_of = |docs: &[Value]| -> Vec<(String, String)> {
+        container(docs)["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("name"), s("value"))
+            })
+            .collect()
+    };
+    let disable = mlobs::controller::client::DISABLE_HTTP2;
+    let default = env_of(&chart(&[]));
+    assert!(!default.iter().any(|(k, _)| k == disable), "{default:?}");
+    let off = env_of(&chart(&["--set", "kubernetesHttp2=false"]));
+    assert!(off.contains(&(disable.to_string(), "true".to_string())), "{off:?}");
+    // The schema takes a boolean only.
+    assert!(try_chart(&["--set-string", "kubernetesHttp2=no"]).is_err());
+}
+
+#[test]
 fn shards_render_one_deployment_lease_and_budget_per_shard() {
     use mlobs::controller::shard::Shard;
     let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/mlobs-drift-events-{shard}";

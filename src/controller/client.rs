@@ -14,7 +14,7 @@
 //!   not answered within [`H2_KEEP_ALIVE_TIMEOUT`] (client-go's `ReadIdleTimeout` and
 //!   `PingTimeout`: 30 s and 15 s), so that a half-open connection fails every watch at once
 //!   instead of leaving them silent until the read timeout. A server that does not offer `h2`
-//!   gets HTTP/1.1 as before.
+//!   gets HTTP/1.1 as before, and so does every server when [`DISABLE_HTTP2`] is set.
 //! - hyper's read buffer per HTTP/1.1 connection is capped at [`READ_BUFFER_CAP`].
 //! - kube's request tracing layer (debug spans, an error line per failed request) is not there
 //!   (the operator logs what fails with the object it was for).
@@ -117,7 +117,19 @@ fn https_connector(
         }
         None => builder,
     };
+    if http2_disabled(std::env::var_os(DISABLE_HTTP2).as_deref()) {
+        return Ok(builder.enable_http1().wrap_connector(http));
+    }
     Ok(builder.enable_http1().enable_http2().wrap_connector(http))
+}
+
+/// The environment variable that turns HTTP/2 off (any non-empty value), the one client-go
+/// reads: for a proxy or load balancer in front of the API server that mishandles HTTP/2.
+pub const DISABLE_HTTP2: &str = "DISABLE_HTTP2";
+
+/// Whether `DISABLE_HTTP2` holds a value (client-go: set and not empty).
+fn http2_disabled(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 /// Tower layer of [`CountWrites`].
@@ -217,6 +229,15 @@ fn resource_of(uri: &Uri) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disable_http2_is_any_non_empty_value_as_in_client_go() {
+        use std::ffi::OsStr;
+        assert!(!http2_disabled(None));
+        assert!(!http2_disabled(Some(OsStr::new(""))));
+        assert!(http2_disabled(Some(OsStr::new("true"))));
+        assert!(http2_disabled(Some(OsStr::new("0"))));
+    }
 
     fn w(method: Method, uri: &str) -> Option<(String, &'static str)> {
         write_of(&method, &uri.parse().expect("uri"))
