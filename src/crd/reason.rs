@@ -135,7 +135,8 @@ reasons! {
     /// Deleting AWS resources failed; the finalizer stays.
     CleanupFailed = terminal,
     // Kubernetes and the operator.
-    /// A write conflicted with another writer (409): retried.
+    /// A write conflicted with another writer (409, or 422 on the finalizer patch whose test of
+    /// the finalizer list failed): retried with backoff.
     Conflict,
     /// The API server refused or failed a request.
     KubeError,
