@@ -9,7 +9,7 @@
 //! - **HTTP/2.** TLS offers `h2` before `http/1.1` (ALPN), as client-go does: every watch and
 //!   request shares one connection to the API server. Over HTTP/1.1 each watch held a
 //!   connection of its own and each concurrent request another; a replica creating 1,000
-//!   pipelines kept 46 TLS connections open, each with its read and write buffers, TLS state and
+//!   pipelines kept up to 46 TLS connections open, each with its read and write buffers, TLS state and
 //!   request queue. The connection is pinged every [`H2_KEEP_ALIVE`] and dropped when a ping is
 //!   not answered within [`H2_KEEP_ALIVE_TIMEOUT`] (client-go's `ReadIdleTimeout` and
 //!   `PingTimeout`: 30 s and 15 s), so that a half-open connection fails every watch at once
