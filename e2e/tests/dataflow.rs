@@ -267,17 +267,13 @@ async fn wait_condition(
     status: &str,
     timeout: Duration,
 ) -> Result<(Duration, String)> {
-    let api = pipelines(c, ns);
     let start = Instant::now();
-    let reason = wait_for(&format!("{type_}={status}"), timeout, async || {
-        let p = api.get(name).await?;
-        // Data flow is read only while the collectors serve: a kwok node flap leaves their pods
-        // Ready=False (see `heal_node_flap`), which CI showed holding DataFlowing for 150 s.
-        heal_node_flap(c, &p).await?;
-        match condition(&p, type_) {
-            Some(cond) if cond.status == status => Ok(cond.reason.clone()),
-            _ => not_yet(conditions_summary(&p)),
-        }
+    // Data flow is read only while the collectors serve: a kwok node flap leaves their pods
+    // Ready=False (see `heal_node_flap`), which CI showed holding DataFlowing for 150 s.
+    let what = format!("{type_}={status}");
+    let reason = wait_for_pipeline(c, ns, name, &what, timeout, |p| match condition(p, type_) {
+        Some(cond) if cond.status == status => Ok(cond.reason.clone()),
+        _ => not_yet(conditions_summary(p)),
     })
     .await?;
     Ok((start.elapsed(), reason))
@@ -726,19 +722,20 @@ async fn the_status_write_that_turns_collector_ready_true_says_since_when_datafl
             &Patch::Merge(json!({"spec": {"logs": {"exclude": ["/var/log/pods/*/e2e-never/*.log"]}}})),
         )
         .await?;
-        let p = wait_for(
+        let p = wait_for_pipeline(
+            &c,
+            ns,
+            name,
             "CollectorReady True again after the rollout",
             READY_TIMEOUT,
-            async || {
-                let p = api.get(name).await?;
-                heal_node_flap(&c, &p).await?;
-                let ready = condition(&p, "CollectorReady").context("no CollectorReady")?;
+            |p| {
+                let ready = condition(p, "CollectorReady").context("no CollectorReady")?;
                 ensure!(
                     ready.status == "True" && ready.last_transition_time.0 > first.0,
                     "{}",
-                    conditions_summary(&p)
+                    conditions_summary(p)
                 );
-                Ok(p)
+                Ok(p.clone())
             },
         )
         .await?;

@@ -265,18 +265,54 @@ pub fn is_ready(p: &MLObservabilityPipeline) -> bool {
 
 /// Waits until the pipeline is Ready at its current generation.
 pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Result<MLObservabilityPipeline> {
-    let api = pipelines(client, ns);
-    let api = &api;
     let start = Instant::now();
-    let p = wait_for(&format!("pipeline {ns}/{name} Ready=True"), READY_TIMEOUT, async || {
-        let p = api.get(name).await?;
-        heal_node_flap(client, &p).await?;
-        ensure!(is_ready(&p), "{}", conditions_summary(&p));
-        Ok(p)
+    let what = format!("pipeline {ns}/{name} Ready=True");
+    let p = wait_for_pipeline(client, ns, name, &what, READY_TIMEOUT, |p| {
+        ensure!(is_ready(p), "{}", conditions_summary(p));
+        Ok(p.clone())
     })
     .await?;
     println!("{ns}/{name} Ready after {:.1} s", start.elapsed().as_secs_f64());
     Ok(p)
+}
+
+/// [`wait_for`] on pipeline `ns/name` until `check` passes, healing kwok node flaps of its pods
+/// meanwhile ([`heal_node_flap`]). `timeout` counts from the last time pods had to be restarted:
+/// their replacements take their own time to come back, and CI showed a flap eat a whole 150 s
+/// wait. At most three times `timeout` in all.
+pub async fn wait_for_pipeline<T>(
+    c: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut(&MLObservabilityPipeline) -> Result<T>,
+) -> Result<T> {
+    let api = pipelines(c, ns);
+    let start = Instant::now();
+    let mut since = start;
+    loop {
+        let attempt = match api.get(name).await {
+            Ok(p) => match heal_node_flap(c, &p).await {
+                Ok(healed) => {
+                    if healed {
+                        since = Instant::now();
+                    }
+                    check(&p)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.into()),
+        };
+        match attempt {
+            Ok(v) => return Ok(v),
+            Err(e) if since.elapsed() >= timeout || start.elapsed() >= timeout * 3 => {
+                let waited = start.elapsed().as_secs();
+                return Err(e.context(format!("timed out after {waited} s waiting for {what}")));
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
 }
 
 /// While the pipeline is not Ready, restarts the pods a kwok node flap left NotReady (see
@@ -284,23 +320,24 @@ pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Result<MLObser
 /// Managed DCGM exporters' in the operator's namespace (a stuck exporter pod holds
 /// `MetricsSourceReady`, and with it `Ready`, False). CI showed a flap stall a rollout that a test
 /// waited on without this for its whole timeout.
-pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Result<()> {
+pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Result<bool> {
     if is_ready(p) {
-        return Ok(());
+        return Ok(false);
     }
     restart_pipeline_pods_stuck_by_node_flap(client, p.metadata.namespace.as_deref().unwrap_or_default()).await
 }
 
 /// [`restart_pods_stuck_by_node_flap`] for the pods in namespace `ns` and the Managed DCGM
-/// exporters' pods in the operator's namespace; prints what it restarted.
-pub async fn restart_pipeline_pods_stuck_by_node_flap(client: &Client, ns: &str) -> Result<()> {
+/// exporters' pods in the operator's namespace; prints what it restarted, and tells whether it
+/// restarted any.
+pub async fn restart_pipeline_pods_stuck_by_node_flap(client: &Client, ns: &str) -> Result<bool> {
     let mut restarted = restart_pods_stuck_by_node_flap(client, ns, &ListParams::default()).await?;
     let exporters = ListParams::default().labels("app.kubernetes.io/name=mlobs-dcgm-exporter");
     restarted.extend(restart_pods_stuck_by_node_flap(client, OPERATOR_NAMESPACE, &exporters).await?);
     if !restarted.is_empty() {
         println!("restarted pods stuck NotReady after a kwok node flap: {restarted:?}");
     }
-    Ok(())
+    Ok(!restarted.is_empty())
 }
 
 /// A DaemonSet whose controller saw its current generation and whose pods are all updated and
