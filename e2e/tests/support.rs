@@ -292,19 +292,14 @@ pub async fn wait_for_pipeline<T>(
     let start = Instant::now();
     let mut since = start;
     loop {
-        let attempt = match api.get(name).await {
-            Ok(p) => match heal_node_flap(c, &p).await {
-                Ok(healed) => {
-                    if healed {
-                        since = Instant::now();
-                    }
-                    check(&p)
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e.into()),
+        let attempt = async {
+            let p = api.get(name).await?;
+            if heal_node_flap(c, &p).await? {
+                since = Instant::now();
+            }
+            check(&p)
         };
-        match attempt {
+        match attempt.await {
             Ok(v) => return Ok(v),
             Err(e) if since.elapsed() >= timeout || start.elapsed() >= timeout * 3 => {
                 let waited = start.elapsed().as_secs();
