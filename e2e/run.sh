@@ -17,8 +17,8 @@ KUBECTL=$ROOT/.venv/bin/kubectl
 [ -x "$KUBECTL" ] || KUBECTL=$(command -v kubectl) || { echo "e2e: kubectl is required (make venv installs it)"; exit 1; }
 PY=$ROOT/.venv/bin/python
 [ -x "$PY" ] || { echo "e2e: .venv is missing: run make venv"; exit 1; }
-MOTO=$ROOT/.venv/bin/moto_server
-[ -x "$MOTO" ] || MOTO=$(command -v moto_server) || { echo "e2e: moto_server is required (make venv installs it)"; exit 1; }
+# moto's server with IAM's paging of GetAccountAuthorizationDetails (scripts/moto_server.py).
+"$PY" -c 'import moto.server' 2>/dev/null || { echo "e2e: moto[server] is required in .venv (make venv installs it)"; exit 1; }
 
 STATE=${MLOBS_E2E_STATE_DIR:-$ROOT/target/e2e}
 OPNS=mlobs-system
@@ -135,7 +135,7 @@ k wait --for=condition=Established --timeout=60s crd/mlobservabilitypipelines.ml
 
 # 2. moto.
 MOTO_PORT=$(free_port)
-"$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$TMP/moto.log" 2>&1 &
+"$PY" scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$TMP/moto.log" 2>&1 &
 MOTO_PID=$!
 for _ in $(seq 240); do listening "$MOTO_PORT" && break; sleep 0.25; done
 listening "$MOTO_PORT" || { cat "$TMP/moto.log"; echo "e2e: moto did not listen on $MOTO_PORT"; exit 1; }

@@ -308,6 +308,50 @@ async fn a_role_trust_or_inline_policy_changed_outside_mlobs_is_found_from_the_n
 }
 
 #[tokio::test]
+async fn more_roles_than_a_page_are_listed_page_by_page_with_none_lost() {
+    // IAM pages GetAccountAuthorizationDetails by MaxItems; the test server does as well
+    // (scripts/moto_server.py: moto alone answers every role in one response). More roles than
+    // one page: the listing follows the markers, each role once, in ceil(n / ROLES_PAGE) calls
+    // or more (other tests of this binary add roles of their own).
+    let c = moto::clients().await;
+    let prefix = moto::unique("paged");
+    let n = iam::ROLES_PAGE as usize + 7;
+    let tag = |k: &str, v: &str| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().expect("tag");
+    use futures::StreamExt;
+    let created: Vec<String> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (c, name, value) = (&c, format!("{prefix}-{i:03}"), format!("{prefix}/{i}"));
+            async move {
+                c.iam
+                    .create_role()
+                    .role_name(&name)
+                    .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+                    .tags(tag("mlobs.io/pipeline", &value))
+                    .send()
+                    .await
+                    .expect("create role");
+                name
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    c.calls.reset();
+    let ours = format!("{prefix}/");
+    let roles = iam::observe_roles(&c, &|p| p.starts_with(&ours))
+        .await
+        .expect("listing");
+    let listed: std::collections::BTreeSet<&String> = roles.keys().collect();
+    assert_eq!(listed, created.iter().collect(), "every role of ours, once");
+    let calls = c.calls.of("GetAccountAuthorizationDetails");
+    assert!(
+        calls >= 2,
+        "{n} roles fit no page of {}: {calls} call(s)",
+        iam::ROLES_PAGE
+    );
+}
+
+#[tokio::test]
 async fn the_role_listing_has_trust_inline_policies_tags_and_boundary() {
     // What moto's GetAccountAuthorizationDetails returns is what the snapshot compares: pinned
     // here so that a moto without one of these fields fails loudly instead of reading as drift.

@@ -19,16 +19,17 @@ use mlobs::aws::AwsClients;
 static ENDPOINT: OnceLock<String> = OnceLock::new();
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-fn moto_binary() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+/// The Python that runs moto: the one in `.venv` (`make venv`), else the `python3` on PATH next
+/// to a `moto_server`.
+fn moto_python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     if venv.exists() {
         return venv;
     }
     if let Ok(path) = std::env::var("PATH") {
         for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("moto_server");
-            if candidate.exists() {
-                return candidate;
+            if dir.join("moto_server").exists() && dir.join("python3").exists() {
+                return dir.join("python3");
             }
         }
     }
@@ -43,11 +44,13 @@ pub fn endpoint() -> String {
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .expect("a free port on 127.0.0.1");
-            let moto = moto_binary();
+            // moto's server with IAM's paging of GetAccountAuthorizationDetails.
+            let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto_server.py");
             // The wrapper stops moto when this test process exits, however it exits.
             let script = format!(
-                "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
-                moto.display(),
+                "'{}' '{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
+                moto_python().display(),
+                server.display(),
                 std::process::id()
             );
             let child = Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start moto_server");
