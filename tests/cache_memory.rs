@@ -1,7 +1,7 @@
-//! What the caches hold per object, counted by a global allocator that tracks the bytes in use:
-//! a store of `Compact` children against a store of the same slimmed objects kept whole (what the
-//! caches held before), the IAM role listing, and a sharded shard 0's `Counted` pipelines against
-//! whole ones.
+//! What the caches hold per object, counted by a global allocator that tracks the bytes in use: a
+//! pipeline as the pipeline cache keeps it, a store of `Compact` children against a store of the
+//! same slimmed objects kept whole (what the caches held before), the IAM role listing, and a
+//! sharded shard 0's `Counted` pipelines against whole ones.
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -253,4 +253,60 @@ fn shard_0_keeps_each_pipeline_of_the_cluster_in_under_an_eighth_of_a_whole_one(
         small * 8 < whole,
         "a counted-only pipeline takes {small} bytes, the whole one {whole}"
     );
+}
+
+/// Pipeline `i` as the pipeline cache keeps it in the bench (`make bench`): the bench's spec and
+/// the status of a pipeline rolling out (11 conditions, the AWS ids, telemetry, collector and
+/// policy), from the real control plane.
+fn bench_pipeline(i: usize) -> mlobs::crd::pipeline::MLObservabilityPipeline {
+    let ns = format!("bench-{}", i % 10);
+    let name = format!("job-{i:05}");
+    let cond = |ty: &str, status: &str, reason: &str, message: String| {
+        serde_json::json!({"type": ty, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-12-06T22:29:32Z", "observedGeneration": 1})
+    };
+    let groups = format!("/aws/eks/e2e/{ns}/{name}");
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "mlobs.io/v1alpha1", "kind": "MLObservabilityPipeline",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("5b2e0000-0000-4000-8000-{i:012}"),
+            "resourceVersion": format!("{}", 200_000 + i), "generation": 1,
+            "finalizers": ["mlobs.io/cleanup"], "creationTimestamp": "2026-12-06T22:29:30Z"},
+        "spec": {"identity": {"mode": "IRSA", "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/E2E"},
+            "deletionPolicy": "Delete", "policyRef": ns, "resyncInterval": "120s", "dataFlow": {"gracePeriod": "6h"}},
+        "status": {"observedGeneration": 1,
+            "aws": {"kmsKeyArn": format!("arn:aws:kms:us-east-1:123456789012:key/580be4ad-2a48-4ccc-b7d5-{i:012}"),
+                "logGroupArns": [format!("arn:aws:logs:us-east-1:123456789012:log-group:{groups}/logs"),
+                    format!("arn:aws:logs:us-east-1:123456789012:log-group:{groups}/metrics")],
+                "roleArn": format!("arn:aws:iam::123456789012:role/mlobs-e2e-{ns}-{name}"),
+                "kmsKeyCheckedAt": "2026-12-06T22:29:32Z"},
+            "collector": {"desiredNodes": 2, "readyNodes": 1},
+            "telemetry": {"gpuNodes": 2, "seriesPerNode": 160, "totalSeries": 320, "estimatedMonthlyCostUSD": 12.5},
+            "policy": {"name": ns},
+            "conditions": [
+                cond("Ready", "False", "RollingOut", "CollectorReady: 1/2 GPU nodes run a ready collector".into()),
+                cond("KmsKeyReady", "True", "Reconciled", format!("arn:aws:kms:us-east-1:123456789012:key/580be4ad-2a48-4ccc-b7d5-{i:012}")),
+                cond("LogGroupsReady", "True", "Reconciled", "2 log groups exist with their key, retention and tags".into()),
+                cond("IamRoleReady", "True", "Reconciled", format!("arn:aws:iam::123456789012:role/mlobs-e2e-{ns}-{name}")),
+                cond("CollectorReady", "False", "RollingOut", "1/2 GPU nodes run a ready collector".into()),
+                cond("MetricsSourceReady", "True", "Reconciled", format!("2/2 GPU nodes run a DCGM exporter pod (app.kubernetes.io/name=mlobs-dcgm-exporter,mlobs.io/policy={ns} in namespace default)")),
+                cond("PolicyCompliant", "True", "Compliant", format!("complies with GpuTelemetryPolicy {ns}")),
+                cond("Drifted", "False", "NoDrift", "AWS and Kubernetes match the spec".into()),
+                cond("DataFlowing", "Unknown", "WaitingForData", format!("no log event in {groups}/logs yet; no metric event in {groups}/metrics yet; the collector is still rolling out (CollectorReady is not True)")),
+                cond("Reconciling", "True", "RollingOut", "CollectorReady: 1/2 GPU nodes run a ready collector".into()),
+                cond("Stalled", "False", "Reconciled", "see the Ready condition (RollingOut)".into())]}
+    }))
+    .expect("pipeline")
+}
+
+#[test]
+fn a_cached_pipeline_takes_under_five_kilobytes() {
+    let _alone = counting_alloc::measuring();
+    let pipelines: Vec<_> = (0..N).map(bench_pipeline).collect();
+    let (used, store) = per_object(&pipelines);
+    let inline = std::mem::size_of::<mlobs::crd::pipeline::MLObservabilityPipeline>();
+    println!("a cached pipeline: {used} bytes, {inline} of them inline");
+    assert_eq!(store.state().len(), N);
+    // Absent sections of the spec and status are boxed: an absent one costs a pointer.
+    assert!(inline < 1024, "a pipeline is {inline} bytes before any field is set");
+    assert!(used < 5 * 1024, "a cached pipeline takes {used} bytes");
 }

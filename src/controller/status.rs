@@ -282,7 +282,7 @@ impl Observed {
                     (Some(_), true) => Some(now.clone()),
                     (Some(_), false) => c.s.aws.as_ref().and_then(|a| a.kms_key_checked_at.clone()),
                 };
-                c.s.aws = Some(AwsStatus {
+                c.s.aws = Some(Box::new(AwsStatus {
                     kms_key_arn: out.kms_key_arn.clone(),
                     log_group_arns: out.log_group_arns.clone(),
                     archive_bucket_arn: out.archive_bucket_arn.clone(),
@@ -298,7 +298,7 @@ impl Observed {
                     // Kept as written: the API server keeps it too (status is merge-patched).
                     kms_key_create_started: started,
                     kms_key_checked_at: checked,
-                });
+                }));
                 let key = out.kms_key_arn.as_deref().unwrap_or("CloudWatch default encryption");
                 c.set(ty::KMS_KEY_READY, st::TRUE, reason::RECONCILED, key.to_string());
                 let groups = format!(
@@ -465,7 +465,7 @@ impl Observed {
     /// Kept as they were when the AWS step did not run.
     fn destinations_ready(&self, c: &mut Conds<'_>) {
         let Some(d) = &self.destinations else { return };
-        c.s.destinations = (d.status != Default::default()).then(|| d.status.clone());
+        c.s.destinations = (d.status != Default::default()).then(|| Box::new(d.status.clone()));
         for (t, verdict) in [(ty::TRACES_READY, &d.traces), (ty::PROMETHEUS_READY, &d.prometheus)] {
             match verdict {
                 Some((status, r, m)) => c.set(t, status, r.as_str(), m.clone()),
@@ -478,7 +478,7 @@ impl Observed {
     fn telemetry_status(&self, s: &mut MLObservabilityPipelineStatus) {
         let Some(e) = &self.estimate else { return };
         let t = s.telemetry.get_or_insert_with(Default::default);
-        *t = TelemetryStatus {
+        **t = TelemetryStatus {
             gpu_nodes: self.gpu_nodes,
             series_per_node: i64::try_from(e.series_per_node).unwrap_or(i64::MAX),
             total_series: i64::try_from(e.total_series).unwrap_or(i64::MAX),

@@ -91,46 +91,46 @@ pub struct MLObservabilityPipelineSpec {
 
     /// Where telemetry is collected from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sources: Option<SourcesSpec>,
+    pub sources: Option<Box<SourcesSpec>>,
 
     /// Pod log collection and the CloudWatch log group it is shipped to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logs: Option<LogsSpec>,
+    pub logs: Option<Box<LogsSpec>>,
 
     /// DCGM GPU metrics and how they become CloudWatch metrics (EMF).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<MetricsSpec>,
+    pub metrics: Option<Box<MetricsSpec>>,
 
     /// OTLP intake for applications that emit their own telemetry, and where their spans go
     /// (AWS X-Ray or an OTLP backend such as Tempo or Jaeger).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traces: Option<TracesSpec>,
+    pub traces: Option<Box<TracesSpec>>,
 
     /// Datadog (SaaS) as a further destination of the selected GPU metrics. Refused unless the
     /// governing policy sets `destinations.allowSaaS: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub datadog: Option<DatadogSpec>,
+    pub datadog: Option<Box<DatadogSpec>>,
 
     /// Long-term archive of every pod log record in an S3 bucket with Object Lock (COMPLIANCE
     /// mode, default 7 years), SSE-KMS with the pipeline's key, public access blocked, TLS only,
     /// moved to a colder storage class after a number of days. The bucket is created before the
     /// collector starts and is never deleted by mlobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<ArchiveSpec>,
+    pub archive: Option<Box<ArchiveSpec>>,
 
     /// Critical log lines (errors, OOM kills, checkpoint failures, NCCL errors) to a Kinesis data
     /// stream within seconds: mlobs creates the stream (KMS-encrypted with the pipeline's key)
     /// before any collector starts, and runs a Fluent Bit DaemonSet on the pipeline's GPU nodes
     /// that may only put records on it. Off unless this section is present or the policy requires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hot_path: Option<HotPathSpec>,
+    pub hot_path: Option<Box<HotPathSpec>>,
     /// GPU alarms: XID errors, double-bit ECC errors, temperature and idle GPUs as CloudWatch
     /// alarms on the metrics this pipeline ships (each rule's DCGM field must be selected),
     /// notifying an SNS topic; the same rules plus pipeline-health burn-rate alerts as a
     /// PrometheusRule when the Prometheus operator is installed. Off unless present or the
     /// policy requires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alerts: Option<AlertsSpec>,
+    pub alerts: Option<Box<AlertsSpec>>,
 
     /// Dashboards of GPU and pipeline health generated from the selected metrics: a Grafana
     /// dashboard ConfigMap and a CloudWatch dashboard. Off unless present.
@@ -139,15 +139,15 @@ pub struct MLObservabilityPipelineSpec {
 
     /// Encryption at rest of the log groups (and of the archive bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encryption: Option<EncryptionSpec>,
+    pub encryption: Option<Box<EncryptionSpec>>,
 
     /// The AWS identity the collector runs as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<IdentitySpec>,
+    pub identity: Option<Box<IdentitySpec>>,
 
     /// The OpenTelemetry collector DaemonSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub collector: Option<CollectorSpec>,
+    pub collector: Option<Box<CollectorSpec>>,
 
     /// `Correct` (default) puts drifted AWS and Kubernetes resources back; `Report` only records it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -539,6 +539,13 @@ pub struct BatchSpec {
     pub timeout: Option<String>,
 }
 
+// The larger optional sections of the spec and the status are boxed (same JSON, same schema): the
+// operator's pipeline cache keeps every pipeline of its shard, and an absent `Option<T>` takes
+// `size_of::<T>()` all the same. Inline, a pipeline was 2,472 bytes before any field was set
+// (spec 1,480, status 632); boxed, an absent section is 8 bytes and a pipeline 736. A pipeline of
+// the bench (`make bench`) as the cache keeps it: 4,532 bytes instead of 5,740
+// (`tests/cache_memory.rs`).
+
 /// Observed state of a pipeline.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -556,7 +563,7 @@ pub struct MLObservabilityPipelineStatus {
 
     /// AWS resources in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<AwsStatus>,
+    pub aws: Option<Box<AwsStatus>>,
 
     /// Collector rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -564,7 +571,7 @@ pub struct MLObservabilityPipelineStatus {
 
     /// Cardinality and cost estimate for the GPU nodes that match the selector now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub telemetry: Option<TelemetryStatus>,
+    pub telemetry: Option<Box<TelemetryStatus>>,
 
     /// Open drift records: where an AWS or Kubernetes resource differs from the spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -576,7 +583,7 @@ pub struct MLObservabilityPipelineStatus {
 
     /// Where telemetry goes besides CloudWatch (traces, Prometheus remote write, Datadog).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destinations: Option<DestinationsStatus>,
+    pub destinations: Option<Box<DestinationsStatus>>,
 }
 
 /// Destinations beyond CloudWatch in use, as the last AWS step saw them.

@@ -89,7 +89,7 @@ pub fn placement_of(
 /// What the last AWS step recorded in the pipeline's status: the ids AWS assigned to resources
 /// mlobs created (an AMP workspace by alias), which the configuration must name.
 fn recorded_aws(p: &MLObservabilityPipeline) -> Option<&crate::crd::AwsStatus> {
-    p.status.as_ref().and_then(|s| s.aws.as_ref())
+    p.status.as_ref().and_then(|s| s.aws.as_deref())
 }
 
 /// Merges a pipeline with its policy (if any) and the operator's context.
