@@ -1,7 +1,8 @@
 """moto's server as the tests and the bench run it: `python scripts/moto_server.py -H HOST -p PORT`.
 
-The same server as `moto_server`, with one correction where moto 5.1 differs from AWS in a way
-that changes what mlobs is measured doing:
+The same server as `moto_server`, with two corrections where moto 5.1 differs from AWS in a way
+that changes what mlobs is measured doing. moto ignores the page size of two listings mlobs
+reads for all pipelines at once, and answers everything in one response:
 
 - IAM GetAccountAuthorizationDetails: moto ignores `MaxItems` and `Marker` and answers every role
   of the account in one response with `IsTruncated: false`. IAM answers pages of at most
@@ -12,11 +13,16 @@ that changes what mlobs is measured doing:
   and a pagination loop that never ran against moto. Here the roles are paged as IAM pages them:
   the Marker is the index of the next role in moto's listing order, which is stable between
   calls.
+- KMS ListAliases: moto ignores `Limit` and `Marker` (every alias, `Truncated: false`). KMS
+  answers pages of at most `Limit` (default 50, at most 100) with `NextMarker`; mlobs asks for
+  100 (`aws::kms`), so 1,000 pipelines' aliases are 10 pages, not one.
 """
 
+import json
 import sys
 
 from moto.iam.responses import IamResponse
+from moto.kms.responses import KmsResponse
 from moto.server import main
 
 # IAM's documented default and maximum of MaxItems.
@@ -46,6 +52,31 @@ def _paged(self):
 
 
 IamResponse.get_account_authorization_details = _paged
+
+# KMS ListAliases' documented default and maximum of Limit.
+ALIASES_DEFAULT_LIMIT = 50
+ALIASES_MAX_LIMIT = 100
+
+_unpaged_aliases = KmsResponse.list_aliases
+
+
+def _paged_aliases(self):
+    body = json.loads(_unpaged_aliases(self))
+    try:
+        limit = int(self._get_param("Limit") or ALIASES_DEFAULT_LIMIT)
+        start = int(self._get_param("Marker") or 0)
+    except ValueError:
+        return json.dumps(body)
+    limit = max(1, min(limit, ALIASES_MAX_LIMIT))
+    aliases = body.get("Aliases") or []
+    body["Aliases"] = aliases[start : start + limit]
+    body["Truncated"] = start + limit < len(aliases)
+    if body["Truncated"]:
+        body["NextMarker"] = str(start + limit)
+    return json.dumps(body)
+
+
+KmsResponse.list_aliases = _paged_aliases
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -352,6 +352,46 @@ async fn more_roles_than_a_page_are_listed_page_by_page_with_none_lost() {
 }
 
 #[tokio::test]
+async fn more_aliases_than_a_page_are_listed_page_by_page_with_none_lost() {
+    // KMS pages ListAliases by Limit (mlobs asks for 100); the test server does as well
+    // (scripts/moto_server.py: moto alone answers every alias in one response).
+    let c = moto::clients().await;
+    let prefix = format!("alias/{}", moto::unique("paged"));
+    let key = c.kms.create_key().send().await.expect("key");
+    let key_id = key.key_metadata().map(|m| m.key_id().to_string()).expect("key id");
+    let n = 103;
+    use futures::StreamExt;
+    let created: Vec<String> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (c, name, key_id) = (&c, format!("{prefix}-{i:03}"), key_id.clone());
+            async move {
+                c.kms
+                    .create_alias()
+                    .alias_name(&name)
+                    .target_key_id(key_id)
+                    .send()
+                    .await
+                    .expect("create alias");
+                name
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    c.calls.reset();
+    let aliases = kms::observe_aliases(&c).await.expect("listing");
+    for name in &created {
+        assert_eq!(
+            aliases.get(name).map(|t| t.key_id.as_str()),
+            Some(key_id.as_str()),
+            "{name}"
+        );
+    }
+    let calls = c.calls.of("ListAliases");
+    assert!(calls >= 2, "{n} aliases fit no page of 100: {calls} call(s)");
+}
+
+#[tokio::test]
 async fn the_role_listing_has_trust_inline_policies_tags_and_boundary() {
     // What moto's GetAccountAuthorizationDetails returns is what the snapshot compares: pinned
     // here so that a moto without one of these fields fails loudly instead of reading as drift.
