@@ -307,6 +307,20 @@ async fn a_role_trust_or_inline_policy_changed_outside_mlobs_is_found_from_the_n
     assert!(again.drift.is_empty(), "{:?}", again.drift);
 }
 
+/// Runs `create(0..n)` 16 at a time (moto serves requests in parallel) and returns the names.
+async fn create_many<F, Fut>(n: usize, create: F) -> Vec<String>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(create)
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
 #[tokio::test]
 async fn more_roles_than_a_page_are_listed_page_by_page_with_none_lost() {
     // IAM pages GetAccountAuthorizationDetails by MaxItems; the test server does as well
@@ -317,25 +331,21 @@ async fn more_roles_than_a_page_are_listed_page_by_page_with_none_lost() {
     let prefix = moto::unique("paged");
     let n = iam::ROLES_PAGE as usize + 7;
     let tag = |k: &str, v: &str| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().expect("tag");
-    use futures::StreamExt;
-    let created: Vec<String> = futures::stream::iter(0..n)
-        .map(|i| {
-            let (c, name, value) = (&c, format!("{prefix}-{i:03}"), format!("{prefix}/{i}"));
-            async move {
-                c.iam
-                    .create_role()
-                    .role_name(&name)
-                    .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-                    .tags(tag("mlobs.io/pipeline", &value))
-                    .send()
-                    .await
-                    .expect("create role");
-                name
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let created = create_many(n, |i| {
+        let (c, name, value) = (&c, format!("{prefix}-{i:03}"), format!("{prefix}/{i}"));
+        async move {
+            c.iam
+                .create_role()
+                .role_name(&name)
+                .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+                .tags(tag("mlobs.io/pipeline", &value))
+                .send()
+                .await
+                .expect("create role");
+            name
+        }
+    })
+    .await;
     c.calls.reset();
     let ours = format!("{prefix}/");
     let roles = iam::observe_roles(&c, &|p| p.starts_with(&ours))
@@ -360,24 +370,20 @@ async fn more_aliases_than_a_page_are_listed_page_by_page_with_none_lost() {
     let key = c.kms.create_key().send().await.expect("key");
     let key_id = key.key_metadata().map(|m| m.key_id().to_string()).expect("key id");
     let n = 103;
-    use futures::StreamExt;
-    let created: Vec<String> = futures::stream::iter(0..n)
-        .map(|i| {
-            let (c, name, key_id) = (&c, format!("{prefix}-{i:03}"), key_id.clone());
-            async move {
-                c.kms
-                    .create_alias()
-                    .alias_name(&name)
-                    .target_key_id(key_id)
-                    .send()
-                    .await
-                    .expect("create alias");
-                name
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let created = create_many(n, |i| {
+        let (c, name, key_id) = (&c, format!("{prefix}-{i:03}"), key_id.clone());
+        async move {
+            c.kms
+                .create_alias()
+                .alias_name(&name)
+                .target_key_id(key_id)
+                .send()
+                .await
+                .expect("create alias");
+            name
+        }
+    })
+    .await;
     c.calls.reset();
     let aliases = kms::observe_aliases(&c).await.expect("listing");
     for name in &created {
