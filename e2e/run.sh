@@ -17,7 +17,7 @@ KUBECTL=$ROOT/.venv/bin/kubectl
 [ -x "$KUBECTL" ] || KUBECTL=$(command -v kubectl) || { echo "e2e: kubectl is required (make venv installs it)"; exit 1; }
 PY=$ROOT/.venv/bin/python
 [ -x "$PY" ] || { echo "e2e: .venv is missing: run make venv"; exit 1; }
-# moto's server with IAM's paging of GetAccountAuthorizationDetails (scripts/moto_server.py).
+# moto's server, paging IAM's role listing and KMS's alias listing as AWS does (scripts/moto_server.py).
 "$PY" -c 'import moto.server' 2>/dev/null || { echo "e2e: moto[server] is required in .venv (make venv installs it)"; exit 1; }
 
 STATE=${MLOBS_E2E_STATE_DIR:-$ROOT/target/e2e}

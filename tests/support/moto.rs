@@ -44,7 +44,7 @@ pub fn endpoint() -> String {
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .expect("a free port on 127.0.0.1");
-            // moto's server with IAM's paging of GetAccountAuthorizationDetails.
+            // moto's server, paging IAM's role listing and KMS's alias listing as AWS does.
             let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto_server.py");
             // The wrapper stops moto when this test process exits, however it exits.
             let script = format!(
