@@ -22,6 +22,7 @@ test: venv
 
 lint: venv crds-check build
 	$(CARGO) fmt --all -- --check
+	@bash scripts/ensure-dev-null.sh
 	$(CARGO) clippy --all-targets -- -D warnings
 	bash scripts/validate-manifests.sh
 	bash scripts/validate-chart.sh
