@@ -1,7 +1,8 @@
 //! What the caches hold per object, counted by a global allocator that tracks the bytes in use: a
 //! pipeline as the pipeline cache keeps it, a store of `Compact` children against a store of the
 //! same slimmed objects kept whole (what the caches held before), the IAM role listing, and a
-//! sharded shard 0's `Counted` pipelines against whole ones.
+//! sharded shard 0's `Counted` pipelines against whole ones, and the log group tag index against
+//! the tags it kept before.
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -309,4 +310,69 @@ fn a_cached_pipeline_takes_under_five_kilobytes() {
     // Absent sections of the spec and status are boxed: an absent one costs a pointer.
     assert!(inline < 1024, "a pipeline is {inline} bytes before any field is set");
     assert!(used < 5 * 1024, "a cached pipeline takes {used} bytes");
+}
+
+/// Log group `i` of a bench pipeline as DescribeLogGroups lists it, and the tags its plan wants.
+fn log_group(
+    i: usize,
+) -> (
+    mlobs::aws::logs::ObservedGroup,
+    std::collections::BTreeMap<String, String>,
+) {
+    let name = format!("/aws/eks/bench/team-{}/train-{i}/application", i % 10);
+    let group = mlobs::aws::logs::ObservedGroup {
+        arn: format!("arn:aws:logs:us-east-1:123456789012:log-group:{name}"),
+        name,
+        kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/8c1d3f5e-0000-4000-8000-000000000001".into()),
+        retention_days: Some(30),
+        class: Some("STANDARD".into()),
+        created_ms: Some(1_780_000_000_000 + i as i64),
+    };
+    let wanted = [
+        ("mlobs.io/cluster", "bench".to_string()),
+        ("mlobs.io/pipeline", format!("team-{}/train-{i}", i % 10)),
+        ("mlobs.io/uid", format!("5b2e0000-0000-4000-8000-{i:012}")),
+        ("mlobs.io/managed-by", "mlobs".to_string()),
+        ("team", format!("team-{}", i % 10)),
+    ];
+    (group, wanted.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+#[test]
+fn the_log_group_tag_index_keeps_a_group_in_under_a_quarter_of_its_tags() {
+    let _alone = counting_alloc::measuring();
+    let groups: Vec<_> = (0..N).map(log_group).collect();
+    // What ListTagsForResource returns: the wanted tags and one the team added by hand.
+    let read = |wanted: &std::collections::BTreeMap<String, String>| {
+        let mut t = wanted.clone();
+        t.insert("cost-center".into(), "ml-research".into());
+        t
+    };
+    let reads: Vec<_> = groups.iter().map(|(_, w)| read(w)).collect();
+
+    let index = mlobs::aws::logs::GroupTagIndex::default();
+    let before = counting_alloc::in_use();
+    for ((g, wanted), tags) in groups.iter().zip(&reads) {
+        index.put(g, wanted, tags);
+    }
+    let per_group = (counting_alloc::in_use() - before) / N as isize;
+    // What the index kept before: ARN → (creation time, the tags as read).
+    type Tags = std::collections::BTreeMap<String, String>;
+    let before = counting_alloc::in_use();
+    let whole: std::collections::HashMap<String, (Option<i64>, Tags)> = groups
+        .iter()
+        .zip(&reads)
+        .map(|((g, _), t)| (g.arn.clone(), (g.created_ms, t.clone())))
+        .collect();
+    let per_group_whole = (counting_alloc::in_use() - before) / N as isize;
+    println!("a log group in the tag index: {per_group} bytes; with its tags kept: {per_group_whole}");
+    assert_eq!(whole.len(), N);
+    assert!(
+        groups.iter().all(|(g, w)| index.shows(g, w)),
+        "every group shows its wanted tags"
+    );
+    assert!(
+        per_group * 4 < per_group_whole,
+        "a group takes {per_group} bytes in the index, {per_group_whole} with its tags"
+    );
 }

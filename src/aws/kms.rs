@@ -33,26 +33,46 @@ const PENDING_DELETION: &str = "PendingDeletion";
 
 type Tags = BTreeMap<String, String>;
 
-/// The tags of the account's keys as the tag scans of this process read them, shared by every
+/// The owners of the account's keys as the tag scans of this process read them, shared by every
 /// pipeline. A key's ownership tags are written by CreateKey and changed afterwards only by mlobs
 /// (whose TagResource and UntagResource forget the key here), so a scan reads each key's tags
 /// once per process instead of once per scan: in the scale bench, 1,000 pipelines whose CreateKey
 /// timed out under load made 90,588 ListResourceTags calls, one account-wide scan each. A key
 /// the index says is ours is read again before it is used.
+///
+/// Each key is kept as a digest of its owner (its pipeline and cluster tags), not its tags: all
+/// a scan asks of the index is whether a key belongs to someone else. A key's tags took about
+/// 1 KiB (a map node and its strings); an entry here is its id and 8 bytes, whatever the account
+/// has tagged. Two owners with one digest would make a scan read a foreign key again, never skip
+/// one of ours.
 #[derive(Debug, Clone, Default)]
-pub struct KeyTagIndex(Arc<Mutex<HashMap<String, Tags>>>);
+pub struct KeyTagIndex(Arc<Mutex<HashMap<Box<str>, u64>>>);
+
+/// The digest [`KeyTagIndex`] keeps of a key's owner.
+fn owner_digest(pipeline: Option<&str>, cluster: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (pipeline, cluster).hash(&mut h);
+    h.finish()
+}
 
 impl KeyTagIndex {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Tags>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<Box<str>, u64>) -> R) -> R {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn get(&self, key_id: &str) -> Option<Tags> {
-        self.with(|m| m.get(key_id).cloned())
+    /// Whether an earlier scan read `key_id` with tags naming an owner other than `owner`.
+    fn owned_by_another(&self, key_id: &str, owner: &Owner) -> bool {
+        let ours = owner_digest(Some(&owner.pipeline), Some(&owner.cluster));
+        self.with(|m| m.get(key_id).is_some_and(|d| *d != ours))
     }
 
     fn put(&self, key_id: &str, tags: &Tags) {
-        self.with(|m| m.insert(key_id.to_string(), tags.clone()));
+        let d = owner_digest(
+            tags.get(TAG_PIPELINE).map(String::as_str),
+            tags.get(TAG_CLUSTER).map(String::as_str),
+        );
+        self.with(|m| m.insert(key_id.into(), d));
     }
 
     /// Forgets a key whose tags mlobs is changing.
@@ -60,7 +80,7 @@ impl KeyTagIndex {
         self.with(|m| m.remove(key_id));
     }
 
-    /// How many keys' tags are held.
+    /// How many keys' owners are held.
     pub fn len(&self) -> usize {
         self.with(|m| m.len())
     }
@@ -460,7 +480,7 @@ async fn tag_scan(c: &AwsClients, owner: &Owner) -> Result<Option<(KeyMeta, Tags
             let is_ours =
                 |t: &Tags| t.get(TAG_PIPELINE) == Some(&owner.pipeline) && t.get(TAG_CLUSTER) == Some(&owner.cluster);
             // Another pipeline's or a foreign key, as an earlier scan read it: skipped unread.
-            if c.kms_key_tags.get(id).is_some_and(|t| !is_ours(&t)) {
+            if c.kms_key_tags.owned_by_another(id, owner) {
                 continue;
             }
             let tags = match key_tags(c, id).await {
@@ -808,6 +828,41 @@ pub(super) fn merged_policy(actual: &Value, desired: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_index_tells_another_owners_key_from_ours_and_from_an_unread_one() {
+        let index = KeyTagIndex::default();
+        let owner = Owner {
+            cluster: "c".into(),
+            pipeline: "ns/p".into(),
+        };
+        let tags =
+            |pairs: &[(&str, &str)]| -> Tags { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        index.put(
+            "ours",
+            &tags(&[(TAG_CLUSTER, "c"), (TAG_PIPELINE, "ns/p"), ("team", "a")]),
+        );
+        index.put(
+            "same-name-other-cluster",
+            &tags(&[(TAG_CLUSTER, "d"), (TAG_PIPELINE, "ns/p")]),
+        );
+        index.put("other-pipeline", &tags(&[(TAG_CLUSTER, "c"), (TAG_PIPELINE, "ns/q")]));
+        index.put("untagged", &tags(&[]));
+        index.put("no-cluster-tag", &tags(&[(TAG_PIPELINE, "ns/p")]));
+        assert!(!index.owned_by_another("ours", &owner));
+        assert!(!index.owned_by_another("never-read", &owner), "an unread key is read");
+        for other in [
+            "same-name-other-cluster",
+            "other-pipeline",
+            "untagged",
+            "no-cluster-tag",
+        ] {
+            assert!(index.owned_by_another(other, &owner), "{other}");
+        }
+        index.forget("other-pipeline");
+        assert!(!index.owned_by_another("other-pipeline", &owner));
+        assert_eq!(index.len(), 4);
+    }
 
     #[test]
     fn policy_comparison_ignores_order_and_single_element_arrays() {
