@@ -1,8 +1,8 @@
 //! Where collectors and exporters run, and what a pipeline says when they cannot: the exporter
 //! mode switched, no matching GPU node yet, a namespace that enforces Pod Security `baseline`, a
-//! collector no GPU node can fit.
+//! collector no GPU node can fit; and the policy's counts of the pipelines it governs.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -540,5 +540,59 @@ async fn a_gpu_node_whose_taint_the_collector_does_not_tolerate_is_reported_unti
         "collector pods run on {on:?}, not only {}",
         node.name
     );
+    Ok(())
+}
+
+/// The policy's `status.pipelines` as (total, nonCompliant), once it is `expected`.
+async fn wait_counts(c: &Client, policy: &str, expected: (i32, i32), what: &str) -> Result<()> {
+    wait_for(what, Duration::from_secs(60), async || {
+        let p = policies(c).get(policy).await?;
+        let counts = p.status.and_then(|s| s.pipelines).map(|x| (x.total, x.non_compliant));
+        ensure!(
+            counts == Some(expected),
+            "status.pipelines (total, nonCompliant) {counts:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The policy controller is triggered only by pipeline changes that move its counts (created,
+/// deleted, `PolicyCompliant` turned, `policyRef` changed), from the cache the counts are read
+/// from: each such change must still show in the counts, with no later write of the pipeline to
+/// carry it.
+#[tokio::test]
+async fn policy_counts_follow_pipelines_created_made_compliant_and_deleted() -> Result<()> {
+    let c = client().await?;
+    let guard = TestNs::create(&c, "counts").await?;
+    let ns = guard.name.as_str();
+    patch_policy(&c, ns, json!({"logs": {"minRetentionInDays": 7}})).await?;
+    create_pipeline(&c, &pipeline(ns, "train", json!({}))?).await?;
+    let short = json!({"logs": {"logGroup": {"retentionInDays": 3}}});
+    create_pipeline(&c, &pipeline(ns, "short", short)?).await?;
+    wait_counts(
+        &c,
+        ns,
+        (2, 1),
+        "2 pipelines counted, the short-retention one non-compliant",
+    )
+    .await?;
+
+    // Made compliant: its PolicyCompliant turns True, and that change alone moves the count.
+    let longer = json!({"spec": {"logs": {"logGroup": {"retentionInDays": 14}}}});
+    (pipelines(&c, ns).patch("short", &PatchParams::default(), &Patch::Merge(&longer)))
+        .await
+        .context("retention 14 on short")?;
+    wait_counts(&c, ns, (2, 0), "both pipelines compliant").await?;
+
+    // Moved to no policy of this test (another policy's name): it leaves this policy's count.
+    let elsewhere = json!({"spec": {"policyRef": "no-such-policy"}});
+    (pipelines(&c, ns).patch("short", &PatchParams::default(), &Patch::Merge(&elsewhere)))
+        .await
+        .context("policyRef no-such-policy on short")?;
+    wait_counts(&c, ns, (1, 0), "short moved to another policy").await?;
+
+    pipelines(&c, ns).delete("train", &DeleteParams::default()).await?;
+    wait_counts(&c, ns, (0, 0), "train deleted").await?;
     Ok(())
 }

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -397,22 +397,6 @@ fn pipelines_of_node(
         .collect()
 }
 
-/// The policies a pipeline change affects (their governed/non-compliant counts).
-fn policies_of_pipeline(
-    policies: &Store<GpuTelemetryPolicy>,
-    p: &MLObservabilityPipeline,
-) -> Vec<ObjectRef<GpuTelemetryPolicy>> {
-    policies
-        .state()
-        .iter()
-        .filter(|x| match &p.spec.policy_ref {
-            Some(r) => x.name_any() == *r,
-            None => x.spec.default == Some(true),
-        })
-        .map(|x| ObjectRef::from_obj(x.as_ref()))
-        .collect()
-}
-
 /// The pipeline a child belongs to: its `mlobs.io/owner` annotation (`<namespace>/<name>`), else
 /// its owner reference to a pipeline.
 pub fn pipeline_of_child<K: Resource>(child: &K) -> Option<ObjectRef<MLObservabilityPipeline>> {
@@ -560,27 +544,42 @@ pub async fn run_controllers(
     let config = controller::Config::default().concurrency(settings.concurrency);
     // Drift events name pipelines to reconcile now (see `drift_events`).
     let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
+    let gc = Controller::new(
+        Api::<GpuTelemetryPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(config.clone());
+    // The policies' counts follow the pipelines of the cache they are read from: this replica's
+    // own when it is the only shard, every pipeline of the cluster (`Counted`) on shard 0 of
+    // several; other shards run no policy reconciles (see `counted::CountTriggers`).
+    let (count_triggers, policy_triggers) = counted::CountTriggers::new(gc.store());
+    let (mut own_triggers, counted_triggers) = match (shard.runs_policies(), shard.is_sharded()) {
+        (false, _) => (None, None),
+        (true, true) => (None, Some(count_triggers)),
+        (true, false) => (Some(count_triggers), None),
+    };
     // The shard's pipelines only: others are dropped before the cache, so a replica's memory
     // follows its shard, not the cluster.
     let (p_reader, p_writer) = reflector::store();
     let own_pipelines = lean::watch::<MLObservabilityPipeline>(client.clone(), watcher::Config::default())
         .filter(move |ev| futures::future::ready(shard_event(&shard, ev)))
         .modify(slim);
-    let pc = Controller::for_stream(reflector(p_writer, own_pipelines).applied_objects(), p_reader)
-        .with_config(config.clone())
+    let own_pipelines = reflector(p_writer, own_pipelines).inspect_ok(move |ev| {
+        if let Some(t) = own_triggers.as_mut() {
+            t.event(ev);
+        }
+    });
+    let pc = Controller::for_stream(own_pipelines.applied_objects(), p_reader)
+        .with_config(config)
         .reconcile_on(drift_rx);
-    let gc = Controller::new(
-        Api::<GpuTelemetryPolicy>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(config);
     // Shard 0 of several needs every pipeline for the policies' counts; other shards run no
     // policy reconciles and keep only the policies.
-    let (counted_pipelines, fill_counted) = if shard.is_sharded() && shard.runs_policies() {
-        let (store, fill) = counted::watch(client.clone());
-        (Some(store), fill.boxed())
-    } else {
-        (None, futures::future::ready(()).boxed())
+    let (counted_pipelines, fill_counted) = match counted_triggers {
+        Some(triggers) => {
+            let (store, fill) = counted::watch(client.clone(), triggers);
+            (Some(store), fill.boxed())
+        }
+        None => (None, futures::future::ready(()).boxed()),
     };
     let policies = if shard.runs_policies() {
         gc.store()
@@ -702,7 +701,6 @@ pub async fn run_controllers(
         .for_each(log_watch_error);
 
     let policy_ctl = if shard.runs_policies() {
-        let pols3 = ctx.policies.clone();
         let all_policies = ctx.policies.clone();
         // Only the Managed exporters' DaemonSets (what a policy owns): not every collector's,
         // whose status changes the policy controller would otherwise receive too.
@@ -713,10 +711,8 @@ pub async fn run_controllers(
         );
         let exporters = watcher::Config::default().labels(&exporters);
         gc.owns_stream(children_meta::<DaemonSet>(&client, &exporters))
-            .watches_stream(
-                lean::watch::<MLObservabilityPipeline>(client.clone(), watcher::Config::default()).touched_objects(),
-                move |p| policies_of_pipeline(&pols3, &p),
-            )
+            // Pipeline changes that move the counts, once the cache the counts read holds them.
+            .reconcile_on(policy_triggers)
             .watches_stream(
                 lean::watch::<Node>(client.clone(), watcher::Config::default()).touched_objects(),
                 {
