@@ -771,10 +771,14 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         let writes = (kube_writes(&m2[i])? - kube_writes(&m1[i])?) * 60.0 / STEADY_WINDOW.as_secs_f64();
         let reconciles = require_metric(&m_end[i], "mlobs_reconciles_total", &[], &[])?
             - metric_sum(&m0[i], "mlobs_reconciles_total", &[], &[]).unwrap_or(0.0);
+        let policy = [("controller", "policy")];
+        let policy_reconciles = metric_sum(&m_end[i], "mlobs_reconciles_total", &policy, &[]).unwrap_or(0.0)
+            - metric_sum(&m0[i], "mlobs_reconciles_total", &policy, &[]).unwrap_or(0.0);
         per_shard.push(json!({"shard": o.shard.to_string(), "pid": o.r.pid, "pipelines": owned,
             "peak_rss_mib": rss_each[i], "aws_reads_full_resync": reads,
             "aws_reads_goal": owned as u64 / 50 + 3, "steady_kube_writes_per_minute": writes,
-            "reconciles": reconciles}));
+            "reconciles": reconciles,
+        "policy_reconciles": policy_reconciles, "policy_reconciles": policy_reconciles}));
     }
 
     let owned: Vec<usize> = per_shard
@@ -919,7 +923,8 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     println!("the operator's Kubernetes reads from create to all Ready: {kube_reads_by:?}");
     // Before the first reconcile the family has no sample yet: 0.
     let reconciles: f64 = per_shard.iter().filter_map(|s| s["reconciles"].as_f64()).sum();
-    println!("reconciles during the bench: {reconciles}");
+    let policy_reconciles: f64 = per_shard.iter().filter_map(|s| s["policy_reconciles"].as_f64()).sum();
+    println!("reconciles during the bench: {reconciles}, of which the {NAMESPACES} policies' {policy_reconciles}");
 
     let out = json!({
         "ready_bound_by_pod_capacity": ready_bound, "node_pools": pools,
