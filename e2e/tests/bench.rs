@@ -777,8 +777,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         per_shard.push(json!({"shard": o.shard.to_string(), "pid": o.r.pid, "pipelines": owned,
             "peak_rss_mib": rss_each[i], "aws_reads_full_resync": reads,
             "aws_reads_goal": owned as u64 / 50 + 3, "steady_kube_writes_per_minute": writes,
-            "reconciles": reconciles,
-        "policy_reconciles": policy_reconciles, "policy_reconciles": policy_reconciles}));
+            "reconciles": reconciles, "policy_reconciles": policy_reconciles}));
     }
 
     let owned: Vec<usize> = per_shard
@@ -947,6 +946,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         "steady_kube_writes_by_request": steady_writes_by,
         "apiserver_cpu_seconds_create_to_ready": apiserver_cpu, "wait_seconds": wait,
         "reconciles": reconciles,
+        "policy_reconciles": policy_reconciles,
         "shards": per_shard,
         "figures": figures.iter().map(|f| json!({"figure": f.name, "measured": f.value, "goal": f.goal, "met": f.met})).collect::<Vec<_>>(),
     });
