@@ -197,18 +197,14 @@ impl CountTriggers {
                 let before = self.seen.insert(key(p).into(), now.clone());
                 if before.as_ref() != Some(&now) {
                     self.governing(policy_ref);
-                    if let Some((Some(old), _)) = before.filter(|(r, _)| r.as_deref() != policy_ref) {
-                        self.governing(Some(&*old));
-                    }
+                    self.governing_before(before, policy_ref);
                 }
             }
             watcher::Event::Delete(p) => {
                 let before = self.seen.remove(key(p).as_str());
                 let (policy_ref, _) = p.counted();
                 self.governing(policy_ref);
-                if let Some((Some(old), _)) = before.filter(|(r, _)| r.as_deref() != policy_ref) {
-                    self.governing(Some(&*old));
-                }
+                self.governing_before(before, policy_ref);
             }
         }
     }
@@ -225,6 +221,13 @@ impl CountTriggers {
             .collect();
         for r in refs {
             self.send(r);
+        }
+    }
+
+    /// The policy a pipeline named `before` its event, when that is another than it names now.
+    fn governing_before(&self, before: Option<(Option<Box<str>>, bool)>, now: Option<&str>) {
+        if let Some((Some(old), _)) = before.filter(|(r, _)| r.as_deref() != now) {
+            self.governing(Some(&old));
         }
     }
 
