@@ -488,6 +488,7 @@ fn values_become_operator_flags_and_the_role_annotation() {
             "--drift-events-queue=https://sqs.us-east-1.amazonaws.com/123456789012/mlobs-drift-events",
             "--kms-check-interval=12h",
             "--event-backstop-interval=72h",
+            "--stream-reads-per-second=2.5",
             "--heap-release-interval=10s",
             "--cluster-name=prod-gpu",
             "--region=us-east-1",
@@ -642,6 +643,8 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
         "heapReleaseInterval=0s",
         "--set",
         "maxConcurrentReconciles=8",
+        "--set",
+        "streamReadsPerSecond=0.5",
     ]);
     let rendered = args(&docs);
     let cli = Cli::try_parse_from(std::iter::once("mlobs".to_string()).chain(rendered.clone()))
@@ -654,12 +657,13 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
     assert_eq!(run.event_backstop_interval, std::time::Duration::from_secs(48 * 3600));
     assert_eq!(run.max_concurrent_reconciles, 8);
     assert_eq!(run.heap_release_interval, std::time::Duration::ZERO);
+    assert_eq!(run.stream_reads_per_second, 0.5);
     // Left empty, neither flag is passed and the binary's defaults hold.
     let plain = args(&chart(&[]));
     assert!(
-        !plain
-            .iter()
-            .any(|a| a.starts_with("--drift-events-queue") || a.contains("-interval")),
+        !plain.iter().any(|a| a.starts_with("--drift-events-queue")
+            || a.contains("-interval")
+            || a.starts_with("--stream-reads-per-second")),
         "{plain:?}"
     );
     let Command::Run(run) = Cli::try_parse_from(std::iter::once("mlobs".to_string()).chain(plain))
@@ -675,6 +679,7 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
         std::time::Duration::from_secs(7 * 24 * 3600)
     );
     assert_eq!(run.heap_release_interval, std::time::Duration::from_secs(5));
+    assert_eq!(run.stream_reads_per_second, 5.0);
     // The schema refuses what the binary would refuse at start.
     for bad in [
         "kmsCheckInterval=daily",
@@ -682,6 +687,9 @@ fn operator_flags_from_values_parse_as_mlobs_run_arguments() {
         "eventBackstopInterval=7d",
         "heapReleaseInterval=often",
         "driftEventsQueue=mlobs-drift",
+        "streamReadsPerSecond=-1",
+        "streamReadsPerSecond=5000",
+        "streamReadsPerSecond=fast",
     ] {
         assert!(
             try_chart(&["--set", bad]).is_err(),

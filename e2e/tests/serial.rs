@@ -65,6 +65,10 @@ async fn other_pipelines(all: &Api<mlobs::crd::MLObservabilityPipeline>, ns: &st
 /// How long the pipeline must go unwritten before a window is measured.
 const QUIET: Duration = Duration::from_secs(20);
 
+/// How long [`settle`] waits for that: a flap restarts a grace period (45 s in these scenarios)
+/// and the quiet time after it.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Waits until the cluster around the pipeline holds still: its collector DaemonSet and its
 /// policy's Managed exporter DaemonSet fully rolled out and ready (pods a kwok node flap left
 /// stuck are restarted), and then the pipeline unwritten for [`QUIET`] and not waiting out a
@@ -105,7 +109,8 @@ async fn settle(c: &Client, ns: &str, name: &str) -> Result<()> {
             return Ok(());
         }
         if waiting {
-            println!("DataFlowing is WaitingForData: waiting for its grace period to end");
+            let message = condition(&after, "DataFlowing").map(|c| c.message.as_str());
+            println!("DataFlowing is WaitingForData, waiting for its grace period to end: {message:?}");
         } else {
             println!(
                 "pipeline written while settling: {} → {}",
@@ -114,7 +119,7 @@ async fn settle(c: &Client, ns: &str, name: &str) -> Result<()> {
             );
         }
         ensure!(
-            start.elapsed() < READY_TIMEOUT,
+            start.elapsed() < SETTLE_TIMEOUT,
             "the pipeline kept changing for {} s",
             start.elapsed().as_secs()
         );
@@ -162,17 +167,8 @@ async fn steady_state_makes_no_writes() -> Result<()> {
     // CollectorReady is over: a legitimate status write and Event. A short grace period and a
     // wait for that verdict keep it out of the window (with the 5m default, a window re-measured
     // after node flaps met it in CI).
-    // One node only: kwok's node flaps (see below) hit a pipeline on one node a quarter as often
-    // as one on all four, and a flap of another node changes nothing of this pipeline.
-    let node = gpu_nodes(&c).await?.into_iter().next().context("a GPU node")?;
-    policies(&c)
-        .patch(
-            ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": node}}})),
-        )
-        .await
-        .context("pinning the policy to one node")?;
+    // One node only (see `pin_policy_to_one_node`).
+    let node = pin_policy_to_one_node(&c, ns).await?;
     let gracious = json!({"dataFlow": {"gracePeriod": "45s"}});
     ready_pipeline_with_collector_on(&c, ns, name, gracious, 1).await?;
     let pipes = pipelines(&c, ns);
@@ -328,11 +324,7 @@ async fn failover_after_sigterm_releases_lease_and_standby_reconciles() -> Resul
     let name = "failover";
     ready_pipeline_with_collector(&c, ns, name, json!({"logs": {"logGroup": {"retentionInDays": 30}}})).await?;
 
-    let old = leader(&c).await?;
-    let standby = replicas()?
-        .into_iter()
-        .find(|r| r.identity != old.identity && r.alive())
-        .context("a running standby replica")?;
+    let (old, standby) = leader_and_standby(&c).await?;
     println!(
         "leader {} (pid {}), standby {} (pid {})",
         old.identity, old.pid, standby.identity, standby.pid
@@ -351,15 +343,7 @@ async fn failover_after_sigterm_releases_lease_and_standby_reconciles() -> Resul
     .context("changing retentionInDays during the failover")?;
 
     let old_ref = &old;
-    wait_for(
-        "the old leader to exit after SIGTERM",
-        Duration::from_secs(10),
-        async || {
-            ensure!(!old_ref.alive(), "pid {} still running", old_ref.pid);
-            Ok(())
-        },
-    )
-    .await?;
+    exited(old_ref).await?;
     println!("old leader exited {:.1} s after SIGTERM", t0.elapsed().as_secs_f64());
     let c_ref = &c;
     let remaining = Duration::from_secs(10).saturating_sub(t0.elapsed());
@@ -427,21 +411,7 @@ async fn failover_after_sigterm_releases_lease_and_standby_reconciles() -> Resul
         g.retention_in_days
     );
 
-    let restarted = &restarted;
-    wait_for(
-        "the restarted replica to serve /healthz",
-        Duration::from_secs(60),
-        async || {
-            ensure!(
-                restarted.alive(),
-                "restarted replica exited (see {})",
-                restarted.log.display()
-            );
-            http_get(&restarted.metrics_addr, "/healthz").await?;
-            Ok(())
-        },
-    )
-    .await?;
+    restarted_serves(&restarted).await?;
     let h = lease_holder(&c).await?;
     ensure!(
         h.as_deref() == Some(standby.identity.as_str()),
@@ -615,4 +585,247 @@ async fn bad_input_the_api_server_accepts_gets_a_condition_an_event_and_no_retry
     healed?;
     let _ = aws.logs.delete_log_group().log_group_name(&taken).send().await;
     Ok(())
+}
+
+/// The scenario replicas run with `--stream-reads-per-second` at this (e2e/run.sh).
+const E2E_STREAM_READS_PER_SECOND: f64 = 2.0;
+
+/// A new leader reconciles every pipeline at once, and each reconcile reads the streams of its
+/// quiet log groups (nothing in this process vouches for them yet): the DescribeLogStreams
+/// budget puts the reads beyond it off to reserved times instead of sending them together, and
+/// every one is still made.
+#[tokio::test]
+async fn a_new_leader_reads_every_quiet_groups_streams_within_the_stream_budget() -> Result<()> {
+    const PIPELINES: usize = 6;
+    let c = client().await?;
+    let ns = TestNs::create(&c, "stream-budget").await?;
+    let ns = ns.name.as_str();
+    let names: Vec<String> = (0..PIPELINES).map(|i| format!("quiet-{i}")).collect();
+    let c_ref = &c;
+    futures::future::try_join_all(
+        names
+            .iter()
+            .map(|n| ready_pipeline_with_collector(c_ref, ns, n, json!({}))),
+    )
+    .await?;
+    let waiting = |p: &mlobs::crd::MLObservabilityPipeline| {
+        ensure!(
+            condition(p, "DataFlowing").is_some_and(|c| c.reason == "WaitingForData"),
+            "{}",
+            conditions_summary(p)
+        );
+        Ok(())
+    };
+    // Every pipeline has had its first read (its collector is ready and no data comes).
+    for n in &names {
+        wait_for_pipeline(&c, ns, n, "DataFlowing WaitingForData", READY_TIMEOUT, waiting).await?;
+    }
+    let (old, standby) = leader_and_standby(&c).await?;
+    let reads = |text: &str| {
+        metric_sum(
+            text,
+            "mlobs_aws_calls_total",
+            &[("operation", "DescribeLogStreams")],
+            &[],
+        )
+        .unwrap_or(0.0)
+    };
+    let deferred = |text: &str| metric_sum(text, "mlobs_stream_reads_deferred_total", &[], &[]).unwrap_or(0.0);
+    let before = standby.metrics().await?;
+    let (reads0, deferred0) = (reads(&before), deferred(&before));
+    old.signal("TERM")?;
+    // Sampled every 100 ms from the SIGTERM on: the first sample that shows the new leader's
+    // stream reads (and how many it shows), and the one that shows all of them.
+    let want = (2 * PIPELINES) as f64;
+    let t0 = Instant::now();
+    let mut first: Option<(Instant, f64)> = None;
+    let last = loop {
+        let n = reads(&standby.metrics().await?) - reads0;
+        if n >= 1.0 && first.is_none() {
+            first = Some((Instant::now(), n));
+        }
+        if n >= want {
+            break Instant::now();
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the new leader made {n} of {want} stream reads in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Back to two replicas before looking at the result, so a failure below leaves a full pool.
+    exited(&old).await?;
+    let restarted = old.restart()?;
+    let (first, seen) = first.context("no stream read seen")?;
+    let put_off = deferred(&standby.metrics().await?) - deferred0;
+    let spread = last.duration_since(first).as_secs_f64();
+    println!(
+        "new leader: {want} stream reads, {seen} at the first look, the rest within {spread:.1} s; {put_off} checks put off"
+    );
+    let h = lease_holder(&c).await?;
+    ensure!(h.as_deref() == Some(standby.identity.as_str()), "Lease holder {h:?}");
+    ensure!(put_off >= 1.0, "no read was put off by the budget");
+    // The budget grants at most a second's worth at once and `rate` a second after that: the
+    // reads after the first look took at least (want - seen - burst) / rate (less the sampling).
+    let r = E2E_STREAM_READS_PER_SECOND;
+    let floor = (want - seen - r) / r - 0.3;
+    ensure!(
+        spread >= floor,
+        "{} stream reads within {spread:.1} s: over the budget of {r} a second",
+        want - seen
+    );
+    // Every pipeline still reports its finding (none failed or stayed unchecked).
+    for n in &names {
+        waiting(&pipelines(&c, ns).get(n).await?)?;
+    }
+    restarted_serves(&restarted).await
+}
+
+/// The policy controller rewrites a policy's status whenever one of its counts moves (every
+/// pipeline created or turned compliant); no pipeline reads a policy's status, so those writes
+/// reconcile none of the policy's pipelines. A change of the policy's spec still reaches them.
+#[tokio::test]
+async fn policy_status_writes_reconcile_none_of_its_pipelines_and_spec_changes_do() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNs::create(&c, "policy-status").await?;
+    let ns = ns.name.as_str();
+    let name = "counted";
+    // One node only, as in `steady_state_makes_no_writes`: CI saw kwok flaps of the four nodes
+    // restart the DataFlowing grace period for 160 s, so that the pipeline never settled.
+    pin_policy_to_one_node(&c, ns).await?;
+    let gracious = json!({"dataFlow": {"gracePeriod": "45s"}});
+    ready_pipeline_with_collector_on(&c, ns, name, gracious, 1).await?;
+    // Alone on the cluster (the pipelines of earlier scenarios gone) and settled, so that the
+    // pipeline controller's reconciles in a window are this pipeline's.
+    let all = Api::<mlobs::crd::MLObservabilityPipeline>::all(c.clone());
+    let all = &all;
+    wait_for("the other scenarios' pipelines gone", READY_TIMEOUT, async || {
+        let others = other_pipelines(all, ns, name).await?;
+        ensure!(others.is_empty(), "{others:?}");
+        Ok(())
+    })
+    .await?;
+    settle(&c, ns, name).await?;
+    let leader = leader(&c).await?;
+    let reconciles = async || -> Result<f64> {
+        require_metric(
+            &leader.metrics().await?,
+            "mlobs_reconciles_total",
+            &[("controller", "pipeline")],
+            &[],
+        )
+    };
+    let pols = policies(&c);
+    let window = Duration::from_secs(10);
+    // A window without policy writes, then one with ten status writes (each also makes the
+    // policy controller write the status back).
+    let quiet0 = reconciles().await?;
+    tokio::time::sleep(window).await;
+    let quiet = reconciles().await? - quiet0;
+    let busy0 = reconciles().await?;
+    let started = Instant::now();
+    for i in 0..10 {
+        pols.patch_status(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"gpuNodes": 100 + i}})),
+        )
+        .await
+        .context("writing the policy's status")?;
+        tokio::time::sleep(window / 10).await;
+    }
+    tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
+    let busy = reconciles().await? - busy0;
+    println!(
+        "pipeline reconciles in {} s: {quiet} without policy writes, {busy} with 10 policy status writes",
+        window.as_secs()
+    );
+    // Timed reconciles (DataFlowing's re-checks while nothing sends, the resync slot) land in
+    // either window: CI saw 3 in one and 0 in the other. Without the filter each of the ten
+    // writes reconciles the pipeline: 10 or more.
+    ensure!(
+        busy <= quiet + 5.0,
+        "{busy} pipeline reconciles while the policy's status was written 10 times ({quiet} without)"
+    );
+    // A spec change of the policy does reach the pipeline: the retention it now sets (the
+    // shortest allowed is also the default of a pipeline that sets none).
+    pols.patch(
+        ns,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"logs": {"minRetentionInDays": 400}}})),
+    )
+    .await
+    .context("changing the policy's spec")?;
+    let aws = aws().await?;
+    let group = format!("/aws/eks/e2e/{ns}/{name}/logs");
+    let (aws, group) = (&aws, &group);
+    wait_for(
+        "the policy's new retention on the log group",
+        READY_TIMEOUT,
+        async || {
+            let g = log_group(aws, group)
+                .await?
+                .with_context(|| format!("log group {group}"))?;
+            ensure!(g.retention_in_days == Some(400), "retention {:?}", g.retention_in_days);
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Pins the policy of namespace `ns` (named as it) to one GPU node: kwok's node flaps (a node
+/// going NotReady under load, its pods with it) hit a pipeline on one node a quarter as often as
+/// one on all four, and a flap of another node changes nothing of this pipeline. Returns the node.
+async fn pin_policy_to_one_node(c: &Client, ns: &str) -> Result<String> {
+    let node = gpu_nodes(c).await?.into_iter().next().context("a GPU node")?;
+    policies(c)
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": node}}})),
+        )
+        .await
+        .context("pinning the policy to one node")?;
+    Ok(node)
+}
+
+/// Waits for a restarted replica to serve /healthz.
+async fn restarted_serves(restarted: &Replica) -> Result<()> {
+    wait_for(
+        "the restarted replica to serve /healthz",
+        Duration::from_secs(60),
+        async || {
+            ensure!(
+                restarted.alive(),
+                "restarted replica exited (see {})",
+                restarted.log.display()
+            );
+            http_get(&restarted.metrics_addr, "/healthz").await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// The replica holding the Lease and a running one that does not.
+async fn leader_and_standby(c: &Client) -> Result<(Replica, Replica)> {
+    let old = leader(c).await?;
+    let standby = replicas()?
+        .into_iter()
+        .find(|r| r.identity != old.identity && r.alive())
+        .context("a running standby replica")?;
+    Ok((old, standby))
+}
+
+/// Waits for a replica sent SIGTERM to exit.
+async fn exited(r: &Replica) -> Result<()> {
+    wait_for(
+        "the old leader to exit after SIGTERM",
+        Duration::from_secs(10),
+        async || {
+            ensure!(!r.alive(), "pid {} still running", r.pid);
+            Ok(())
+        },
+    )
+    .await
 }

@@ -11,6 +11,7 @@
 pub mod alarms;
 pub mod amp;
 pub mod apply;
+pub mod budget;
 pub mod calls;
 pub mod dashboards;
 pub mod destinations;

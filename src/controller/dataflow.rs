@@ -15,6 +15,9 @@
 //! - when `CollectorReady` turns True while waiting for a first event, no read: the last read's
 //!   findings are restated, so the write that records the collector as ready also starts the
 //!   grace period's message;
+//! - stream reads go within the process's DescribeLogStreams budget (`--stream-reads-per-second`,
+//!   `aws::budget`): a read beyond it is put off to a reserved time ([`Read::Deferred`]), so many
+//!   collectors becoming ready at once do not spend the account's quota;
 //! - status written only when the condition's status, reason or message changes (a failed read's
 //!   message only at a resync read), or at a resync read (so `lastLogEventTime` /
 //!   `lastMetricEventTime` are at most one resync old). Messages of missing data name the newest
@@ -72,6 +75,19 @@ pub enum Read {
     /// status) are restated, so the status write that records the collector as ready also says
     /// since when the grace period runs. The re-check schedule is left as it was.
     Restated,
+    /// No AWS call: the streams were due to be read, but the DescribeLogStreams budget
+    /// (`--stream-reads-per-second`) was spent; the read is reserved for this long from now. A
+    /// finding already made is kept, and so is the re-check schedule; a collector just ready
+    /// whose groups never recorded an event waits for data (the readings are those recorded:
+    /// none), else is said to wait its turn.
+    Deferred(Duration),
+}
+
+impl Read {
+    /// Whether this read asked AWS (it moves the re-check schedule on).
+    pub fn asked_aws(self) -> bool {
+        matches!(self, Read::Resync | Read::Recheck)
+    }
 }
 
 /// The newest event of one log group.
@@ -163,6 +179,33 @@ pub fn verdict(
                     "a collector pod is ready; the log groups are not checked yet".to_string(),
                 )
             });
+        }
+        Serving::Ready if obs.is_some_and(|o| matches!(o.read, Read::Deferred(_))) => {
+            // A finding already made stands until the read.
+            if prev.is_some_and(evaluated) {
+                return None;
+            }
+            // A collector just ready, last said not to be. With no event ever recorded (the
+            // readings the check passes on), the read would find what they say unless data came
+            // in the last moments: waiting since the collector became ready, said in the same
+            // write that records it ready. Otherwise: ready, and the check waits its turn.
+            let restated = obs
+                .filter(|o| o.result.as_ref().is_ok_and(|r| !r.is_empty()))
+                .and_then(|o| {
+                    let o = DataFlowObs {
+                        read: Read::Restated,
+                        ..o.clone()
+                    };
+                    verdict(serving, ready_since, prev, Some(&o), now)
+                })
+                .filter(|v| v.1 == reason::WAITING_FOR_DATA);
+            return Some(restated.unwrap_or_else(|| {
+                (
+                    st::UNKNOWN,
+                    reason::WAITING_FOR_DATA,
+                    "a collector pod is ready; the log groups are checked in turn (DescribeLogStreams budget, --stream-reads-per-second)".to_string(),
+                )
+            }));
         }
         Serving::Ready => match &obs?.result {
             Err(e) => {

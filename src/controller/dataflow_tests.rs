@@ -443,3 +443,70 @@ fn a_recheck_while_waiting_comes_by_the_end_of_the_grace_period_not_a_doubled_de
     assert_eq!(flowing(&s).0, st::FALSE);
     assert_eq!(due_by_grace_end(r, &s, GRACE, &at(1061)).delay, Duration::from_secs(60));
 }
+
+#[test]
+fn a_read_put_off_by_the_stream_budget_says_the_collector_is_ready_and_keeps_a_finding() {
+    let deferred = DataFlowObs {
+        read: Read::Deferred(Duration::from_secs(3)),
+        grace_ms: GRACE,
+        result: Ok(Vec::new()),
+    };
+    assert!(!deferred.read.asked_aws(), "a put-off read moves no re-check schedule");
+    assert!(Read::Resync.asked_aws() && Read::Recheck.asked_aws() && !Read::Restated.asked_aws());
+    // The collector was not ready at the last look; now it is, and the read waits its turn.
+    let mut s = status_ready_since(0);
+    step(
+        &mut s,
+        &Serving::NotReady("no collector pod is ready (0/2 GPU nodes)".into()),
+        None,
+        5,
+    );
+    step(&mut s, &Serving::Ready, Some(&deferred), 10);
+    let (status, r, msg, _) = flowing(&s);
+    assert_eq!((status.as_str(), r.as_str()), (st::UNKNOWN, reason::WAITING_FOR_DATA));
+    assert!(msg.contains("--stream-reads-per-second"), "{msg}");
+    // Put off again: nothing to write.
+    let before = s.clone();
+    step(&mut s, &Serving::Ready, Some(&deferred), 12);
+    assert_eq!(s, before);
+    // A finding already made (data flowing) is kept while a later read waits.
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Resync, Some(100), Some(100))),
+        100,
+    );
+    let found = s.clone();
+    assert_eq!(flowing(&found).0, st::TRUE);
+    step(&mut s, &Serving::Ready, Some(&deferred), 200);
+    assert_eq!(s, found);
+}
+
+#[test]
+fn a_new_collector_whose_read_is_put_off_waits_for_data_in_the_write_that_records_it_ready() {
+    // Never any event recorded: the put-off check passes on the recorded readings (none), and
+    // the status that records the collector ready says since when data is awaited, as a read
+    // finding nothing would (no second write when the read comes).
+    let mut s = status_ready_since(100);
+    step(
+        &mut s,
+        &Serving::Ready,
+        Some(&read(Read::Deferred(Duration::from_secs(30)), None, None)),
+        100,
+    );
+    let (status, r, msg, _) = flowing(&s);
+    assert_eq!((status.as_str(), r.as_str()), (st::UNKNOWN, reason::WAITING_FOR_DATA));
+    assert!(msg.contains("the collector is ready since"), "{msg}");
+    let after_put_off = s.clone();
+    step(&mut s, &Serving::Ready, Some(&read(Read::Recheck, None, None)), 130);
+    assert_eq!(s, after_put_off, "the read found what the put-off check said");
+    // Past its grace period the restatement would be False: not said without a read.
+    let mut late = status_ready_since(0);
+    step(
+        &mut late,
+        &Serving::Ready,
+        Some(&read(Read::Deferred(Duration::from_secs(30)), None, None)),
+        10_000,
+    );
+    assert!(flowing(&late).2.contains("checked in turn"), "{:?}", flowing(&late));
+}

@@ -85,6 +85,7 @@ struct Inner {
     status_conflicts: Family<ControllerLabels, Counter>,
     drift_events: Family<EventLabels, Counter>,
     drift_events_read: Gauge,
+    stream_reads_deferred: Counter,
     shard: Family<ShardLabels, Gauge>,
 }
 
@@ -125,6 +126,12 @@ impl Metrics {
         let status_conflicts = Family::<ControllerLabels, Counter>::default();
         let drift_events = Family::<EventLabels, Counter>::default();
         let drift_events_read = Gauge::default();
+        let stream_reads_deferred = Counter::default();
+        registry.register(
+            "mlobs_stream_reads_deferred",
+            "DataFlowing checks put off because the DescribeLogStreams budget (--stream-reads-per-second) was spent; each got a reserved time to read at",
+            stream_reads_deferred.clone(),
+        );
         let shard = Family::<ShardLabels, Gauge>::default();
         registry.register(
             "mlobs_shard_info",
@@ -194,6 +201,7 @@ impl Metrics {
             status_conflicts,
             drift_events,
             drift_events_read,
+            stream_reads_deferred,
             shard,
         }))
     }
@@ -260,6 +268,11 @@ impl Metrics {
                 shards: s.count.to_string(),
             })
             .set(1);
+    }
+
+    /// A `DataFlowing` check put off by the DescribeLogStreams budget.
+    pub fn stream_read_deferred(&self) {
+        self.0.stream_reads_deferred.inc();
     }
 
     /// The drift events queue was read without error at `at`.

@@ -110,6 +110,8 @@ pub struct Ctx {
     pub waiting_pods: Store<k8s_openapi::api::core::v1::Pod>,
     /// Pipeline uid → the next DataFlowing re-check, while data is not flowing.
     pub data_checks: Mutex<HashMap<String, dataflow::Recheck>>,
+    /// The `DataFlowing` checks' DescribeLogStreams budget (`--stream-reads-per-second`).
+    pub stream_reads: crate::aws::budget::CallBudget,
     /// Pipeline uid → drift a reconcile found (and put back) whose status write failed: the next
     /// status write records it, so a hand edit corrected by a reconcile that lost a status race
     /// (409) is still recorded once.
@@ -274,6 +276,7 @@ impl Ctx {
             m.remove(&uid);
             drop(m);
             self.set_recheck(&uid, None);
+            self.stream_reads.forget(&uid);
             self.batched.pipeline_gone(&uid);
             self.metrics.data_flowing(&uid, None);
             let mut m = self.pending_drift.lock().unwrap_or_else(|e| e.into_inner());
@@ -382,6 +385,32 @@ impl NodeChanges {
     }
 }
 
+/// Which policy events reconcile the policy's pipelines: a policy created or deleted, its spec
+/// changed (its generation) or its deletion begun. Not a status write: the policy controller
+/// rewrites a policy's status whenever a count moves, which is every time one of its pipelines is
+/// created or turns compliant, and no pipeline reads a policy's status. Before this filter, each
+/// such write reconciled every pipeline of the policy.
+#[derive(Default)]
+struct PolicyChanges(Mutex<HashMap<String, (Option<i64>, bool)>>);
+
+impl PolicyChanges {
+    /// The policy of `ev` when its pipelines are to be reconciled.
+    fn of(&self, ev: watcher::Event<GpuTelemetryPolicy>) -> Option<GpuTelemetryPolicy> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match ev {
+            watcher::Event::Apply(pol) | watcher::Event::InitApply(pol) => {
+                let spec = (pol.metadata.generation, pol.metadata.deletion_timestamp.is_some());
+                (m.insert(pol.name_any(), spec) != Some(spec)).then_some(pol)
+            }
+            watcher::Event::Delete(pol) => {
+                m.remove(&pol.name_any());
+                Some(pol)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
+    }
+}
+
 /// Pipelines whose GPU node selector matches a node that changed.
 fn pipelines_of_node(
     pipelines: &Store<MLObservabilityPipeline>,
@@ -433,6 +462,8 @@ pub struct Settings {
     /// How often the reads drift events stand in for run while the queue is read
     /// (`--event-backstop-interval`).
     pub event_backstop_interval: Duration,
+    /// DescribeLogStreams calls a second at the most (`--stream-reads-per-second`; 0: no limit).
+    pub stream_reads_per_second: f64,
 }
 
 /// Drops what no reconcile reads before a pipeline enters the cache: managedFields (a few KB
@@ -641,6 +672,7 @@ pub async fn run_controllers(
         waiting_pods,
         managed_exporter_pods,
         data_checks: Mutex::new(HashMap::new()),
+        stream_reads: crate::aws::budget::CallBudget::per_second(settings.stream_reads_per_second),
         pending_drift: Mutex::new(HashMap::new()),
         shard,
     });
@@ -667,9 +699,15 @@ pub async fn run_controllers(
                 &child_stores::get(&collectors, ds.namespace.as_deref(), &ds.name)?,
             )
         })
-        .watches(
-            Api::<GpuTelemetryPolicy>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            {
+                let seen = PolicyChanges::default();
+                watcher(
+                    Api::<GpuTelemetryPolicy>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .try_filter_map(move |ev| futures::future::ready(Ok(seen.of(ev))))
+            },
             move |pol| pipelines_of_policy(&pipes, &pol),
         )
         // A Managed exporter pod that starts or stops running: the policy's status may follow
@@ -824,6 +862,56 @@ mod tests {
         };
         assert!(!shard_event(&other, &Ok(watcher::Event::InitApply(p))));
         assert!(shard_event(&other, &Ok(watcher::Event::InitDone)));
+    }
+
+    #[test]
+    fn policy_status_writes_reconcile_no_pipeline_but_spec_changes_and_deletes_do() {
+        let pol = |generation: i64, status: serde_json::Value| -> GpuTelemetryPolicy {
+            serde_json::from_value(json!({"apiVersion": "mlobs.io/v1alpha1", "kind": "GpuTelemetryPolicy",
+                "metadata": {"name": "gpu", "generation": generation}, "spec": {}, "status": status}))
+            .expect("policy")
+        };
+        let seen = PolicyChanges::default();
+        let name = |p: Option<GpuTelemetryPolicy>| p.map(|p| p.name_any());
+        assert_eq!(
+            name(seen.of(watcher::Event::Apply(pol(1, json!({}))))),
+            Some("gpu".into()),
+            "new"
+        );
+        let counted = json!({"gpuNodes": 3, "observedGeneration": 1});
+        assert_eq!(
+            name(seen.of(watcher::Event::Apply(pol(1, counted.clone())))),
+            None,
+            "status write"
+        );
+        assert_eq!(
+            name(seen.of(watcher::Event::InitApply(pol(1, counted.clone())))),
+            None,
+            "relist, unchanged"
+        );
+        assert_eq!(seen.of(watcher::Event::InitDone).map(|p| p.name_any()), None);
+        assert_eq!(
+            name(seen.of(watcher::Event::Apply(pol(2, counted.clone())))),
+            Some("gpu".into()),
+            "spec edit"
+        );
+        let mut deleting = pol(2, counted.clone());
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(
+            name(seen.of(watcher::Event::Apply(deleting))),
+            Some("gpu".into()),
+            "deletion begun"
+        );
+        assert_eq!(
+            name(seen.of(watcher::Event::Delete(pol(2, counted)))),
+            Some("gpu".into()),
+            "deleted"
+        );
+        assert_eq!(
+            name(seen.of(watcher::Event::Apply(pol(1, json!({}))))),
+            Some("gpu".into()),
+            "created again"
+        );
     }
 
     #[test]

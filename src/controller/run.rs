@@ -88,6 +88,16 @@ pub struct RunArgs {
     /// per-resync listing and `--kms-check-interval` are back within 2 minutes.
     #[arg(long, env = "MLOBS_EVENT_BACKSTOP_INTERVAL", default_value = "168h", value_parser = parse_interval)]
     pub event_backstop_interval: std::time::Duration,
+    /// DescribeLogStreams calls a second at the most, for the whole process (decimals allowed,
+    /// e.g. `0.5`; `0` removes the limit). The `DataFlowing` check reads the streams of each quiet
+    /// log group with it, and AWS limits it to 25 calls a second per account and Region, shared by
+    /// everyone in the account. When many collectors become ready at once (a cluster's pipelines
+    /// created, or the operator restarted), the checks beyond the budget get reserved times, one
+    /// after the other, instead of calling at once; their `DataFlowing` stays `WaitingForData`
+    /// until then. Counted in `mlobs_stream_reads_deferred_total`. With several shards the
+    /// budget is per replica: give each its share.
+    #[arg(long, env = "MLOBS_STREAM_READS_PER_SECOND", default_value_t = 5.0, value_parser = parse_rate)]
+    pub stream_reads_per_second: f64,
     /// How often the free memory inside the heap is given back to the system (glibc
     /// `malloc_trim`), e.g. `5s`, `1m`; `0s` turns it off. glibc returns freed memory by itself
     /// only from the top of the heap: what a burst of reconciles frees below memory still in use
@@ -95,6 +105,21 @@ pub struct RunArgs {
     /// counts) near the memory in use. Does nothing without glibc (musl, other systems).
     #[arg(long, env = "MLOBS_HEAP_RELEASE_INTERVAL", default_value = "5s", value_parser = parse_release_interval)]
     pub heap_release_interval: std::time::Duration,
+}
+
+/// Calls a second: 0 (no limit), or from 0.01 to 1000.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of calls a second (e.g. 5, 0.5; 0: no limit)"))?;
+    if r == 0.0 || (0.01..=1000.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!(
+            "`{s}`: calls a second must be 0 (no limit) or from 0.01 to 1000"
+        ))
+    }
 }
 
 /// A Go-style duration (`5s`, `1m`); `0s` is allowed (off).
@@ -260,6 +285,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.max_concurrent_reconciles,
         kms_check_interval: args.kms_check_interval,
         event_backstop_interval: args.event_backstop_interval,
+        stream_reads_per_second: args.stream_reads_per_second,
     };
     tracing::info!(namespace = %args.namespace, leader_elect = args.leader_elect, shard = %args.shard, "starting mlobs operator");
     let work = run_controllers(client.clone(), settings, ready, shutdown.clone());
@@ -276,7 +302,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_release_interval, partition_and_account, release_free_heap};
+    use super::{parse_rate, parse_release_interval, partition_and_account, release_free_heap};
     use std::time::Duration;
 
     const PAGE: usize = 4096;
@@ -339,6 +365,17 @@ mod tests {
         assert_eq!(parse_release_interval("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_release_interval("0"), Ok(Duration::ZERO));
         assert!(parse_release_interval("soon").is_err());
+    }
+
+    #[test]
+    fn the_stream_read_rate_is_zero_or_a_positive_number_of_calls_a_second() {
+        assert_eq!(parse_rate("5"), Ok(5.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert_eq!(parse_rate("0"), Ok(0.0));
+        for bad in ["-1", "0.001", "5000", "NaN", "inf", "fast"] {
+            let e = parse_rate(bad).expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]

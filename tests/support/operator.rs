@@ -106,6 +106,7 @@ impl Operator {
             concurrency: 32,
             kms_check_interval: mlobs::controller::batched::DEFAULT_KMS_CHECK_INTERVAL,
             event_backstop_interval: mlobs::controller::batched::DEFAULT_EVENT_BACKSTOP_INTERVAL,
+            stream_reads_per_second: 0.0,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = rx.map(|_| ()).shared();

@@ -343,8 +343,8 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
         .await;
     let now_ms = super::super::now().0.as_millisecond();
     let grace_ms = i64::try_from(d.effective.data_flow_grace_ms).unwrap_or(i64::MAX);
-    let mut readings = Vec::with_capacity(groups.len());
-    let mut failed = None;
+    // What the listing tells of each group; `None`: its streams are read.
+    let mut known = Vec::with_capacity(groups.len());
     for (signal, group) in groups {
         let recorded = dataflow::recorded_ms(p.status.as_ref(), signal);
         let shown = minutes.as_ref().and_then(|m| m.newest.get(&group));
@@ -356,9 +356,49 @@ async fn check_data_flow(p: &MLObservabilityPipeline, ctx: &Ctx, d: &Desired, ob
             .filter(|_| read == dataflow::Read::Resync && flowing.is_none())
             .and_then(|listing| ctx.batched.unchanged_since_read(&group, listing));
         let newest = match (flowing, unchanged) {
-            (Some(t), _) => Ok(Some(t)),
-            (None, Some(known)) => Ok(known.max(recorded)),
-            (None, None) => {
+            (Some(t), _) => Some(Some(t)),
+            (None, Some(known)) => Some(known.max(recorded)),
+            (None, None) => None,
+        };
+        known.push((signal, group, newest));
+    }
+    // DescribeLogStreams has a low account quota: the reads go within the process's budget, or
+    // at the time it reserves for them.
+    let stream_reads = known.iter().filter(|(_, _, n)| n.is_none()).count();
+    if stream_reads > 0
+        && let Err(wait) =
+            (ctx.stream_reads).take(&uid, u32::try_from(stream_reads).unwrap_or(u32::MAX), Instant::now())
+    {
+        tracing::debug!(
+            ?wait,
+            stream_reads,
+            "data-flow read put off (DescribeLogStreams budget)"
+        );
+        ctx.metrics.stream_read_deferred();
+        // What is known without the read (the listing's findings; no event for the others),
+        // passed on only when no group has an event recorded in status (see `Read::Deferred`).
+        let never_recorded =
+            (known.iter()).all(|(signal, _, _)| dataflow::recorded_ms(p.status.as_ref(), *signal).is_none());
+        let readings = (known.into_iter().filter(|_| never_recorded))
+            .map(|(signal, group, newest)| GroupReading {
+                newest_ms: newest.flatten(),
+                signal,
+                group,
+            })
+            .collect();
+        obs.data_flow = Some(DataFlowObs {
+            read: dataflow::Read::Deferred(wait),
+            grace_ms: d.effective.data_flow_grace_ms,
+            result: Ok(readings),
+        });
+        return;
+    }
+    let mut readings = Vec::with_capacity(known.len());
+    let mut failed = None;
+    for (signal, group, newest) in known {
+        let newest = match newest {
+            Some(n) => Ok(n),
+            None => {
                 let read_at = super::super::now().0.as_millisecond();
                 let r = crate::aws::logs::newest_event_ms(&ctx.aws, &group).await;
                 if let Ok(newest) = &r {

@@ -241,7 +241,12 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
     };
     let base = obs.resource_version.clone().or_else(|| p.resource_version());
     // A restated read (no AWS call) leaves the re-check schedule as it was.
-    let read = (obs.data_flow.as_ref()).is_some_and(|d| d.read != dataflow::Read::Restated);
+    let read = (obs.data_flow.as_ref()).is_some_and(|d| d.read.asked_aws());
+    // A read put off by the DescribeLogStreams budget: its reserved time.
+    let deferred = (obs.data_flow.as_ref()).and_then(|d| match d.read {
+        dataflow::Read::Deferred(wait) => Some(wait),
+        _ => None,
+    });
     let grace_ms = obs.data_flow.as_ref().map(|d| d.grace_ms);
     let now = super::now();
     let new = obs.into_status(p, &old, now.clone());
@@ -310,7 +315,7 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
             let (was, is) = (flow_old.map(|c| c.status.as_str()), flow_new.map(|c| c.status.as_str()));
             dataflow::after_read(ctx.recheck(&uid).as_ref(), was, is, Instant::now(), resync)
                 .map(|r| dataflow::due_by_grace_end(r, &new, grace_ms.unwrap_or_default(), &now))
-        } else if flow_new.is_some_and(dataflow::rechecks) {
+        } else if deferred.is_some() || flow_new.is_some_and(dataflow::rechecks) {
             ctx.recheck(&uid)
         } else {
             None
@@ -340,10 +345,13 @@ async fn write_status(p: &MLObservabilityPipeline, ctx: &Ctx, obs: Observed, res
     } else {
         wait
     };
-    // While data is not flowing, look again at the scheduled re-check (not sooner than 1 s).
-    let wait = recheck.map_or(wait, |r| {
-        wait.min(dataflow::next_read_in(&r, Instant::now()).max(Duration::from_secs(1)))
-    });
+    // While data is not flowing, look again at the scheduled re-check (not sooner than 1 s); a
+    // read put off by the budget, at its reserved time (the re-check it stands for is overdue).
+    let wait = match (deferred, recheck) {
+        (Some(d), _) => wait.min(d.max(Duration::from_millis(100))),
+        (None, Some(r)) => wait.min(dataflow::next_read_in(&r, Instant::now()).max(Duration::from_secs(1))),
+        (None, None) => wait,
+    };
     // A terminal Ready=False is a failed reconcile to kube-runtime and the metrics
     // (result="error" with its reason); error_policy requeues it after `wait`, without backoff.
     match stop {
