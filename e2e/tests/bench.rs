@@ -782,8 +782,10 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     // Which replica took the event (sharded runs: each shard reads its own queue, holding every event).
     for (i, o) in ops.iter().enumerate() {
         let by = grown_by_labels("mlobs_drift_events_total", &m_drift[i..=i], &m_end[i..=i], |_| true);
+        let express = metric_sum(&m_end[i], "mlobs_express_reconciles_total", &[], &[]).unwrap_or(0.0)
+            - metric_sum(&m_drift[i], "mlobs_express_reconciles_total", &[], &[]).unwrap_or(0.0);
         println!(
-            "bench: drift events at shard {} while the change was put back: {by:?}",
+            "bench: drift events at shard {} while the change was put back: {by:?}; express reconciles {express}",
             o.shard
         );
     }

@@ -333,6 +333,18 @@ async fn each_shard_reads_its_own_drift_events_queue_and_acts_only_on_its_pipeli
             );
         }
         println!("shard {other} deleted its copy as unmatched; nothing was passed on");
+        // The event's reconcile ran in the express lane of the pipeline's shard, not in its queue.
+        let express = |i: u32| {
+            let i = i as usize;
+            let n = |m: &str| metric_sum(m, "mlobs_express_reconciles_total", &[], &[]).unwrap_or(0.0);
+            n(&after[i]) - n(&before[i])
+        };
+        ensure!(
+            express(*shard) >= 1.0 && express(other) == 0.0,
+            "express reconciles: shard {shard} {}, shard {other} {}",
+            express(*shard),
+            express(other)
+        );
     }
     Ok(())
 }

@@ -86,6 +86,7 @@ struct Inner {
     drift_events: Family<EventLabels, Counter>,
     drift_events_read: Gauge,
     stream_reads_deferred: Counter,
+    express_reconciles: Counter,
     shard: Family<ShardLabels, Gauge>,
 }
 
@@ -131,6 +132,12 @@ impl Metrics {
             "mlobs_stream_reads_deferred",
             "DataFlowing checks put off because the DescribeLogStreams budget (--stream-reads-per-second) was spent; each got a reserved time to read at",
             stream_reads_deferred.clone(),
+        );
+        let express_reconciles = Counter::default();
+        registry.register(
+            "mlobs_express_reconciles",
+            "Reconciles a drift event started at once in the express lane, ahead of the reconciles queued (each is reconciled once more in turn)",
+            express_reconciles.clone(),
         );
         let shard = Family::<ShardLabels, Gauge>::default();
         registry.register(
@@ -202,6 +209,7 @@ impl Metrics {
             drift_events,
             drift_events_read,
             stream_reads_deferred,
+            express_reconciles,
             shard,
         }))
     }
@@ -273,6 +281,11 @@ impl Metrics {
     /// A `DataFlowing` check put off by the DescribeLogStreams budget.
     pub fn stream_read_deferred(&self) {
         self.0.stream_reads_deferred.inc();
+    }
+
+    /// A drift event's reconcile started in the express lane.
+    pub fn express_reconcile(&self) {
+        self.0.express_reconciles.inc();
     }
 
     /// The drift events queue was read without error at `at`.

@@ -14,6 +14,7 @@ pub mod destinations;
 pub mod drift_events;
 pub mod error;
 pub mod events;
+pub mod express;
 pub mod hot_path;
 pub mod leader;
 pub mod lean;
@@ -118,6 +119,9 @@ pub struct Ctx {
     pub pending_drift: Mutex<HashMap<String, Vec<crate::aws::Drift>>>,
     /// Which pipelines this replica reconciles.
     pub shard: shard::Shard,
+    /// One reconcile of a pipeline at a time across the queue's controller and the drift
+    /// events' express lane (`express`).
+    pub exclusive: express::Exclusive,
 }
 
 /// Log groups under one prefix, as one paged DescribeLogGroups saw them.
@@ -573,8 +577,10 @@ pub async fn run_controllers(
     // references, so the watches hold metadata, not the objects.
     let managed = watcher::Config::default().labels(MANAGED_BY);
     let config = controller::Config::default().concurrency(settings.concurrency);
-    // Drift events name pipelines to reconcile now (see `drift_events`).
+    // Drift events name pipelines to reconcile now (see `drift_events`): the express lane
+    // reconciles them at once and then hands them to the queue's controller (`express`).
     let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
+    let (handed_tx, handed_rx) = futures::channel::mpsc::unbounded();
     let gc = Controller::new(
         Api::<GpuTelemetryPolicy>::all(client.clone()),
         watcher::Config::default(),
@@ -602,7 +608,7 @@ pub async fn run_controllers(
     });
     let pc = Controller::for_stream(own_pipelines.applied_objects(), p_reader)
         .with_config(config)
-        .reconcile_on(drift_rx);
+        .reconcile_on(handed_rx);
     // Shard 0 of several needs every pipeline for the policies' counts; other shards run no
     // policy reconciles and keep only the policies.
     let (counted_pipelines, fill_counted) = match counted_triggers {
@@ -675,6 +681,7 @@ pub async fn run_controllers(
         stream_reads: crate::aws::budget::CallBudget::per_second(settings.stream_reads_per_second),
         pending_drift: Mutex::new(HashMap::new()),
         shard,
+        exclusive: express::Exclusive::default(),
     });
     ctx.metrics.shard(shard);
     tokio::spawn(fill_until(fill_counted, shutdown.clone()));
@@ -814,12 +821,14 @@ pub async fn run_controllers(
             () = events_stop => {}
         }
     };
+    // Ends with the events reader (its sender dropped), after the reconciles in flight.
+    let express = express::run(ctx.clone(), drift_rx, handed_tx);
     let drained = async move {
         shutdown.await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        _ = async { futures::join!(pipeline_ctl, policy_ctl, synced, drift_events) } => {}
+        _ = async { futures::join!(pipeline_ctl, policy_ctl, synced, drift_events, express) } => {}
         () = drained => tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "reconciles still running at shutdown; stopping them"),
     }
     ready.store(false, Ordering::SeqCst);

@@ -90,6 +90,22 @@ struct Fault {
     times: usize,
 }
 
+/// Requests held until released (see [`ApiFake::stall`]).
+struct Stall {
+    method: String,
+    path_contains: String,
+    released: watch::Receiver<bool>,
+}
+
+/// Releases the requests a [`ApiFake::stall`] holds, when released or dropped.
+pub struct Stalled(watch::Sender<bool>);
+
+impl Stalled {
+    pub fn release(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<Key, Value>,
@@ -101,6 +117,9 @@ struct State {
     compacted: u64,
     requests: Vec<RecordedRequest>,
     faults: Vec<Fault>,
+    stalls: Vec<Stall>,
+    /// Requests a stall holds now.
+    held: usize,
     unavailable: bool,
     /// Bodies of recorded requests are dropped when set (the scale bench measures memory).
     drop_bodies: bool,
@@ -302,6 +321,33 @@ impl ApiFake {
             status,
             times,
         });
+    }
+
+    /// Requests whose method matches (`"*"` for any) and whose `path?query` contains
+    /// `path_contains` wait, unanswered, until the returned handle is released or dropped: a
+    /// write the API server takes its time over, which a real one cannot be made to do on cue.
+    pub fn stall(&self, method: &str, path_contains: &str) -> Stalled {
+        let (tx, rx) = watch::channel(false);
+        self.lock().stalls.push(Stall {
+            method: method.to_string(),
+            path_contains: path_contains.to_string(),
+            released: rx,
+        });
+        Stalled(tx)
+    }
+
+    /// Requests a stall holds now.
+    pub fn held(&self) -> usize {
+        self.lock().held
+    }
+
+    /// Counts a request a stall starts or stops holding, waking `wait_until`.
+    fn count_held(&self, by: isize) {
+        {
+            let mut st = self.lock();
+            st.held = st.held.saturating_add_signed(by);
+        }
+        self.tick.send_modify(|_| {});
     }
 
     /// While unavailable every request gets 503 and open watch streams end, like an apiserver outage.
@@ -528,6 +574,17 @@ impl tower::Service<Request<kube::client::Body>> for ApiFake {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or_default().trim().to_string());
             let body = body.collect_bytes().await.unwrap_or_default();
+            let target = format!("{}?{}", parts.uri.path(), parts.uri.query().unwrap_or_default());
+            let holds: Vec<watch::Receiver<bool>> = (fake.lock().stalls.iter())
+                .filter(|s| (s.method == "*" || s.method == parts.method.as_str()) && target.contains(&s.path_contains))
+                .map(|s| s.released.clone())
+                .collect();
+            for mut released in holds {
+                fake.count_held(1);
+                // A dropped handle (Err) releases too.
+                let _ = released.wait_for(|r| *r).await;
+                fake.count_held(-1);
+            }
             Ok(fake.handle(parts.method, &parts.uri, content_type, body))
         })
     }

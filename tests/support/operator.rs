@@ -43,19 +43,26 @@ impl Operator {
 
     /// An operator that reads CloudTrail events from `queue_url` (`--drift-events-queue`).
     pub async fn start_with_drift_events(queue_url: String) -> Operator {
+        Operator::start_with_drift_events_and_slots(queue_url, 32).await
+    }
+
+    /// [`Operator::start_with_drift_events`] with `slots` concurrent reconciles
+    /// (`--max-concurrent-reconciles`).
+    pub async fn start_with_drift_events_and_slots(queue_url: String, slots: u16) -> Operator {
         Operator::start_full(
             ApiFake::new(),
             moto::clients().await,
             moto::unique("flow"),
             2,
             Some(queue_url),
+            slots,
         )
         .await
     }
 
     /// An operator on an existing API server and cluster name (a restart), with `nodes` GPU nodes.
     pub async fn start_on(fake: ApiFake, aws: AwsClients, cluster: String, nodes: usize) -> Operator {
-        Operator::start_full(fake, aws, cluster, nodes, None).await
+        Operator::start_full(fake, aws, cluster, nodes, None, 32).await
     }
 
     async fn start_full(
@@ -64,6 +71,7 @@ impl Operator {
         cluster: String,
         nodes: usize,
         queue: Option<String>,
+        concurrency: u16,
     ) -> Operator {
         for ns in [NS, "mlobs-system", "gpu-operator"] {
             fake.put_object(
@@ -103,7 +111,7 @@ impl Operator {
             },
             drift_events_queue: queue,
             shard: Default::default(),
-            concurrency: 32,
+            concurrency,
             kms_check_interval: mlobs::controller::batched::DEFAULT_KMS_CHECK_INTERVAL,
             event_backstop_interval: mlobs::controller::batched::DEFAULT_EVENT_BACKSTOP_INTERVAL,
             stream_reads_per_second: 0.0,
