@@ -61,6 +61,21 @@ async fn new_queue(aws: &mlobs::aws::AwsClients, name: &str) -> String {
     queue.queue_url().expect("queue url").to_string()
 }
 
+/// Queues the CloudTrail event of a PutRetentionPolicy of one day on `group`.
+async fn send_retention_event(aws: &mlobs::aws::AwsClients, url: &str, group: &str) {
+    aws.sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(cloudtrail(
+            "logs.amazonaws.com",
+            "PutRetentionPolicy",
+            json!({"logGroupName": group, "retentionInDays": 1}),
+        ))
+        .send()
+        .await
+        .expect("send");
+}
+
 /// Sets `group`'s retention to one day, as someone outside mlobs would.
 async fn tamper_retention(aws: &mlobs::aws::AwsClients, group: &str) {
     aws.logs
@@ -210,17 +225,7 @@ async fn a_drift_event_is_acted_on_while_the_queue_s_every_slot_is_held_up() {
     op.request_reconcile("ev", 1).await;
 
     tamper_retention(&aws, &group.name).await;
-    aws.sqs
-        .send_message()
-        .queue_url(&url)
-        .message_body(cloudtrail(
-            "logs.amazonaws.com",
-            "PutRetentionPolicy",
-            json!({"logGroupName": group.name, "retentionInDays": 1}),
-        ))
-        .send()
-        .await
-        .expect("send");
+    send_retention_event(&aws, &url, &group.name).await;
     wait_retention_put_back(&aws, &group.name, desired).await;
     assert!(
         op.fake.held() >= 1,
@@ -461,17 +466,7 @@ async fn while_the_queue_is_read_a_resync_takes_no_log_group_listing_and_events_
     let desired = group.retention_days;
     tamper_retention(&aws, &group.name).await;
     op.aws.calls.reset();
-    aws.sqs
-        .send_message()
-        .queue_url(&url)
-        .message_body(cloudtrail(
-            "logs.amazonaws.com",
-            "PutRetentionPolicy",
-            json!({"logGroupName": group.name, "retentionInDays": 1}),
-        ))
-        .send()
-        .await
-        .expect("send");
+    send_retention_event(&aws, &url, &group.name).await;
     wait_retention_put_back(&aws, &group.name, desired).await;
     let pages = op.aws.calls.of("DescribeLogGroups");
     assert!(
