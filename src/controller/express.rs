@@ -78,12 +78,6 @@ impl Drop for Held<'_> {
     }
 }
 
-/// The key [`Exclusive`] holds a pipeline by.
-pub fn key_of(p: &MLObservabilityPipeline) -> String {
-    use kube::ResourceExt;
-    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
-}
-
 /// Runs the express lane until `events` ends (the drift events reader stopped): every pipeline
 /// an event names is reconciled at once, then handed to `queue` (the queue's controller).
 pub async fn run(

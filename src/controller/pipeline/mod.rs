@@ -58,7 +58,9 @@ fn owner(d: &Desired) -> Owner {
 pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result<Action> {
     // One reconcile of a pipeline at a time across the queue and the drift events' express lane
     // (`express`); one that waited takes the cache's newest copy of its pipeline.
-    let _held = ctx.exclusive.hold(super::express::key_of(&p)).await;
+    let _held = (ctx.exclusive)
+        .hold(format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+        .await;
     let p = ctx.pipelines.get(&ObjectRef::from_obj(p.as_ref())).unwrap_or(p);
     let started = Instant::now();
     // Inside kube-runtime's span, which names the object and why it is reconciled.
