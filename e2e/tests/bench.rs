@@ -36,7 +36,7 @@ const POOL_LABEL: &str = "mlobs.io/bench-pool";
 const RESYNC: Duration = Duration::from_secs(120);
 const STEADY_WINDOW: Duration = Duration::from_secs(60);
 /// Steady windows measured at most (see the bench).
-const STEADY_ATTEMPTS: u32 = 3;
+const STEADY_ATTEMPTS: u32 = 5;
 /// The longest wait for the collector DaemonSets to settle before a steady window.
 const STEADY_SETTLE: Duration = Duration::from_secs(180);
 
@@ -478,6 +478,101 @@ fn counts(all: &kube::runtime::reflector::Store<MLObservabilityPipeline>, prefix
     (ready, done, ours.len())
 }
 
+/// kube-controller-manager's client rate limit for each of its controllers (`--kube-api-qps`,
+/// default 20 requests a second; ../shared/cluster starts it with the default).
+const KCM_QPS: f64 = 20.0;
+
+/// The API server's request counts by `verb resource[/subresource]` (its
+/// `apiserver_request_total`, all codes and clients).
+async fn apiserver_requests(c: &kube::Client) -> Result<BTreeMap<String, f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = c.request_text(req).await.context("GET /metrics of the API server")?;
+    let mut out = BTreeMap::new();
+    for (labels, v) in metric_samples(&text, "apiserver_request_total") {
+        let label = |k: &str| {
+            (labels.split(&format!("{k}=\"")).nth(1))
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let sub = label("subresource");
+        let key = match sub.as_str() {
+            "" => format!("{} {}", label("verb"), label("resource")),
+            s => format!("{} {}/{s}", label("verb"), label("resource")),
+        };
+        *out.entry(key).or_insert(0.0) += v;
+    }
+    Ok(out)
+}
+
+/// Where the time to all Ready went, from the objects' own timestamps (seconds after `start`,
+/// whole seconds as the API server records them): when the operator created its last collector
+/// DaemonSet, when the DaemonSet controller (kube-controller-manager) created the collector pods
+/// and at what rate, and when the last pod turned Ready (kwok). The DaemonSet controller's writes
+/// are the API server's count of pod creates and DaemonSet status writes over the same span
+/// (`requests`; nothing else makes either here) plus the events it posted: at [`KCM_QPS`] they
+/// take at least `writes / KCM_QPS` seconds whatever the operator does.
+async fn ready_timeline(
+    c: &kube::Client,
+    namespaces: &[String],
+    start: k8s_openapi::jiff::Timestamp,
+    requests: &BTreeMap<String, f64>,
+) -> Result<serde_json::Value> {
+    let since = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+        (t.0.as_millisecond() - start.as_millisecond()) as f64 / 1000.0
+    };
+    let collectors = ListParams::default().labels(&format!(
+        "{}={}",
+        mlobs::conventions::NAME_LABEL,
+        mlobs::conventions::COLLECTOR_APP
+    ));
+    let (mut sets, mut pods_created, mut pods_ready) = (vec![], vec![], vec![]);
+    // The events the DaemonSet controller posted (one per pod it created, among others): its
+    // client's rate limit counts them with its other writes.
+    let mut controller_events = 0.0;
+    let by_daemon_set_controller = ListParams::default().fields("source=daemonset-controller");
+    for ns in namespaces {
+        let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(c.clone(), ns);
+        for e in events.list(&by_daemon_set_controller).await?.items {
+            controller_events += f64::from(e.count.unwrap_or(1).max(1));
+        }
+        let ds = Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(c.clone(), ns);
+        for d in ds.list(&collectors).await?.items {
+            sets.extend(d.metadata.creation_timestamp.as_ref().map(since));
+        }
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(c.clone(), ns);
+        for p in pods.list(&collectors).await?.items {
+            pods_created.extend(p.metadata.creation_timestamp.as_ref().map(since));
+            let conds = p.status.and_then(|s| s.conditions).unwrap_or_default();
+            let ready = conds.iter().find(|c| c.type_ == "Ready" && c.status == "True");
+            pods_ready.extend(ready.and_then(|c| c.last_transition_time.as_ref()).map(since));
+        }
+    }
+    pods_created.sort_by(f64::total_cmp);
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    let first_pod = pods_created.first().copied().unwrap_or(f64::NAN);
+    let last_pod = max(&pods_created);
+    // The most pods created within any 10 s.
+    let busiest = (pods_created.iter().enumerate())
+        .map(|(i, t)| pods_created[i..].iter().take_while(|u| **u < t + 10.0).count())
+        .max()
+        .unwrap_or(0);
+    let kcm_writes = requests.get("POST pods").copied().unwrap_or(0.0)
+        + requests.get("PUT daemonsets/status").copied().unwrap_or(0.0)
+        + controller_events;
+    let out = json!({
+        "collector_daemon_sets": sets.len(), "last_daemon_set_created_s": max(&sets),
+        "collector_pods": pods_created.len(), "first_pod_created_s": first_pod, "last_pod_created_s": last_pod,
+        "pods_created_per_second": pods_created.len() as f64 / (last_pod - first_pod).max(1.0),
+        "pods_created_busiest_10s_per_second": busiest as f64 / 10.0,
+        "last_pod_ready_s": max(&pods_ready),
+        "daemon_set_controller_writes": kcm_writes, "daemon_set_controller_events": controller_events,
+        "daemon_set_controller_floor_s": kcm_writes / KCM_QPS,
+        "apiserver_writes_by_request": requests,
+    });
+    Ok(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_on_the_real_control_plane() -> Result<()> {
     let c = client().await?;
@@ -542,6 +637,8 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let spec = json!({"resyncInterval": format!("{}s", RESYNC.as_secs()), "dataFlow": {"gracePeriod": "6h"}});
     let m0 = scrape(ops).await?;
     let apiserver_cpu0 = cpu_seconds("kube-apiserver");
+    let requests0 = apiserver_requests(&c).await?;
+    let start_wall = k8s_openapi::jiff::Timestamp::now();
     let start = Instant::now();
     let c2 = c.clone();
     let created: Vec<Result<()>> = futures::stream::iter(0..n)
@@ -616,6 +713,27 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     };
     let m_ready = scrape(ops).await?;
     let apiserver_cpu = cpu_seconds("kube-apiserver") - apiserver_cpu0;
+    let writes_to_ready: BTreeMap<String, f64> = (apiserver_requests(&c).await?.into_iter())
+        .filter(|(k, _)| ["POST ", "PUT ", "PATCH ", "DELETE "].iter().any(|v| k.starts_with(v)))
+        .map(|(k, v)| {
+            let d = v - requests0.get(&k).copied().unwrap_or(0.0);
+            (k, d)
+        })
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    let timeline = ready_timeline(&c, &namespaces, start_wall, &writes_to_ready).await?;
+    println!(
+        "bench: where the time to Ready went (s after the apply began): the operator's last collector DaemonSet created at {}; the DaemonSet controller created {} collector pods from {} to {} ({:.1} a second, {:.1} in the busiest 10 s); the last pod Ready at {}; the DaemonSet controller's {} writes (pod creates, DaemonSet status writes, events) take at least {:.0} s at kube-controller-manager's {KCM_QPS} requests a second",
+        timeline["last_daemon_set_created_s"],
+        timeline["collector_pods"],
+        timeline["first_pod_created_s"],
+        timeline["last_pod_created_s"],
+        timeline["pods_created_per_second"].as_f64().unwrap_or(0.0),
+        timeline["pods_created_busiest_10s_per_second"].as_f64().unwrap_or(0.0),
+        timeline["last_pod_ready_s"],
+        timeline["daemon_set_controller_writes"],
+        timeline["daemon_set_controller_floor_s"].as_f64().unwrap_or(0.0),
+    );
     let wait = start.elapsed().as_secs_f64();
     let rss_of = |o: &Op| peak_rss_mib(o.r.pid).context("the operator's /proc status");
     let rss_ready = ops
@@ -1006,6 +1124,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     });
     let mut out = out;
     out["stream_reads_deferred"] = json!(stream_reads_deferred);
+    out["ready_timeline"] = timeline;
     out["restart_peak_rss_mib"] = json!(restart_rss);
     out["restart_seconds"] = json!(restart_secs);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cluster-bench.json");

@@ -99,8 +99,12 @@ impl GroupTagIndex {
 }
 
 /// Every group whose name starts with `prefix`, keyed by name: one call per 50 groups.
+///
+/// The map is built at once from the whole listing: a map filled by inserts in key order keeps its
+/// nodes about half full, one built from the sorted listing fills them (the listing is held for a
+/// resync period, shared by every pipeline under the prefix).
 pub async fn observe_many(c: &AwsClients, prefix: &str) -> Result<BTreeMap<String, ObservedGroup>, AwsError> {
-    let mut groups = BTreeMap::new();
+    let mut groups = Vec::new();
     let mut token = None;
     loop {
         let out = c
@@ -121,7 +125,7 @@ pub async fn observe_many(c: &AwsClients, prefix: &str) -> Result<BTreeMap<Strin
             else {
                 continue;
             };
-            groups.insert(
+            groups.push((
                 name.to_string(),
                 ObservedGroup {
                     name: name.to_string(),
@@ -131,11 +135,12 @@ pub async fn observe_many(c: &AwsClients, prefix: &str) -> Result<BTreeMap<Strin
                     class: g.log_group_class().map(|c| c.as_str().to_string()),
                     created_ms: g.creation_time(),
                 },
-            );
+            ));
         }
         match out.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => return Ok(groups),
+            // Later duplicates win, as inserts did.
+            _ => return Ok(groups.into_iter().collect()),
         }
     }
 }
