@@ -509,8 +509,9 @@ async fn apiserver_requests(c: &kube::Client) -> Result<BTreeMap<String, f64>> {
 /// whole seconds as the API server records them): when the operator created its last collector
 /// DaemonSet, when the DaemonSet controller (kube-controller-manager) created the collector pods
 /// and at what rate, and when the last pod turned Ready (kwok). The DaemonSet controller's writes
-/// are the API server's count of pod creates and DaemonSet status writes over the same span
-/// (`requests`; nothing else makes either here) plus the events it posted: at [`KCM_QPS`] they
+/// are the API server's count of pod creates, DaemonSet status writes and ControllerRevision
+/// creates (a DaemonSet's history) over the same span (`requests`; nothing else makes them here)
+/// plus the events it posted: at [`KCM_QPS`] they
 /// take at least `writes / KCM_QPS` seconds whatever the operator does.
 async fn ready_timeline(
     c: &kube::Client,
@@ -557,8 +558,10 @@ async fn ready_timeline(
         .map(|(i, t)| pods_created[i..].iter().take_while(|u| **u < t + 10.0).count())
         .max()
         .unwrap_or(0);
-    let kcm_writes = requests.get("POST pods").copied().unwrap_or(0.0)
-        + requests.get("PUT daemonsets/status").copied().unwrap_or(0.0)
+    let kcm_writes = ["POST pods", "PUT daemonsets/status", "POST controllerrevisions"]
+        .iter()
+        .filter_map(|k| requests.get(*k))
+        .sum::<f64>()
         + controller_events;
     let out = json!({
         "collector_daemon_sets": sets.len(), "last_daemon_set_created_s": max(&sets),
@@ -723,7 +726,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         .collect();
     let timeline = ready_timeline(&c, &namespaces, start_wall, &writes_to_ready).await?;
     println!(
-        "bench: where the time to Ready went (s after the apply began): the operator's last collector DaemonSet created at {}; the DaemonSet controller created {} collector pods from {} to {} ({:.1} a second, {:.1} in the busiest 10 s); the last pod Ready at {}; the DaemonSet controller's {} writes (pod creates, DaemonSet status writes, events) take at least {:.0} s at kube-controller-manager's {KCM_QPS} requests a second",
+        "bench: where the time to Ready went (s after the apply began): the operator's last collector DaemonSet created at {}; the DaemonSet controller created {} collector pods from {} to {} ({:.1} a second, {:.1} in the busiest 10 s); the last pod Ready at {}; the DaemonSet controller's {} writes (pod creates, DaemonSet status writes, revisions, events) take at least {:.0} s at kube-controller-manager's {KCM_QPS} requests a second",
         timeline["last_daemon_set_created_s"],
         timeline["collector_pods"],
         timeline["first_pod_created_s"],
