@@ -251,7 +251,7 @@ fn key(namespace: Option<&str>, name: &str) -> Key {
 ///
 /// kube's `Store` keys each object by an `ObjectRef` (its name, namespace, resourceVersion and
 /// uid as four more strings) and needs the whole `ObjectMeta` in each object; this store keys a
-/// child by one string. heaptrack at 1,000 pipelines (bench run AS in the README): the child
+/// child by one string. heaptrack at 1,000 pipelines (runs AS and AT in the README): the child
 /// caches held 3.8 MiB at the peak in kube's stores.
 pub struct CompactStore<C: Split>(Arc<RwLock<Filled<C>>>);
 

@@ -53,7 +53,7 @@ pub enum Applied {
 /// Every entry is digests ([`digest`]): the cache only ever asks whether a child is at the version
 /// and desired hash it was verified at, so it keeps no text. An entry is 48 bytes in the map where
 /// it was three strings (about 240 bytes, 1.1 MiB of the heap at its peak at 1,000 pipelines:
-/// heaptrack, bench run AS in the README). Two keys or versions with one digest could make a
+/// heaptrack, see runs AS and AT in the README). Two keys or versions with one digest could make a
 /// changed child look verified until its next change; at 64 bits over some thousands of
 /// children that does not happen in practice.
 #[derive(Debug, Default)]
