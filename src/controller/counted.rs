@@ -97,19 +97,13 @@ pub fn count_in(store: &Store<Counted>, policies: &[Arc<GpuTelemetryPolicy>], na
     )
 }
 
-/// [`count_governed`] over whole pipelines.
-pub fn count_whole(
-    pipelines: &[Arc<MLObservabilityPipeline>],
+/// [`count_governed`] over the pipelines of this replica's own cache.
+pub fn count_whole<K: CountedFields>(
+    pipelines: &[Arc<K>],
     policies: &[Arc<GpuTelemetryPolicy>],
     name: &str,
 ) -> (usize, usize) {
-    count_governed(
-        pipelines
-            .iter()
-            .map(|p| (p.spec.policy_ref.as_deref(), non_compliant(p))),
-        policies,
-        name,
-    )
+    count_governed(pipelines.iter().map(|p| p.counted()), policies, name)
 }
 
 /// A cache of every pipeline of the cluster as [`Counted`]: (the store, the future that keeps it

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
-use super::Ctx;
 use super::lookup::{Governing, governing};
+use super::{Ctx, PipelineRef};
 use crate::aws::drift_events::{self, Skip, Touched};
 use crate::crd::MLObservabilityPipeline;
 use crate::desired::effective::EffKms;
@@ -67,7 +66,7 @@ fn created_key_alias(ctx: &Ctx, p: &MLObservabilityPipeline) -> Option<String> {
 }
 
 /// Handles one message body; returns its outcome label for the metric.
-async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObservabilityPipeline>>) -> &'static str {
+async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<PipelineRef>) -> &'static str {
     let event = match drift_events::parse(body) {
         Ok(e) => e,
         Err(Skip::Irrelevant) => return "irrelevant",
@@ -76,9 +75,10 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
             return "malformed";
         }
     };
+    // Each pipeline whole (the cache keeps statuses packed): events are rare, a few a day.
     let pipes = ctx.pipelines.state();
-    let hit: Vec<&Arc<MLObservabilityPipeline>> = pipes
-        .iter()
+    let hit: Vec<MLObservabilityPipeline> = (pipes.iter())
+        .map(|c| c.unpack())
         .filter(|p| touches(p, &event.touched, |x| created_key_alias(ctx, x)))
         .collect();
     if hit.is_empty() {
@@ -92,7 +92,7 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
     if matches!(event.touched, Touched::Role(_) | Touched::Alias(_)) {
         ctx.batched.invalidate().await;
     }
-    for p in hit {
+    for p in &hit {
         // Its slower checks (key state, rotation and policy; log group tags) run at once too,
         // and it reads its own log groups rather than waiting for the listing of all.
         if let Some(uid) = p.uid() {
@@ -100,7 +100,7 @@ async fn handle(ctx: &Ctx, body: &str, trigger: &UnboundedSender<ObjectRef<MLObs
         }
         tracing::info!(event = %event.event_name, pipeline = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), "drift event: reconciling now");
         ctx.forget_aws_sync(p);
-        let _ = trigger.unbounded_send(ObjectRef::from_obj(p.as_ref()));
+        let _ = trigger.unbounded_send(super::pipeline_ref(p));
     }
     "matched"
 }
@@ -139,7 +139,7 @@ pub fn pass_on(shared: bool, shard: &crate::controller::shard::Shard, receive_co
 /// this shard's pipelines is made visible again for the other shards' replicas, and deleted once
 /// every shard has likely seen it: which replica receives it is up to SQS, so the right one may
 /// see it late or, rarely, not at all (the resync and the backstop then find the change).
-pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<ObjectRef<MLObservabilityPipeline>>) {
+pub async fn run(ctx: Arc<Ctx>, queue_url: String, trigger: UnboundedSender<PipelineRef>) {
     let (queue_url, shared) = shard_queue(&queue_url, &ctx.shard);
     if shared {
         tracing::warn!(queue = %queue_url, "drift events: all shards read one queue; an event may reach its shard late or not at all. Give each shard its own queue: {SHARD_PLACEHOLDER} in --drift-events-queue");

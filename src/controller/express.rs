@@ -20,10 +20,8 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::ObjectRef;
 
-use super::Ctx;
-use crate::crd::MLObservabilityPipeline;
+use super::{Ctx, PipelineRef};
 
 /// Reconciles the express lane runs at once. Drift events are rare and each names one pipeline;
 /// two let an event's reconcile go ahead while another waits for its pipeline's turn.
@@ -80,22 +78,18 @@ impl Drop for Held<'_> {
 
 /// Runs the express lane until `events` ends (the drift events reader stopped): every pipeline
 /// an event names is reconciled at once, then handed to `queue` (the queue's controller).
-pub async fn run(
-    ctx: Arc<Ctx>,
-    events: UnboundedReceiver<ObjectRef<MLObservabilityPipeline>>,
-    queue: UnboundedSender<ObjectRef<MLObservabilityPipeline>>,
-) {
+pub async fn run(ctx: Arc<Ctx>, events: UnboundedReceiver<PipelineRef>, queue: UnboundedSender<PipelineRef>) {
     let store = ctx.pipelines.clone();
     let config = controller::Config::default().concurrency(CONCURRENCY);
     controller::applier(
-        move |p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>| {
+        move |p: Arc<super::cached::CachedPipeline>, ctx: Arc<Ctx>| {
             let queue = queue.clone();
             Box::pin(async move {
                 ctx.metrics.express_reconcile();
                 let result = super::pipeline::reconcile(p.clone(), ctx).await;
                 // The queue's controller keeps the schedule (requeues, backoff); a closed channel
                 // means the operator is stopping.
-                let _ = queue.unbounded_send(ObjectRef::from_obj(p.as_ref()));
+                let _ = queue.unbounded_send(super::pipeline_ref(p.as_ref()));
                 result
             })
         },

@@ -5,6 +5,7 @@ pub mod applier;
 pub mod archive_status;
 pub mod backoff;
 pub mod batched;
+pub mod cached;
 pub mod child_stores;
 pub mod children;
 pub mod client;
@@ -72,7 +73,7 @@ pub struct Ctx {
     pub recorder: events::Publisher,
     pub prices: Prices,
     /// The pipelines this replica's shard reconciles (all of them when unsharded).
-    pub pipelines: Store<MLObservabilityPipeline>,
+    pub pipelines: Store<cached::CachedPipeline>,
     /// On a sharded shard 0, every pipeline of the cluster as the policies' counts read it
     /// ([`counted::Counted`]). `None`: the counts read `pipelines` (unsharded: every pipeline;
     /// the other shards run no policy reconciles).
@@ -334,11 +335,14 @@ pub fn jittered<K: Resource>(ms: u64, obj: &K) -> Duration {
 }
 
 /// The node selector a pipeline's collector uses: its own, else its policy's, else the default.
-fn node_selector(p: &MLObservabilityPipeline, policies: &[Arc<GpuTelemetryPolicy>]) -> BTreeMap<String, String> {
-    if let Some(s) = p.spec.sources.as_ref().and_then(|s| s.node_selector.clone()) {
+fn node_selector(
+    spec: &crate::crd::pipeline::MLObservabilityPipelineSpec,
+    policies: &[Arc<GpuTelemetryPolicy>],
+) -> BTreeMap<String, String> {
+    if let Some(s) = spec.sources.as_ref().and_then(|s| s.node_selector.clone()) {
         return s;
     }
-    if let lookup::Governing::One(pol) = lookup::governing(p, policies)
+    if let lookup::Governing::One(pol) = lookup::governing_ref(spec.policy_ref.as_deref(), policies)
         && let Some(s) = pol.spec.node_selector.clone()
     {
         return s;
@@ -352,16 +356,13 @@ fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 
 /// Pipelines a policy change affects: those naming it, and those without policyRef (a default
 /// flag may have moved to or from it).
-fn pipelines_of_policy(
-    store: &Store<MLObservabilityPipeline>,
-    pol: &GpuTelemetryPolicy,
-) -> Vec<ObjectRef<MLObservabilityPipeline>> {
+fn pipelines_of_policy(store: &Store<cached::CachedPipeline>, pol: &GpuTelemetryPolicy) -> Vec<PipelineRef> {
     let name = pol.name_any();
     store
         .state()
         .iter()
         .filter(|p| p.spec.policy_ref.as_deref().is_none_or(|r| r == name))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .map(|p| pipeline_ref(p.as_ref()))
         .collect()
 }
 
@@ -417,22 +418,36 @@ impl PolicyChanges {
 
 /// Pipelines whose GPU node selector matches a node that changed.
 fn pipelines_of_node(
-    pipelines: &Store<MLObservabilityPipeline>,
+    pipelines: &Store<cached::CachedPipeline>,
     policies: &Store<GpuTelemetryPolicy>,
     node: &Node,
-) -> Vec<ObjectRef<MLObservabilityPipeline>> {
+) -> Vec<PipelineRef> {
     let pols = policies.state();
     pipelines
         .state()
         .iter()
-        .filter(|p| matches(&node_selector(p, &pols), node.labels()))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .filter(|p| matches(&node_selector(&p.spec, &pols), node.labels()))
+        .map(|p| pipeline_ref(p.as_ref()))
         .collect()
+}
+
+/// A reference to a pipeline of the pipeline controller's queue and cache.
+pub type PipelineRef = ObjectRef<cached::CachedPipeline>;
+
+/// A pipeline's reference as the controller's queue holds it: namespace and name, on which the
+/// queue and the cache key. `ObjectRef::from_obj` adds the uid and resourceVersion, two more
+/// strings in each queued request that nothing reads.
+pub fn pipeline_ref<K: Resource>(p: &K) -> PipelineRef {
+    let r = ObjectRef::new(p.meta().name.as_deref().unwrap_or_default());
+    match p.meta().namespace.as_deref() {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
 }
 
 /// The pipeline a child belongs to: its `mlobs.io/owner` annotation (`<namespace>/<name>`), else
 /// its owner reference to a pipeline.
-pub fn pipeline_of_child<K: Resource>(child: &K) -> Option<ObjectRef<MLObservabilityPipeline>> {
+pub fn pipeline_of_child<K: Resource>(child: &K) -> Option<PipelineRef> {
     if let Some((ns, name)) = child
         .annotations()
         .get(crate::conventions::OWNER_ANNOTATION)
@@ -473,7 +488,7 @@ pub struct Settings {
 /// Drops what no reconcile reads before a pipeline enters the cache: managedFields (a few KB
 /// per object once status has been written a few times) and kubectl's client-side
 /// last-applied-configuration annotation (a second copy of the spec).
-fn slim(p: &mut MLObservabilityPipeline) {
+fn slim<K: Resource>(p: &mut K) {
     p.managed_fields_mut().clear();
     p.annotations_mut().remove(LAST_APPLIED);
 }
@@ -521,7 +536,7 @@ pub async fn nodes_matching(ctx: &Ctx, selector: &BTreeMap<String, String>) -> e
 }
 
 /// Whether a pipeline watch event belongs to `shard` (errors and list markers always do).
-fn shard_event(shard: &shard::Shard, ev: &Result<watcher::Event<MLObservabilityPipeline>, watcher::Error>) -> bool {
+fn shard_event<K: Resource>(shard: &shard::Shard, ev: &Result<watcher::Event<K>, watcher::Error>) -> bool {
     match ev {
         Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p) | watcher::Event::InitApply(p)) => shard.owns_obj(p),
         Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => true,
@@ -529,7 +544,7 @@ fn shard_event(shard: &shard::Shard, ev: &Result<watcher::Event<MLObservabilityP
 }
 
 /// The pipeline a child belongs to, when it is this shard's.
-fn own_child<K: Resource>(shard: &shard::Shard, child: &K) -> Option<ObjectRef<MLObservabilityPipeline>> {
+fn own_child<K: Resource>(shard: &shard::Shard, child: &K) -> Option<PipelineRef> {
     pipeline_of_child(child).filter(|r| shard.owns(r.namespace.as_deref().unwrap_or_default(), &r.name))
 }
 
@@ -553,6 +568,32 @@ fn log_watch_error<T, E>(r: Result<T, controller::Error<E, watcher::Error>>) -> 
         tracing::warn!(error = %e, "watch failed; retrying with backoff");
     }
     futures::future::ready(())
+}
+
+/// The pipelines to reconcile for each change of `changes`, as `mapper` names them; a failed
+/// watch is logged (the watch retries with backoff). Used instead of kube's `watches_stream`,
+/// whose requests each carry the changed object's reference with its API group, version, kind
+/// and plural as five more strings, twice over while queued: at 1,000 pipelines that was most
+/// of the controller's queue.
+fn triggers<C, I>(
+    changes: impl futures::Stream<Item = Result<C, watcher::Error>> + Send + 'static,
+    mapper: impl Fn(C) -> I + Send + 'static,
+) -> impl futures::Stream<Item = PipelineRef> + Send + 'static
+where
+    I: IntoIterator<Item = PipelineRef>,
+    I::IntoIter: Send + 'static,
+{
+    changes
+        .filter_map(move |r| {
+            futures::future::ready(match r {
+                Ok(c) => Some(futures::stream::iter(mapper(c))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch failed; retrying with backoff");
+                    None
+                }
+            })
+        })
+        .flatten()
 }
 
 /// Runs a cache-filling future until the operator stops.
@@ -598,7 +639,7 @@ pub async fn run_controllers(
     // The shard's pipelines only: others are dropped before the cache, so a replica's memory
     // follows its shard, not the cluster.
     let (p_reader, p_writer) = reflector::store();
-    let own_pipelines = lean::watch::<MLObservabilityPipeline>(client.clone(), watcher::Config::default())
+    let own_pipelines = lean::watch::<cached::CachedPipeline>(client.clone(), watcher::Config::default())
         .filter(move |ev| futures::future::ready(shard_event(&shard, ev)))
         .modify(slim);
     let own_pipelines = reflector(p_writer, own_pipelines).inspect_ok(move |ev| {
@@ -692,21 +733,21 @@ pub async fn run_controllers(
     // Children map to their pipeline by the owner annotation, not only by owner reference: a
     // collector in the policy's collectorNamespace cannot carry one.
     let pipeline_ctl = pc
-        .watches_stream(ds_changes, move |o| own_child(&shard, &o))
-        .watches_stream(cm_changes, move |o| own_child(&shard, &o))
-        .watches_stream(sa_changes, move |o| own_child(&shard, &o))
-        .watches_stream(svc_changes, move |o| own_child(&shard, &o))
-        .watches_stream(cr_changes, move |o| own_child(&shard, &o))
-        .watches_stream(crb_changes, move |o| own_child(&shard, &o))
+        .reconcile_on(triggers(ds_changes, move |o| own_child(&shard, &o)))
+        .reconcile_on(triggers(cm_changes, move |o| own_child(&shard, &o)))
+        .reconcile_on(triggers(sa_changes, move |o| own_child(&shard, &o)))
+        .reconcile_on(triggers(svc_changes, move |o| own_child(&shard, &o)))
+        .reconcile_on(triggers(cr_changes, move |o| own_child(&shard, &o)))
+        .reconcile_on(triggers(crb_changes, move |o| own_child(&shard, &o)))
         // A pod the scheduler cannot place: its DaemonSet's status may not change.
-        .watches_stream(waiting_changes, move |pod| {
+        .reconcile_on(triggers(waiting_changes, move |pod| {
             let ds = shared_reads::unschedulable(&pod).and(shared_reads::controlling_daemon_set(&pod))?;
             own_child(
                 &shard,
                 &child_stores::get(&collectors, ds.namespace.as_deref(), &ds.name)?,
             )
-        })
-        .watches_stream(
+        }))
+        .reconcile_on(triggers(
             {
                 let seen = PolicyChanges::default();
                 watcher(
@@ -716,10 +757,10 @@ pub async fn run_controllers(
                 .try_filter_map(move |ev| futures::future::ready(Ok(seen.of(ev))))
             },
             move |pol| pipelines_of_policy(&pipes, &pol),
-        )
+        ))
         // A Managed exporter pod that starts or stops running: the policy's status may follow
         // only later (or not at all, for a pod moved to another node).
-        .watches_stream(exporter_changes, {
+        .reconcile_on(triggers(exporter_changes, {
             let (pipes, pols) = (ctx.pipelines.clone(), ctx.policies.clone());
             move |pod| {
                 let Some(label) = pod.labels().get(crate::conventions::POLICY_LABEL) else {
@@ -730,8 +771,8 @@ pub async fn run_controllers(
                     .flat_map(|pol| pipelines_of_policy(&pipes, pol))
                     .collect::<Vec<_>>()
             }
-        })
-        .watches_stream(node_changes, {
+        }))
+        .reconcile_on(triggers(node_changes, {
             let seen = NodeChanges::default();
             move |node| {
                 if seen.changed(&node) {
@@ -740,7 +781,7 @@ pub async fn run_controllers(
                     vec![]
                 }
             }
-        })
+        }))
         .graceful_shutdown_on(shutdown.clone())
         .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
         .for_each(log_watch_error);
@@ -870,7 +911,10 @@ mod tests {
             count: 2,
         };
         assert!(!shard_event(&other, &Ok(watcher::Event::InitApply(p))));
-        assert!(shard_event(&other, &Ok(watcher::Event::InitDone)));
+        assert!(shard_event(
+            &other,
+            &Ok(watcher::Event::<MLObservabilityPipeline>::InitDone)
+        ));
     }
 
     #[test]

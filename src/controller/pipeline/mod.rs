@@ -23,9 +23,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
+use super::cached::CachedPipeline;
 use super::dataflow;
 use super::error::{Error, Result};
 use super::lookup::{Governing, governing};
@@ -55,13 +55,18 @@ fn owner(d: &Desired) -> Owner {
     }
 }
 
-pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result<Action> {
+pub async fn reconcile(p: Arc<CachedPipeline>, ctx: Arc<Ctx>) -> Result<Action> {
     // One reconcile of a pipeline at a time across the queue and the drift events' express lane
     // (`express`); one that waited takes the cache's newest copy of its pipeline.
     let _held = (ctx.exclusive)
         .hold(format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
         .await;
-    let p = ctx.pipelines.get(&ObjectRef::from_obj(p.as_ref())).unwrap_or(p);
+    let p = ctx
+        .pipelines
+        .get(&crate::controller::pipeline_ref(p.as_ref()))
+        .unwrap_or(p);
+    // The cache keeps the status packed (`cached`): this reconcile reads it whole.
+    let p = Arc::new(p.unpack());
     let started = Instant::now();
     // Inside kube-runtime's span, which names the object and why it is reconciled.
     tracing::debug!("reconcile");
@@ -83,7 +88,7 @@ pub async fn reconcile(p: Arc<MLObservabilityPipeline>, ctx: Arc<Ctx>) -> Result
 }
 
 /// Retryable errors back off; terminal ones wait for a spec change (or the periodic resync).
-pub fn error_policy(p: Arc<MLObservabilityPipeline>, e: &Error, ctx: Arc<Ctx>) -> Action {
+pub fn error_policy(p: Arc<CachedPipeline>, e: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), reason = e.reason().as_str(), error = %e, "reconcile failed");
     match e {
         Error::Stopped { requeue, .. } => Action::requeue(*requeue),
