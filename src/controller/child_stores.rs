@@ -61,8 +61,45 @@ pub struct ChildStores {
 /// The cache of a kind's metadata.
 pub type MetaStore<K> = CompactStore<PartialObjectMeta<K>>;
 
-/// Labels or annotations as a list sorted by key (the order of the map they came from).
-type Pairs = Box<[(Box<str>, Box<str>)]>;
+/// Labels or annotations in key order (the order of the map they came from), in two
+/// allocations: the keys and values one after the other in `text`, and where each ends. As a
+/// list of boxed pairs each key and each value was an allocation of its own, at least 32 bytes
+/// with glibc's header: a collector DaemonSet's four labels and two annotations took 12 of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pairs {
+    text: Box<str>,
+    /// End of each key and value in `text`, key first.
+    ends: Box<[u32]>,
+}
+
+impl Pairs {
+    /// `m` packed; `None` when its text is beyond 4 GiB (no Kubernetes object is) and so cannot be
+    /// indexed by `u32`: the caller keeps the map as it is then.
+    fn of(m: &BTreeMap<String, String>) -> Option<Pairs> {
+        let mut text = String::with_capacity(m.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut ends = Vec::with_capacity(2 * m.len());
+        for (k, v) in m {
+            for part in [k, v] {
+                text.push_str(part);
+                ends.push(u32::try_from(text.len()).ok()?);
+            }
+        }
+        Some(Pairs {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        })
+    }
+
+    /// The pairs, in key order.
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let part = |i: usize| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            // The ends are where `of` pushed each part: char boundaries within `text`.
+            self.text.get(start..self.ends[i] as usize).unwrap_or_default()
+        };
+        (0..self.ends.len() / 2).map(move |i| (part(2 * i), part(2 * i + 1)))
+    }
+}
 
 /// What a store keeps of a child `C`: its metadata without the labels and annotations, those as
 /// [`Pairs`], and what else of `C` the cache reads ([`Split::Rest`]). [`Compact::expand`] gives
@@ -70,53 +107,155 @@ type Pairs = Box<[(Box<str>, Box<str>)]>;
 #[derive(Clone, Debug)]
 pub struct Compact<C: Split> {
     metadata: SlimMeta,
-    labels: Option<Pairs>,
-    annotations: Option<Pairs>,
+    labels: Option<Packed>,
+    annotations: Option<Packed>,
     rest: C::Rest,
 }
 
 /// The metadata fields a cached child carries, each no bigger than it is (an `ObjectMeta` is
-/// 15 fields wide however few are set); any other field set (a deletion timestamp, finalizers,
-/// ...) stays in `other`, boxed, so that [`Compact::expand`] gives back all of it.
+/// 15 fields wide however few are set), its strings packed ([`Strs`]); any other field set (a
+/// deletion timestamp, finalizers, ...) stays in `other`, boxed, so that [`Compact::expand`]
+/// gives back all of it.
 #[derive(Clone, Debug)]
 struct SlimMeta {
-    name: Option<Box<str>>,
-    namespace: Option<Box<str>>,
-    resource_version: Option<Box<str>>,
-    uid: Option<Box<str>>,
+    /// Name, namespace, resourceVersion and uid.
+    ids: Strs<4>,
     generation: Option<i64>,
-    owner_references: Option<Box<[OwnerReference]>>,
+    owner_references: Option<Box<[SlimOwner]>>,
     other: Option<Box<ObjectMeta>>,
+}
+
+/// An owner reference, its four strings (apiVersion, kind, name, uid) in one allocation.
+#[derive(Clone, Debug)]
+struct SlimOwner {
+    ids: Strs<4>,
+    controller: Option<bool>,
+    block_owner_deletion: Option<bool>,
+}
+
+impl SlimOwner {
+    fn of(o: &OwnerReference) -> Option<SlimOwner> {
+        Some(SlimOwner {
+            ids: Strs::of([Some(&o.api_version), Some(&o.kind), Some(&o.name), Some(&o.uid)])?,
+            controller: o.controller,
+            block_owner_deletion: o.block_owner_deletion,
+        })
+    }
+
+    fn expand(&self) -> OwnerReference {
+        let part = |i| self.ids.get(i).unwrap_or_default().to_string();
+        OwnerReference {
+            api_version: part(0),
+            kind: part(1),
+            name: part(2),
+            uid: part(3),
+            controller: self.controller,
+            block_owner_deletion: self.block_owner_deletion,
+        }
+    }
+}
+
+/// Up to `N` optional strings in one allocation, as [`Pairs`] keeps its keys and values: four
+/// strings of a few bytes each took four allocations of at least 32 bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Strs<const N: usize> {
+    text: Box<str>,
+    ends: [u32; N],
+    /// Bit `i`: string `i` is set.
+    present: u8,
+}
+
+impl<const N: usize> Strs<N> {
+    /// The strings packed; `None` beyond 4 GiB of text or 8 strings.
+    fn of(parts: [Option<&str>; N]) -> Option<Strs<N>> {
+        if N > 8 {
+            return None;
+        }
+        let mut text = String::with_capacity(parts.iter().flatten().map(|p| p.len()).sum());
+        let (mut ends, mut present) = ([0u32; N], 0u8);
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(p) = part {
+                text.push_str(p);
+                present |= 1 << i;
+            }
+            ends[i] = u32::try_from(text.len()).ok()?;
+        }
+        Some(Strs {
+            text: text.into_boxed_str(),
+            ends,
+            present,
+        })
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        if i >= N || self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        // The ends are where `of` pushed each string: char boundaries within `text`.
+        Some(self.text.get(start..self.ends[i] as usize).unwrap_or_default())
+    }
 }
 
 impl SlimMeta {
     /// `m` without its labels and annotations (kept apart as [`Pairs`]).
     fn of(mut m: ObjectMeta) -> SlimMeta {
-        let boxed = |s: Option<String>| s.map(String::into_boxed_str);
+        let ids = Strs::of([
+            m.name.as_deref(),
+            m.namespace.as_deref(),
+            m.resource_version.as_deref(),
+            m.uid.as_deref(),
+        ]);
+        let owners = match &m.owner_references {
+            Some(v) => v.iter().map(SlimOwner::of).collect::<Option<Box<[_]>>>().map(Some),
+            None => Some(None),
+        };
+        let (Some(ids), Some(owner_references)) = (ids, owners) else {
+            // Too big to pack (no Kubernetes object is): all of it kept as it is.
+            return SlimMeta {
+                ids: Strs {
+                    text: Box::default(),
+                    ends: [0; 4],
+                    present: 0,
+                },
+                generation: None,
+                owner_references: None,
+                other: Some(Box::new(m)),
+            };
+        };
+        (m.name, m.namespace, m.resource_version, m.uid, m.owner_references) = (None, None, None, None, None);
         let slim = SlimMeta {
-            name: boxed(m.name.take()),
-            namespace: boxed(m.namespace.take()),
-            resource_version: boxed(m.resource_version.take()),
-            uid: boxed(m.uid.take()),
+            ids,
             generation: m.generation.take(),
-            owner_references: m.owner_references.take().map(Vec::into_boxed_slice),
+            owner_references,
             other: None,
         };
         let other = (m != ObjectMeta::default()).then(|| Box::new(m));
         SlimMeta { other, ..slim }
     }
 
+    fn name(&self) -> Option<&str> {
+        (self.ids.get(0)).or_else(|| self.other.as_ref()?.name.as_deref())
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        (self.ids.get(1)).or_else(|| self.other.as_ref()?.namespace.as_deref())
+    }
+
     fn expand(&self) -> ObjectMeta {
-        let string = |s: &Option<Box<str>>| s.as_deref().map(String::from);
-        ObjectMeta {
-            name: string(&self.name),
-            namespace: string(&self.namespace),
-            resource_version: string(&self.resource_version),
-            uid: string(&self.uid),
-            generation: self.generation,
-            owner_references: self.owner_references.as_deref().map(<[OwnerReference]>::to_vec),
-            ..self.other.as_deref().cloned().unwrap_or_default()
+        let mut m = self.other.as_deref().cloned().unwrap_or_default();
+        let string = |i| self.ids.get(i).map(String::from);
+        (m.name, m.namespace, m.resource_version, m.uid) = (
+            string(0).or(m.name),
+            string(1).or(m.namespace),
+            string(2).or(m.resource_version),
+            string(3).or(m.uid),
+        );
+        m.generation = self.generation.or(m.generation);
+        if let Some(o) = &self.owner_references {
+            m.owner_references = Some(o.iter().map(SlimOwner::expand).collect());
         }
+        m
     }
 }
 
@@ -152,7 +291,7 @@ pub struct DaemonSetRest {
 /// A [`LabelSelector`] with its `matchLabels` as [`Pairs`] (a map is a 544-byte node).
 #[derive(Clone, Debug)]
 struct Selector {
-    match_labels: Option<Pairs>,
+    match_labels: Option<Packed>,
     match_expressions: Option<Box<[LabelSelectorRequirement]>>,
 }
 
@@ -183,19 +322,28 @@ impl Split for DaemonSet {
     }
 }
 
-/// A map as [`Pairs`].
-fn pairs(m: Option<BTreeMap<String, String>>) -> Option<Pairs> {
-    m.map(|m| {
-        m.into_iter()
-            .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-            .collect()
+/// A map as [`Pairs`] (or as it is, see [`Pairs::of`]).
+fn pairs(m: Option<BTreeMap<String, String>>) -> Option<Packed> {
+    m.map(|m| match Pairs::of(&m) {
+        Some(p) => Packed::Pairs(p),
+        None => Packed::Map(m),
     })
 }
 
-/// [`Pairs`] as the map they came from.
-fn map(p: &Option<Pairs>) -> Option<BTreeMap<String, String>> {
-    p.as_ref()
-        .map(|p| p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+/// [`pairs`]' output as the map it came from.
+fn map(p: &Option<Packed>) -> Option<BTreeMap<String, String>> {
+    p.as_ref().map(|p| match p {
+        Packed::Pairs(p) => p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        Packed::Map(m) => m.clone(),
+    })
+}
+
+/// A map as a cache keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Packed {
+    Pairs(Pairs),
+    /// Too big to pack (never for a Kubernetes object).
+    Map(BTreeMap<String, String>),
 }
 
 impl<C: Split> Compact<C> {
@@ -212,10 +360,7 @@ impl<C: Split> Compact<C> {
 
     /// The key of the child in a [`CompactStore`].
     fn key(&self) -> Key {
-        key(
-            self.metadata.namespace.as_deref(),
-            self.metadata.name.as_deref().unwrap_or_default(),
-        )
+        key(self.metadata.namespace(), self.metadata.name().unwrap_or_default())
     }
 
     /// The object this was made from.
@@ -227,11 +372,10 @@ impl<C: Split> Compact<C> {
     }
 
     fn label(&self, key: &str) -> Option<&str> {
-        let labels = self.labels.as_deref()?;
-        labels
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &*labels[i].1)
+        match self.labels.as_ref()? {
+            Packed::Pairs(p) => p.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
+            Packed::Map(m) => m.get(key).map(String::as_str),
+        }
     }
 }
 
@@ -716,6 +860,36 @@ mod tests {
             .map(|a| a.keys().collect())
             .unwrap_or_default();
         assert_eq!(labels, vec!["mlobs.io/pipeline"]);
+    }
+
+    #[test]
+    fn packed_strings_come_back_as_they_were() {
+        let m = BTreeMap::from([
+            ("".to_string(), "empty key".to_string()),
+            ("é/ü".to_string(), "".to_string()),
+            ("mlobs.io/owner".to_string(), "team/train ✓".to_string()),
+        ]);
+        let p = Pairs::of(&m).expect("packs");
+        let back: BTreeMap<String, String> = p.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        assert_eq!(back, m);
+        assert_eq!(Pairs::of(&BTreeMap::new()).expect("packs").iter().count(), 0);
+
+        let s = Strs::of([Some("ünï"), None, Some(""), Some("u-1")]).expect("packs");
+        assert_eq!(
+            (0..5).map(|i| s.get(i)).collect::<Vec<_>>(),
+            [Some("ünï"), None, Some(""), Some("u-1"), None]
+        );
+        // Everything a metadata packs, and a field it does not (kept in `other`).
+        let meta = ObjectMeta {
+            name: Some("n".into()),
+            uid: Some(String::new()),
+            owner_references: Some(vec![]),
+            finalizers: Some(vec!["f".into()]),
+            ..Default::default()
+        };
+        let slim = SlimMeta::of(meta.clone());
+        assert_eq!((slim.name(), slim.namespace()), (Some("n"), None));
+        assert_eq!(slim.expand(), meta);
     }
 
     #[test]

@@ -647,8 +647,12 @@ pub async fn run_controllers(
             t.event(ev);
         }
     });
-    let pc = Controller::for_stream(own_pipelines.applied_objects(), p_reader)
+    // The cache's changes reach the queue as namespace/name references (`triggers`), like every
+    // other trigger: kube's own trigger for them (`for_stream`'s stream) would queue each with
+    // its uid and resourceVersion, two more strings per queued pipeline.
+    let pc = Controller::for_stream(futures::stream::empty(), p_reader)
         .with_config(config)
+        .reconcile_on(triggers(own_pipelines.applied_objects(), |p| Some(pipeline_ref(&p))))
         .reconcile_on(handed_rx);
     // Shard 0 of several needs every pipeline for the policies' counts; other shards run no
     // policy reconciles and keep only the policies.
