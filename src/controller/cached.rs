@@ -4,12 +4,12 @@
 //! and four strings (type, status and reason repeat the same few words in every pipeline), the
 //! AWS resources' ARNs, the collector and telemetry figures. The bench's rolling-out pipeline
 //! took 4.5 KB in the cache (`tests/cache_memory.rs`), 3 KB of it status in some fifty
-//! allocations. [`CachedPipeline`] keeps the status as one buffer of deflated JSON (about 800
+//! allocations. [`CachedPipeline`] keeps the status as one buffer of deflated JSON (about 840
 //! bytes for that status: the repeated keys and words are what deflate removes) and unpacks it
 //! where it is read: once at the start of each reconcile (tens of microseconds), and for the
-//! pipelines a drift event may name. What picks the pipelines to reconcile (policy, node and child
-//! changes, the policies' counts) reads only the metadata, the spec and [`CachedPipeline::non_compliant`],
-//! kept as they are.
+//! pipelines a drift event may name. What picks the pipelines to reconcile (policy, node and
+//! child changes, the policies' counts) reads only the metadata, the spec and
+//! [`CachedPipeline::non_compliant`], kept as they are.
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -54,8 +54,11 @@ impl std::fmt::Debug for Packed {
     }
 }
 
+/// The status as deflated JSON, at deflate's fastest level: every watch event of a pipeline
+/// packs its status, and the levels differ by a few percent on a status (837 bytes against 801
+/// at the default level for the bench's).
 fn deflate(status: &MLObservabilityPipelineStatus) -> std::io::Result<Box<[u8]>> {
-    let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+    let mut enc = DeflateEncoder::new(Vec::new(), Compression::fast());
     serde_json::to_writer(&mut enc, status)?;
     enc.flush()?;
     Ok(enc.finish()?.into_boxed_slice())
@@ -215,8 +218,9 @@ mod tests {
         let whole = pipeline(rolling_out());
         let json = serde_json::to_vec(&whole.status).expect("json").len();
         let cached = CachedPipeline::pack(whole);
+        // Three conditions; a dozen (the bench's, `tests/cache_memory.rs`) pack tighter.
         assert!(
-            cached.packed_len() * 2 < json,
+            cached.packed_len() * 3 < json * 2,
             "packed {} bytes, JSON {json}",
             cached.packed_len()
         );
