@@ -11,13 +11,11 @@
 //! child changes, the policies' counts) reads only the metadata, the spec and
 //! [`CachedPipeline::non_compliant`], kept as they are.
 
-use std::borrow::Cow;
 use std::io::{Read, Write};
 
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
-use kube::Resource;
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
@@ -137,28 +135,7 @@ impl<'de> Deserialize<'de> for CachedPipeline {
     }
 }
 
-impl Resource for CachedPipeline {
-    type DynamicType = ();
-    type Scope = <MLObservabilityPipeline as Resource>::Scope;
-    fn kind(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::kind(&())
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::group(&())
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::version(&())
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::plural(&())
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+super::counted::pipeline_resource!(CachedPipeline);
 
 impl LeanKind for CachedPipeline {
     type Wire = WirePipeline;

@@ -4,7 +4,6 @@
 //! [`Counted`] (735 bytes instead of 7.4 KB for a pipeline with its status written; see
 //! `tests/cache_memory.rs`), so its memory still follows its own shard.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -16,6 +15,36 @@ use kube::{Client, Resource};
 use super::lookup::{Governing, governing_ref};
 use crate::crd::conditions::{self, pipeline as pty, status as st};
 use crate::crd::{GpuTelemetryPolicy, MLObservabilityPipeline};
+
+/// `impl Resource` for a type that stands for an MLObservabilityPipeline in a cache (its kind,
+/// group, version and plural) and keeps the pipeline's metadata in a `metadata` field.
+macro_rules! pipeline_resource {
+    ($t:ty) => {
+        impl kube::Resource for $t {
+            type DynamicType = ();
+            type Scope = <MLObservabilityPipeline as kube::Resource>::Scope;
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                MLObservabilityPipeline::kind(&())
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                MLObservabilityPipeline::group(&())
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                MLObservabilityPipeline::version(&())
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                MLObservabilityPipeline::plural(&())
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+pub(crate) use pipeline_resource;
 
 /// A pipeline as the policies' counts read it.
 #[derive(Clone, Debug)]
@@ -50,28 +79,7 @@ pub fn non_compliant(p: &MLObservabilityPipeline) -> bool {
         .is_some_and(|c| c.status == st::FALSE)
 }
 
-impl Resource for Counted {
-    type DynamicType = ();
-    type Scope = <MLObservabilityPipeline as Resource>::Scope;
-    fn kind(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::kind(&())
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::group(&())
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::version(&())
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        MLObservabilityPipeline::plural(&())
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+pipeline_resource!(Counted);
 
 /// How many pipelines policy `name` governs among `pipelines` (each `(spec.policyRef, whether
 /// PolicyCompliant is False)`), and how many of those are non-compliant.
