@@ -573,8 +573,7 @@ fn log_watch_error<T, E>(r: Result<T, controller::Error<E, watcher::Error>>) -> 
 /// The pipelines to reconcile for each change of `changes`, as `mapper` names them; a failed
 /// watch is logged (the watch retries with backoff). Used instead of kube's `watches_stream`,
 /// whose requests each carry the changed object's reference with its API group, version, kind
-/// and plural as five more strings, twice over while queued: at 1,000 pipelines that was most
-/// of the controller's queue.
+/// and plural as five more strings, twice over while queued.
 fn triggers<C, I>(
     changes: impl futures::Stream<Item = Result<C, watcher::Error>> + Send + 'static,
     mapper: impl Fn(C) -> I + Send + 'static,
