@@ -311,15 +311,35 @@ pub async fn wait_for_pipeline<T>(
 }
 
 /// While the pipeline is not Ready, restarts the pods a kwok node flap left NotReady (see
-/// [`restart_pods_stuck_by_node_flap`]): its collector's in the pipeline's namespace, and the
-/// Managed DCGM exporters' in the operator's namespace (a stuck exporter pod holds
-/// `MetricsSourceReady`, and with it `Ready`, False). CI showed a flap stall a rollout that a test
-/// waited on without this for its whole timeout.
+/// [`restart_pods_stuck_by_node_flap`]): its collector's in the pipeline's namespace and in any
+/// other namespace its pods run in (a policy's `collectorNamespace`), and the Managed DCGM
+/// exporters' in the operator's namespace (a stuck exporter pod holds `MetricsSourceReady`, and
+/// with it `Ready`, False). CI showed a flap stall a rollout that a test waited on without this
+/// for its whole timeout, once with the collector in a `collectorNamespace` this did not look in.
 pub async fn heal_node_flap(client: &Client, p: &MLObservabilityPipeline) -> Result<bool> {
     if is_ready(p) {
         return Ok(false);
     }
-    restart_pipeline_pods_stuck_by_node_flap(client, p.metadata.namespace.as_deref().unwrap_or_default()).await
+    let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+    let mut restarted = restart_pipeline_pods_stuck_by_node_flap(client, ns).await?;
+    let own = ListParams::default().labels(&child_selector(ns, &p.name_any()));
+    let elsewhere: std::collections::BTreeSet<String> = Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
+        .list_metadata(&own)
+        .await
+        .context("listing the pipeline's pods")?
+        .items
+        .into_iter()
+        .filter_map(|pod| pod.metadata.namespace)
+        .filter(|other| other != ns)
+        .collect();
+    for other in elsewhere {
+        let stuck = restart_pods_stuck_by_node_flap(client, &other, &own).await?;
+        if !stuck.is_empty() {
+            println!("restarted pods stuck NotReady after a kwok node flap in {other}: {stuck:?}");
+            restarted = true;
+        }
+    }
+    Ok(restarted)
 }
 
 /// [`restart_pods_stuck_by_node_flap`] for the pods in namespace `ns` and the Managed DCGM
