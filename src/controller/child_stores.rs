@@ -62,7 +62,8 @@ pub struct ChildStores {
 pub type MetaStore<K> = CompactStore<PartialObjectMeta<K>>;
 
 /// Labels or annotations in key order (the order of the map they came from), in two
-/// allocations: the keys and values one after the other in `text`, and where each ends. As a
+/// allocations: the keys and values one after the other in `text`, and where each ends
+/// ([`concat`]). As a
 /// list of boxed pairs each key and each value was an allocation of its own, at least 32 bytes
 /// with glibc's header: a collector DaemonSet's four labels and two annotations took 12 of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,29 +77,39 @@ impl Pairs {
     /// `m` packed; `None` when its text is beyond 4 GiB (no Kubernetes object is) and so cannot be
     /// indexed by `u32`: the caller keeps the map as it is then.
     fn of(m: &BTreeMap<String, String>) -> Option<Pairs> {
-        let mut text = String::with_capacity(m.iter().map(|(k, v)| k.len() + v.len()).sum());
-        let mut ends = Vec::with_capacity(2 * m.len());
-        for (k, v) in m {
-            for part in [k, v] {
-                text.push_str(part);
-                ends.push(u32::try_from(text.len()).ok()?);
-            }
-        }
+        let (text, ends) = concat(m.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))?;
         Some(Pairs {
-            text: text.into_boxed_str(),
+            text,
             ends: ends.into_boxed_slice(),
         })
     }
 
     /// The pairs, in key order.
     fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let part = |i: usize| {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-            // The ends are where `of` pushed each part: char boundaries within `text`.
-            self.text.get(start..self.ends[i] as usize).unwrap_or_default()
-        };
+        let part = |i| part(&self.text, &self.ends, i);
         (0..self.ends.len() / 2).map(move |i| (part(2 * i), part(2 * i + 1)))
     }
+}
+
+/// `parts` one after the other in one string, and where each ends in it; `None` when the text
+/// is beyond 4 GiB (no Kubernetes object is) and so cannot be indexed by `u32`. [`Pairs`] and
+/// [`Strs`] keep strings so: one allocation where each string was one of at least 32 bytes.
+fn concat<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> Option<(Box<str>, Vec<u32>)> {
+    let mut text = String::with_capacity(parts.clone().map(str::len).sum());
+    let mut ends = Vec::with_capacity(parts.clone().count());
+    for p in parts {
+        text.push_str(p);
+        ends.push(u32::try_from(text.len()).ok()?);
+    }
+    Some((text.into_boxed_str(), ends))
+}
+
+/// String `i` of what [`concat`] packed into `text` and `ends`.
+fn part<'a>(text: &'a str, ends: &[u32], i: usize) -> &'a str {
+    let start = i.checked_sub(1).and_then(|j| ends.get(j)).map_or(0, |&e| e as usize);
+    let end = ends.get(i).map_or(start, |&e| e as usize);
+    // The ends are where `concat` pushed each string: char boundaries within `text`.
+    text.get(start..end).unwrap_or_default()
 }
 
 /// What a store keeps of a child `C`: its metadata without the labels and annotations, those as
@@ -155,8 +166,8 @@ impl SlimOwner {
     }
 }
 
-/// Up to `N` optional strings in one allocation, as [`Pairs`] keeps its keys and values: four
-/// strings of a few bytes each took four allocations of at least 32 bytes.
+/// Up to `N` optional strings in one allocation ([`concat`]), as [`Pairs`] keeps its keys and
+/// values: four strings of a few bytes each took four allocations of at least 32 bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Strs<const N: usize> {
     text: Box<str>,
@@ -171,18 +182,11 @@ impl<const N: usize> Strs<N> {
         if N > 8 {
             return None;
         }
-        let mut text = String::with_capacity(parts.iter().flatten().map(|p| p.len()).sum());
-        let (mut ends, mut present) = ([0u32; N], 0u8);
-        for (i, part) in parts.iter().enumerate() {
-            if let Some(p) = part {
-                text.push_str(p);
-                present |= 1 << i;
-            }
-            ends[i] = u32::try_from(text.len()).ok()?;
-        }
+        let present = (parts.iter().enumerate()).fold(0u8, |bits, (i, p)| bits | (u8::from(p.is_some()) << i));
+        let (text, ends) = concat(parts.iter().map(|p| p.unwrap_or_default()))?;
         Some(Strs {
-            text: text.into_boxed_str(),
-            ends,
+            text,
+            ends: ends.try_into().ok()?,
             present,
         })
     }
@@ -191,9 +195,7 @@ impl<const N: usize> Strs<N> {
         if i >= N || self.present & (1 << i) == 0 {
             return None;
         }
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        // The ends are where `of` pushed each string: char boundaries within `text`.
-        Some(self.text.get(start..self.ends[i] as usize).unwrap_or_default())
+        Some(part(&self.text, &self.ends, i))
     }
 }
 
