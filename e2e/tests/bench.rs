@@ -215,19 +215,66 @@ fn ops() -> Result<Vec<Op>> {
         .collect()
 }
 
-/// /metrics of every replica, in the order of `ops`.
-/// Sleeps until the next resync boundary (a whole multiple of [`RESYNC`] since the epoch, where
-/// every pipeline's slots start: `controller::resync`), so that a window of one [`RESYNC`] from
-/// there holds each pipeline's resync exactly once, after its period's listings.
-async fn until_resync_boundary() {
+/// Sleeps until `into` after the next start of a resync period (periods start at whole multiples
+/// of [`RESYNC`] since the epoch: every pipeline's slot lies in a period's first tenth, and the
+/// period's shared listings are taken there; `controller::resync`).
+async fn until_in_period(into: Duration) {
     let every = RESYNC.as_millis();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let left = every - now % every;
+    let left = (every + into.as_millis() % every - now % every) % every;
     tokio::time::sleep(Duration::from_millis(u64::try_from(left).unwrap_or(0))).await;
 }
 
+/// Sleeps until the middle of the next resync period: past every pipeline's slot.
+async fn until_mid_resync() {
+    until_in_period(RESYNC / 2).await;
+}
+
+/// Each replica's metrics at the start and end of one full resync: from the middle of a resync period (see
+/// [`until_mid_resync`]) to the middle of the next, so that the window holds each pipeline's
+/// slot once and exactly one boundary, where the period's shared listings are taken once. A
+/// window from boundary to boundary caught a second listing, or part of it, in run AV: its end
+/// (a scrape, then one interval later another) fell just after the next boundary (ListAliases
+/// 22 and 14 for 11 pages a listing).
+async fn one_resync(ops: &[Op]) -> Result<(Vec<String>, Vec<String>)> {
+    until_mid_resync().await;
+    let start = scrape(ops).await?;
+    // Sleeping until the next middle, not for one interval: the scrape took a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    until_mid_resync().await;
+    Ok((start, scrape(ops).await?))
+}
+
+/// Waits, up to `limit`, until one resync interval (and a margin) has passed since the newest
+/// `DataFlowing=False` transition of the pipelines in `namespaces`: the first AWS step after data
+/// stops reads the key in full and records `status.aws.kmsKeyCheckedAt`, at the pipeline's next
+/// resync at the latest. Run AV's steady window caught one such write after a flap. Returns the
+/// wait.
+async fn settle_data_stops(c: &kube::Client, namespaces: &[String], limit: Duration) -> Result<Duration> {
+    let mut newest: Option<std::time::SystemTime> = None;
+    for ns in namespaces {
+        for p in Api::<MLObservabilityPipeline>::namespaced(c.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+        {
+            let stopped = condition(&p, "DataFlowing")
+                .filter(|x| x.status == "False")
+                .map(|x| std::time::SystemTime::from(x.last_transition_time.0));
+            newest = newest.max(stopped);
+        }
+    }
+    let wait = newest
+        .map(|t| t + RESYNC + Duration::from_secs(15))
+        .and_then(|until| until.duration_since(std::time::SystemTime::now()).ok())
+        .unwrap_or_default()
+        .min(limit);
+    tokio::time::sleep(wait).await;
+    Ok(wait)
+}
+
+/// /metrics of every replica, in the order of `ops`.
 async fn scrape(ops: &[Op]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(ops.len());
     for o in ops {
@@ -804,6 +851,14 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
                 STEADY_SETTLE.as_secs()
             );
         }
+        // Then the full key reads that data stopping (a flap's) brings.
+        let waited = settle_data_stops(&c, &namespaces, RESYNC * 2).await?;
+        if !waited.is_zero() {
+            println!(
+                "bench: steady window {attempt}: waited {:.0} s for the key reads after data stopped",
+                waited.as_secs_f64()
+            );
+        }
         tokio::time::sleep(Duration::from_secs(30)).await;
         let started = k8s_openapi::jiff::Timestamp::now();
         let s1 = statuses(&c, &namespaces).await?;
@@ -831,11 +886,8 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     let writes_per_min = (kube_writes_all(&m2)? - kube_writes_all(&m1)?) * 60.0 / STEADY_WINDOW.as_secs_f64();
     let steady_writes_by = kube_writes_by_request(&m1, &m2);
     println!("bench: the steady window's Kubernetes writes by request: {steady_writes_by:?}");
-    // One resync interval from a boundary: every pipeline's AWS side is looked at once.
-    until_resync_boundary().await;
-    let m3 = scrape(ops).await?;
-    tokio::time::sleep(RESYNC).await;
-    let m3_end = scrape(ops).await?;
+    // One resync: every pipeline's AWS side is looked at once.
+    let (m3, m3_end) = one_resync(ops).await?;
     let resync_calls = aws_calls_all(&m3, &m3_end);
     let resync_reads = reads_of(&resync_calls);
     let resync_writes: u64 = resync_calls
@@ -860,10 +912,7 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
     // events (the kwok collectors send nothing, so the bench publishes it), and the DataFlowing
     // read takes those groups from one GetMetricData per 500 instead of their streams.
     let groups = publish_incoming_log_events(&aws, &format!("/aws/eks/{CLUSTER_NAME}/")).await?;
-    until_resync_boundary().await;
-    let m4 = scrape(ops).await?;
-    tokio::time::sleep(RESYNC).await;
-    let m5 = scrape(ops).await?;
+    let (m4, m5) = one_resync(ops).await?;
     let flowing_calls = aws_calls_all(&m4, &m5);
     let flowing_reads = reads_of(&flowing_calls);
     let flowing_stream_reads = flowing_calls.get("DescribeLogStreams").copied().unwrap_or(0);
@@ -874,6 +923,9 @@ async fn scale_on_the_real_control_plane() -> Result<()> {
         .await?
         .with_context(|| format!("log group {group}"))?
         .retention_in_days();
+    // At a period's start, when every pipeline falls due: the worst case for an event that
+    // would wait its turn.
+    until_in_period(Duration::ZERO).await;
     aws.logs
         .put_retention_policy()
         .log_group_name(&group)
