@@ -63,9 +63,9 @@ pub type MetaStore<K> = CompactStore<PartialObjectMeta<K>>;
 
 /// Labels or annotations in key order (the order of the map they came from), in two
 /// allocations: the keys and values one after the other in `text`, and where each ends
-/// ([`concat`]). As a
-/// list of boxed pairs each key and each value was an allocation of its own, at least 32 bytes
-/// with glibc's header: a collector DaemonSet's four labels and two annotations took 12 of them.
+/// ([`concat`]). As a list of boxed pairs each key and each value was an allocation of its own,
+/// at least 32 bytes with glibc's header: a collector DaemonSet's four labels and two
+/// annotations took 12 of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Pairs {
     text: Box<str>,
